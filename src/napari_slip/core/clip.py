@@ -1,0 +1,275 @@
+"""CLIP models: open_clip architectures, our checkpoint format, and encoding.
+
+Checkpoint format (written by fine-tuning, read everywhere): a safetensors file whose
+metadata holds the open_clip model config as JSON under ``open_clip_config`` (the dict
+open_clip keeps in its ``model_configs/*.json``), plus optional entries such as
+``base_model``, ``class_names`` (JSON list), ``prompt_template``, ``preprocess_cfg``
+(JSON with ``mean``/``std``). Any open_clip architecture, a tiny one included, loads
+from such a file without executing code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import CheckpointError
+
+CONFIG_KEY = "open_clip_config"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass
+class ClipModel:
+    """A loaded CLIP model with what is needed to feed it.
+
+    Attributes
+    ----------
+    model
+        The open_clip model (eval mode).
+    tokenizer
+        Callable turning a list of strings into a token tensor.
+    config
+        The open_clip model config.
+    image_size
+        Side of the square images the vision tower takes.
+    mean, std
+        Per-channel normalisation of images in [0, 1].
+    metadata
+        What the checkpoint recorded (base model, class names, template, ...).
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    config: dict
+    image_size: int
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess(self, crops: list[np.ndarray]) -> torch.Tensor:
+        """Square uint8 RGB crops of any size -> a normalised batch on the model's device."""
+        size = self.image_size
+        out = torch.empty((len(crops), 3, size, size), dtype=torch.float32)
+        for i, crop in enumerate(crops):
+            t = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float()
+            t = F.interpolate(
+                t, size=(size, size), mode="bicubic", antialias=True, align_corners=False
+            )
+            out[i] = t[0]
+        out = out.clamp_(0, 255).div_(255.0)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return ((out - mean) / std).to(self.device)
+
+    @torch.no_grad()
+    def encode_images(self, crops: list[np.ndarray]) -> np.ndarray:
+        """L2-normalised image embeddings (n, d) of square uint8 RGB crops."""
+        if not crops:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        feats = self.model.encode_image(self.preprocess(crops))
+        return F.normalize(feats.float(), dim=-1).cpu().numpy()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised text embeddings (n, d)."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        feats = self.model.encode_text(tokens)
+        return F.normalize(feats.float(), dim=-1).cpu().numpy()
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config.get("embed_dim", 512))
+
+    @property
+    def logit_scale(self) -> float:
+        scale = getattr(self.model, "logit_scale", None)
+        return float(scale.exp().item()) if scale is not None else 100.0
+
+
+def build_clip(config: dict) -> torch.nn.Module:
+    """Instantiate an open_clip model (random weights) from its config dict."""
+    from open_clip.model import CLIP, CustomTextCLIP
+
+    cfg = copy.deepcopy(config)
+    if "multimodal_cfg" in cfg:
+        raise CheckpointError("CoCa models are not supported; use a contrastive CLIP model.")
+    text_cfg = cfg.get("text_cfg", {})
+    if "hf_model_name" in text_cfg:
+        text_cfg["hf_model_pretrained"] = False
+    if "timm_model_name" in cfg.get("vision_cfg", {}):
+        cfg["vision_cfg"]["timm_model_pretrained"] = False
+    custom = cfg.pop("custom_text", False) or "hf_model_name" in text_cfg
+    cls = CustomTextCLIP if custom else CLIP
+    try:
+        model = cls(**cfg)
+    except TypeError as exc:
+        raise CheckpointError(
+            f"The CLIP config does not describe an open_clip model ({exc})."
+        ) from None
+    return model.eval()
+
+
+def make_tokenizer(config: dict, model_name: str | None = None):
+    """The tokenizer an open_clip config asks for."""
+    import open_clip
+    from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+
+    text_cfg = config.get("text_cfg", {})
+    context = int(text_cfg.get("context_length", 77))
+    if model_name:
+        return open_clip.get_tokenizer(model_name, context_length=context)
+    if text_cfg.get("hf_tokenizer_name"):
+        return HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=context)
+    return SimpleTokenizer(context_length=context)
+
+
+def _image_size(config: dict) -> int:
+    size = config.get("vision_cfg", {}).get("image_size", 224)
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def read_clip_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of one of our CLIP checkpoints, JSON values decoded.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not a safetensors file with an ``open_clip_config`` entry.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = fh.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({type(exc).__name__})."
+        ) from None
+    if CONFIG_KEY not in raw:
+        raise CheckpointError(
+            f"{path} has no '{CONFIG_KEY}' metadata: it is not a napari-slip CLIP checkpoint."
+        )
+    meta = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = json.loads(value)
+        except ValueError:
+            meta[key] = value
+    return meta
+
+
+def load_clip_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> ClipModel:
+    """Load a CLIP checkpoint in our format (safetensors + ``open_clip_config``)."""
+    from safetensors.torch import load_file
+
+    meta = read_clip_metadata(path)
+    config = meta[CONFIG_KEY]
+    if not isinstance(config, dict) or "vision_cfg" not in config:
+        raise CheckpointError(f"{path}: '{CONFIG_KEY}' is not an open_clip model config.")
+    model = build_clip(config)
+    state = load_file(str(path), device="cpu")
+    _load_state(model, state, path)
+    pre = meta.get("preprocess_cfg") or {}
+    return ClipModel(
+        model=model.to(device).eval(),
+        tokenizer=make_tokenizer(config),
+        config=config,
+        image_size=_image_size(config),
+        mean=tuple(pre.get("mean", OPENAI_MEAN)),
+        std=tuple(pre.get("std", OPENAI_STD)),
+        metadata={k: v for k, v in meta.items() if k != CONFIG_KEY},
+    )
+
+
+def load_open_clip(
+    model_name: str,
+    weights: str | os.PathLike,
+    pretrained_cfg: dict,
+    device: str | torch.device = "cpu",
+) -> ClipModel:
+    """Load an open_clip built-in architecture with weights from a local file."""
+    import open_clip
+    from open_clip.factory import load_checkpoint
+
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise CheckpointError(
+            f"Unknown open_clip model {model_name!r}; see open_clip.list_models()."
+        )
+    config = copy.deepcopy(config)
+    if pretrained_cfg.get("quick_gelu"):
+        config["quick_gelu"] = True
+    model = build_clip(config)
+    try:
+        load_checkpoint(model, str(weights), weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"Could not load {weights} into {model_name} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})."
+        ) from None
+    return ClipModel(
+        model=model.to(device).eval(),
+        tokenizer=make_tokenizer(config, model_name),
+        config=config,
+        image_size=_image_size(config),
+        mean=tuple(pretrained_cfg.get("mean", OPENAI_MEAN)),
+        std=tuple(pretrained_cfg.get("std", OPENAI_STD)),
+        metadata={"base_model": model_name},
+    )
+
+
+def _load_state(model: torch.nn.Module, state: dict, path) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
+        raise CheckpointError(
+            f"The weights in {path} do not fit its open_clip_config ({first[0].strip()})."
+        ) from None
+
+
+def save_clip_checkpoint(
+    model: torch.nn.Module,
+    config: dict,
+    path: str | os.PathLike,
+    metadata: dict | None = None,
+) -> Path:
+    """Write ``model`` in our checkpoint format.
+
+    Parameters
+    ----------
+    model
+        An open_clip model whose architecture ``config`` describes.
+    config
+        The open_clip model config (stored as ``open_clip_config``).
+    path
+        Output ``.safetensors`` file; written atomically.
+    metadata
+        Extra entries (values JSON-encoded unless already strings): ``base_model``,
+        ``class_names``, ``prompt_template``, ``preprocess_cfg``, ``metrics``, ...
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {CONFIG_KEY: json.dumps(config)}
+    for key, value in (metadata or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path

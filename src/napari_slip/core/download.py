@@ -1,0 +1,206 @@
+"""Weights on disk: the cache folder, verified downloads, and file hashes.
+
+Downloads are written to a temporary file beside the target and renamed only after
+the SHA-256 matched, so an interrupted transfer never leaves a file that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import ChecksumError, WeightsUnavailableError
+
+#: Environment variable that overrides the cache folder.
+CACHE_ENV = "NAPARI_SLIP_CACHE"
+_CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def cache_dir() -> Path:
+    """The folder where weights and fine-tuned checkpoints are kept.
+
+    ``$NAPARI_SLIP_CACHE`` if set, else the platform's user cache folder
+    (e.g. ``~/.cache/napari-slip`` on Linux).
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-slip", appauthor=False))
+
+
+def checkpoint_dir() -> Path:
+    """The folder scanned for fine-tuned CLIP checkpoints (inside the cache folder)."""
+    return cache_dir() / "checkpoints"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hash_index() -> Path:
+    return cache_dir() / "hashes.json"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a checkpoint file, remembered by path, size and modification time.
+
+    Hashing a 2.5 GB checkpoint takes seconds; provenance needs the hash on every
+    load, so it is kept in ``hashes.json`` in the cache folder.
+    """
+    key = _hash_key(Path(path))
+    known = _read_hash_index().get(key)
+    if known:
+        return known
+    digest = sha256_of(path)
+    _remember_hash(Path(path), digest)
+    return digest
+
+
+def _hash_key(path: Path) -> str:
+    path = path.resolve()
+    stat = path.stat()
+    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _read_hash_index() -> dict[str, str]:
+    try:
+        return json.loads(_hash_index().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_hash(path: Path, digest: str) -> None:
+    index = _read_hash_index()
+    index[_hash_key(path)] = digest
+    try:
+        _hash_index().parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(_hash_index(), json.dumps(index, indent=0))
+    except OSError:
+        pass  # a read-only cache only costs us the memo
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str | None = None,
+    progress: ProgressCallback | None = None,
+    timeout: float = 30.0,
+    what: str = "weights",
+) -> Path:
+    """Download ``url`` to ``dest`` unless a verified copy is already there.
+
+    Parameters
+    ----------
+    url
+        Where to fetch from.
+    dest
+        The final path. The transfer goes to a ``.part`` file beside it that is renamed
+        only after the checksum matched.
+    sha256
+        Expected SHA-256 (hex). If None and the server sends a 64-hex ``X-Linked-Etag``
+        or ``ETag`` (as the Hugging Face hub does for large files), that is used.
+    progress
+        Called as ``progress(bytes_done, bytes_total)``; total is 0 if unknown.
+    timeout
+        Socket timeout in seconds.
+    what
+        What is being downloaded, for messages.
+
+    Raises
+    ------
+    WeightsUnavailableError
+        The server cannot be reached or answers with an error; the message names the
+        URL and where to put the file by hand.
+    ChecksumError
+        The downloaded bytes do not match the expected SHA-256 (nothing is kept).
+    """
+    dest = Path(dest)
+    # A cached copy with the wrong hash is stale or corrupt: fetch it again.
+    if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256.lower()):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    request = urllib.request.Request(url, headers={"User-Agent": "napari-slip"})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise WeightsUnavailableError(
+            f"Could not download {what} from {url} ({reason}). "
+            f"If you are offline, download the file elsewhere and put it at {dest}, "
+            "or pass the path of a local file instead of the model name."
+        ) from None
+    expected = (sha256 or _etag_sha256(response.headers) or "").lower() or None
+    total = int(response.headers.get("Content-Length") or 0)
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    done = 0
+    try:
+        with response, os.fdopen(fd, "wb") as out:
+            while True:
+                try:
+                    block = response.read(_CHUNK)
+                except (OSError, urllib.error.URLError) as exc:
+                    raise WeightsUnavailableError(
+                        f"The download of {what} from {url} broke off after {done} bytes "
+                        f"({exc}). Try again, or put the file at {dest} by hand."
+                    ) from None
+                if not block:
+                    break
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done, total)
+        if total and done != total:
+            raise WeightsUnavailableError(
+                f"The download of {what} from {url} stopped at {done} of {total} bytes. "
+                f"Try again, or put the file at {dest} by hand."
+            )
+        actual = digest.hexdigest()
+        if expected and actual != expected:
+            raise ChecksumError(
+                f"The {what} downloaded from {url} has SHA-256 {actual}, expected {expected}; "
+                "the file was discarded. Try again; if it persists, the server's file changed."
+            )
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _remember_hash(dest, actual)
+    return dest
+
+
+def _etag_sha256(headers) -> str | None:
+    for name in ("X-Linked-Etag", "ETag"):
+        value = (headers.get(name) or "").strip().strip('"').lower()
+        if value.startswith("w/"):
+            continue
+        if _HEX64.match(value):
+            return value
+    return None

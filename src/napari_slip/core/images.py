@@ -1,0 +1,178 @@
+"""Turning scientific images into the 8-bit RGB that SAM and CLIP see.
+
+Handles 2D grayscale, RGB, RGBA and multichannel images (up to three chosen channels
+mapped to R, G, B) in uint8, uint16, other integers and floats. Intensities are
+stretched per channel between percentiles (default) or explicit contrast limits
+(napari passes its own). The exact normalisation is recorded for provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+
+DEFAULT_PERCENTILES = (1.0, 99.8)
+
+
+@dataclass
+class PreparedImage:
+    """An image ready for the models.
+
+    Attributes
+    ----------
+    rgb
+        (H, W, 3) uint8.
+    normalisation
+        How intensities were mapped: method, per-channel limits, channels used.
+    """
+
+    rgb: np.ndarray
+    normalisation: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rgb.shape[:2]
+
+
+def _describe_shape(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def prepare_image(
+    image: np.ndarray,
+    *,
+    rgb: bool | None = None,
+    channel_axis: int | None = None,
+    channels: tuple[int, ...] | list[int] | None = None,
+    contrast_limits: tuple[float, float] | list | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> PreparedImage:
+    """Map an image to (H, W, 3) uint8 RGB.
+
+    Parameters
+    ----------
+    image
+        2D (grayscale), (H, W, 3) RGB, (H, W, 4) RGBA, or a multichannel image whose
+        channel axis is ``channel_axis``.
+    rgb
+        Whether a trailing axis of 3 or 4 is colour. ``None`` guesses: yes if the last
+        axis is 3 or 4 long and no ``channel_axis`` is given.
+    channel_axis
+        The channel axis of a multichannel image (e.g. 0 for (C, H, W)).
+    channels
+        Up to three channel indices to show as R, G, B (default: the first three; one
+        channel is shown as gray).
+    contrast_limits
+        ``(low, high)`` applied to every channel, or one pair per chosen channel.
+        Overrides ``percentiles``.
+    percentiles
+        Per-channel low/high percentiles used when no contrast limits are given.
+        uint8 colour images are used as they are unless limits are given.
+
+    Raises
+    ------
+    InputError
+        For shapes that are not a 2D image (with the shape in the message).
+    """
+    arr = np.asarray(image)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"Images must be numeric; got dtype {arr.dtype}.")
+    if arr.ndim == 0 or arr.size == 0:
+        raise InputError(f"The image is empty (shape {_describe_shape(arr.shape)}).")
+
+    if channel_axis is not None:
+        if arr.ndim != 3:
+            raise InputError(
+                f"channel_axis={channel_axis} needs a 3D (channels + 2D) image; got shape "
+                f"{_describe_shape(arr.shape)}. Pass a single 2D plane of z-stacks or time series."
+            )
+        arr = np.moveaxis(arr, channel_axis, -1)
+        kind = "multichannel"
+    elif arr.ndim == 2:
+        arr = arr[..., None]
+        kind = "grayscale"
+    elif arr.ndim == 3 and arr.shape[-1] in (3, 4) and rgb is not False:
+        if arr.shape[-1] == 4:
+            arr = arr[..., :3]  # alpha carries no object information for SAM/CLIP
+        kind = "rgb"
+    else:
+        raise InputError(
+            f"Cannot segment an image of shape {_describe_shape(arr.shape)}: expected 2D (H, W), "
+            "RGB/RGBA (H, W, 3|4), or a multichannel image with channel_axis set. "
+            "For z-stacks or time series, segment one 2D plane at a time."
+        )
+    if min(arr.shape[:2]) < 2:
+        raise InputError(f"The image is too small to segment: shape {_describe_shape(arr.shape)}.")
+
+    n_channels = arr.shape[-1]
+    if channels is None:
+        chosen = list(range(min(3, n_channels))) if kind != "grayscale" else [0]
+    else:
+        chosen = [int(c) for c in channels]
+        if not 1 <= len(chosen) <= 3:
+            raise InputError(f"Choose one to three channels to map to RGB; got {len(chosen)}.")
+        bad = [c for c in chosen if not -n_channels <= c < n_channels]
+        if bad:
+            raise InputError(
+                f"Channel {bad[0]} does not exist: the image has {n_channels} channels "
+                f"(shape {_describe_shape(np.asarray(image).shape)})."
+            )
+    planes = arr[..., chosen]
+
+    if contrast_limits is not None:
+        limits = np.asarray(contrast_limits, dtype=np.float64)
+        if limits.shape == (2,):
+            limits = np.tile(limits, (len(chosen), 1))
+        if limits.shape != (len(chosen), 2):
+            raise InputError(
+                "contrast_limits must be (low, high) or one pair per channel; "
+                f"got {contrast_limits!r}."
+            )
+        method = "contrast_limits"
+    elif kind == "rgb" and arr.dtype == np.uint8:
+        limits = np.tile([0.0, 255.0], (len(chosen), 1))
+        method = "none (uint8 RGB)"
+    else:
+        lo, hi = percentiles
+        if not 0 <= lo < hi <= 100:
+            raise InputError(
+                f"percentiles must satisfy 0 <= low < high <= 100; got {percentiles!r}."
+            )
+        limits = np.empty((len(chosen), 2))
+        for i in range(len(chosen)):
+            plane = planes[..., i]
+            finite = (
+                plane[np.isfinite(plane)] if np.issubdtype(plane.dtype, np.floating) else plane
+            )
+            if finite.size == 0:
+                limits[i] = (0.0, 1.0)
+            else:
+                limits[i] = np.percentile(finite, (lo, hi))
+        method = f"percentiles {lo}-{hi}"
+
+    out = np.empty((*planes.shape[:2], len(chosen)), dtype=np.uint8)
+    for i in range(len(chosen)):
+        low, high = float(limits[i, 0]), float(limits[i, 1])
+        scale = 255.0 / (high - low) if high > low else 0.0
+        plane = planes[..., i].astype(np.float32)
+        np.nan_to_num(plane, copy=False, nan=low, posinf=high, neginf=low)
+        out[..., i] = np.clip((plane - low) * scale, 0, 255).round().astype(np.uint8)
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    elif out.shape[-1] == 2:
+        out = np.concatenate([out, np.zeros_like(out[..., :1])], axis=-1)
+    return PreparedImage(
+        rgb=np.ascontiguousarray(out),
+        normalisation={
+            "kind": kind,
+            "dtype": str(np.asarray(image).dtype),
+            "method": method,
+            "channels": chosen,
+            "limits": limits.round(6).tolist(),
+        },
+    )

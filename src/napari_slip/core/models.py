@@ -1,0 +1,337 @@
+"""Registry of SAM and CLIP weights: names, URLs, checksums, cache paths, loaders.
+
+A model is named either by a registry name (``vit_b``; ``ViT-B-32:laion2b_s34b_b79k``)
+or by the path of a local file. Named weights are downloaded once into the cache
+folder (see :func:`~napari_slip.core.download.cache_dir`); a path is used as it is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .clip import ClipModel, load_clip_checkpoint, load_open_clip, read_clip_metadata
+from .download import cache_dir, checkpoint_dir, download, file_sha256
+from .errors import CheckpointError, InputError
+from .sam import SamConfig, load_sam
+
+
+@dataclass(frozen=True)
+class SamWeights:
+    name: str
+    url: str
+    sha256: str
+    size_mb: int
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+_SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+SAM_MODELS: dict[str, SamWeights] = {
+    w.name: w
+    for w in (
+        SamWeights(
+            "vit_b",
+            _SAM_BASE + "sam_vit_b_01ec64.pth",
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            358,
+            "SAM ViT-B (fastest; recommended on a CPU)",
+        ),
+        SamWeights(
+            "vit_l",
+            _SAM_BASE + "sam_vit_l_0b3195.pth",
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            1191,
+            "SAM ViT-L",
+        ),
+        SamWeights(
+            "vit_h",
+            _SAM_BASE + "sam_vit_h_4b8939.pth",
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            2445,
+            "SAM ViT-H (best masks, slowest)",
+        ),
+    )
+}
+
+#: CLIP weights offered by name in the widget and ``napari-slip models``. Any other
+#: open_clip ``MODEL:TAG`` pair works too.
+CLIP_PRETRAINED: tuple[str, ...] = (
+    "ViT-B-32:laion2b_s34b_b79k",
+    "ViT-B-32:openai",
+    "ViT-B-16:laion2b_s34b_b88k",
+    "ViT-L-14:laion2b_s32b_b82k",
+)
+
+DEFAULT_SAM = "vit_b"
+DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"
+
+DownloadProgress = Callable[[int, int], None]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu. Others are checked to exist."""
+    name = str(device or "auto")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(
+            "device 'cuda' was asked for, but PyTorch sees no CUDA GPU; use 'cpu' or 'auto'."
+        )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise InputError(
+            "device 'mps' was asked for, but it is not available here; use 'cpu' or 'auto'."
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"Unknown device {name!r}; use auto, cpu, cuda or mps.") from None
+
+
+def available_devices() -> list[str]:
+    """The device choices that work on this machine, ``auto`` first."""
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out.append("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
+def _is_path(spec: str) -> bool:
+    return os.sep in spec or "/" in spec or spec.endswith((".pth", ".pt", ".safetensors", ".bin"))
+
+
+# --- SAM -----------------------------------------------------------------------------
+
+
+def sam_cache_path(name: str) -> Path:
+    return cache_dir() / "sam" / SAM_MODELS[name].filename
+
+
+def resolve_sam(spec: str, progress: DownloadProgress | None = None) -> Path:
+    """The local file for a SAM name or path, downloading a named model if needed."""
+    if spec in SAM_MODELS:
+        w = SAM_MODELS[spec]
+        return download(w.url, sam_cache_path(spec), w.sha256, progress, what=f"SAM {spec}")
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    raise InputError(
+        f"SAM model {spec!r} is neither a known name ({', '.join(SAM_MODELS)}) "
+        "nor an existing file."
+    )
+
+
+@dataclass
+class LoadedSam:
+    model: torch.nn.Module
+    config: SamConfig
+    spec: str
+    path: Path
+    sha256: str
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "architecture": self.config.as_dict(),
+        }
+
+
+def load_sam_model(
+    spec: str, device: torch.device | str = "cpu", progress: DownloadProgress | None = None
+) -> LoadedSam:
+    """Resolve (download if needed) and load a SAM model by name or path."""
+    path = resolve_sam(spec, progress)
+    model, config = load_sam(path, device)
+    return LoadedSam(model, config, spec, path, file_sha256(path))
+
+
+# --- CLIP ----------------------------------------------------------------------------
+
+
+def _split_clip_name(spec: str) -> tuple[str, str]:
+    if ":" not in spec:
+        raise InputError(
+            f"CLIP model {spec!r}: give MODEL:TAG (e.g. {DEFAULT_CLIP}) or the path of a "
+            ".safetensors checkpoint."
+        )
+    name, tag = spec.split(":", 1)
+    return name, tag
+
+
+def _clip_source(spec: str) -> tuple[str, dict, list[str], Path]:
+    """(model name, pretrained cfg, candidate URLs, cache path) for MODEL:TAG."""
+    import open_clip
+
+    name, tag = _split_clip_name(spec)
+    if open_clip.get_model_config(name) is None:
+        raise InputError(
+            f"Unknown open_clip model {name!r} in {spec!r}; see open_clip.list_models()."
+        )
+    pcfg = open_clip.get_pretrained_cfg(name, tag)
+    if not pcfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none"
+        raise InputError(
+            f"open_clip has no pretrained tag {tag!r} for {name}; known tags: {tags}."
+        )
+    urls = []
+    if pcfg.get("hf_hub"):
+        repo = pcfg["hf_hub"].strip("/")
+        base = f"https://huggingface.co/{repo}/resolve/main/"
+        urls += [base + "open_clip_model.safetensors", base + "open_clip_pytorch_model.bin"]
+    if pcfg.get("url"):
+        urls.append(pcfg["url"])
+    folder = cache_dir() / "clip" / f"{name}__{tag}"
+    return name, pcfg, urls, folder
+
+
+def clip_cached_file(spec: str) -> Path | None:
+    """The cached weights of MODEL:TAG, if any."""
+    _, _, urls, folder = _clip_source(spec)
+    for url in urls:
+        candidate = folder / url.rsplit("/", 1)[-1]
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def resolve_clip(
+    spec: str, progress: DownloadProgress | None = None
+) -> tuple[str | None, Path, dict]:
+    """(open_clip model name or None for our checkpoints, local file, pretrained cfg)."""
+    if _is_path(spec) or Path(spec).expanduser().is_file():
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise InputError(f"CLIP checkpoint {spec!r} does not exist.")
+        return None, path, {}
+    name, pcfg, urls, folder = _clip_source(spec)
+    cached = clip_cached_file(spec)
+    if cached is not None:
+        return name, cached, pcfg
+    errors = []
+    for url in urls:
+        target = folder / url.rsplit("/", 1)[-1]
+        try:
+            return name, download(url, target, None, progress, what=f"CLIP {spec}"), pcfg
+        except Exception as exc:  # try the next mirror; report all if none works
+            errors.append(exc)
+    # Every source failed: the first message names the URL and where to put the file.
+    raise errors[0]
+
+
+@dataclass
+class LoadedClip:
+    clip: ClipModel
+    spec: str
+    path: Path
+    sha256: str
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "metadata": self.clip.metadata,
+        }
+
+
+def load_clip_model(
+    spec: str, device: torch.device | str = "cpu", progress: DownloadProgress | None = None
+) -> LoadedClip:
+    """Resolve (download if needed) and load CLIP by ``MODEL:TAG`` or checkpoint path."""
+    name, path, pcfg = resolve_clip(spec, progress)
+    if name is None:
+        clip = load_clip_checkpoint(path, device)
+    else:
+        clip = load_open_clip(name, path, pcfg, device)
+    return LoadedClip(clip, spec, path, file_sha256(path))
+
+
+# --- listing -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of :func:`list_models`."""
+
+    kind: str  # "sam", "clip" or "clip-checkpoint"
+    name: str
+    cached: bool
+    path: str
+    description: str = ""
+
+
+def find_clip_checkpoints(
+    folders: list[str | os.PathLike] | None = None,
+) -> list[tuple[Path, dict]]:
+    """Our CLIP checkpoints in the checkpoint folder (and ``folders``), with metadata.
+
+    Files that are not napari-slip checkpoints are skipped silently.
+    """
+    found = []
+    seen = set()
+    for folder in [checkpoint_dir(), *(folders or [])]:
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.safetensors")):
+            if path.resolve() in seen:
+                continue
+            try:
+                meta = read_clip_metadata(path)
+            except CheckpointError:
+                continue
+            seen.add(path.resolve())
+            found.append((path, meta))
+    return found
+
+
+def describe_checkpoint(meta: dict) -> str:
+    """A one-line summary of what a checkpoint was trained on."""
+    parts = []
+    if meta.get("base_model"):
+        parts.append(f"from {meta['base_model']}")
+    classes = meta.get("class_names")
+    if isinstance(classes, list) and classes:
+        shown = ", ".join(map(str, classes[:5])) + (" ..." if len(classes) > 5 else "")
+        parts.append(f"classes: {shown}")
+    if meta.get("date"):
+        parts.append(str(meta["date"])[:10])
+    return "; ".join(parts) or "fine-tuned CLIP"
+
+
+def list_models(checkpoint_folders: list[str | os.PathLike] | None = None) -> list[ModelEntry]:
+    """Every model napari-slip knows: SAM names, CLIP names, fine-tuned checkpoints."""
+    rows = []
+    for name, w in SAM_MODELS.items():
+        path = sam_cache_path(name)
+        rows.append(
+            ModelEntry("sam", name, path.is_file(), str(path), f"{w.description}, {w.size_mb} MB")
+        )
+    for spec in CLIP_PRETRAINED:
+        cached = clip_cached_file(spec)
+        where = cached or _clip_source(spec)[3]
+        rows.append(
+            ModelEntry("clip", spec, cached is not None, str(where), "open_clip pretrained")
+        )
+    for path, meta in find_clip_checkpoints(checkpoint_folders):
+        rows.append(
+            ModelEntry("clip-checkpoint", path.stem, True, str(path), describe_checkpoint(meta))
+        )
+    return rows

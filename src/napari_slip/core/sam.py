@@ -1,0 +1,216 @@
+"""Segment Anything models of any size, built from the weights themselves.
+
+The official builders hard-code vit_b/l/h at 1024 px. Here the architecture (encoder
+width, depth, heads, window size, global-attention blocks, input size, decoder size)
+is read off the state dict, so fine-tuned SAM-format weights (micro-sam, MedSAM) and
+tiny test models load through one path. Files are read with ``weights_only=True`` or
+as safetensors: loading never executes code from a file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """The architecture of a SAM model (what ``segment_anything`` fixes per variant)."""
+
+    img_size: int = 1024
+    patch_size: int = 16
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    window_size: int = 14
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    prompt_embed_dim: int = 256
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_heads: int = 8
+    iou_head_hidden_dim: int = 256
+    num_multimask_outputs: int = 3
+    mask_in_chans: int = 16
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        d["global_attn_indexes"] = list(self.global_attn_indexes)
+        return d
+
+
+def build_sam(config: SamConfig) -> torch.nn.Module:
+    """Build a randomly initialised SAM of the given architecture, in eval mode."""
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    grid = config.img_size // config.patch_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=config.depth,
+            embed_dim=config.embed_dim,
+            img_size=config.img_size,
+            mlp_ratio=config.mlp_ratio,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=config.num_heads,
+            patch_size=config.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=tuple(config.global_attn_indexes),
+            window_size=config.window_size,
+            out_chans=config.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.img_size, config.img_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=config.num_multimask_outputs,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=config.decoder_heads,
+            ),
+            transformer_dim=config.prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+def sam_config_from_state_dict(state: dict[str, torch.Tensor]) -> SamConfig:
+    """Read a SAM architecture off its weights.
+
+    Raises
+    ------
+    CheckpointError
+        If the weights are not a SAM state dict.
+    """
+    try:
+        patch_w = state["image_encoder.patch_embed.proj.weight"]  # (dim, 3, p, p)
+        pos = state["image_encoder.pos_embed"]  # (1, grid, grid, dim)
+        neck = state["image_encoder.neck.0.weight"]  # (out, dim, 1, 1)
+    except KeyError as exc:
+        raise CheckpointError(
+            f"This file is not a Segment Anything checkpoint (no {exc.args[0]!r} weight)."
+        ) from None
+    embed_dim, patch = int(patch_w.shape[0]), int(patch_w.shape[-1])
+    grid = int(pos.shape[1])
+    block_ids = sorted(
+        {int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+    )
+    depth = len(block_ids)
+    if depth == 0:
+        raise CheckpointError("This SAM checkpoint has no image-encoder blocks.")
+    global_idx, window = [], 0
+    head_dim = None
+    for i in block_ids:
+        rel = state.get(f"image_encoder.blocks.{i}.attn.rel_pos_h")
+        if rel is None:
+            raise CheckpointError(
+                "This SAM checkpoint has no relative position weights; only SAM-format "
+                "ViT encoders are supported."
+            )
+        head_dim = int(rel.shape[1])
+        size = (int(rel.shape[0]) + 1) // 2
+        if size == grid:
+            global_idx.append(i)
+        else:
+            window = size
+    mlp_hidden = int(state[f"image_encoder.blocks.{block_ids[0]}.mlp.lin1.weight"].shape[0])
+    dec_layers = {
+        int(m.group(1))
+        for k in state
+        if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))
+    }
+    dec_mlp = state.get("mask_decoder.transformer.layers.0.mlp.lin1.weight")
+    iou_hidden = state.get("mask_decoder.iou_prediction_head.layers.0.weight")
+    mask_tokens = state.get("mask_decoder.mask_tokens.weight")
+    mask_in = state.get("prompt_encoder.mask_downscaling.0.weight")
+    return SamConfig(
+        img_size=grid * patch,
+        patch_size=patch,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=embed_dim // head_dim,
+        mlp_ratio=mlp_hidden / embed_dim,
+        window_size=window,
+        global_attn_indexes=tuple(global_idx) if window else (),
+        prompt_embed_dim=int(neck.shape[0]),
+        decoder_depth=len(dec_layers) or 2,
+        decoder_mlp_dim=int(dec_mlp.shape[0]) if dec_mlp is not None else 2048,
+        iou_head_hidden_dim=int(iou_hidden.shape[0]) if iou_hidden is not None else 256,
+        num_multimask_outputs=int(mask_tokens.shape[0]) - 1 if mask_tokens is not None else 3,
+        mask_in_chans=int(mask_in.shape[0]) * 4 if mask_in is not None else 16,
+    )
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a SAM state dict from ``.pth``/``.pt`` (weights only) or ``.safetensors``.
+
+    Wrapped checkpoints (``{"model": ...}``, ``{"state_dict": ...}``,
+    ``{"model_state": ...}``) and ``module.``/``sam.`` key prefixes are unwrapped.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for bad files
+        raise CheckpointError(
+            f"Could not read {path} as SAM weights ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}). "
+            "Use an official SAM .pth or a SAM-format state dict."
+        ) from None
+    for key in ("model_state", "model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state dict of SAM weights.")
+    for prefix in ("module.", "sam."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def load_sam(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, SamConfig]:
+    """Load any SAM-format checkpoint; returns the model (eval mode) and its architecture."""
+    state = read_state_dict(path)
+    config = sam_config_from_state_dict(state)
+    sam = build_sam(config)
+    missing, unexpected = sam.load_state_dict(state, strict=False)
+    # pixel_mean/std are non-persistent buffers: their absence is expected.
+    missing = [k for k in missing if not k.startswith("pixel_")]
+    if missing or unexpected:
+        shown = ", ".join((missing + unexpected)[:4])
+        raise CheckpointError(
+            f"{path} does not fit the SAM architecture read from it ({shown} ...). "
+            "Is this a SAM checkpoint (not SAM 2 or MobileSAM)?"
+        )
+    return sam.to(device).eval(), config

@@ -1,0 +1,61 @@
+"""CLIP embeddings of crops and prompts, and their similarities."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+
+import numpy as np
+
+from .clip import ClipModel
+from .crops import CropParams, make_crops
+from .errors import InputError
+from .progress import Progress
+from .proposals import Proposals
+
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of {}.",)
+
+
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Validate prompt templates: each must contain ``{}`` exactly once."""
+    templates = tuple(templates)
+    if not templates:
+        raise InputError("Give at least one prompt template, e.g. 'a photo of {}.'.")
+    for t in templates:
+        if t.count("{}") != 1:
+            raise InputError(f"Prompt template {t!r} must contain '{{}}' exactly once.")
+    return templates
+
+
+def embed_proposals(
+    clip: ClipModel,
+    rgb: np.ndarray,
+    proposals: Proposals,
+    crop_params: CropParams | None = None,
+    batch_size: int = 32,
+) -> Generator[Progress, None, np.ndarray]:
+    """L2-normalised CLIP embeddings (N, D) of every proposal's crop, in batches."""
+    n = len(proposals)
+    out = np.zeros((n, clip.embed_dim), dtype=np.float32)
+    n_batches = -(-n // batch_size)
+    yield Progress("scoring", 0, n_batches, f"CLIP on {n} crops")
+    for b in range(n_batches):
+        idx = range(b * batch_size, min(n, (b + 1) * batch_size))
+        crops = make_crops(rgb, proposals, crop_params or CropParams(), idx)
+        out[idx.start : idx.stop] = clip.encode_images(crops)
+        yield Progress("scoring", b + 1, n_batches, f"CLIP on {n} crops")
+    return out
+
+
+def embed_phrase(clip: ClipModel, phrase: str, templates: Sequence[str]) -> np.ndarray:
+    """One phrase's embedding: the renormalised mean over templates (prompt ensembling)."""
+    phrase = phrase.strip()
+    if not phrase:
+        raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+    feats = clip.encode_texts([t.format(phrase) for t in check_templates(templates)])
+    mean = feats.mean(0)
+    return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
+
+
+def cosine(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+    """(N, T) cosine similarities of normalised embeddings."""
+    return image_embeddings @ np.asarray(text_embeddings).T
