@@ -38,7 +38,7 @@ class PreparedImage:
 
 
 def _describe_shape(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    return str(tuple(int(s) for s in shape))
 
 
 def prepare_image(

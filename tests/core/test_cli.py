@@ -1,0 +1,116 @@
+"""The command line, end to end on small images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_slip.cli import main
+from napari_slip.core import models
+
+from ..conftest import blobs_image
+
+FAST = ["--points-per-side", "4", "--points-per-batch", "8", "--pred-iou-thresh", "0",
+        "--stability-score-thresh", "0", "--min-area", "20"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    image, labels = blobs_image()
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    return tmp_path
+
+
+def test_segment_with_sam_proposals_writes_labels_table_and_provenance(
+        files, tiny_sam_path, tiny_clip_path, capsys):
+    code = main(["segment", str(files / "img.tif"), "--prompt", "nucleus",
+                 "-o", str(files / "out.tif"), "--table", str(files / "objects.csv"),
+                 "--provenance", str(files / "prov.json"), "--mode", "topk", "--top-k", "2",
+                 "--sam", str(tiny_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu",
+                 *FAST])
+    assert code == 0
+    labels = tifffile.imread(files / "out.tif")
+    table = pd.read_csv(files / "objects.csv")
+    assert labels.shape == (96, 96) and labels.dtype == np.uint16
+    assert sorted(np.unique(labels[labels > 0]).tolist()) == table["id"].tolist()
+    assert 1 <= len(table) <= 2
+    for row in table.itertuples():
+        assert row.area == int((labels == row.id).sum())
+    prov = json.loads((files / "prov.json").read_text())
+    assert prov["proposals"]["source"] == "sam" and prov["prompt"] == "nucleus"
+    err = capsys.readouterr().err
+    assert "[embedding]" in err and "[proposals]" in err and "wrote" in err
+
+
+def test_segment_with_proposals_from_labels(files, tiny_clip_path):
+    code = main(["segment", str(files / "img.tif"), "-p", "cell", "-o", str(files / "out.png"),
+                 "--table", str(files / "t.csv"), "--mode", "threshold", "--threshold", "-1",
+                 "--proposals-from", str(files / "labels.tif"), "--sam", "/no/sam.pth",
+                 "--clip", str(tiny_clip_path), "-q"])
+    assert code == 0
+    out = np.asarray(Image.open(files / "out.png"))
+    _, labels = blobs_image()
+    table = pd.read_csv(files / "t.csv")
+    assert sorted(table["source_id"]) == [1, 2, 3, 4]
+    for row in table.itertuples():
+        assert np.array_equal(out == row.id, labels == row.source_id)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["segment", "{d}/missing.tif", "-p", "x", "-o", "{d}/o.tif"], "does not exist"),
+        (["segment", "{d}/stack.tif", "-p", "x", "-o", "{d}/o.tif"], r"shape \(3, 96, 96\)"),
+        (["segment", "{d}/img.tif", "-p", "x", "-o", "{d}/o.jpg"], "must end in .tif or .png"),
+        (["segment", "{d}/img.tif", "-p", "", "-o", "{d}/o.tif",
+          "--proposals-from", "{d}/labels.tif"], "prompt is empty"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(files, tiny_clip_path, capsys, args, match):
+    tifffile.imwrite(files / "stack.tif", np.zeros((3, 96, 96), np.uint16), photometric="minisblack")
+    argv = [a.format(d=files) for a in args] + ["--clip", str(tiny_clip_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("napari-slip: error:")
+    import re
+
+    assert re.search(match, err[0])
+    assert not (files / "o.tif").exists()
+
+
+def test_offline_named_model_stops_with_a_clear_message(files, tiny_clip_path, isolated_cache,
+                                                        monkeypatch, capsys):
+    entry = models.SamWeights("vit_b", "http://127.0.0.1:9/sam_vit_b_01ec64.pth", "0" * 64, 1, "x")
+    monkeypatch.setitem(models.SAM_MODELS, "vit_b", entry)
+    code = main(["segment", str(files / "img.tif"), "-p", "x", "-o", str(files / "o.tif"),
+                 "--clip", str(tiny_clip_path), "-q"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and entry.url in err
+    assert str(isolated_cache / "sam" / "sam_vit_b_01ec64.pth") in err
+    assert not (files / "o.tif").exists()
+
+
+def test_models_lists_cache_state(isolated_cache, tiny_sam_path, capsys):
+    target = isolated_cache / "sam" / "sam_vit_b_01ec64.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(tiny_sam_path.read_bytes())
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("sam") and "vit_b" in ln)
+    assert "cached" in line and str(target) in line
+    assert "vit_h" in out and "ViT-B-32:laion2b_s34b_b79k" in out and str(isolated_cache) in out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "napari_slip.cli", "--version"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("napari-slip ")

@@ -1,0 +1,137 @@
+"""Downloads against a real HTTP server on 127.0.0.1 (never the internet)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+from napari_slip.core import models
+from napari_slip.core.download import download, file_sha256
+from napari_slip.core.errors import ChecksumError, WeightsUnavailableError
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    truncated: set[str] = set()
+    etags: dict[str, str] = {}
+    hits: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        type(self).hits.append(self.path)
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if self.path in self.etags:
+            self.send_header("X-Linked-Etag", f'"{self.etags[self.path]}"')
+        self.end_headers()
+        if self.path in self.truncated:
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the transfer breaks off mid-file
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    _Handler.files, _Handler.truncated, _Handler.etags, _Handler.hits = {}, set(), {}, []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_download_verifies_reports_progress_and_caches(server, tmp_path):
+    handler, base = server
+    handler.files["/w.pth"] = PAYLOAD
+    seen = []
+    dest = tmp_path / "w.pth"
+    out = download(f"{base}/w.pth", dest, hashlib.sha256(PAYLOAD).hexdigest(),
+                   progress=lambda d, t: seen.append((d, t)))
+    assert out == dest and dest.read_bytes() == PAYLOAD
+    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD)) and len(seen) >= 1
+    assert _leftovers(tmp_path) == ["w.pth"]
+    # The second call finds the verified file and asks the server nothing.
+    download(f"{base}/w.pth", dest, hashlib.sha256(PAYLOAD).hexdigest())
+    assert handler.hits == ["/w.pth"]
+    assert file_sha256(dest) == hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_checksum_mismatch_keeps_nothing(server, tmp_path):
+    handler, base = server
+    handler.files["/w.pth"] = PAYLOAD
+    with pytest.raises(ChecksumError, match="expected 0000"):
+        download(f"{base}/w.pth", tmp_path / "w.pth", "0" * 64)
+    assert _leftovers(tmp_path) == []
+
+
+def test_server_etag_is_used_as_checksum(server, tmp_path):
+    handler, base = server
+    handler.files["/hf.bin"] = PAYLOAD
+    handler.etags["/hf.bin"] = "f" * 64  # what the hub would send for another file
+    with pytest.raises(ChecksumError):
+        download(f"{base}/hf.bin", tmp_path / "hf.bin")
+    handler.etags["/hf.bin"] = hashlib.sha256(PAYLOAD).hexdigest()
+    assert download(f"{base}/hf.bin", tmp_path / "hf.bin").read_bytes() == PAYLOAD
+
+
+def test_interrupted_transfer_leaves_no_complete_looking_file(server, tmp_path):
+    handler, base = server
+    handler.files["/w.pth"] = PAYLOAD
+    handler.truncated.add("/w.pth")
+    with pytest.raises(WeightsUnavailableError, match="broke off|stopped at"):
+        download(f"{base}/w.pth", tmp_path / "w.pth", hashlib.sha256(PAYLOAD).hexdigest())
+    assert _leftovers(tmp_path) == []
+
+
+def test_stale_cached_file_is_replaced(server, tmp_path):
+    handler, base = server
+    handler.files["/w.pth"] = PAYLOAD
+    dest = tmp_path / "w.pth"
+    dest.write_bytes(b"half a file")
+    download(f"{base}/w.pth", dest, hashlib.sha256(PAYLOAD).hexdigest())
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_offline_error_names_url_and_where_to_put_the_file(tmp_path):
+    dest = tmp_path / "sam" / "w.pth"
+    url = "http://127.0.0.1:9/w.pth"  # nothing listens on the discard port
+    with pytest.raises(WeightsUnavailableError) as info:
+        download(url, dest, "0" * 64, what="SAM vit_b")
+    message = str(info.value)
+    assert url in message and str(dest) in message and "\n" not in message
+    assert not dest.exists()
+
+
+def test_named_sam_downloads_into_cache_and_loads(server, tiny_sam_path, isolated_cache,
+                                                  monkeypatch):
+    handler, base = server
+    data = tiny_sam_path.read_bytes()
+    handler.files["/sam_tiny_abc.pth"] = data
+    entry = models.SamWeights("vit_b", f"{base}/sam_tiny_abc.pth",
+                              hashlib.sha256(data).hexdigest(), 1, "tiny")
+    monkeypatch.setitem(models.SAM_MODELS, "vit_b", entry)
+    loaded = models.load_sam_model("vit_b")
+    assert loaded.path == isolated_cache / "sam" / "sam_tiny_abc.pth"
+    assert loaded.sha256 == hashlib.sha256(data).hexdigest()
+    assert loaded.config.img_size == 256
+    rows = {r.name: r for r in models.list_models()}
+    assert rows["vit_b"].cached and rows["vit_b"].path == str(loaded.path)
+    assert not rows["vit_l"].cached

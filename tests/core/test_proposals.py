@@ -1,0 +1,63 @@
+"""Proposals from label images and from SAM's automatic masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_slip.core.errors import InputError
+from napari_slip.core.proposals import (
+    SamProposalParams,
+    embed_image,
+    proposals_from_labels,
+    sam_proposals,
+)
+from napari_slip.core.progress import drain
+from napari_slip.core.sam import load_sam
+
+from ..conftest import blobs_image
+
+
+def test_each_label_is_one_proposal_with_its_exact_mask():
+    _, labels = blobs_image()
+    labels[labels == 2] = 7  # ids need not be consecutive
+    props = proposals_from_labels(labels)
+    assert props.source_ids.tolist() == [1, 3, 4, 7]
+    for i, value in enumerate(props.source_ids):
+        assert np.array_equal(props.full_mask(i), labels == value)
+    assert props.areas.tolist() == [int((labels == v).sum()) for v in props.source_ids]
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [(np.zeros((2, 8, 8), int), "2D"), (np.full((8, 8), 0.5), "integers"),
+     (np.full((8, 8), -1), "negative"), (np.zeros((9, 9), int), "shape")],
+)
+def test_bad_label_images_are_refused(labels, match):
+    with pytest.raises(InputError, match=match):
+        proposals_from_labels(labels, image_shape=(8, 8))
+
+
+def test_sam_proposals_are_cropped_binary_masks(tiny_sam_path, fast_sam_params):
+    sam, _ = load_sam(tiny_sam_path)
+    image, _ = blobs_image()
+    rgb = np.repeat((image // 16).astype(np.uint8)[..., None], 3, axis=-1)
+    events = []
+    props = drain(sam_proposals(embed_image(sam, rgb), fast_sam_params), events.append)
+    assert events[-1].done == events[-1].total == 2  # 16 points in batches of 8
+    assert len(props) >= 1 and props.shape == (96, 96)
+    for box, mask in zip(props.boxes, props.masks, strict=True):
+        y0, x0, y1, x1 = box
+        assert mask.dtype == bool and mask.shape == (y1 - y0, x1 - x0)
+        # The box is tight: every edge row/column of the crop holds mask pixels.
+        assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()
+        assert mask.sum() > fast_sam_params.min_area
+
+
+def test_sam_quality_filters_apply(tiny_sam_path):
+    sam, _ = load_sam(tiny_sam_path)
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    strict = SamProposalParams(points_per_side=2, pred_iou_thresh=1.0, stability_score_thresh=1.0)
+    assert len(drain(sam_proposals(embed_image(sam, rgb), strict))) == 0
+    with pytest.raises(InputError, match="pred_iou_thresh"):
+        SamProposalParams(pred_iou_thresh=1.5)
