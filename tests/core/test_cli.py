@@ -17,8 +17,18 @@ from napari_slip.core import models
 
 from ..conftest import blobs_image
 
-FAST = ["--points-per-side", "4", "--points-per-batch", "8", "--pred-iou-thresh", "0",
-        "--stability-score-thresh", "0", "--min-area", "20"]
+FAST = [
+    "--points-per-side",
+    "4",
+    "--points-per-batch",
+    "8",
+    "--pred-iou-thresh",
+    "0",
+    "--stability-score-thresh",
+    "0",
+    "--min-area",
+    "20",
+]
 
 
 @pytest.fixture
@@ -30,12 +40,33 @@ def files(tmp_path):
 
 
 def test_segment_with_sam_proposals_writes_labels_table_and_provenance(
-        files, tiny_sam_path, tiny_clip_path, capsys):
-    code = main(["segment", str(files / "img.tif"), "--prompt", "nucleus",
-                 "-o", str(files / "out.tif"), "--table", str(files / "objects.csv"),
-                 "--provenance", str(files / "prov.json"), "--mode", "topk", "--top-k", "2",
-                 "--sam", str(tiny_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu",
-                 *FAST])
+    files, tiny_sam_path, tiny_clip_path, capsys
+):
+    code = main(
+        [
+            "segment",
+            str(files / "img.tif"),
+            "--prompt",
+            "nucleus",
+            "-o",
+            str(files / "out.tif"),
+            "--table",
+            str(files / "objects.csv"),
+            "--provenance",
+            str(files / "prov.json"),
+            "--mode",
+            "topk",
+            "--top-k",
+            "2",
+            "--sam",
+            str(tiny_sam_path),
+            "--clip",
+            str(tiny_clip_path),
+            "--device",
+            "cpu",
+            *FAST,
+        ]
+    )
     assert code == 0
     labels = tifffile.imread(files / "out.tif")
     table = pd.read_csv(files / "objects.csv")
@@ -51,10 +82,29 @@ def test_segment_with_sam_proposals_writes_labels_table_and_provenance(
 
 
 def test_segment_with_proposals_from_labels(files, tiny_clip_path):
-    code = main(["segment", str(files / "img.tif"), "-p", "cell", "-o", str(files / "out.png"),
-                 "--table", str(files / "t.csv"), "--mode", "threshold", "--threshold", "-1",
-                 "--proposals-from", str(files / "labels.tif"), "--sam", "/no/sam.pth",
-                 "--clip", str(tiny_clip_path), "-q"])
+    code = main(
+        [
+            "segment",
+            str(files / "img.tif"),
+            "-p",
+            "cell",
+            "-o",
+            str(files / "out.png"),
+            "--table",
+            str(files / "t.csv"),
+            "--mode",
+            "threshold",
+            "--threshold",
+            "-1",
+            "--proposals-from",
+            str(files / "labels.tif"),
+            "--sam",
+            "/no/sam.pth",
+            "--clip",
+            str(tiny_clip_path),
+            "-q",
+        ]
+    )
     assert code == 0
     out = np.asarray(Image.open(files / "out.png"))
     _, labels = blobs_image()
@@ -70,12 +120,25 @@ def test_segment_with_proposals_from_labels(files, tiny_clip_path):
         (["segment", "{d}/missing.tif", "-p", "x", "-o", "{d}/o.tif"], "does not exist"),
         (["segment", "{d}/stack.tif", "-p", "x", "-o", "{d}/o.tif"], r"shape \(3, 96, 96\)"),
         (["segment", "{d}/img.tif", "-p", "x", "-o", "{d}/o.jpg"], "must end in .tif or .png"),
-        (["segment", "{d}/img.tif", "-p", "", "-o", "{d}/o.tif",
-          "--proposals-from", "{d}/labels.tif"], "prompt is empty"),
+        (
+            [
+                "segment",
+                "{d}/img.tif",
+                "-p",
+                "",
+                "-o",
+                "{d}/o.tif",
+                "--proposals-from",
+                "{d}/labels.tif",
+            ],
+            "prompt is empty",
+        ),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(files, tiny_clip_path, capsys, args, match):
-    tifffile.imwrite(files / "stack.tif", np.zeros((3, 96, 96), np.uint16), photometric="minisblack")
+    tifffile.imwrite(
+        files / "stack.tif", np.zeros((3, 96, 96), np.uint16), photometric="minisblack"
+    )
     argv = [a.format(d=files) for a in args] + ["--clip", str(tiny_clip_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -86,12 +149,24 @@ def test_bad_input_exits_nonzero_with_one_line(files, tiny_clip_path, capsys, ar
     assert not (files / "o.tif").exists()
 
 
-def test_offline_named_model_stops_with_a_clear_message(files, tiny_clip_path, isolated_cache,
-                                                        monkeypatch, capsys):
+def test_offline_named_model_stops_with_a_clear_message(
+    files, tiny_clip_path, isolated_cache, monkeypatch, capsys
+):
     entry = models.SamWeights("vit_b", "http://127.0.0.1:9/sam_vit_b_01ec64.pth", "0" * 64, 1, "x")
     monkeypatch.setitem(models.SAM_MODELS, "vit_b", entry)
-    code = main(["segment", str(files / "img.tif"), "-p", "x", "-o", str(files / "o.tif"),
-                 "--clip", str(tiny_clip_path), "-q"])
+    code = main(
+        [
+            "segment",
+            str(files / "img.tif"),
+            "-p",
+            "x",
+            "-o",
+            str(files / "o.tif"),
+            "--clip",
+            str(tiny_clip_path),
+            "-q",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and entry.url in err
@@ -111,6 +186,7 @@ def test_models_lists_cache_state(isolated_cache, tiny_sam_path, capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "napari_slip.cli", "--version"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_slip.cli", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stdout.startswith("napari-slip ")

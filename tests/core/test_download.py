@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+import typing
 
 import pytest
 
@@ -16,12 +17,12 @@ PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    truncated: set[str] = set()
-    etags: dict[str, str] = {}
-    hits: list[str] = []
+    files: typing.ClassVar[dict[str, bytes]] = {}
+    truncated: typing.ClassVar[set[str]] = set()
+    etags: typing.ClassVar[dict[str, str]] = {}
+    hits: typing.ClassVar[list[str]] = []
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         type(self).hits.append(self.path)
         body = self.files.get(self.path)
         if body is None:
@@ -63,8 +64,12 @@ def test_download_verifies_reports_progress_and_caches(server, tmp_path):
     handler.files["/w.pth"] = PAYLOAD
     seen = []
     dest = tmp_path / "w.pth"
-    out = download(f"{base}/w.pth", dest, hashlib.sha256(PAYLOAD).hexdigest(),
-                   progress=lambda d, t: seen.append((d, t)))
+    out = download(
+        f"{base}/w.pth",
+        dest,
+        hashlib.sha256(PAYLOAD).hexdigest(),
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert out == dest and dest.read_bytes() == PAYLOAD
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD)) and len(seen) >= 1
     assert _leftovers(tmp_path) == ["w.pth"]
@@ -96,7 +101,7 @@ def test_interrupted_transfer_leaves_no_complete_looking_file(server, tmp_path):
     handler, base = server
     handler.files["/w.pth"] = PAYLOAD
     handler.truncated.add("/w.pth")
-    with pytest.raises(WeightsUnavailableError, match="broke off|stopped at"):
+    with pytest.raises(WeightsUnavailableError, match=r"broke off|stopped at"):
         download(f"{base}/w.pth", tmp_path / "w.pth", hashlib.sha256(PAYLOAD).hexdigest())
     assert _leftovers(tmp_path) == []
 
@@ -120,13 +125,15 @@ def test_offline_error_names_url_and_where_to_put_the_file(tmp_path):
     assert not dest.exists()
 
 
-def test_named_sam_downloads_into_cache_and_loads(server, tiny_sam_path, isolated_cache,
-                                                  monkeypatch):
+def test_named_sam_downloads_into_cache_and_loads(
+    server, tiny_sam_path, isolated_cache, monkeypatch
+):
     handler, base = server
     data = tiny_sam_path.read_bytes()
     handler.files["/sam_tiny_abc.pth"] = data
-    entry = models.SamWeights("vit_b", f"{base}/sam_tiny_abc.pth",
-                              hashlib.sha256(data).hexdigest(), 1, "tiny")
+    entry = models.SamWeights(
+        "vit_b", f"{base}/sam_tiny_abc.pth", hashlib.sha256(data).hexdigest(), 1, "tiny"
+    )
     monkeypatch.setitem(models.SAM_MODELS, "vit_b", entry)
     loaded = models.load_sam_model("vit_b")
     assert loaded.path == isolated_cache / "sam" / "sam_tiny_abc.pth"

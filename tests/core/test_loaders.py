@@ -24,10 +24,12 @@ from ..conftest import TINY_CLIP, TINY_SAM
 
 OFFICIAL = {
     "vit_b": SamConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
-    "vit_l": SamConfig(embed_dim=1024, depth=24, num_heads=16,
-                       global_attn_indexes=(5, 11, 17, 23)),
-    "vit_h": SamConfig(embed_dim=1280, depth=32, num_heads=16,
-                       global_attn_indexes=(7, 15, 23, 31)),
+    "vit_l": SamConfig(
+        embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)
+    ),
+    "vit_h": SamConfig(
+        embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)
+    ),
 }
 
 
@@ -87,9 +89,16 @@ def test_non_sam_weights_are_refused_clearly(tmp_path, tiny_clip_path):
 def test_clip_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path):
     torch.manual_seed(1)
     model = build_clip(TINY_CLIP)
-    path = save_clip_checkpoint(model, TINY_CLIP, tmp_path / "c.safetensors",
-                                {"base_model": "tiny", "class_names": ["a", "b"],
-                                 "prompt_template": "a micrograph of {}."})
+    path = save_clip_checkpoint(
+        model,
+        TINY_CLIP,
+        tmp_path / "c.safetensors",
+        {
+            "base_model": "tiny",
+            "class_names": ["a", "b"],
+            "prompt_template": "a micrograph of {}.",
+        },
+    )
     meta = read_clip_metadata(path)
     assert meta["open_clip_config"] == TINY_CLIP
     assert meta["class_names"] == ["a", "b"] and meta["base_model"] == "tiny"
@@ -97,7 +106,8 @@ def test_clip_checkpoint_round_trip_keeps_weights_and_metadata(tmp_path):
     crops = [np.full((20, 20, 3), v, dtype=np.uint8) for v in (0, 128, 255)]
     with torch.no_grad():
         expected = torch.nn.functional.normalize(
-            model.encode_image(loaded.preprocess(crops)), dim=-1).numpy()
+            model.encode_image(loaded.preprocess(crops)), dim=-1
+        ).numpy()
     np.testing.assert_allclose(loaded.encode_images(crops), expected, atol=1e-6)
     texts = loaded.encode_texts(["a cell", "a dog"])
     assert texts.shape == (2, 32)
@@ -121,7 +131,9 @@ def test_clip_files_without_our_metadata_or_with_wrong_weights_are_refused(tmp_p
     with pytest.raises(CheckpointError, match="open_clip_config"):
         load_clip_checkpoint(plain)
     wrong = tmp_path / "wrong.safetensors"
-    save_file({"w": torch.zeros(1)}, str(wrong), metadata={"open_clip_config": json.dumps(TINY_CLIP)})
+    save_file(
+        {"w": torch.zeros(1)}, str(wrong), metadata={"open_clip_config": json.dumps(TINY_CLIP)}
+    )
     with pytest.raises(CheckpointError, match="do not fit"):
         load_clip_checkpoint(wrong)
 
@@ -146,7 +158,8 @@ def test_named_clip_uses_weights_placed_in_the_cache_by_hand(isolated_cache, tmp
     # A tiny architecture registered under a name stands in for a real pretrained model.
     open_clip.factory._MODEL_CONFIGS["Tiny-Test"] = json.loads(json.dumps(TINY_CLIP))
     open_clip.pretrained._PRETRAINED["Tiny-Test"] = {
-        "t1": open_clip.pretrained._pcfg(hf_hub="example/tiny-test/")}
+        "t1": open_clip.pretrained._pcfg(hf_hub="example/tiny-test/")
+    }
     try:
         torch.manual_seed(2)
         model = build_clip(TINY_CLIP)

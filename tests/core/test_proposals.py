@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from napari_slip.core.errors import InputError
+from napari_slip.core.progress import drain
 from napari_slip.core.proposals import (
     SamProposalParams,
     embed_image,
     proposals_from_labels,
     sam_proposals,
 )
-from napari_slip.core.progress import drain
 from napari_slip.core.sam import load_sam
 
 from ..conftest import blobs_image
@@ -30,8 +30,12 @@ def test_each_label_is_one_proposal_with_its_exact_mask():
 
 @pytest.mark.parametrize(
     ("labels", "match"),
-    [(np.zeros((2, 8, 8), int), "2D"), (np.full((8, 8), 0.5), "integers"),
-     (np.full((8, 8), -1), "negative"), (np.zeros((9, 9), int), "shape")],
+    [
+        (np.zeros((2, 8, 8), int), "2D"),
+        (np.full((8, 8), 0.5), "integers"),
+        (np.full((8, 8), -1), "negative"),
+        (np.zeros((9, 9), int), "shape"),
+    ],
 )
 def test_bad_label_images_are_refused(labels, match):
     with pytest.raises(InputError, match=match):

@@ -38,7 +38,10 @@ def test_second_prompt_and_new_settings_do_no_image_work(segmenter):
     assert sam_calls == [] and decoder_calls == [] and clip_image_calls == []
     # Only the new phrases were encoded: "mitotic cell", "dust", "debris", "background".
     assert len(clip_text_calls) == 4
-    assert first.table["prompt"].eq("nucleus").all() and second.table["prompt"].eq("mitotic cell").all()
+    assert (
+        first.table["prompt"].eq("nucleus").all()
+        and second.table["prompt"].eq("mitotic cell").all()
+    )
     # A different image is embedded again.
     segmenter.segment(image[::-1].copy(), "nucleus")
     assert len(sam_calls) == 1 and len(clip_image_calls) >= 1
@@ -82,7 +85,9 @@ def test_label_proposals_never_load_sam(tiny_clip_path):
     image, labels = blobs_image()
     result = seg.segment(image, "cell", labels=labels, mode="topk", top_k=2)
     assert result.n_objects == 2 and seg._sam is None
-    assert result.provenance["sam"] is None and result.provenance["proposals"]["source"] == "labels"
+    assert (
+        result.provenance["sam"] is None and result.provenance["proposals"]["source"] == "labels"
+    )
 
 
 def test_provenance_records_models_hashes_parameters_and_normalisation(segmenter, tiny_clip_path):
@@ -94,8 +99,13 @@ def test_provenance_records_models_hashes_parameters_and_normalisation(segmenter
     assert prov["clip"]["sha256"] == hashlib.sha256(tiny_clip_path.read_bytes()).hexdigest()
     assert len(prov["sam"]["sha256"]) == 64 and prov["sam"]["architecture"]["img_size"] == 256
     assert prov["proposals"]["points_per_side"] == 4
-    assert prov["selection"] == {"mode": "topk", "threshold": None, "top_k": 1,
-                                 "distractors": [], "background": None}
+    assert prov["selection"] == {
+        "mode": "topk",
+        "threshold": None,
+        "top_k": 1,
+        "distractors": [],
+        "background": None,
+    }
     assert prov["normalisation"]["limits"] == [[0.0, 4000.0]]
     assert prov["templates"] == ["a photo of {}."]
 
@@ -128,9 +138,11 @@ def test_engine_imports_no_qt_or_napari():
     import subprocess
     import sys
 
-    code = ("import sys, napari_slip, napari_slip.core, napari_slip.cli; "
-            "bad=[m for m in sys.modules if m.split('.')[0] in "
-            "('napari','PyQt5','PyQt6','PySide2','PySide6','qtpy','magicgui','vispy')]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, napari_slip, napari_slip.core, napari_slip.cli; "
+        "bad=[m for m in sys.modules if m.split('.')[0] in "
+        "('napari','PyQt5','PyQt6','PySide2','PySide6','qtpy','magicgui','vispy')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

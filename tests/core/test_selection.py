@@ -9,12 +9,14 @@ from napari_slip.core.errors import InputError
 from napari_slip.core.selection import select
 
 # Rows: proposals. Columns: prompt, distractor "dog", background.
-SIMS = np.array([
-    [0.30, 0.10, 0.10],  # clearly the prompt
-    [0.28, 0.31, 0.10],  # more like the distractor
-    [0.22, 0.05, 0.21],  # the prompt, narrowly over the background (p ~ 0.73)
-    [0.10, 0.05, 0.25],  # background
-])
+SIMS = np.array(
+    [
+        [0.30, 0.10, 0.10],  # clearly the prompt
+        [0.28, 0.31, 0.10],  # more like the distractor
+        [0.22, 0.05, 0.21],  # the prompt, narrowly over the background (p ~ 0.73)
+        [0.10, 0.05, 0.25],  # background
+    ]
+)
 
 
 def test_best_is_the_argmax():

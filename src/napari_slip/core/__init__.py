@@ -1,5 +1,6 @@
 """The napari-slip engine: no Qt or napari import anywhere below this package."""
 
+from .._compat import preload_triton
 from .clip import ClipModel, load_clip_checkpoint, read_clip_metadata, save_clip_checkpoint
 from .crops import CropParams, make_crops
 from .download import cache_dir, checkpoint_dir, download
@@ -29,6 +30,9 @@ from .results import SegmentationResult
 from .sam import SamConfig, build_sam, load_sam
 from .segmenter import Segmenter, segment
 from .selection import MODES, Selection, select
+
+# Before anything imports torchvision (all such imports are lazy): see napari_slip._compat.
+preload_triton()
 
 __all__ = [
     "CLIP_PRETRAINED",

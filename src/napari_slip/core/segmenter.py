@@ -123,6 +123,7 @@ class Segmenter:
     ) -> None:
         self.sam_spec = str(sam)
         self.clip_spec = str(clip)
+        self.device_spec = str(device)
         self.device = resolve_device(device)
         self.sam_params = sam_params or SamProposalParams()
         self.crop_params = crop_params or CropParams()
@@ -144,6 +145,11 @@ class Segmenter:
         self.stats: Counter = Counter()
 
     # --- models --------------------------------------------------------------------
+
+    @property
+    def models(self) -> tuple[str, str, str]:
+        """``(sam, clip, device)`` as given: what decides whether models can be kept."""
+        return (self.sam_spec, self.clip_spec, self.device_spec)
 
     @property
     def sam(self) -> LoadedSam:
@@ -256,12 +262,32 @@ class Segmenter:
             self._texts.put(key, cached)
         return cached
 
-    def has_embeddings(self, labels: np.ndarray | None = None) -> bool:
-        """Whether the current image's crops are embedded (a re-selection is instant)."""
-        if self._image is None or self._clip is None:
+    def is_cached(
+        self,
+        image: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        **normalisation: Any,
+    ) -> bool:
+        """Whether segmenting ``image`` (default: the current one) needs no image work.
+
+        True when its proposals and crop embeddings are cached, so any prompt, mode,
+        threshold or distractors is answered with at most a text encoding.
+        """
+        if self._clip is None:
             return False
-        key = (self._image_key, self._proposals_key(labels), self.crop_params, self._clip.sha256)
-        return key in self._embeddings
+        if image is None:
+            if self._image is None:
+                return False
+            image_key = self._image_key
+        else:
+            image_key = _digest(prepare_image(image, **normalisation).rgb)
+        proposals_key = self._proposals_key(labels)
+        proposals = self._proposals.get((image_key, proposals_key))
+        if proposals is None:
+            return False
+        return len(proposals) == 0 or (
+            (image_key, proposals_key, self.crop_params, self._clip.sha256) in self._embeddings
+        )
 
     def iter_segment(
         self,
@@ -423,6 +449,23 @@ def _phrases(value: Sequence[str] | str) -> list[str]:
 _SEGMENTERS: dict[tuple, Segmenter] = {}
 
 
+def shared_segmenter(
+    sam: str = DEFAULT_SAM, clip: str = DEFAULT_CLIP, device: str = "auto"
+) -> Segmenter:
+    """The process-wide segmenter for these models (one set of models kept in memory).
+
+    Used by :func:`segment` and the napari console call, so repeated calls reuse loaded
+    models and cached embeddings.
+    """
+    key = (str(sam), str(clip), str(device))
+    seg = _SEGMENTERS.get(key)
+    if seg is None:
+        _SEGMENTERS.clear()
+        seg = Segmenter(*key, cache_size=64)
+        _SEGMENTERS[key] = seg
+    return seg
+
+
 def segment(
     image: np.ndarray,
     prompt: str,
@@ -442,12 +485,7 @@ def segment(
     models, so repeated calls in a notebook are fast. Options are those of
     :meth:`Segmenter.segment`.
     """
-    key = (sam, clip, device)
-    seg = _SEGMENTERS.get(key)
-    if seg is None:
-        _SEGMENTERS.clear()  # keep one set of models in memory, not one per call
-        seg = Segmenter(sam, clip, device)
-        _SEGMENTERS[key] = seg
+    seg = shared_segmenter(sam, clip, device)
     seg.sam_params = sam_params or SamProposalParams()
     seg.crop_params = crop_params or CropParams()
     seg.templates = templates
@@ -455,4 +493,4 @@ def segment(
     return seg.segment(image, prompt, **options)
 
 
-__all__ = ["Segmenter", "segment"]
+__all__ = ["Segmenter", "segment", "shared_segmenter"]

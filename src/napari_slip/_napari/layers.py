@@ -1,0 +1,91 @@
+"""Engine results -> napari Labels layers, losing nothing that was there before."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import InputError
+from ..core.stack import StackResult
+
+if TYPE_CHECKING:
+    import napari
+
+METADATA_KEY = "napari_slip"
+
+
+def features_for(result: StackResult, offset: int = 0) -> pd.DataFrame:
+    """The Labels ``features`` rows of a result: ``index`` is the label value."""
+    table = result.table.copy()
+    table["id"] = table["id"].astype("int64") + offset
+    table.insert(0, "index", table["id"])
+    return table.reset_index(drop=True)
+
+
+def new_labels_layer(viewer: napari.Viewer, result: StackResult, image_layer, name: str):
+    """Add the result as a new Labels layer aligned with ``image_layer``."""
+    return viewer.add_labels(
+        result.labels,
+        name=name,
+        scale=image_layer.scale,
+        translate=image_layer.translate,
+        features=features_for(result),
+        metadata={METADATA_KEY: [result.provenance]},
+    )
+
+
+def write_into_layer(layer, result: StackResult, replace: bool = False) -> int:
+    """Add the result's objects to an existing Labels layer as one undoable step.
+
+    New ids start after the layer's maximum. Existing non-zero pixels are kept unless
+    ``replace``; napari's undo (``layer.undo()``, Ctrl+Z) restores the previous labels.
+
+    Returns
+    -------
+    int
+        The number of pixels written.
+
+    Raises
+    ------
+    InputError
+        If the layer's shape differs from the result's.
+    """
+    data = layer.data
+    if tuple(data.shape) != tuple(result.labels.shape):
+        raise InputError(
+            f"The output layer {layer.name!r} has shape {tuple(data.shape)}, "
+            f"but the image's labels are {tuple(result.labels.shape)}; "
+            "choose 'New Labels layer' or a matching layer."
+        )
+    offset = int(np.asarray(data).max(initial=0))
+    new = result.labels
+    where = new > 0
+    if not replace:
+        where &= np.asarray(data) == 0
+    indices = np.nonzero(where)
+    if indices[0].size:
+        layer.data_setitem(indices, (new[indices] + offset).astype(data.dtype))
+    rows = features_for(result, offset)
+    # Objects that were entirely hidden behind existing labels got no pixel: no row.
+    present = np.unique(np.asarray(layer.data)[indices]) if indices[0].size else []
+    rows = rows[rows["index"].isin(present)]
+    old = layer.features
+    if len(old) and "index" in old:
+        rows = pd.concat([old, rows], ignore_index=True)
+    layer.features = rows.reset_index(drop=True)
+    layer.metadata = {
+        **layer.metadata,
+        METADATA_KEY: [*layer.metadata.get(METADATA_KEY, []), result.provenance],
+    }
+    layer.refresh()
+    return int(indices[0].size)
+
+
+def replace_layer_data(layer, result: StackResult) -> None:
+    """Show a new selection in a layer this plugin created (live re-selection)."""
+    layer.data = result.labels
+    layer.features = features_for(result)
+    history = layer.metadata.get(METADATA_KEY, [])
+    layer.metadata = {**layer.metadata, METADATA_KEY: [*history[:-1], result.provenance]}

@@ -1,0 +1,126 @@
+"""``napari_slip.segment_in_viewer``: what the widget's Run button does, from the console."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.crops import CropParams
+from ..core.errors import InputError
+from ..core.models import DEFAULT_CLIP, DEFAULT_SAM
+from ..core.progress import drain
+from ..core.proposals import SamProposalParams
+from ..core.segmenter import shared_segmenter
+from .job import Request, iter_job
+from .layers import new_labels_layer, write_into_layer
+
+
+def _layer(viewer, value, kind: str, what: str):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in viewer.layers:
+            names = ", ".join(repr(x.name) for x in viewer.layers if type(x).__name__ == kind)
+            raise InputError(
+                f"No layer named {value!r} for {what}; {kind} layers: {names or 'none'}."
+            )
+        value = viewer.layers[value]
+    if type(value).__name__ != kind:
+        raise InputError(
+            f"{what} must be a {kind} layer; {value.name!r} is a {type(value).__name__}."
+        )
+    return value
+
+
+def segment_in_viewer(
+    viewer,
+    prompt: str,
+    image=None,
+    *,
+    mode: str = "best",
+    threshold: float | None = None,
+    top_k: int = 3,
+    distractors=(),
+    proposals=None,
+    output=None,
+    replace: bool = False,
+    all_slices: bool = False,
+    sam: str = DEFAULT_SAM,
+    clip: str = DEFAULT_CLIP,
+    device: str = "auto",
+    sam_params: SamProposalParams | None = None,
+    crop_params: CropParams | None = None,
+    templates=None,
+    progress=None,
+) -> Any:
+    """Segment ``prompt`` in an image layer and return the Labels layer written.
+
+    Parameters
+    ----------
+    viewer
+        The napari viewer (``viewer`` in napari's console).
+    prompt
+        What to segment, e.g. ``"nucleus"``.
+    image
+        An Image layer or its name; default the selected Image layer (or the only one).
+    mode, threshold, top_k, distractors
+        Selection, as in :meth:`napari_slip.Segmenter.segment`.
+    proposals
+        A Labels layer (or name) whose labels are the proposals, instead of SAM.
+    output
+        A Labels layer (or name) to add the objects to; default a new layer.
+    replace
+        With ``output``: overwrite existing labels where new objects overlap them.
+    all_slices
+        Segment every plane of a z-stack / time series (default: the current plane).
+    sam, clip, device
+        Models, as in :class:`napari_slip.Segmenter`; loaded once and shared.
+    progress
+        Called with each :class:`~napari_slip.core.progress.Progress` event.
+
+    Examples
+    --------
+    In napari's console::
+
+        import napari_slip
+        layer = napari_slip.segment_in_viewer(viewer, "coin", mode="threshold", threshold=0.22)
+        layer.features
+    """
+    if image is None:
+        active = viewer.layers.selection.active
+        images = [x for x in viewer.layers if type(x).__name__ == "Image"]
+        if active is not None and type(active).__name__ == "Image":
+            image = active
+        elif len(images) == 1:
+            image = images[0]
+        else:
+            raise InputError("Select an Image layer or pass image=... (a layer or its name).")
+    image = _layer(viewer, image, "Image", "image")
+    if isinstance(distractors, str):
+        distractors = distractors.split(",")
+    request = Request(
+        image_layer=image,
+        prompt=prompt,
+        mode=mode,
+        threshold=threshold,
+        top_k=top_k,
+        distractors=tuple(p.strip() for p in distractors if p.strip()),
+        labels_layer=_layer(viewer, proposals, "Labels", "proposals"),
+        all_planes=all_slices,
+        world_point=tuple(viewer.dims.point),
+        sam=sam,
+        clip=clip,
+        device=device,
+        sam_params=sam_params or SamProposalParams(),
+        crop_params=crop_params or CropParams(),
+        templates=tuple(templates) if templates else None,
+    )
+    target = _layer(viewer, output, "Labels", "output")
+    segmenter = shared_segmenter(sam, clip, device)
+    segmenter.set_sam_params(request.sam_params)
+    segmenter.set_crop_params(request.crop_params)
+    segmenter.templates = request.templates
+    result = drain(iter_job(segmenter, request), progress)
+    if target is None:
+        return new_labels_layer(viewer, result, image, f"{prompt} ({image.name})")
+    write_into_layer(target, result, replace=replace)
+    return target

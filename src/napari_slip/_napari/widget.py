@@ -1,0 +1,448 @@
+"""The dock widget: a prompt field and a Run button over the engine.
+
+All inference runs in a napari thread worker; the GUI thread only gathers inputs,
+shows progress and writes the finished labels. Changing the prompt, mode, threshold,
+distractors or top-k on an image whose proposals are embedded re-selects on the spot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSlider,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+
+from ..core.crops import CropParams
+from ..core.errors import SlipError
+from ..core.models import (
+    CLIP_PRETRAINED,
+    DEFAULT_CLIP,
+    DEFAULT_SAM,
+    SAM_MODELS,
+    available_devices,
+    describe_checkpoint,
+    find_clip_checkpoints,
+)
+from ..core.progress import drain
+from ..core.proposals import SamProposalParams
+from ..core.selection import DEFAULT_THRESHOLD
+from ..core.stack import leading_shape
+from .job import Request, configure, image_data, is_cached, iter_job
+from .layers import new_labels_layer, replace_layer_data, write_into_layer
+
+if TYPE_CHECKING:
+    import napari
+
+CHOOSE_FILE = "__choose_file__"
+ADD_FOLDER = "__add_folder__"
+MODE_CHOICES = [
+    ("best match (SLIP)", "best"),
+    ("all above threshold", "threshold"),
+    ("prompt beats distractors", "distractors"),
+    ("top k", "topk"),
+]
+
+
+@dataclass
+class _Output:
+    """The last run's output, so re-selection can update it."""
+
+    request: Request
+    layer: Any
+    created: bool
+
+
+def one_line(exc: BaseException) -> str:
+    """A user-facing single line for an exception."""
+    if isinstance(exc, SlipError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class SlipWidget(Container):
+    """Segment objects in an image layer from a text prompt.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer whose layers are read and written.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self._segmenter = None
+        self._worker = None
+        self._cancelled = False
+        self._last: _Output | None = None
+        self._sam_files: list[str] = []
+        self._clip_files: list[str] = []
+        self._clip_folders: list[str] = []
+
+        self.image = ComboBox(label="Image", choices=self._image_choices)
+        self.prompt = LineEdit(label="Prompt", value="")
+        self.prompt.native.setPlaceholderText("what to segment, e.g. nucleus (Enter runs)")
+        self.mode = ComboBox(label="Selection", choices=MODE_CHOICES, value="best")
+        self.threshold = FloatSlider(
+            label="Threshold", min=-1.0, max=1.0, step=0.005, value=DEFAULT_THRESHOLD
+        )
+        self.use_floor = CheckBox(text="Nothing found below the threshold", value=False)
+        self.distractors = LineEdit(label="Distractors", value="")
+        self.distractors.native.setPlaceholderText("comma-separated, e.g. debris, dust")
+        self.top_k = SpinBox(label="Top k", min=1, max=10000, value=3)
+        self.proposals = ComboBox(label="Proposals", choices=self._proposal_choices)
+        self.sam = ComboBox(label="SAM", choices=self._sam_choices, value=DEFAULT_SAM)
+        self.clip = ComboBox(label="CLIP", choices=self._clip_choices, value=DEFAULT_CLIP)
+        self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        self.scope = ComboBox(label="Planes", choices=["current slice", "all slices"])
+        self.output = ComboBox(label="Output", choices=self._output_choices)
+        self.replace_existing = CheckBox(
+            text="Replace existing labels where they overlap", value=False
+        )
+        self.show_advanced = CheckBox(text="Advanced settings", value=False)
+        self.points_per_side = SpinBox(label="SAM points per side", min=1, max=128, value=32)
+        self.pred_iou = FloatSpinBox(
+            label="SAM min predicted IoU", min=0, max=1, step=0.01, value=0.88
+        )
+        self.stability = FloatSpinBox(
+            label="SAM min stability", min=0, max=1, step=0.01, value=0.95
+        )
+        self.min_area = SpinBox(label="Min object area (px)", min=0, max=10**7, value=0)
+        self.fill = ComboBox(label="Crop fill", choices=["black", "white", "gray", "mean", "none"])
+        self.margin = FloatSpinBox(label="Crop margin", min=0, max=2, step=0.05, value=0.1)
+        self.template = LineEdit(label="Prompt template", value="")
+        self.template.native.setPlaceholderText("a photo of {}. (checkpoint's own if empty)")
+        self.rescan = PushButton(text="Rescan checkpoint folders")
+        self.advanced = Container(
+            widgets=[
+                self.points_per_side,
+                self.pred_iou,
+                self.stability,
+                self.min_area,
+                self.fill,
+                self.margin,
+                self.template,
+                self.rescan,
+            ],
+            labels=True,
+            visible=False,
+        )
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
+        self.status = Label(label="", value="")
+        self.extend(
+            [
+                self.image,
+                self.prompt,
+                self.mode,
+                self.threshold,
+                self.use_floor,
+                self.distractors,
+                self.top_k,
+                self.proposals,
+                self.sam,
+                self.clip,
+                self.device,
+                self.scope,
+                self.output,
+                self.replace_existing,
+                self.show_advanced,
+                self.advanced,
+                self.run_button,
+                self.cancel_button,
+                self.progress,
+                self.status,
+            ]
+        )
+        self.status.native.setWordWrap(True)
+
+        self.run_button.changed.connect(self.run)
+        self.prompt.native.returnPressed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.show_advanced.changed.connect(lambda v: setattr(self.advanced, "visible", v))
+        self.rescan.changed.connect(self.reset_choices)
+        self.sam.changed.connect(self._on_sam_choice)
+        self.clip.changed.connect(self._on_clip_choice)
+        for widget in (self.mode, self.output, self.image):
+            widget.changed.connect(self._update_visibility)
+        for widget in (self.mode, self.threshold, self.use_floor, self.distractors, self.top_k):
+            widget.changed.connect(self._reselect)
+        layers = self.viewer.layers.events
+        layers.inserted.connect(self._on_layer_inserted)
+        layers.removed.connect(self.reset_choices)
+        layers.moved.connect(self.reset_choices)
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self.reset_choices)
+        self._update_visibility()
+
+    # --- choices ---------------------------------------------------------------------
+
+    def _layers(self, kind: str) -> list:
+        return [layer for layer in self.viewer.layers if type(layer).__name__ == kind]
+
+    def _image_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self._layers("Image")]
+
+    def _proposal_choices(self, _widget=None):
+        return [("SAM automatic masks", None)] + [
+            (f"labels: {layer.name}", layer) for layer in self._layers("Labels")
+        ]
+
+    def _output_choices(self, _widget=None):
+        return [("New Labels layer", None)] + [
+            (f"add to: {layer.name}", layer) for layer in self._layers("Labels")
+        ]
+
+    def _sam_choices(self, _widget=None):
+        return (
+            [(f"{name}: {w.description}", name) for name, w in SAM_MODELS.items()]
+            + [(Path(p).name, p) for p in self._sam_files]
+            + [("Choose a file…", CHOOSE_FILE)]
+        )
+
+    def _clip_choices(self, _widget=None):
+        choices = [(spec, spec) for spec in CLIP_PRETRAINED]
+        for path, meta in find_clip_checkpoints(self._clip_folders):
+            choices.append((f"{path.stem} ({describe_checkpoint(meta)})", str(path)))
+        known = {value for _, value in choices}
+        choices += [(Path(p).name, p) for p in self._clip_files if p not in known]
+        return [
+            *choices,
+            ("Choose a file…", CHOOSE_FILE),
+            ("Add a checkpoint folder…", ADD_FOLDER),
+        ]
+
+    def _on_layer_inserted(self, event) -> None:
+        event.value.events.name.connect(self.reset_choices)
+        self.reset_choices()
+
+    def reset_choices(self, *_args) -> None:
+        super().reset_choices()
+        self._update_visibility()
+
+    def add_sam_file(self, path: str | Path) -> None:
+        """Offer a SAM checkpoint file in the SAM picker and select it."""
+        path = str(Path(path).expanduser())
+        if path not in self._sam_files:
+            self._sam_files.append(path)
+        self.sam.reset_choices()
+        self.sam.value = path
+
+    def add_clip_file(self, path: str | Path) -> None:
+        """Offer a CLIP checkpoint file in the CLIP picker and select it."""
+        path = str(Path(path).expanduser())
+        if path not in self._clip_files:
+            self._clip_files.append(path)
+        self.clip.reset_choices()
+        self.clip.value = path
+
+    def add_checkpoint_folder(self, folder: str | Path) -> None:
+        """Scan another folder for fine-tuned CLIP checkpoints."""
+        folder = str(Path(folder).expanduser())
+        if folder not in self._clip_folders:
+            self._clip_folders.append(folder)
+        self.clip.reset_choices()
+
+    def _on_sam_choice(self, value) -> None:
+        if value != CHOOSE_FILE:
+            return
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self.native, "SAM checkpoint", "", "Checkpoints (*.pth *.pt *.safetensors)"
+        )
+        if path:
+            self.add_sam_file(path)
+        else:
+            self.sam.value = DEFAULT_SAM
+
+    def _on_clip_choice(self, value) -> None:
+        if value not in (CHOOSE_FILE, ADD_FOLDER):
+            return
+        from qtpy.QtWidgets import QFileDialog
+
+        if value == CHOOSE_FILE:
+            path, _ = QFileDialog.getOpenFileName(
+                self.native, "CLIP checkpoint", "", "napari-slip CLIP (*.safetensors)"
+            )
+            if path:
+                self.add_clip_file(path)
+                return
+        else:
+            folder = QFileDialog.getExistingDirectory(self.native, "Checkpoint folder")
+            if folder:
+                self.add_checkpoint_folder(folder)
+        self.clip.value = DEFAULT_CLIP
+
+    def _update_visibility(self, *_args) -> None:
+        mode = self.mode.value
+        self.distractors.visible = mode == "distractors"
+        self.top_k.visible = mode == "topk"
+        self.use_floor.visible = mode != "threshold"
+        self.replace_existing.visible = self.output.value is not None
+        layer = self.image.value
+        self.scope.visible = bool(
+            layer is not None and leading_shape(image_data(layer).shape, bool(layer.rgb))
+        )
+
+    # --- requests ----------------------------------------------------------------------
+
+    def request(self) -> Request:
+        """The current inputs as a :class:`Request`."""
+        mode = self.mode.value
+        threshold = self.threshold.value if (mode == "threshold" or self.use_floor.value) else None
+        template = self.template.value.strip()
+        return Request(
+            image_layer=self.image.value,
+            prompt=self.prompt.value.strip(),
+            mode=mode,
+            threshold=threshold,
+            top_k=int(self.top_k.value),
+            distractors=tuple(p.strip() for p in self.distractors.value.split(",") if p.strip()),
+            labels_layer=self.proposals.value,
+            all_planes=self.scope.value == "all slices",
+            world_point=tuple(self.viewer.dims.point),
+            sam=str(self.sam.value),
+            clip=str(self.clip.value),
+            device=str(self.device.value),
+            sam_params=SamProposalParams(
+                points_per_side=int(self.points_per_side.value),
+                pred_iou_thresh=float(self.pred_iou.value),
+                stability_score_thresh=float(self.stability.value),
+                min_area=int(self.min_area.value),
+            ),
+            crop_params=CropParams(fill=self.fill.value, margin=float(self.margin.value)),
+            templates=(template,) if template else None,
+        )
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def run(self, *_args) -> None:
+        """Segment with the current inputs: instantly if cached, else in a worker."""
+        if self.busy:
+            return
+        try:
+            request = self.request()
+            from .job import check
+
+            check(request)
+            self._segmenter = configure(self._segmenter, request)
+            if is_cached(self._segmenter, request):
+                self._deliver(request, drain(iter_job(self._segmenter, request)))
+                return
+        except Exception as exc:  # shown to the user as one line, never a traceback
+            self._show_error(exc)
+            return
+        self._start_worker(request)
+
+    def _start_worker(self, request: Request) -> None:
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(iter_job, self._segmenter, request, _start_thread=False)
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda result: self._deliver(request, result))
+        worker.errored.connect(self._show_error)
+        worker.aborted.connect(self._on_cancelled)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._cancelled = False
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.status.value = "starting…"
+        worker.start()
+
+    def cancel(self, *_args) -> None:
+        """Stop the running work at its next step; nothing is written."""
+        if self._worker is not None:
+            self._cancelled = True
+            self.status.value = "cancelling…"
+            self._worker.quit()
+
+    def _on_progress(self, event) -> None:
+        self.progress.max = max(int(event.total), 1)
+        self.progress.value = min(int(event.done), self.progress.max)
+        self.status.value = str(event)
+
+    def _on_cancelled(self) -> None:
+        self.status.value = "Cancelled; nothing was written."
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+
+    def _show_error(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        message = one_line(exc)
+        self.status.value = f"Error: {message}"
+        show_error(message)
+
+    def _deliver(self, request: Request, result) -> None:
+        if self._cancelled:
+            return  # the result arrived after Cancel: honour the cancel
+        try:
+            target = self.output.value
+            if target is None:
+                name = f"{request.prompt} ({request.image_layer.name})"
+                layer = new_labels_layer(self.viewer, result, request.image_layer, name)
+                self._last = _Output(request, layer, created=True)
+            else:
+                write_into_layer(target, result, replace=bool(self.replace_existing.value))
+                self._last = _Output(request, target, created=False)
+        except Exception as exc:
+            self._show_error(exc)
+            return
+        self.progress.value = self.progress.max
+        self.status.value = result.message
+        if not result.n_objects:
+            from napari.utils.notifications import show_info
+
+            show_info(result.message)
+
+    # --- instant re-selection ------------------------------------------------------------
+
+    def _reselect(self, *_args) -> None:
+        """Update the last created layer from the cache when selection settings change."""
+        last = self._last
+        if self.busy or last is None or not last.created or last.layer not in self.viewer.layers:
+            return
+        current = self.request()
+        # The layer keeps its prompt; a new prompt (Enter) makes a new layer.
+        request = replace(
+            last.request,
+            mode=current.mode,
+            threshold=current.threshold,
+            top_k=current.top_k,
+            distractors=current.distractors,
+        )
+        if request.selection_only() == last.request.selection_only():
+            return
+        if not is_cached(self._segmenter, request):
+            self.status.value = "Settings changed: press Run to apply."
+            return
+        try:
+            result = drain(iter_job(self._segmenter, request))
+        except SlipError as exc:
+            self.status.value = f"Error: {one_line(exc)}"
+            return
+        replace_layer_data(last.layer, result)
+        last.request = request
+        self.status.value = result.message

@@ -1,0 +1,153 @@
+"""Segmenting images with leading dimensions (z, t, ...) plane by plane.
+
+Each 2D plane (with its colour axis, if any) is segmented on its own; ids stay unique
+across the whole volume, and the table records which plane each object is in.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .progress import Progress
+from .results import TABLE_COLUMNS
+from .segmenter import Segmenter
+
+
+@dataclass
+class StackResult:
+    """Labels for a whole stack.
+
+    Attributes
+    ----------
+    labels
+        int32 array of the stack's shape without the colour axis.
+    table
+        The per-object table with one ``axis{i}`` column per leading axis.
+    provenance
+        The first segmented plane's provenance, plus the planes done.
+    message
+        One line about the whole run.
+    """
+
+    labels: np.ndarray
+    table: pd.DataFrame
+    provenance: dict = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def n_objects(self) -> int:
+        return len(self.table)
+
+
+def leading_shape(shape: Sequence[int], rgb: bool) -> tuple[int, ...]:
+    """The leading (non-plane) dimensions of an image of ``shape``."""
+    plane_ndim = 3 if rgb else 2
+    if len(shape) < plane_ndim:
+        raise InputError(f"An image of shape {tuple(shape)} has no 2D plane to segment.")
+    return tuple(shape[: len(shape) - plane_ndim])
+
+
+def iter_segment_stack(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    prompt: str,
+    *,
+    rgb: bool = False,
+    planes: Sequence[tuple[int, ...]] | None = None,
+    labels: np.ndarray | None = None,
+    start_id: int = 1,
+    **options: Any,
+) -> Generator[Progress, None, StackResult]:
+    """Segment chosen planes (default: all) of an nD image.
+
+    Parameters
+    ----------
+    segmenter
+        The engine.
+    image
+        Array whose last two axes (three if ``rgb``) are a plane.
+    prompt
+        What to segment.
+    rgb
+        Whether the last axis is colour.
+    planes
+        Leading indices of the planes to segment, e.g. ``[(4,)]`` for z=4 of a
+        z-stack; all planes if None.
+    labels
+        Proposal labels of the image's shape (without colour), used plane by plane.
+    start_id
+        The first id to give (ids continue across planes).
+    **options
+        As for :meth:`Segmenter.segment` (mode, threshold, contrast_limits, ...).
+    """
+    lead = leading_shape(image.shape, rgb)
+    out_shape = image.shape[:-1] if rgb else image.shape
+    if labels is not None and tuple(np.shape(labels)) != tuple(out_shape):
+        raise InputError(
+            f"Proposal labels have shape {tuple(np.shape(labels))}, "
+            f"the image needs {tuple(out_shape)}."
+        )
+    if planes is None:
+        planes = list(itertools.product(*(range(n) for n in lead)))
+    planes = [tuple(int(i) for i in p) for p in planes]
+    for p in planes:
+        if len(p) != len(lead) or any(not 0 <= i < n for i, n in zip(p, lead, strict=True)):
+            raise InputError(f"Plane {p} is outside the image's leading shape {lead}.")
+    if rgb:
+        options.setdefault("rgb", True)
+    out = np.zeros(out_shape, dtype=np.int32)
+    tables, provenance, next_id = [], {}, start_id
+    for n, plane in enumerate(planes, start=1):
+        yield Progress("slice", n - 1, len(planes), f"slice {plane}" if plane else "image")
+        gen = segmenter.iter_segment(
+            np.asarray(image[plane]),
+            prompt,
+            labels=None if labels is None else np.asarray(labels[plane]),
+            **options,
+        )
+        result = yield from _tagged(gen, plane, n, len(planes))
+        plane_labels = result.labels
+        if len(result.table):
+            plane_labels = np.where(plane_labels > 0, plane_labels + (next_id - 1), 0)
+            table = result.table.copy()
+            table["id"] += next_id - 1
+            for axis, index in enumerate(plane):
+                table[f"axis{axis}"] = index
+            tables.append(table)
+            next_id += len(result.table)
+        out[plane] = plane_labels
+        provenance = provenance or result.provenance
+    columns = TABLE_COLUMNS + [f"axis{a}" for a in range(len(lead))]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    provenance = {**provenance, "planes": [list(p) for p in planes]}
+    where = f" in {len(planes)} plane(s)" if lead else ""
+    message = (
+        f"{len(table)} object(s) matching {prompt!r}{where}"
+        if len(table)
+        else f"Nothing found for {prompt!r}{where}"
+    )
+    if len(planes) == 1 and not len(table):
+        message = result.message
+    yield Progress("slice", len(planes), len(planes), message)
+    return StackResult(out, table, provenance, message)
+
+
+def _tagged(gen, plane, n, total):
+    """Forward a plane's progress, naming the plane when there are several."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if total > 1:
+            event = Progress(
+                event.stage, event.done, event.total, f"slice {n}/{total} {plane}: {event.message}"
+            )
+        yield event
