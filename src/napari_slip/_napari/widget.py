@@ -354,12 +354,21 @@ class SlipWidget(Container):
     def _start_worker(self, request: Request) -> None:
         from napari.qt.threading import create_worker
 
-        worker = create_worker(iter_job, self._segmenter, request, _start_thread=False)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda result: self._deliver(request, result))
-        worker.errored.connect(self._show_error)
-        worker.aborted.connect(self._on_cancelled)
-        worker.finished.connect(self._on_finished)
+        # Handlers given at creation: an "errored" handler stops the worker from
+        # re-raising the exception on the GUI thread (we show one line instead).
+        worker = create_worker(
+            iter_job,
+            self._segmenter,
+            request,
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_progress,
+                "returned": lambda result: self._deliver(request, result),
+                "errored": self._show_error,
+                "aborted": self._on_cancelled,
+                "finished": self._on_finished,
+            },
+        )
         self._worker = worker
         self._cancelled = False
         self.run_button.enabled = False

@@ -1,0 +1,275 @@
+"""The dock widget in a real napari viewer, with real threads and checkpoint files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_slip._napari.sample_data import make_nuclei_stack
+from napari_slip._napari.widget import SlipWidget
+from napari_slip.core.clip import build_clip, save_clip_checkpoint
+from napari_slip.core.download import checkpoint_dir
+
+from ..conftest import TINY_CLIP, blobs_image
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tiny_sam_path, tiny_clip_path, qtbot):
+    viewer = make_napari_viewer()
+    widget = SlipWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.add_sam_file(tiny_sam_path)
+    widget.add_clip_file(tiny_clip_path)
+    widget.device.value = "cpu"
+    widget.points_per_side.value = 4
+    widget.pred_iou.value = 0.0
+    widget.stability.value = 0.0
+    widget.min_area.value = 20
+
+    def run_and_wait():
+        widget.run()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+
+    return viewer, widget, run_and_wait
+
+
+def _blobs(viewer):
+    image, labels = blobs_image()
+    viewer.add_image(image, name="blobs")
+    viewer.add_labels(labels, name="truth")
+    return labels
+
+
+def test_run_writes_a_labels_layer_with_ids_features_and_provenance(setup):
+    viewer, widget, run = setup
+    truth = _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = viewer.layers[-1]
+    assert layer.name == "cell (blobs)" and type(layer).__name__ == "Labels"
+    features = layer.features
+    assert features["index"].tolist() == [1, 2, 3, 4]
+    assert {"id", "score", "prompt", "area"} <= set(features.columns)
+    assert features["prompt"].eq("cell").all()
+    for row in features.itertuples():
+        assert np.array_equal(layer.data == row.id, truth == row.source_id)
+        assert row.area == int((layer.data == row.id).sum())
+    provenance = layer.metadata["napari_slip"][-1]
+    assert provenance["proposals"]["source"] == "labels"
+    assert provenance["normalisation"]["method"] == "contrast_limits"
+    assert "4 object(s)" in widget.status.value
+
+
+def test_run_with_sam_proposals(setup):
+    viewer, widget, run = setup
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "topk"
+    widget.top_k.value = 2
+    run()
+    layer = viewer.layers[-1]
+    assert layer.name == "cell (blobs)"
+    assert 1 <= len(layer.features) <= 2
+    assert sorted(np.unique(layer.data[layer.data > 0])) == layer.features["id"].tolist()
+    assert layer.metadata["napari_slip"][-1]["sam"]["architecture"]["img_size"] == 256
+
+
+def test_cancel_writes_nothing(setup, qtbot):
+    viewer, widget, _ = setup
+    image, _ = make_nuclei_stack(shape=(6, 96, 96), n=5)
+    viewer.add_image(image, name="stack")
+    widget.image.value = viewer.layers["stack"]
+    widget.scope.value = "all slices"
+    widget.prompt.value = "nucleus"
+    n_layers = len(viewer.layers)
+    widget.run()
+    assert widget.busy
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert len(viewer.layers) == n_layers
+    assert "Cancelled" in widget.status.value and widget.run_button.enabled
+
+
+def test_existing_labels_are_preserved_and_undo_restores_them(setup):
+    viewer, widget, run = setup
+    truth = _blobs(viewer)
+    existing = np.zeros_like(truth)
+    existing[20:30, 20:30] = 5  # overlaps object 1
+    existing[0:3, 0:3] = 9
+    target = viewer.add_labels(existing.copy(), name="mine")
+    widget.image.value = viewer.layers["blobs"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.output.value = target
+    widget.prompt.value = "cell"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    n_layers = len(viewer.layers)
+    run()
+    assert len(viewer.layers) == n_layers  # written into "mine", no new layer
+    data = target.data
+    kept = existing > 0
+    assert np.array_equal(data[kept], existing[kept])  # nothing of the user's was overwritten
+    new_ids = np.unique(data[(data > 0) & ~kept])
+    assert new_ids.min() > 9 and len(new_ids) == 4
+    assert sorted(target.features["index"]) == new_ids.tolist()
+    target.undo()
+    assert np.array_equal(target.data, existing)
+
+    widget.replace_existing.value = True
+    run()
+    assert target.data[25, 25] != 5 and target.data[25, 25] > 9  # replaced where asked
+    assert target.data[1, 1] == 9  # no object there: untouched
+
+
+def test_all_slices_of_a_stack_get_unique_ids(setup):
+    viewer, widget, run = setup
+    image, truth = make_nuclei_stack(shape=(4, 96, 96), n=6)
+    viewer.add_image(image, name="stack")
+    viewer.add_labels(truth, name="truth")
+    widget.image.value = viewer.layers["stack"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.scope.value = "all slices"
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = viewer.layers[-1]
+    features = layer.features
+    assert features["id"].is_unique and len(features) == sum(
+        len(np.unique(truth[z])) - 1 for z in range(4)
+    )
+    for row in features.itertuples():
+        assert np.array_equal(layer.data[row.axis0] == row.id, truth[row.axis0] == row.source_id)
+
+    # Current slice only: just plane 2 is written.
+    viewer.dims.set_current_step(0, 2)
+    widget.scope.value = "current slice"
+    run()
+    layer = viewer.layers[-1]
+    assert layer.data[[0, 1, 3]].max() == 0 and layer.data[2].max() > 0
+    assert set(layer.features["axis0"]) == {2}
+
+
+def _count(module):
+    calls = []
+    module.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_selection_changes_reselect_instantly_without_image_work(setup):
+    viewer, widget, run = setup
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "topk"
+    widget.top_k.value = 2
+    run()
+    layer = viewer.layers[-1]
+    seg = widget._segmenter
+    sam_calls = _count(seg.sam.model.image_encoder)
+    decoder_calls = _count(seg.sam.model.mask_decoder)
+    clip_calls = _count(seg.clip.clip.model.visual)
+    widget.top_k.value = 1  # applied synchronously, no worker
+    assert not widget.busy and len(layer.features) == 1
+    widget.mode.value = "threshold"
+    widget.threshold.value = 1.0  # nothing can pass
+    assert layer.data.max() == 0 and "Nothing found" in widget.status.value
+    widget.threshold.value = -1.0  # everything passes
+    assert len(layer.features) >= 1
+    # A new prompt (Enter) on the same image: a new layer, straight from the cache.
+    n_layers = len(viewer.layers)
+    widget.prompt.value = "nucleus"
+    widget.prompt.native.returnPressed.emit()
+    assert not widget.busy and len(viewer.layers) == n_layers + 1
+    assert viewer.layers[-1].features["prompt"].eq("nucleus").all()
+    assert sam_calls == [] and decoder_calls == [] and clip_calls == []
+
+
+def test_finetuned_checkpoints_show_up_with_what_they_learned(setup, tmp_path):
+    _, widget, _ = setup
+    model = build_clip(TINY_CLIP)
+    save_clip_checkpoint(
+        model,
+        TINY_CLIP,
+        checkpoint_dir() / "my_cells.safetensors",
+        {
+            "base_model": "ViT-B-32:laion2b_s34b_b79k",
+            "class_names": ["mitotic nucleus", "interphase nucleus"],
+        },
+    )
+    save_clip_checkpoint(
+        model,
+        TINY_CLIP,
+        tmp_path / "elsewhere.safetensors",
+        {"base_model": "tiny", "class_names": ["mitochondrion"]},
+    )
+    widget.reset_choices()
+    combo = widget.clip.native  # the labels the user sees, keyed by the value they select
+    labels = {str(combo.itemData(i)): combo.itemText(i) for i in range(combo.count())}
+    path = str(checkpoint_dir() / "my_cells.safetensors")
+    assert path in labels and "mitotic nucleus" in labels[path]
+    assert "ViT-B-32:laion2b_s34b_b79k" in labels[path]
+    widget.add_checkpoint_folder(tmp_path)
+    choices = [str(v) for v in widget.clip.choices]
+    assert str(tmp_path / "elsewhere.safetensors") in choices
+
+
+def test_errors_are_one_line_notifications_and_write_nothing(setup, tmp_path):
+    viewer, widget, run = setup
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = ""
+    n_layers = len(viewer.layers)
+    widget.run()
+    assert "Type what to segment" in widget.status.value
+    bad = tmp_path / "not_clip.safetensors"
+    bad.write_bytes(b"garbage")
+    widget.add_clip_file(bad)
+    widget.prompt.value = "cell"
+    run()
+    assert widget.status.value.startswith("Error: ") and "\n" not in widget.status.value
+    assert "not a readable safetensors" in widget.status.value
+    assert len(viewer.layers) == n_layers
+
+
+def test_console_call_does_what_the_button_does(make_napari_viewer, tiny_sam_path, tiny_clip_path):
+    import napari_slip
+    from napari_slip.core.errors import InputError
+
+    viewer = make_napari_viewer()
+    truth = _blobs(viewer)
+    layer = napari_slip.segment_in_viewer(
+        viewer,
+        "cell",
+        image="blobs",
+        proposals="truth",
+        mode="topk",
+        top_k=3,
+        sam=str(tiny_sam_path),
+        clip=str(tiny_clip_path),
+        device="cpu",
+    )
+    assert layer is viewer.layers[-1] and len(layer.features) == 3
+    for row in layer.features.itertuples():
+        assert np.array_equal(layer.data == row.id, truth == row.source_id)
+    again = napari_slip.segment_in_viewer(
+        viewer,
+        "cell",
+        image=viewer.layers["blobs"],
+        proposals="truth",
+        output="truth",
+        mode="best",
+        sam=str(tiny_sam_path),
+        clip=str(tiny_clip_path),
+        device="cpu",
+    )
+    assert again is viewer.layers["truth"]
+    with pytest.raises(InputError, match="No layer named 'nope'"):
+        napari_slip.segment_in_viewer(viewer, "cell", image="nope")
