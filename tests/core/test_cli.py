@@ -14,8 +14,7 @@ from PIL import Image
 
 from napari_slip.cli import main
 from napari_slip.core import models
-
-from ..conftest import blobs_image
+from napari_slip.testing import blobs_image
 
 FAST = [
     "--points-per-side",

@@ -19,8 +19,7 @@ from napari_slip.core.clip import (
 from napari_slip.core.errors import CheckpointError, InputError
 from napari_slip.core.models import load_clip_model, resolve_clip
 from napari_slip.core.sam import SamConfig, build_sam, load_sam, sam_config_from_state_dict
-
-from ..conftest import TINY_CLIP, TINY_SAM
+from napari_slip.testing import TINY_CLIP, TINY_SAM
 
 OFFICIAL = {
     "vit_b": SamConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),

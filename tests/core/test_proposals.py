@@ -14,8 +14,7 @@ from napari_slip.core.proposals import (
     sam_proposals,
 )
 from napari_slip.core.sam import load_sam
-
-from ..conftest import blobs_image
+from napari_slip.testing import blobs_image
 
 
 def test_each_label_is_one_proposal_with_its_exact_mask():

@@ -10,8 +10,7 @@ from napari_slip.core.crops import make_crops
 from napari_slip.core.errors import InputError
 from napari_slip.core.proposals import proposals_from_labels
 from napari_slip.core.segmenter import Segmenter
-
-from ..conftest import blobs_image
+from napari_slip.testing import blobs_image
 
 
 @pytest.fixture
