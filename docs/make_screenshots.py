@@ -1,0 +1,86 @@
+"""Regenerate the screenshots in docs/images (run by hand, needs a display or Xvfb).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
+
+Weights cannot be downloaded on the machines that build these docs, so the widget runs
+with tiny random models (napari_slip.testing): the screenshots show the interface and
+the outputs' form, not the quality of real SAM and CLIP selections.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_slip._napari.sample_data import coffee, nuclei_stack
+from napari_slip._napari.widget import SlipWidget
+from napari_slip.testing import write_tiny_clip, write_tiny_sam
+
+OUT = Path(__file__).parent / "images"
+
+
+def settle(seconds: float = 0.5) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def make_viewer(weights: Path):
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    widget = SlipWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment from text")
+    widget.add_sam_file(write_tiny_sam(weights / "tiny_sam.pth"))
+    widget.add_clip_file(write_tiny_clip(weights / "tiny_clip.safetensors"))
+    widget.device.value = "cpu"
+    return viewer, widget
+
+
+def shoot(viewer, name: str) -> None:
+    settle()
+    iio.imwrite(OUT / name, viewer.screenshot(canvas_only=False, flash=False))
+    print("wrote", OUT / name)
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp)
+        # 1. A 16-bit z-stack, proposals from a label image, all slices.
+        viewer, widget = make_viewer(weights)
+        for data, kwargs, kind in nuclei_stack():
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+        widget.image.value = viewer.layers["nuclei"]
+        widget.proposals.value = viewer.layers["nuclei ground truth"]
+        widget.prompt.value = "nucleus"
+        widget.mode.value = "threshold"
+        widget.threshold.value = -1.0
+        widget.scope.value = "all slices"
+        widget.run()
+        while widget.busy:
+            settle(0.1)
+        viewer.dims.set_current_step(0, 4)
+        shoot(viewer, "widget-stack.png")
+        viewer.close()
+
+        # 2. A photo, distractors mode, before running.
+        viewer, widget = make_viewer(weights)
+        for data, kwargs, kind in coffee():
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+        widget.image.value = viewer.layers["coffee"]
+        widget.prompt.value = "coffee cup"
+        widget.mode.value = "distractors"
+        widget.distractors.value = "saucer, spoon, table"
+        widget.show_advanced.value = True
+        shoot(viewer, "widget-photo.png")
+        viewer.close()
+
+
+if __name__ == "__main__":
+    main()
