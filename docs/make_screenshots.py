@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import imageio.v3 as iio
-import napari
 from qtpy.QtWidgets import QApplication
 
+import napari
 from napari_slip._napari.sample_data import coffee, nuclei_stack
 from napari_slip._napari.widget import SlipWidget
 from napari_slip.testing import write_tiny_clip, write_tiny_sam

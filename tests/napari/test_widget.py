@@ -272,3 +272,32 @@ def test_console_call_does_what_the_button_does(make_napari_viewer, tiny_sam_pat
     assert again is viewer.layers["truth"]
     with pytest.raises(InputError, match="No layer named 'nope'"):
         napari_slip.segment_in_viewer(viewer, "cell", image="nope")
+
+
+def test_multichannel_layer_with_a_channel_axis(setup):
+    """A (C, Z, H, W) layer: channels become colour, z stays a stack."""
+    viewer, widget, run = setup
+    image, truth = make_nuclei_stack(shape=(3, 96, 96), n=5)
+    channels = np.stack([image, image // 2, np.zeros_like(image)])  # (C=3, Z=3, H, W)
+    layer = viewer.add_image(channels, name="multi", scale=(1, 2, 0.5, 0.5))
+    viewer.add_labels(truth, name="truth", scale=(2, 0.5, 0.5))
+    widget.image.value = layer
+    assert [v for v in widget.channel_axis.choices] == [None, 0, 1]
+    widget.channel_axis.value = 0
+    widget.channels.value = "0,1"
+    widget.proposals.value = viewer.layers["truth"]
+    widget.scope.value = "all slices"
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    assert not widget.scope.native.isHidden() and not widget.channels.native.isHidden()
+    run()
+    out = viewer.layers[-1]
+    assert out.data.shape == truth.shape and tuple(out.scale) == (2, 0.5, 0.5)
+    assert out.metadata["napari_slip"][-1]["normalisation"]["channels"] == [0, 1]
+    for row in out.features.itertuples():
+        assert np.array_equal(out.data[row.axis0] == row.id, truth[row.axis0] == row.source_id)
+
+    widget.channels.value = "0,x"
+    widget.run()
+    assert "comma-separated numbers" in widget.status.value

@@ -7,6 +7,7 @@ drained directly by :func:`~napari_slip._napari.scripting.segment_in_viewer`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,10 @@ class Request:
     top_k: int = 3
     distractors: tuple[str, ...] = ()
     labels_layer: Any = None
+    #: The image layer's channel axis, for multichannel data shown as one layer, and up
+    #: to three of its channels to show the models as R, G, B.
+    channel_axis: int | None = None
+    channels: tuple[int, ...] | None = None
     all_planes: bool = False
     #: The viewer's position (world coordinates), for the current plane.
     world_point: tuple[float, ...] = ()
@@ -57,17 +62,69 @@ def image_data(layer) -> np.ndarray:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
+def source(request: Request) -> tuple[Any, bool]:
+    """The array to segment plane by plane, and whether its last axis is colour.
+
+    A channel axis is moved last (a view, no copy), so the engine sees channels as colour.
+    """
+    layer = request.image_layer
+    data = image_data(layer)
+    if request.channel_axis is None:
+        return data, bool(layer.rgb)
+    if layer.rgb:
+        raise InputError("This layer is RGB already; leave the channel axis unset.")
+    axis = request.channel_axis
+    if data.ndim < 3 or not -data.ndim <= axis < data.ndim:
+        raise InputError(f"Channel axis {axis} does not exist in the layer's shape {data.shape}.")
+    axis %= data.ndim
+    if axis >= data.ndim - 2:
+        raise InputError(
+            f"Channel axis {axis} is one of the image's last two (spatial) axes; "
+            "choose a leading axis."
+        )
+    return np.moveaxis(data, axis, -1), True
+
+
+def output_shape(request: Request) -> tuple[int, ...]:
+    """The shape of the labels a request produces."""
+    data, colour = source(request)
+    return tuple(data.shape[:-1] if colour else data.shape)
+
+
+def spatial_axes(request: Request) -> list[int]:
+    """The image layer's axes that the labels keep (all but a channel axis)."""
+    ndim = request.image_layer.ndim
+    if request.channel_axis is None:
+        return list(range(ndim))
+    return [a for a in range(ndim) if a != request.channel_axis % ndim]
+
+
 def planes_of(request: Request) -> list[tuple[int, ...]] | None:
     """The leading indices to segment: the current plane, or None for all."""
-    layer = request.image_layer
-    lead = leading_shape(image_data(layer).shape, bool(layer.rgb))
+    data, colour = source(request)
+    lead = leading_shape(data.shape, colour)
     if not lead:
         return [()]
     if request.all_planes:
         return None
-    point = layer.world_to_data(request.world_point) if len(request.world_point) else None
-    step = [0] * len(lead) if point is None else np.round(point[: len(lead)]).astype(int)
+    layer = request.image_layer
+    if len(request.world_point):
+        point = np.asarray(layer.world_to_data(request.world_point))[spatial_axes(request)]
+        step = np.round(point[: len(lead)]).astype(int)
+    else:
+        step = [0] * len(lead)
     return [tuple(min(max(int(i), 0), n - 1) for i, n in zip(step, lead, strict=True))]
+
+
+def normalisation(request: Request) -> dict:
+    """How intensities map to the models' 8-bit RGB: the layer's contrast limits."""
+    limits = tuple(float(v) for v in request.image_layer.contrast_limits)
+    options: dict = {"contrast_limits": limits}
+    if request.channel_axis is not None:
+        options["channel_axis"] = -1
+        if request.channels:
+            options["channels"] = list(request.channels)
+    return options
 
 
 def engine_options(request: Request) -> dict:
@@ -77,7 +134,7 @@ def engine_options(request: Request) -> dict:
         "threshold": request.threshold,
         "top_k": request.top_k,
         "distractors": list(request.distractors),
-        "contrast_limits": tuple(float(v) for v in request.image_layer.contrast_limits),
+        **normalisation(request),
     }
 
 
@@ -97,26 +154,32 @@ def check(request: Request) -> None:
         raise InputError("Choose an image layer to segment.")
     if not request.prompt.strip():
         raise InputError("Type what to segment in the prompt field, e.g. 'nucleus'.")
-    if request.labels_layer is not None:
-        expected = image_data(request.image_layer).shape
-        expected = expected[:-1] if request.image_layer.rgb else expected
-        if tuple(request.labels_layer.data.shape) != tuple(expected):
-            raise InputError(
-                f"The proposals layer {request.labels_layer.name!r} has shape "
-                f"{tuple(request.labels_layer.data.shape)}, the image needs {tuple(expected)}."
-            )
+    expected = output_shape(request)
+    if request.labels_layer is not None and tuple(request.labels_layer.data.shape) != expected:
+        raise InputError(
+            f"The proposals layer {request.labels_layer.name!r} has shape "
+            f"{tuple(request.labels_layer.data.shape)}, the image needs {expected}."
+        )
+
+
+def _planes(request: Request) -> list[tuple[int, ...]]:
+    planes = planes_of(request)
+    if planes is None:
+        data, colour = source(request)
+        planes = list(itertools.product(*(range(n) for n in leading_shape(data.shape, colour))))
+    return planes
 
 
 def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None, StackResult]:
     """Segment the request's planes; yields progress, returns labels for the whole layer."""
     check(request)
-    layer = request.image_layer
+    data, colour = source(request)
     result = yield from iter_segment_stack(
         segmenter,
-        image_data(layer),
+        data,
         request.prompt,
-        rgb=bool(layer.rgb),
-        planes=planes_of(request),
+        rgb=colour,
+        planes=_planes(request),
         labels=None if request.labels_layer is None else request.labels_layer.data,
         **engine_options(request),
     )
@@ -129,21 +192,11 @@ def is_cached(segmenter: Segmenter | None, request: Request) -> bool:
         return False
     if segmenter.sam_params != request.sam_params or segmenter.crop_params != request.crop_params:
         return False
-    layer = request.image_layer
-    data = image_data(layer)
-    lead = leading_shape(data.shape, bool(layer.rgb))
-    planes = planes_of(request)
-    if planes is None:
-        import itertools
-
-        planes = list(itertools.product(*(range(n) for n in lead)))
-    limits = tuple(float(v) for v in layer.contrast_limits)
-    for plane in planes:
-        labels = (
-            None if request.labels_layer is None else np.asarray(request.labels_layer.data[plane])
-        )
-        if not segmenter.is_cached(
-            np.asarray(data[plane]), labels, contrast_limits=limits, rgb=bool(layer.rgb) or None
-        ):
+    data, colour = source(request)
+    options = normalisation(request)
+    for plane in _planes(request):
+        labels = request.labels_layer
+        labels = None if labels is None else np.asarray(labels.data[plane])
+        if not segmenter.is_cached(np.asarray(data[plane]), labels, rgb=colour or None, **options):
             return False
     return True

@@ -24,13 +24,19 @@ def features_for(result: StackResult, offset: int = 0) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def new_labels_layer(viewer: napari.Viewer, result: StackResult, image_layer, name: str):
-    """Add the result as a new Labels layer aligned with ``image_layer``."""
+def new_labels_layer(
+    viewer: napari.Viewer, result: StackResult, image_layer, name: str, axes=None
+):
+    """Add the result as a new Labels layer aligned with ``image_layer``.
+
+    ``axes`` are the image layer's axes the labels keep (all but a channel axis).
+    """
+    axes = list(range(image_layer.ndim)) if axes is None else list(axes)
     return viewer.add_labels(
         result.labels,
         name=name,
-        scale=image_layer.scale,
-        translate=image_layer.translate,
+        scale=np.asarray(image_layer.scale)[axes],
+        translate=np.asarray(image_layer.translate)[axes],
         features=features_for(result),
         metadata={METADATA_KEY: [result.provenance]},
     )

@@ -10,7 +10,7 @@ from ..core.models import DEFAULT_CLIP, DEFAULT_SAM
 from ..core.progress import drain
 from ..core.proposals import SamProposalParams
 from ..core.segmenter import shared_segmenter
-from .job import Request, iter_job
+from .job import Request, iter_job, spatial_axes
 from .layers import new_labels_layer, write_into_layer
 
 
@@ -44,6 +44,8 @@ def segment_in_viewer(
     output=None,
     replace: bool = False,
     all_slices: bool = False,
+    channel_axis: int | None = None,
+    channels=None,
     sam: str = DEFAULT_SAM,
     clip: str = DEFAULT_CLIP,
     device: str = "auto",
@@ -72,6 +74,9 @@ def segment_in_viewer(
         With ``output``: overwrite existing labels where new objects overlap them.
     all_slices
         Segment every plane of a z-stack / time series (default: the current plane).
+    channel_axis, channels
+        For a multichannel image shown as one layer: its channel axis, and up to three
+        channels to show the models as R, G, B (default the first three).
     sam, clip, device
         Models, as in :class:`napari_slip.Segmenter`; loaded once and shared.
     progress
@@ -107,6 +112,8 @@ def segment_in_viewer(
         labels_layer=_layer(viewer, proposals, "Labels", "proposals"),
         all_planes=all_slices,
         world_point=tuple(viewer.dims.point),
+        channel_axis=channel_axis,
+        channels=tuple(channels) if channels else None,
         sam=sam,
         clip=clip,
         device=device,
@@ -121,6 +128,7 @@ def segment_in_viewer(
     segmenter.templates = request.templates
     result = drain(iter_job(segmenter, request), progress)
     if target is None:
-        return new_labels_layer(viewer, result, image, f"{prompt} ({image.name})")
+        name = f"{prompt} ({image.name})"
+        return new_labels_layer(viewer, result, image, name, spatial_axes(request))
     write_into_layer(target, result, replace=replace)
     return target

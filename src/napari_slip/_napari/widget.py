@@ -25,7 +25,7 @@ from magicgui.widgets import (
 )
 
 from ..core.crops import CropParams
-from ..core.errors import SlipError
+from ..core.errors import InputError, SlipError
 from ..core.models import (
     CLIP_PRETRAINED,
     DEFAULT_CLIP,
@@ -39,7 +39,7 @@ from ..core.progress import drain
 from ..core.proposals import SamProposalParams
 from ..core.selection import DEFAULT_THRESHOLD
 from ..core.stack import leading_shape
-from .job import Request, configure, image_data, is_cached, iter_job
+from .job import Request, check, configure, is_cached, iter_job, source, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, write_into_layer
 
 if TYPE_CHECKING:
@@ -107,6 +107,9 @@ class SlipWidget(Container):
         self.sam = ComboBox(label="SAM", choices=self._sam_choices, value=DEFAULT_SAM)
         self.clip = ComboBox(label="CLIP", choices=self._clip_choices, value=DEFAULT_CLIP)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        self.channel_axis = ComboBox(label="Channel axis", choices=self._channel_axis_choices)
+        self.channels = LineEdit(label="Channels as RGB", value="")
+        self.channels.native.setPlaceholderText("e.g. 0,2 (default: the first three)")
         self.scope = ComboBox(label="Planes", choices=["current slice", "all slices"])
         self.output = ComboBox(label="Output", choices=self._output_choices)
         self.replace_existing = CheckBox(
@@ -153,6 +156,8 @@ class SlipWidget(Container):
                 self.use_floor,
                 self.distractors,
                 self.top_k,
+                self.channel_axis,
+                self.channels,
                 self.proposals,
                 self.sam,
                 self.clip,
@@ -177,7 +182,8 @@ class SlipWidget(Container):
         self.rescan.changed.connect(self.reset_choices)
         self.sam.changed.connect(self._on_sam_choice)
         self.clip.changed.connect(self._on_clip_choice)
-        for widget in (self.mode, self.output, self.image):
+        self.image.changed.connect(self.channel_axis.reset_choices)
+        for widget in (self.mode, self.output, self.image, self.channel_axis):
             widget.changed.connect(self._update_visibility)
         for widget in (self.mode, self.threshold, self.use_floor, self.distractors, self.top_k):
             widget.changed.connect(self._reselect)
@@ -206,6 +212,25 @@ class SlipWidget(Container):
         return [("New Labels layer", None)] + [
             (f"add to: {layer.name}", layer) for layer in self._layers("Labels")
         ]
+
+    def _channel_axis_choices(self, _widget=None):
+        layer = self.image.value if hasattr(self, "image") else None
+        choices = [("none (grayscale or RGB)", None)]
+        if layer is not None and not layer.rgb and layer.ndim >= 3:
+            shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+            choices += [(f"axis {a} ({shape[a]} channels)", a) for a in range(layer.ndim - 2)]
+        return choices
+
+    def _channels(self) -> tuple[int, ...] | None:
+        text = self.channels.value.strip()
+        if not text:
+            return None
+        try:
+            return tuple(int(c) for c in text.split(",") if c.strip())
+        except ValueError:
+            raise InputError(
+                f"Channels must be comma-separated numbers, e.g. 0,2; got {text!r}."
+            ) from None
 
     def _sam_choices(self, _widget=None):
         return (
@@ -295,9 +320,16 @@ class SlipWidget(Container):
         self.use_floor.visible = mode != "threshold"
         self.replace_existing.visible = self.output.value is not None
         layer = self.image.value
-        self.scope.visible = bool(
-            layer is not None and leading_shape(image_data(layer).shape, bool(layer.rgb))
-        )
+        self.channel_axis.visible = len(self.channel_axis.choices) > 1
+        self.channels.visible = self.channel_axis.value is not None
+        if layer is None:
+            self.scope.visible = False
+            return
+        try:
+            data, colour = source(self.request())
+            self.scope.visible = bool(leading_shape(data.shape, colour))
+        except SlipError:  # e.g. an invalid channel choice: the Run button will say why
+            self.scope.visible = layer.ndim > 2
 
     # --- requests ----------------------------------------------------------------------
 
@@ -314,6 +346,8 @@ class SlipWidget(Container):
             top_k=int(self.top_k.value),
             distractors=tuple(p.strip() for p in self.distractors.value.split(",") if p.strip()),
             labels_layer=self.proposals.value,
+            channel_axis=self.channel_axis.value,
+            channels=self._channels(),
             all_planes=self.scope.value == "all slices",
             world_point=tuple(self.viewer.dims.point),
             sam=str(self.sam.value),
@@ -339,8 +373,6 @@ class SlipWidget(Container):
             return
         try:
             request = self.request()
-            from .job import check
-
             check(request)
             self._segmenter = configure(self._segmenter, request)
             if is_cached(self._segmenter, request):
@@ -411,7 +443,8 @@ class SlipWidget(Container):
             target = self.output.value
             if target is None:
                 name = f"{request.prompt} ({request.image_layer.name})"
-                layer = new_labels_layer(self.viewer, result, request.image_layer, name)
+                axes = spatial_axes(request)
+                layer = new_labels_layer(self.viewer, result, request.image_layer, name, axes)
                 self._last = _Output(request, layer, created=True)
             else:
                 write_into_layer(target, result, replace=bool(self.replace_existing.value))
