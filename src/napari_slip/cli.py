@@ -2,6 +2,8 @@
 
 napari-slip segment IMAGE --prompt TEXT -o LABELS.tif [options]
 napari-slip models
+napari-slip finetune DATA --base NAME_OR_PATH -o OUT.safetensors [options]
+napari-slip evaluate DATA --clip A [--clip B ...] [--json OUT.json]
 """
 
 from __future__ import annotations
@@ -117,6 +119,63 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
     sub.add_parser("models", help="list known models, whether each is cached, and where")
+
+    ft = sub.add_parser(
+        "finetune",
+        help="fine-tune CLIP on your images (captions CSV or dataset folder)",
+        description="Fine-tune CLIP on image-caption pairs (a CSV with columns image,caption) "
+        "or a dataset folder (images/, labels/, classes.csv with columns image,label,class).",
+    )
+    ft.add_argument("data", help="captions .csv or dataset folder")
+    ft.add_argument(
+        "--base", default=DEFAULT_CLIP, help=f"CLIP to start from (default {DEFAULT_CLIP})"
+    )
+    ft.add_argument("-o", "--output", required=True, help="checkpoint to write (.safetensors)")
+    ft.add_argument("--epochs", type=int, default=20)
+    ft.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5)")
+    ft.add_argument("--batch-size", type=int, default=32)
+    ft.add_argument(
+        "--train",
+        choices=("all", "last", "proj"),
+        default="last",
+        help="what to train: everything, the last blocks and projections "
+        "(default), or the projections only (fastest on a CPU)",
+    )
+    ft.add_argument("--last-blocks", type=int, default=2, help="blocks per tower for --train last")
+    ft.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out")
+    ft.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
+    ft.add_argument("--template", default="a photo of {}.", help="how a class becomes text")
+    ft.add_argument(
+        "--grid", action="store_true", help="try learning rates x trained parts and keep the best"
+    )
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    ft.add_argument("--fill", default="black", help="crop fill (as when segmenting)")
+    ft.add_argument("--margin", type=float, default=0.1, help="crop margin (as when segmenting)")
+    ft.add_argument("--quiet", "-q", action="store_true")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="compare CLIPs on a dataset folder (hit rate, IoU, Dice, precision, recall)",
+        description="For every (image, class present in it) query, segment the class name "
+        "and compare the selection with the labelled objects of that class.",
+    )
+    ev.add_argument("data", help="dataset folder (images/, labels/, classes.csv)")
+    ev.add_argument(
+        "--clip",
+        action="append",
+        required=True,
+        help="a CLIP to evaluate (repeat to compare several)",
+    )
+    ev.add_argument("--proposals", choices=("labels", "sam"), default="labels")
+    ev.add_argument("--sam", default=DEFAULT_SAM, help="SAM for --proposals sam")
+    ev.add_argument("--mode", choices=MODES, default="best")
+    ev.add_argument("--threshold", type=float, default=None)
+    ev.add_argument("--top-k", type=int, default=3)
+    ev.add_argument("--template", action="append", dest="templates")
+    ev.add_argument("--json", help="write the report as JSON, keyed by CLIP")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    ev.add_argument("--quiet", "-q", action="store_true")
     return parser
 
 
@@ -145,9 +204,9 @@ def _download_printer(quiet: bool):
 
 def run_segment(args: argparse.Namespace) -> int:
     from .core.crops import CropParams
+    from .core.io import read_image, write_labels
     from .core.proposals import SamProposalParams
     from .core.segmenter import Segmenter
-    from .io import read_image, write_labels
 
     out = Path(args.output)
     if out.suffix.lower() not in (".tif", ".tiff", ".png"):
@@ -219,14 +278,72 @@ def run_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+def run_finetune(args: argparse.Namespace) -> int:
+    from .core.crops import CropParams
+    from .core.finetune import FinetuneParams, finetune
+
+    fill = tuple(int(v) for v in args.fill.split(",")) if "," in args.fill else args.fill
+    params = FinetuneParams(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        train=args.train,
+        last_blocks=args.last_blocks,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        template=args.template,
+        seed=args.seed,
+    )
+    path = finetune(
+        args.data,
+        args.base,
+        args.output,
+        params,
+        grid=args.grid,
+        device=args.device,
+        crop_params=CropParams(fill=fill, margin=args.margin),
+        progress=_progress_printer(args.quiet),
+    )
+    print(f"napari-slip: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .core.evaluate import evaluate, format_report
+
+    report = evaluate(
+        args.data,
+        args.clip,
+        proposals=args.proposals,
+        sam=args.sam,
+        device=args.device,
+        mode=args.mode,
+        threshold=args.threshold,
+        top_k=args.top_k,
+        templates=args.templates,
+        progress=_progress_printer(args.quiet),
+    )
+    print(format_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+COMMANDS = {
+    "segment": run_segment,
+    "models": run_models,
+    "finetune": run_finetune,
+    "evaluate": run_evaluate,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-slip`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "segment":
-            return run_segment(args)
-        return run_models(args)
+        return COMMANDS[args.command](args)
     except SlipError as exc:
         print(f"napari-slip: error: {exc}", file=sys.stderr)
         return 2

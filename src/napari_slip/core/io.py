@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.errors import InputError
+from .errors import InputError
 
 _TIFF = (".tif", ".tiff")
 _PIL = (".png", ".jpg", ".jpeg", ".bmp")
