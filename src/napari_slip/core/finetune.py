@@ -149,13 +149,16 @@ def contrastive_loss(
     ``text_emb`` holds one embedding per *distinct* text in the batch and ``targets``
     the index of each image's text, so objects of one class are never negatives of
     each other; the text-to-image direction spreads its target over all of a text's
-    images.
+    images (as a KL divergence, so a perfect fit costs 0).
     """
     logits = scale * image_emb @ text_emb.T  # (images, texts)
     image_to_text = F.cross_entropy(logits, targets)
     onehot = F.one_hot(targets, text_emb.shape[0]).T.float()  # (texts, images)
     soft = onehot / onehot.sum(1, keepdim=True)
-    text_to_image = -(F.log_softmax(logits.T, dim=1) * soft).sum(1).mean()
+    # KL rather than cross-entropy: same gradients, but 0 at a perfect fit instead of
+    # the entropy of the soft target.
+    log_soft = torch.log(soft.clamp_min(1e-12))
+    text_to_image = (soft * (log_soft - F.log_softmax(logits.T, dim=1))).sum(1).mean()
     return (image_to_text + text_to_image) / 2
 
 
