@@ -233,3 +233,9 @@ def test_cli_finetune_then_evaluate_writes_json(domain, tmp_path, capsys):
         assert metrics["mode"] == "distractors"
     assert "hit_rate" in table and str(out) in table
     assert main(["finetune", str(train), "-o", str(tmp_path / "x.pt"), "--base", str(base)]) == 2
+
+
+def test_a_single_image_is_split_by_object():
+    pairs = Pairs([np.zeros((4, 4, 3), np.uint8)] * 10, ["a", "b"] * 5, ["one"] * 10)
+    tr, va = split_pairs(pairs, 0.2)
+    assert len(va) == 2 and len(tr) == 8

@@ -21,7 +21,7 @@ def test_manifest_is_valid_and_registered():
     pm.discover()
     assert "napari-slip" in pm.iter_manifests() or pm.get_manifest("napari-slip")
     widgets = [w.display_name for w in manifest.contributions.widgets]
-    assert widgets == ["Segment from text"]
+    assert widgets == ["Segment from text", "Fine-tune CLIP"]
     menu = manifest.contributions.menus["napari/layers/segment"]
     assert [item.command for item in menu] == ["napari-slip.make_widget"]
     npe2 = Path(sys.executable).with_name("npe2")

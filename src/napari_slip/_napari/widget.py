@@ -26,27 +26,18 @@ from magicgui.widgets import (
 
 from ..core.crops import CropParams
 from ..core.errors import InputError, SlipError
-from ..core.models import (
-    CLIP_PRETRAINED,
-    DEFAULT_CLIP,
-    DEFAULT_SAM,
-    SAM_MODELS,
-    available_devices,
-    describe_checkpoint,
-    find_clip_checkpoints,
-)
+from ..core.models import DEFAULT_CLIP, DEFAULT_SAM, SAM_MODELS, available_devices
 from ..core.progress import drain
 from ..core.proposals import SamProposalParams
 from ..core.selection import DEFAULT_THRESHOLD
 from ..core.stack import leading_shape
+from .choices import ADD_FOLDER, CHOOSE_FILE, clip_choices, events
 from .job import Request, check, configure, is_cached, iter_job, source, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, write_into_layer
 
 if TYPE_CHECKING:
     import napari
 
-CHOOSE_FILE = "__choose_file__"
-ADD_FOLDER = "__add_folder__"
 MODE_CHOICES = [
     ("best match (SLIP)", "best"),
     ("all above threshold", "threshold"),
@@ -193,6 +184,10 @@ class SlipWidget(Container):
         layers.moved.connect(self.reset_choices)
         for layer in self.viewer.layers:
             layer.events.name.connect(self.reset_choices)
+        events.checkpoint_saved.connect(self._on_checkpoint_saved)
+        self.native.destroyed.connect(
+            lambda *_: events.checkpoint_saved.disconnect(self._on_checkpoint_saved)
+        )
         self._update_visibility()
 
     # --- choices ---------------------------------------------------------------------
@@ -240,16 +235,10 @@ class SlipWidget(Container):
         )
 
     def _clip_choices(self, _widget=None):
-        choices = [(spec, spec) for spec in CLIP_PRETRAINED]
-        for path, meta in find_clip_checkpoints(self._clip_folders):
-            choices.append((f"{path.stem} ({describe_checkpoint(meta)})", str(path)))
-        known = {value for _, value in choices}
-        choices += [(Path(p).name, p) for p in self._clip_files if p not in known]
-        return [
-            *choices,
-            ("Choose a file…", CHOOSE_FILE),
-            ("Add a checkpoint folder…", ADD_FOLDER),
-        ]
+        return clip_choices(self._clip_files, self._clip_folders)
+
+    def _on_checkpoint_saved(self, _path: str) -> None:
+        self.clip.reset_choices()
 
     def _on_layer_inserted(self, event) -> None:
         event.value.events.name.connect(self.reset_choices)

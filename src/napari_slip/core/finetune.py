@@ -97,7 +97,13 @@ class FinetuneResult:
 
 
 def split_pairs(pairs: Pairs, val_fraction: float, seed: int = 0) -> tuple[Pairs, Pairs]:
-    """Split by source image (group) into training and validation pairs."""
+    """Split by source image (group) into training and validation pairs.
+
+    With a single source image (fine-tuning from one napari layer), objects are split
+    individually instead.
+    """
+    if len(set(pairs.groups)) < 2:
+        pairs = Pairs(pairs.crops, pairs.classes, [str(i) for i in range(len(pairs))])
     groups = sorted(set(pairs.groups))
     rng = np.random.default_rng(seed)
     rng.shuffle(groups)

@@ -1,0 +1,32 @@
+"""Model pickers shared by the widgets, and the signal that new checkpoints exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psygnal import Signal
+
+from ..core.models import CLIP_PRETRAINED, describe_checkpoint, find_clip_checkpoints
+
+CHOOSE_FILE = "__choose_file__"
+ADD_FOLDER = "__add_folder__"
+
+
+class _Events:
+    #: Emitted with the path of a checkpoint written by the fine-tuning widget, so
+    #: every CLIP picker rescans.
+    checkpoint_saved = Signal(str)
+
+
+events = _Events()
+
+
+def clip_choices(files: list[str], folders: list[str]) -> list[tuple[str, str]]:
+    """(label, value) pairs: pretrained names, found checkpoints with what they learned,
+    files added by hand, then the "choose" entries."""
+    choices = [(spec, spec) for spec in CLIP_PRETRAINED]
+    for path, meta in find_clip_checkpoints(folders):
+        choices.append((f"{path.stem} ({describe_checkpoint(meta)})", str(path)))
+    known = {value for _, value in choices}
+    choices += [(Path(p).name, p) for p in files if p not in known]
+    return [*choices, ("Choose a file…", CHOOSE_FILE), ("Add a checkpoint folder…", ADD_FOLDER)]

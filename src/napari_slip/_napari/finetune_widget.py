@@ -1,0 +1,323 @@
+"""Dock widget: fine-tune CLIP on the current Image + Labels layers.
+
+Each label (or group of labels) gets a class name; every labelled object becomes the
+same masked crop the segmenter scores. Training runs in a thread worker with progress
+and Cancel; the checkpoint lands in the checkpoint folder, where every CLIP picker
+finds it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+
+from ..core.crops import CropParams
+from ..core.datasets import Pairs, pairs_from_arrays
+from ..core.download import checkpoint_dir
+from ..core.errors import InputError
+from ..core.finetune import FinetuneParams, iter_finetune_to_file
+from ..core.models import DEFAULT_CLIP, available_devices
+from ..core.stack import leading_shape
+from .choices import ADD_FOLDER, CHOOSE_FILE, clip_choices, events
+from .job import image_data
+from .widget import one_line
+
+if TYPE_CHECKING:
+    import napari
+
+
+def parse_classes(text: str) -> dict[int, str]:
+    """``"nucleus: 1-5, 9; mitotic nucleus: 6, 7"`` -> ``{1: "nucleus", ..., 7: ...}``.
+
+    Raises
+    ------
+    InputError
+        With the part that could not be read.
+    """
+    mapping: dict[int, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        if ":" not in part:
+            raise InputError(
+                f"Write classes as 'name: labels', e.g. 'nucleus: 1-5, 9'; got {part!r}."
+            )
+        name, labels = (x.strip() for x in part.rsplit(":", 1))
+        if not name:
+            raise InputError(f"A class name is missing in {part!r}.")
+        for item in filter(None, (x.strip() for x in labels.split(","))):
+            match = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", item)
+            if not match:
+                raise InputError(f"{item!r} in {part!r} is not a label or a range like 3-7.")
+            lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+            for label in range(lo, hi + 1):
+                if label in mapping and mapping[label] != name:
+                    raise InputError(
+                        f"Label {label} is given two classes: {mapping[label]!r} and {name!r}."
+                    )
+                mapping[label] = name
+    return mapping
+
+
+def classes_from_features(layer) -> dict[int, str]:
+    """Classes from a Labels layer's features table (columns ``index`` and ``class``)."""
+    features = layer.features
+    if "class" not in features or "index" not in features:
+        return {}
+    return {
+        int(i): str(c)
+        for i, c in zip(features["index"], features["class"], strict=True)
+        if str(c).strip() and str(c) != "nan"
+    }
+
+
+class FinetuneWidget(Container):
+    """Fine-tune CLIP from the objects of a Labels layer and their class names."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self._worker = None
+        self._cancelled = False
+        self._clip_files: list[str] = []
+        self._clip_folders: list[str] = []
+        self.last_checkpoint = None
+
+        self.image = ComboBox(label="Image", choices=self._layer_choices("Image"))
+        self.labels = ComboBox(label="Labels", choices=self._layer_choices("Labels"))
+        self.classes = LineEdit(label="Classes", value="")
+        self.classes.native.setPlaceholderText(
+            "nucleus: 1-5, 9; mitotic nucleus: 6, 7  (empty: the layer's 'class' feature)"
+        )
+        self.base = ComboBox(label="Start from", choices=self._base_choices, value=DEFAULT_CLIP)
+        self.name = LineEdit(label="Save as", value="")
+        self.name.native.setPlaceholderText("checkpoint name (default: from the image name)")
+        self.template = LineEdit(label="Template", value="a photo of {}.")
+        self.train = ComboBox(
+            label="Train",
+            value="last",
+            choices=[
+                ("last blocks + projections", "last"),
+                ("projections only (fastest)", "proj"),
+                ("everything", "all"),
+            ],
+        )
+        self.epochs = SpinBox(label="Epochs", min=1, max=1000, value=20)
+        self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1.0, step=1e-6, value=1e-5)
+        self.lr.native.setDecimals(7)
+        self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        self.run_button = PushButton(text="Fine-tune")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
+        self.status = Label(label="", value="")
+        self.status.native.setWordWrap(True)
+        self.extend(
+            [
+                self.image,
+                self.labels,
+                self.classes,
+                self.base,
+                self.name,
+                self.template,
+                self.train,
+                self.epochs,
+                self.lr,
+                self.device,
+                self.run_button,
+                self.cancel_button,
+                self.progress,
+                self.status,
+            ]
+        )
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.base.changed.connect(self._on_base_choice)
+        layers = self.viewer.layers.events
+        for event in (layers.inserted, layers.removed, layers.moved):
+            event.connect(self.reset_choices)
+
+    def _layer_choices(self, kind: str):
+        def choices(_widget=None):
+            return [(x.name, x) for x in self.viewer.layers if type(x).__name__ == kind]
+
+        return choices
+
+    def _base_choices(self, _widget=None):
+        return clip_choices(self._clip_files, self._clip_folders)
+
+    def _on_base_choice(self, value) -> None:
+        if value not in (CHOOSE_FILE, ADD_FOLDER):
+            return
+        from qtpy.QtWidgets import QFileDialog
+
+        if value == CHOOSE_FILE:
+            path, _ = QFileDialog.getOpenFileName(
+                self.native, "CLIP checkpoint", "", "napari-slip CLIP (*.safetensors)"
+            )
+            if path:
+                self._clip_files.append(path)
+                self.base.reset_choices()
+                self.base.value = path
+                return
+        else:
+            folder = QFileDialog.getExistingDirectory(self.native, "Checkpoint folder")
+            if folder:
+                self._clip_folders.append(folder)
+                self.base.reset_choices()
+        self.base.value = DEFAULT_CLIP
+
+    # --- gathering the data ----------------------------------------------------------
+
+    def class_map(self) -> dict[int, str]:
+        """Label -> class, from the Classes field or the layer's ``class`` feature."""
+        text = self.classes.value.strip()
+        if text:
+            return parse_classes(text)
+        layer = self.labels.value
+        mapping = classes_from_features(layer) if layer is not None else {}
+        if not mapping:
+            raise InputError(
+                "Name the class of each label, e.g. 'nucleus: 1-5; mitotic nucleus: 6, 7', "
+                "or give the Labels layer a 'class' feature."
+            )
+        return mapping
+
+    def pairs(self) -> Pairs:
+        """Crops of every classified object in every plane, with their classes."""
+        image_layer, labels_layer = self.image.value, self.labels.value
+        if image_layer is None or labels_layer is None:
+            raise InputError("Choose an Image layer and the Labels layer of its objects.")
+        data = image_data(image_layer)
+        expected = data.shape[:-1] if image_layer.rgb else data.shape
+        if tuple(labels_layer.data.shape) != tuple(expected):
+            raise InputError(
+                f"The labels {labels_layer.name!r} have shape {tuple(labels_layer.data.shape)}, "
+                f"the image needs {tuple(expected)}."
+            )
+        mapping = self.class_map()
+        limits = tuple(float(v) for v in image_layer.contrast_limits)
+        lead = leading_shape(data.shape, bool(image_layer.rgb))
+        pairs = Pairs()
+        for plane in np.ndindex(*lead) if lead else [()]:
+            labels = np.asarray(labels_layer.data[plane])
+            if not labels.any():
+                continue
+            pairs.extend(
+                pairs_from_arrays(
+                    np.asarray(data[plane]),
+                    labels,
+                    mapping,
+                    CropParams(),
+                    group=f"{image_layer.name}{plane}",
+                    contrast_limits=limits,
+                    rgb=bool(image_layer.rgb) or None,
+                )
+            )
+        if len(set(pairs.classes)) < 2:
+            raise InputError(
+                f"Found {len(pairs)} classified object(s) of {len(set(pairs.classes))} class(es); "
+                "fine-tuning needs objects of at least two classes."
+            )
+        return pairs
+
+    def params(self) -> FinetuneParams:
+        return FinetuneParams(
+            epochs=int(self.epochs.value),
+            lr=float(self.lr.value),
+            train=self.train.value,
+            template=self.template.value.strip(),
+        )
+
+    def output_path(self):
+        name = self.name.value.strip() or f"finetuned-{self.image.value.name}"
+        name = re.sub(r"[^\w.-]+", "_", name).strip("._") or "finetuned"
+        return checkpoint_dir() / f"{name.removesuffix('.safetensors')}.safetensors"
+
+    # --- running ---------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def run(self, *_args) -> None:
+        if self.busy:
+            return
+        try:
+            pairs, params, output = self.pairs(), self.params(), self.output_path()
+        except Exception as exc:
+            self._show_error(exc)
+            return
+        from napari.qt.threading import create_worker
+
+        self._cancelled = False
+        self._worker = create_worker(
+            iter_finetune_to_file,
+            pairs,
+            str(self.base.value),
+            output,
+            params,
+            device=str(self.device.value),
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_progress,
+                "returned": self._on_saved,
+                "errored": self._show_error,
+                "aborted": self._on_cancelled,
+                "finished": self._on_finished,
+            },
+        )
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.status.value = f"{len(pairs)} objects of {len(set(pairs.classes))} classes…"
+        self._worker.start()
+
+    def cancel(self, *_args) -> None:
+        if self._worker is not None:
+            self._cancelled = True
+            self.status.value = "cancelling…"
+            self._worker.quit()
+
+    def _on_progress(self, event) -> None:
+        self.progress.max = max(int(event.total), 1)
+        self.progress.value = min(int(event.done), self.progress.max)
+        self.status.value = str(event)
+
+    def _on_saved(self, path) -> None:
+        if self._cancelled:
+            return
+        from ..core.clip import read_clip_metadata
+
+        self.last_checkpoint = path
+        metrics = read_clip_metadata(path).get("metrics", {})
+        before, after = metrics.get("baseline_val_accuracy"), metrics.get("val_accuracy")
+        score = (
+            f"; validation accuracy {before:.2f} -> {after:.2f}"
+            if before is not None and after is not None
+            else ""
+        )
+        self.status.value = f"Saved {path.name}{score}. It is now in the CLIP list."
+        events.checkpoint_saved.emit(str(path))
+
+    def _on_cancelled(self) -> None:
+        self.status.value = "Cancelled; no checkpoint was written."
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+
+    def _show_error(self, exc: BaseException) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.value = f"Error: {one_line(exc)}"
+        show_error(one_line(exc))

@@ -1,0 +1,115 @@
+"""The fine-tuning dock widget with a real viewer and real training threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_slip._napari.finetune_widget import FinetuneWidget, parse_classes
+from napari_slip._napari.widget import SlipWidget
+from napari_slip.core.clip import read_clip_metadata
+from napari_slip.core.download import checkpoint_dir
+from napari_slip.core.errors import InputError
+from napari_slip.core.synthetic import synthetic_image
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def scene(make_napari_viewer, tiny_clip_path):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(5)
+    planes = [synthetic_image(rng, 96) for _ in range(4)]
+    image = np.stack([p[0] for p in planes])
+    labels = np.zeros(image.shape[:3], np.int32)
+    names = {}
+    for z, (_, lab, cls) in enumerate(planes):
+        offset = labels.max()
+        labels[z] = np.where(lab > 0, lab + offset, 0)
+        names.update({k + offset: v for k, v in cls.items()})
+    viewer.add_image(image, name="shapes", rgb=True)
+    viewer.add_labels(labels, name="objects")
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget._clip_files.append(str(tiny_clip_path))
+    widget.base.reset_choices()
+    widget.base.value = str(tiny_clip_path)
+    widget.device.value = "cpu"
+    widget.epochs.value = 2
+    widget.lr.value = 1e-3
+    spec = "; ".join(
+        f"{c}: {', '.join(str(k) for k, v in names.items() if v == c)}"
+        for c in sorted(set(names.values()))
+    )
+    return viewer, widget, spec, names
+
+
+def test_finetune_from_layers_saves_a_checkpoint_the_selector_offers(scene, qtbot):
+    viewer, widget, spec, names = scene
+    segment_widget = SlipWidget(viewer)
+    viewer.window.add_dock_widget(segment_widget)
+    widget.classes.value = spec
+    widget.name.value = "my shapes"
+    widget.run()
+    assert widget.busy
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    path = checkpoint_dir() / "my_shapes.safetensors"
+    assert widget.last_checkpoint == path and path.is_file(), widget.status.value
+    meta = read_clip_metadata(path)
+    assert meta["class_names"] == sorted(set(names.values()))
+    assert meta["training"]["n_train"] + meta["training"]["n_val"] == len(names)
+    assert "validation accuracy" in widget.status.value
+    # The segmentation widget rescanned by itself and shows what the checkpoint learned.
+    combo = segment_widget.clip.native
+    labels = {str(combo.itemData(i)): combo.itemText(i) for i in range(combo.count())}
+    assert str(path) in labels
+    assert any(name in labels[str(path)] for name in set(names.values()))
+
+
+def test_classes_can_come_from_the_labels_features(scene, qtbot):
+    viewer, widget, _, names = scene
+    viewer.layers["objects"].features = pd.DataFrame(
+        {"index": list(names), "class": list(names.values())}
+    )
+    assert widget.class_map() == names
+    pairs = widget.pairs()
+    assert len(pairs) == len(names) and sorted(set(pairs.classes)) == sorted(set(names.values()))
+
+
+def test_cancel_writes_no_checkpoint(scene, qtbot):
+    _, widget, spec, _ = scene
+    widget.classes.value = spec
+    widget.epochs.value = 50
+    widget.run()
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert not checkpoint_dir().exists() or not list(checkpoint_dir().glob("*.safetensors"))
+    assert "Cancelled" in widget.status.value
+
+
+def test_errors_are_shown_as_one_line(scene):
+    _, widget, _, _ = scene
+    widget.classes.value = ""
+    widget.run()
+    assert "Name the class of each label" in widget.status.value
+    widget.classes.value = "circle: 1-200"
+    widget.run()
+    assert "at least two classes" in widget.status.value and not widget.busy
+
+
+def test_parse_classes():
+    assert parse_classes("nucleus: 1-3, 7; mitotic nucleus: 4") == {
+        1: "nucleus",
+        2: "nucleus",
+        3: "nucleus",
+        7: "nucleus",
+        4: "mitotic nucleus",
+    }
+    for bad, match in [
+        ("nucleus 1-3", "name: labels"),
+        ("a: 1; b: 1", "two classes"),
+        ("a: x", "not a label"),
+    ]:
+        with pytest.raises(InputError, match=match):
+            parse_classes(bad)
