@@ -17,8 +17,12 @@ import imageio.v3 as iio
 from qtpy.QtWidgets import QApplication
 
 import napari
+import numpy as np
+
+from napari_slip._napari.finetune_widget import FinetuneWidget
 from napari_slip._napari.sample_data import coffee, nuclei_stack
 from napari_slip._napari.widget import SlipWidget
+from napari_slip.core.synthetic import synthetic_image
 from napari_slip.testing import write_tiny_clip, write_tiny_sam
 
 OUT = Path(__file__).parent / "images"
@@ -79,6 +83,41 @@ def main() -> None:
         widget.distractors.value = "saucer, spoon, table"
         widget.show_advanced.value = True
         shoot(viewer, "widget-photo.png")
+        viewer.close()
+
+        # 3. Fine-tuning from a stack of labelled synthetic shapes.
+        viewer = napari.Viewer(show=True)
+        viewer.window._qt_window.resize(1500, 950)
+        rng = np.random.default_rng(5)
+        planes = [synthetic_image(rng, 128) for _ in range(6)]
+        labels = np.zeros((6, 128, 128), np.int32)
+        names: dict[int, str] = {}
+        for z, (_, lab, cls) in enumerate(planes):
+            offset = int(labels.max())
+            labels[z] = np.where(lab > 0, lab + offset, 0)
+            names.update({k + offset: v for k, v in cls.items()})
+        viewer.add_image(np.stack([p[0] for p in planes]), name="shapes", rgb=True)
+        viewer.add_labels(labels, name="objects")
+        widget = FinetuneWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="Fine-tune CLIP")
+        base = write_tiny_clip(weights / "tiny_base.safetensors")
+        widget._clip_files.append(str(base))
+        widget.base.reset_choices()
+        widget.base.value = str(base)
+        widget.device.value = "cpu"
+        widget.classes.value = "; ".join(
+            f"{c}: {', '.join(str(k) for k, v in names.items() if v == c)}"
+            for c in sorted(set(names.values())))
+        widget.name.value = "shapes-demo"
+        widget.train.value = "all"
+        widget.epochs.value = 15
+        widget.lr.value = 1e-3
+        widget.run()
+        while widget.busy:
+            settle(0.1)
+        shoot(viewer, "finetune-widget.png")
+        if widget.last_checkpoint is not None:
+            widget.last_checkpoint.unlink()  # a demo, not a model to keep
         viewer.close()
 
 
