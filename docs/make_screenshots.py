@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 import napari
-import numpy as np
-
 from napari_slip._napari.finetune_widget import FinetuneWidget
 from napari_slip._napari.sample_data import coffee, nuclei_stack
 from napari_slip._napari.widget import SlipWidget
@@ -107,7 +106,8 @@ def main() -> None:
         widget.device.value = "cpu"
         widget.classes.value = "; ".join(
             f"{c}: {', '.join(str(k) for k, v in names.items() if v == c)}"
-            for c in sorted(set(names.values())))
+            for c in sorted(set(names.values()))
+        )
         widget.name.value = "shapes-demo"
         widget.train.value = "all"
         widget.epochs.value = 15

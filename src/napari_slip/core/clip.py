@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CheckpointError
+from .perf import autocast
 
 CONFIG_KEY = "open_clip_config"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -54,6 +55,8 @@ class ClipModel:
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     metadata: dict = field(default_factory=dict)
+    #: ``fp32``, ``bf16`` or ``fp16``: the autocast precision of encoding (not training).
+    precision: str = "fp32"
 
     @property
     def device(self) -> torch.device:
@@ -79,14 +82,16 @@ class ClipModel:
         """L2-normalised image embeddings (n, d) of square uint8 RGB crops."""
         if not crops:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        feats = self.model.encode_image(self.preprocess(crops))
+        with autocast(self.precision, self.device):
+            feats = self.model.encode_image(self.preprocess(crops))
         return F.normalize(feats.float(), dim=-1).cpu().numpy()
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         """L2-normalised text embeddings (n, d)."""
         tokens = self.tokenizer(list(texts)).to(self.device)
-        feats = self.model.encode_text(tokens)
+        with autocast(self.precision, self.device):
+            feats = self.model.encode_text(tokens)
         return F.normalize(feats.float(), dim=-1).cpu().numpy()
 
     @property

@@ -17,6 +17,7 @@ import numpy as np
 
 from .._version import __version__
 from .crops import CropParams
+from .embedding_cache import embedding_path, load_embedding, save_embedding
 from .errors import InputError
 from .images import PreparedImage, prepare_image
 from .models import (
@@ -28,6 +29,7 @@ from .models import (
     load_sam_model,
     resolve_device,
 )
+from .perf import resolve_precision, tune_allocator
 from .progress import Progress, drain
 from .proposals import (
     Proposals,
@@ -99,6 +101,13 @@ class Segmenter:
         How many images' embeddings are kept.
     download_progress
         Called as ``f(bytes_done, bytes_total)`` while weights download.
+    precision
+        ``auto`` (bf16 on CPUs with native bf16, fp16 on CUDA, else fp32), or ``fp32``,
+        ``bf16``, ``fp16``. With ``fp32`` and ``SamProposalParams.exact()`` the answer
+        is SAM's own.
+    disk_cache
+        Keep SAM image embeddings on disk (cache folder, 1 GB at most), so reopening an
+        image skips the image encoder.
 
     Examples
     --------
@@ -120,11 +129,17 @@ class Segmenter:
         batch_size: int = 32,
         cache_size: int = 4,
         download_progress: Callable[[int, int], None] | None = None,
+        precision: str = "auto",
+        disk_cache: bool = True,
     ) -> None:
         self.sam_spec = str(sam)
         self.clip_spec = str(clip)
         self.device_spec = str(device)
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.disk_cache = disk_cache
+        if self.device.type == "cpu":
+            tune_allocator()
         self.sam_params = sam_params or SamProposalParams()
         self.crop_params = crop_params or CropParams()
         self._templates = check_templates(templates) if templates is not None else None
@@ -163,6 +178,7 @@ class Segmenter:
         """The CLIP model, loaded (downloaded) on first access."""
         if self._clip is None:
             self._clip = load_clip_model(self.clip_spec, self.device, self.download_progress)
+            self._clip.clip.precision = self.precision
         return self._clip
 
     @property
@@ -203,7 +219,8 @@ class Segmenter:
     def _proposals_key(self, labels: np.ndarray | None) -> tuple:
         if labels is not None:
             return ("labels", _digest(np.asarray(labels)))
-        return ("sam", self.sam_spec, tuple(sorted(self.sam_params.as_dict().items())))
+        params = tuple(sorted(self.sam_params.as_dict().items()))
+        return ("sam", self.sam_spec, self.precision, params)
 
     def iter_proposals(
         self, labels: np.ndarray | None = None
@@ -222,13 +239,22 @@ class Segmenter:
                 yield Progress("loading models", 0, 1, f"SAM {self.sam_spec}")
             sam = self.sam
             predictor = self._predictors.get_fresh(self._image_key)
+            on_disk = embedding_path(sam.sha256, self.precision, self._image_key)
+            if predictor is None and self.disk_cache:
+                predictor = load_embedding(on_disk, sam.model)
+                if predictor is not None:
+                    self.stats["sam_embeddings_from_disk"] += 1
+                    self._predictors.put(self._image_key, predictor)
             if predictor is None:
                 yield Progress("embedding", 0, 1, "SAM image encoder")
-                predictor = embed_image(sam.model, self._image.rgb)
+                predictor = embed_image(sam.model, self._image.rgb, self.precision)
                 self.stats["sam_image_encodings"] += 1
                 self._predictors.put(self._image_key, predictor)
+                if self.disk_cache:
+                    save_embedding(on_disk, predictor)
                 yield Progress("embedding", 1, 1, "SAM image encoder")
-            proposals = yield from sam_proposals(predictor, self.sam_params)
+            proposals = yield from sam_proposals(predictor, self.sam_params, self.precision)
+            self.stats["sam_decoded_points"] += proposals.decoded_points
             self.stats["sam_proposal_runs"] += 1
         self._proposals.put(key, proposals)
         return proposals
@@ -380,6 +406,7 @@ class Segmenter:
             "clip": self.clip.describe(),
             "normalisation": dict(self._image.normalisation),
             "device": str(self.device),
+            "precision": self.precision,
         }
 
     def segment(

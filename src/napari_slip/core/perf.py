@@ -1,0 +1,87 @@
+"""Speed on the hardware users have: reduced precision and allocator behaviour.
+
+- ``precision="auto"`` runs SAM and CLIP under bfloat16 autocast on CPUs with native
+  bf16 (avx512_bf16 / AMX) and float16 autocast on CUDA; elsewhere fp32. The answer is
+  checked against fp32 in the tests (masks IoU >= 0.95, same selection).
+- On glibc, large temporary tensors are served by mmap and handed back to the kernel
+  after every layer, so each forward pass page-faults through gigabytes of fresh
+  memory. Raising the mmap and trim thresholds keeps that memory in the heap for
+  reuse (measured here: the SAM encoder ~2x faster). Set ``NAPARI_SLIP_MALLOC=0`` to
+  leave the allocator alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import sys
+
+import torch
+
+from .errors import InputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return sys.platform == "darwin" and "arm" in os.uname().machine.lower()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision actually used for ``precision`` on ``device``."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast(precision: str, device: torch.device):
+    """A context running matmuls and convolutions in the resolved precision."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    if device.type not in ("cpu", "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+_TUNED = False
+
+
+def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31) -> bool:
+    """Keep large freed blocks in glibc's heap for reuse (once per process).
+
+    Returns True if the allocator was tuned. Does nothing on other C libraries, or if
+    ``NAPARI_SLIP_MALLOC=0``.
+    """
+    global _TUNED
+    if _TUNED:
+        return True
+    if os.environ.get("NAPARI_SLIP_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(min(mmap_threshold, 2**31 - 1)))
+        ok &= libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(min(trim_threshold, 2**31 - 1)))
+    except (OSError, AttributeError):
+        return False
+    _TUNED = bool(ok)
+    return _TUNED

@@ -1,0 +1,132 @@
+"""The fast path gives SAM's answer: fidelity to SAM's own generator, bf16 vs fp32,
+fewer decoded points, and embeddings reused from disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_slip.core.perf import resolve_precision, tune_allocator
+from napari_slip.core.progress import drain
+from napari_slip.core.proposals import SamProposalParams, embed_image, sam_proposals
+from napari_slip.core.sam import load_sam
+from napari_slip.core.segmenter import Segmenter
+from napari_slip.testing import blobs_image
+
+
+def _rgb():
+    image, _ = blobs_image(128, seed=3)
+    return np.repeat((image // 16).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def _iou(a, b):
+    union = np.logical_or(a, b).sum()
+    return np.logical_and(a, b).sum() / union if union else 1.0
+
+
+def test_fp32_generator_matches_segment_anything_exactly(tiny_sam_path):
+    from segment_anything import SamAutomaticMaskGenerator
+
+    sam, _ = load_sam(tiny_sam_path)
+    rgb = _rgb()
+    options = {
+        "points_per_side": 4,
+        "points_per_batch": 8,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+        "box_nms_thresh": 0.7,
+    }
+    reference = SamAutomaticMaskGenerator(sam, **options).generate(rgb)
+    ours = drain(sam_proposals(embed_image(sam, rgb), SamProposalParams.exact(**options)))
+    assert len(reference) >= 1 and len(ours) == len(reference)
+    theirs = sorted((r["segmentation"] for r in reference), key=lambda m: -m.sum())
+    mine = sorted((ours.full_mask(i) for i in range(len(ours))), key=lambda m: -m.sum())
+    for a, b in zip(theirs, mine, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_bf16_masks_and_selection_match_fp32(tiny_sam_path, tiny_clip_path, fast_sam_params):
+    sam, _ = load_sam(tiny_sam_path)
+    rgb = _rgb()
+    params = SamProposalParams.exact(
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+    )
+    exact = drain(sam_proposals(embed_image(sam, rgb, "fp32"), params, "fp32"))
+    fast = drain(sam_proposals(embed_image(sam, rgb, "bf16"), params, "bf16"))
+    # 16 points x 3 masks, nothing filtered but empty masks.
+    assert len(exact) >= 10 and abs(len(exact) - len(fast)) <= 2
+    ious = [
+        max(_iou(exact.full_mask(i), fast.full_mask(j)) for j in range(len(fast)))
+        for i in range(len(exact))
+    ]
+    assert np.mean(ious) >= 0.95
+
+    image, labels = blobs_image()
+    results = {}
+    for precision in ("fp32", "bf16"):
+        seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", precision=precision)
+        results[precision] = seg.segment(image, "cell", labels=labels, mode="topk", top_k=4)
+    a, b = results["fp32"].table, results["bf16"].table
+    assert a["source_id"].iloc[0] == b["source_id"].iloc[0]  # the same best object
+    np.testing.assert_allclose(a["similarity"], b["similarity"], atol=0.02)
+    assert results["bf16"].provenance["precision"] == "bf16"
+
+
+def test_skipping_covered_points_decodes_fewer(tiny_sam_path):
+    sam, _ = load_sam(tiny_sam_path)
+    predictor = embed_image(sam, _rgb())
+    common = {
+        "points_per_side": 8,
+        "points_per_batch": 16,
+        "pred_iou_thresh": 0.0,
+        "stability_score_thresh": 0.0,
+        "min_area": 20,
+    }
+    full = drain(sam_proposals(predictor, SamProposalParams.exact(**common)))
+    fast = drain(sam_proposals(predictor, SamProposalParams(**common)))
+    assert full.decoded_points == 64
+    assert fast.decoded_points < full.decoded_points
+    assert len(fast) >= 1
+
+
+def test_embeddings_are_reused_from_disk(
+    tiny_sam_path, tiny_clip_path, fast_sam_params, isolated_cache
+):
+    image, _ = blobs_image()
+    first = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params)
+    a = first.segment(image, "cell", mode="topk", top_k=3)
+    assert len(list((isolated_cache / "embeddings").glob("*.safetensors"))) == 1
+    fresh = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params)
+    calls = []
+    fresh.sam.model.image_encoder.register_forward_hook(lambda *x: calls.append(1))
+    b = fresh.segment(image, "cell", mode="topk", top_k=3)
+    assert calls == [] and fresh.stats["sam_embeddings_from_disk"] == 1
+    assert np.array_equal(a.labels, b.labels)
+    off = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        sam_params=fast_sam_params,
+        disk_cache=False,
+    )
+    off.segment(image[::-1].copy(), "cell")
+    assert len(list((isolated_cache / "embeddings").glob("*.safetensors"))) == 1
+
+
+def test_disk_cache_is_pruned_to_its_limit(tmp_path):
+    from napari_slip.core.embedding_cache import prune
+
+    for i in range(5):
+        (tmp_path / f"{i}.safetensors").write_bytes(b"x" * 1000)
+    prune(tmp_path, limit_bytes=2500)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+def test_precision_choices():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("auto", cpu) in ("bf16", "fp32")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int8", cpu)
+    assert tune_allocator() in (True, False)
