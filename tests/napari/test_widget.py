@@ -301,3 +301,16 @@ def test_multichannel_layer_with_a_channel_axis(setup):
     widget.channels.value = "0,x"
     widget.run()
     assert "comma-separated numbers" in widget.status.value
+
+
+def test_exact_mode_runs_sam_unchanged_in_fp32(setup):
+    viewer, widget, run = setup
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    widget.exact.value = True
+    run()
+    provenance = viewer.layers[-1].metadata["napari_slip"][-1]
+    assert provenance["precision"] == "fp32"
+    assert provenance["proposals"]["skip_covered"] is False
+    assert widget._segmenter.stats["sam_decoded_points"] == 16  # every point of the grid

@@ -44,13 +44,14 @@ class Request:
     sam: str = DEFAULT_SAM
     clip: str = DEFAULT_CLIP
     device: str = "auto"
+    precision: str = "auto"
     sam_params: SamProposalParams = field(default_factory=SamProposalParams)
     crop_params: CropParams = field(default_factory=CropParams)
     templates: tuple[str, ...] | None = None
 
     @property
     def models(self) -> tuple[str, str, str]:
-        return (self.sam, self.clip, self.device)
+        return (self.sam, self.clip, self.device, self.precision)
 
     def selection_only(self) -> tuple:
         """What may change while the image work stays valid."""
@@ -141,7 +142,13 @@ def engine_options(request: Request) -> dict:
 def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 64) -> Segmenter:
     """The segmenter for a request: the same one (models kept loaded) if models match."""
     if segmenter is None or segmenter.models != request.models:
-        segmenter = Segmenter(request.sam, request.clip, request.device, cache_size=cache_size)
+        segmenter = Segmenter(
+            request.sam,
+            request.clip,
+            request.device,
+            cache_size=cache_size,
+            precision=request.precision,
+        )
     segmenter.set_sam_params(request.sam_params)
     segmenter.set_crop_params(request.crop_params)
     segmenter.templates = request.templates

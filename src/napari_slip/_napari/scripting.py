@@ -49,6 +49,7 @@ def segment_in_viewer(
     sam: str = DEFAULT_SAM,
     clip: str = DEFAULT_CLIP,
     device: str = "auto",
+    precision: str = "auto",
     sam_params: SamProposalParams | None = None,
     crop_params: CropParams | None = None,
     templates=None,
@@ -117,12 +118,13 @@ def segment_in_viewer(
         sam=sam,
         clip=clip,
         device=device,
+        precision=precision,
         sam_params=sam_params or SamProposalParams(),
         crop_params=crop_params or CropParams(),
         templates=tuple(templates) if templates else None,
     )
     target = _layer(viewer, output, "Labels", "output")
-    segmenter = shared_segmenter(sam, clip, device)
+    segmenter = shared_segmenter(sam, clip, device, precision)
     segmenter.set_sam_params(request.sam_params)
     segmenter.set_crop_params(request.crop_params)
     segmenter.templates = request.templates

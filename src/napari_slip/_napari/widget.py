@@ -114,6 +114,7 @@ class SlipWidget(Container):
         self.stability = FloatSpinBox(
             label="SAM min stability", min=0, max=1, step=0.01, value=0.95
         )
+        self.exact = CheckBox(text="Exact SAM in fp32 (slower; SAM's own answer)", value=False)
         self.min_area = SpinBox(label="Min object area (px)", min=0, max=10**7, value=0)
         self.fill = ComboBox(label="Crop fill", choices=["black", "white", "gray", "mean", "none"])
         self.margin = FloatSpinBox(label="Crop margin", min=0, max=2, step=0.05, value=0.1)
@@ -126,6 +127,7 @@ class SlipWidget(Container):
                 self.pred_iou,
                 self.stability,
                 self.min_area,
+                self.exact,
                 self.fill,
                 self.margin,
                 self.template,
@@ -342,11 +344,13 @@ class SlipWidget(Container):
             sam=str(self.sam.value),
             clip=str(self.clip.value),
             device=str(self.device.value),
+            precision="fp32" if self.exact.value else "auto",
             sam_params=SamProposalParams(
                 points_per_side=int(self.points_per_side.value),
                 pred_iou_thresh=float(self.pred_iou.value),
                 stability_score_thresh=float(self.stability.value),
                 min_area=int(self.min_area.value),
+                skip_covered=not self.exact.value,
             ),
             crop_params=CropParams(fill=self.fill.value, margin=float(self.margin.value)),
             templates=(template,) if template else None,

@@ -135,6 +135,7 @@ class Segmenter:
         self.sam_spec = str(sam)
         self.clip_spec = str(clip)
         self.device_spec = str(device)
+        self.precision_spec = str(precision)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.disk_cache = disk_cache
@@ -162,9 +163,9 @@ class Segmenter:
     # --- models --------------------------------------------------------------------
 
     @property
-    def models(self) -> tuple[str, str, str]:
-        """``(sam, clip, device)`` as given: what decides whether models can be kept."""
-        return (self.sam_spec, self.clip_spec, self.device_spec)
+    def models(self) -> tuple[str, str, str, str]:
+        """``(sam, clip, device, precision)`` as given: whether models can be kept."""
+        return (self.sam_spec, self.clip_spec, self.device_spec, self.precision_spec)
 
     @property
     def sam(self) -> LoadedSam:
@@ -477,18 +478,18 @@ _SEGMENTERS: dict[tuple, Segmenter] = {}
 
 
 def shared_segmenter(
-    sam: str = DEFAULT_SAM, clip: str = DEFAULT_CLIP, device: str = "auto"
+    sam: str = DEFAULT_SAM, clip: str = DEFAULT_CLIP, device: str = "auto", precision: str = "auto"
 ) -> Segmenter:
     """The process-wide segmenter for these models (one set of models kept in memory).
 
     Used by :func:`segment` and the napari console call, so repeated calls reuse loaded
     models and cached embeddings.
     """
-    key = (str(sam), str(clip), str(device))
+    key = (str(sam), str(clip), str(device), str(precision))
     seg = _SEGMENTERS.get(key)
     if seg is None:
         _SEGMENTERS.clear()
-        seg = Segmenter(*key, cache_size=64)
+        seg = Segmenter(*key[:3], cache_size=64, precision=key[3])
         _SEGMENTERS[key] = seg
     return seg
 
@@ -504,6 +505,7 @@ def segment(
     crop_params: CropParams | None = None,
     templates: Sequence[str] | None = None,
     background: str = "background",
+    precision: str = "auto",
     **options: Any,
 ) -> SegmentationResult:
     """One call: segment what ``prompt`` describes in ``image``.
@@ -512,7 +514,7 @@ def segment(
     models, so repeated calls in a notebook are fast. Options are those of
     :meth:`Segmenter.segment`.
     """
-    seg = shared_segmenter(sam, clip, device)
+    seg = shared_segmenter(sam, clip, device, precision)
     seg.sam_params = sam_params or SamProposalParams()
     seg.crop_params = crop_params or CropParams()
     seg.templates = templates
