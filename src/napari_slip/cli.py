@@ -102,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     img.add_argument("--contrast-limits", type=_parse_limits, help="LOW,HIGH intensity range")
     sam = seg.add_argument_group("SAM proposals")
     sam.add_argument("--points-per-side", type=int, default=32)
-    sam.add_argument("--points-per-batch", type=int, default=64)
+    sam.add_argument(
+        "--points-per-batch",
+        type=int,
+        default=None,
+        help="points decoded together (default 16 on a CPU, 64 on a GPU)",
+    )
     sam.add_argument("--pred-iou-thresh", type=float, default=0.88)
     sam.add_argument("--stability-score-thresh", type=float, default=0.95)
     sam.add_argument("--box-nms-thresh", type=float, default=0.7)

@@ -213,4 +213,5 @@ def load_sam(
             f"{path} does not fit the SAM architecture read from it ({shown} ...). "
             "Is this a SAM checkpoint (not SAM 2 or MobileSAM)?"
         )
+    sam.requires_grad_(False)  # inference only
     return sam.to(device).eval(), config

@@ -179,7 +179,7 @@ class Segmenter:
         """The CLIP model, loaded (downloaded) on first access."""
         if self._clip is None:
             self._clip = load_clip_model(self.clip_spec, self.device, self.download_progress)
-            self._clip.clip.precision = self.precision
+            self._clip.clip.set_precision(self.precision)
         return self._clip
 
     @property
