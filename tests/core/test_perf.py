@@ -130,3 +130,25 @@ def test_precision_choices():
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int8", cpu)
     assert tune_allocator() in (True, False)
+
+
+def test_shared_first_layer_decoder_equals_sams_decoder(tiny_sam_path):
+    from napari_slip.core.proposals import decode_points
+
+    sam, _ = load_sam(tiny_sam_path)
+    predictor = embed_image(sam, _rgb())
+    pts = torch.tensor([[[10.0, 20.0]], [[100.0, 50.0]], [[200.0, 240.0]]])
+    labels = torch.ones(3, 1, dtype=torch.int64)
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(points=(pts, labels), boxes=None, masks=None)
+        pe = sam.prompt_encoder.get_dense_pe()
+        theirs = sam.mask_decoder(
+            image_embeddings=predictor.features,
+            image_pe=pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
+        )
+        ours = decode_points(sam, predictor.features, pe, sparse, dense)
+    torch.testing.assert_close(ours[0], theirs[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours[1], theirs[1], atol=1e-5, rtol=1e-5)

@@ -28,7 +28,7 @@ def test_second_prompt_and_new_settings_do_no_image_work(segmenter):
     image, _ = blobs_image()
     first = segmenter.segment(image, "nucleus", mode="topk", top_k=2)
     sam_calls = _count_forwards(segmenter.sam.model.image_encoder)
-    decoder_calls = _count_forwards(segmenter.sam.model.mask_decoder)
+    decoder_calls = _count_forwards(segmenter.sam.model.mask_decoder.transformer)
     clip_image_calls = _count_forwards(segmenter.clip.clip.model.visual)
     clip_text_calls = _count_forwards(segmenter.clip.clip.model.transformer)
     second = segmenter.segment(image, "mitotic cell", mode="topk", top_k=2)
@@ -44,6 +44,7 @@ def test_second_prompt_and_new_settings_do_no_image_work(segmenter):
     # A different image is embedded again.
     segmenter.segment(image[::-1].copy(), "nucleus")
     assert len(sam_calls) == 1 and len(clip_image_calls) >= 1
+    assert decoder_calls  # the hook does see the decoder when there is work
 
 
 def test_best_picks_the_crop_most_similar_to_the_prompt(segmenter):

@@ -173,7 +173,7 @@ def test_selection_changes_reselect_instantly_without_image_work(setup):
     layer = viewer.layers[-1]
     seg = widget._segmenter
     sam_calls = _count(seg.sam.model.image_encoder)
-    decoder_calls = _count(seg.sam.model.mask_decoder)
+    decoder_calls = _count(seg.sam.model.mask_decoder.transformer)
     clip_calls = _count(seg.clip.clip.model.visual)
     widget.top_k.value = 1  # applied synchronously, no worker
     assert not widget.busy and len(layer.features) == 1

@@ -168,6 +168,38 @@ def embed_image(sam: torch.nn.Module, rgb: np.ndarray, precision: str = "fp32"):
     return predictor
 
 
+def decode_points(model, features, dense_pe, sparse, dense):
+    """SAM's mask decoder for a batch of single-image prompts, sharing the image work.
+
+    ``MaskDecoder.predict_masks`` copies the image embedding once per prompt, although
+    the first transformer layer's image-side projections (~0.8 of the 3.6 GFLOP per
+    point at 1024 px) are the same for every prompt. Passed with batch size 1, they are
+    computed once and broadcast by the attention's matrix products: the same
+    arithmetic, less work and memory. Returns ``(low_res_masks, iou_predictions)`` for
+    the multimask outputs, like ``MaskDecoder(..., multimask_output=True)``.
+    """
+    decoder = model.mask_decoder
+    n = sparse.shape[0]
+    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
+    # Without a mask prompt the dense embedding is one learnt vector, broadcast.
+    src = features + dense[:1]
+    hs, src = decoder.transformer(src, dense_pe, tokens)
+    src = src.expand(n, -1, -1) if src.shape[0] == 1 else src
+    iou_token_out = hs[:, 0, :]
+    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+    _, c, h, w = features.shape
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(n, c, h, w))
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+        dim=1,
+    )
+    b, c, h, w = upscaled.shape
+    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    iou = decoder.iou_prediction_head(iou_token_out)
+    return masks[:, 1:], iou[:, 1:]
+
+
 def grid_points(points_per_side: int, width: int, height: int, coarse_first: bool) -> np.ndarray:
     """SAM's point grid in pixels; with ``coarse_first``, every other point comes first."""
     from segment_anything.utils.amg import build_point_grid
@@ -234,13 +266,7 @@ def sam_proposals(
             sparse, dense = model.prompt_encoder(
                 points=(in_points, in_labels), boxes=None, masks=None
             )
-            low_res, iou = model.mask_decoder(
-                image_embeddings=predictor.features,
-                image_pe=dense_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )
+            low_res, iou = decode_points(model, predictor.features, dense_pe, sparse, dense)
         low_res, iou = low_res.float().flatten(0, 1), iou.float().flatten(0, 1)
         keep = iou >= params.pred_iou_thresh
         low_res, iou = low_res[keep], iou[keep]
