@@ -255,9 +255,12 @@ def _flops(seg, image, crops) -> dict:
         )
     counts["shared_decoder_per_point"] = fc.get_total_flops() / 2
     clip = seg.clip.clip
-    clip.set_precision("fp32")  # count in fp32: the counter skips some bf16 kernels
+    clip.set_precision("fp32")
+    # The counter cannot see inside PyTorch's fused attention fast path: turn it off.
+    torch.backends.mha.set_fastpath_enabled(False)
     with FlopCounterMode(display=False) as fc:
         clip.encode_images(crops[:1])
+    torch.backends.mha.set_fastpath_enabled(True)
     counts["clip_per_crop"] = fc.get_total_flops()
     return counts
 

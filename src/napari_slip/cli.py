@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     sam.add_argument(
         "--min-area", type=int, default=0, help="drop masks smaller than this (pixels)"
     )
+    sam.add_argument(
+        "--skip-covered",
+        action="store_true",
+        help="skip grid points inside masks already found (faster; may miss nested objects)",
+    )
+    sam.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32: exact",
+    )
     crops = seg.add_argument_group("crops")
     crops.add_argument(
         "--fill", default="black", help="outside-mask fill: black, white, gray, mean, none"
@@ -232,11 +243,13 @@ def run_segment(args: argparse.Namespace) -> int:
             stability_score_thresh=args.stability_score_thresh,
             box_nms_thresh=args.box_nms_thresh,
             min_area=args.min_area,
+            skip_covered=args.skip_covered,
         ),
         crop_params=CropParams(fill=fill, margin=args.margin),
         templates=args.templates,
         background=args.background,
         download_progress=_download_printer(args.quiet),
+        precision=args.precision,
     )
     norm = {
         k: v

@@ -239,3 +239,26 @@ def test_a_single_image_is_split_by_object():
     pairs = Pairs([np.zeros((4, 4, 3), np.uint8)] * 10, ["a", "b"] * 5, ["one"] * 10)
     tr, va = split_pairs(pairs, 0.2)
     assert len(va) == 2 and len(tr) == 8
+
+
+def test_evaluate_with_sam_proposals_runs_the_whole_pipeline(domain, tiny_sam_path):
+    from napari_slip.core.proposals import SamProposalParams
+
+    _, test, base = domain
+    params = SamProposalParams(
+        points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_area=20
+    )
+    report = evaluate(
+        test,
+        [str(base)],
+        proposals="sam",
+        sam=str(tiny_sam_path),
+        sam_params=params,
+        device="cpu",
+        mode="topk",
+        top_k=2,
+    )
+    metrics = report[str(base)]
+    assert metrics["proposals"] == "sam" and metrics["queries"] > 12
+    assert metrics["selected"] > 0 and metrics["chance_hit_rate"] is None
+    assert 0.0 <= metrics["hit_rate"] <= 1.0

@@ -84,7 +84,7 @@ def test_skipping_covered_points_decodes_fewer(tiny_sam_path):
         "min_area": 20,
     }
     full = drain(sam_proposals(predictor, SamProposalParams.exact(**common)))
-    fast = drain(sam_proposals(predictor, SamProposalParams(**common)))
+    fast = drain(sam_proposals(predictor, SamProposalParams(skip_covered=True, **common)))
     assert full.decoded_points == 64
     assert fast.decoded_points < full.decoded_points
     assert len(fast) >= 1

@@ -314,3 +314,7 @@ def test_exact_mode_runs_sam_unchanged_in_fp32(setup):
     assert provenance["precision"] == "fp32"
     assert provenance["proposals"]["skip_covered"] is False
     assert widget._segmenter.stats["sam_decoded_points"] == 16  # every point of the grid
+    widget.exact.value = False
+    widget.skip_covered.value = True
+    request = widget.request()
+    assert request.sam_params.skip_covered and request.precision == "auto"

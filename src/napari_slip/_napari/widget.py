@@ -115,6 +115,10 @@ class SlipWidget(Container):
             label="SAM min stability", min=0, max=1, step=0.01, value=0.95
         )
         self.exact = CheckBox(text="Exact SAM in fp32 (slower; SAM's own answer)", value=False)
+        self.skip_covered = CheckBox(
+            text="Skip grid points inside found objects (faster; may miss nested ones)",
+            value=False,
+        )
         self.min_area = SpinBox(label="Min object area (px)", min=0, max=10**7, value=0)
         self.fill = ComboBox(label="Crop fill", choices=["black", "white", "gray", "mean", "none"])
         self.margin = FloatSpinBox(label="Crop margin", min=0, max=2, step=0.05, value=0.1)
@@ -128,6 +132,7 @@ class SlipWidget(Container):
                 self.stability,
                 self.min_area,
                 self.exact,
+                self.skip_covered,
                 self.fill,
                 self.margin,
                 self.template,
@@ -350,7 +355,7 @@ class SlipWidget(Container):
                 pred_iou_thresh=float(self.pred_iou.value),
                 stability_score_thresh=float(self.stability.value),
                 min_area=int(self.min_area.value),
-                skip_covered=not self.exact.value,
+                skip_covered=bool(self.skip_covered.value) and not self.exact.value,
             ),
             crop_params=CropParams(fill=self.fill.value, margin=float(self.margin.value)),
             templates=(template,) if template else None,
