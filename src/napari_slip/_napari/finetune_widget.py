@@ -14,12 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import (
     ComboBox,
-    Container,
     FloatSpinBox,
-    Label,
     LineEdit,
-    ProgressBar,
-    PushButton,
     SpinBox,
 )
 
@@ -32,7 +28,7 @@ from ..core.models import DEFAULT_CLIP, available_devices
 from ..core.stack import leading_shape
 from .choices import ADD_FOLDER, CHOOSE_FILE, clip_choices, events
 from .job import image_data
-from .widget import one_line
+from .panel import WorkerPanel
 
 if TYPE_CHECKING:
     import napari
@@ -81,14 +77,14 @@ def classes_from_features(layer) -> dict[int, str]:
     }
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(WorkerPanel):
     """Fine-tune CLIP from the objects of a Labels layer and their class names."""
 
+    cancelled_message = "Cancelled; no checkpoint was written."
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__("Fine-tune")
         self.viewer = napari_viewer
-        self._worker = None
-        self._cancelled = False
         self._clip_files: list[str] = []
         self._clip_folders: list[str] = []
         self.last_checkpoint = None
@@ -116,11 +112,6 @@ class FinetuneWidget(Container):
         self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1.0, step=1e-6, value=1e-5)
         self.lr.native.setDecimals(7)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
-        self.run_button = PushButton(text="Fine-tune")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
-        self.status = Label(label="", value="")
-        self.status.native.setWordWrap(True)
         self.extend(
             [
                 self.image,
@@ -133,14 +124,9 @@ class FinetuneWidget(Container):
                 self.epochs,
                 self.lr,
                 self.device,
-                self.run_button,
-                self.cancel_button,
-                self.progress,
-                self.status,
+                *self.controls(),
             ]
         )
-        self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
         self.base.changed.connect(self._on_base_choice)
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved):
@@ -245,56 +231,26 @@ class FinetuneWidget(Container):
 
     # --- running ---------------------------------------------------------------------
 
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
-
     def run(self, *_args) -> None:
         if self.busy:
             return
         try:
             pairs, params, output = self.pairs(), self.params(), self.output_path()
-        except Exception as exc:
-            self._show_error(exc)
+        except Exception as exc:  # shown to the user as one line, never a traceback
+            self.show_error(exc)
             return
-        from napari.qt.threading import create_worker
-
-        self._cancelled = False
-        self._worker = create_worker(
+        self.start_worker(
             iter_finetune_to_file,
             pairs,
             str(self.base.value),
             output,
             params,
             device=str(self.device.value),
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_progress,
-                "returned": self._on_saved,
-                "errored": self._show_error,
-                "aborted": self._on_cancelled,
-                "finished": self._on_finished,
-            },
+            on_result=self._on_saved,
+            status=f"{len(pairs)} objects of {len(set(pairs.classes))} classes…",
         )
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = f"{len(pairs)} objects of {len(set(pairs.classes))} classes…"
-        self._worker.start()
-
-    def cancel(self, *_args) -> None:
-        if self._worker is not None:
-            self._cancelled = True
-            self.status.value = "cancelling…"
-            self._worker.quit()
-
-    def _on_progress(self, event) -> None:
-        self.progress.max = max(int(event.total), 1)
-        self.progress.value = min(int(event.done), self.progress.max)
-        self.status.value = str(event)
 
     def _on_saved(self, path) -> None:
-        if self._cancelled:
-            return
         from ..core.clip import read_clip_metadata
 
         self.last_checkpoint = path
@@ -307,17 +263,3 @@ class FinetuneWidget(Container):
         )
         self.status.value = f"Saved {path.name}{score}. It is now in the CLIP list."
         events.checkpoint_saved.emit(str(path))
-
-    def _on_cancelled(self) -> None:
-        self.status.value = "Cancelled; no checkpoint was written."
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-
-    def _show_error(self, exc: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.value = f"Error: {one_line(exc)}"
-        show_error(one_line(exc))

@@ -17,9 +17,7 @@ from magicgui.widgets import (
     Container,
     FloatSlider,
     FloatSpinBox,
-    Label,
     LineEdit,
-    ProgressBar,
     PushButton,
     SpinBox,
 )
@@ -34,6 +32,7 @@ from ..core.stack import leading_shape
 from .choices import ADD_FOLDER, CHOOSE_FILE, clip_choices, events
 from .job import Request, check, configure, is_cached, iter_job, source, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, write_into_layer
+from .panel import WorkerPanel, one_line
 
 if TYPE_CHECKING:
     import napari
@@ -55,15 +54,7 @@ class _Output:
     created: bool
 
 
-def one_line(exc: BaseException) -> str:
-    """A user-facing single line for an exception."""
-    if isinstance(exc, SlipError):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class SlipWidget(Container):
+class SlipWidget(WorkerPanel):
     """Segment objects in an image layer from a text prompt.
 
     Parameters
@@ -73,11 +64,9 @@ class SlipWidget(Container):
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__("Run")
         self.viewer = napari_viewer
         self._segmenter = None
-        self._worker = None
-        self._cancelled = False
         self._last: _Output | None = None
         self._sam_files: list[str] = []
         self._clip_files: list[str] = []
@@ -141,10 +130,6 @@ class SlipWidget(Container):
             labels=True,
             visible=False,
         )
-        self.run_button = PushButton(text="Run")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
-        self.status = Label(label="", value="")
         self.extend(
             [
                 self.image,
@@ -165,17 +150,11 @@ class SlipWidget(Container):
                 self.replace_existing,
                 self.show_advanced,
                 self.advanced,
-                self.run_button,
-                self.cancel_button,
-                self.progress,
-                self.status,
+                *self.controls(),
             ]
         )
-        self.status.native.setWordWrap(True)
 
-        self.run_button.changed.connect(self.run)
         self.prompt.native.returnPressed.connect(self.run)
-        self.cancel_button.changed.connect(self.cancel)
         self.show_advanced.changed.connect(lambda v: setattr(self.advanced, "visible", v))
         self.rescan.changed.connect(self.reset_choices)
         self.sam.changed.connect(self._on_sam_choice)
@@ -361,10 +340,6 @@ class SlipWidget(Container):
             templates=(template,) if template else None,
         )
 
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
-
     def run(self, *_args) -> None:
         """Segment with the current inputs: instantly if cached, else in a worker."""
         if self.busy:
@@ -377,66 +352,19 @@ class SlipWidget(Container):
                 self._deliver(request, drain(iter_job(self._segmenter, request)))
                 return
         except Exception as exc:  # shown to the user as one line, never a traceback
-            self._show_error(exc)
+            self.show_error(exc)
             return
         self._start_worker(request)
 
     def _start_worker(self, request: Request) -> None:
-        from napari.qt.threading import create_worker
-
-        # Handlers given at creation: an "errored" handler stops the worker from
-        # re-raising the exception on the GUI thread (we show one line instead).
-        worker = create_worker(
+        self.start_worker(
             iter_job,
             self._segmenter,
             request,
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_progress,
-                "returned": lambda result: self._deliver(request, result),
-                "errored": self._show_error,
-                "aborted": self._on_cancelled,
-                "finished": self._on_finished,
-            },
+            on_result=lambda result: self._deliver(request, result),
         )
-        self._worker = worker
-        self._cancelled = False
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.progress.value = 0
-        self.status.value = "starting…"
-        worker.start()
-
-    def cancel(self, *_args) -> None:
-        """Stop the running work at its next step; nothing is written."""
-        if self._worker is not None:
-            self._cancelled = True
-            self.status.value = "cancelling…"
-            self._worker.quit()
-
-    def _on_progress(self, event) -> None:
-        self.progress.max = max(int(event.total), 1)
-        self.progress.value = min(int(event.done), self.progress.max)
-        self.status.value = str(event)
-
-    def _on_cancelled(self) -> None:
-        self.status.value = "Cancelled; nothing was written."
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
-
-    def _show_error(self, exc: BaseException) -> None:
-        from napari.utils.notifications import show_error
-
-        message = one_line(exc)
-        self.status.value = f"Error: {message}"
-        show_error(message)
 
     def _deliver(self, request: Request, result) -> None:
-        if self._cancelled:
-            return  # the result arrived after Cancel: honour the cancel
         try:
             target = self.output.value
             if target is None:
@@ -448,7 +376,7 @@ class SlipWidget(Container):
                 write_into_layer(target, result, replace=bool(self.replace_existing.value))
                 self._last = _Output(request, target, created=False)
         except Exception as exc:
-            self._show_error(exc)
+            self.show_error(exc)
             return
         self.progress.value = self.progress.max
         self.status.value = result.message

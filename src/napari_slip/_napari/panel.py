@@ -1,0 +1,111 @@
+"""What both dock widgets share: one engine generator at a time in a thread worker,
+with Run and Cancel buttons, a progress bar naming the stage, and a status line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from magicgui.widgets import Container, Label, ProgressBar, PushButton
+
+from ..core.errors import SlipError
+
+
+def one_line(exc: BaseException) -> str:
+    """A user-facing single line for an exception."""
+    if isinstance(exc, SlipError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class WorkerPanel(Container):
+    """A Container that runs engine generators off the GUI thread.
+
+    Subclasses add their inputs, then ``self.extend(self.controls())``, and call
+    :meth:`start_worker`. Cancel stops the generator at its next step; a result that
+    arrives after Cancel is dropped, so nothing is written.
+    """
+
+    cancelled_message = "Cancelled; nothing was written."
+
+    def __init__(self, run_text: str) -> None:
+        super().__init__(labels=True)
+        self._worker = None
+        self._cancelled = False
+        self.run_button = PushButton(text=run_text)
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
+        self.status = Label(label="", value="")
+        self.status.native.setWordWrap(True)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+
+    def controls(self) -> list:
+        return [self.run_button, self.cancel_button, self.progress, self.status]
+
+    def run(self, *_args) -> None:  # pragma: no cover - subclasses implement it
+        raise NotImplementedError
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def start_worker(
+        self, func: Callable, *args, on_result: Callable, status: str = "starting…", **kwargs
+    ) -> None:
+        """Run generator function ``func(*args, **kwargs)`` in a napari thread worker."""
+        from napari.qt.threading import create_worker
+
+        def returned(result) -> None:
+            if not self._cancelled:  # the result arrived after Cancel: honour the cancel
+                on_result(result)
+
+        # Handlers given at creation: an "errored" handler stops the worker from
+        # re-raising the exception on the GUI thread (we show one line instead).
+        self._worker = create_worker(
+            func,
+            *args,
+            _start_thread=False,
+            **kwargs,
+            _connect={
+                "yielded": self._on_progress,
+                "returned": returned,
+                "errored": self.show_error,
+                "aborted": self._on_cancelled,
+                "finished": self._on_finished,
+            },
+        )
+        self._cancelled = False
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = 0
+        self.status.value = status
+        self._worker.start()
+
+    def cancel(self, *_args) -> None:
+        """Stop the running work at its next step; nothing is written."""
+        if self._worker is not None:
+            self._cancelled = True
+            self.status.value = "cancelling…"
+            self._worker.quit()
+
+    def _on_progress(self, event) -> None:
+        self.progress.max = max(int(event.total), 1)
+        self.progress.value = min(int(event.done), self.progress.max)
+        self.status.value = str(event)
+
+    def _on_cancelled(self) -> None:
+        self.status.value = self.cancelled_message
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
+
+    def show_error(self, exc: BaseException) -> None:
+        """Show an exception as one line in the status and as a napari notification."""
+        from napari.utils.notifications import show_error
+
+        message = one_line(exc)
+        self.status.value = f"Error: {message}"
+        show_error(message)
