@@ -219,7 +219,6 @@ def _download_printer(quiet: bool):
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .core.crops import CropParams
     from .core.io import read_image, write_labels
     from .core.proposals import SamProposalParams
     from .core.segmenter import Segmenter
@@ -229,9 +228,6 @@ def run_segment(args: argparse.Namespace) -> int:
         raise SlipError(f"--output must end in .tif or .png, not {out.name!r}.")
     image = read_image(args.image)
     labels = read_image(args.proposals_from) if args.proposals_from else None
-    fill = args.fill
-    if "," in fill:
-        fill = tuple(int(v) for v in fill.split(","))
     segmenter = Segmenter(
         args.sam,
         args.clip,
@@ -245,7 +241,7 @@ def run_segment(args: argparse.Namespace) -> int:
             min_area=args.min_area,
             skip_covered=args.skip_covered,
         ),
-        crop_params=CropParams(fill=fill, margin=args.margin),
+        crop_params=_crop_params(args),
         templates=args.templates,
         background=args.background,
         download_progress=_download_printer(args.quiet),
@@ -296,11 +292,24 @@ def run_models(_args: argparse.Namespace) -> int:
     return 0
 
 
-def run_finetune(args: argparse.Namespace) -> int:
+def _crop_params(args: argparse.Namespace):
+    """``--fill`` (a name or R,G,B) and ``--margin`` as CropParams."""
     from .core.crops import CropParams
+
+    fill = args.fill
+    if "," in fill:
+        try:
+            fill = tuple(int(v) for v in fill.split(","))
+        except ValueError:
+            raise SlipError(
+                f"--fill must be a name or R,G,B numbers, not {args.fill!r}."
+            ) from None
+    return CropParams(fill=fill, margin=args.margin)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
     from .core.finetune import FinetuneParams, finetune
 
-    fill = tuple(int(v) for v in args.fill.split(",")) if "," in args.fill else args.fill
     params = FinetuneParams(
         epochs=args.epochs,
         lr=args.lr,
@@ -319,7 +328,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         params,
         grid=args.grid,
         device=args.device,
-        crop_params=CropParams(fill=fill, margin=args.margin),
+        crop_params=_crop_params(args),
         progress=_progress_printer(args.quiet),
     )
     print(f"napari-slip: wrote {path}", file=sys.stderr)

@@ -132,6 +132,36 @@ def test_segment_with_proposals_from_labels(files, tiny_clip_path):
             ],
             "prompt is empty",
         ),
+        (
+            [
+                "segment",
+                "{d}/img.tif",
+                "-p",
+                "x",
+                "-o",
+                "{d}/o.tif",
+                "--fill",
+                "a,b",
+                "--proposals-from",
+                "{d}/labels.tif",
+            ],
+            "must be a name or R,G,B",
+        ),
+        (
+            [
+                "segment",
+                "{d}/img.tif",
+                "-p",
+                "x",
+                "-o",
+                "{d}/o.tif",
+                "--fill",
+                "purple",
+                "--proposals-from",
+                "{d}/labels.tif",
+            ],
+            "Unknown fill 'purple'",
+        ),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_line(files, tiny_clip_path, capsys, args, match):

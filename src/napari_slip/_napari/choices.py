@@ -30,3 +30,19 @@ def clip_choices(files: list[str], folders: list[str]) -> list[tuple[str, str]]:
     known = {value for _, value in choices}
     choices += [(Path(p).name, p) for p in files if p not in known]
     return [*choices, ("Choose a file…", CHOOSE_FILE), ("Add a checkpoint folder…", ADD_FOLDER)]
+
+
+def ask_clip_choice(parent, value: str) -> tuple[str, str] | None:
+    """Run the dialog a "choose" entry stands for.
+
+    Returns ``("file", path)``, ``("folder", path)``, or None if cancelled.
+    """
+    from qtpy.QtWidgets import QFileDialog
+
+    if value == CHOOSE_FILE:
+        path, _ = QFileDialog.getOpenFileName(
+            parent, "CLIP checkpoint", "", "napari-slip CLIP (*.safetensors)"
+        )
+        return ("file", path) if path else None
+    folder = QFileDialog.getExistingDirectory(parent, "Checkpoint folder")
+    return ("folder", folder) if folder else None

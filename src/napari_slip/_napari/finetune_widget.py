@@ -26,7 +26,7 @@ from ..core.errors import InputError
 from ..core.finetune import FinetuneParams, iter_finetune_to_file
 from ..core.models import DEFAULT_CLIP, available_devices
 from ..core.stack import leading_shape
-from .choices import ADD_FOLDER, CHOOSE_FILE, clip_choices, events
+from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events
 from .job import image_data
 from .panel import WorkerPanel
 
@@ -144,22 +144,14 @@ class FinetuneWidget(WorkerPanel):
     def _on_base_choice(self, value) -> None:
         if value not in (CHOOSE_FILE, ADD_FOLDER):
             return
-        from qtpy.QtWidgets import QFileDialog
-
-        if value == CHOOSE_FILE:
-            path, _ = QFileDialog.getOpenFileName(
-                self.native, "CLIP checkpoint", "", "napari-slip CLIP (*.safetensors)"
-            )
-            if path:
-                self._clip_files.append(path)
-                self.base.reset_choices()
+        chosen = ask_clip_choice(self.native, value)
+        if chosen is not None:
+            kind, path = chosen
+            (self._clip_files if kind == "file" else self._clip_folders).append(path)
+            self.base.reset_choices()
+            if kind == "file":
                 self.base.value = path
                 return
-        else:
-            folder = QFileDialog.getExistingDirectory(self.native, "Checkpoint folder")
-            if folder:
-                self._clip_folders.append(folder)
-                self.base.reset_choices()
         self.base.value = DEFAULT_CLIP
 
     # --- gathering the data ----------------------------------------------------------

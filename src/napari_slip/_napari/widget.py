@@ -29,7 +29,7 @@ from ..core.progress import drain
 from ..core.proposals import SamProposalParams
 from ..core.selection import DEFAULT_THRESHOLD
 from ..core.stack import leading_shape
-from .choices import ADD_FOLDER, CHOOSE_FILE, clip_choices, events
+from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events
 from .job import Request, check, configure, is_cached, iter_job, source, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, write_into_layer
 from .panel import WorkerPanel, one_line
@@ -273,19 +273,12 @@ class SlipWidget(WorkerPanel):
     def _on_clip_choice(self, value) -> None:
         if value not in (CHOOSE_FILE, ADD_FOLDER):
             return
-        from qtpy.QtWidgets import QFileDialog
-
-        if value == CHOOSE_FILE:
-            path, _ = QFileDialog.getOpenFileName(
-                self.native, "CLIP checkpoint", "", "napari-slip CLIP (*.safetensors)"
-            )
-            if path:
-                self.add_clip_file(path)
-                return
-        else:
-            folder = QFileDialog.getExistingDirectory(self.native, "Checkpoint folder")
-            if folder:
-                self.add_checkpoint_folder(folder)
+        chosen = ask_clip_choice(self.native, value)
+        if chosen is not None and chosen[0] == "file":
+            self.add_clip_file(chosen[1])
+            return
+        if chosen is not None:
+            self.add_checkpoint_folder(chosen[1])
         self.clip.value = DEFAULT_CLIP
 
     def _update_visibility(self, *_args) -> None:
