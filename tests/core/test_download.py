@@ -20,10 +20,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     files: typing.ClassVar[dict[str, bytes]] = {}
     truncated: typing.ClassVar[set[str]] = set()
     etags: typing.ClassVar[dict[str, str]] = {}
+    redirects: typing.ClassVar[dict[str, str]] = {}
     hits: typing.ClassVar[list[str]] = []
 
     def do_GET(self):
         type(self).hits.append(self.path)
+        if self.path in self.redirects:  # like the Hugging Face hub: 302 to a CDN
+            self.send_response(302)
+            self.send_header("Location", self.redirects[self.path])
+            if self.path in self.etags:
+                self.send_header("X-Linked-Etag", f'"{self.etags[self.path]}"')
+            self.send_header("ETag", '"not-a-content-hash"')
+            self.end_headers()
+            return
         body = self.files.get(self.path)
         if body is None:
             self.send_error(404)
@@ -47,6 +56,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     _Handler.files, _Handler.truncated, _Handler.etags, _Handler.hits = {}, set(), {}, []
+    _Handler.redirects = {}
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -95,6 +105,19 @@ def test_server_etag_is_used_as_checksum(server, tmp_path):
         download(f"{base}/hf.bin", tmp_path / "hf.bin")
     handler.etags["/hf.bin"] = hashlib.sha256(PAYLOAD).hexdigest()
     assert download(f"{base}/hf.bin", tmp_path / "hf.bin").read_bytes() == PAYLOAD
+
+
+def test_hub_checksum_is_taken_from_the_redirect(server, tmp_path):
+    handler, base = server
+    handler.files["/cdn/blob"] = PAYLOAD
+    handler.redirects["/repo/resolve/main/w.safetensors"] = "/cdn/blob"
+    url = f"{base}/repo/resolve/main/w.safetensors"
+    handler.etags["/repo/resolve/main/w.safetensors"] = "e" * 64  # not PAYLOAD's hash
+    with pytest.raises(ChecksumError, match="expected eeee"):
+        download(url, tmp_path / "w.safetensors")
+    handler.etags["/repo/resolve/main/w.safetensors"] = hashlib.sha256(PAYLOAD).hexdigest()
+    assert download(url, tmp_path / "w.safetensors").read_bytes() == PAYLOAD
+    assert handler.hits[-2:] == ["/repo/resolve/main/w.safetensors", "/cdn/blob"]
 
 
 def test_interrupted_transfer_leaves_no_complete_looking_file(server, tmp_path):

@@ -123,7 +123,8 @@ def download(
         only after the checksum matched.
     sha256
         Expected SHA-256 (hex). If None and the server sends a 64-hex ``X-Linked-Etag``
-        or ``ETag`` (as the Hugging Face hub does for large files), that is used.
+        (the Hugging Face hub does, for large files, on the response that redirects to
+        its CDN), that is used. A plain ``ETag`` is not a content hash and is ignored.
     progress
         Called as ``progress(bytes_done, bytes_total)``; total is 0 if unknown.
     timeout
@@ -145,8 +146,9 @@ def download(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": "napari-slip"})
+    redirects = _LinkedEtagRedirects()
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.build_opener(redirects).open(request, timeout=timeout)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise WeightsUnavailableError(
@@ -154,7 +156,8 @@ def download(
             f"If you are offline, download the file elsewhere and put it at {dest}, "
             "or pass the path of a local file instead of the model name."
         ) from None
-    expected = (sha256 or _etag_sha256(response.headers) or "").lower() or None
+    linked = redirects.linked_sha256 or _linked_sha256(response.headers)
+    expected = (sha256 or linked or "").lower() or None
     total = int(response.headers.get("Content-Length") or 0)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     tmp = Path(tmp_name)
@@ -196,11 +199,16 @@ def download(
     return dest
 
 
-def _etag_sha256(headers) -> str | None:
-    for name in ("X-Linked-Etag", "ETag"):
-        value = (headers.get(name) or "").strip().strip('"').lower()
-        if value.startswith("w/"):
-            continue
-        if _HEX64.match(value):
-            return value
-    return None
+def _linked_sha256(headers) -> str | None:
+    value = (headers.get("X-Linked-Etag") or "").strip().strip('"').lower()
+    return value if _HEX64.match(value) else None
+
+
+class _LinkedEtagRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, remembering a hub's ``X-Linked-Etag`` on the way."""
+
+    linked_sha256: str | None = None
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.linked_sha256 = self.linked_sha256 or _linked_sha256(headers)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
