@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip grid points inside masks already found (faster; may miss nested objects)",
     )
     sam.add_argument(
+        "--max-side",
+        type=int,
+        default=2048,
+        help="SAM works on a copy at most this long (masks come back at full size); 0: off",
+    )
+    sam.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
@@ -240,6 +246,7 @@ def run_segment(args: argparse.Namespace) -> int:
             box_nms_thresh=args.box_nms_thresh,
             min_area=args.min_area,
             skip_covered=args.skip_covered,
+            max_side=args.max_side or None,
         ),
         crop_params=_crop_params(args),
         templates=args.templates,

@@ -152,3 +152,35 @@ def test_shared_first_layer_decoder_equals_sams_decoder(tiny_sam_path):
         ours = decode_points(sam, predictor.features, pe, sparse, dense)
     torch.testing.assert_close(ours[0], theirs[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours[1], theirs[1], atol=1e-5, rtol=1e-5)
+
+
+def test_big_images_run_sam_on_a_smaller_copy(tiny_sam_path, tiny_clip_path):
+    from napari_slip.core.proposals import Proposals, upscale_proposals
+
+    image, _ = blobs_image(96)
+    big = np.kron(image, np.ones((5, 5), dtype=image.dtype))  # 480 x 480
+    params = SamProposalParams(
+        points_per_side=4,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        min_area=20,
+        max_side=120,
+    )
+    seg = Segmenter(
+        str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=params, precision="fp32"
+    )
+    result = seg.segment(big, "cell", mode="topk", top_k=2)
+    [predictor] = seg._predictors.values()
+    assert predictor.original_size == (120, 120)  # SAM saw the small copy
+    assert result.labels.shape == (480, 480) and result.n_objects >= 1
+    for row in result.table.itertuples():
+        assert row.area == int((result.labels == row.id).sum())
+        assert row.bbox_y1 <= 480 and row.bbox_x1 <= 480
+
+    small = np.zeros((4, 6), bool)
+    small[1:3, 2:5] = True
+    props = Proposals(
+        (4, 6), np.array([[1, 2, 3, 5]]), [small[1:3, 2:5]], np.ones(1), np.zeros(1, int)
+    )
+    up = upscale_proposals(props, (8, 12))
+    assert np.array_equal(up.full_mask(0), np.kron(small, np.ones((2, 2), bool)))

@@ -136,6 +136,10 @@ class SamProposalParams:
     box_nms_thresh: float = 0.7
     min_area: int = 0
     skip_covered: bool = False
+    #: SAM runs on a copy at most this many pixels on its long side (its encoder sees
+    #: 1024 px anyway); masks are scaled back to full resolution. Bounds memory on big
+    #: images. None: always full resolution.
+    max_side: int | None = 2048
 
     @classmethod
     def exact(cls, **overrides) -> SamProposalParams:
@@ -148,12 +152,52 @@ class SamProposalParams:
     def __post_init__(self) -> None:
         if self.points_per_side < 1:
             raise InputError(f"points_per_side must be at least 1; got {self.points_per_side}.")
+        if self.max_side is not None and self.max_side < 64:
+            raise InputError(f"max_side must be at least 64 pixels; got {self.max_side}.")
         if self.points_per_batch is not None and self.points_per_batch < 1:
             raise InputError(f"points_per_batch must be at least 1; got {self.points_per_batch}.")
         for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise InputError(f"{name} must be between 0 and 1; got {value}.")
+
+
+def downscale_for_sam(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``rgb`` shrunk (area-averaged) so its long side is at most ``max_side``."""
+    h, w = rgb.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return rgb
+    from PIL import Image
+
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BOX))
+
+
+def upscale_proposals(props: Proposals, shape: tuple[int, int]) -> Proposals:
+    """Proposals found on a downscaled image, at the full resolution ``shape``."""
+    h, w = props.shape
+    big_h, big_w = shape
+    if (h, w) == (big_h, big_w):
+        return props
+    sy, sx = big_h / h, big_w / w
+    boxes, masks = [], []
+    for (y0, x0, y1, x1), mask in zip(props.boxes, props.masks, strict=True):
+        by0, bx0 = int(np.floor(y0 * sy)), int(np.floor(x0 * sx))
+        by1, bx1 = min(big_h, int(np.ceil(y1 * sy))), min(big_w, int(np.ceil(x1 * sx)))
+        # Nearest neighbour: each full-resolution pixel takes the small pixel it lies in.
+        rows = np.clip(((np.arange(by0, by1) + 0.5) / sy).astype(int) - y0, 0, mask.shape[0] - 1)
+        cols = np.clip(((np.arange(bx0, bx1) + 0.5) / sx).astype(int) - x0, 0, mask.shape[1] - 1)
+        boxes.append((by0, bx0, by1, bx1))
+        masks.append(mask[np.ix_(rows, cols)])
+    return Proposals(
+        tuple(shape),
+        np.asarray(boxes, dtype=np.int64).reshape(-1, 4),
+        masks,
+        props.quality,
+        props.source_ids,
+        props.decoded_points,
+    )
 
 
 def embed_image(sam: torch.nn.Module, rgb: np.ndarray, precision: str = "fp32"):

@@ -34,9 +34,11 @@ from .progress import Progress, drain
 from .proposals import (
     Proposals,
     SamProposalParams,
+    downscale_for_sam,
     embed_image,
     proposals_from_labels,
     sam_proposals,
+    upscale_proposals,
 )
 from .results import SegmentationResult, paint_labels
 from .scoring import DEFAULT_TEMPLATES, check_templates, cosine, embed_phrase, embed_proposals
@@ -239,22 +241,26 @@ class Segmenter:
             if self._sam is None:
                 yield Progress("loading models", 0, 1, f"SAM {self.sam_spec}")
             sam = self.sam
-            predictor = self._predictors.get_fresh(self._image_key)
-            on_disk = embedding_path(sam.sha256, self.precision, self._image_key)
+            max_side = self.sam_params.max_side
+            sam_key = f"{self._image_key}-{max_side}"
+            predictor = self._predictors.get_fresh(sam_key)
+            on_disk = embedding_path(sam.sha256, self.precision, sam_key)
             if predictor is None and self.disk_cache:
                 predictor = load_embedding(on_disk, sam.model)
                 if predictor is not None:
                     self.stats["sam_embeddings_from_disk"] += 1
-                    self._predictors.put(self._image_key, predictor)
+                    self._predictors.put(sam_key, predictor)
             if predictor is None:
                 yield Progress("embedding", 0, 1, "SAM image encoder")
-                predictor = embed_image(sam.model, self._image.rgb, self.precision)
+                rgb = downscale_for_sam(self._image.rgb, max_side)
+                predictor = embed_image(sam.model, rgb, self.precision)
                 self.stats["sam_image_encodings"] += 1
-                self._predictors.put(self._image_key, predictor)
+                self._predictors.put(sam_key, predictor)
                 if self.disk_cache:
                     save_embedding(on_disk, predictor)
                 yield Progress("embedding", 1, 1, "SAM image encoder")
             proposals = yield from sam_proposals(predictor, self.sam_params, self.precision)
+            proposals = upscale_proposals(proposals, self._image.shape)
             self.stats["sam_decoded_points"] += proposals.decoded_points
             self.stats["sam_proposal_runs"] += 1
         self._proposals.put(key, proposals)
