@@ -63,6 +63,7 @@ def test_run_writes_a_labels_layer_with_ids_features_and_provenance(setup):
     assert provenance["proposals"]["source"] == "labels"
     assert provenance["normalisation"]["method"] == "contrast_limits"
     assert "4 object(s)" in widget.status.value
+    assert widget.progress.native.format() == "selection %p%"  # the bar names the stage
 
 
 def test_run_with_sam_proposals(setup):

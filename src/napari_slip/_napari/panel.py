@@ -79,6 +79,7 @@ class WorkerPanel(Container):
         self.run_button.enabled = False
         self.cancel_button.enabled = True
         self.progress.value = 0
+        self.progress.native.setFormat("%p%")
         self.status.value = status
         self._worker.start()
 
@@ -92,6 +93,7 @@ class WorkerPanel(Container):
     def _on_progress(self, event) -> None:
         self.progress.max = max(int(event.total), 1)
         self.progress.value = min(int(event.done), self.progress.max)
+        self.progress.native.setFormat(f"{event.stage} %p%")  # the bar names the stage
         self.status.value = str(event)
 
     def _on_cancelled(self) -> None:

@@ -105,7 +105,8 @@ def iter_segment_stack(
     out = np.zeros(out_shape, dtype=np.int32)
     tables, provenance, next_id = [], {}, start_id
     for n, plane in enumerate(planes, start=1):
-        yield Progress("slice", n - 1, len(planes), f"slice {plane}" if plane else "image")
+        if lead:  # a plain 2D image has no slices to report
+            yield Progress("slice", n - 1, len(planes), f"slice {plane}")
         gen = segmenter.iter_segment(
             np.asarray(image[plane]),
             prompt,
@@ -135,7 +136,8 @@ def iter_segment_stack(
     )
     if len(planes) == 1 and not len(table):
         message = result.message
-    yield Progress("slice", len(planes), len(planes), message)
+    if lead:
+        yield Progress("slice", len(planes), len(planes), message)
     return StackResult(out, table, provenance, message)
 
 
