@@ -319,3 +319,72 @@ def test_exact_mode_runs_sam_unchanged_in_fp32(setup):
     widget.skip_covered.value = True
     request = widget.request()
     assert request.sam_params.skip_covered and request.precision == "auto"
+
+
+def test_channels_split_into_layers_are_combined_as_colours(setup):
+    viewer, widget, run = setup
+    nuclei, truth = blobs_image()
+    membrane = (nuclei.max() - nuclei).astype(np.uint16)
+    viewer.add_image(nuclei, name="nuclei", contrast_limits=(0, 4000))
+    viewer.add_image(membrane, name="membrane", contrast_limits=(0, 3000))
+    viewer.add_labels(truth, name="truth")
+    widget.image.value = viewer.layers["nuclei"]
+    assert [None if v is None else v.name for v in widget.green.choices] == [None, "membrane"]
+    widget.green.value = viewer.layers["membrane"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    out = viewer.layers[-1]
+    norm = out.metadata["napari_slip"][-1]["normalisation"]
+    assert norm["kind"] == "multichannel" and norm["channels"] == [0, 1]
+    assert norm["limits"] == [[0.0, 4000.0], [0.0, 3000.0]]
+    assert out.data.shape == truth.shape and len(out.features) == 4
+
+    import napari_slip
+
+    layer = napari_slip.segment_in_viewer(
+        viewer,
+        "cell",
+        image="nuclei",
+        colour_layers=["membrane"],
+        proposals="truth",
+        mode="topk",
+        top_k=2,
+        sam=widget.sam.value,
+        clip=widget.clip.value,
+        device="cpu",
+    )
+    assert layer.metadata["napari_slip"][-1]["normalisation"]["channels"] == [0, 1]
+    from napari_slip.core.errors import InputError
+
+    viewer.add_image(np.zeros((10, 10)), name="small")
+    with pytest.raises(InputError, match="single-channel layer of the image's shape"):
+        napari_slip.segment_in_viewer(
+            viewer,
+            "cell",
+            image="nuclei",
+            colour_layers=["small"],
+            sam=widget.sam.value,
+            clip=widget.clip.value,
+        )
+
+
+def test_channel_stack_reads_one_plane_at_a_time():
+    from napari_slip._napari.job import ChannelStack
+
+    reads = []
+
+    class Recording(np.ndarray):
+        def __getitem__(self, index):
+            reads.append(index)
+            return np.asarray(self).__getitem__(index)
+
+    a = np.arange(2 * 3 * 4).reshape(2, 3, 4).view(Recording)
+    b = (np.arange(2 * 3 * 4).reshape(2, 3, 4) * 10).view(Recording)
+    stack = ChannelStack([a, b])
+    assert stack.shape == (2, 3, 4, 2) and stack.ndim == 4
+    plane = stack[(1,)]
+    assert plane.shape == (3, 4, 2) and plane[0, 0].tolist() == [12, 120]
+    assert reads == [(1,), (1,)]

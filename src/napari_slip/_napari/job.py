@@ -38,6 +38,9 @@ class Request:
     #: to three of its channels to show the models as R, G, B.
     channel_axis: int | None = None
     channels: tuple[int, ...] | None = None
+    #: Other Image layers shown as green (and blue), the image layer being red: for
+    #: multichannel data that napari shows as one layer per channel.
+    colour_layers: tuple[Any, ...] = ()
     all_planes: bool = False
     #: The viewer's position (world coordinates), for the current plane.
     world_point: tuple[float, ...] = ()
@@ -63,13 +66,45 @@ def image_data(layer) -> np.ndarray:
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
+class ChannelStack:
+    """Same-shape arrays as one array with a trailing channel axis, stacked per plane.
+
+    Only the planes asked for are read and stacked, so a z-stack is never copied whole.
+    """
+
+    def __init__(self, arrays: list) -> None:
+        self.arrays = arrays
+        self.shape = (*arrays[0].shape, len(arrays))
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        return np.stack([np.asarray(a[index]) for a in self.arrays], axis=-1)
+
+
 def source(request: Request) -> tuple[Any, bool]:
     """The array to segment plane by plane, and whether its last axis is colour.
 
-    A channel axis is moved last (a view, no copy), so the engine sees channels as colour.
+    A channel axis is moved last (a view, no copy), and colour layers are stacked plane
+    by plane, so the engine sees channels as colour.
     """
     layer = request.image_layer
     data = image_data(layer)
+    if request.colour_layers:
+        if request.channel_axis is not None or layer.rgb:
+            raise InputError(
+                "Colour layers combine single-channel layers: unset the channel "
+                "axis and choose non-RGB layers."
+            )
+        layers = [layer, *request.colour_layers]
+        if len(layers) > 3:
+            raise InputError("At most two colour layers (green and blue) can join the image.")
+        for other in request.colour_layers:
+            if other.rgb or tuple(image_data(other).shape) != tuple(data.shape):
+                raise InputError(
+                    f"The colour layer {other.name!r} must be a single-channel layer of the "
+                    f"image's shape {tuple(data.shape)}; it is {tuple(image_data(other).shape)}."
+                )
+        return ChannelStack([image_data(x) for x in layers]), True
     if request.channel_axis is None:
         return data, bool(layer.rgb)
     if layer.rgb:
@@ -121,6 +156,10 @@ def normalisation(request: Request) -> dict:
     """How intensities map to the models' 8-bit RGB: the layer's contrast limits."""
     limits = tuple(float(v) for v in request.image_layer.contrast_limits)
     options: dict = {"contrast_limits": limits}
+    if request.colour_layers:
+        layers = [request.image_layer, *request.colour_layers]
+        options["contrast_limits"] = [tuple(float(v) for v in x.contrast_limits) for x in layers]
+        options["channel_axis"] = -1
     if request.channel_axis is not None:
         options["channel_axis"] = -1
         if request.channels:

@@ -46,6 +46,7 @@ def segment_in_viewer(
     all_slices: bool = False,
     channel_axis: int | None = None,
     channels=None,
+    colour_layers=(),
     sam: str = DEFAULT_SAM,
     clip: str = DEFAULT_CLIP,
     device: str = "auto",
@@ -78,6 +79,9 @@ def segment_in_viewer(
     channel_axis, channels
         For a multichannel image shown as one layer: its channel axis, and up to three
         channels to show the models as R, G, B (default the first three).
+    colour_layers
+        One or two more single-channel Image layers (or names) shown as green and blue,
+        ``image`` being red: for channels that napari shows as separate layers.
     sam, clip, device
         Models, as in :class:`napari_slip.Segmenter`; loaded once and shared.
     progress
@@ -115,6 +119,7 @@ def segment_in_viewer(
         world_point=tuple(viewer.dims.point),
         channel_axis=channel_axis,
         channels=tuple(channels) if channels else None,
+        colour_layers=tuple(_layer(viewer, x, "Image", "colour layer") for x in colour_layers),
         sam=sam,
         clip=clip,
         device=device,

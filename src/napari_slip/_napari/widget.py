@@ -87,6 +87,8 @@ class SlipWidget(WorkerPanel):
         self.sam = ComboBox(label="SAM", choices=self._sam_choices, value=DEFAULT_SAM)
         self.clip = ComboBox(label="CLIP", choices=self._clip_choices, value=DEFAULT_CLIP)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        self.green = ComboBox(label="Green from", choices=self._colour_choices)
+        self.blue = ComboBox(label="Blue from", choices=self._colour_choices)
         self.channel_axis = ComboBox(label="Channel axis", choices=self._channel_axis_choices)
         self.channels = LineEdit(label="Channels as RGB", value="")
         self.channels.native.setPlaceholderText("e.g. 0,2 (default: the first three)")
@@ -139,6 +141,8 @@ class SlipWidget(WorkerPanel):
                 self.use_floor,
                 self.distractors,
                 self.top_k,
+                self.green,
+                self.blue,
                 self.channel_axis,
                 self.channels,
                 self.proposals,
@@ -159,8 +163,9 @@ class SlipWidget(WorkerPanel):
         self.rescan.changed.connect(self.reset_choices)
         self.sam.changed.connect(self._on_sam_choice)
         self.clip.changed.connect(self._on_clip_choice)
-        self.image.changed.connect(self.channel_axis.reset_choices)
-        for widget in (self.mode, self.output, self.image, self.channel_axis):
+        for widget in (self.channel_axis, self.green, self.blue):
+            self.image.changed.connect(widget.reset_choices)
+        for widget in (self.mode, self.output, self.image, self.channel_axis, self.green):
             widget.changed.connect(self._update_visibility)
         for widget in (self.mode, self.threshold, self.use_floor, self.distractors, self.top_k):
             widget.changed.connect(self._reselect)
@@ -193,6 +198,12 @@ class SlipWidget(WorkerPanel):
         return [("New Labels layer", None)] + [
             (f"add to: {layer.name}", layer) for layer in self._layers("Labels")
         ]
+
+    def _colour_choices(self, _widget=None):
+        """Other single-channel Image layers that can join the image as green or blue."""
+        image = self.image.value if hasattr(self, "image") else None
+        others = [x for x in self._layers("Image") if x is not image and not x.rgb]
+        return [("none", None)] + [(x.name, x) for x in others]
 
     def _channel_axis_choices(self, _widget=None):
         layer = self.image.value if hasattr(self, "image") else None
@@ -288,6 +299,9 @@ class SlipWidget(WorkerPanel):
         self.use_floor.visible = mode != "threshold"
         self.replace_existing.visible = self.output.value is not None
         layer = self.image.value
+        single = layer is not None and not layer.rgb
+        self.green.visible = single and len(self.green.choices) > 1
+        self.blue.visible = self.green.visible and self.green.value is not None
         self.channel_axis.visible = len(self.channel_axis.choices) > 1
         self.channels.visible = self.channel_axis.value is not None
         if layer is None:
@@ -316,6 +330,7 @@ class SlipWidget(WorkerPanel):
             labels_layer=self.proposals.value,
             channel_axis=self.channel_axis.value,
             channels=self._channels(),
+            colour_layers=tuple(x for x in (self.green.value, self.blue.value) if x is not None),
             all_planes=self.scope.value == "all slices",
             world_point=tuple(self.viewer.dims.point),
             sam=str(self.sam.value),
