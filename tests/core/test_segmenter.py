@@ -146,3 +146,22 @@ def test_engine_imports_no_qt_or_napari():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_cache_queries_do_no_image_work(segmenter):
+    from napari_slip.core.progress import drain_cached
+
+    image, _ = blobs_image()
+    other = image[::-1].copy()
+    assert drain_cached(segmenter.iter_segment(image, "cell")) is None  # would load SAM
+    assert segmenter._sam is None and segmenter._clip is None
+    segmenter.segment(image, "cell", mode="topk", top_k=2)
+    assert segmenter.is_cached(image) and not segmenter.is_cached(other)
+    encoder_calls = _count_forwards(segmenter.sam.model.image_encoder)
+    stats = dict(segmenter.stats)
+    again = drain_cached(segmenter.iter_segment(image, "nucleus", mode="topk", top_k=2))
+    assert again is not None and again.table["prompt"].eq("nucleus").all()
+    assert segmenter.stats["clip_crop_embeddings"] == stats["clip_crop_embeddings"]
+    assert segmenter.stats["text_encodings"] == stats["text_encodings"] + 1
+    assert drain_cached(segmenter.iter_segment(other, "cell")) is None
+    assert encoder_calls == []  # the uncached image was refused before its encoder ran

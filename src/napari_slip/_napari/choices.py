@@ -32,6 +32,16 @@ def clip_choices(files: list[str], folders: list[str]) -> list[tuple[str, str]]:
     return [*choices, ("Choose a file…", CHOOSE_FILE), ("Add a checkpoint folder…", ADD_FOLDER)]
 
 
+def offer(combo, paths: list[str], path, select: bool = True) -> None:
+    """Remember a file or folder for a picker, refresh its choices, and select it."""
+    path = str(Path(path).expanduser())
+    if path not in paths:
+        paths.append(path)
+    combo.reset_choices()
+    if select:
+        combo.value = path
+
+
 def ask_clip_choice(parent, value: str) -> tuple[str, str] | None:
     """Run the dialog a "choose" entry stands for.
 

@@ -26,7 +26,7 @@ from ..core.errors import InputError
 from ..core.finetune import FinetuneParams, iter_finetune_to_file
 from ..core.models import DEFAULT_CLIP, available_devices
 from ..core.stack import leading_shape
-from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events
+from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
 from .job import image_data
 from .panel import WorkerPanel
 
@@ -145,13 +145,11 @@ class FinetuneWidget(WorkerPanel):
         if value not in (CHOOSE_FILE, ADD_FOLDER):
             return
         chosen = ask_clip_choice(self.native, value)
+        if chosen is not None and chosen[0] == "file":
+            offer(self.base, self._clip_files, chosen[1])
+            return
         if chosen is not None:
-            kind, path = chosen
-            (self._clip_files if kind == "file" else self._clip_folders).append(path)
-            self.base.reset_choices()
-            if kind == "file":
-                self.base.value = path
-                return
+            offer(self.base, self._clip_folders, chosen[1], select=False)
         self.base.value = DEFAULT_CLIP
 
     # --- gathering the data ----------------------------------------------------------

@@ -230,19 +230,3 @@ def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None
         **engine_options(request),
     )
     return result
-
-
-def is_cached(segmenter: Segmenter | None, request: Request) -> bool:
-    """Whether the request needs no SAM or CLIP image work (re-selection is instant)."""
-    if segmenter is None or segmenter.models != request.models:
-        return False
-    if segmenter.sam_params != request.sam_params or segmenter.crop_params != request.crop_params:
-        return False
-    data, colour = source(request)
-    options = normalisation(request)
-    for plane in _planes(request):
-        labels = request.labels_layer
-        labels = None if labels is None else np.asarray(labels.data[plane])
-        if not segmenter.is_cached(np.asarray(data[plane]), labels, rgb=colour or None, **options):
-            return False
-    return True

@@ -25,12 +25,12 @@ from magicgui.widgets import (
 from ..core.crops import CropParams
 from ..core.errors import InputError, SlipError
 from ..core.models import DEFAULT_CLIP, DEFAULT_SAM, SAM_MODELS, available_devices
-from ..core.progress import drain
+from ..core.progress import drain_cached
 from ..core.proposals import SamProposalParams
 from ..core.selection import DEFAULT_THRESHOLD
 from ..core.stack import leading_shape
-from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events
-from .job import Request, check, configure, is_cached, iter_job, source, spatial_axes
+from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
+from .job import Request, check, configure, iter_job, source, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, write_into_layer
 from .panel import WorkerPanel, one_line
 
@@ -247,26 +247,15 @@ class SlipWidget(WorkerPanel):
 
     def add_sam_file(self, path: str | Path) -> None:
         """Offer a SAM checkpoint file in the SAM picker and select it."""
-        path = str(Path(path).expanduser())
-        if path not in self._sam_files:
-            self._sam_files.append(path)
-        self.sam.reset_choices()
-        self.sam.value = path
+        offer(self.sam, self._sam_files, path)
 
     def add_clip_file(self, path: str | Path) -> None:
         """Offer a CLIP checkpoint file in the CLIP picker and select it."""
-        path = str(Path(path).expanduser())
-        if path not in self._clip_files:
-            self._clip_files.append(path)
-        self.clip.reset_choices()
-        self.clip.value = path
+        offer(self.clip, self._clip_files, path)
 
     def add_checkpoint_folder(self, folder: str | Path) -> None:
         """Scan another folder for fine-tuned CLIP checkpoints."""
-        folder = str(Path(folder).expanduser())
-        if folder not in self._clip_folders:
-            self._clip_folders.append(folder)
-        self.clip.reset_choices()
+        offer(self.clip, self._clip_folders, folder, select=False)
 
     def _on_sam_choice(self, value) -> None:
         if value != CHOOSE_FILE:
@@ -356,8 +345,9 @@ class SlipWidget(WorkerPanel):
             request = self.request()
             check(request)
             self._segmenter = configure(self._segmenter, request)
-            if is_cached(self._segmenter, request):
-                self._deliver(request, drain(iter_job(self._segmenter, request)))
+            result = drain_cached(iter_job(self._segmenter, request))
+            if result is not None:  # everything came from the caches: no worker needed
+                self._deliver(request, result)
                 return
         except Exception as exc:  # shown to the user as one line, never a traceback
             self.show_error(exc)
@@ -411,13 +401,17 @@ class SlipWidget(WorkerPanel):
         )
         if request.selection_only() == last.request.selection_only():
             return
-        if not is_cached(self._segmenter, request):
+        if self._segmenter is None or self._segmenter.models != request.models:
             self.status.value = "Settings changed: press Run to apply."
             return
         try:
-            result = drain(iter_job(self._segmenter, request))
+            # The last run's image settings, in case a later run changed them.
+            result = drain_cached(iter_job(configure(self._segmenter, request), request))
         except SlipError as exc:
             self.status.value = f"Error: {one_line(exc)}"
+            return
+        if result is None:
+            self.status.value = "Settings changed: press Run to apply."
             return
         replace_layer_data(last.layer, result)
         last.request = request

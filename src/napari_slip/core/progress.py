@@ -42,6 +42,27 @@ class Progress:
         return f"[{self.stage}]{count}{msg}"
 
 
+#: Stages that announce image work (loading models, SAM, CLIP on crops) before it starts.
+IMAGE_WORK = ("loading models", "embedding", "proposals", "scoring")
+
+
+def drain_cached(gen: Generator[Progress, Any, T]) -> T | None:
+    """Run a segmentation generator only as far as its caches carry it.
+
+    The engine announces every piece of image work with a progress event before
+    starting it; at the first such event the generator is closed and None returned.
+    Otherwise the result is returned, computed from caches alone (plus text encodings).
+    """
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if event.stage in IMAGE_WORK:
+            gen.close()
+            return None
+
+
 def drain(
     gen: Generator[Progress, Any, T], callback: Callable[[Progress], None] | None = None
 ) -> T:
