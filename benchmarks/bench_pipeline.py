@@ -44,7 +44,7 @@ def _peak_mb() -> float:
 
 def _scene(size: int, n_crops: int):
     """An RGB image with ``n_crops`` labelled objects."""
-    from napari_slip.core.synthetic import synthetic_image
+    from napari_slip.core.training.synthetic import synthetic_image
 
     rng = np.random.default_rng(0)
     tiles, labels = [], []
@@ -75,7 +75,7 @@ def _timed(fn):
 def worker(kind: str, sam_path: str, clip_path: str, size: int, points: int, n_crops: int) -> dict:
     import torch
 
-    from napari_slip.core.proposals import proposals_from_labels
+    from napari_slip.core.pipeline.proposals import proposals_from_labels
 
     torch.manual_seed(0)
     image, labels = _scene(size, n_crops)
@@ -85,8 +85,8 @@ def worker(kind: str, sam_path: str, clip_path: str, size: int, points: int, n_c
         from PIL import Image
         from segment_anything import SamAutomaticMaskGenerator
 
-        from napari_slip.core.clip import load_clip_checkpoint
-        from napari_slip.core.sam import load_sam
+        from napari_slip.core.models.clip import load_clip_checkpoint
+        from napari_slip.core.models.sam import load_sam
 
         sam, _ = load_sam(sam_path)
         clip = load_clip_checkpoint(clip_path)
@@ -153,11 +153,13 @@ def worker(kind: str, sam_path: str, clip_path: str, size: int, points: int, n_c
         out["masks_all_survive"] = time.perf_counter() - t1 - enc_t
         out["masks_all_survive_n"] = n
     else:
-        from napari_slip.core.crops import make_crops
-        from napari_slip.core.perf import cpu_has_fast_bf16
-        from napari_slip.core.progress import drain
-        from napari_slip.core.proposals import SamProposalParams, embed_image, sam_proposals
-        from napari_slip.core.segmenter import Segmenter
+        from napari_slip.core.pipeline.crops import make_crops
+        from napari_slip.core.runtime.perf import cpu_has_fast_bf16
+        from napari_slip.core.runtime.generators import drain
+        from napari_slip.core.params import SamProposalParams
+        from napari_slip.core.models.promptable import embed_image
+        from napari_slip.core.pipeline.proposals import sam_proposals
+        from napari_slip.core.pipeline.segmenter import Segmenter
 
         seg = Segmenter(
             sam_path,
@@ -221,7 +223,7 @@ def _flops(seg, image, crops) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from napari_slip.core.proposals import embed_image
+    from napari_slip.core.models.promptable import embed_image
 
     counts = {}
     with FlopCounterMode(display=False) as fc:
@@ -241,7 +243,7 @@ def _flops(seg, image, crops) -> dict:
             multimask_output=True,
         )
     counts["decoder_per_point"] = fc.get_total_flops()
-    from napari_slip.core.proposals import decode_points
+    from napari_slip.core.models.promptable import decode_points
 
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         # Two points, to count the shared first layer once between them.
@@ -284,8 +286,8 @@ def _prepare_models(folder: Path) -> tuple[str, str]:
     import open_clip
     import torch
 
-    from napari_slip.core.clip import build_clip, save_clip_checkpoint
-    from napari_slip.core.sam import SamConfig, build_sam
+    from napari_slip.core.models.clip import build_clip, save_clip_checkpoint
+    from napari_slip.core.models.sam import SamConfig, build_sam
 
     torch.manual_seed(0)
     sam_path = folder / "sam_vit_b_random.pth"

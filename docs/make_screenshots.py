@@ -21,7 +21,7 @@ import napari
 from napari_slip._napari.finetune_widget import FinetuneWidget
 from napari_slip._napari.sample_data import coffee, nuclei_stack
 from napari_slip._napari.widget import SlipWidget
-from napari_slip.core.synthetic import synthetic_image
+from napari_slip.core.training.synthetic import synthetic_image
 from napari_slip.testing import write_tiny_clip, write_tiny_sam
 
 OUT = Path(__file__).parent / "images"

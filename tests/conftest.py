@@ -33,7 +33,7 @@ def tiny_clip_path(tmp_path_factory):
 @pytest.fixture
 def fast_sam_params():
     """A sparse grid with SAM's quality filters off, so random weights yield masks."""
-    from napari_slip.core.proposals import SamProposalParams
+    from napari_slip.core.params import SamProposalParams
 
     return SamProposalParams(
         points_per_side=4,

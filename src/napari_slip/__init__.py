@@ -7,38 +7,50 @@ The scripting API needs no Qt::
     result.labels, result.table, result.provenance
 
 Inside napari, :func:`segment_in_viewer` does what the widget's button does.
+Importing this package is cheap: torch and the models load on first use.
 """
 
+from __future__ import annotations
+
 from ._version import __version__
-from .core import (
-    CropParams,
-    SamProposalParams,
-    SegmentationResult,
-    Segmenter,
-    SlipError,
-    list_models,
-    segment,
+
+_FROM_CORE = (
+    "CropParams",
+    "ModelHub",
+    "NormalisationParams",
+    "SamProposalParams",
+    "SegmentationResult",
+    "Segmenter",
+    "SelectionParams",
+    "SlipError",
+    "list_models",
+    "segment",
 )
 
 
 def segment_in_viewer(viewer, prompt, image=None, **options):
     """Segment ``prompt`` in a napari viewer's image; returns the Labels layer.
 
-    See :func:`napari_slip._napari.scripting.segment_in_viewer` (imports napari).
+    Blocks until done. See :func:`napari_slip._napari.scripting.segment_in_viewer`
+    (imports napari).
     """
     from ._napari.scripting import segment_in_viewer as _impl
 
     return _impl(viewer, prompt, image=image, **options)
 
 
-__all__ = [
-    "CropParams",
-    "SamProposalParams",
-    "SegmentationResult",
-    "Segmenter",
-    "SlipError",
-    "__version__",
-    "list_models",
-    "segment",
-    "segment_in_viewer",
-]
+def __getattr__(name: str):
+    if name in _FROM_CORE:
+        from . import core
+
+        value = getattr(core, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_FROM_CORE})
+
+
+__all__ = [*_FROM_CORE, "__version__", "segment_in_viewer"]

@@ -5,8 +5,12 @@ whose native library bundles its own LLVM. If that library is loaded *after* an 
 context exists on Mesa's software renderer (llvmpipe: machines without a GPU, VMs,
 remote desktops, Xvfb), its LLVM symbols bind to Mesa's and the process segfaults.
 Loading triton before any GL context is safe; after one, loading it with
-``RTLD_DEEPBIND`` makes it use its own symbols. We do whichever applies, once, when the
-engine is imported.
+``RTLD_DEEPBIND`` makes it use its own symbols.
+
+Nothing happens at import. The napari side (``napari_slip._napari``) calls
+:func:`preload_triton` when the plugin loads; the engine calls
+:func:`guard_gui_process` just before it first imports torchvision, which acts only if
+a GUI toolkit is already in the process (a script without napari is left alone).
 """
 
 from __future__ import annotations
@@ -39,3 +43,9 @@ def preload_triton() -> None:
     finally:
         if flags is not None:
             sys.setdlopenflags(flags)
+
+
+def guard_gui_process() -> None:
+    """:func:`preload_triton`, but only in a process that already has a GUI toolkit."""
+    if "triton" not in sys.modules and any(name in sys.modules for name in _GUI_MODULES):
+        preload_triton()

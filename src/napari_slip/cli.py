@@ -18,6 +18,17 @@ from ._version import __version__
 from .core.errors import SlipError
 
 
+class _UsageError(Exception):
+    """A command-line mistake, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the full usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
 def _parse_channels(text: str) -> list[int]:
     try:
         return [int(c) for c in text.split(",") if c.strip()]
@@ -37,11 +48,46 @@ def _parse_limits(text: str) -> tuple[float, float]:
     return low, high
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .core.models import DEFAULT_CLIP, DEFAULT_SAM
-    from .core.selection import MODES
+def _parse_fill(text: str) -> str | tuple[int, ...]:
+    """``--fill``: a name or R,G,B, checked by CropParams."""
+    from .core.params import CropParams
 
-    parser = argparse.ArgumentParser(
+    fill: str | tuple[int, ...] = text
+    if "," in text:
+        try:
+            fill = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"fill must be a name or R,G,B numbers, not {text!r}"
+            ) from None
+    try:
+        return CropParams(fill=fill).fill
+    except SlipError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _device_argument(parser) -> None:
+    from .core.params import DEVICES
+
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="where models run (default: auto)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .core.models.registry import DEFAULT_CLIP, DEFAULT_SAM
+    from .core.params import (
+        MODES,
+        PRECISIONS,
+        CropParams,
+        NormalisationParams,
+        SamProposalParams,
+        SelectionParams,
+        add_arguments,
+        parse_phrases,
+    )
+
+    parser = _Parser(
         prog="napari-slip",
         description="Segment objects from a text prompt: SAM proposes masks, CLIP picks.",
     )
@@ -58,22 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", required=True, help="label image to write (.tif or .png)")
     seg.add_argument("--table", help="per-object table to write (.csv)")
     seg.add_argument("--provenance", help="provenance to write (.json)")
-    seg.add_argument(
-        "--mode", choices=MODES, default="best", help="selection mode (default: best)"
-    )
-    seg.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="score floor; the cosine cut-off in threshold mode (default 0.25 there)",
-    )
-    seg.add_argument(
-        "--distractors", default="", help="comma-separated phrases that compete with the prompt"
-    )
-    seg.add_argument(
-        "--background", default="background", help="background phrase in distractors mode"
-    )
-    seg.add_argument("--top-k", type=int, default=3, help="objects kept in topk mode")
+    add_arguments(seg, SelectionParams, types={"distractors": parse_phrases})
     seg.add_argument(
         "--sam", default=DEFAULT_SAM, help=f"SAM name or checkpoint path (default {DEFAULT_SAM})"
     )
@@ -87,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABELS",
         help="label image whose labels are the proposals (no SAM)",
     )
-    seg.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    _device_argument(seg)
     seg.add_argument(
         "--template",
         action="append",
@@ -95,49 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt template with {} (repeatable; default 'a photo of {}.')",
     )
     img = seg.add_argument_group("image normalisation")
-    img.add_argument("--channel-axis", type=int, help="channel axis of a multichannel image")
-    img.add_argument(
-        "--channels", type=_parse_channels, help="up to three channels shown as R,G,B, e.g. 0,2"
+    add_arguments(
+        img,
+        NormalisationParams,
+        only=("channel_axis", "channels", "contrast_limits"),
+        types={"channels": _parse_channels, "contrast_limits": _parse_limits},
     )
-    img.add_argument("--contrast-limits", type=_parse_limits, help="LOW,HIGH intensity range")
     sam = seg.add_argument_group("SAM proposals")
-    sam.add_argument("--points-per-side", type=int, default=32)
-    sam.add_argument(
-        "--points-per-batch",
-        type=int,
-        default=None,
-        help="points decoded together (default 16 on a CPU, 64 on a GPU)",
-    )
-    sam.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    sam.add_argument("--stability-score-thresh", type=float, default=0.95)
-    sam.add_argument("--box-nms-thresh", type=float, default=0.7)
-    sam.add_argument(
-        "--min-area", type=int, default=0, help="drop masks smaller than this (pixels)"
-    )
-    sam.add_argument(
-        "--skip-covered",
-        action="store_true",
-        help="skip grid points inside masks already found (faster; may miss nested objects)",
-    )
-    sam.add_argument(
-        "--max-side",
-        type=int,
-        default=2048,
-        help="SAM works on a copy at most this long (masks come back at full size); 0: off",
-    )
+    add_arguments(sam, SamProposalParams, types={"max_side": int})
     sam.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=PRECISIONS,
         default="auto",
-        help="auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32: exact",
+        help="auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32: exact (default: auto)",
     )
     crops = seg.add_argument_group("crops")
-    crops.add_argument(
-        "--fill", default="black", help="outside-mask fill: black, white, gray, mean, none"
-    )
-    crops.add_argument(
-        "--margin", type=float, default=0.1, help="context margin, fraction of box size"
-    )
+    add_arguments(crops, CropParams, types={"fill": _parse_fill})
     seg.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
     sub.add_parser("models", help="list known models, whether each is cached, and where")
@@ -171,9 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid", action="store_true", help="try learning rates x trained parts and keep the best"
     )
     ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    ft.add_argument("--fill", default="black", help="crop fill (as when segmenting)")
-    ft.add_argument("--margin", type=float, default=0.1, help="crop margin (as when segmenting)")
+    _device_argument(ft)
+    add_arguments(ft, CropParams, types={"fill": _parse_fill})
     ft.add_argument("--quiet", "-q", action="store_true")
 
     ev = sub.add_parser(
@@ -196,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top-k", type=int, default=3)
     ev.add_argument("--template", action="append", dest="templates")
     ev.add_argument("--json", help="write the report as JSON, keyed by CLIP")
-    ev.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    _device_argument(ev)
     ev.add_argument("--quiet", "-q", action="store_true")
     return parser
 
@@ -226,8 +229,8 @@ def _download_printer(quiet: bool):
 
 def run_segment(args: argparse.Namespace) -> int:
     from .core.io import read_image, write_labels
-    from .core.proposals import SamProposalParams
-    from .core.segmenter import Segmenter
+    from .core.params import CropParams, NormalisationParams, SamProposalParams, from_args
+    from .core.pipeline.segmenter import Segmenter
 
     out = Path(args.output)
     if out.suffix.lower() not in (".tif", ".tiff", ".png"):
@@ -238,30 +241,15 @@ def run_segment(args: argparse.Namespace) -> int:
         args.sam,
         args.clip,
         args.device,
-        sam_params=SamProposalParams(
-            points_per_side=args.points_per_side,
-            points_per_batch=args.points_per_batch,
-            pred_iou_thresh=args.pred_iou_thresh,
-            stability_score_thresh=args.stability_score_thresh,
-            box_nms_thresh=args.box_nms_thresh,
-            min_area=args.min_area,
-            skip_covered=args.skip_covered,
-            max_side=args.max_side or None,
-        ),
-        crop_params=_crop_params(args),
+        sam_params=from_args(SamProposalParams, args, max_side=args.max_side or None),
+        crop_params=from_args(CropParams, args),
         templates=args.templates,
         background=args.background,
         download_progress=_download_printer(args.quiet),
         precision=args.precision,
     )
     norm = {
-        k: v
-        for k, v in (
-            ("channel_axis", args.channel_axis),
-            ("channels", args.channels),
-            ("contrast_limits", args.contrast_limits),
-        )
-        if v is not None
+        k: v for k, v in vars(args).items() if k in NormalisationParams.names() and v is not None
     }
     result = segmenter.segment(
         image,
@@ -285,8 +273,8 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def run_models(_args: argparse.Namespace) -> int:
-    from .core.download import cache_dir
-    from .core.models import list_models
+    from .core.models.download import cache_dir
+    from .core.models.registry import list_models
 
     rows = list_models()
     print(f"cache folder: {cache_dir()}  (set NAPARI_SLIP_CACHE to move it)")
@@ -299,23 +287,9 @@ def run_models(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _crop_params(args: argparse.Namespace):
-    """``--fill`` (a name or R,G,B) and ``--margin`` as CropParams."""
-    from .core.crops import CropParams
-
-    fill = args.fill
-    if "," in fill:
-        try:
-            fill = tuple(int(v) for v in fill.split(","))
-        except ValueError:
-            raise SlipError(
-                f"--fill must be a name or R,G,B numbers, not {args.fill!r}."
-            ) from None
-    return CropParams(fill=fill, margin=args.margin)
-
-
 def run_finetune(args: argparse.Namespace) -> int:
-    from .core.finetune import FinetuneParams, finetune
+    from .core.params import CropParams, from_args
+    from .core.training.finetune import FinetuneParams, finetune
 
     params = FinetuneParams(
         epochs=args.epochs,
@@ -335,7 +309,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         params,
         grid=args.grid,
         device=args.device,
-        crop_params=_crop_params(args),
+        crop_params=from_args(CropParams, args),
         progress=_progress_printer(args.quiet),
     )
     print(f"napari-slip: wrote {path}", file=sys.stderr)
@@ -343,7 +317,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .core.evaluate import evaluate, format_report
+    from .core.training.evaluate import evaluate, format_report
 
     report = evaluate(
         args.data,
@@ -375,7 +349,14 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-slip`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"napari-slip: error: {exc}", file=sys.stderr)
+        return 2
+    from .core.runtime.perf import tune_allocator
+
+    tune_allocator()  # opt-in, process-wide: the command line owns its process
     try:
         return COMMANDS[args.command](args)
     except SlipError as exc:

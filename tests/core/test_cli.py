@@ -13,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from napari_slip.cli import main
-from napari_slip.core import models
+from napari_slip.core.models import registry as models
 from napari_slip.testing import blobs_image
 
 FAST = [

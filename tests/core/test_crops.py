@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_slip.core.crops import CropParams, make_crops
 from napari_slip.core.errors import InputError
-from napari_slip.core.proposals import proposals_from_labels
+from napari_slip.core.params import CropParams
+from napari_slip.core.pipeline.crops import make_crops
+from napari_slip.core.pipeline.proposals import proposals_from_labels
 
 
 def _scene():

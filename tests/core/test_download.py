@@ -9,9 +9,9 @@ import typing
 
 import pytest
 
-from napari_slip.core import models
-from napari_slip.core.download import download, file_sha256
 from napari_slip.core.errors import ChecksumError, WeightsUnavailableError
+from napari_slip.core.models import registry as models
+from napari_slip.core.models.download import download, file_sha256
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

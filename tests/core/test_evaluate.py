@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_slip.core.evaluate import format_report, score_query, summarise
+from napari_slip.core.training.evaluate import format_report, score_query, summarise
 
 
 def _disk(cy, cx, r, shape=(40, 40)):

@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 
 from napari_slip.cli import main
-from napari_slip.core.clip import build_clip, load_clip_checkpoint, read_clip_metadata
-from napari_slip.core.datasets import Pairs, load_pairs, read_dataset_folder
 from napari_slip.core.errors import InputError
-from napari_slip.core.evaluate import evaluate
-from napari_slip.core.finetune import (
+from napari_slip.core.models.clip import build_clip, load_clip_checkpoint, read_clip_metadata
+from napari_slip.core.models.registry import describe_checkpoint, find_clip_checkpoints
+from napari_slip.core.training.datasets import Pairs, load_pairs, read_dataset_folder
+from napari_slip.core.training.evaluate import evaluate
+from napari_slip.core.training.finetune import (
     FinetuneParams,
     contrastive_loss,
     finetune,
@@ -23,8 +24,7 @@ from napari_slip.core.finetune import (
     split_pairs,
     trainable_names,
 )
-from napari_slip.core.models import describe_checkpoint, find_clip_checkpoints
-from napari_slip.core.synthetic import SYNTHETIC_CLASSES, make_synthetic_dataset
+from napari_slip.core.training.synthetic import SYNTHETIC_CLASSES, make_synthetic_dataset
 from napari_slip.testing import TINY_CLIP, write_tiny_clip
 
 # A tiny CLIP with a little more capacity than the plumbing tests' one.
@@ -242,7 +242,7 @@ def test_a_single_image_is_split_by_object():
 
 
 def test_evaluate_with_sam_proposals_runs_the_whole_pipeline(domain, tiny_sam_path):
-    from napari_slip.core.proposals import SamProposalParams
+    from napari_slip.core.params import SamProposalParams
 
     _, test, base = domain
     params = SamProposalParams(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_slip.core.errors import InputError
-from napari_slip.core.images import prepare_image
+from napari_slip.core.pipeline.images import prepare_image
 
 
 def test_uint16_grayscale_is_stretched_by_percentiles():

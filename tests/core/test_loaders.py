@@ -10,15 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from napari_slip.core.clip import (
+from napari_slip.core.errors import CheckpointError, InputError
+from napari_slip.core.models.clip import (
     build_clip,
     load_clip_checkpoint,
     read_clip_metadata,
     save_clip_checkpoint,
 )
-from napari_slip.core.errors import CheckpointError, InputError
-from napari_slip.core.models import load_clip_model, resolve_clip
-from napari_slip.core.sam import SamConfig, build_sam, load_sam, sam_config_from_state_dict
+from napari_slip.core.models.registry import load_clip_model, resolve_clip
+from napari_slip.core.models.sam import SamConfig, build_sam, load_sam, sam_config_from_state_dict
 from napari_slip.testing import TINY_CLIP, TINY_SAM
 
 OFFICIAL = {
@@ -152,7 +152,7 @@ def test_named_clip_uses_weights_placed_in_the_cache_by_hand(isolated_cache, tmp
     """The offline route: put the file where the error message says, then load by name."""
     import open_clip
 
-    from napari_slip.core.clip import load_open_clip
+    from napari_slip.core.models.clip import load_open_clip
 
     # A tiny architecture registered under a name stands in for a real pretrained model.
     open_clip.factory._MODEL_CONFIGS["Tiny-Test"] = json.loads(json.dumps(TINY_CLIP))

@@ -7,17 +7,25 @@ import numpy as np
 import pytest
 import torch
 
-from napari_slip.core.perf import resolve_precision, tune_allocator
-from napari_slip.core.progress import drain
-from napari_slip.core.proposals import SamProposalParams, embed_image, sam_proposals
-from napari_slip.core.sam import load_sam
-from napari_slip.core.segmenter import Segmenter
+from napari_slip.core.models.promptable import PromptableSam
+from napari_slip.core.models.sam import load_sam
+from napari_slip.core.params import SamProposalParams
+from napari_slip.core.pipeline.proposals import sam_proposals
+from napari_slip.core.pipeline.segmenter import Segmenter
+from napari_slip.core.runtime.generators import drain
+from napari_slip.core.runtime.perf import resolve_precision
 from napari_slip.testing import blobs_image
 
 
 def _rgb():
     image, _ = blobs_image(128, seed=3)
     return np.repeat((image // 16).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+def _generate(sam, rgb, params, precision="fp32"):
+    """SAM's automatic masks through the promptable interface."""
+    promptable = PromptableSam(sam)
+    return drain(sam_proposals(promptable, promptable.embed(rgb, precision), params, precision))
 
 
 def _iou(a, b):
@@ -38,7 +46,7 @@ def test_fp32_generator_matches_segment_anything_exactly(tiny_sam_path):
         "box_nms_thresh": 0.7,
     }
     reference = SamAutomaticMaskGenerator(sam, **options).generate(rgb)
-    ours = drain(sam_proposals(embed_image(sam, rgb), SamProposalParams.exact(**options)))
+    ours = _generate(sam, rgb, SamProposalParams.exact(**options))
     assert len(reference) >= 1 and len(ours) == len(reference)
     theirs = sorted((r["segmentation"] for r in reference), key=lambda m: -m.sum())
     mine = sorted((ours.full_mask(i) for i in range(len(ours))), key=lambda m: -m.sum())
@@ -52,8 +60,8 @@ def test_bf16_masks_and_selection_match_fp32(tiny_sam_path, tiny_clip_path, fast
     params = SamProposalParams.exact(
         points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
     )
-    exact = drain(sam_proposals(embed_image(sam, rgb, "fp32"), params, "fp32"))
-    fast = drain(sam_proposals(embed_image(sam, rgb, "bf16"), params, "bf16"))
+    exact = _generate(sam, rgb, params, "fp32")
+    fast = _generate(sam, rgb, params, "bf16")
     # 16 points x 3 masks, nothing filtered but empty masks.
     assert len(exact) >= 10 and abs(len(exact) - len(fast)) <= 2
     ious = [
@@ -75,7 +83,7 @@ def test_bf16_masks_and_selection_match_fp32(tiny_sam_path, tiny_clip_path, fast
 
 def test_skipping_covered_points_decodes_fewer(tiny_sam_path):
     sam, _ = load_sam(tiny_sam_path)
-    predictor = embed_image(sam, _rgb())
+    rgb = _rgb()
     common = {
         "points_per_side": 8,
         "points_per_batch": 16,
@@ -83,8 +91,8 @@ def test_skipping_covered_points_decodes_fewer(tiny_sam_path):
         "stability_score_thresh": 0.0,
         "min_area": 20,
     }
-    full = drain(sam_proposals(predictor, SamProposalParams.exact(**common)))
-    fast = drain(sam_proposals(predictor, SamProposalParams(skip_covered=True, **common)))
+    full = _generate(sam, rgb, SamProposalParams.exact(**common))
+    fast = _generate(sam, rgb, SamProposalParams(skip_covered=True, **common))
     assert full.decoded_points == 64
     assert fast.decoded_points < full.decoded_points
     assert len(fast) >= 1
@@ -115,7 +123,7 @@ def test_embeddings_are_reused_from_disk(
 
 
 def test_disk_cache_is_pruned_to_its_limit(tmp_path):
-    from napari_slip.core.embedding_cache import prune
+    from napari_slip.core.runtime.embedding_cache import prune
 
     for i in range(5):
         (tmp_path / f"{i}.safetensors").write_bytes(b"x" * 1000)
@@ -129,33 +137,51 @@ def test_precision_choices():
     assert resolve_precision("auto", cpu) in ("bf16", "fp32")
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("int8", cpu)
-    assert tune_allocator() in (True, False)
+
+
+def test_allocator_tuning_is_opt_in_and_can_be_refused(monkeypatch):
+    import subprocess
+    import sys
+
+    code = (
+        "import napari_slip.core.runtime.perf as p, napari_slip;"
+        "from napari_slip.testing import blobs_image;"
+        "s = napari_slip.Segmenter('a.pth', 'b.safetensors', 'cpu');"
+        "print(p._TUNED, p.tune_allocator(), p._TUNED)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]  # building a Segmenter: no tuning
+    env = {**__import__("os").environ, "NAPARI_SLIP_MALLOC": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.split() == ["False", "False", "False"]
 
 
 def test_shared_first_layer_decoder_equals_sams_decoder(tiny_sam_path):
-    from napari_slip.core.proposals import decode_points
+    from napari_slip.core.models.promptable import decode_points
 
     sam, _ = load_sam(tiny_sam_path)
-    predictor = embed_image(sam, _rgb())
+    features = PromptableSam(sam).embed(_rgb()).features
     pts = torch.tensor([[[10.0, 20.0]], [[100.0, 50.0]], [[200.0, 240.0]]])
     labels = torch.ones(3, 1, dtype=torch.int64)
     with torch.no_grad():
         sparse, dense = sam.prompt_encoder(points=(pts, labels), boxes=None, masks=None)
         pe = sam.prompt_encoder.get_dense_pe()
         theirs = sam.mask_decoder(
-            image_embeddings=predictor.features,
+            image_embeddings=features,
             image_pe=pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=True,
         )
-        ours = decode_points(sam, predictor.features, pe, sparse, dense)
+        ours = decode_points(sam, features, pe, sparse, dense)
     torch.testing.assert_close(ours[0], theirs[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ours[1], theirs[1], atol=1e-5, rtol=1e-5)
 
 
 def test_big_images_run_sam_on_a_smaller_copy(tiny_sam_path, tiny_clip_path):
-    from napari_slip.core.proposals import Proposals, upscale_proposals
+    from napari_slip.core.pipeline.proposals import Proposals, upscale_proposals
 
     image, _ = blobs_image(96)
     big = np.kron(image, np.ones((5, 5), dtype=image.dtype))  # 480 x 480
@@ -170,8 +196,9 @@ def test_big_images_run_sam_on_a_smaller_copy(tiny_sam_path, tiny_clip_path):
         str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=params, precision="fp32"
     )
     result = seg.segment(big, "cell", mode="topk", top_k=2)
-    [predictor] = seg._predictors.values()
-    assert predictor.original_size == (120, 120)  # SAM saw the small copy
+    [session] = seg._sessions.values()
+    [embedding] = session.embeddings.values()
+    assert embedding.original_size == (120, 120)  # SAM saw the small copy
     assert result.labels.shape == (480, 480) and result.n_objects >= 1
     for row in result.table.itertuples():
         assert row.area == int((result.labels == row.id).sum())

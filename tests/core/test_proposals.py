@@ -6,14 +6,11 @@ import numpy as np
 import pytest
 
 from napari_slip.core.errors import InputError
-from napari_slip.core.progress import drain
-from napari_slip.core.proposals import (
-    SamProposalParams,
-    embed_image,
-    proposals_from_labels,
-    sam_proposals,
-)
-from napari_slip.core.sam import load_sam
+from napari_slip.core.models.promptable import PromptableSam
+from napari_slip.core.models.sam import load_sam
+from napari_slip.core.params import SamProposalParams
+from napari_slip.core.pipeline.proposals import proposals_from_labels, sam_proposals
+from napari_slip.core.runtime.generators import drain
 from napari_slip.testing import blobs_image
 
 
@@ -46,7 +43,10 @@ def test_sam_proposals_are_cropped_binary_masks(tiny_sam_path, fast_sam_params):
     image, _ = blobs_image()
     rgb = np.repeat((image // 16).astype(np.uint8)[..., None], 3, axis=-1)
     events = []
-    props = drain(sam_proposals(embed_image(sam, rgb), fast_sam_params), events.append)
+    props = drain(
+        sam_proposals(PromptableSam(sam), PromptableSam(sam).embed(rgb), fast_sam_params),
+        events.append,
+    )
     assert events[-1].done == events[-1].total == 16  # a 4 x 4 grid of points
     assert len(props) >= 1 and props.shape == (96, 96)
     for box, mask in zip(props.boxes, props.masks, strict=True):
@@ -61,6 +61,8 @@ def test_sam_quality_filters_apply(tiny_sam_path):
     sam, _ = load_sam(tiny_sam_path)
     rgb = np.zeros((64, 64, 3), np.uint8)
     strict = SamProposalParams(points_per_side=2, pred_iou_thresh=1.0, stability_score_thresh=1.0)
-    assert len(drain(sam_proposals(embed_image(sam, rgb), strict))) == 0
+    assert (
+        len(drain(sam_proposals(PromptableSam(sam), PromptableSam(sam).embed(rgb), strict))) == 0
+    )
     with pytest.raises(InputError, match="pred_iou_thresh"):
         SamProposalParams(pred_iou_thresh=1.5)

@@ -6,16 +6,25 @@ import numpy as np
 import pytest
 
 import napari_slip
-from napari_slip.core.crops import make_crops
 from napari_slip.core.errors import InputError
-from napari_slip.core.proposals import proposals_from_labels
-from napari_slip.core.segmenter import Segmenter
+from napari_slip.core.models.hub import ModelHub
+from napari_slip.core.pipeline.crops import make_crops
+from napari_slip.core.pipeline.proposals import proposals_from_labels
+from napari_slip.core.pipeline.segmenter import Segmenter
+from napari_slip.core.runtime.generators import drain
 from napari_slip.testing import blobs_image
 
 
 @pytest.fixture
 def segmenter(tiny_sam_path, tiny_clip_path, fast_sam_params):
-    return Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params)
+    """A segmenter with a hub of its own, so what it loads is visible."""
+    return Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        sam_params=fast_sam_params,
+        hub=ModelHub(),
+    )
 
 
 def _count_forwards(module):
@@ -84,7 +93,7 @@ def test_label_proposals_never_load_sam(tiny_clip_path):
     seg = Segmenter("/no/such/sam.pth", str(tiny_clip_path), "cpu")
     image, labels = blobs_image()
     result = seg.segment(image, "cell", labels=labels, mode="topk", top_k=2)
-    assert result.n_objects == 2 and seg._sam is None
+    assert result.n_objects == 2 and seg.hub.loads == {"sam": 0, "clip": 1}
     assert (
         result.provenance["sam"] is None and result.provenance["proposals"]["source"] == "labels"
     )
@@ -130,7 +139,7 @@ def test_one_call_api_reuses_loaded_models(tiny_sam_path, tiny_clip_path):
     second = napari_slip.segment(image, "cell", labels=labels, mode="topk", top_k=4, **kwargs)
     assert first.n_objects == 4
     assert np.array_equal(first.labels, second.labels)
-    seg = next(iter(napari_slip.core.segmenter._SEGMENTERS.values()))
+    seg = napari_slip.core.pipeline.segmenter.shared_segmenter(**kwargs)
     assert seg.stats["clip_crop_embeddings"] == 4  # embedded once for both calls
 
 
@@ -149,14 +158,13 @@ def test_engine_imports_no_qt_or_napari():
 
 
 def test_cache_queries_do_no_image_work(segmenter):
-    from napari_slip.core.progress import drain_cached
+    from napari_slip.core.runtime.generators import drain_cached
 
     image, _ = blobs_image()
     other = image[::-1].copy()
     assert drain_cached(segmenter.iter_segment(image, "cell")) is None  # would load SAM
-    assert segmenter._sam is None and segmenter._clip is None
+    assert segmenter.hub.loads == {"sam": 0, "clip": 0}
     segmenter.segment(image, "cell", mode="topk", top_k=2)
-    assert segmenter.is_cached(image) and not segmenter.is_cached(other)
     encoder_calls = _count_forwards(segmenter.sam.model.image_encoder)
     stats = dict(segmenter.stats)
     again = drain_cached(segmenter.iter_segment(image, "nucleus", mode="topk", top_k=2))
@@ -165,3 +173,90 @@ def test_cache_queries_do_no_image_work(segmenter):
     assert segmenter.stats["text_encodings"] == stats["text_encodings"] + 1
     assert drain_cached(segmenter.iter_segment(other, "cell")) is None
     assert encoder_calls == []  # the uncached image was refused before its encoder ran
+
+
+def test_unknown_options_are_refused_with_the_known_ones(segmenter):
+    image, labels = blobs_image()
+    with pytest.raises(InputError, match=r"unknown option 'proposals' \(pass a label image"):
+        napari_slip.segment(image, "x", proposals=labels)
+    with pytest.raises(InputError, match=r"unknown option 'topk'.*known options: .*top_k"):
+        segmenter.segment(image, "x", topk=3)
+    with pytest.raises(InputError, match="threshold must be between -1 and 1"):
+        segmenter.segment(image, "x", labels=labels, threshold=5)
+    with pytest.raises(InputError, match="top_k must be a whole number"):
+        segmenter.segment(image, "x", labels=labels, mode="topk", top_k=-1)
+
+
+def test_models_come_from_one_hub_and_switching_precision_keeps_caches(
+    tiny_sam_path, tiny_clip_path, fast_sam_params
+):
+    hub = ModelHub()
+    image, _ = blobs_image()
+    a = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        hub=hub,
+        sam_params=fast_sam_params,
+        precision="fp32",
+    )
+    b = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        hub=hub,
+        sam_params=fast_sam_params,
+        precision="fp32",
+    )
+    a.segment(image, "cell", mode="topk", top_k=2)
+    b.segment(image, "cell", mode="topk", top_k=2)
+    assert hub.loads == {"sam": 1, "clip": 1}  # two segmenters, one copy of each model
+    assert a.sam is b.sam and a.clip is b.clip
+    a.set_models(precision="bf16")
+    a.segment(image, "cell", mode="topk", top_k=2)
+    assert hub.loads == {"sam": 1, "clip": 2}  # SAM is shared across precisions
+    a.set_models(precision="fp32")
+    encodings = a.stats["sam_image_encodings"]
+    a.segment(image, "cell", mode="topk", top_k=2)
+    assert a.stats["sam_image_encodings"] == encodings  # back to fp32: still cached
+    assert hub.loads == {"sam": 1, "clip": 2}
+
+
+def test_candidates_separate_from_selection(segmenter):
+    from napari_slip.core.pipeline.sources import LabelSource
+
+    image, labels = blobs_image()
+    candidates = drain(segmenter.iter_candidates(image, LabelSource(labels)))
+    assert len(candidates) == 4 and candidates.embeddings.shape[0] == 4
+    best = segmenter.select(candidates, "cell")
+    top = segmenter.select(candidates, "cell", mode="topk", top_k=3)
+    direct = segmenter.segment(image, "cell", labels=labels, mode="topk", top_k=3)
+    assert best.n_objects == 1 and top.n_objects == 3
+    assert top.table["source_id"].tolist() == direct.table["source_id"].tolist()
+    assert top.table["source_id"].iloc[0] == best.table["source_id"].iloc[0]
+    assert segmenter.stats["clip_crop_embeddings"] == 4  # collected once
+
+
+def test_heavy_work_is_announced_before_it_starts(segmenter):
+    """Every model call of a run happens after an event marked heavy, and a cached
+    run announces nothing heavy: the property the GUI relies on."""
+    image, _ = blobs_image()
+    calls = []
+    gen = segmenter.iter_segment(image, "cell", mode="topk", top_k=2)
+    heavy_seen, hooked = False, False
+    while True:
+        before = len(calls)
+        try:
+            event = next(gen)
+        except StopIteration:
+            break
+        if not hooked and segmenter.hub.has_sam(segmenter.sam_spec, "cpu"):
+            for module in (segmenter.sam.model.image_encoder, segmenter.sam.model.mask_decoder):
+                module.register_forward_hook(lambda *a: calls.append(1))
+            hooked = True
+        assert len(calls) == before or heavy_seen
+        heavy_seen = heavy_seen or event.heavy
+    assert calls and heavy_seen
+    cached_events = []
+    drain(segmenter.iter_segment(image, "nucleus"), cached_events.append)
+    assert cached_events and not any(e.heavy for e in cached_events)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_slip.core.errors import InputError
-from napari_slip.core.selection import select
+from napari_slip.core.pipeline.selection import select
 
 # Rows: proposals. Columns: prompt, distractor "dog", background.
 SIMS = np.array(

@@ -8,10 +8,10 @@ import pytest
 
 from napari_slip._napari.finetune_widget import FinetuneWidget, parse_classes
 from napari_slip._napari.widget import SlipWidget
-from napari_slip.core.clip import read_clip_metadata
-from napari_slip.core.download import checkpoint_dir
 from napari_slip.core.errors import InputError
-from napari_slip.core.synthetic import synthetic_image
+from napari_slip.core.models.clip import read_clip_metadata
+from napari_slip.core.models.download import checkpoint_dir
+from napari_slip.core.training.synthetic import synthetic_image
 
 pytestmark = pytest.mark.gui
 

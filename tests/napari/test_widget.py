@@ -7,8 +7,8 @@ import pytest
 
 from napari_slip._napari.sample_data import make_nuclei_stack
 from napari_slip._napari.widget import SlipWidget
-from napari_slip.core.clip import build_clip, save_clip_checkpoint
-from napari_slip.core.download import checkpoint_dir
+from napari_slip.core.models.clip import build_clip, save_clip_checkpoint
+from napari_slip.core.models.download import checkpoint_dir
 from napari_slip.testing import TINY_CLIP, blobs_image
 
 pytestmark = pytest.mark.gui

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from ..core.models import CLIP_PRETRAINED, describe_checkpoint, find_clip_checkpoints
+from ..core.models.registry import CLIP_PRETRAINED, describe_checkpoint, find_clip_checkpoints
 
 CHOOSE_FILE = "__choose_file__"
 ADD_FOLDER = "__add_folder__"

@@ -19,13 +19,13 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..core.crops import CropParams
-from ..core.datasets import Pairs, pairs_from_arrays
-from ..core.download import checkpoint_dir
 from ..core.errors import InputError
-from ..core.finetune import FinetuneParams, iter_finetune_to_file
-from ..core.models import DEFAULT_CLIP, available_devices
-from ..core.stack import leading_shape
+from ..core.models.download import checkpoint_dir
+from ..core.models.registry import DEFAULT_CLIP, available_devices
+from ..core.params import CropParams
+from ..core.pipeline.stack import leading_shape
+from ..core.training.datasets import Pairs, pairs_from_arrays
+from ..core.training.finetune import FinetuneParams, iter_finetune_to_file
 from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
 from .job import image_data
 from .panel import WorkerPanel
@@ -241,7 +241,7 @@ class FinetuneWidget(WorkerPanel):
         )
 
     def _on_saved(self, path) -> None:
-        from ..core.clip import read_clip_metadata
+        from ..core.models.clip import read_clip_metadata
 
         self.last_checkpoint = path
         metrics = read_clip_metadata(path).get("metrics", {})

@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.crops import CropParams
 from ..core.errors import InputError
-from ..core.models import DEFAULT_CLIP, DEFAULT_SAM
-from ..core.progress import Progress
-from ..core.proposals import SamProposalParams
-from ..core.segmenter import Segmenter
-from ..core.stack import StackResult, iter_segment_stack, leading_shape
+from ..core.models.registry import DEFAULT_CLIP, DEFAULT_SAM
+from ..core.params import CropParams, SamProposalParams, SelectionParams
+from ..core.pipeline.segmenter import Segmenter
+from ..core.pipeline.stack import StackResult, iter_segment_stack, leading_shape
+from ..core.runtime.progress import Progress
 
 
 @dataclass
@@ -29,9 +28,9 @@ class Request:
 
     image_layer: Any
     prompt: str
-    mode: str = "best"
-    threshold: float | None = None
-    top_k: int = 3
+    mode: str = SelectionParams.default("mode")
+    threshold: float | None = SelectionParams.default("threshold")
+    top_k: int = SelectionParams.default("top_k")
     distractors: tuple[str, ...] = ()
     labels_layer: Any = None
     #: The image layer's channel axis, for multichannel data shown as one layer, and up
@@ -48,17 +47,24 @@ class Request:
     clip: str = DEFAULT_CLIP
     device: str = "auto"
     precision: str = "auto"
+    background: str = SelectionParams.default("background")
     sam_params: SamProposalParams = field(default_factory=SamProposalParams)
     crop_params: CropParams = field(default_factory=CropParams)
     templates: tuple[str, ...] | None = None
 
     @property
-    def models(self) -> tuple[str, str, str]:
+    def models(self) -> tuple[str, str, str, str]:
         return (self.sam, self.clip, self.device, self.precision)
 
-    def selection_only(self) -> tuple:
-        """What may change while the image work stays valid."""
-        return (self.prompt, self.mode, self.threshold, self.top_k, self.distractors)
+    def selection(self) -> SelectionParams:
+        """The selection settings (validated)."""
+        return SelectionParams(
+            mode=self.mode,
+            threshold=self.threshold,
+            top_k=self.top_k,
+            distractors=self.distractors,
+            background=self.background,
+        )
 
 
 def image_data(layer) -> np.ndarray:
@@ -169,18 +175,12 @@ def normalisation(request: Request) -> dict:
 
 def engine_options(request: Request) -> dict:
     """The engine's per-call options for this request."""
-    return {
-        "mode": request.mode,
-        "threshold": request.threshold,
-        "top_k": request.top_k,
-        "distractors": list(request.distractors),
-        **normalisation(request),
-    }
+    return {**request.selection().as_dict(), **normalisation(request)}
 
 
 def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 64) -> Segmenter:
-    """The segmenter for a request: the same one (models kept loaded) if models match."""
-    if segmenter is None or segmenter.models != request.models:
+    """The segmenter for a request, switched to its models (loaded once, in the hub)."""
+    if segmenter is None:
         segmenter = Segmenter(
             request.sam,
             request.clip,
@@ -188,6 +188,8 @@ def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 6
             cache_size=cache_size,
             precision=request.precision,
         )
+    else:
+        segmenter.set_models(*request.models)
     segmenter.set_sam_params(request.sam_params)
     segmenter.set_crop_params(request.crop_params)
     segmenter.templates = request.templates
@@ -200,6 +202,7 @@ def check(request: Request) -> None:
         raise InputError("Choose an image layer to segment.")
     if not request.prompt.strip():
         raise InputError("Type what to segment in the prompt field, e.g. 'nucleus'.")
+    request.selection()
     expected = output_shape(request)
     if request.labels_layer is not None and tuple(request.labels_layer.data.shape) != expected:
         raise InputError(

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import InputError
-from ..core.stack import StackResult
+from ..core.pipeline.stack import StackResult
 
 if TYPE_CHECKING:
     import napari

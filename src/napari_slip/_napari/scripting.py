@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.crops import CropParams
 from ..core.errors import InputError
-from ..core.models import DEFAULT_CLIP, DEFAULT_SAM
-from ..core.progress import drain
-from ..core.proposals import SamProposalParams
-from ..core.segmenter import shared_segmenter
+from ..core.models.registry import DEFAULT_CLIP, DEFAULT_SAM
+from ..core.params import CropParams, SamProposalParams, SelectionParams, parse_phrases
+from ..core.pipeline.segmenter import shared_lock, shared_segmenter
+from ..core.runtime.generators import drain
 from .job import Request, iter_job, spatial_axes
 from .layers import new_labels_layer, write_into_layer
 
@@ -36,9 +35,9 @@ def segment_in_viewer(
     prompt: str,
     image=None,
     *,
-    mode: str = "best",
-    threshold: float | None = None,
-    top_k: int = 3,
+    mode: str = SelectionParams.default("mode"),
+    threshold: float | None = SelectionParams.default("threshold"),
+    top_k: int = SelectionParams.default("top_k"),
     distractors=(),
     proposals=None,
     output=None,
@@ -85,7 +84,7 @@ def segment_in_viewer(
     sam, clip, device
         Models, as in :class:`napari_slip.Segmenter`; loaded once and shared.
     progress
-        Called with each :class:`~napari_slip.core.progress.Progress` event.
+        Called with each :class:`~napari_slip.core.runtime.progress.Progress` event.
 
     Examples
     --------
@@ -105,15 +104,13 @@ def segment_in_viewer(
         else:
             raise InputError("Select an Image layer or pass image=... (a layer or its name).")
     image = _layer(viewer, image, "Image", "image")
-    if isinstance(distractors, str):
-        distractors = distractors.split(",")
     request = Request(
         image_layer=image,
         prompt=prompt,
         mode=mode,
         threshold=threshold,
         top_k=top_k,
-        distractors=tuple(p.strip() for p in distractors if p.strip()),
+        distractors=parse_phrases(distractors),
         labels_layer=_layer(viewer, proposals, "Labels", "proposals"),
         all_planes=all_slices,
         world_point=tuple(viewer.dims.point),
@@ -129,11 +126,12 @@ def segment_in_viewer(
         templates=tuple(templates) if templates else None,
     )
     target = _layer(viewer, output, "Labels", "output")
-    segmenter = shared_segmenter(sam, clip, device, precision)
-    segmenter.set_sam_params(request.sam_params)
-    segmenter.set_crop_params(request.crop_params)
-    segmenter.templates = request.templates
-    result = drain(iter_job(segmenter, request), progress)
+    with shared_lock:
+        segmenter = shared_segmenter(sam, clip, device, precision)
+        segmenter.set_sam_params(request.sam_params)
+        segmenter.set_crop_params(request.crop_params)
+        segmenter.templates = request.templates
+        result = drain(iter_job(segmenter, request), progress)
     if target is None:
         name = f"{prompt} ({image.name})"
         return new_labels_layer(viewer, result, image, name, spatial_axes(request))

@@ -22,13 +22,18 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..core.crops import CropParams
 from ..core.errors import InputError, SlipError
-from ..core.models import DEFAULT_CLIP, DEFAULT_SAM, SAM_MODELS, available_devices
-from ..core.progress import drain_cached
-from ..core.proposals import SamProposalParams
-from ..core.selection import DEFAULT_THRESHOLD
-from ..core.stack import leading_shape
+from ..core.models.registry import DEFAULT_CLIP, DEFAULT_SAM, SAM_MODELS, available_devices
+from ..core.params import (
+    DEFAULT_THRESHOLD,
+    FILLS,
+    CropParams,
+    SamProposalParams,
+    SelectionParams,
+    parse_phrases,
+)
+from ..core.pipeline.stack import StackResult, leading_shape, reselect_stack
+from ..core.runtime.perf import tune_allocator
 from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
 from .job import Request, check, configure, iter_job, source, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, write_into_layer
@@ -52,6 +57,7 @@ class _Output:
     request: Request
     layer: Any
     created: bool
+    result: StackResult
 
 
 class SlipWidget(WorkerPanel):
@@ -65,6 +71,7 @@ class SlipWidget(WorkerPanel):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__("Run")
+        tune_allocator()  # opt-in, process-wide: napari-slip's own widget opts in
         self.viewer = napari_viewer
         self._segmenter = None
         self._last: _Output | None = None
@@ -79,10 +86,13 @@ class SlipWidget(WorkerPanel):
         self.threshold = FloatSlider(
             label="Threshold", min=-1.0, max=1.0, step=0.005, value=DEFAULT_THRESHOLD
         )
+        self.threshold.tooltip = SelectionParams.help("threshold")
         self.use_floor = CheckBox(text="Nothing found below the threshold", value=False)
         self.distractors = LineEdit(label="Distractors", value="")
         self.distractors.native.setPlaceholderText("comma-separated, e.g. debris, dust")
-        self.top_k = SpinBox(label="Top k", min=1, max=10000, value=3)
+        self.top_k = SpinBox(
+            label="Top k", min=1, max=10000, value=SelectionParams.default("top_k")
+        )
         self.proposals = ComboBox(label="Proposals", choices=self._proposal_choices)
         self.sam = ComboBox(label="SAM", choices=self._sam_choices, value=DEFAULT_SAM)
         self.clip = ComboBox(label="CLIP", choices=self._clip_choices, value=DEFAULT_CLIP)
@@ -98,21 +108,46 @@ class SlipWidget(WorkerPanel):
             text="Replace existing labels where they overlap", value=False
         )
         self.show_advanced = CheckBox(text="Advanced settings", value=False)
-        self.points_per_side = SpinBox(label="SAM points per side", min=1, max=128, value=32)
+        sam_default = SamProposalParams()
+        self.points_per_side = SpinBox(
+            label="SAM points per side", min=1, max=128, value=sam_default.points_per_side
+        )
         self.pred_iou = FloatSpinBox(
-            label="SAM min predicted IoU", min=0, max=1, step=0.01, value=0.88
+            label="SAM min predicted IoU",
+            min=0,
+            max=1,
+            step=0.01,
+            value=sam_default.pred_iou_thresh,
         )
         self.stability = FloatSpinBox(
-            label="SAM min stability", min=0, max=1, step=0.01, value=0.95
+            label="SAM min stability",
+            min=0,
+            max=1,
+            step=0.01,
+            value=sam_default.stability_score_thresh,
         )
         self.exact = CheckBox(text="Exact SAM in fp32 (slower; SAM's own answer)", value=False)
         self.skip_covered = CheckBox(
             text="Skip grid points inside found objects (faster; may miss nested ones)",
-            value=False,
+            value=sam_default.skip_covered,
         )
-        self.min_area = SpinBox(label="Min object area (px)", min=0, max=10**7, value=0)
-        self.fill = ComboBox(label="Crop fill", choices=["black", "white", "gray", "mean", "none"])
-        self.margin = FloatSpinBox(label="Crop margin", min=0, max=2, step=0.05, value=0.1)
+        self.min_area = SpinBox(
+            label="Min object area (px)", min=0, max=10**7, value=sam_default.min_area
+        )
+        self.fill = ComboBox(label="Crop fill", choices=list(FILLS), value=CropParams().fill)
+        self.margin = FloatSpinBox(
+            label="Crop margin", min=0, max=2, step=0.05, value=CropParams().margin
+        )
+        for widget, cls, name in (
+            (self.points_per_side, SamProposalParams, "points_per_side"),
+            (self.pred_iou, SamProposalParams, "pred_iou_thresh"),
+            (self.stability, SamProposalParams, "stability_score_thresh"),
+            (self.min_area, SamProposalParams, "min_area"),
+            (self.skip_covered, SamProposalParams, "skip_covered"),
+            (self.fill, CropParams, "fill"),
+            (self.margin, CropParams, "margin"),
+        ):
+            widget.tooltip = cls.help(name)
         self.template = LineEdit(label="Prompt template", value="")
         self.template.native.setPlaceholderText("a photo of {}. (checkpoint's own if empty)")
         self.rescan = PushButton(text="Rescan checkpoint folders")
@@ -315,7 +350,7 @@ class SlipWidget(WorkerPanel):
             mode=mode,
             threshold=threshold,
             top_k=int(self.top_k.value),
-            distractors=tuple(p.strip() for p in self.distractors.value.split(",") if p.strip()),
+            distractors=parse_phrases(self.distractors.value),
             labels_layer=self.proposals.value,
             channel_axis=self.channel_axis.value,
             channels=self._channels(),
@@ -326,7 +361,8 @@ class SlipWidget(WorkerPanel):
             clip=str(self.clip.value),
             device=str(self.device.value),
             precision="fp32" if self.exact.value else "auto",
-            sam_params=SamProposalParams(
+            sam_params=replace(
+                SamProposalParams(),
                 points_per_side=int(self.points_per_side.value),
                 pred_iou_thresh=float(self.pred_iou.value),
                 stability_score_thresh=float(self.stability.value),
@@ -338,17 +374,17 @@ class SlipWidget(WorkerPanel):
         )
 
     def run(self, *_args) -> None:
-        """Segment with the current inputs: instantly if cached, else in a worker."""
+        """Segment with the current inputs in a worker (quick when the image is cached).
+
+        The GUI thread only gathers and checks inputs: normalising and hashing the
+        image, and every model call, happen in the worker.
+        """
         if self.busy:
             return
         try:
             request = self.request()
             check(request)
             self._segmenter = configure(self._segmenter, request)
-            result = drain_cached(iter_job(self._segmenter, request))
-            if result is not None:  # everything came from the caches: no worker needed
-                self._deliver(request, result)
-                return
         except Exception as exc:  # shown to the user as one line, never a traceback
             self.show_error(exc)
             return
@@ -369,10 +405,10 @@ class SlipWidget(WorkerPanel):
                 name = f"{request.prompt} ({request.image_layer.name})"
                 axes = spatial_axes(request)
                 layer = new_labels_layer(self.viewer, result, request.image_layer, name, axes)
-                self._last = _Output(request, layer, created=True)
+                self._last = _Output(request, layer, created=True, result=result)
             else:
                 write_into_layer(target, result, replace=bool(self.replace_existing.value))
-                self._last = _Output(request, target, created=False)
+                self._last = _Output(request, target, created=False, result=result)
         except Exception as exc:
             self.show_error(exc)
             return
@@ -386,7 +422,11 @@ class SlipWidget(WorkerPanel):
     # --- instant re-selection ------------------------------------------------------------
 
     def _reselect(self, *_args) -> None:
-        """Update the last created layer from the cache when selection settings change."""
+        """Update the last created layer when selection settings change.
+
+        Selection works on the candidates the last run kept: no image or model work,
+        a text encoding at most (for new distractors), so it runs right here.
+        """
         last = self._last
         if self.busy or last is None or not last.created or last.layer not in self.viewer.layers:
             return
@@ -399,20 +439,16 @@ class SlipWidget(WorkerPanel):
             top_k=current.top_k,
             distractors=current.distractors,
         )
-        if request.selection_only() == last.request.selection_only():
+        if request.selection() == last.request.selection():
             return
         if self._segmenter is None or self._segmenter.models != request.models:
             self.status.value = "Settings changed: press Run to apply."
             return
         try:
-            # The last run's image settings, in case a later run changed them.
-            result = drain_cached(iter_job(configure(self._segmenter, request), request))
+            result = reselect_stack(self._segmenter, last.result, request.selection())
         except SlipError as exc:
             self.status.value = f"Error: {one_line(exc)}"
             return
-        if result is None:
-            self.status.value = "Settings changed: press Run to apply."
-            return
         replace_layer_data(last.layer, result)
-        last.request = request
+        last.request, last.result = request, result
         self.status.value = result.message

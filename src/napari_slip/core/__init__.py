@@ -1,78 +1,89 @@
-"""The napari-slip engine: no Qt or napari import anywhere below this package."""
+"""The napari-slip engine: no Qt or napari import anywhere below this package.
 
-from .._compat import preload_triton
-from .clip import ClipModel, load_clip_checkpoint, read_clip_metadata, save_clip_checkpoint
-from .crops import CropParams, make_crops
-from .download import cache_dir, checkpoint_dir, download
-from .errors import (
-    Cancelled,
-    CheckpointError,
-    ChecksumError,
-    InputError,
-    SlipError,
-    WeightsUnavailableError,
-)
-from .images import PreparedImage, prepare_image
-from .models import (
-    CLIP_PRETRAINED,
-    DEFAULT_CLIP,
-    DEFAULT_SAM,
-    SAM_MODELS,
-    available_devices,
-    find_clip_checkpoints,
-    list_models,
-    load_clip_model,
-    load_sam_model,
-)
-from .progress import Progress, drain
-from .proposals import Proposals, SamProposalParams, proposals_from_labels
-from .results import SegmentationResult
-from .sam import SamConfig, build_sam, load_sam
-from .segmenter import Segmenter, segment
-from .selection import MODES, Selection, select
+The package is grouped by role:
 
-# Before anything imports torchvision (all such imports are lazy): see napari_slip._compat.
-preload_triton()
+- ``models/``: weights registry and downloads, SAM and CLIP loaders, the promptable
+  SAM interface, and the process-wide :class:`ModelHub`.
+- ``pipeline/``: images, proposal sources, crops, scoring, selection, results, the
+  per-image session and the :class:`Segmenter`.
+- ``training/``: CLIP fine-tuning, datasets, evaluation, the synthetic domain.
+- ``runtime/``: progress events and generator helpers, precision and allocator
+  tuning, the on-disk embedding cache.
+- ``params``: the parameter dataclasses (defaults, choices, validation); ``errors``,
+  ``io``.
 
-__all__ = [
-    "CLIP_PRETRAINED",
-    "DEFAULT_CLIP",
-    "DEFAULT_SAM",
-    "MODES",
-    "SAM_MODELS",
-    "Cancelled",
-    "CheckpointError",
-    "ChecksumError",
-    "ClipModel",
-    "CropParams",
-    "InputError",
-    "PreparedImage",
-    "Progress",
-    "Proposals",
-    "SamConfig",
-    "SamProposalParams",
-    "SegmentationResult",
-    "Segmenter",
-    "Selection",
-    "SlipError",
-    "WeightsUnavailableError",
-    "available_devices",
-    "build_sam",
-    "cache_dir",
-    "checkpoint_dir",
-    "download",
-    "drain",
-    "find_clip_checkpoints",
-    "list_models",
-    "load_clip_checkpoint",
-    "load_clip_model",
-    "load_sam",
-    "load_sam_model",
-    "make_crops",
-    "prepare_image",
-    "proposals_from_labels",
-    "read_clip_metadata",
-    "save_clip_checkpoint",
-    "segment",
-    "select",
-]
+Everything below is importable from here; names load lazily, so ``import
+napari_slip.core`` does not import torch until a model or a pipeline step is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "errors": (
+        "Cancelled",
+        "CheckpointError",
+        "ChecksumError",
+        "InputError",
+        "SlipError",
+        "WeightsUnavailableError",
+    ),
+    "params": (
+        "DEVICES",
+        "MODES",
+        "PRECISIONS",
+        "CropParams",
+        "NormalisationParams",
+        "SamProposalParams",
+        "SelectionParams",
+    ),
+    "runtime.progress": ("Progress",),
+    "runtime.generators": ("drain", "drain_cached"),
+    "runtime.perf": ("tune_allocator",),
+    "models.clip": (
+        "ClipModel",
+        "load_clip_checkpoint",
+        "read_clip_metadata",
+        "save_clip_checkpoint",
+    ),
+    "models.download": ("cache_dir", "checkpoint_dir", "download"),
+    "models.sam": ("SamConfig", "build_sam", "load_sam"),
+    "models.registry": (
+        "CLIP_PRETRAINED",
+        "DEFAULT_CLIP",
+        "DEFAULT_SAM",
+        "SAM_MODELS",
+        "available_devices",
+        "find_clip_checkpoints",
+        "list_models",
+        "load_clip_model",
+        "load_sam_model",
+    ),
+    "models.hub": ("ModelHub", "default_hub"),
+    "models.promptable": ("ImageEmbedding", "PromptableSam"),
+    "pipeline.crops": ("make_crops",),
+    "pipeline.images": ("PreparedImage", "prepare_image"),
+    "pipeline.proposals": ("Proposals", "proposals_from_labels"),
+    "pipeline.sources": ("LabelSource", "ProposalSource", "SamGridSource"),
+    "pipeline.session": ("Candidates",),
+    "pipeline.results": ("SegmentationResult",),
+    "pipeline.segmenter": ("Segmenter", "segment"),
+    "pipeline.selection": ("Selection", "select"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -6,10 +6,11 @@ from collections.abc import Generator, Sequence
 
 import numpy as np
 
-from .clip import ClipModel
-from .crops import CropParams, make_crops
-from .errors import InputError
-from .progress import Progress
+from ..errors import InputError
+from ..models.clip import ClipModel
+from ..params import CropParams
+from ..runtime.progress import Progress
+from .crops import make_crops
 from .proposals import Proposals
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of {}.",)
@@ -37,7 +38,7 @@ def embed_proposals(
     n = len(proposals)
     out = np.zeros((n, clip.embed_dim), dtype=np.float32)
     n_batches = -(-n // batch_size)
-    yield Progress("scoring", 0, n_batches, f"CLIP on {n} crops")
+    yield Progress("scoring", 0, n_batches, f"CLIP on {n} crops", heavy=True)
     for b in range(n_batches):
         idx = range(b * batch_size, min(n, (b + 1) * batch_size))
         crops = make_crops(rgb, proposals, crop_params or CropParams(), idx)

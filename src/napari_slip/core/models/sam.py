@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,9 @@ class SamConfig:
 
 def build_sam(config: SamConfig) -> torch.nn.Module:
     """Build a randomly initialised SAM of the given architecture, in eval mode."""
+    from ..._compat import guard_gui_process
+
+    guard_gui_process()
     from segment_anything.modeling import (
         ImageEncoderViT,
         MaskDecoder,

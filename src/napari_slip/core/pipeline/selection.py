@@ -10,11 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
-
-MODES = ("best", "threshold", "distractors", "topk")
-#: Default cosine floor of ``threshold`` mode (CLIP cosines of matches are ~0.2-0.35).
-DEFAULT_THRESHOLD = 0.25
+from ..errors import InputError
+from ..params import DEFAULT_THRESHOLD, MODES
 
 
 @dataclass

@@ -8,49 +8,12 @@ this module exists to avoid (``fill="none"`` keeps it available on purpose).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-from .errors import InputError
+from ..params import CropParams
 from .proposals import Proposals
 
 _NAMED_FILLS = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128)}
-
-
-@dataclass(frozen=True)
-class CropParams:
-    """How proposals become CLIP inputs.
-
-    Attributes
-    ----------
-    fill
-        Colour outside the mask: ``"black"``, ``"white"``, ``"gray"``, ``"mean"`` (the
-        image's mean colour), ``"none"`` (keep the real pixels: a plain box crop), or an
-        ``(r, g, b)`` tuple of 0-255 values.
-    margin
-        Context around the box, as a fraction of the box's larger side.
-    """
-
-    fill: str | tuple[int, int, int] = "black"
-    margin: float = 0.1
-
-    def __post_init__(self) -> None:
-        if isinstance(self.fill, str):
-            if self.fill not in (*_NAMED_FILLS, "mean", "none"):
-                raise InputError(
-                    f"Unknown fill {self.fill!r}: use black, white, gray, mean, none or (r, g, b)."
-                )
-        else:
-            fill = tuple(int(v) for v in self.fill)
-            if len(fill) != 3 or not all(0 <= v <= 255 for v in fill):
-                raise InputError(f"fill must be three values 0-255; got {self.fill!r}.")
-            object.__setattr__(self, "fill", fill)
-        if not 0 <= self.margin <= 2:
-            raise InputError(f"margin must be between 0 and 2; got {self.margin}.")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def fill_colour(rgb: np.ndarray, fill) -> np.ndarray | None:
@@ -88,9 +51,10 @@ def make_crop(
 
 
 def make_crops(
-    rgb: np.ndarray, proposals: Proposals, params: CropParams = CropParams(), indices=None
+    rgb: np.ndarray, proposals: Proposals, params: CropParams | None = None, indices=None
 ) -> list[np.ndarray]:
     """Crops for all proposals (or those at ``indices``)."""
+    params = params or CropParams()
     colour = fill_colour(rgb, params.fill)
     idx = range(len(proposals)) if indices is None else indices
     return [make_crop(rgb, proposals.boxes[i], proposals.masks[i], params, colour) for i in idx]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 CONFIG_KEY = "open_clip_config"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -120,6 +120,9 @@ class ClipModel:
 
 def build_clip(config: dict) -> torch.nn.Module:
     """Instantiate an open_clip model (random weights) from its config dict."""
+    from ..._compat import guard_gui_process
+
+    guard_gui_process()
     from open_clip.model import CLIP, CustomTextCLIP
 
     cfg = copy.deepcopy(config)

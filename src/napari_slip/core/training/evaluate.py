@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .crops import CropParams
+from ..errors import InputError
+from ..models.registry import DEFAULT_SAM
+from ..params import CropParams, SamProposalParams
+from ..pipeline.segmenter import Segmenter
+from ..runtime.generators import drain
+from ..runtime.progress import Progress
 from .datasets import read_dataset_folder
-from .errors import InputError
-from .models import DEFAULT_SAM
-from .progress import Progress, drain
-from .proposals import SamProposalParams
-from .segmenter import Segmenter
 
 METRICS = ("hit_rate", "mean_iou", "dice", "precision", "recall")
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError, InputError
+from ..params import DEVICES
 from .clip import ClipModel, load_clip_checkpoint, load_open_clip, read_clip_metadata
 from .download import cache_dir, checkpoint_dir, download, file_sha256
-from .errors import CheckpointError, InputError
+from .promptable import PromptableSam
 from .sam import SamConfig, load_sam
 
 
@@ -95,20 +97,23 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         raise InputError(
             "device 'mps' was asked for, but it is not available here; use 'cpu' or 'auto'."
         )
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise InputError(f"Unknown device {name!r}; use {', '.join(DEVICES)}.")
     try:
         return torch.device(name)
     except RuntimeError:
-        raise InputError(f"Unknown device {name!r}; use auto, cpu, cuda or mps.") from None
+        raise InputError(f"Unknown device {name!r}; use {', '.join(DEVICES)}.") from None
 
 
 def available_devices() -> list[str]:
-    """The device choices that work on this machine, ``auto`` first."""
-    out = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        out.append("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        out.append("mps")
-    return out
+    """The choices of :data:`~napari_slip.core.params.DEVICES` that work on this machine."""
+    works = {
+        "auto": True,
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }
+    return [d for d in DEVICES if works[d]]
 
 
 def _is_path(spec: str) -> bool:
@@ -144,6 +149,13 @@ class LoadedSam:
     path: Path
     sha256: str
 
+    @property
+    def promptable(self) -> PromptableSam:
+        """The model behind the promptable-SAM interface (made once)."""
+        if getattr(self, "_promptable", None) is None:
+            self._promptable = PromptableSam(self.model)
+        return self._promptable
+
     def describe(self) -> dict:
         return {
             "spec": self.spec,
@@ -177,6 +189,9 @@ def _split_clip_name(spec: str) -> tuple[str, str]:
 
 def _clip_source(spec: str) -> tuple[str, dict, list[str], Path]:
     """(model name, pretrained cfg, candidate URLs, cache path) for MODEL:TAG."""
+    from ..._compat import guard_gui_process
+
+    guard_gui_process()
     import open_clip
 
     name, tag = _split_clip_name(spec)

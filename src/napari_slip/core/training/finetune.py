@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .clip import ClipModel, save_clip_checkpoint
-from .crops import CropParams
+from ..errors import InputError
+from ..models.clip import ClipModel, save_clip_checkpoint
+from ..models.hub import default_hub
+from ..models.registry import resolve_device
+from ..params import CropParams
+from ..runtime.generators import drain, relabel
+from ..runtime.progress import Progress
 from .datasets import Pairs, load_pairs
-from .errors import InputError
-from .models import load_clip_model, resolve_device
-from .progress import Progress, drain
 
 TRAINABLE = ("all", "last", "proj")
 
@@ -370,20 +372,22 @@ def iter_finetune_to_file(
     train, val = split_pairs(pairs, params.val_fraction, params.seed)
     yield Progress("loading data", 1, 1, f"{len(train)} training and {len(val)} validation pairs")
     dev = resolve_device(device)
-    yield Progress("loading models", 0, 1, f"CLIP {base}")
-    loaded = load_clip_model(base, dev)
+    hub = default_hub()
+    if not hub.has_clip(base, dev, "fp32"):
+        yield Progress("loading models", 0, 1, f"CLIP {base}", heavy=True)
+    loaded = hub.clip(base, dev, "fp32")
     candidates = (
         list(grid) if isinstance(grid, Sequence) else (grid_params(params) if grid else [params])
     )
     best: tuple[FinetuneResult, ClipModel] | None = None
     tried = []
     for n, candidate in enumerate(candidates, start=1):
-        clip = loaded.clip if len(candidates) == 1 else _copy_clip(loaded.clip)
+        # Training changes weights: work on a copy, the hub's model serves inference.
+        clip = _copy_clip(loaded.clip)
         run = iter_finetune(clip, train, val, candidate)
         if len(candidates) > 1:
-            run = _prefixed(
-                run, f"grid {n}/{len(candidates)} lr={candidate.lr:g} train={candidate.train}"
-            )
+            prefix = f"grid {n}/{len(candidates)} lr={candidate.lr:g} train={candidate.train}"
+            run = relabel(run, lambda e, prefix=prefix: f"{prefix}: {e.message}")
         result = yield from run
         tried.append(
             {
@@ -434,15 +438,6 @@ def iter_finetune_to_file(
 
 def _copy_clip(clip: ClipModel) -> ClipModel:
     return replace(clip, model=copy.deepcopy(clip.model))
-
-
-def _prefixed(gen, prefix: str):
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        yield Progress(event.stage, event.done, event.total, f"{prefix}: {event.message}")
 
 
 def _jsonable(value):

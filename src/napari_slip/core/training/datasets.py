@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .crops import CropParams, make_crops
-from .errors import InputError
-from .images import prepare_image
-from .io import read_image
-from .proposals import proposals_from_labels
+from ..errors import InputError
+from ..io import read_image
+from ..params import CropParams
+from ..pipeline.crops import make_crops
+from ..pipeline.images import prepare_image
+from ..pipeline.proposals import proposals_from_labels
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ChecksumError, WeightsUnavailableError
+from ..errors import ChecksumError, WeightsUnavailableError
 
 #: Environment variable that overrides the cache folder.
 CACHE_ENV = "NAPARI_SLIP_CACHE"

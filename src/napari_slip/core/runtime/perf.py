@@ -6,8 +6,10 @@
 - On glibc, large temporary tensors are served by mmap and handed back to the kernel
   after every layer, so each forward pass page-faults through gigabytes of fresh
   memory. Raising the mmap and trim thresholds keeps that memory in the heap for
-  reuse (measured here: the SAM encoder ~2x faster). Set ``NAPARI_SLIP_MALLOC=0`` to
-  leave the allocator alone.
+  reuse (measured here: the SAM encoder ~2x faster). It is process-wide, so it is an
+  explicit opt-in: :func:`tune_allocator` is called by the command line, the napari
+  widget and the benchmark, never by importing the library or building a Segmenter.
+  Set ``NAPARI_SLIP_MALLOC=0`` to make it a no-op.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import sys
 
 import torch
 
-from .errors import InputError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from ..errors import InputError
+from ..params import PRECISIONS
 
 # glibc mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1

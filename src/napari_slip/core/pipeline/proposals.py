@@ -7,14 +7,15 @@ run-length encodings (which explode in size for noisy masks).
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from .errors import InputError
-from .perf import autocast
-from .progress import Progress
+from ..errors import InputError
+from ..models.promptable import ImageEmbedding, PromptableSam
+from ..params import SamProposalParams
+from ..runtime.progress import Progress
 
 
 @dataclass
@@ -114,54 +115,6 @@ def proposals_from_labels(
     )
 
 
-@dataclass(frozen=True)
-class SamProposalParams:
-    """Options of SAM's automatic mask generation (SAM's own names and defaults).
-
-    ``points_per_side`` is the grid density; ``min_area`` drops masks smaller than
-    that many pixels. ``skip_covered`` (opt-in) visits a coarse half-density grid
-    first, then skips the remaining grid points that fall inside masks already
-    accepted: faster on images with large objects, but objects nested inside others
-    can be missed, and its quality cost has not been measured with trained weights.
-    ``SamProposalParams.exact()`` spells out SAM's own generator.
-    """
-
-    points_per_side: int = 32
-    #: Points decoded together; None: 16 on a CPU (as fast as 64, 0.5 GB less memory
-    #: at 1024 px), 64 on a GPU. Points are independent: this never changes the answer.
-    points_per_batch: int | None = None
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    min_area: int = 0
-    skip_covered: bool = False
-    #: SAM runs on a copy at most this many pixels on its long side (its encoder sees
-    #: 1024 px anyway); masks are scaled back to full resolution. Bounds memory on big
-    #: images. None: always full resolution.
-    max_side: int | None = 2048
-
-    @classmethod
-    def exact(cls, **overrides) -> SamProposalParams:
-        """SAM's automatic mask generator exactly: every grid point is decoded."""
-        return cls(**{"skip_covered": False, **overrides})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def __post_init__(self) -> None:
-        if self.points_per_side < 1:
-            raise InputError(f"points_per_side must be at least 1; got {self.points_per_side}.")
-        if self.max_side is not None and self.max_side < 64:
-            raise InputError(f"max_side must be at least 64 pixels; got {self.max_side}.")
-        if self.points_per_batch is not None and self.points_per_batch < 1:
-            raise InputError(f"points_per_batch must be at least 1; got {self.points_per_batch}.")
-        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise InputError(f"{name} must be between 0 and 1; got {value}.")
-
-
 def downscale_for_sam(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
     """``rgb`` shrunk (area-averaged) so its long side is at most ``max_side``."""
     h, w = rgb.shape[:2]
@@ -200,52 +153,6 @@ def upscale_proposals(props: Proposals, shape: tuple[int, int]) -> Proposals:
     )
 
 
-def embed_image(sam: torch.nn.Module, rgb: np.ndarray, precision: str = "fp32"):
-    """Run SAM's image encoder once; returns a ready ``SamPredictor``.
-
-    The features are kept in float32 whatever the precision they were computed in.
-    """
-    from segment_anything import SamPredictor
-
-    predictor = SamPredictor(sam)
-    with torch.no_grad(), autocast(precision, predictor.device):
-        predictor.set_image(rgb, image_format="RGB")
-    predictor.features = predictor.features.float()
-    return predictor
-
-
-def decode_points(model, features, dense_pe, sparse, dense):
-    """SAM's mask decoder for a batch of single-image prompts, sharing the image work.
-
-    ``MaskDecoder.predict_masks`` copies the image embedding once per prompt, although
-    the first transformer layer's image-side projections (~0.8 of the 3.6 GFLOP per
-    point at 1024 px) are the same for every prompt. Passed with batch size 1, they are
-    computed once and broadcast by the attention's matrix products: the same
-    arithmetic, less work and memory. Returns ``(low_res_masks, iou_predictions)`` for
-    the multimask outputs, like ``MaskDecoder(..., multimask_output=True)``.
-    """
-    decoder = model.mask_decoder
-    n = sparse.shape[0]
-    output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
-    # Without a mask prompt the dense embedding is one learnt vector, broadcast.
-    src = features + dense[:1]
-    hs, src = decoder.transformer(src, dense_pe, tokens)
-    src = src.expand(n, -1, -1) if src.shape[0] == 1 else src
-    iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
-    _, c, h, w = features.shape
-    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(n, c, h, w))
-    hyper_in = torch.stack(
-        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
-        dim=1,
-    )
-    b, c, h, w = upscaled.shape
-    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-    iou = decoder.iou_prediction_head(iou_token_out)
-    return masks[:, 1:], iou[:, 1:]
-
-
 def grid_points(points_per_side: int, width: int, height: int, coarse_first: bool) -> np.ndarray:
     """SAM's point grid in pixels; with ``coarse_first``, every other point comes first."""
     from segment_anything.utils.amg import build_point_grid
@@ -259,39 +166,44 @@ def grid_points(points_per_side: int, width: int, height: int, coarse_first: boo
 
 
 def sam_proposals(
-    predictor, params: SamProposalParams = SamProposalParams(), precision: str = "fp32"
+    sam: PromptableSam,
+    embedding: ImageEmbedding,
+    params: SamProposalParams | None = None,
+    precision: str = "fp32",
 ) -> Generator[Progress, None, Proposals]:
     """SAM automatic masks from a point grid, yielding progress after each batch.
 
-    Follows ``SamAutomaticMaskGenerator`` (single crop layer): predicted-IoU and
-    stability filtering, box NMS, minimum area. Two things are done more cheaply
-    without changing the answer: the predicted-IoU filter runs on the decoder's
-    low-resolution output, so only surviving masks are upsampled to full resolution;
-    and masks are kept cropped and binary (no run-length encodings).
+    Follows ``SamAutomaticMaskGenerator`` (single crop layer) with its semantics:
+    predicted IoU must be above ``pred_iou_thresh`` and stability at least
+    ``stability_score_thresh`` (each filter off at 0), then box NMS. Two things are
+    done more cheaply without changing the answer: the predicted-IoU filter runs on
+    the decoder's low-resolution output, so only surviving masks are upsampled; and
+    masks are kept cropped and binary (no run-length encodings). Unlike SAM, empty
+    masks and masks below ``min_area`` pixels are dropped.
 
     Parameters
     ----------
-    predictor
-        A ``SamPredictor`` whose image is set (see :func:`embed_image`).
+    sam
+        The promptable SAM.
+    embedding
+        The image's embedding (see :meth:`PromptableSam.embed`).
     params
         Generation options.
     precision
-        ``fp32``, ``bf16`` or ``fp16`` for the decoder (see :mod:`.perf`).
+        ``fp32``, ``bf16`` or ``fp16`` for the decoder (see :mod:`..runtime.perf`).
     """
     from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
     from torchvision.ops import batched_nms
 
-    model = predictor.model
-    h, w = predictor.original_size
+    params = params or SamProposalParams()
+    h, w = embedding.original_size
     points = grid_points(params.points_per_side, w, h, params.skip_covered)
-    device = predictor.device
-    threshold = model.mask_threshold
-    batch_size = params.points_per_batch or (64 if device.type == "cuda" else 16)
+    threshold = sam.mask_threshold
+    batch_size = params.points_per_batch or (64 if sam.device.type == "cuda" else 16)
     covered = np.zeros((h, w), dtype=bool)
     boxes, crops, scores = [], [], []
     n_points, done, decoded = len(points), 0, 0
-    dense_pe = model.prompt_encoder.get_dense_pe()
-    yield Progress("proposals", 0, n_points, "SAM mask decoder")
+    yield Progress("proposals", 0, n_points, "SAM mask decoder", heavy=True)
     while done < n_points:
         batch = points[done : done + batch_size]
         done += len(batch)
@@ -305,25 +217,20 @@ def sam_proposals(
                 yield Progress("proposals", done, n_points, f"{len(crops)} candidate masks")
                 continue
         decoded += len(batch)
-        coords = predictor.transform.apply_coords(batch, (h, w))
-        in_points = torch.as_tensor(coords, dtype=torch.float32, device=device)[:, None, :]
-        in_labels = torch.ones(in_points.shape[:2], dtype=torch.int64, device=device)
-        with torch.no_grad(), autocast(precision, device):
-            sparse, dense = model.prompt_encoder(
-                points=(in_points, in_labels), boxes=None, masks=None
-            )
-            low_res, iou = decode_points(model, predictor.features, dense_pe, sparse, dense)
-        low_res, iou = low_res.float().flatten(0, 1), iou.float().flatten(0, 1)
-        keep = iou >= params.pred_iou_thresh
-        low_res, iou = low_res[keep], iou[keep]
+        low_res, iou = sam.decode_points(embedding, batch, precision)
+        low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
+        if params.pred_iou_thresh > 0:
+            keep = iou > params.pred_iou_thresh
+            low_res, iou = low_res[keep], iou[keep]
         if len(iou):
-            with torch.no_grad():
-                logits = model.postprocess_masks(low_res[:, None], predictor.input_size, (h, w))[
-                    :, 0
-                ]
-            stability = calculate_stability_score(logits, threshold, params.stability_score_offset)
-            keep = stability >= params.stability_score_thresh
-            binary, iou = logits[keep] > threshold, iou[keep]
+            logits = sam.upscale(low_res, embedding)
+            if params.stability_score_thresh > 0:
+                stability = calculate_stability_score(
+                    logits, threshold, params.stability_score_offset
+                )
+                keep = stability >= params.stability_score_thresh
+                logits, iou = logits[keep], iou[keep]
+            binary = logits > threshold
             del logits
             areas = binary.flatten(1).sum(1)
             keep = areas > max(params.min_area, 0)

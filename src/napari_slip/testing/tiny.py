@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.sam import SamConfig
+from ..core.models.sam import SamConfig
 
 TINY_SAM = SamConfig(
     img_size=256,
@@ -39,7 +39,7 @@ def write_tiny_sam(path: str | os.PathLike, seed: int = 0) -> Path:
     """Write a tiny random SAM (input size 256) as a ``.pth`` state dict."""
     import torch
 
-    from .core.sam import build_sam
+    from ..core.models.sam import build_sam
 
     torch.manual_seed(seed)
     path = Path(path)
@@ -57,7 +57,7 @@ def write_tiny_clip(
     """Write a tiny random CLIP in napari-slip's checkpoint format."""
     import torch
 
-    from .core.clip import build_clip, save_clip_checkpoint
+    from ..core.models.clip import build_clip, save_clip_checkpoint
 
     config = copy.deepcopy(config or TINY_CLIP)
     torch.manual_seed(seed)

@@ -1,0 +1,294 @@
+"""Parameter dataclasses: the one source of defaults, choices and help texts.
+
+The engine's arguments, the command line's flags (:func:`add_arguments`) and the
+widget's fields read their defaults, ranges and choices from these classes, so a
+default lives in exactly one place. Each class validates itself on construction and
+raises :class:`~napari_slip.core.errors.InputError` naming the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import InputError
+
+#: Where models run. ``auto``: CUDA if available, else Apple's MPS, else the CPU.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Arithmetic of inference. ``auto``: bf16 on CPUs with native bf16, fp16 on CUDA.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: Selection modes (see :func:`napari_slip.core.pipeline.selection.select`).
+MODES = ("best", "threshold", "distractors", "topk")
+#: Named crop fills (``(r, g, b)`` tuples are allowed too).
+FILLS = ("black", "white", "gray", "mean", "none")
+#: Default cosine floor of ``threshold`` mode (CLIP cosines of matches are ~0.2-0.35).
+DEFAULT_THRESHOLD = 0.25
+
+
+def option(default: Any = MISSING, help: str = "", choices: Sequence | None = None, **kw):
+    """A dataclass field with a help text and optional choices (read by the CLI)."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None}
+    if callable(default) and not isinstance(default, (int, float, str, tuple)):
+        return field(default_factory=default, metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+def parse_phrases(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Distractor phrases from a comma-separated string or a list; blanks dropped."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    out = []
+    for p in value:
+        if not isinstance(p, str):
+            raise InputError(f"Phrases must be text; got {p!r}.")
+        if p.strip():
+            out.append(p.strip())
+    return tuple(out)
+
+
+def _check_unit(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InputError(f"{name} must be between 0 and 1; got {value!r}.")
+
+
+class _Params:
+    """Shared helpers of the parameter dataclasses."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        f = {f.name: f for f in fields(cls)}[name]
+        return f.default if f.default is not MISSING else f.default_factory()
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return {f.name: f for f in fields(cls)}[name].metadata.get("help", "")
+
+    @classmethod
+    def choices(cls, name: str) -> tuple | None:
+        return {f.name: f for f in fields(cls)}[name].metadata.get("choices")
+
+    @classmethod
+    def pick(cls, options: dict) -> dict:
+        """Remove and return the entries of ``options`` that are fields of this class."""
+        return {k: options.pop(k) for k in list(options) if k in cls.names()}
+
+
+@dataclass(frozen=True)
+class SamProposalParams(_Params):
+    """Options of SAM's automatic mask generation (SAM's own names and defaults).
+
+    ``SamProposalParams.exact()`` spells out SAM's own generator (every grid point).
+    """
+
+    points_per_side: int = option(32, "grid density: points per image side")
+    #: None: 16 on a CPU (as fast as 64, 0.5 GB less memory at 1024 px), 64 on a GPU.
+    points_per_batch: int | None = option(
+        None, "points decoded together (default 16 on a CPU, 64 on a GPU)"
+    )
+    pred_iou_thresh: float = option(0.88, "drop masks whose predicted IoU is not above this")
+    stability_score_thresh: float = option(0.95, "drop masks less stable than this")
+    stability_score_offset: float = option(1.0, "logit offset of the stability score")
+    box_nms_thresh: float = option(0.7, "box IoU above which the weaker mask is dropped")
+    min_area: int = option(0, "drop masks smaller than this many pixels")
+    skip_covered: bool = option(
+        False, "skip grid points inside masks already found (faster; may miss nested objects)"
+    )
+    max_side: int | None = option(
+        2048, "SAM works on a copy at most this long; masks come back at full size (0: off)"
+    )
+
+    @classmethod
+    def exact(cls, **overrides) -> SamProposalParams:
+        """SAM's automatic mask generator exactly: every grid point is decoded."""
+        return cls(**{"skip_covered": False, **overrides})
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 1:
+            raise InputError(f"points_per_side must be at least 1; got {self.points_per_side}.")
+        if self.max_side is not None and self.max_side < 64:
+            raise InputError(f"max_side must be at least 64 pixels; got {self.max_side}.")
+        if self.points_per_batch is not None and self.points_per_batch < 1:
+            raise InputError(f"points_per_batch must be at least 1; got {self.points_per_batch}.")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):
+            _check_unit(name, getattr(self, name))
+        if self.min_area < 0:
+            raise InputError(f"min_area must not be negative; got {self.min_area}.")
+
+
+@dataclass(frozen=True)
+class CropParams(_Params):
+    """How proposals become CLIP inputs.
+
+    ``fill`` is the colour outside the mask: a name, ``"mean"`` (the image's mean
+    colour), ``"none"`` (a plain box crop) or an ``(r, g, b)`` tuple of 0-255 values.
+    ``margin`` is the context around the box, a fraction of the box's larger side.
+    """
+
+    fill: str | tuple[int, int, int] = option("black", "colour outside the mask", FILLS)
+    margin: float = option(0.1, "context around the box, a fraction of its larger side")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fill, str):
+            if self.fill not in FILLS:
+                raise InputError(
+                    f"Unknown fill {self.fill!r}: use {', '.join(FILLS)} or (r, g, b)."
+                )
+        else:
+            fill = tuple(int(v) for v in self.fill)
+            if len(fill) != 3 or not all(0 <= v <= 255 for v in fill):
+                raise InputError(f"fill must be three values 0-255; got {self.fill!r}.")
+            object.__setattr__(self, "fill", fill)
+        if not 0 <= self.margin <= 2:
+            raise InputError(f"margin must be between 0 and 2; got {self.margin}.")
+
+
+@dataclass(frozen=True)
+class SelectionParams(_Params):
+    """Which candidates are kept, given their similarity to the prompt."""
+
+    mode: str = option("best", "how objects are chosen", MODES)
+    threshold: float | None = option(
+        None, "score floor; the cosine cut-off in threshold mode (default 0.25 there)"
+    )
+    top_k: int = option(3, "objects kept in topk mode")
+    distractors: tuple[str, ...] = option((), "phrases that compete with the prompt")
+    background: str = option("background", "the phrase every object competes with too")
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(
+                f"Unknown selection mode {self.mode!r}; use one of {', '.join(MODES)}."
+            )
+        object.__setattr__(self, "distractors", parse_phrases(self.distractors))
+        if self.threshold is not None:
+            try:
+                value = float(self.threshold)
+            except (TypeError, ValueError):
+                raise InputError(f"threshold must be a number; got {self.threshold!r}.") from None
+            if not math.isfinite(value) or not -1 <= value <= 1:
+                raise InputError(
+                    f"threshold must be between -1 and 1 (a cosine or a probability); "
+                    f"got {self.threshold!r}."
+                )
+            object.__setattr__(self, "threshold", value)
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
+            raise InputError(f"top_k must be a whole number of at least 1; got {self.top_k!r}.")
+        if not isinstance(self.background, str):
+            raise InputError(f"background must be a phrase; got {self.background!r}.")
+
+    @property
+    def floor(self) -> float | None:
+        """The effective score floor (threshold mode has a default one)."""
+        if self.mode == "threshold" and self.threshold is None:
+            return DEFAULT_THRESHOLD
+        return self.threshold
+
+
+@dataclass(frozen=True)
+class NormalisationParams(_Params):
+    """How an image's intensities become the 8-bit RGB the models see.
+
+    See :func:`napari_slip.core.pipeline.images.prepare_image` for the meaning of each.
+    """
+
+    rgb: bool | None = option(None, "whether a trailing axis of 3 or 4 is colour")
+    channel_axis: int | None = option(None, "channel axis of a multichannel image")
+    channels: tuple[int, ...] | None = option(None, "up to three channels shown as R, G, B")
+    contrast_limits: Any = option(None, "LOW,HIGH intensity range (default: percentiles)")  # noqa: RUF009
+    percentiles: tuple[float, float] = option((1.0, 99.8), "percentiles used without limits")
+
+    def kwargs(self) -> dict:
+        """The options that differ from the defaults, as keyword arguments."""
+        return {k: v for k, v in self.as_dict().items() if v != self.default(k)}
+
+
+def check_options(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    """Refuse unknown keyword arguments with the list of known ones."""
+    allowed = sorted(set(allowed))
+    unknown = [k for k in options if k not in allowed]
+    if unknown:
+        hint = ""
+        if unknown[0] == "proposals":
+            hint = " (pass a label image as labels=...)"
+        raise InputError(
+            f"{where} got an unknown option {unknown[0]!r}{hint}; known options: "
+            f"{', '.join(allowed)}."
+        )
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(
+    parser: argparse._ActionsContainer,
+    cls: type[_Params],
+    only: Sequence[str] | None = None,
+    types: Mapping[str, Any] | None = None,
+) -> None:
+    """Add a ``--flag`` per field of ``cls`` with its default, choices and help."""
+    types = dict(types or {})
+    for f in fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        default = cls.default(f.name)
+        help_text = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        kwargs: dict = {"dest": f.name, "default": default}
+        if f.name in types:
+            kwargs["type"] = types[f.name]
+        elif isinstance(default, bool):
+            parser.add_argument(_flag(f.name), action="store_true", help=help_text, dest=f.name)
+            continue
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            kwargs["type"] = type(default)
+        elif f.type in ("int | None", "float | None"):
+            kwargs["type"] = int if f.type.startswith("int") else float
+        if choices and f.name in types:  # a parsed value: name the choices in the help
+            help_text = f"{help_text}: {', '.join(map(str, choices))} or R,G,B"
+        elif choices:
+            kwargs["choices"] = choices
+        shown = "none" if default is None else default
+        kwargs["help"] = f"{help_text} (default: %(default)s)" if shown != () else help_text
+        if default is None:
+            kwargs["help"] = f"{help_text}"
+        parser.add_argument(_flag(f.name), **kwargs)
+
+
+def from_args(cls: type[_Params], args: argparse.Namespace, **overrides) -> Any:
+    """An instance of ``cls`` from parsed arguments (fields absent there keep defaults)."""
+    values = {n: getattr(args, n) for n in cls.names() if hasattr(args, n)}
+    values.update(overrides)
+    return cls(**values)
+
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "DEVICES",
+    "FILLS",
+    "MODES",
+    "PRECISIONS",
+    "CropParams",
+    "NormalisationParams",
+    "SamProposalParams",
+    "SelectionParams",
+    "add_arguments",
+    "check_options",
+    "from_args",
+    "parse_phrases",
+]

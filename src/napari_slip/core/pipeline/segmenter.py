@@ -1,0 +1,534 @@
+"""The stateful segmenter: embed an image once, answer many prompts.
+
+Models come from the process-wide :class:`~..models.hub.ModelHub`; per-image work is
+cached in :class:`~.session.ImageSession` objects. A second prompt on the same image,
+a change of mode, threshold or distractors, or switching models and back reuses the
+SAM image embedding, the proposals and the crop embeddings, and costs only a text
+encoding (itself cached per phrase).
+
+A run is two steps that can also be called on their own: candidate collection
+(:meth:`Segmenter.iter_candidates`: proposals from a source, CLIP on their crops) and
+selection (:meth:`Segmenter.select`), so several candidate sets can feed one
+selection.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections import Counter
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..._version import __version__
+from ..errors import InputError
+from ..models.hub import ModelHub, default_hub
+from ..models.promptable import ImageEmbedding
+from ..models.registry import DEFAULT_CLIP, DEFAULT_SAM, LoadedClip, LoadedSam, resolve_device
+from ..params import (
+    CropParams,
+    NormalisationParams,
+    SamProposalParams,
+    SelectionParams,
+    check_options,
+)
+from ..runtime.embedding_cache import embedding_path, load_embedding, save_embedding
+from ..runtime.generators import drain
+from ..runtime.perf import resolve_precision
+from ..runtime.progress import Progress
+from .images import PreparedImage, prepare_image
+from .proposals import Proposals, downscale_for_sam
+from .results import SegmentationResult, paint_labels
+from .scoring import DEFAULT_TEMPLATES, check_templates, cosine, embed_phrase, embed_proposals
+from .selection import select
+from .session import LRU, Candidates, ImageSession, digest
+from .sources import LabelSource, ProposalSource, SamGridSource
+
+#: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
+SEGMENT_OPTIONS = (*SelectionParams.names(), *NormalisationParams.names(), "labels", "source")
+
+
+class Segmenter:
+    """Segment objects from text prompts with SAM proposals and CLIP scoring.
+
+    Models load on first use (through the shared model hub) and stay loaded. Results
+    are cached per image, so a new prompt or new selection settings on a seen image
+    cost only a text encoding. Not thread-safe: run one call at a time.
+
+    Parameters
+    ----------
+    sam
+        SAM name (``vit_b``, ``vit_l``, ``vit_h``) or path of a SAM-format checkpoint.
+        Not loaded at all when proposals come from a label image.
+    clip
+        ``MODEL:TAG`` of open_clip, or path of a napari-slip CLIP checkpoint.
+    device
+        One of :data:`~napari_slip.core.params.DEVICES`.
+    sam_params
+        Automatic mask generation options.
+    crop_params
+        How proposals are cropped for CLIP.
+    templates
+        Prompt templates, each with one ``{}`` (averaged). Defaults to the checkpoint's
+        own template if it recorded one, else ``"a photo of {}."``.
+    background
+        The phrase that competes with the prompt in ``distractors`` mode ("" for none).
+    batch_size
+        CLIP crops per batch.
+    cache_size
+        How many images' caches are kept.
+    download_progress
+        Called as ``f(bytes_done, bytes_total)`` while weights download.
+    precision
+        ``auto`` (bf16 on CPUs with native bf16, fp16 on CUDA, else fp32), or ``fp32``,
+        ``bf16``, ``fp16``. With ``fp32`` and ``SamProposalParams.exact()`` the answer
+        is SAM's own.
+    disk_cache
+        Keep SAM image embeddings on disk (cache folder, 1 GB at most), so reopening an
+        image skips the image encoder.
+    hub
+        Where models are loaded; default the process-wide hub.
+
+    Examples
+    --------
+    >>> seg = Segmenter(sam="vit_b", clip="ViT-B-32:laion2b_s34b_b79k")  # doctest: +SKIP
+    >>> result = seg.segment(image, "nucleus", mode="threshold", threshold=0.24)  # doctest: +SKIP
+    >>> result.labels, result.table  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        sam: str = DEFAULT_SAM,
+        clip: str = DEFAULT_CLIP,
+        device: str = "auto",
+        *,
+        sam_params: SamProposalParams | None = None,
+        crop_params: CropParams | None = None,
+        templates: Sequence[str] | None = None,
+        background: str = SelectionParams.default("background"),
+        batch_size: int = 32,
+        cache_size: int = 4,
+        download_progress: Callable[[int, int], None] | None = None,
+        precision: str = "auto",
+        disk_cache: bool = True,
+        hub: ModelHub | None = None,
+    ) -> None:
+        self.hub = hub or default_hub()
+        self.set_models(sam, clip, device, precision)
+        self.disk_cache = disk_cache
+        self.sam_params = sam_params or SamProposalParams()
+        self.crop_params = crop_params or CropParams()
+        self._templates = check_templates(templates) if templates is not None else None
+        self.background = background
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1; got {batch_size}.")
+        self.batch_size = batch_size
+        self.download_progress = download_progress
+        self._sessions = LRU(max(1, cache_size))
+        self._session: ImageSession | None = None
+        self._texts = LRU(256)
+        #: Counts of expensive work done, for diagnostics and benchmarks.
+        self.stats: Counter = Counter()
+
+    # --- models --------------------------------------------------------------------
+
+    def set_models(
+        self,
+        sam: str | None = None,
+        clip: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+    ) -> None:
+        """Switch models (None keeps one). Caches stay: they are keyed by model."""
+        self.sam_spec = str(sam if sam is not None else self.sam_spec)
+        self.clip_spec = str(clip if clip is not None else self.clip_spec)
+        self.device_spec = str(device if device is not None else self.device_spec)
+        self.precision_spec = str(precision if precision is not None else self.precision_spec)
+        self.device = resolve_device(self.device_spec)
+        self.precision = resolve_precision(self.precision_spec, self.device)
+
+    @property
+    def models(self) -> tuple[str, str, str, str]:
+        """``(sam, clip, device, precision)`` as given."""
+        return (self.sam_spec, self.clip_spec, self.device_spec, self.precision_spec)
+
+    @property
+    def sam(self) -> LoadedSam:
+        """The SAM model, loaded (downloaded) on first access."""
+        return self.hub.sam(self.sam_spec, self.device, self.download_progress)
+
+    @property
+    def clip(self) -> LoadedClip:
+        """The CLIP model, loaded (downloaded) on first access."""
+        return self.hub.clip(self.clip_spec, self.device, self.precision, self.download_progress)
+
+    def _iter_load(self, kind: str) -> Generator[Progress, None, Any]:
+        if kind == "sam":
+            if not self.hub.has_sam(self.sam_spec, self.device):
+                yield Progress("loading models", 0, 1, f"SAM {self.sam_spec}", heavy=True)
+            return self.sam
+        if not self.hub.has_clip(self.clip_spec, self.device, self.precision):
+            yield Progress("loading models", 0, 1, f"CLIP {self.clip_spec}", heavy=True)
+        return self.clip
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        if self._templates is not None:
+            return self._templates
+        recorded = self.clip.clip.metadata.get("prompt_template")
+        if isinstance(recorded, str) and recorded.count("{}") == 1:
+            return (recorded,)
+        return DEFAULT_TEMPLATES
+
+    @templates.setter
+    def templates(self, value: Sequence[str] | None) -> None:
+        self._templates = check_templates(value) if value is not None else None
+
+    def set_sam_params(self, params: SamProposalParams) -> None:
+        """Change proposal options; the cached SAM image embeddings stay valid."""
+        self.sam_params = params
+
+    def set_crop_params(self, params: CropParams) -> None:
+        self.crop_params = params
+
+    # --- image ---------------------------------------------------------------------
+
+    def set_image(self, image: np.ndarray, **normalisation: Any) -> PreparedImage:
+        """Normalise and remember an image (see :func:`prepare_image` for options)."""
+        check_options(normalisation, NormalisationParams.names(), "set_image()")
+        prepared = prepare_image(image, **normalisation)
+        key = digest(prepared.rgb)
+        session = self._sessions.get_fresh(key)
+        if session is None:
+            session = ImageSession(prepared, key)
+            self._sessions.put(key, session)
+        else:
+            session.image = prepared  # same pixels; keep the latest provenance
+        self._session = session
+        return prepared
+
+    @property
+    def image(self) -> PreparedImage | None:
+        return None if self._session is None else self._session.image
+
+    # --- candidate collection ------------------------------------------------------
+
+    def iter_embedding(
+        self, session: ImageSession, max_side: int | None
+    ) -> Generator[Progress, None, ImageEmbedding]:
+        """SAM's embedding of the session's image (memory, then disk, then computed)."""
+        key = (self.sam_spec, self.precision, max_side)
+        embedding = session.embeddings.get_fresh(key)
+        if embedding is not None:
+            return embedding
+        sam = yield from self._iter_load("sam")
+        on_disk = embedding_path(sam.sha256, self.precision, f"{session.key}-{max_side}")
+        if self.disk_cache:
+            embedding = load_embedding(on_disk, sam.promptable.device)
+            if embedding is not None:
+                self.stats["sam_embeddings_from_disk"] += 1
+        if embedding is None:
+            yield Progress("embedding", 0, 1, "SAM image encoder", heavy=True)
+            rgb = downscale_for_sam(session.image.rgb, max_side)
+            embedding = sam.promptable.embed(rgb, self.precision)
+            self.stats["sam_image_encodings"] += 1
+            if self.disk_cache:
+                save_embedding(on_disk, embedding)
+            yield Progress("embedding", 1, 1, "SAM image encoder")
+        session.embeddings.put(key, embedding)
+        return embedding
+
+    def _source(self, source: ProposalSource | None, labels: np.ndarray | None):
+        if source is not None and labels is not None:
+            raise InputError("Give either labels or a proposal source, not both.")
+        if labels is not None:
+            return LabelSource(labels)
+        if source is None:
+            return SamGridSource(self.sam_params)
+        if not isinstance(source, ProposalSource):
+            raise InputError(f"source must be a proposal source; got {type(source).__name__}.")
+        return source
+
+    def _proposals_key(self, source: ProposalSource) -> tuple:
+        if source.needs_sam:
+            return (source.key(), self.sam_spec, self.precision)
+        return source.key()
+
+    def iter_proposals(
+        self, source: ProposalSource | None = None, *, labels: np.ndarray | None = None
+    ) -> Generator[Progress, None, Proposals]:
+        """Proposals for the current image from ``source`` (default SAM's grid), cached."""
+        session = self._current()
+        source = self._source(source, labels)
+        key = self._proposals_key(source)
+        cached = session.proposals.get_fresh(key)
+        if cached is not None:
+            return cached
+        proposals = yield from source.generate(session, self)
+        if source.needs_sam:
+            self.stats["sam_decoded_points"] += proposals.decoded_points
+            self.stats["sam_proposal_runs"] += 1
+        session.proposals.put(key, proposals)
+        return proposals
+
+    def iter_candidates(
+        self,
+        image: np.ndarray | None = None,
+        source: ProposalSource | None = None,
+        *,
+        labels: np.ndarray | None = None,
+        **normalisation: Any,
+    ) -> Generator[Progress, None, Candidates]:
+        """Candidate objects of an image: proposals and their CLIP crop embeddings.
+
+        Parameters
+        ----------
+        image
+            The 2D image, or None for the last one.
+        source
+            Where proposals come from (default SAM's automatic masks).
+        labels
+            Shorthand for ``source=LabelSource(labels)``.
+        **normalisation
+            Options of :func:`prepare_image`.
+        """
+        check_options(normalisation, NormalisationParams.names(), "iter_candidates()")
+        if image is not None:
+            self.set_image(image, **normalisation)
+        elif normalisation:
+            raise InputError("Normalisation options need the image they apply to.")
+        session = self._current()
+        source = self._source(source, labels)
+        proposals = yield from self.iter_proposals(source)
+        clip = yield from self._iter_load("clip")
+        if len(proposals):
+            key = (self._proposals_key(source), self.crop_params, self.clip_spec, self.precision)
+            embeddings = session.crop_embeddings.get_fresh(key)
+            if embeddings is None:
+                embeddings = yield from embed_proposals(
+                    clip.clip, session.image.rgb, proposals, self.crop_params, self.batch_size
+                )
+                self.stats["clip_crop_embeddings"] += len(proposals)
+                session.crop_embeddings.put(key, embeddings)
+        else:
+            embeddings = np.zeros((0, clip.clip.embed_dim), dtype=np.float32)
+        return Candidates(
+            proposals=proposals,
+            embeddings=embeddings,
+            clip=(self.clip_spec, self.precision),
+            source={"source": source.name, "n": len(proposals), **source.describe()},
+            normalisation=dict(session.image.normalisation),
+            image_key=session.key,
+        )
+
+    def _current(self) -> ImageSession:
+        if self._session is None:
+            raise InputError("No image given: pass the image to segment.")
+        return self._session
+
+    # --- selection -----------------------------------------------------------------
+
+    def text_embedding(self, phrase: str) -> np.ndarray:
+        """Embedding of one phrase through the templates (cached)."""
+        key = (self.clip_spec, self.precision, phrase.strip(), self.templates)
+        cached = self._texts.get_fresh(key)
+        if cached is None:
+            cached = embed_phrase(self.clip.clip, phrase, self.templates)
+            self.stats["text_encodings"] += 1
+            self._texts.put(key, cached)
+        return cached
+
+    def select(
+        self,
+        candidates: Candidates,
+        prompt: str,
+        selection: SelectionParams | None = None,
+        **options: Any,
+    ) -> SegmentationResult:
+        """Choose among ``candidates`` for ``prompt``: a text encoding at most.
+
+        Parameters
+        ----------
+        candidates
+            From :meth:`iter_candidates` (with this segmenter's CLIP).
+        prompt
+            What to segment.
+        selection
+            Selection options; or give them as keywords (``mode``, ``threshold``, ...).
+        """
+        if selection is None:
+            check_options(options, SelectionParams.names(), "select()")
+            options.setdefault("background", self.background)
+            selection = SelectionParams(**options)
+        elif options:
+            raise InputError("Give selection options either as SelectionParams or keywords.")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+        if candidates.clip != (self.clip_spec, self.precision):
+            raise InputError(
+                "These candidates were embedded with another CLIP; collect them again."
+            )
+        phrases = [prompt, *selection.distractors]
+        if selection.mode == "distractors" and selection.background.strip():
+            phrases.append(selection.background)
+        proposals = candidates.proposals
+        if len(proposals):
+            texts = np.stack([self.text_embedding(p) for p in phrases])
+            sims = cosine(candidates.embeddings, texts)
+        else:
+            sims = np.zeros((0, len(phrases)))
+        chosen = select(
+            sims, selection.mode, selection.threshold, selection.top_k, self.clip.clip.logit_scale
+        )
+        label_image, table = paint_labels(
+            proposals,
+            chosen.indices,
+            chosen.scores,
+            sims[:, 0] if len(sims) else np.zeros(0),
+            prompt,
+        )
+        message = (
+            f"{len(table)} object(s) matching {prompt!r}"
+            if len(table)
+            else f"Nothing found for {prompt!r}: {chosen.reason}"
+        )
+        return SegmentationResult(
+            labels=label_image,
+            table=table,
+            provenance=self._provenance(prompt, selection, candidates),
+            message=message,
+        )
+
+    def _provenance(self, prompt: str, selection: SelectionParams, candidates: Candidates) -> dict:
+        from_sam = candidates.source.get("source") == "sam"
+        return {
+            "napari_slip_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "prompt": prompt,
+            "selection": {
+                "mode": selection.mode,
+                "threshold": selection.threshold,
+                "top_k": selection.top_k,
+                "distractors": list(selection.distractors),
+                "background": selection.background if selection.mode == "distractors" else None,
+            },
+            "templates": list(self.templates),
+            "proposals": dict(candidates.source),
+            "crops": {"fill": self.crop_params.fill, "margin": self.crop_params.margin},
+            "sam": self.sam.describe() if from_sam else None,
+            "clip": self.clip.describe(),
+            "normalisation": dict(candidates.normalisation),
+            "device": str(self.device),
+            "precision": self.precision,
+        }
+
+    # --- both steps ----------------------------------------------------------------
+
+    def iter_segment(
+        self, image: np.ndarray | None, prompt: str, **options: Any
+    ) -> Generator[Progress, None, SegmentationResult]:
+        """:meth:`segment` as a generator of :class:`Progress` (for GUIs and cancelling)."""
+        check_options(options, SEGMENT_OPTIONS, "segment()")
+        options.setdefault("background", self.background)
+        selection = SelectionParams(**SelectionParams.pick(options))
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+        candidates = yield from self.iter_candidates(image, **options)
+        yield Progress("selection", 0, 1, prompt)
+        result = self.select(candidates, prompt, selection)
+        yield Progress("selection", 1, 1, result.message)
+        return result
+
+    def segment(
+        self,
+        image: np.ndarray | None,
+        prompt: str,
+        *,
+        progress: Callable[[Progress], None] | None = None,
+        **options: Any,
+    ) -> SegmentationResult:
+        """Segment what ``prompt`` describes.
+
+        Parameters
+        ----------
+        image
+            The 2D image (see :func:`~napari_slip.core.pipeline.images.prepare_image`),
+            or None to reuse the last one.
+        prompt
+            What to segment, e.g. ``"mitotic nucleus"``.
+        progress
+            Called with every :class:`Progress` event.
+        **options
+            Selection (:class:`~napari_slip.core.params.SelectionParams`: ``mode``,
+            ``threshold``, ``top_k``, ``distractors``, ``background``), normalisation
+            (:class:`~napari_slip.core.params.NormalisationParams`: ``rgb``,
+            ``channel_axis``, ``channels``, ``contrast_limits``, ``percentiles``),
+            ``labels`` (a 2D label image whose labels are the proposals) or ``source``
+            (a proposal source). Anything else is refused with the list of options.
+
+        Returns
+        -------
+        SegmentationResult
+        """
+        return drain(self.iter_segment(image, prompt, **options), progress)
+
+
+_SHARED: dict[str, Segmenter] = {}
+_SHARED_LOCK = threading.RLock()
+
+
+def shared_segmenter(
+    sam: str = DEFAULT_SAM, clip: str = DEFAULT_CLIP, device: str = "auto", precision: str = "auto"
+) -> Segmenter:
+    """The process-wide segmenter, switched to these models (its caches kept).
+
+    Used by :func:`segment` and the napari console call. Hold :data:`shared_lock`
+    while using it from several threads.
+    """
+    with _SHARED_LOCK:
+        seg = _SHARED.get("default")
+        if seg is None:
+            seg = Segmenter(sam, clip, device, cache_size=64, precision=precision)
+            _SHARED["default"] = seg
+        else:
+            seg.set_models(sam, clip, device, precision)
+        return seg
+
+
+#: Serialises calls on the shared segmenter (``segment()`` from several threads).
+shared_lock = _SHARED_LOCK
+
+
+def segment(
+    image: np.ndarray,
+    prompt: str,
+    *,
+    sam: str = DEFAULT_SAM,
+    clip: str = DEFAULT_CLIP,
+    device: str = "auto",
+    sam_params: SamProposalParams | None = None,
+    crop_params: CropParams | None = None,
+    templates: Sequence[str] | None = None,
+    precision: str = "auto",
+    progress: Callable[[Progress], None] | None = None,
+    **options: Any,
+) -> SegmentationResult:
+    """One call: segment what ``prompt`` describes in ``image``.
+
+    Keeps one shared :class:`Segmenter` (models in the shared hub, caches per image),
+    so repeated calls in a notebook are fast. Options are those of
+    :meth:`Segmenter.segment`; unknown ones are refused with the list of known ones.
+    Safe to call from several threads (calls run one at a time).
+    """
+    check_options(options, SEGMENT_OPTIONS, "segment()")
+    with shared_lock:
+        seg = shared_segmenter(sam, clip, device, precision)
+        seg.sam_params = sam_params or SamProposalParams()
+        seg.crop_params = crop_params or CropParams()
+        seg.templates = templates
+        return seg.segment(image, prompt, progress=progress, **options)
+
+
+__all__ = ["Segmenter", "segment", "shared_segmenter"]

@@ -1,0 +1,200 @@
+"""Segmenting images with leading dimensions (z, t, ...) plane by plane.
+
+Each 2D plane (with its colour axis, if any) is segmented on its own; ids stay unique
+across the whole volume, and the table records which plane each object is in. The
+candidates of every plane are kept with the result, so new selection settings are
+applied to the whole stack without touching the image again (:func:`reselect_stack`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..params import NormalisationParams, SelectionParams, check_options
+from ..runtime.generators import relabel
+from ..runtime.progress import Progress
+from .results import TABLE_COLUMNS, SegmentationResult
+from .segmenter import Segmenter
+from .session import Candidates
+
+
+@dataclass
+class StackResult:
+    """Labels for a whole stack.
+
+    Attributes
+    ----------
+    labels
+        int32 array of the stack's shape without the colour axis.
+    table
+        The per-object table with one ``axis{i}`` column per leading axis.
+    provenance
+        The first segmented plane's provenance, plus the planes done.
+    message
+        One line about the whole run.
+    candidates
+        Each segmented plane's candidates (for re-selection without image work).
+    prompt
+        The prompt the labels answer.
+    """
+
+    labels: np.ndarray
+    table: pd.DataFrame
+    provenance: dict = field(default_factory=dict)
+    message: str = ""
+    candidates: dict[tuple[int, ...], Candidates] = field(default_factory=dict, repr=False)
+    prompt: str = ""
+
+    @property
+    def n_objects(self) -> int:
+        return len(self.table)
+
+
+def leading_shape(shape: Sequence[int], rgb: bool) -> tuple[int, ...]:
+    """The leading (non-plane) dimensions of an image of ``shape``."""
+    plane_ndim = 3 if rgb else 2
+    if len(shape) < plane_ndim:
+        raise InputError(f"An image of shape {tuple(shape)} has no 2D plane to segment.")
+    return tuple(shape[: len(shape) - plane_ndim])
+
+
+def _assemble(
+    out_shape: tuple[int, ...],
+    planes: list[tuple[int, ...]],
+    results: list[SegmentationResult],
+    prompt: str,
+    n_lead: int,
+    start_id: int,
+    candidates: dict,
+) -> StackResult:
+    """One labels array and table from per-plane results (ids continue across planes)."""
+    out = np.zeros(out_shape, dtype=np.int32)
+    tables, next_id = [], start_id
+    for plane, result in zip(planes, results, strict=True):
+        plane_labels = result.labels
+        if len(result.table):
+            plane_labels = np.where(plane_labels > 0, plane_labels + (next_id - 1), 0)
+            table = result.table.copy()
+            table["id"] += next_id - 1
+            for axis, index in enumerate(plane):
+                table[f"axis{axis}"] = index
+            tables.append(table)
+            next_id += len(result.table)
+        out[plane] = plane_labels
+    columns = TABLE_COLUMNS + [f"axis{a}" for a in range(n_lead)]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=columns)
+    provenance = {
+        **(results[0].provenance if results else {}),
+        "planes": [list(p) for p in planes],
+    }
+    where = f" in {len(planes)} plane(s)" if n_lead else ""
+    message = (
+        f"{len(table)} object(s) matching {prompt!r}{where}"
+        if len(table)
+        else f"Nothing found for {prompt!r}{where}"
+    )
+    if len(planes) == 1 and not len(table):
+        message = results[0].message
+    return StackResult(out, table, provenance, message, candidates, prompt)
+
+
+def iter_segment_stack(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    prompt: str,
+    *,
+    rgb: bool = False,
+    planes: Sequence[tuple[int, ...]] | None = None,
+    labels: np.ndarray | None = None,
+    start_id: int = 1,
+    **options: Any,
+) -> Generator[Progress, None, StackResult]:
+    """Segment chosen planes (default: all) of an nD image.
+
+    Parameters
+    ----------
+    segmenter
+        The engine.
+    image
+        Array whose last two axes (three if ``rgb``) are a plane.
+    prompt
+        What to segment.
+    rgb
+        Whether the last axis is colour.
+    planes
+        Leading indices of the planes to segment, e.g. ``[(4,)]`` for z=4 of a
+        z-stack; all planes if None.
+    labels
+        Proposal labels of the image's shape (without colour), used plane by plane.
+    start_id
+        The first id to give (ids continue across planes).
+    **options
+        Selection and normalisation options, as for :meth:`Segmenter.segment`.
+    """
+    check_options(options, (*SelectionParams.names(), *NormalisationParams.names()), "segment")
+    options.setdefault("background", segmenter.background)
+    selection = SelectionParams(**SelectionParams.pick(options))
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+    lead = leading_shape(image.shape, rgb)
+    out_shape = tuple(image.shape[:-1] if rgb else image.shape)
+    if labels is not None and tuple(np.shape(labels)) != out_shape:
+        raise InputError(
+            f"Proposal labels have shape {tuple(np.shape(labels))}, the image needs {out_shape}."
+        )
+    if planes is None:
+        planes = list(itertools.product(*(range(n) for n in lead)))
+    planes = [tuple(int(i) for i in p) for p in planes]
+    for p in planes:
+        if len(p) != len(lead) or any(not 0 <= i < n for i, n in zip(p, lead, strict=True)):
+            raise InputError(f"Plane {p} is outside the image's leading shape {lead}.")
+    if rgb:
+        options.setdefault("rgb", True)
+    results, candidates = [], {}
+    for n, plane in enumerate(planes, start=1):
+        if lead:  # a plain 2D image has no slices to report
+            yield Progress("slice", n - 1, len(planes), f"slice {plane}")
+        gen = segmenter.iter_candidates(
+            np.asarray(image[plane]),
+            labels=None if labels is None else np.asarray(labels[plane]),
+            **options,
+        )
+        if len(planes) > 1:
+            tag = f"slice {n}/{len(planes)} {plane}"
+            gen = relabel(gen, lambda e, tag=tag: f"{tag}: {e.message}")
+        candidates[plane] = yield from gen
+        results.append(segmenter.select(candidates[plane], prompt, selection))
+    result = _assemble(out_shape, planes, results, prompt, len(lead), start_id, candidates)
+    if lead:
+        yield Progress("slice", len(planes), len(planes), result.message)
+    return result
+
+
+def reselect_stack(
+    segmenter: Segmenter,
+    previous: StackResult,
+    selection: SelectionParams,
+    start_id: int = 1,
+) -> StackResult:
+    """``previous`` with new selection settings: no image work, a text encoding at most."""
+    planes = list(previous.candidates)
+    results = [
+        segmenter.select(previous.candidates[p], previous.prompt, selection) for p in planes
+    ]
+    n_lead = len(planes[0]) if planes else 0
+    return _assemble(
+        previous.labels.shape,
+        planes,
+        results,
+        previous.prompt,
+        n_lead,
+        start_id,
+        previous.candidates,
+    )

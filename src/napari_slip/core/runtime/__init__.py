@@ -1,0 +1,1 @@
+"""How the engine runs: progress events, generator helpers, speed, on-disk caches."""

@@ -1,0 +1,96 @@
+"""SAM image embeddings on disk, keyed by image content, so reopening an image is instant.
+
+A vit_b/l/h embedding is 4 MB (256 x 64 x 64 floats). Files live in the cache folder's
+``embeddings/`` and the oldest are removed past a size limit (1 GB by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..models.download import cache_dir
+from ..models.promptable import ImageEmbedding
+
+DEFAULT_LIMIT = 1 << 30
+
+
+def embedding_path(sam_sha256: str, precision: str, image_key: str) -> Path:
+    return cache_dir() / "embeddings" / f"{sam_sha256[:16]}-{precision}-{image_key}.safetensors"
+
+
+def save_embedding(
+    path: Path, embedding: ImageEmbedding, limit_bytes: int = DEFAULT_LIMIT
+) -> None:
+    """Write an embedding atomically (a temporary name unique to this writer), then prune."""
+    from safetensors.torch import save_file
+
+    meta = {
+        "original_size": json.dumps(list(embedding.original_size)),
+        "input_size": json.dumps(list(embedding.input_size)),
+    }
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+        os.close(fd)
+        save_file(
+            {"features": embedding.features.detach().float().cpu().contiguous()},
+            tmp,
+            metadata=meta,
+        )
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        return  # a full or read-only disk only costs the cache
+    prune(path.parent, limit_bytes)
+
+
+def load_embedding(path: Path, device: torch.device | str = "cpu") -> ImageEmbedding | None:
+    """The embedding stored at ``path``, or None if it is missing or unreadable.
+
+    An unreadable file is left alone (another process may be writing it under its
+    final name only once complete, so a bad file is a stale one: it gets replaced by
+    the next save).
+    """
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            features = fh.get_tensor("features")
+            meta = fh.metadata()
+        embedding = ImageEmbedding(
+            features=features.to(device),
+            original_size=tuple(json.loads(meta["original_size"])),
+            input_size=tuple(json.loads(meta["input_size"])),
+        )
+    except Exception:
+        return None  # corrupt or foreign: recompute rather than fail
+    with contextlib.suppress(OSError):  # recently used files are pruned last
+        os.utime(path)
+    return embedding
+
+
+def prune(folder: Path, limit_bytes: int = DEFAULT_LIMIT) -> None:
+    """Delete the least recently used embeddings until the folder is under the limit."""
+    files = []
+    for p in folder.glob("*.safetensors"):
+        try:
+            files.append((p.stat().st_mtime, p.stat().st_size, p))
+        except OSError:  # removed by another process meanwhile
+            continue
+    files.sort()
+    total = sum(size for _, size, _ in files)
+    for _, size, p in files:
+        if total <= limit_bytes:
+            break
+        total -= size
+        p.unlink(missing_ok=True)

@@ -1,0 +1,49 @@
+"""Progress events yielded by the engine's long-running generators.
+
+Scripts drain the generators (:func:`~.generators.drain`); the napari widget wraps
+them in a thread worker and turns each event into a progress-bar update. Yielding
+between batches is also what makes cancelling prompt.
+
+An event with ``heavy=True`` announces work on the image or the models (loading
+weights, SAM's encoder or decoder, CLIP on crops) *before* it starts: whoever drains
+a generator can stop there, which is how "no heavy work on the GUI thread" is kept
+and checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The stages a run goes through, in order; the widget shows their names.
+STAGES = ("preparing image", "loading models", "embedding", "proposals", "scoring", "selection")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of long work.
+
+    Attributes
+    ----------
+    stage
+        One of :data:`STAGES` (or a caller-defined stage such as ``"slice"``).
+    done, total
+        Units of work finished and expected in this stage (``total`` 0 if unknown).
+    message
+        A short human-readable line.
+    heavy
+        The work that follows this event is heavy (models or image work).
+    """
+
+    stage: str
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    heavy: bool = False
+
+    def __str__(self) -> str:
+        count = f" {self.done}/{self.total}" if self.total else ""
+        msg = f": {self.message}" if self.message else ""
+        return f"[{self.stage}]{count}{msg}"
+
+    def with_message(self, message: str) -> Progress:
+        return Progress(self.stage, self.done, self.total, message, self.heavy)

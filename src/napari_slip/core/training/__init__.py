@@ -1,0 +1,1 @@
+"""Adapting models to a user's domain: fine-tuning CLIP, datasets, evaluation."""

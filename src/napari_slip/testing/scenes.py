@@ -1,0 +1,86 @@
+"""Synthetic scenes with instance labels, for training and judging the fixture SAM.
+
+Two kinds, mixed: coloured shapes on varied backgrounds (the photo-like case) and
+fluorescence-like nuclei (bright, soft-edged, noisy blobs on a dark background, some
+touching). Every object is one label; the label image is the ground truth of a scene.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.training.synthetic import SYNTHETIC_CLASSES, _shape_mask, _texture
+
+
+def shapes_scene(rng: np.random.Generator, size: int = 256, n=(3, 9), radius=(8, 28)):
+    """Coloured, textured shapes on a gradient background: (rgb uint8, labels int32)."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    c0, c1 = rng.uniform(20, 220, 3), rng.uniform(20, 220, 3)
+    angle = rng.uniform(0, np.pi)
+    t = ((np.cos(angle) * xx + np.sin(angle) * yy) / (size * 1.5) + 0.5)[..., None]
+    rgb = c0 * (1 - t) + c1 * t + rng.normal(0, 10, (size, size, 3))
+    labels = np.zeros((size, size), np.int32)
+    kinds = list(SYNTHETIC_CLASSES)
+    label = 0
+    for _ in range(int(rng.integers(n[0], n[1] + 1))):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        for _attempt in range(30):
+            r = rng.uniform(*radius)
+            cy, cx = rng.uniform(r + 1, size - r - 1, 2)
+            mask = _shape_mask(kind, yy, xx, cy, cx, r)
+            if mask.sum() > 20 and not (labels[mask] > 0).any():
+                break
+        else:
+            continue
+        label += 1
+        labels[mask] = label
+        colour = rng.uniform(0, 255, 3)
+        # Keep every object visibly different from the background under it.
+        while np.abs(colour - rgb[mask].mean(0)).max() < 60:
+            colour = rng.uniform(0, 255, 3)
+        tex = _texture(SYNTHETIC_CLASSES[kind][1], yy, xx, rng.uniform(0, 6))[..., None]
+        rgb = np.where(mask[..., None], colour * (1 - 0.3 * tex) + rng.normal(0, 5, 3), rgb)
+    return np.clip(rgb, 0, 255).astype(np.uint8), labels
+
+
+def nuclei_scene(rng: np.random.Generator, size: int = 256, n=(4, 14), radius=(7, 20)):
+    """Fluorescence-like nuclei, grayscale as RGB: (rgb uint8, labels int32)."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    intensity = rng.normal(18, 4, (size, size)).astype(np.float32)
+    labels = np.zeros((size, size), np.int32)
+    label = 0
+    for _ in range(int(rng.integers(n[0], n[1] + 1))):
+        for _attempt in range(30):
+            ry, rx = rng.uniform(*radius, 2)
+            cy, cx = rng.uniform(max(ry, rx) + 1, size - max(ry, rx) - 1, 2)
+            theta = rng.uniform(0, np.pi)
+            dy, dx = yy - cy, xx - cx
+            u = (np.cos(theta) * dx + np.sin(theta) * dy) / rx
+            v = (-np.sin(theta) * dx + np.cos(theta) * dy) / ry
+            d = u**2 + v**2
+            mask = d <= 1
+            # Nuclei may touch (one pixel apart) but never overlap.
+            if mask.sum() > 20 and not (labels[mask] > 0).any():
+                break
+        else:
+            continue
+        label += 1
+        labels[mask] = label
+        bright = rng.uniform(110, 240)
+        profile = bright * (1 - 0.35 * d) * (1 + 0.15 * rng.normal(0, 1, d.shape))
+        intensity = np.where(mask, profile, intensity)
+    intensity = np.clip(intensity + rng.normal(0, 6, intensity.shape), 0, 255)
+    rgb = np.repeat(intensity.astype(np.uint8)[..., None], 3, axis=-1)
+    return rgb, labels
+
+
+def scene(rng: np.random.Generator, size: int = 256):
+    """One scene of either kind (half each): (rgb uint8, labels int32)."""
+    return shapes_scene(rng, size) if rng.random() < 0.5 else nuclei_scene(rng, size)
+
+
+def scenes(n: int, seed: int, size: int = 256):
+    """``n`` scenes from ``seed``: lists of rgb images and label images."""
+    rng = np.random.default_rng(seed)
+    pairs = [scene(rng, size) for _ in range(n)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
