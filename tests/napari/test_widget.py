@@ -163,7 +163,7 @@ def _count(module):
     return calls
 
 
-def test_selection_changes_reselect_instantly_without_image_work(setup):
+def test_selection_changes_reselect_instantly_without_image_work(setup, qtbot):
     viewer, widget, run = setup
     _blobs(viewer)
     widget.image.value = viewer.layers["blobs"]
@@ -187,7 +187,8 @@ def test_selection_changes_reselect_instantly_without_image_work(setup):
     n_layers = len(viewer.layers)
     widget.prompt.value = "nucleus"
     widget.prompt.native.returnPressed.emit()
-    assert not widget.busy and len(viewer.layers) == n_layers + 1
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)  # a worker, quick: cached
+    assert len(viewer.layers) == n_layers + 1
     assert viewer.layers[-1].features["prompt"].eq("nucleus").all()
     assert sam_calls == [] and decoder_calls == [] and clip_calls == []
 
@@ -388,3 +389,40 @@ def test_channel_stack_reads_one_plane_at_a_time():
     plane = stack[(1,)]
     assert plane.shape == (3, 4, 2) and plane[0, 0].tolist() == [12, 120]
     assert reads == [(1,), (1,)]
+
+
+def test_no_image_or_model_work_on_the_gui_thread(setup, monkeypatch, qtbot):
+    """Normalising and hashing the image and every model call run in the worker;
+    re-selection on the GUI thread touches neither."""
+    import threading
+
+    import napari_slip.core.pipeline.segmenter as segmenter_module
+    from napari_slip._napari.job import configure
+
+    viewer, widget, run = setup
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "topk"
+    seg = widget._segmenter = configure(None, widget.request())
+    on_gui = []
+
+    def record(*_args):
+        on_gui.append(threading.current_thread() is threading.main_thread())
+
+    sam = seg.sam.model
+    for module in (sam.image_encoder, sam.mask_decoder.transformer, seg.clip.clip.model.visual):
+        module.register_forward_hook(record)
+    prepare = segmenter_module.prepare_image
+
+    def recorded_prepare(*args, **kwargs):
+        record()
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter_module, "prepare_image", recorded_prepare)
+    run()
+    n_work = len(on_gui)
+    assert n_work >= 3 and not any(on_gui)  # image, encoder, decoder, CLIP: all in the worker
+    widget.top_k.value = 1  # re-selection, synchronously on the GUI thread
+    assert not widget.busy and len(viewer.layers[-1].features) == 1
+    assert len(on_gui) == n_work  # ... with no image or model work

@@ -174,7 +174,8 @@ def evaluate_sam(path: str | Path, n_scenes: int = 20, seed: int = 12345, **amg)
     rgbs, labels = scenes(n_scenes, seed)
     found = total = matched = n_masks = decoded = 0
     for rgb, lab in zip(rgbs, labels, strict=True):
-        props = drain(sam_proposals(embed_image(model, rgb), params))
+        sam = PromptableSam(model)
+        props = drain(sam_proposals(sam, sam.embed(rgb), params))
         masks = [props.full_mask(i) for i in range(len(props))]
         f, n, m = match_objects(lab, masks)
         found, total, matched, n_masks = found + f, total + n, matched + m, n_masks + len(masks)

@@ -170,7 +170,9 @@ def iter_segment_stack(
             tag = f"slice {n}/{len(planes)} {plane}"
             gen = relabel(gen, lambda e, tag=tag: f"{tag}: {e.message}")
         candidates[plane] = yield from gen
+        yield Progress("selection", 0, 1, prompt)
         results.append(segmenter.select(candidates[plane], prompt, selection))
+        yield Progress("selection", 1, 1, results[-1].message)
     result = _assemble(out_shape, planes, results, prompt, len(lead), start_id, candidates)
     if lead:
         yield Progress("slice", len(planes), len(planes), result.message)
