@@ -42,3 +42,13 @@ def fast_sam_params():
         stability_score_thresh=0.0,
         min_area=20,
     )
+
+
+@pytest.fixture(scope="session")
+def trained_sam_path():
+    """The small SAM trained on synthetic scenes (tests/data, made by
+    ``python -m napari_slip.testing.trained_sam``): real masks, unlike random weights."""
+    from napari_slip.testing.trained_sam import FIXTURE_PATH
+
+    assert FIXTURE_PATH.is_file(), f"{FIXTURE_PATH} is missing: run the script that makes it"
+    return FIXTURE_PATH

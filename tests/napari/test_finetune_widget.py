@@ -81,9 +81,15 @@ def test_cancel_writes_no_checkpoint(scene, qtbot):
     _, widget, spec, _ = scene
     widget.classes.value = spec
     widget.epochs.value = 50
+    events = []
+    show = widget._on_progress
+    widget._on_progress = lambda event: (events.append(event), show(event))
     widget.run()
+    qtbot.waitUntil(lambda: any(e.stage == "training" for e in events), timeout=120_000)
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    epochs = [e.done for e in events if e.stage == "training" and e.total == 50]
+    assert epochs and max(epochs) < 50  # training stopped well before its 50 epochs
     assert not checkpoint_dir().exists() or not list(checkpoint_dir().glob("*.safetensors"))
     assert "Cancelled" in widget.status.value
 

@@ -89,12 +89,18 @@ def test_cancel_writes_nothing(setup, qtbot):
     widget.scope.value = "all slices"
     widget.prompt.value = "nucleus"
     n_layers = len(viewer.layers)
+    from napari_slip._napari.job import configure
+
+    seg = widget._segmenter = configure(None, widget.request())
+    encoded = []
+    seg.sam.model.image_encoder.register_forward_hook(lambda *a: encoded.append(1))
     widget.run()
     assert widget.busy
     widget.cancel()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert len(viewer.layers) == n_layers
     assert "Cancelled" in widget.status.value and widget.run_button.enabled
+    assert len(encoded) < 6  # the worker stopped: not every slice was encoded
 
 
 def test_existing_labels_are_preserved_and_undo_restores_them(setup):

@@ -34,13 +34,16 @@ FIXTURE_SAM = SamConfig(
     decoder_mlp_dim=256,
     iou_head_hidden_dim=64,
 )
-#: Automatic-mask options that suit the fixture (its IoU head is less sure than SAM's).
+#: Automatic-mask options that suit the fixture (its IoU head and stability are less
+#: sure than SAM's; measured on held-out scenes, see docs/performance.md).
 FIXTURE_AMG = {
     "points_per_side": 16,
-    "pred_iou_thresh": 0.75,
-    "stability_score_thresh": 0.85,
+    "pred_iou_thresh": 0.5,
+    "stability_score_thresh": 0.7,
     "box_nms_thresh": 0.7,
 }
+#: Where the trained fixture is kept in the repository (made by :func:`train_sam`).
+FIXTURE_PATH = Path(__file__).resolve().parents[3] / "tests" / "data" / "fixture_sam.pth"
 
 
 def _targets(labels: np.ndarray, rng, n_points: int):
@@ -163,7 +166,7 @@ def evaluate_sam(path: str | Path, n_scenes: int = 20, seed: int = 12345, **amg)
     object (the background mask, which a point on the background rightly proposes,
     counts against it).
     """
-    from ..core.models.promptable import embed_image
+    from ..core.models.promptable import PromptableSam
     from ..core.models.sam import load_sam
     from ..core.params import SamProposalParams
     from ..core.pipeline.proposals import sam_proposals
