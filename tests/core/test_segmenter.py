@@ -90,7 +90,7 @@ def test_nothing_found_is_an_answer_not_a_forced_mask(segmenter):
 
 
 def test_label_proposals_never_load_sam(tiny_clip_path):
-    seg = Segmenter("/no/such/sam.pth", str(tiny_clip_path), "cpu")
+    seg = Segmenter("/no/such/sam.pth", str(tiny_clip_path), "cpu", hub=ModelHub())
     image, labels = blobs_image()
     result = seg.segment(image, "cell", labels=labels, mode="topk", top_k=2)
     assert result.n_objects == 2 and seg.hub.loads == {"sam": 0, "clip": 1}
