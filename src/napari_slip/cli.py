@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,7 +78,6 @@ def _device_argument(parser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .core.models.registry import DEFAULT_CLIP, DEFAULT_SAM
     from .core.params import (
-        MODES,
         PRECISIONS,
         CropParams,
         NormalisationParams,
@@ -194,9 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--proposals", choices=("labels", "sam"), default="labels")
     ev.add_argument("--sam", default=DEFAULT_SAM, help="SAM for --proposals sam")
-    ev.add_argument("--mode", choices=MODES, default="best")
-    ev.add_argument("--threshold", type=float, default=None)
-    ev.add_argument("--top-k", type=int, default=3)
+    add_arguments(ev, SelectionParams, only=("mode", "threshold", "top_k"))
     ev.add_argument("--template", action="append", dest="templates")
     ev.add_argument("--json", help="write the report as JSON, keyed by CLIP")
     _device_argument(ev)
@@ -204,12 +202,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress_printer(quiet: bool):
-    def show(event) -> None:
-        if not quiet:
-            print(f"napari-slip {event}", file=sys.stderr, flush=True)
+class StageProgress:
+    """Progress on stderr: one bar per stage on a terminal, plain lines elsewhere.
 
-    return show
+    On a terminal the current stage's bar is redrawn in place with its rate and the
+    time left; in a log file (not a terminal) each stage gets a line when it starts and
+    one when it ends, never a line per batch.
+    """
+
+    def __init__(self, quiet: bool = False, stream=None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.stage: str | None = None
+        self.start = 0.0
+        self.last = None
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _finish(self) -> None:
+        if self.stage is None:
+            return
+        took = time.perf_counter() - self.start
+        if self.tty:
+            self._write("\n")
+        else:
+            self._write(f"napari-slip: {self.stage} done in {took:.1f} s\n")
+        self.stage = None
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            return
+        if event.stage != self.stage:
+            self._finish()
+            self.stage, self.start = event.stage, time.perf_counter()
+            if not self.tty:
+                what = f" ({event.message})" if event.message else ""
+                self._write(f"napari-slip: {event.stage}{what}\n")
+        self.last = event
+        if self.tty:
+            self._write("\r" + self.bar(event, time.perf_counter() - self.start) + "\033[K")
+
+    @staticmethod
+    def bar(event, elapsed: float, width: int = 24) -> str:
+        """``stage [#####.....] done/total  rate/s  ETA``."""
+        if not event.total:
+            return f"{event.stage:<15} {event.message}"
+        frac = min(max(event.done / event.total, 0.0), 1.0)
+        filled = round(frac * width)
+        rate = event.done / elapsed if elapsed > 0 else 0.0
+        left = (event.total - event.done) / rate if rate > 0 else float("nan")
+        eta = f"{left:.0f} s left" if left == left else "--"
+        return (
+            f"{event.stage:<15} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{event.done}/{event.total}  {rate:.1f}/s  {eta}"
+        )
+
+    def close(self) -> None:
+        self._finish()
+
+
+def _progress_printer(quiet: bool) -> StageProgress:
+    return StageProgress(quiet)
 
 
 def _download_printer(quiet: bool):
@@ -237,6 +293,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise SlipError(f"--output must end in .tif or .png, not {out.name!r}.")
     image = read_image(args.image)
     labels = read_image(args.proposals_from) if args.proposals_from else None
+    progress = _progress_printer(args.quiet)
     segmenter = Segmenter(
         args.sam,
         args.clip,
@@ -259,17 +316,43 @@ def run_segment(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         distractors=args.distractors,
         labels=labels,
-        progress=_progress_printer(args.quiet),
+        progress=progress,
         **norm,
     )
+    progress.close()
     write_labels(out, result.labels)
+    written = [str(out)]
     if args.table:
         Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        result.table.to_csv(args.table, index=False)
+        # Nothing found: the table lists the candidates and their scores instead.
+        table = result.table if result.found else result.candidate_table
+        table.to_csv(args.table, index=False)
+        written.append(str(args.table))
     if args.provenance:
         Path(args.provenance).write_text(json.dumps(result.provenance, indent=2, default=str))
-    print(f"napari-slip: {result.message}; wrote {out}", file=sys.stderr)
+        written.append(str(args.provenance))
+    print(f"napari-slip: {_sentence(result)} Wrote {_and(written)}.", file=sys.stderr)
     return 0
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _sentence(result) -> str:
+    """The run's outcome as a sentence."""
+    n = result.n_objects
+    prompt = result.provenance.get("prompt", "")
+    if n:
+        return f"Found {n} object{'s' if n != 1 else ''} matching {prompt!r}."
+    reason = result.message.split(": ", 1)[-1].rstrip(".")
+    n_cand = len(result.candidate_table)
+    best = (
+        f" The best of {n_cand} candidates scored {result.candidate_table['score'].max():.3f}."
+        if n_cand
+        else ""
+    )
+    return f"Nothing found for {prompt!r}: {reason}.{best}"
 
 
 def run_models(_args: argparse.Namespace) -> int:
@@ -360,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SlipError as exc:
-        print(f"napari-slip: error: {exc}", file=sys.stderr)
+        print(f"napari-slip: error: {exc.for_surface('cli')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("napari-slip: interrupted; nothing was written.", file=sys.stderr)

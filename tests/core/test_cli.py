@@ -76,8 +76,14 @@ def test_segment_with_sam_proposals_writes_labels_table_and_provenance(
         assert row.area == int((labels == row.id).sum())
     prov = json.loads((files / "prov.json").read_text())
     assert prov["proposals"]["source"] == "sam" and prov["prompt"] == "nucleus"
-    err = capsys.readouterr().err
-    assert "[embedding]" in err and "[proposals]" in err and "wrote" in err
+    err = capsys.readouterr().err.strip().splitlines()
+    # Not a terminal: a line when each stage starts and ends, never one per batch.
+    assert "napari-slip: embedding (SAM image encoder)" in err
+    assert "napari-slip: proposals (SAM mask decoder)" in err
+    assert sum("proposals" in line for line in err) == 2
+    assert err[-1].startswith("napari-slip: Found ") and err[-1].endswith(
+        f"Wrote {files / 'out.tif'}, {files / 'objects.csv'} and {files / 'prov.json'}."
+    )
 
 
 def test_segment_with_proposals_from_labels(files, tiny_clip_path):
@@ -219,3 +225,57 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "napari_slip.cli", "--version"], capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout.startswith("napari-slip ")
+
+
+def test_progress_on_a_terminal_is_one_bar_per_stage_with_rate_and_time_left():
+    import io
+
+    from napari_slip.cli import StageProgress
+    from napari_slip.core.runtime.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    bar = StageProgress(stream=out)
+    for done in range(0, 65, 16):
+        bar(Progress("proposals", done, 64, "SAM mask decoder"))
+    bar(Progress("scoring", 1, 2, "CLIP"))
+    bar.close()
+    lines = out.getvalue().split("\n")
+    assert len(lines) == 3 and lines[-1] == ""  # one line per stage
+    last = lines[0].split("\r")[-1]
+    assert "[" + "#" * 24 + "] 64/64" in last and "/s" in last and "0 s left" in last
+    assert "1/2" in lines[1].split("\r")[-1]
+
+
+def test_nothing_found_table_lists_the_candidates_and_their_scores(files, tiny_clip_path, capsys):
+    code = main(
+        [
+            "segment",
+            str(files / "img.tif"),
+            "-p",
+            "cell",
+            "-o",
+            str(files / "none.tif"),
+            "--table",
+            str(files / "none.csv"),
+            "--proposals-from",
+            str(files / "labels.tif"),
+            "--mode",
+            "threshold",
+            "--threshold",
+            "0.999",
+            "--clip",
+            str(tiny_clip_path),
+            "-q",
+        ]
+    )
+    assert code == 0
+    table = pd.read_csv(files / "none.csv")
+    assert len(table) == 4 and not table["kept"].any()  # the four labelled objects
+    assert table["score"].is_monotonic_decreasing and (table["score"] < 0.999).all()
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("napari-slip: Nothing found for 'cell'")
+    assert f"best of 4 candidates scored {table['score'].max():.3f}" in line

@@ -143,6 +143,25 @@ def test_one_call_api_reuses_loaded_models(tiny_sam_path, tiny_clip_path):
     assert seg.stats["clip_crop_embeddings"] == 4  # embedded once for both calls
 
 
+def test_importing_the_library_is_lazy_and_changes_nothing():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_slip, napari_slip.core, napari_slip.cli\n"
+        "heavy = ('torch', 'pandas', 'triton', 'torchvision', 'open_clip')\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+        "import napari_slip.core.runtime.perf as perf\n"
+        "print(perf._TUNED)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "False"]
+    version = subprocess.run(
+        [sys.executable, "-m", "napari_slip.cli", "--version"], capture_output=True, text=True
+    )
+    assert version.stdout.strip().startswith("napari-slip ")
+
+
 def test_engine_imports_no_qt_or_napari():
     import subprocess
     import sys
@@ -164,7 +183,9 @@ def test_cache_queries_do_no_image_work(segmenter):
     other = image[::-1].copy()
     assert drain_cached(segmenter.iter_segment(image, "cell")) is None  # would load SAM
     assert segmenter.hub.loads == {"sam": 0, "clip": 0}
+    assert not segmenter.is_cached(image)
     segmenter.segment(image, "cell", mode="topk", top_k=2)
+    assert segmenter.is_cached(image) and not segmenter.is_cached(other)
     encoder_calls = _count_forwards(segmenter.sam.model.image_encoder)
     stats = dict(segmenter.stats)
     again = drain_cached(segmenter.iter_segment(image, "nucleus", mode="topk", top_k=2))

@@ -13,7 +13,8 @@ from ..core.errors import SlipError
 def one_line(exc: BaseException) -> str:
     """A user-facing single line for an exception."""
     if isinstance(exc, SlipError):
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = exc.for_surface("widget")
+        return text.splitlines()[0] if text else type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

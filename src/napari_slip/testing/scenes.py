@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.training.synthetic import SYNTHETIC_CLASSES, _shape_mask, _texture
+from ..core.training.synthetic import SYNTHETIC_CLASSES, _shape_mask, _texture, gradient_background
 
 
 def shapes_scene(rng: np.random.Generator, size: int = 256, n=(3, 9), radius=(8, 28)):
     """Coloured, textured shapes on a gradient background: (rgb uint8, labels int32)."""
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    c0, c1 = rng.uniform(20, 220, 3), rng.uniform(20, 220, 3)
-    angle = rng.uniform(0, np.pi)
-    t = ((np.cos(angle) * xx + np.sin(angle) * yy) / (size * 1.5) + 0.5)[..., None]
-    rgb = c0 * (1 - t) + c1 * t + rng.normal(0, 10, (size, size, 3))
+    rgb = gradient_background(rng, size, colours=(20, 220), noise=10)
     labels = np.zeros((size, size), np.int32)
     kinds = list(SYNTHETIC_CLASSES)
     label = 0

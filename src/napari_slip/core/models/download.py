@@ -151,11 +151,7 @@ def download(
         response = urllib.request.build_opener(redirects).open(request, timeout=timeout)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise WeightsUnavailableError(
-            f"Could not download {what} from {url} ({reason}). "
-            f"If you are offline, download the file elsewhere and put it at {dest}, "
-            "or pass the path of a local file instead of the model name."
-        ) from None
+        raise WeightsUnavailableError.offline(what, url, dest, reason) from None
     linked = redirects.linked_sha256 or _linked_sha256(response.headers)
     expected = (sha256 or linked or "").lower() or None
     total = int(response.headers.get("Content-Length") or 0)

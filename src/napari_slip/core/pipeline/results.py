@@ -39,12 +39,18 @@ class SegmentationResult:
         Models with their file hashes, every parameter, the normalisation used.
     message
         One line: how many objects, or why none was found.
+    candidate_table
+        One row per candidate (every proposal, kept or not): candidate (its index),
+        score, similarity, area, bbox, kept, id (its label id, 0 if not kept), prompt.
+        Shows how far from the threshold the candidates were, also when nothing was
+        found.
     """
 
     labels: np.ndarray
     table: pd.DataFrame
     provenance: dict = field(default_factory=dict)
     message: str = ""
+    candidate_table: pd.DataFrame = field(default_factory=lambda: candidates_table(None))
 
     @property
     def found(self) -> bool:
@@ -55,14 +61,60 @@ class SegmentationResult:
         return len(self.table)
 
 
+CANDIDATE_COLUMNS = [
+    "candidate",
+    "score",
+    "similarity",
+    "area",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_y1",
+    "bbox_x1",
+    "kept",
+    "id",
+    "prompt",
+]
+
+
+def candidates_table(
+    proposals: Proposals | None,
+    scores: np.ndarray | None = None,
+    similarities: np.ndarray | None = None,
+    ids: dict[int, int] | None = None,
+    prompt: str = "",
+) -> pd.DataFrame:
+    """Every candidate with its score and whether it was kept (``ids``: index -> id)."""
+    if proposals is None or not len(proposals):
+        return pd.DataFrame(columns=CANDIDATE_COLUMNS)
+    ids = ids or {}
+    boxes = np.asarray(proposals.boxes, dtype=np.int64).reshape(-1, 4)
+    table = pd.DataFrame(
+        {
+            "candidate": np.arange(len(proposals)),
+            "score": np.asarray(scores, dtype=float),
+            "similarity": np.asarray(similarities, dtype=float),
+            "area": proposals.areas,
+            "bbox_y0": boxes[:, 0],
+            "bbox_x0": boxes[:, 1],
+            "bbox_y1": boxes[:, 2],
+            "bbox_x1": boxes[:, 3],
+            "kept": [i in ids for i in range(len(proposals))],
+            "id": [ids.get(i, 0) for i in range(len(proposals))],
+            "prompt": prompt,
+        },
+        columns=CANDIDATE_COLUMNS,
+    )
+    return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
 def paint_labels(
     proposals: Proposals,
     indices: np.ndarray,
     scores: np.ndarray,
     similarities: np.ndarray,
     prompt: str,
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """Label image and table for the chosen proposals.
+) -> tuple[np.ndarray, pd.DataFrame, dict[int, int]]:
+    """Label image, table and ``{proposal index: id}`` for the chosen proposals.
 
     Ids follow the score order (1 = best). Overlapping masks are painted largest first,
     so an object nested inside a larger one stays visible; an object left with no
@@ -80,9 +132,10 @@ def paint_labels(
         remap = np.zeros(len(indices) + 1, dtype=np.int32)
         remap[kept + 1] = np.arange(1, len(kept) + 1, dtype=np.int32)
         labels = remap[labels]
-    rows = []
+    rows, ids = [], {}
     for new_id, rank in enumerate(kept, start=1):
         i = indices[rank]
+        ids[int(i)] = new_id
         y0, x0, y1, x1 = (int(v) for v in proposals.boxes[i])
         rows.append(
             {
@@ -99,4 +152,4 @@ def paint_labels(
             }
         )
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    return labels, table.astype({"id": "int64", "area": "int64", "source_id": "int64"})
+    return labels, table.astype({"id": "int64", "area": "int64", "source_id": "int64"}), ids

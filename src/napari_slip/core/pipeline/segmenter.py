@@ -40,7 +40,7 @@ from ..runtime.perf import resolve_precision
 from ..runtime.progress import Progress
 from .images import PreparedImage, prepare_image
 from .proposals import Proposals, downscale_for_sam
-from .results import SegmentationResult, paint_labels
+from .results import SegmentationResult, candidates_table, paint_labels
 from .scoring import DEFAULT_TEMPLATES, check_templates, cosine, embed_phrase, embed_proposals
 from .selection import select
 from .session import LRU, Candidates, ImageSession, digest
@@ -323,6 +323,32 @@ class Segmenter:
             image_key=session.key,
         )
 
+    def is_cached(
+        self,
+        image: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        **normalisation: Any,
+    ) -> bool:
+        """Whether segmenting ``image`` (default: the current one) needs no image work.
+
+        True when its proposals (from SAM with the current options, or from
+        ``labels``) and their crop embeddings with the current CLIP are cached.
+        Normalises and hashes ``image``: call it off the GUI thread.
+        """
+        if image is None:
+            session = self._session
+        else:
+            check_options(normalisation, NormalisationParams.names(), "is_cached()")
+            session = self._sessions.get(digest(prepare_image(image, **normalisation).rgb))
+        if session is None:
+            return False
+        key = self._proposals_key(self._source(None, labels))
+        proposals = session.proposals.get(key)
+        if proposals is None:
+            return False
+        crops_key = (key, self.crop_params, self.clip_spec, self.precision)
+        return len(proposals) == 0 or crops_key in session.crop_embeddings
+
     def _current(self) -> ImageSession:
         if self._session is None:
             raise InputError("No image given: pass the image to segment.")
@@ -382,12 +408,9 @@ class Segmenter:
         chosen = select(
             sims, selection.mode, selection.threshold, selection.top_k, self.clip.clip.logit_scale
         )
-        label_image, table = paint_labels(
-            proposals,
-            chosen.indices,
-            chosen.scores,
-            sims[:, 0] if len(sims) else np.zeros(0),
-            prompt,
+        similarity = sims[:, 0] if len(sims) else np.zeros(0)
+        label_image, table, ids = paint_labels(
+            proposals, chosen.indices, chosen.scores, similarity, prompt
         )
         message = (
             f"{len(table)} object(s) matching {prompt!r}"
@@ -399,6 +422,9 @@ class Segmenter:
             table=table,
             provenance=self._provenance(prompt, selection, candidates),
             message=message,
+            candidate_table=candidates_table(
+                proposals, chosen.all_scores, similarity, ids, prompt
+            ),
         )
 
     def _provenance(self, prompt: str, selection: SelectionParams, candidates: Candidates) -> dict:

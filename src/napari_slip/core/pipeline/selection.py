@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..params import DEFAULT_THRESHOLD, MODES
+from ..params import DEFAULT_THRESHOLD, MODES, SelectionParams
 
 
 @dataclass
@@ -49,9 +49,9 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def select(
     similarities: np.ndarray,
-    mode: str = "best",
+    mode: str = MODES[0],
     threshold: float | None = None,
-    top_k: int = 3,
+    top_k: int = SelectionParams.default("top_k"),
     logit_scale: float = 100.0,
 ) -> Selection:
     """Select proposals.

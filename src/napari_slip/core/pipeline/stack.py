@@ -43,6 +43,9 @@ class StackResult:
         Each segmented plane's candidates (for re-selection without image work).
     prompt
         The prompt the labels answer.
+    candidate_table
+        Every candidate of every plane with its score, ``kept`` and ``id`` (see
+        :class:`~.results.SegmentationResult`), with the ``axis{i}`` columns.
     """
 
     labels: np.ndarray
@@ -51,6 +54,7 @@ class StackResult:
     message: str = ""
     candidates: dict[tuple[int, ...], Candidates] = field(default_factory=dict, repr=False)
     prompt: str = ""
+    candidate_table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     @property
     def n_objects(self) -> int:
@@ -76,8 +80,13 @@ def _assemble(
 ) -> StackResult:
     """One labels array and table from per-plane results (ids continue across planes)."""
     out = np.zeros(out_shape, dtype=np.int32)
-    tables, next_id = [], start_id
+    tables, scored, next_id = [], [], start_id
     for plane, result in zip(planes, results, strict=True):
+        cand = result.candidate_table.copy()
+        cand.loc[cand["kept"].astype(bool), "id"] += next_id - 1
+        for axis, index in enumerate(plane):
+            cand[f"axis{axis}"] = index
+        scored.append(cand)
         plane_labels = result.labels
         if len(result.table):
             plane_labels = np.where(plane_labels > 0, plane_labels + (next_id - 1), 0)
@@ -102,7 +111,11 @@ def _assemble(
     )
     if len(planes) == 1 and not len(table):
         message = results[0].message
-    return StackResult(out, table, provenance, message, candidates, prompt)
+    scored = [c for c in scored if len(c)]
+    candidate_table = (
+        pd.concat(scored, ignore_index=True) if scored else results[0].candidate_table.copy()
+    )
+    return StackResult(out, table, provenance, message, candidates, prompt, candidate_table)
 
 
 def iter_segment_stack(

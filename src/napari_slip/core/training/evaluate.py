@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..models.registry import DEFAULT_SAM
-from ..params import CropParams, SamProposalParams
+from ..params import CropParams, SamProposalParams, SelectionParams
 from ..pipeline.segmenter import Segmenter
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
@@ -99,9 +99,9 @@ def iter_evaluate(
     proposals: str = "labels",
     sam: str = DEFAULT_SAM,
     device: str = "auto",
-    mode: str = "best",
+    mode: str = SelectionParams.default("mode"),
     threshold: float | None = None,
-    top_k: int = 3,
+    top_k: int = SelectionParams.default("top_k"),
     iou_threshold: float = 0.5,
     sam_params: SamProposalParams | None = None,
     crop_params: CropParams | None = None,

@@ -52,6 +52,17 @@ def _texture(kind: str, yy, xx, phase: float) -> np.ndarray:
     return np.zeros_like(xx, dtype=np.float32)
 
 
+def gradient_background(
+    rng: np.random.Generator, size: int, colours=(20, 200), noise: float = 12
+) -> np.ndarray:
+    """A varied float RGB background: a random colour gradient plus noise."""
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    c0, c1 = rng.uniform(*colours, 3), rng.uniform(*colours, 3)
+    angle = rng.uniform(0, np.pi)
+    t = ((np.cos(angle) * xx + np.sin(angle) * yy) / (size * 1.5) + 0.5)[..., None]
+    return c0 * (1 - t) + c1 * t + rng.normal(0, noise, (size, size, 3))
+
+
 def synthetic_image(
     rng: np.random.Generator,
     size: int = 128,
@@ -60,11 +71,7 @@ def synthetic_image(
 ):
     """One image: (rgb uint8, labels int32, {label: class})."""
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
-    # A varied background: a random colour gradient plus noise.
-    c0, c1 = rng.uniform(20, 200, 3), rng.uniform(20, 200, 3)
-    angle = rng.uniform(0, np.pi)
-    t = ((np.cos(angle) * xx + np.sin(angle) * yy) / (size * 1.5) + 0.5)[..., None]
-    rgb = c0 * (1 - t) + c1 * t + rng.normal(0, 12, (size, size, 3))
+    rgb = gradient_background(rng, size)
     labels = np.zeros((size, size), np.int32)
     names: dict[int, str] = {}
     n = int(rng.integers(n_objects[0], n_objects[1] + 1))

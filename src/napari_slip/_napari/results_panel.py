@@ -1,0 +1,204 @@
+"""The results panel: every object's score in a sortable table, and a histogram of all
+candidates' scores with the threshold drawn on it.
+
+Clicking a row selects that label in its layer and centres the view on it (moving to
+its plane in a stack). The histogram shows kept candidates in the label colour and
+dropped ones in gray, so a threshold can be chosen by looking at the scores; it is
+shown also when nothing was found, with how far the best candidate was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from magicgui.widgets import Container, Label
+from qtpy.QtCore import QRectF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QWidget
+
+KEPT = QColor(255, 170, 0)
+DROPPED = QColor(130, 130, 130)
+LINE = QColor(230, 60, 60)
+
+
+class ScoreHistogram(QWidget):
+    """Bars of candidate scores (kept ones coloured) and a vertical threshold line."""
+
+    def __init__(self, parent=None, bins: int = 30) -> None:
+        super().__init__(parent)
+        self.bins = bins
+        self.scores = np.zeros(0)
+        self.kept = np.zeros(0, dtype=bool)
+        self.threshold: float | None = None
+        self.setMinimumHeight(70)
+        self.setMaximumHeight(90)
+
+    def set_data(self, scores, kept, threshold: float | None) -> None:
+        self.scores = np.asarray(scores, dtype=float)
+        self.kept = np.asarray(kept, dtype=bool)
+        self.threshold = threshold
+        self.update()
+
+    def set_threshold(self, threshold: float | None) -> None:
+        self.threshold = threshold
+        self.update()
+
+    def range(self) -> tuple[float, float]:
+        """The score range shown: the scores' range, widened to include the threshold."""
+        values = list(self.scores[np.isfinite(self.scores)])
+        if self.threshold is not None:
+            values.append(self.threshold)
+        if not values:
+            return 0.0, 1.0
+        lo, hi = min(values), max(values)
+        pad = max((hi - lo) * 0.05, 0.005)
+        return lo - pad, hi + pad
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(edges, kept counts, dropped counts) of the bars."""
+        lo, hi = self.range()
+        edges = np.linspace(lo, hi, self.bins + 1)
+        kept, _ = np.histogram(self.scores[self.kept], edges)
+        dropped, _ = np.histogram(self.scores[~self.kept], edges)
+        return edges, kept, dropped
+
+    def x_of(self, value: float) -> float:
+        lo, hi = self.range()
+        return (value - lo) / (hi - lo) * self.width()
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 (Qt's name)
+        painter = QPainter(self)
+        w, h = self.width(), self.height() - 12
+        painter.fillRect(0, 0, self.width(), self.height(), QColor(38, 41, 48))
+        edges, kept, dropped = self.counts()
+        top = max(int((kept + dropped).max(initial=0)), 1)
+        bar = w / self.bins
+        for i in range(self.bins):
+            x = i * bar
+            hd = dropped[i] / top * h
+            hk = kept[i] / top * h
+            painter.fillRect(QRectF(x + 1, h - hd - hk, bar - 1, hd), DROPPED)
+            painter.fillRect(QRectF(x + 1, h - hk, bar - 1, hk), KEPT)
+        painter.setPen(QColor(200, 200, 200))
+        lo, hi = edges[0], edges[-1]
+        painter.drawText(2, self.height() - 1, f"{lo:.3f}")
+        painter.drawText(w - 40, self.height() - 1, f"{hi:.3f}")
+        if self.threshold is not None:
+            painter.setPen(QPen(LINE, 2))
+            x = self.x_of(self.threshold)
+            painter.drawLine(int(x), 0, int(x), h)
+        painter.end()
+
+
+class ResultsPanel(Container):
+    """Objects table and score histogram of the last run."""
+
+    COLUMNS = ("id", "score", "area", "plane")
+
+    def __init__(self) -> None:
+        super().__init__(labels=False)
+        self.summary = Label(value="")
+        self.summary.native.setWordWrap(True)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setMinimumHeight(90)
+        self.table.setMaximumHeight(160)
+        self.histogram = ScoreHistogram()
+        self.histogram.setToolTip(
+            "Scores of all candidates: kept (orange), dropped (gray); the red line is the "
+            "threshold."
+        )
+        self.append(self.summary)
+        self.native.layout().addWidget(self.histogram)
+        self.native.layout().addWidget(self.table)
+        self.layer = None
+        self.viewer = None
+        self.rows: pd.DataFrame = pd.DataFrame()
+        self.table.cellClicked.connect(self._on_click)
+        self.visible = False
+
+    def show_result(self, viewer, layer, result, threshold: float | None) -> None:
+        """Fill the table and histogram from a :class:`StackResult`."""
+        self.viewer, self.layer = viewer, layer
+        axes = [c for c in result.table.columns if str(c).startswith("axis")]
+        rows = result.table.copy()
+        offset = 0
+        if layer is not None and len(rows) and "index" in layer.features:
+            # Objects written into an existing layer got new ids after its maximum.
+            offset = int(layer.features["index"].max()) - int(rows["id"].max())
+            offset = max(offset, 0)
+        rows["id"] = rows["id"] + offset
+        rows["plane"] = [
+            ", ".join(str(int(v)) for v in r) for r in rows[axes].itertuples(index=False)
+        ] if axes else ""
+        self.rows = rows.reset_index(drop=True)
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.rows))
+        for i, row in self.rows.iterrows():
+            for j, value in enumerate((row["id"], row["score"], row["area"], row["plane"])):
+                item = QTableWidgetItem()
+                if isinstance(value, str):
+                    item.setData(Qt.ItemDataRole.DisplayRole, value)
+                elif j == 1:
+                    item.setData(Qt.ItemDataRole.DisplayRole, round(float(value), 4))
+                else:
+                    item.setData(Qt.ItemDataRole.DisplayRole, int(value))
+                self.table.setItem(int(i), j, item)
+        self.table.setSortingEnabled(True)
+        self.table.setVisible(len(self.rows) > 0)
+        cands = result.candidate_table
+        scores = cands["score"].to_numpy(float) if len(cands) else np.zeros(0)
+        kept = cands["kept"].to_numpy(bool) if len(cands) else np.zeros(0, bool)
+        self.histogram.set_data(scores, kept, threshold)
+        if len(cands):
+            best = float(scores.max())
+            where = f"; best {best:.3f}" + (
+                f", threshold {threshold:.3f}" if threshold is not None else ""
+            )
+            self.summary.value = f"{int(kept.sum())} of {len(cands)} candidates kept{where}"
+        else:
+            self.summary.value = "No candidate objects."
+        self.visible = True
+
+    def clear(self) -> None:
+        self.rows = pd.DataFrame()
+        self.table.setRowCount(0)
+        self.histogram.set_data([], [], None)
+        self.summary.value = ""
+        self.layer = None
+        self.visible = False
+
+    def _on_click(self, row: int, _column: int) -> None:
+        item = self.table.item(row, 0)
+        if item is None or self.layer is None:
+            return
+        self.select_label(int(item.data(Qt.ItemDataRole.DisplayRole)))
+
+    def select_label(self, label_id: int) -> None:
+        """Select ``label_id`` in the layer and centre the view (and plane) on it."""
+        layer, viewer = self.layer, self.viewer
+        if layer is None or viewer is None or layer not in viewer.layers:
+            return
+        match = self.rows[self.rows["id"] == label_id]
+        if not len(match):
+            return
+        row = match.iloc[0]
+        layer.selected_label = int(label_id)
+        layer.visible = True
+        axes = [c for c in self.rows.columns if str(c).startswith("axis")]
+        centre = [int(row[a]) for a in axes] + [
+            (row["bbox_y0"] + row["bbox_y1"]) / 2,
+            (row["bbox_x0"] + row["bbox_x1"]) / 2,
+        ]
+        world = np.asarray(layer.data_to_world(np.asarray(centre, dtype=float)))
+        if axes:
+            point = list(viewer.dims.point)
+            for k, value in enumerate(world[: len(axes)]):
+                point[k] = float(value)
+            viewer.dims.point = point
+        viewer.camera.center = tuple(float(v) for v in world[-2:])
