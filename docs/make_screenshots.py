@@ -25,6 +25,8 @@ from napari_slip.core.training.synthetic import synthetic_image
 from napari_slip.testing import write_tiny_clip, write_tiny_sam
 
 OUT = Path(__file__).parent / "images"
+#: About napari's default window on a laptop screen: the dock must leave room.
+WINDOW = (1090, 900)
 
 
 def settle(seconds: float = 0.5) -> None:
@@ -36,7 +38,7 @@ def settle(seconds: float = 0.5) -> None:
 
 def make_viewer(weights: Path):
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(*WINDOW)
     widget = SlipWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment from text")
     widget.add_sam_file(write_tiny_sam(weights / "tiny_sam.pth"))
@@ -70,6 +72,12 @@ def main() -> None:
             settle(0.1)
         viewer.dims.set_current_step(0, 4)
         shoot(viewer, "widget-stack.png")
+        # The results panel: a threshold between the candidates' scores.
+        scores = np.sort(widget.results.histogram.scores)
+        widget.threshold.value = float(scores[len(scores) // 2])
+        widget.results.table.sortItems(1)
+        widget.results.table.cellClicked.emit(0, 0)
+        shoot(viewer, "widget-results.png")
         viewer.close()
 
         # 2. A photo, distractors mode, before running.
@@ -86,7 +94,7 @@ def main() -> None:
 
         # 3. Fine-tuning from a stack of labelled synthetic shapes.
         viewer = napari.Viewer(show=True)
-        viewer.window._qt_window.resize(1500, 950)
+        viewer.window._qt_window.resize(*WINDOW)
         rng = np.random.default_rng(5)
         planes = [synthetic_image(rng, 128) for _ in range(6)]
         labels = np.zeros((6, 128, 128), np.int32)

@@ -76,10 +76,12 @@ def _device_argument(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .core.models.registry import DEFAULT_CLIP, DEFAULT_SAM
     from .core.params import (
+        DEFAULT_CLIP,
+        DEFAULT_SAM,
         PRECISIONS,
         CropParams,
+        FinetuneParams,
         NormalisationParams,
         SamProposalParams,
         SelectionParams,
@@ -157,27 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--base", default=DEFAULT_CLIP, help=f"CLIP to start from (default {DEFAULT_CLIP})"
     )
     ft.add_argument("-o", "--output", required=True, help="checkpoint to write (.safetensors)")
-    ft.add_argument("--epochs", type=int, default=20)
-    ft.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5)")
-    ft.add_argument("--batch-size", type=int, default=32)
-    ft.add_argument(
-        "--train",
-        choices=("all", "last", "proj"),
-        default="last",
-        help="what to train: everything, the last blocks and projections "
-        "(default), or the projections only (fastest on a CPU)",
+    add_arguments(
+        ft,
+        FinetuneParams,
+        only=(
+            "epochs",
+            "lr",
+            "batch_size",
+            "train",
+            "last_blocks",
+            "val_fraction",
+            "patience",
+            "template",
+            "seed",
+        ),
     )
-    ft.add_argument("--last-blocks", type=int, default=2, help="blocks per tower for --train last")
-    ft.add_argument("--val-fraction", type=float, default=0.2, help="share of images held out")
-    ft.add_argument("--patience", type=int, default=5, help="early stopping patience (epochs)")
-    ft.add_argument("--template", default="a photo of {}.", help="how a class becomes text")
     ft.add_argument(
         "--grid", action="store_true", help="try learning rates x trained parts and keep the best"
     )
-    ft.add_argument("--seed", type=int, default=0)
     _device_argument(ft)
     add_arguments(ft, CropParams, types={"fill": _parse_fill})
-    ft.add_argument("--quiet", "-q", action="store_true")
+    ft.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
     ev = sub.add_parser(
         "evaluate",
@@ -192,13 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a CLIP to evaluate (repeat to compare several)",
     )
-    ev.add_argument("--proposals", choices=("labels", "sam"), default="labels")
-    ev.add_argument("--sam", default=DEFAULT_SAM, help="SAM for --proposals sam")
+    ev.add_argument(
+        "--proposals",
+        choices=("labels", "sam"),
+        default="labels",
+        help="candidates: the labelled objects (judges CLIP alone) or SAM's masks (the "
+        "whole pipeline) (default: %(default)s)",
+    )
+    ev.add_argument(
+        "--sam", default=DEFAULT_SAM, help="SAM for --proposals sam (default: %(default)s)"
+    )
     add_arguments(ev, SelectionParams, only=("mode", "threshold", "top_k"))
-    ev.add_argument("--template", action="append", dest="templates")
+    ev.add_argument(
+        "--template",
+        action="append",
+        dest="templates",
+        help="prompt template with {} (repeatable; default: the checkpoint's own)",
+    )
     ev.add_argument("--json", help="write the report as JSON, keyed by CLIP")
     _device_argument(ev)
-    ev.add_argument("--quiet", "-q", action="store_true")
+    ev.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     return parser
 
 
@@ -371,20 +386,10 @@ def run_models(_args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from .core.params import CropParams, from_args
-    from .core.training.finetune import FinetuneParams, finetune
+    from .core.params import CropParams, FinetuneParams, from_args
+    from .core.training.finetune import finetune
 
-    params = FinetuneParams(
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        train=args.train,
-        last_blocks=args.last_blocks,
-        val_fraction=args.val_fraction,
-        patience=args.patience,
-        template=args.template,
-        seed=args.seed,
-    )
+    params = from_args(FinetuneParams, args)
     path = finetune(
         args.data,
         args.base,

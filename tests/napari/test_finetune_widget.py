@@ -119,3 +119,45 @@ def test_parse_classes():
     ]:
         with pytest.raises(InputError, match=match):
             parse_classes(bad)
+
+
+def test_one_labels_layer_per_class_with_a_preview_of_the_counts(scene, qtbot):
+    viewer, widget, _, names = scene
+    objects = viewer.layers["objects"].data
+    by_class = {}
+    for label, cls in names.items():
+        by_class.setdefault(cls, []).append(label)
+    for cls, labels in by_class.items():
+        viewer.add_labels(np.where(np.isin(objects, labels), objects, 0), name=cls)
+    viewer.layers.remove("objects")
+    widget.labels.reset_choices()
+    widget.labels.value = "__per_layer__"
+    preview = widget.preview.value
+    for cls, labels in by_class.items():
+        assert f"{cls}: {len(labels)}" in preview  # one object per label, per class
+    pairs = widget.pairs()
+    assert sorted(set(pairs.classes)) == sorted(by_class)
+    assert len(pairs) == len(names)
+    widget.name.value = "per layer"
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    path = checkpoint_dir() / "per_layer.safetensors"
+    assert path.is_file() and read_clip_metadata(path)["class_names"] == sorted(by_class)
+
+
+def test_preview_follows_the_classes_field_and_the_class_feature(scene):
+    viewer, widget, spec, names = scene
+    widget.classes.value = spec
+    counts = pd.Series(list(names.values())).value_counts()
+    for cls, n in counts.items():
+        assert f"{cls}: {n}" in widget.preview.value
+    widget.classes.value = ""
+    assert "Name the class of each label" in widget.preview.value
+    layer = viewer.layers["objects"]
+    layer.features = pd.DataFrame(
+        {"index": list(names), "class": ["a" if k % 2 else "b" for k in names]}
+    )
+    widget.update_preview()
+    assert widget.preview.value == (
+        f"a: {sum(k % 2 == 1 for k in names)}; b: {sum(k % 2 == 0 for k in names)}"
+    )

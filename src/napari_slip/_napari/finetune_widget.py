@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import (
     ComboBox,
     FloatSpinBox,
+    Label,
     LineEdit,
     SpinBox,
 )
@@ -28,7 +29,7 @@ from ..core.training.datasets import Pairs, pairs_from_arrays
 from ..core.training.finetune import FinetuneParams, iter_finetune_to_file
 from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
 from .job import image_data
-from .panel import WorkerPanel
+from .panel import WorkerPanel, compact
 
 if TYPE_CHECKING:
     import napari
@@ -77,6 +78,22 @@ def classes_from_features(layer) -> dict[int, str]:
     }
 
 
+#: The Labels choice meaning "every Labels layer is one class, named like the layer".
+PER_LAYER = "__per_layer__"
+
+
+def class_counts(pairs_plan: list[tuple[np.ndarray, dict[int, str]]]) -> dict[str, int]:
+    """Objects per class in ``[(labels, {label: class}), ...]``."""
+    counts: dict[str, int] = {}
+    for labels, mapping in pairs_plan:
+        present = np.unique(np.asarray(labels))
+        for value in present[present > 0]:
+            cls = mapping.get(int(value))
+            if cls is not None:
+                counts[cls] = counts.get(cls, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 class FinetuneWidget(WorkerPanel):
     """Fine-tune CLIP from the objects of a Labels layer and their class names."""
 
@@ -90,11 +107,20 @@ class FinetuneWidget(WorkerPanel):
         self.last_checkpoint = None
 
         self.image = ComboBox(label="Image", choices=self._layer_choices("Image"))
-        self.labels = ComboBox(label="Labels", choices=self._layer_choices("Labels"))
-        self.classes = LineEdit(label="Classes", value="")
-        self.classes.native.setPlaceholderText(
-            "nucleus: 1-5, 9; mitotic nucleus: 6, 7  (empty: the layer's 'class' feature)"
+        self.labels = ComboBox(label="Labels", choices=self._labels_choices)
+        self.labels.tooltip = (
+            "One Labels layer with classes (typed below, or a 'class' column in its "
+            "features), or 'one layer per class': each Labels layer of the image's shape "
+            "is a class named like the layer."
         )
+        self.classes = LineEdit(label="Classes", value="")
+        self.classes.native.setPlaceholderText("nucleus: 1-5, 9; mitotic: 6, 7")
+        self.classes.tooltip = (
+            "Which labels are which class. Empty: the layer's 'class' feature "
+            "(editable in napari's features table)."
+        )
+        self.preview = Label(value="")
+        self.preview.native.setWordWrap(True)
         self.base = ComboBox(label="Start from", choices=self._base_choices, value=DEFAULT_CLIP)
         self.name = LineEdit(label="Save as", value="")
         self.name.native.setPlaceholderText("checkpoint name (default: from the image name)")
@@ -102,11 +128,11 @@ class FinetuneWidget(WorkerPanel):
         self.train = ComboBox(
             label="Train",
             value="last",
-            choices=[
-                ("last blocks + projections", "last"),
-                ("projections only (fastest)", "proj"),
-                ("everything", "all"),
-            ],
+            choices=[("last blocks", "last"), ("projections", "proj"), ("everything", "all")],
+        )
+        self.train.tooltip = (
+            "last blocks: the last transformer blocks and projections (default); "
+            "projections: fastest, least forgetting; everything: most capacity."
         )
         self.epochs = SpinBox(label="Epochs", min=1, max=1000, value=20)
         self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1.0, step=1e-6, value=1e-5)
@@ -117,6 +143,7 @@ class FinetuneWidget(WorkerPanel):
                 self.image,
                 self.labels,
                 self.classes,
+                self.preview,
                 self.base,
                 self.name,
                 self.template,
@@ -131,12 +158,21 @@ class FinetuneWidget(WorkerPanel):
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved):
             event.connect(self.reset_choices)
+            event.connect(self.update_preview)
+        for widget in (self.image, self.labels, self.classes):
+            widget.changed.connect(self.update_preview)
+        compact(self.image, self.labels, self.base, self.train, self.device)
+        self.update_preview()
 
     def _layer_choices(self, kind: str):
         def choices(_widget=None):
             return [(x.name, x) for x in self.viewer.layers if type(x).__name__ == kind]
 
         return choices
+
+    def _labels_choices(self, _widget=None):
+        layers = [(x.name, x) for x in self.viewer.layers if type(x).__name__ == "Labels"]
+        return layers + ([("one layer per class", PER_LAYER)] if len(layers) >= 2 else [])
 
     def _base_choices(self, _widget=None):
         return clip_choices(self._clip_files, self._clip_folders)
@@ -168,37 +204,67 @@ class FinetuneWidget(WorkerPanel):
             )
         return mapping
 
-    def pairs(self) -> Pairs:
-        """Crops of every classified object in every plane, with their classes."""
-        image_layer, labels_layer = self.image.value, self.labels.value
-        if image_layer is None or labels_layer is None:
+    def plan(self) -> list[tuple[object, dict[int, str]]]:
+        """``[(labels layer, {label: class}), ...]``: what becomes training data."""
+        image_layer, choice = self.image.value, self.labels.value
+        if image_layer is None or choice is None:
             raise InputError("Choose an Image layer and the Labels layer of its objects.")
         data = image_data(image_layer)
-        expected = data.shape[:-1] if image_layer.rgb else data.shape
-        if tuple(labels_layer.data.shape) != tuple(expected):
+        expected = tuple(data.shape[:-1] if image_layer.rgb else data.shape)
+        if choice == PER_LAYER:
+            layers = [
+                x
+                for x in self.viewer.layers
+                if type(x).__name__ == "Labels" and tuple(x.data.shape) == expected
+            ]
+            plan = []
+            for layer in layers:
+                values = np.unique(np.asarray(layer.data))
+                plan.append((layer, {int(v): layer.name for v in values[values > 0]}))
+            return plan
+        if tuple(choice.data.shape) != expected:
             raise InputError(
-                f"The labels {labels_layer.name!r} have shape {tuple(labels_layer.data.shape)}, "
-                f"the image needs {tuple(expected)}."
+                f"The labels {choice.name!r} have shape {tuple(choice.data.shape)}, "
+                f"the image needs {expected}."
             )
-        mapping = self.class_map()
+        return [(choice, self.class_map())]
+
+    def update_preview(self, *_args) -> None:
+        """Show how many objects each class has (or why there is no training data)."""
+        try:
+            counts = class_counts([(layer.data, mapping) for layer, mapping in self.plan()])
+        except InputError as exc:
+            self.preview.value = str(exc).splitlines()[0]
+            return
+        if not counts:
+            self.preview.value = "No classified objects yet."
+            return
+        self.preview.value = "; ".join(f"{cls}: {n}" for cls, n in counts.items())
+
+    def pairs(self) -> Pairs:
+        """Crops of every classified object in every plane, with their classes."""
+        image_layer = self.image.value
+        plan = self.plan()
+        data = image_data(image_layer)
         limits = tuple(float(v) for v in image_layer.contrast_limits)
         lead = leading_shape(data.shape, bool(image_layer.rgb))
         pairs = Pairs()
-        for plane in np.ndindex(*lead) if lead else [()]:
-            labels = np.asarray(labels_layer.data[plane])
-            if not labels.any():
-                continue
-            pairs.extend(
-                pairs_from_arrays(
-                    np.asarray(data[plane]),
-                    labels,
-                    mapping,
-                    CropParams(),
-                    group=f"{image_layer.name}{plane}",
-                    contrast_limits=limits,
-                    rgb=bool(image_layer.rgb) or None,
+        for layer, mapping in plan:
+            for plane in np.ndindex(*lead) if lead else [()]:
+                labels = np.asarray(layer.data[plane])
+                if not labels.any():
+                    continue
+                pairs.extend(
+                    pairs_from_arrays(
+                        np.asarray(data[plane]),
+                        labels,
+                        mapping,
+                        CropParams(),
+                        group=f"{image_layer.name}{plane}",
+                        contrast_limits=limits,
+                        rgb=bool(image_layer.rgb) or None,
+                    )
                 )
-            )
         if len(set(pairs.classes)) < 2:
             raise InputError(
                 f"Found {len(pairs)} classified object(s) of {len(set(pairs.classes))} class(es); "

@@ -10,6 +10,18 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from ..core.errors import SlipError
 
 
+def compact(*combos) -> None:
+    """Let combo boxes shrink with the dock (long texts elide) instead of widening it."""
+    from qtpy.QtWidgets import QComboBox, QSizePolicy
+
+    policy = QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+    for combo in combos:
+        box = combo.native
+        box.setSizeAdjustPolicy(policy)
+        box.setMinimumContentsLength(10)
+        box.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+
+
 def one_line(exc: BaseException) -> str:
     """A user-facing single line for an exception."""
     if isinstance(exc, SlipError):
@@ -98,6 +110,7 @@ class WorkerPanel(Container):
         self.status.value = str(event)
 
     def _on_cancelled(self) -> None:
+        self.reset_progress()
         self.status.value = self.cancelled_message
 
     def _on_finished(self) -> None:
@@ -105,10 +118,17 @@ class WorkerPanel(Container):
         self.run_button.enabled = True
         self.cancel_button.enabled = False
 
+    def reset_progress(self) -> None:
+        """An empty bar: it describes no work."""
+        self.progress.max = 1
+        self.progress.value = 0
+        self.progress.native.setFormat("")
+
     def show_error(self, exc: BaseException) -> None:
         """Show an exception as one line in the status and as a napari notification."""
         from napari.utils.notifications import show_error
 
         message = one_line(exc)
+        self.reset_progress()  # a stale "loading models 0%" would describe nothing
         self.status.value = f"Error: {message}"
         show_error(message)

@@ -66,7 +66,7 @@ class ScoreHistogram(QWidget):
         lo, hi = self.range()
         return (value - lo) / (hi - lo) * self.width()
 
-    def paintEvent(self, _event) -> None:  # noqa: N802 (Qt's name)
+    def paintEvent(self, _event) -> None:
         painter = QPainter(self)
         w, h = self.width(), self.height() - 12
         painter.fillRect(0, 0, self.width(), self.height(), QColor(38, 41, 48))
@@ -133,9 +133,11 @@ class ResultsPanel(Container):
             offset = int(layer.features["index"].max()) - int(rows["id"].max())
             offset = max(offset, 0)
         rows["id"] = rows["id"] + offset
-        rows["plane"] = [
-            ", ".join(str(int(v)) for v in r) for r in rows[axes].itertuples(index=False)
-        ] if axes else ""
+        rows["plane"] = (
+            [", ".join(str(int(v)) for v in r) for r in rows[axes].itertuples(index=False)]
+            if axes
+            else ""
+        )
         self.rows = rows.reset_index(drop=True)
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.rows))

@@ -57,6 +57,10 @@ def segment_in_viewer(
 ) -> Any:
     """Segment ``prompt`` in an image layer and return the Labels layer written.
 
+    Blocks until done (the widget runs the same work in a background thread). When
+    nothing is found, no layer is added or changed: a notification says why and None
+    is returned.
+
     Parameters
     ----------
     viewer
@@ -132,6 +136,11 @@ def segment_in_viewer(
         segmenter.set_crop_params(request.crop_params)
         segmenter.templates = request.templates
         result = drain(iter_job(segmenter, request), progress)
+    if not result.n_objects:
+        from napari.utils.notifications import show_info
+
+        show_info(f"{result.message} No layer was added.")
+        return None
     if target is None:
         name = f"{prompt} ({image.name})"
         return new_labels_layer(viewer, result, image, name, spatial_axes(request))

@@ -37,22 +37,34 @@ from ..core.runtime.perf import tune_allocator
 from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
 from .job import Request, check, configure, iter_job, source, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, write_into_layer
-from .panel import WorkerPanel, one_line
+from .panel import WorkerPanel, compact, one_line
+from .results_panel import ResultsPanel
 
 if TYPE_CHECKING:
     import napari
 
 MODE_CHOICES = [
-    ("best match (SLIP)", "best"),
-    ("all above threshold", "threshold"),
-    ("prompt beats distractors", "distractors"),
+    ("best match", "best"),
+    ("above threshold", "threshold"),
+    ("beats distractors", "distractors"),
     ("top k", "topk"),
 ]
+MODE_TIPS = {
+    "best": "The single candidate most similar to the prompt (SLIP).",
+    "threshold": "Every candidate whose similarity is at least the threshold.",
+    "distractors": "Every candidate more like the prompt than like any distractor phrase or "
+    "the background.",
+    "topk": "The k candidates most similar to the prompt.",
+}
 
 
 @dataclass
 class _Output:
-    """The last run's output, so re-selection can update it."""
+    """The last run's output, so re-selection can update it.
+
+    ``layer`` is None when nothing was found (no empty layer is added); a later
+    re-selection that finds objects creates it.
+    """
 
     request: Request
     layer: Any
@@ -87,7 +99,11 @@ class SlipWidget(WorkerPanel):
             label="Threshold", min=-1.0, max=1.0, step=0.005, value=DEFAULT_THRESHOLD
         )
         self.threshold.tooltip = SelectionParams.help("threshold")
-        self.use_floor = CheckBox(text="Nothing found below the threshold", value=False)
+        self.use_floor = CheckBox(text="Use threshold as a floor", value=False)
+        self.use_floor.tooltip = (
+            "In best, top-k and distractors modes: keep nothing that scores below the "
+            "threshold (so an absent object gives 'nothing found')."
+        )
         self.distractors = LineEdit(label="Distractors", value="")
         self.distractors.native.setPlaceholderText("comma-separated, e.g. debris, dust")
         self.top_k = SpinBox(
@@ -104,35 +120,35 @@ class SlipWidget(WorkerPanel):
         self.channels.native.setPlaceholderText("e.g. 0,2 (default: the first three)")
         self.scope = ComboBox(label="Planes", choices=["current slice", "all slices"])
         self.output = ComboBox(label="Output", choices=self._output_choices)
-        self.replace_existing = CheckBox(
-            text="Replace existing labels where they overlap", value=False
+        self.replace_existing = CheckBox(text="Replace overlapping labels", value=False)
+        self.replace_existing.tooltip = (
+            "Write new objects over existing labels where they overlap (undo with Ctrl+Z); "
+            "unticked, existing labels are kept."
         )
         self.show_advanced = CheckBox(text="Advanced settings", value=False)
         sam_default = SamProposalParams()
         self.points_per_side = SpinBox(
-            label="SAM points per side", min=1, max=128, value=sam_default.points_per_side
+            label="Points/side", min=1, max=128, value=sam_default.points_per_side
         )
         self.pred_iou = FloatSpinBox(
-            label="SAM min predicted IoU",
+            label="Min IoU",
             min=0,
             max=1,
             step=0.01,
             value=sam_default.pred_iou_thresh,
         )
         self.stability = FloatSpinBox(
-            label="SAM min stability",
+            label="Min stability",
             min=0,
             max=1,
             step=0.01,
             value=sam_default.stability_score_thresh,
         )
-        self.exact = CheckBox(text="Exact SAM in fp32 (slower; SAM's own answer)", value=False)
-        self.skip_covered = CheckBox(
-            text="Skip grid points inside found objects (faster; may miss nested ones)",
-            value=sam_default.skip_covered,
-        )
+        self.exact = CheckBox(text="Exact SAM (fp32)", value=False)
+        self.exact.tooltip = "Slower; gives SAM's own masks (default: bf16 where the CPU has it)."
+        self.skip_covered = CheckBox(text="Skip covered points", value=sam_default.skip_covered)
         self.min_area = SpinBox(
-            label="Min object area (px)", min=0, max=10**7, value=sam_default.min_area
+            label="Min area (px)", min=0, max=10**7, value=sam_default.min_area
         )
         self.fill = ComboBox(label="Crop fill", choices=list(FILLS), value=CropParams().fill)
         self.margin = FloatSpinBox(
@@ -148,9 +164,12 @@ class SlipWidget(WorkerPanel):
             (self.margin, CropParams, "margin"),
         ):
             widget.tooltip = cls.help(name)
-        self.template = LineEdit(label="Prompt template", value="")
-        self.template.native.setPlaceholderText("a photo of {}. (checkpoint's own if empty)")
-        self.rescan = PushButton(text="Rescan checkpoint folders")
+        self.template = LineEdit(label="Template", value="")
+        self.template.native.setPlaceholderText("a photo of {}.")
+        self.template.tooltip = (
+            "How the prompt becomes text for CLIP; empty: the checkpoint's own."
+        )
+        self.rescan = PushButton(text="Rescan checkpoints")
         self.advanced = Container(
             widgets=[
                 self.points_per_side,
@@ -166,7 +185,15 @@ class SlipWidget(WorkerPanel):
             ],
             labels=True,
             visible=False,
+            scrollable=True,
         )
+        self.advanced.native.setMinimumHeight(180)
+        self.advanced.native.setMaximumHeight(240)  # scrolls: the dock fits a laptop screen
+        for widget in self.advanced:
+            native = widget.native
+            if hasattr(native, "setMinimumWidth") and hasattr(native, "setMaximumWidth"):
+                native.setMinimumWidth(60)
+        self.results = ResultsPanel()
         self.extend(
             [
                 self.image,
@@ -190,8 +217,10 @@ class SlipWidget(WorkerPanel):
                 self.show_advanced,
                 self.advanced,
                 *self.controls(),
+                self.results,
             ]
         )
+        self._compact()
 
         self.prompt.native.returnPressed.connect(self.run)
         self.show_advanced.changed.connect(lambda v: setattr(self.advanced, "visible", v))
@@ -202,11 +231,15 @@ class SlipWidget(WorkerPanel):
             self.image.changed.connect(widget.reset_choices)
         for widget in (self.mode, self.output, self.image, self.channel_axis, self.green):
             widget.changed.connect(self._update_visibility)
+        self.use_floor.changed.connect(self._update_visibility)
         for widget in (self.mode, self.threshold, self.use_floor, self.distractors, self.top_k):
             widget.changed.connect(self._reselect)
+        self.threshold.changed.connect(self._on_threshold)
+        self.image.changed.connect(self._forget_last)
         layers = self.viewer.layers.events
         layers.inserted.connect(self._on_layer_inserted)
         layers.removed.connect(self.reset_choices)
+        layers.removed.connect(self._on_layer_removed)
         layers.moved.connect(self.reset_choices)
         for layer in self.viewer.layers:
             layer.events.name.connect(self.reset_choices)
@@ -261,7 +294,7 @@ class SlipWidget(WorkerPanel):
 
     def _sam_choices(self, _widget=None):
         return (
-            [(f"{name}: {w.description}", name) for name, w in SAM_MODELS.items()]
+            [(name, name) for name in SAM_MODELS]
             + [(Path(p).name, p) for p in self._sam_files]
             + [("Choose a file…", CHOOSE_FILE)]
         )
@@ -316,11 +349,35 @@ class SlipWidget(WorkerPanel):
             self.add_checkpoint_folder(chosen[1])
         self.clip.value = DEFAULT_CLIP
 
+    def _compact(self) -> None:
+        """Keep the dock narrow: long choice texts elide, details live in tooltips."""
+        compact(
+            self.image,
+            self.mode,
+            self.proposals,
+            self.sam,
+            self.clip,
+            self.device,
+            self.green,
+            self.blue,
+            self.channel_axis,
+            self.scope,
+            self.output,
+            self.fill,
+        )
+        self.mode.tooltip = "\n".join(f"{label}: {MODE_TIPS[v]}" for label, v in MODE_CHOICES)
+        self.sam.tooltip = "\n".join(
+            f"{name}: {w.description}, {w.size_mb} MB" for name, w in SAM_MODELS.items()
+        )
+        self.clip.tooltip = "open_clip MODEL:TAG, a fine-tuned checkpoint, or a file."
+
     def _update_visibility(self, *_args) -> None:
         mode = self.mode.value
         self.distractors.visible = mode == "distractors"
         self.top_k.visible = mode == "topk"
         self.use_floor.visible = mode != "threshold"
+        # The threshold does something only in threshold mode or as a floor.
+        self.threshold.enabled = mode == "threshold" or bool(self.use_floor.value)
         self.replace_existing.visible = self.output.value is not None
         layer = self.image.value
         single = layer is not None and not layer.rgb
@@ -402,9 +459,7 @@ class SlipWidget(WorkerPanel):
         try:
             target = self.output.value
             if target is None:
-                name = f"{request.prompt} ({request.image_layer.name})"
-                axes = spatial_axes(request)
-                layer = new_labels_layer(self.viewer, result, request.image_layer, name, axes)
+                layer = self._new_layer(request, result) if result.n_objects else None
                 self._last = _Output(request, layer, created=True, result=result)
             else:
                 write_into_layer(target, result, replace=bool(self.replace_existing.value))
@@ -412,12 +467,51 @@ class SlipWidget(WorkerPanel):
         except Exception as exc:
             self.show_error(exc)
             return
+        if request.labels_layer is not None and request.labels_layer in self.viewer.layers:
+            # Dropped proposals would look selected: hide the proposals layer.
+            request.labels_layer.visible = False
         self.progress.value = self.progress.max
-        self.status.value = result.message
+        self._show_outcome(result, request)
+
+    def _new_layer(self, request: Request, result):
+        name = f"{request.prompt} ({request.image_layer.name})"
+        axes = spatial_axes(request)
+        return new_labels_layer(self.viewer, result, request.image_layer, name, axes)
+
+    def _show_outcome(self, result, request: Request) -> None:
+        last = self._last
+        layer = last.layer if last is not None else None
+        message = result.message
+        if not result.n_objects and last is not None and last.created and layer is None:
+            message += " No layer was added."
+        self.status.value = message
+        self.results.show_result(self.viewer, layer, result, request.selection().floor)
         if not result.n_objects:
             from napari.utils.notifications import show_info
 
-            show_info(result.message)
+            show_info(message)
+
+    def _on_threshold(self, value: float) -> None:
+        """The histogram's threshold line follows the slider, even before a re-run."""
+        if self.threshold.enabled:
+            self.results.histogram.set_threshold(float(value))
+
+    def _forget_last(self, *_args) -> None:
+        """The status and results no longer describe the screen: clear them."""
+        if self.busy:
+            return
+        self._last = None
+        self.results.clear()
+        self.status.value = ""
+        self.reset_progress()
+
+    def _on_layer_removed(self, event) -> None:
+        last = self._last
+        if last is None:
+            return
+        removed = event.value
+        if removed is last.layer or removed is last.request.image_layer:
+            self._forget_last()
 
     # --- instant re-selection ------------------------------------------------------------
 
@@ -428,7 +522,9 @@ class SlipWidget(WorkerPanel):
         a text encoding at most (for new distractors), so it runs right here.
         """
         last = self._last
-        if self.busy or last is None or not last.created or last.layer not in self.viewer.layers:
+        if self.busy or last is None or not last.created:
+            return
+        if last.layer is not None and last.layer not in self.viewer.layers:
             return
         current = self.request()
         # The layer keeps its prompt; a new prompt (Enter) makes a new layer.
@@ -449,6 +545,9 @@ class SlipWidget(WorkerPanel):
         except SlipError as exc:
             self.status.value = f"Error: {one_line(exc)}"
             return
-        replace_layer_data(last.layer, result)
+        if last.layer is not None:
+            replace_layer_data(last.layer, result)
+        elif result.n_objects:  # the first run found nothing; now something passes
+            last.layer = self._new_layer(request, result)
         last.request, last.result = request, result
-        self.status.value = result.message
+        self._show_outcome(result, request)

@@ -16,6 +16,9 @@ from typing import Any
 
 from .errors import InputError
 
+#: The models used when none is named (registry names: see ``napari-slip models``).
+DEFAULT_SAM = "vit_b"
+DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"
 #: Where models run. ``auto``: CUDA if available, else Apple's MPS, else the CPU.
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Arithmetic of inference. ``auto``: bf16 on CPUs with native bf16, fp16 on CUDA.
@@ -214,6 +217,67 @@ class NormalisationParams(_Params):
         return {k: v for k, v in self.as_dict().items() if v != self.default(k)}
 
 
+#: What fine-tuning can train (see :class:`FinetuneParams`).
+TRAINABLE = ("all", "last", "proj")
+
+
+@dataclass(frozen=True)
+class FinetuneParams(_Params):
+    """Training options.
+
+    Attributes
+    ----------
+    epochs, lr, batch_size, weight_decay
+        The usual.
+    train
+        ``all`` (every weight), ``last`` (the last ``last_blocks`` transformer blocks of
+        both towers, their final norms and the projections) or ``proj`` (projections
+        and temperature only: fastest, least risk of forgetting).
+    last_blocks
+        Blocks per tower trained with ``train="last"``.
+    val_fraction
+        Share of source images held out for validation (objects of one image stay on
+        one side of the split).
+    patience
+        Stop after this many epochs without a better validation accuracy.
+    template
+        How a class becomes text, e.g. ``"a photo of {}."``.
+    augment
+        Random flips and quarter turns of the crops.
+    seed
+        Makes the split, shuffling and augmentation repeatable.
+    """
+
+    epochs: int = option(20, "passes over the training data")
+    lr: float = option(1e-5, "learning rate")
+    batch_size: int = option(32, "crops per step")
+    weight_decay: float = option(0.05, "AdamW weight decay")
+    train: str = option(
+        "last",
+        "what to train: the last blocks and projections, the projections only (fastest "
+        "on a CPU) or everything",
+        TRAINABLE,
+    )
+    last_blocks: int = option(2, "transformer blocks per tower trained with --train last")
+    val_fraction: float = option(0.2, "share of images held out for validation")
+    patience: int = option(5, "stop after this many epochs without improvement")
+    template: str = option("a photo of {}.", "how a class name becomes text")
+    augment: bool = option(True, "random flips and quarter turns of the crops")
+    seed: int = option(0, "makes the split, shuffling and augmentation repeatable")
+
+    def __post_init__(self) -> None:
+        if self.train not in TRAINABLE:
+            raise InputError(f"train must be one of {', '.join(TRAINABLE)}; got {self.train!r}.")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise InputError("epochs must be >= 1 and batch_size >= 2.")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(f"val_fraction must be in [0, 1); got {self.val_fraction}.")
+        if self.lr <= 0:
+            raise InputError(f"lr must be positive; got {self.lr}.")
+        if self.template.count("{}") != 1:
+            raise InputError(f"The template {self.template!r} must contain '{{}}' once.")
+
+
 def check_options(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
     """Refuse unknown keyword arguments with the list of known ones."""
     allowed = sorted(set(allowed))
@@ -278,12 +342,16 @@ def from_args(cls: type[_Params], args: argparse.Namespace, **overrides) -> Any:
 
 
 __all__ = [
+    "DEFAULT_CLIP",
+    "DEFAULT_SAM",
     "DEFAULT_THRESHOLD",
     "DEVICES",
     "FILLS",
     "MODES",
     "PRECISIONS",
+    "TRAINABLE",
     "CropParams",
+    "FinetuneParams",
     "NormalisationParams",
     "SamProposalParams",
     "SelectionParams",

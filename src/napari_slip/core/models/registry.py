@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, InputError
-from ..params import DEVICES
+from ..params import DEFAULT_CLIP, DEVICES
 from .clip import ClipModel, load_clip_checkpoint, load_open_clip, read_clip_metadata
 from .download import cache_dir, checkpoint_dir, download, file_sha256
 from .promptable import PromptableSam
@@ -72,8 +72,6 @@ CLIP_PRETRAINED: tuple[str, ...] = (
     "ViT-L-14:laion2b_s32b_b82k",
 )
 
-DEFAULT_SAM = "vit_b"
-DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"
 
 DownloadProgress = Callable[[int, int], None]
 

@@ -25,64 +25,10 @@ from ..errors import InputError
 from ..models.clip import ClipModel, save_clip_checkpoint
 from ..models.hub import default_hub
 from ..models.registry import resolve_device
-from ..params import CropParams
+from ..params import CropParams, FinetuneParams
 from ..runtime.generators import drain, relabel
 from ..runtime.progress import Progress
 from .datasets import Pairs, load_pairs
-
-TRAINABLE = ("all", "last", "proj")
-
-
-@dataclass(frozen=True)
-class FinetuneParams:
-    """Training options.
-
-    Attributes
-    ----------
-    epochs, lr, batch_size, weight_decay
-        The usual.
-    train
-        ``all`` (every weight), ``last`` (the last ``last_blocks`` transformer blocks of
-        both towers, their final norms and the projections) or ``proj`` (projections
-        and temperature only: fastest, least risk of forgetting).
-    last_blocks
-        Blocks per tower trained with ``train="last"``.
-    val_fraction
-        Share of source images held out for validation (objects of one image stay on
-        one side of the split).
-    patience
-        Stop after this many epochs without a better validation accuracy.
-    template
-        How a class becomes text, e.g. ``"a photo of {}."``.
-    augment
-        Random flips and quarter turns of the crops.
-    seed
-        Makes the split, shuffling and augmentation repeatable.
-    """
-
-    epochs: int = 20
-    lr: float = 1e-5
-    batch_size: int = 32
-    weight_decay: float = 0.05
-    train: str = "last"
-    last_blocks: int = 2
-    val_fraction: float = 0.2
-    patience: int = 5
-    template: str = "a photo of {}."
-    augment: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.train not in TRAINABLE:
-            raise InputError(f"train must be one of {', '.join(TRAINABLE)}; got {self.train!r}.")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise InputError("epochs must be >= 1 and batch_size >= 2.")
-        if not 0 <= self.val_fraction < 1:
-            raise InputError(f"val_fraction must be in [0, 1); got {self.val_fraction}.")
-        if self.lr <= 0:
-            raise InputError(f"lr must be positive; got {self.lr}.")
-        if self.template.count("{}") != 1:
-            raise InputError(f"The template {self.template!r} must contain '{{}}' once.")
 
 
 @dataclass

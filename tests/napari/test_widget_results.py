@@ -1,0 +1,197 @@
+"""What the user sees: the results panel, the compact dock, messages, stale state,
+"nothing found" without empty layers. Real viewers, real threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_slip._napari.sample_data import make_nuclei_stack
+from napari_slip._napari.widget import SlipWidget
+from napari_slip.core.models import registry
+from napari_slip.testing import blobs_image
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tiny_sam_path, tiny_clip_path, qtbot):
+    viewer = make_napari_viewer()
+    widget = SlipWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.add_sam_file(tiny_sam_path)
+    widget.add_clip_file(tiny_clip_path)
+    widget.device.value = "cpu"
+
+    def run():
+        widget.run()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+
+    image, labels = blobs_image()
+    viewer.add_image(image, name="blobs")
+    viewer.add_labels(labels, name="truth")
+    widget.image.value = viewer.layers["blobs"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.prompt.value = "cell"
+    return viewer, widget, run, labels
+
+
+def _table_ids(widget) -> list[int]:
+    t = widget.results.table
+    return [int(t.item(r, 0).text()) for r in range(t.rowCount())]
+
+
+def test_results_table_lists_objects_and_a_click_selects_and_centres(setup):
+    viewer, widget, run, _ = setup
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = viewer.layers[-1]
+    assert widget.results.visible
+    assert sorted(_table_ids(widget)) == [1, 2, 3, 4]
+    scores = [float(widget.results.table.item(r, 1).text()) for r in range(4)]
+    expected = layer.features.set_index("id")["score"]
+    assert scores == pytest.approx([expected[i] for i in _table_ids(widget)], abs=1e-4)
+    widget.results.table.sortItems(1)  # sortable by score (ascending)
+    ordered = [float(widget.results.table.item(r, 1).text()) for r in range(4)]
+    assert ordered == sorted(ordered)
+    row = 2
+    label_id = int(widget.results.table.item(row, 0).text())
+    widget.results.table.cellClicked.emit(row, 0)
+    assert layer.selected_label == label_id
+    ys, xs = np.nonzero(layer.data == label_id)
+    centre = ((ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2)
+    assert tuple(viewer.camera.center[-2:]) == pytest.approx(centre, abs=0.6)
+    # The proposals layer is hidden after the run: dropped objects must not look selected.
+    assert not viewer.layers["truth"].visible
+
+
+def test_histogram_shows_every_candidate_and_follows_the_slider(setup):
+    viewer, widget, run, _ = setup
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    hist = widget.results.histogram
+    assert len(hist.scores) == 4 and hist.kept.all() and hist.threshold == -1.0
+    middle = float(np.sort(hist.scores)[1] + np.sort(hist.scores)[2]) / 2
+    widget.threshold.value = middle  # re-selection and the line move together
+    assert hist.threshold == pytest.approx(middle, abs=0.005)
+    assert hist.kept.sum() == 2 == len(viewer.layers[-1].features)
+    assert len(_table_ids(widget)) == 2
+    assert "2 of 4 candidates kept" in widget.results.summary.value
+
+
+def test_threshold_is_disabled_where_it_does_nothing(setup):
+    _, widget, _, _ = setup
+    widget.mode.value = "best"
+    assert not widget.threshold.enabled
+    widget.use_floor.value = True
+    assert widget.threshold.enabled
+    widget.use_floor.value = False
+    widget.mode.value = "topk"
+    assert not widget.threshold.enabled
+    widget.mode.value = "threshold"
+    assert widget.threshold.enabled
+
+
+def test_nothing_found_adds_no_layer_but_shows_the_candidates(setup):
+    viewer, widget, run, _ = setup
+    widget.mode.value = "threshold"
+    widget.threshold.value = 0.999
+    n_layers = len(viewer.layers)
+    run()
+    assert len(viewer.layers) == n_layers  # no empty Labels layer
+    assert "Nothing found" in widget.status.value and "No layer was added" in widget.status.value
+    hist = widget.results.histogram
+    assert len(hist.scores) == 4 and not hist.kept.any()
+    assert "0 of 4 candidates kept; best" in widget.results.summary.value
+    widget.threshold.value = -1.0  # now everything passes: the layer appears
+    assert len(viewer.layers) == n_layers + 1
+    assert len(viewer.layers[-1].features) == 4
+
+
+def test_console_call_adds_no_layer_when_nothing_is_found(setup, tiny_sam_path, tiny_clip_path):
+    import napari_slip
+
+    viewer, _, _, _ = setup
+    n_layers = len(viewer.layers)
+    layer = napari_slip.segment_in_viewer(
+        viewer,
+        "cell",
+        image="blobs",
+        proposals="truth",
+        mode="threshold",
+        threshold=0.999,
+        sam=str(tiny_sam_path),
+        clip=str(tiny_clip_path),
+        device="cpu",
+    )
+    assert layer is None and len(viewer.layers) == n_layers
+
+
+def test_dock_is_narrow_and_fits_a_laptop_screen(setup):
+    viewer, widget, run, _ = setup
+    from napari_slip._napari.finetune_widget import FinetuneWidget
+
+    viewer.add_image(np.zeros((3, 32, 32)), name="an image layer with a very long name indeed")
+    finetune = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(finetune)
+    widget.show_advanced.value = True
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    assert widget.results.visible
+    assert widget.native.minimumSizeHint().width() <= 350
+    assert finetune.native.minimumSizeHint().width() <= 350
+    total = widget.native.minimumSizeHint().height() + finetune.native.minimumSizeHint().height()
+    assert total <= 1000
+
+
+def test_stale_progress_and_status_are_reset(setup, tiny_clip_path, monkeypatch):
+    viewer, widget, run, _ = setup
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = viewer.layers[-1]
+    assert widget.status.value and widget.results.visible
+    viewer.layers.remove(layer)  # the status described that layer
+    assert widget.status.value == "" and not widget.results.visible
+    run()
+    assert widget.status.value
+    viewer.add_image(np.ones((40, 40)), name="other")
+    widget.image.value = viewer.layers["other"]  # another image: the result is not its
+    assert widget.status.value == "" and not widget.results.visible
+    # An error leaves no stale "loading models 0%".
+    entry = registry.SamWeights(
+        "vit_b", "http://127.0.0.1:9/sam_vit_b_01ec64.pth", "0" * 64, 1, ""
+    )
+    monkeypatch.setitem(registry.SAM_MODELS, "vit_b", entry)
+    widget.image.value = viewer.layers["blobs"]
+    widget.proposals.value = None
+    widget.sam.value = "vit_b"
+    run()
+    assert widget.status.value.startswith("Error: Could not download SAM vit_b (offline?)")
+    assert "Choose a file" in widget.status.value and "sam=" not in widget.status.value
+    assert widget.progress.native.format() == "" and widget.progress.value == 0
+
+
+def test_results_of_a_stack_move_to_the_objects_plane(setup):
+    viewer, widget, run, _ = setup
+    image, labels = make_nuclei_stack(shape=(4, 96, 96), n=5)
+    viewer.add_image(image, name="stack")
+    viewer.add_labels(labels, name="nuclei")
+    widget.image.value = viewer.layers["stack"]
+    widget.proposals.value = viewer.layers["nuclei"]
+    widget.scope.value = "all slices"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = viewer.layers[-1]
+    table = widget.results.table
+    planes = {table.item(r, 3).text() for r in range(table.rowCount())}
+    assert len(planes) == 4
+    row = next(r for r in range(table.rowCount()) if table.item(r, 3).text() == "2")
+    label_id = int(table.item(row, 0).text())
+    table.cellClicked.emit(row, 0)
+    assert viewer.dims.current_step[0] == 2 and layer.selected_label == label_id
+    assert (layer.data[2] == label_id).any()
