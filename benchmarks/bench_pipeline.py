@@ -467,10 +467,18 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, *args.models, args.size, args.points, args.crops)))
         return
+    # Each worker's numbers are saved as soon as it finishes (with --json), and a
+    # rerun with the same --json file keeps them: a failure late in the run costs
+    # only the missing part.
+    saved = Path(args.json) if args.json else None
+    results = json.loads(saved.read_text()) if saved and saved.is_file() else {}
+    results.pop("report", None)
     with tempfile.TemporaryDirectory() as tmp:
         models = _prepare_models(Path(tmp))
-        results = {}
         for kind in ("naive", "fast", "fixture"):
+            if kind in results:
+                print(f"{kind}: kept from {saved}", file=sys.stderr)
+                continue
             env = {
                 **os.environ,
                 "NAPARI_SLIP_MALLOC": "0" if kind == "naive" else "1",
@@ -490,8 +498,12 @@ def main() -> None:
                 "--crops",
                 str(args.crops),
             ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode:
+                sys.exit(f"the {kind} worker failed:\n{proc.stderr[-3000:]}")
             results[kind] = json.loads(proc.stdout.strip().splitlines()[-1])
+            if saved:
+                saved.write_text(json.dumps(results, indent=2))
             print(f"{kind} done", file=sys.stderr)
     text = report(results["naive"], results["fast"], args, results["fixture"])
     print(text)

@@ -400,7 +400,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         crop_params=from_args(CropParams, args),
         progress=_progress_printer(args.quiet),
     )
-    print(f"napari-slip: wrote {path}", file=sys.stderr)
+    print(f"napari-slip: Saved the fine-tuned CLIP to {path}.", file=sys.stderr)
     return 0
 
 

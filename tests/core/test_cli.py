@@ -206,6 +206,8 @@ def test_offline_named_model_stops_with_a_clear_message(
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and entry.url in err
     assert str(isolated_cache / "sam" / "sam_vit_b_01ec64.pth") in err
+    assert "give a local file with --sam PATH" in err and "sam='" not in err  # CLI words
+    assert len(err.splitlines()) == 1
     assert not (files / "o.tif").exists()
 
 

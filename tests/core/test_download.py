@@ -145,6 +145,10 @@ def test_offline_error_names_url_and_where_to_put_the_file(tmp_path):
         download(url, dest, "0" * 64, what="SAM vit_b")
     message = str(info.value)
     assert url in message and str(dest) in message and "\n" not in message
+    assert "pass a local file: sam='/path/to/" in message  # Python: the keyword argument
+    widget = info.value.for_surface("widget")
+    assert "Choose a file…" in widget and url not in widget and len(widget) < len(message)
+    assert "--sam PATH" in info.value.for_surface("cli")
     assert not dest.exists()
 
 

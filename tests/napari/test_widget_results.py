@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_slip._napari.results_panel import camera_of
 from napari_slip._napari.sample_data import make_nuclei_stack
 from napari_slip._napari.widget import SlipWidget
 from napari_slip.core.models import registry
@@ -47,7 +48,7 @@ def test_results_table_lists_objects_and_a_click_selects_and_centres(setup):
     widget.threshold.value = -1.0
     run()
     layer = viewer.layers[-1]
-    assert widget.results.visible
+    assert widget.results.showing
     assert sorted(_table_ids(widget)) == [1, 2, 3, 4]
     scores = [float(widget.results.table.item(r, 1).text()) for r in range(4)]
     expected = layer.features.set_index("id")["score"]
@@ -61,7 +62,7 @@ def test_results_table_lists_objects_and_a_click_selects_and_centres(setup):
     assert layer.selected_label == label_id
     ys, xs = np.nonzero(layer.data == label_id)
     centre = ((ys.min() + ys.max() + 1) / 2, (xs.min() + xs.max() + 1) / 2)
-    assert tuple(viewer.camera.center[-2:]) == pytest.approx(centre, abs=0.6)
+    assert tuple(camera_of(viewer).center[-2:]) == pytest.approx(centre, abs=0.6)
     # The proposals layer is hidden after the run: dropped objects must not look selected.
     assert not viewer.layers["truth"].visible
 
@@ -136,15 +137,19 @@ def test_dock_is_narrow_and_fits_a_laptop_screen(setup):
     viewer.add_image(np.zeros((3, 32, 32)), name="an image layer with a very long name indeed")
     finetune = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(finetune)
-    widget.show_advanced.value = True
     widget.mode.value = "threshold"
     widget.threshold.value = -1.0
     run()
-    assert widget.results.visible
-    assert widget.native.minimumSizeHint().width() <= 350
-    assert finetune.native.minimumSizeHint().width() <= 350
+    assert widget.results.showing
+    # Both docks, results shown, fit a 1000 px screen with room for the title bars.
     total = widget.native.minimumSizeHint().height() + finetune.native.minimumSizeHint().height()
-    assert total <= 1000
+    assert total <= 950
+    for show in (False, True):  # advanced sections scroll instead of growing the dock
+        widget.show_advanced.value = finetune.show_advanced.value = show
+        assert widget.advanced_area.isVisibleTo(widget.native) == show
+        assert widget.native.minimumSizeHint().width() <= 350
+        assert finetune.native.minimumSizeHint().width() <= 350
+        assert widget.native.minimumSizeHint().height() <= 800
 
 
 def test_stale_progress_and_status_are_reset(setup, tiny_clip_path, monkeypatch):
@@ -153,14 +158,14 @@ def test_stale_progress_and_status_are_reset(setup, tiny_clip_path, monkeypatch)
     widget.threshold.value = -1.0
     run()
     layer = viewer.layers[-1]
-    assert widget.status.value and widget.results.visible
+    assert widget.status.value and widget.results.showing
     viewer.layers.remove(layer)  # the status described that layer
-    assert widget.status.value == "" and not widget.results.visible
+    assert widget.status.value == "" and not widget.results.showing
     run()
     assert widget.status.value
     viewer.add_image(np.ones((40, 40)), name="other")
     widget.image.value = viewer.layers["other"]  # another image: the result is not its
-    assert widget.status.value == "" and not widget.results.visible
+    assert widget.status.value == "" and not widget.results.showing
     # An error leaves no stale "loading models 0%".
     entry = registry.SamWeights(
         "vit_b", "http://127.0.0.1:9/sam_vit_b_01ec64.pth", "0" * 64, 1, ""

@@ -22,14 +22,29 @@ events = _Events()
 
 
 def clip_choices(files: list[str], folders: list[str]) -> list[tuple[str, str]]:
-    """(label, value) pairs: pretrained names, found checkpoints with what they learned,
-    files added by hand, then the "choose" entries."""
+    """(label, value) pairs: pretrained names, found checkpoints (short names; what
+    they learned is in :func:`clip_tooltip`), files added by hand, then the "choose"
+    entries."""
     choices = [(spec, spec) for spec in CLIP_PRETRAINED]
-    for path, meta in find_clip_checkpoints(folders):
-        choices.append((f"{path.stem} ({describe_checkpoint(meta)})", str(path)))
+    for path, _meta in find_clip_checkpoints(folders):
+        choices.append((path.stem, str(path)))
     known = {value for _, value in choices}
     choices += [(Path(p).name, p) for p in files if p not in known]
     return [*choices, ("Choose a file…", CHOOSE_FILE), ("Add a checkpoint folder…", ADD_FOLDER)]
+
+
+def clip_tooltip(value) -> str:
+    """What a CLIP choice is: the open_clip name, or what a checkpoint learned."""
+    from ..core.errors import SlipError
+    from ..core.models.clip import read_clip_metadata
+
+    text = "open_clip MODEL:TAG, a fine-tuned checkpoint, or a file."
+    if isinstance(value, str) and value.endswith(".safetensors"):
+        try:
+            return f"{value}\n{describe_checkpoint(read_clip_metadata(value))}"
+        except SlipError:
+            return value
+    return f"{value}: {text}" if isinstance(value, str) and ":" in value else text
 
 
 def offer(combo, paths: list[str], path, select: bool = True) -> None:

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
+    Container,
     FloatSpinBox,
     Label,
     LineEdit,
@@ -22,14 +24,14 @@ from magicgui.widgets import (
 
 from ..core.errors import InputError
 from ..core.models.download import checkpoint_dir
-from ..core.models.registry import DEFAULT_CLIP, available_devices
-from ..core.params import CropParams
+from ..core.models.registry import available_devices
+from ..core.params import DEFAULT_CLIP, CropParams
 from ..core.pipeline.stack import leading_shape
 from ..core.training.datasets import Pairs, pairs_from_arrays
 from ..core.training.finetune import FinetuneParams, iter_finetune_to_file
 from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
 from .job import image_data
-from .panel import WorkerPanel, compact
+from .panel import WorkerPanel, compact, wrap
 
 if TYPE_CHECKING:
     import napari
@@ -120,7 +122,7 @@ class FinetuneWidget(WorkerPanel):
             "(editable in napari's features table)."
         )
         self.preview = Label(value="")
-        self.preview.native.setWordWrap(True)
+        wrap(self.preview)
         self.base = ComboBox(label="Start from", choices=self._base_choices, value=DEFAULT_CLIP)
         self.name = LineEdit(label="Save as", value="")
         self.name.native.setPlaceholderText("checkpoint name (default: from the image name)")
@@ -138,6 +140,7 @@ class FinetuneWidget(WorkerPanel):
         self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1.0, step=1e-6, value=1e-5)
         self.lr.native.setDecimals(7)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        self.show_advanced = CheckBox(text="Training settings", value=False)
         self.extend(
             [
                 self.image,
@@ -146,14 +149,16 @@ class FinetuneWidget(WorkerPanel):
                 self.preview,
                 self.base,
                 self.name,
-                self.template,
                 self.train,
-                self.epochs,
-                self.lr,
-                self.device,
+                self.show_advanced,
                 *self.controls(),
             ]
         )
+        self.advanced = Container(
+            widgets=[self.template, self.epochs, self.lr, self.device], labels=True
+        )
+        self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
+        self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
         self.base.changed.connect(self._on_base_choice)
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved):

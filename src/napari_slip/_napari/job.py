@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.models.registry import DEFAULT_CLIP, DEFAULT_SAM
-from ..core.params import CropParams, SamProposalParams, SelectionParams
+from ..core.params import DEFAULT_CLIP, DEFAULT_SAM, CropParams, SamProposalParams, SelectionParams
 from ..core.pipeline.segmenter import Segmenter
 from ..core.pipeline.stack import StackResult, iter_segment_stack, leading_shape
 from ..core.runtime.progress import Progress

@@ -22,6 +22,14 @@ def compact(*combos) -> None:
         box.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
 
+def wrap(label) -> None:
+    """A label that wraps its text to the dock's width instead of widening the dock."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+
 def one_line(exc: BaseException) -> str:
     """A user-facing single line for an exception."""
     if isinstance(exc, SlipError):
@@ -49,12 +57,39 @@ class WorkerPanel(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
         self.status = Label(label="", value="")
-        self.status.native.setWordWrap(True)
+        wrap(self.status)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
 
     def controls(self) -> list:
-        return [self.run_button, self.cancel_button, self.progress, self.status]
+        """Run and Cancel on one row, the progress bar, the status line."""
+        buttons = Container(
+            widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
+        )
+        buttons.margins = (0, 0, 0, 0)
+        return [buttons, self.progress, self.status]
+
+    def add_collapsible(self, after, box: Container, max_height: int = 240):
+        """Put ``box`` in a scroll area right below the widget ``after``; returns it.
+
+        magicgui's own scrollable containers lose their scroll area when nested, so the
+        area is made here: the section scrolls instead of making the dock taller than
+        the screen.
+        """
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QScrollArea
+
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(box.native)
+        scroll.setMinimumWidth(box.native.minimumSizeHint().width() + 16)
+        scroll.setMaximumHeight(max_height)
+        scroll.setMinimumHeight(min(150, box.native.minimumSizeHint().height()))
+        scroll.setVisible(False)
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(after.native) + 1, scroll)
+        return scroll
 
     def run(self, *_args) -> None:  # pragma: no cover - subclasses implement it
         raise NotImplementedError

@@ -14,7 +14,15 @@ import pandas as pd
 from magicgui.widgets import Container, Label
 from qtpy.QtCore import QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen
-from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QWidget
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
+
+from .panel import wrap
 
 KEPT = QColor(255, 170, 0)
 DROPPED = QColor(130, 130, 130)
@@ -30,8 +38,8 @@ class ScoreHistogram(QWidget):
         self.scores = np.zeros(0)
         self.kept = np.zeros(0, dtype=bool)
         self.threshold: float | None = None
-        self.setMinimumHeight(70)
-        self.setMaximumHeight(90)
+        self.setMinimumHeight(60)
+        self.setMaximumHeight(80)
 
     def set_data(self, scores, kept, threshold: float | None) -> None:
         self.scores = np.asarray(scores, dtype=float)
@@ -90,6 +98,12 @@ class ScoreHistogram(QWidget):
         painter.end()
 
 
+def camera_of(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, before: ``camera``)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 class ResultsPanel(Container):
     """Objects table and score histogram of the last run."""
 
@@ -98,16 +112,19 @@ class ResultsPanel(Container):
     def __init__(self) -> None:
         super().__init__(labels=False)
         self.summary = Label(value="")
-        self.summary.native.setWordWrap(True)
+        wrap(self.summary)
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setMinimumHeight(90)
-        self.table.setMaximumHeight(160)
+        header = self.table.horizontalHeader()
+        header.setMinimumSectionSize(36)
+        header.setDefaultSectionSize(48)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setMinimumHeight(80)
+        self.table.setMaximumHeight(140)
         self.histogram = ScoreHistogram()
         self.histogram.setToolTip(
             "Scores of all candidates: kept (orange), dropped (gray); the red line is the "
@@ -121,6 +138,11 @@ class ResultsPanel(Container):
         self.rows: pd.DataFrame = pd.DataFrame()
         self.table.cellClicked.connect(self._on_click)
         self.visible = False
+
+    @property
+    def showing(self) -> bool:
+        """Whether the panel is shown (``visible`` also needs the window on screen)."""
+        return not self.native.isHidden()
 
     def show_result(self, viewer, layer, result, threshold: float | None) -> None:
         """Fill the table and histogram from a :class:`StackResult`."""
@@ -203,4 +225,4 @@ class ResultsPanel(Container):
             for k, value in enumerate(world[: len(axes)]):
                 point[k] = float(value)
             viewer.dims.point = point
-        viewer.camera.center = tuple(float(v) for v in world[-2:])
+        camera_of(viewer).center = tuple(float(v) for v in world[-2:])

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import InputError
-from ..core.models.registry import DEFAULT_CLIP, DEFAULT_SAM
-from ..core.params import CropParams, SamProposalParams, SelectionParams, parse_phrases
+from ..core.params import (
+    DEFAULT_CLIP,
+    DEFAULT_SAM,
+    CropParams,
+    SamProposalParams,
+    SelectionParams,
+    parse_phrases,
+)
 from ..core.pipeline.segmenter import shared_lock, shared_segmenter
 from ..core.runtime.generators import drain
 from .job import Request, iter_job, spatial_axes

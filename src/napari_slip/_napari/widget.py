@@ -23,8 +23,10 @@ from magicgui.widgets import (
 )
 
 from ..core.errors import InputError, SlipError
-from ..core.models.registry import DEFAULT_CLIP, DEFAULT_SAM, SAM_MODELS, available_devices
+from ..core.models.registry import SAM_MODELS, available_devices
 from ..core.params import (
+    DEFAULT_CLIP,
+    DEFAULT_SAM,
     DEFAULT_THRESHOLD,
     FILLS,
     CropParams,
@@ -34,7 +36,15 @@ from ..core.params import (
 )
 from ..core.pipeline.stack import StackResult, leading_shape, reselect_stack
 from ..core.runtime.perf import tune_allocator
-from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
+from .choices import (
+    ADD_FOLDER,
+    CHOOSE_FILE,
+    ask_clip_choice,
+    clip_choices,
+    clip_tooltip,
+    events,
+    offer,
+)
 from .job import Request, check, configure, iter_job, source, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, write_into_layer
 from .panel import WorkerPanel, compact, one_line
@@ -184,11 +194,7 @@ class SlipWidget(WorkerPanel):
                 self.rescan,
             ],
             labels=True,
-            visible=False,
-            scrollable=True,
         )
-        self.advanced.native.setMinimumHeight(180)
-        self.advanced.native.setMaximumHeight(240)  # scrolls: the dock fits a laptop screen
         for widget in self.advanced:
             native = widget.native
             if hasattr(native, "setMinimumWidth") and hasattr(native, "setMaximumWidth"):
@@ -215,15 +221,15 @@ class SlipWidget(WorkerPanel):
                 self.output,
                 self.replace_existing,
                 self.show_advanced,
-                self.advanced,
                 *self.controls(),
                 self.results,
             ]
         )
+        self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self._compact()
 
         self.prompt.native.returnPressed.connect(self.run)
-        self.show_advanced.changed.connect(lambda v: setattr(self.advanced, "visible", v))
+        self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
         self.rescan.changed.connect(self.reset_choices)
         self.sam.changed.connect(self._on_sam_choice)
         self.clip.changed.connect(self._on_clip_choice)
@@ -369,7 +375,8 @@ class SlipWidget(WorkerPanel):
         self.sam.tooltip = "\n".join(
             f"{name}: {w.description}, {w.size_mb} MB" for name, w in SAM_MODELS.items()
         )
-        self.clip.tooltip = "open_clip MODEL:TAG, a fine-tuned checkpoint, or a file."
+        self.clip.tooltip = clip_tooltip(self.clip.value)
+        self.clip.changed.connect(lambda v: setattr(self.clip, "tooltip", clip_tooltip(v)))
 
     def _update_visibility(self, *_args) -> None:
         mode = self.mode.value
@@ -471,14 +478,14 @@ class SlipWidget(WorkerPanel):
             # Dropped proposals would look selected: hide the proposals layer.
             request.labels_layer.visible = False
         self.progress.value = self.progress.max
-        self._show_outcome(result, request)
+        self._show_outcome(result, request, notify=True)
 
     def _new_layer(self, request: Request, result):
         name = f"{request.prompt} ({request.image_layer.name})"
         axes = spatial_axes(request)
         return new_labels_layer(self.viewer, result, request.image_layer, name, axes)
 
-    def _show_outcome(self, result, request: Request) -> None:
+    def _show_outcome(self, result, request: Request, notify: bool = False) -> None:
         last = self._last
         layer = last.layer if last is not None else None
         message = result.message
@@ -486,7 +493,7 @@ class SlipWidget(WorkerPanel):
             message += " No layer was added."
         self.status.value = message
         self.results.show_result(self.viewer, layer, result, request.selection().floor)
-        if not result.n_objects:
+        if notify and not result.n_objects:  # a run, not every tick of the slider
             from napari.utils.notifications import show_info
 
             show_info(message)

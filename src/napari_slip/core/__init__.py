@@ -30,6 +30,8 @@ _EXPORTS = {
         "WeightsUnavailableError",
     ),
     "params": (
+        "DEFAULT_CLIP",
+        "DEFAULT_SAM",
         "DEVICES",
         "MODES",
         "PRECISIONS",
@@ -51,8 +53,6 @@ _EXPORTS = {
     "models.sam": ("SamConfig", "build_sam", "load_sam"),
     "models.registry": (
         "CLIP_PRETRAINED",
-        "DEFAULT_CLIP",
-        "DEFAULT_SAM",
         "SAM_MODELS",
         "available_devices",
         "find_clip_checkpoints",

@@ -26,8 +26,10 @@ from ..._version import __version__
 from ..errors import InputError
 from ..models.hub import ModelHub, default_hub
 from ..models.promptable import ImageEmbedding
-from ..models.registry import DEFAULT_CLIP, DEFAULT_SAM, LoadedClip, LoadedSam, resolve_device
+from ..models.registry import LoadedClip, LoadedSam, resolve_device
 from ..params import (
+    DEFAULT_CLIP,
+    DEFAULT_SAM,
     CropParams,
     NormalisationParams,
     SamProposalParams,

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..models.registry import DEFAULT_SAM
-from ..params import CropParams, SamProposalParams, SelectionParams
+from ..params import DEFAULT_SAM, CropParams, SamProposalParams, SelectionParams
 from ..pipeline.segmenter import Segmenter
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
