@@ -158,6 +158,7 @@ class FinetuneWidget(WorkerPanel):
             widgets=[self.template, self.epochs, self.lr, self.device], labels=True
         )
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
+        self.native.layout().addStretch(1)  # spare height goes below, not between rows
         self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
         self.base.changed.connect(self._on_base_choice)
         layers = self.viewer.layers.events

@@ -111,6 +111,7 @@ class ResultsPanel(Container):
 
     def __init__(self) -> None:
         super().__init__(labels=False)
+        self.margins = (0, 0, 0, 0)
         self.summary = Label(value="")
         wrap(self.summary)
         self.table = QTableWidget(0, len(self.COLUMNS))
@@ -169,7 +170,7 @@ class ResultsPanel(Container):
                 if isinstance(value, str):
                     item.setData(Qt.ItemDataRole.DisplayRole, value)
                 elif j == 1:
-                    item.setData(Qt.ItemDataRole.DisplayRole, round(float(value), 4))
+                    item.setData(Qt.ItemDataRole.DisplayRole, round(float(value), 3))
                 else:
                     item.setData(Qt.ItemDataRole.DisplayRole, int(value))
                 self.table.setItem(int(i), j, item)

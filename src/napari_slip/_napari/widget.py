@@ -222,9 +222,11 @@ class SlipWidget(WorkerPanel):
                 self.replace_existing,
                 self.show_advanced,
                 *self.controls(),
-                self.results,
             ]
         )
+        # Full width under the form (not in a labelled row): the table needs the room.
+        self.native.layout().addWidget(self.results.native)
+        self.native.layout().addStretch(1)  # spare height goes below, not between rows
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self._compact()
 
