@@ -281,3 +281,26 @@ def test_nothing_found_table_lists_the_candidates_and_their_scores(files, tiny_c
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("napari-slip: Nothing found for 'cell'")
     assert f"best of 4 candidates scored {table['score'].max():.3f}" in line
+
+
+def test_every_option_says_what_it_does_and_its_default():
+    from napari_slip.cli import build_parser
+
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.dest == "help" or not action.option_strings:
+                continue
+            flag = f"{name} {action.option_strings[0]}"
+            assert action.help, f"{flag} has no help"
+            if action.default not in (None, False, (), []):
+                assert "default" in action.help, f"{flag} does not say its default"
+    help_text = parser._subparsers._group_actions[0].choices["segment"].format_help()
+    assert "{best,threshold,distractors,topk}" in help_text  # choices are listed
+    assert "black, white, gray, mean, none or R,G,B" in help_text
+
+
+def test_a_bad_fill_is_refused_by_the_parser(files, capsys):
+    code = main(["segment", str(files / "img.tif"), "-p", "x", "-o", "o.tif", "--fill", "teal"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "Unknown fill 'teal'" in err[0]

@@ -434,3 +434,27 @@ def test_no_image_or_model_work_on_the_gui_thread(setup, monkeypatch, qtbot):
     widget.top_k.value = 1  # re-selection, synchronously on the GUI thread
     assert not widget.busy and len(viewer.layers[-1].features) == 1
     assert len(on_gui) == n_work  # ... with no image or model work
+
+
+def test_exact_mode_switch_keeps_models_and_caches(setup):
+    from napari_slip.core.models.hub import default_hub
+
+    viewer, widget, run = setup
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "topk"
+    run()
+    seg = widget._segmenter
+    loads = dict(default_hub().loads)
+    precisions = {seg.precision}
+    widget.exact.value = True
+    run()
+    precisions.add(seg.precision)
+    widget.exact.value = False
+    run()
+    assert widget._segmenter is seg  # one engine: its caches survive the switch
+    assert default_hub().loads["sam"] == loads["sam"]  # SAM is never loaded again
+    assert default_hub().loads["clip"] - loads["clip"] == len(precisions) - 1
+    # One image encoding per precision actually used; switching back costs nothing.
+    assert seg.stats["sam_image_encodings"] == len(precisions)
