@@ -295,7 +295,9 @@ def test_every_option_says_what_it_does_and_its_default():
             assert action.help, f"{flag} has no help"
             if action.default not in (None, False, (), []):
                 assert "default" in action.help, f"{flag} does not say its default"
-    help_text = parser._subparsers._group_actions[0].choices["segment"].format_help()
+    help_text = " ".join(
+        parser._subparsers._group_actions[0].choices["segment"].format_help().split()
+    )
     assert "{best,threshold,distractors,topk}" in help_text  # choices are listed
     assert "black, white, gray, mean, none or R,G,B" in help_text
 
