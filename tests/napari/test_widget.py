@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from napari_slip._napari.sample_data import make_nuclei_stack
-from napari_slip._napari.widget import SlipWidget
 from napari_slip.core.models.clip import build_clip, save_clip_checkpoint
 from napari_slip.core.models.download import checkpoint_dir
 from napari_slip.testing import TINY_CLIP, blobs_image
@@ -15,23 +14,14 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def setup(make_napari_viewer, tiny_sam_path, tiny_clip_path, qtbot):
-    viewer = make_napari_viewer()
-    widget = SlipWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.add_sam_file(tiny_sam_path)
-    widget.add_clip_file(tiny_clip_path)
-    widget.device.value = "cpu"
+def setup(slip):
+    """The widget with a sparse grid and SAM's filters off (random weights keep masks)."""
+    viewer, widget, run = slip
     widget.points_per_side.value = 4
     widget.pred_iou.value = 0.0
     widget.stability.value = 0.0
     widget.min_area.value = 20
-
-    def run_and_wait():
-        widget.run()
-        qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-
-    return viewer, widget, run_and_wait
+    return viewer, widget, run
 
 
 def _blobs(viewer):

@@ -8,7 +8,6 @@ import pytest
 
 from napari_slip._napari.results_panel import camera_of
 from napari_slip._napari.sample_data import make_nuclei_stack
-from napari_slip._napari.widget import SlipWidget
 from napari_slip.core.models import registry
 from napari_slip.testing import blobs_image
 
@@ -16,18 +15,9 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def setup(make_napari_viewer, tiny_sam_path, tiny_clip_path, qtbot):
-    viewer = make_napari_viewer()
-    widget = SlipWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.add_sam_file(tiny_sam_path)
-    widget.add_clip_file(tiny_clip_path)
-    widget.device.value = "cpu"
-
-    def run():
-        widget.run()
-        qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
-
+def setup(slip):
+    """The widget on the blobs image, its labels as the proposals."""
+    viewer, widget, run = slip
     image, labels = blobs_image()
     viewer.add_image(image, name="blobs")
     viewer.add_labels(labels, name="truth")
