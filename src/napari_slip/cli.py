@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", required=True, help="label image to write (.tif or .png)")
     seg.add_argument("--table", help="per-object table to write (.csv)")
     seg.add_argument("--provenance", help="provenance to write (.json)")
+    seg.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (inputs are never overwritten)",
+    )
     add_arguments(seg, SelectionParams, types={"distractors": parse_phrases})
     seg.add_argument(
         "--sam", default=DEFAULT_SAM, help=f"SAM name or checkpoint path (default {DEFAULT_SAM})"
@@ -159,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--base", default=DEFAULT_CLIP, help=f"CLIP to start from (default {DEFAULT_CLIP})"
     )
     ft.add_argument("-o", "--output", required=True, help="checkpoint to write (.safetensors)")
+    ft.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing checkpoint (never the --base one)",
+    )
     add_arguments(
         ft,
         FinetuneParams,
@@ -299,13 +309,20 @@ def _download_printer(quiet: bool):
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .core.io import read_image, write_labels
+    from .core.io import Outputs, _write_labels_to, read_image
     from .core.params import CropParams, NormalisationParams, SamProposalParams, from_args
     from .core.pipeline.segmenter import Segmenter
 
     out = Path(args.output)
     if out.suffix.lower() not in (".tif", ".tiff", ".png"):
         raise SlipError(f"--output must end in .tif or .png, not {out.name!r}.")
+    outputs = Outputs(
+        {"labels": out, "table": args.table, "provenance": args.provenance},
+        inputs=[args.image, args.proposals_from, args.sam, args.clip],
+        overwrite=args.overwrite,
+    )
+    # Before any model work: a run must not end in "cannot write" or destroy an input.
+    outputs.check({"labels": "--output", "table": "--table", "provenance": "--provenance"})
     image = read_image(args.image)
     labels = read_image(args.proposals_from) if args.proposals_from else None
     progress = _progress_printer(args.quiet)
@@ -335,17 +352,17 @@ def run_segment(args: argparse.Namespace) -> int:
         **norm,
     )
     progress.close()
-    write_labels(out, result.labels)
-    written = [str(out)]
-    if args.table:
-        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
-        # Nothing found: the table lists the candidates and their scores instead.
-        table = result.table if result.found else result.candidate_table
-        table.to_csv(args.table, index=False)
-        written.append(str(args.table))
-    if args.provenance:
-        Path(args.provenance).write_text(json.dumps(result.provenance, indent=2, default=str))
-        written.append(str(args.provenance))
+    # Nothing found: the table lists the candidates and their scores instead.
+    table = result.table if result.found else result.candidate_table
+    provenance = json.dumps(result.provenance, indent=2, default=str)
+    written = outputs.write(
+        {
+            "labels": lambda tmp: _write_labels_to(tmp, result.labels, out.suffix.lower()),
+            "table": lambda tmp: table.to_csv(tmp, index=False),
+            "provenance": lambda tmp: Path(tmp).write_text(provenance),
+        }
+    )
+    written = [str(p) for p in written]
     print(f"napari-slip: {_sentence(result)} Wrote {_and(written)}.", file=sys.stderr)
     return 0
 
@@ -386,9 +403,13 @@ def run_models(_args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    from .core.io import Outputs
     from .core.params import CropParams, FinetuneParams, from_args
     from .core.training.finetune import finetune
 
+    Outputs({"checkpoint": args.output}, [args.data, args.base], args.overwrite).check(
+        {"checkpoint": "--output"}
+    )
     params = from_args(FinetuneParams, args)
     path = finetune(
         args.data,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,25 +45,112 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     raise InputError(f"Unsupported image type {suffix!r} for {path}: use .tif, .png or .jpg.")
 
 
-def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
-    """Write a label image as tif (uint16 when ids fit, else uint32) or png (uint16 max)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+def _write_labels_to(target: Path, labels: np.ndarray, suffix: str) -> None:
     labels = np.asarray(labels)
     dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part" + suffix)
     if suffix in _TIFF:
         import tifffile
 
-        tifffile.imwrite(tmp, labels.astype(dtype), compression="zlib")
+        tifffile.imwrite(target, labels.astype(dtype), compression="zlib")
     elif suffix == ".png":
         if dtype != np.uint16:
             raise InputError(f"{labels.max()} labels do not fit a png; write a .tif instead.")
         from PIL import Image
 
-        Image.fromarray(labels.astype(np.uint16)).save(tmp)
+        Image.fromarray(labels.astype(np.uint16)).save(target, format="PNG")
     else:
-        raise InputError(f"Labels can be written as .tif or .png, not {suffix!r} ({path}).")
-    os.replace(tmp, path)
+        raise InputError(f"Labels can be written as .tif or .png, not {suffix!r} ({target}).")
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
+    """Write a label image as tif (uint16 when ids fit, else uint32) or png (uint16 max),
+    atomically (a temporary file beside it, renamed when complete)."""
+    path = Path(path)
+    outputs = Outputs({"labels": path}, overwrite=True)
+    outputs.write({"labels": lambda tmp: _write_labels_to(tmp, labels, path.suffix.lower())})
     return path
+
+
+class Outputs:
+    """The files one run writes: checked before any work, written together or not at all.
+
+    Parameters
+    ----------
+    paths
+        Name -> output path (None entries are skipped).
+    inputs
+        Files the run reads: an output may never be one of them.
+    overwrite
+        Whether an existing output may be replaced.
+    """
+
+    def __init__(
+        self,
+        paths: dict[str, str | os.PathLike | None],
+        inputs: list[str | os.PathLike | None] | tuple = (),
+        overwrite: bool = False,
+    ) -> None:
+        self.paths = {k: Path(v).expanduser() for k, v in paths.items() if v is not None}
+        self.inputs = [Path(p).expanduser() for p in inputs if p is not None]
+        self.overwrite = overwrite
+
+    def check(self, flags: dict[str, str] | None = None) -> None:
+        """Refuse, before any work, outputs that would lose data or cannot be written.
+
+        ``flags`` names each output as the user gave it (``--output``), for messages.
+        """
+        flags = flags or {}
+        seen: dict[Path, str] = {}
+        for name, path in self.paths.items():
+            what = flags.get(name, name)
+            resolved = path.resolve()
+            for source in self.inputs:
+                if source.exists() and resolved == source.resolve():
+                    raise InputError(
+                        f"{what} {path} is also an input: refusing to write over it. "
+                        "Choose another output name."
+                    )
+            if resolved in seen:
+                raise InputError(f"{what} and {seen[resolved]} are the same file ({path}).")
+            seen[resolved] = what
+            if path.is_dir():
+                raise InputError(f"{what} {path} is a folder; give a file name.")
+            if path.exists() and not self.overwrite:
+                raise InputError(
+                    f"{what} {path} exists already; pass --overwrite to replace it, or "
+                    "choose another name."
+                )
+            parent = path.parent
+            existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+            if existing is not None and not existing.is_dir():
+                raise InputError(f"{what} {path}: {existing} is a file, not a folder.")
+            if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+                raise InputError(f"{what} {path}: the folder {existing} is not writable.")
+
+    def write(self, writers: dict[str, object]) -> list[Path]:
+        """Write every output through ``writers[name](temporary_path)``, then rename all.
+
+        Any failure (or Ctrl-C) removes every temporary file and leaves every output as
+        it was; the exception propagates.
+        """
+        temps: dict[str, Path] = {}
+        try:
+            for name, path in self.paths.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(
+                    dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+                )
+                os.close(fd)
+                temps[name] = Path(tmp)
+                writers[name](temps[name])
+            for name, path in self.paths.items():
+                os.replace(temps.pop(name), path)
+        except OSError as exc:
+            names = ", ".join(str(p) for p in self.paths.values())
+            raise InputError(
+                f"Could not write {names} ({exc.strerror or exc}); nothing was written."
+            ) from None
+        finally:
+            for tmp in temps.values():
+                tmp.unlink(missing_ok=True)
+        return list(self.paths.values())
