@@ -3,6 +3,7 @@ with Run and Cancel buttons, a progress bar naming the stage, and a status line.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
@@ -164,6 +165,10 @@ class WorkerPanel(Container):
         from napari.utils.notifications import show_error
 
         message = one_line(exc)
+        # One line for the user; the whole story in the log, for a bug report.
+        logging.getLogger("napari_slip").error(
+            "napari-slip: %s", message, exc_info=(type(exc), exc, exc.__traceback__)
+        )
         self.reset_progress()  # a stale "loading models 0%" would describe nothing
         self.status.value = f"Error: {message}"
         show_error(message)

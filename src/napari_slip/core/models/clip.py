@@ -118,8 +118,44 @@ class ClipModel:
         return float(scale.exp().item()) if scale is not None else 100.0
 
 
+#: Bigger configs are refused before anything is built (ViT-bigG/14 has ~2.5 billion).
+MAX_CLIP_PARAMETERS = 4_000_000_000
+
+
+def estimated_parameters(config: dict) -> int:
+    """A rough parameter count of an open_clip config, from widths and depths alone."""
+    total = 0
+    for key in ("vision_cfg", "text_cfg"):
+        cfg = config.get(key) or {}
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"The CLIP config's {key!r} is not a mapping.")
+        width, layers = (
+            cfg.get("width", 768 if key == "vision_cfg" else 512),
+            cfg.get("layers", 12),
+        )
+        if not isinstance(width, int) or not isinstance(layers, (int, list, tuple)):
+            continue  # timm / HF towers: sizes live elsewhere
+        depth = sum(layers) if isinstance(layers, (list, tuple)) else layers
+        total += 12 * width * width * int(depth)
+        if key == "text_cfg":
+            total += int(cfg.get("vocab_size", 49408)) * width
+    return total
+
+
 def build_clip(config: dict) -> torch.nn.Module:
-    """Instantiate an open_clip model (random weights) from its config dict."""
+    """Instantiate an open_clip model (random weights) from its config dict.
+
+    Configs describing more than :data:`MAX_CLIP_PARAMETERS` are refused before any
+    memory is allocated (a small hostile file must not exhaust the machine).
+    """
+    if not isinstance(config, dict):
+        raise CheckpointError("The CLIP config is not a mapping of open_clip options.")
+    n = estimated_parameters(config)
+    if n > MAX_CLIP_PARAMETERS:
+        raise CheckpointError(
+            f"The CLIP config describes a model of about {n / 1e9:.0f} billion parameters; "
+            "refusing to build it. Is this file what you meant to load?"
+        )
     from ..._compat import guard_gui_process
 
     guard_gui_process()
@@ -137,9 +173,9 @@ def build_clip(config: dict) -> torch.nn.Module:
     cls = CustomTextCLIP if custom else CLIP
     try:
         model = cls(**cfg)
-    except TypeError as exc:
+    except (TypeError, ValueError, AssertionError, AttributeError, KeyError) as exc:
         raise CheckpointError(
-            f"The CLIP config does not describe an open_clip model ({exc})."
+            f"The CLIP config does not describe an open_clip model ({str(exc)[:160]})."
         ) from None
     return model.eval()
 
@@ -206,6 +242,19 @@ def load_clip_checkpoint(path: str | os.PathLike, device: str | torch.device = "
     _load_state(model, state, path)
     model.requires_grad_(False)  # inference only; fine-tuning enables what it trains
     pre = meta.get("preprocess_cfg") or {}
+    if not isinstance(pre, dict):
+        raise CheckpointError(f"{path}: 'preprocess_cfg' is not a mapping with mean and std.")
+    for key in ("mean", "std"):
+        value = pre.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, (list, tuple)) and len(value) == 3
+        ok = ok and all(isinstance(v, (int, float)) and np.isfinite(v) for v in value)
+        if not ok or (key == "std" and min(value) <= 0):
+            raise CheckpointError(
+                f"{path}: preprocess_cfg {key!r} must be three finite numbers"
+                f"{' above 0' if key == 'std' else ''}; got {value!r}."
+            )
     return ClipModel(
         model=model.to(device).eval(),
         tokenizer=make_tokenizer(config),
@@ -241,7 +290,8 @@ def load_open_clip(
     except Exception as exc:
         raise CheckpointError(
             f"Could not load {weights} into {model_name} ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''})."
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}). If it is a cached "
+            "download, it may be incomplete: delete it to download it again."
         ) from None
     model.requires_grad_(False)  # inference only; fine-tuning enables what it trains
     return ClipModel(

@@ -81,10 +81,14 @@ def _hash_key(path: Path) -> str:
 
 
 def _read_hash_index() -> dict[str, str]:
+    """The memo of file hashes; anything unreadable or malformed counts as empty."""
     try:
-        return json.loads(_hash_index().read_text())
+        index = json.loads(_hash_index().read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(index, dict):
+        return {}
+    return {k: v for k, v in index.items() if isinstance(v, str) and _HEX64.match(v)}
 
 
 def _remember_hash(path: Path, digest: str) -> None:
@@ -144,6 +148,24 @@ def download(
     # A cached copy with the wrong hash is stale or corrupt: fetch it again.
     if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256.lower()):
         return dest
+    try:
+        return _fetch(url, dest, sha256, progress, timeout, what)
+    except WeightsUnavailableError as exc:
+        if not dest.is_file():
+            raise
+        # "Put the file at X" would be wrong: X is there, but incomplete or corrupt.
+        message = (
+            f"The {what} file at {dest} is incomplete or corrupt (its SHA-256 differs), and "
+            f"a fresh copy could not be downloaded from {url}. Delete it and try again "
+            "online, or replace it with a complete copy."
+        )
+        raise WeightsUnavailableError(
+            message, surfaces={k: message for k in exc.surfaces}
+        ) from None
+
+
+def _fetch(url, dest: Path, sha256, progress, timeout, what) -> Path:
+    """Download ``url`` into ``dest`` through a verified temporary file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": "napari-slip"})
     redirects = _LinkedEtagRedirects()

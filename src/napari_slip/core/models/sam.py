@@ -205,9 +205,24 @@ def load_sam(
 ) -> tuple[torch.nn.Module, SamConfig]:
     """Load any SAM-format checkpoint; returns the model (eval mode) and its architecture."""
     state = read_state_dict(path)
-    config = sam_config_from_state_dict(state)
-    sam = build_sam(config)
-    missing, unexpected = sam.load_state_dict(state, strict=False)
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{path} is not a SAM checkpoint: {bad[0]!r} is not a tensor of weights."
+        )
+    try:
+        config = sam_config_from_state_dict(state)
+        sam = build_sam(config)
+        missing, unexpected = sam.load_state_dict(state, strict=False)
+    except CheckpointError:
+        raise
+    except (RuntimeError, ValueError, IndexError, ZeroDivisionError, AssertionError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = (first[1] if len(first) > 1 else first[0] if first else "").strip()
+        raise CheckpointError(
+            f"{path} does not hold consistent SAM weights ({detail[:160]}). Use an "
+            "official SAM .pth or a SAM-format state dict."
+        ) from None
     # pixel_mean/std are non-persistent buffers: their absence is expected.
     missing = [k for k in missing if not k.startswith("pixel_")]
     if missing or unexpected:

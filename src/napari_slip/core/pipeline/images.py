@@ -86,6 +86,13 @@ def prepare_image(
         raise InputError(f"The image is empty (shape {_describe_shape(arr.shape)}).")
 
     if channel_axis is not None:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)):
+            raise InputError(f"channel_axis must be an axis number; got {channel_axis!r}.")
+        if arr.ndim == 3 and not -3 <= channel_axis < 3:
+            raise InputError(
+                f"channel_axis={channel_axis} does not exist: the image has 3 axes "
+                f"(shape {_describe_shape(arr.shape)}); use 0, 1 or 2."
+            )
         if arr.ndim != 3:
             raise InputError(
                 f"channel_axis={channel_axis} needs a 3D (channels + 2D) image; got shape "
@@ -132,6 +139,11 @@ def prepare_image(
             raise InputError(
                 "contrast_limits must be (low, high) or one pair per channel; "
                 f"got {contrast_limits!r}."
+            )
+        if not np.isfinite(limits).all() or (limits[:, 0] >= limits[:, 1]).any():
+            raise InputError(
+                f"contrast_limits must be finite with low < high; got {contrast_limits!r} "
+                "(the models would see a blank image)."
             )
         method = "contrast_limits"
     elif kind == "rgb" and arr.dtype == np.uint8:

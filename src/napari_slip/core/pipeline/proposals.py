@@ -97,14 +97,23 @@ def proposals_from_labels(
         labels = labels.astype(np.uint8)
     if labels.min(initial=0) < 0:
         raise InputError("Proposal labels must not be negative.")
+    values = np.unique(labels)
+    values = values[values > 0]
+    compact, source = labels, None
+    if int(labels.max(initial=0)) > 2 * len(values) + 1024:
+        # Sparse ids (e.g. one label of 2**31 - 1): find_objects would allocate a slot
+        # per possible id, so number the labels 1..n first and keep their values.
+        compact = np.searchsorted(values, labels).astype(np.int64) + 1
+        compact[labels == 0] = 0
+        source = values
     boxes, masks, ids = [], [], []
-    for value, sl in enumerate(ndimage.find_objects(labels), start=1):
+    for value, sl in enumerate(ndimage.find_objects(compact), start=1):
         if sl is None:
             continue
-        mask = labels[sl] == value
+        mask = compact[sl] == value
         boxes.append((sl[0].start, sl[1].start, sl[0].stop, sl[1].stop))
         masks.append(mask)
-        ids.append(value)
+        ids.append(int(source[value - 1]) if source is not None else value)
     n = len(masks)
     return Proposals(
         shape=tuple(labels.shape),

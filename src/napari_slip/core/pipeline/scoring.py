@@ -22,8 +22,15 @@ def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
     if not templates:
         raise InputError("Give at least one prompt template, e.g. 'a photo of {}.'.")
     for t in templates:
-        if t.count("{}") != 1:
+        if not isinstance(t, str) or t.count("{}") != 1:
             raise InputError(f"Prompt template {t!r} must contain '{{}}' exactly once.")
+        try:
+            t.format("x")
+        except (KeyError, IndexError, ValueError):
+            raise InputError(
+                f"Prompt template {t!r} may hold only one '{{}}' and no other braces "
+                "(write '{{' for a literal brace)."
+            ) from None
     return templates
 
 

@@ -398,6 +398,12 @@ class Segmenter:
             raise InputError(
                 "These candidates were embedded with another CLIP; collect them again."
             )
+        same = [d for d in selection.distractors if d.casefold() == prompt.strip().casefold()]
+        if selection.mode == "distractors" and same:
+            raise InputError(
+                f"The distractor {same[0]!r} is the prompt itself, so nothing could beat "
+                "it; remove it from the distractors."
+            )
         phrases = [prompt, *selection.distractors]
         if selection.mode == "distractors" and selection.background.strip():
             phrases.append(selection.background)

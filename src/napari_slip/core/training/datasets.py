@@ -122,7 +122,7 @@ def read_dataset_folder(folder: str | os.PathLike) -> list[DatasetImage]:
             "(columns image,label,class)."
         )
     per_image: dict[str, dict[int, str]] = {}
-    with open(table, newline="") as fh:
+    with _open_csv(table) as fh:
         reader = csv.DictReader(fh)
         if not {"image", "label", "class"} <= set(reader.fieldnames or ()):
             raise InputError(
@@ -153,11 +153,27 @@ def read_dataset_folder(folder: str | os.PathLike) -> list[DatasetImage]:
     return items
 
 
+def _open_csv(path: Path):
+    """A CSV as text: UTF-8 with or without the BOM that Excel writes; anything else
+    (Latin-1, UTF-16) is refused with how to fix it."""
+    import io
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path} is not UTF-8 text (byte {exc.start}); save it as 'CSV UTF-8' "
+            "(in Excel: File > Save As > CSV UTF-8)."
+        ) from None
+    return io.StringIO(text, newline="")
+
+
 def read_captions(csv_path: str | os.PathLike) -> Pairs:
     """Whole images with captions from a CSV with columns ``image,caption``."""
     csv_path = Path(csv_path)
     pairs = Pairs()
-    with open(csv_path, newline="") as fh:
+    with _open_csv(csv_path) as fh:
         reader = csv.DictReader(fh)
         if not {"image", "caption"} <= set(reader.fieldnames or ()):
             raise InputError(
