@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..runtime.perf import autocast
 
 
@@ -91,9 +92,21 @@ class PromptableSam:
     def mask_threshold(self) -> float:
         return float(self.model.mask_threshold)
 
+    def check_shape(self, shape: tuple[int, int]) -> None:
+        """Refuse images so thin that SAM's input would be under one patch high."""
+        h, w = shape
+        side = self.transform.target_length
+        if min(h, w) * side / max(h, w) < 16:
+            raise InputError(
+                f"The image is {h} x {w} pixels: too thin for SAM, which sees its long side "
+                f"at {side} pixels (the short side would be under one patch). Segment it in "
+                "pieces, or give proposals from a label image."
+            )
+
     @torch.no_grad()
     def embed(self, rgb: np.ndarray, precision: str = "fp32") -> ImageEmbedding:
         """Run the image encoder on an (H, W, 3) uint8 image; features kept in fp32."""
+        self.check_shape(rgb.shape[:2])
         resized = self.transform.apply_image(rgb)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         input_size = tuple(int(v) for v in x.shape[-2:])

@@ -226,6 +226,7 @@ class Segmenter:
         if embedding is not None:
             return embedding
         sam = yield from self._iter_load("sam")
+        sam.promptable.check_shape(session.image.shape)  # in the user's pixels
         on_disk = embedding_path(sam.sha256, self.precision, f"{session.key}-{max_side}")
         if self.disk_cache:
             embedding = load_embedding(on_disk, sam.promptable.device)
