@@ -626,3 +626,50 @@ def test_segment_is_safe_from_several_threads(tiny_clip_path):
         )
     for k, result in runs:
         assert result.n_objects == k and np.array_equal(result.labels, single[k])
+
+
+def test_processes_sharing_one_cache_folder_do_not_clobber_each_other(tmp_path):
+    """Several processes save, read and prune embeddings and hash memos in one cache
+    folder at once: every read gives a complete file or nothing, never an error."""
+    import subprocess
+    import sys
+
+    code = """
+import os, sys, torch
+from pathlib import Path
+from napari_slip.core.models.download import file_sha256, sha256_of
+from napari_slip.core.models.promptable import ImageEmbedding
+from napari_slip.core.runtime.embedding_cache import load_embedding, save_embedding
+me = int(sys.argv[1])
+folder = Path(os.environ["NAPARI_SLIP_CACHE"])
+weights = folder.parent / "w.bin"
+for i in range(40):
+    emb = ImageEmbedding(torch.full((1, 8, 16, 16), float(i)), (64, 64), (64, 64))
+    save_embedding(folder / "embeddings" / "shared.safetensors", emb, limit_bytes=10**9)
+    got = load_embedding(folder / "embeddings" / "shared.safetensors")
+    if got is not None:  # a complete file from one writer, never a mix or an error
+        assert got.features.shape == (1, 8, 16, 16)
+        assert float(got.features.view(-1)[0]) == float(got.features.view(-1)[-1])
+    assert file_sha256(weights) == sha256_of(weights)
+print("ok")
+"""
+    cache = tmp_path / "cache"
+    (tmp_path / "w.bin").write_bytes(b"weights" * 1000)
+    env = {**__import__("os").environ, "NAPARI_SLIP_CACHE": str(cache)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-500:] for o in outs]
+    assert not list((cache / "embeddings").glob("*.part"))
+    import json
+
+    memo = json.loads((cache / "hashes.json").read_text())
+    assert list(memo.values()) == [__import__("hashlib").sha256(b"weights" * 1000).hexdigest()]

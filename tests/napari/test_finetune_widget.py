@@ -162,3 +162,24 @@ def test_preview_follows_the_classes_field_and_the_class_feature(scene):
     assert widget.preview.value == (
         f"a: {sum(k % 2 == 1 for k in names)}; b: {sum(k % 2 == 0 for k in names)}"
     )
+
+
+def test_an_existing_checkpoint_is_replaced_only_when_the_user_agrees(scene, qtbot):
+    _, widget, spec, _ = scene
+    widget.classes.value = spec
+    widget.name.value = "mine"
+    target = checkpoint_dir() / "mine.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(b"an earlier checkpoint")
+    asked = []
+    widget.confirm_replace = lambda path: asked.append(path) or False
+    widget.run()
+    assert asked == [target] and not widget.busy
+    assert target.read_bytes() == b"an earlier checkpoint"
+    assert "exists; choose another name" in widget.status.value
+    widget.confirm_replace = lambda path: True
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert target.read_bytes() != b"an earlier checkpoint"
+    assert read_clip_metadata(target)["class_names"]
+    assert not list(target.parent.glob("*.part"))

@@ -301,6 +301,9 @@ class FinetuneWidget(WorkerPanel):
         except Exception as exc:  # shown to the user as one line, never a traceback
             self.show_error(exc)
             return
+        if output.exists() and not self.confirm_replace(output):
+            self.status.value = f"{output.name} exists; choose another name in 'Save as'."
+            return
         self.start_worker(
             iter_finetune_to_file,
             pairs,
@@ -311,6 +314,19 @@ class FinetuneWidget(WorkerPanel):
             on_result=self._on_saved,
             status=f"{len(pairs)} objects of {len(set(pairs.classes))} classes…",
         )
+
+    def confirm_replace(self, path) -> bool:
+        """Ask before a new checkpoint replaces an existing one of the same name."""
+        from qtpy.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            self.native,
+            "Replace checkpoint?",
+            f"A checkpoint named {path.name} exists in {path.parent}. Replace it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def _on_saved(self, path) -> None:
         from ..core.models.clip import read_clip_metadata

@@ -342,8 +342,9 @@ def save_clip_checkpoint(
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    from ..io import Outputs
+
+    Outputs({"checkpoint": path}, overwrite=True).write(
+        {"checkpoint": lambda tmp: save_file(state, str(tmp), metadata=meta)}
+    )
     return path
