@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -71,6 +72,20 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
     return path
 
 
+def create_zarr_labels(path: str | os.PathLike, shape: tuple[int, int], chunk: int = 1024):
+    """A new zarr array of zeros (int32, square chunks) at ``path``, for labels."""
+    import zarr
+
+    return zarr.open_array(
+        str(path),
+        mode="w",
+        shape=tuple(int(s) for s in shape),
+        chunks=(min(chunk, int(shape[0])), min(chunk, int(shape[1]))),
+        dtype="int32",
+        fill_value=0,
+    )
+
+
 class Outputs:
     """The files one run writes: checked before any work, written together or not at all.
 
@@ -113,7 +128,7 @@ class Outputs:
             if resolved in seen:
                 raise InputError(f"{what} and {seen[resolved]} are the same file ({path}).")
             seen[resolved] = what
-            if path.is_dir():
+            if path.is_dir() and not is_store(path):
                 raise InputError(f"{what} {path} is a folder; give a file name.")
             if path.exists() and not self.overwrite:
                 raise InputError(
@@ -137,14 +152,17 @@ class Outputs:
         try:
             for name, path in self.paths.items():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(
-                    dir=path.parent, prefix=f".{path.name}.", suffix=".part"
-                )
-                os.close(fd)
+                if is_store(path):  # a zarr store is a folder: staged as one
+                    tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+                else:
+                    fd, tmp = tempfile.mkstemp(
+                        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+                    )
+                    os.close(fd)
                 temps[name] = Path(tmp)
                 writers[name](temps[name])
             for name, path in self.paths.items():
-                os.replace(temps.pop(name), path)
+                _replace(temps.pop(name), path)
         except OSError as exc:
             names = ", ".join(str(p) for p in self.paths.values())
             raise InputError(
@@ -152,5 +170,28 @@ class Outputs:
             ) from None
         finally:
             for tmp in temps.values():
-                tmp.unlink(missing_ok=True)
+                _remove(tmp)
         return list(self.paths.values())
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a zarr store (a folder ending in .zarr)."""
+    return Path(path).suffix.lower() == ".zarr"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path``; a folder (zarr store) replaces the old one whole."""
+    if tmp.is_dir() and path.exists():
+        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        _remove(old)
+    else:
+        os.replace(tmp, path)

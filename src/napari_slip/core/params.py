@@ -130,6 +130,47 @@ class SamProposalParams(_Params):
             raise InputError(f"min_area must not be negative; got {self.min_area}.")
 
 
+#: When SAM works tile by tile: ``off`` (one pass over the image, shrunk above
+#: ``max_side``), ``auto`` (tiles when the image is longer than ``max_side``), ``on``.
+TILING = ("off", "auto", "on")
+
+
+@dataclass(frozen=True)
+class TileParams(_Params):
+    """How a large image is cut into tiles for SAM (see :mod:`..pipeline.tiles`).
+
+    Each tile is seen by SAM at full resolution. Neighbouring tiles share ``overlap``
+    pixels; masks of two tiles that agree inside their shared band are one object,
+    merged into one label. Make the overlap wider than the largest object, so that
+    every object lies whole inside at least one tile.
+    """
+
+    tiles: str = option("off", "SAM tile by tile: off, auto (above max-side) or on", TILING)
+    tile_size: int | None = option(
+        None, "tile side in pixels (default: SAM's own input size, 1024 for SAM)"
+    )
+    overlap: int = option(128, "pixels shared by neighbouring tiles (> the largest object)")
+    merge_iou: float = option(
+        0.7, "masks of two tiles are one object when their IoU inside the shared band is above"
+    )
+
+    def __post_init__(self) -> None:
+        if self.tiles not in TILING:
+            raise InputError(f"tiles must be one of {', '.join(TILING)}; got {self.tiles!r}.")
+        if self.tile_size is not None and self.tile_size < 64:
+            raise InputError(f"tile_size must be at least 64 pixels; got {self.tile_size}.")
+        if isinstance(self.overlap, bool) or not isinstance(self.overlap, int):
+            raise InputError(f"overlap must be a whole number of pixels; got {self.overlap!r}.")
+        if self.overlap < 0:
+            raise InputError(f"overlap must not be negative; got {self.overlap}.")
+        if self.tile_size is not None and 2 * self.overlap >= self.tile_size:
+            raise InputError(
+                f"overlap ({self.overlap}) must be less than half the tile size "
+                f"({self.tile_size})."
+            )
+        _check_unit("merge_iou", self.merge_iou)
+
+
 @dataclass(frozen=True)
 class CropParams(_Params):
     """How proposals become CLIP inputs.

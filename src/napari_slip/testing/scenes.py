@@ -81,3 +81,47 @@ def scenes(n: int, seed: int, size: int = 256):
     rng = np.random.default_rng(seed)
     pairs = [scene(rng, size) for _ in range(n)]
     return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def nuclei_mosaic(
+    seed: int, shape: tuple[int, int] = (1024, 1024), spacing: int = 34, radius=(7, 13)
+):
+    """A large fluorescence-like field of small nuclei: (rgb uint8, labels int32).
+
+    Nuclei sit on a jittered lattice (``spacing`` pixels apart), so thousands fit a
+    big image and many cross any tile border. Drawn locally, so a 4,096 px field takes
+    seconds. Used to judge tiling (:mod:`napari_slip.core.pipeline.tiles`).
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    intensity = rng.normal(18, 4, (h, w)).astype(np.float32)
+    labels = np.zeros((h, w), np.int32)
+    r_max = radius[1]
+    jitter = max(0.0, (spacing - 2 * r_max - 2) / 2)
+    label = 0
+    for cy0 in range(r_max + 1, h - r_max - 1, spacing):
+        for cx0 in range(r_max + 1, w - r_max - 1, spacing):
+            if rng.random() < 0.15:
+                continue  # gaps, like a real field
+            cy = float(np.clip(cy0 + rng.uniform(-jitter, jitter), r_max + 1, h - r_max - 2))
+            cx = float(np.clip(cx0 + rng.uniform(-jitter, jitter), r_max + 1, w - r_max - 2))
+            ry, rx = rng.uniform(*radius, 2)
+            theta = rng.uniform(0, np.pi)
+            y0, x0 = int(cy) - r_max - 1, int(cx) - r_max - 1
+            yy, xx = np.mgrid[y0 : y0 + 2 * r_max + 3, x0 : x0 + 2 * r_max + 3].astype(np.float32)
+            dy, dx = yy - cy, xx - cx
+            u = (np.cos(theta) * dx + np.sin(theta) * dy) / rx
+            v = (-np.sin(theta) * dx + np.cos(theta) * dy) / ry
+            d = u**2 + v**2
+            mask = (d <= 1) & (labels[y0 : y0 + d.shape[0], x0 : x0 + d.shape[1]] == 0)
+            if mask.sum() <= 20:
+                continue
+            label += 1
+            labels[y0 : y0 + d.shape[0], x0 : x0 + d.shape[1]][mask] = label
+            bright = rng.uniform(110, 240)
+            profile = bright * (1 - 0.35 * d) * (1 + 0.15 * rng.normal(0, 1, d.shape))
+            window = intensity[y0 : y0 + d.shape[0], x0 : x0 + d.shape[1]]
+            window[mask] = profile[mask]
+    intensity = np.clip(intensity + rng.normal(0, 6, intensity.shape), 0, 255)
+    rgb = np.repeat(intensity.astype(np.uint8)[..., None], 3, axis=-1)
+    return rgb, labels

@@ -89,6 +89,11 @@ class PromptableSam:
         return self.model.device
 
     @property
+    def input_size(self) -> int:
+        """The side SAM's encoder works at (1024 for SAM's own models)."""
+        return int(self.transform.target_length)
+
+    @property
     def mask_threshold(self) -> float:
         return float(self.model.mask_threshold)
 

@@ -16,33 +16,60 @@ from .proposals import Proposals
 _NAMED_FILLS = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128)}
 
 
-def fill_colour(rgb: np.ndarray, fill) -> np.ndarray | None:
-    """The RGB fill for ``fill`` on this image (None for ``"none"``)."""
+#: Windows of a lazy image longer than this are read every n-th pixel (CLIP sees 224 px anyway), so
+#: a huge merged object of a tiled image never pulls the whole image into memory.
+MAX_WINDOW = 1024
+
+
+def _mean_rgb(image) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image.reshape(-1, 3).mean(0).round().astype(np.uint8)
+    return np.asarray(image.mean_rgb, dtype=np.uint8)
+
+
+def fill_colour(image, fill) -> np.ndarray | None:
+    """The RGB fill for ``fill`` on this image (None for ``"none"``).
+
+    ``image`` is an (H, W, 3) array or an image with ``read`` and ``mean_rgb`` (see
+    :class:`~.images.LazyImage`).
+    """
     if fill == "none":
         return None
     if fill == "mean":
-        return rgb.reshape(-1, 3).mean(0).round().astype(np.uint8)
+        return _mean_rgb(image)
     if isinstance(fill, str):
         return np.array(_NAMED_FILLS[fill], dtype=np.uint8)
     return np.array(fill, dtype=np.uint8)
 
 
 def make_crop(
-    rgb: np.ndarray, box, mask: np.ndarray, params: CropParams, colour: np.ndarray | None
+    image, box, mask: np.ndarray, params: CropParams, colour: np.ndarray | None, mean=None
 ) -> np.ndarray:
-    """One square uint8 crop: box plus margin, outside-mask pixels filled, padded."""
-    h, w = rgb.shape[:2]
+    """One square uint8 crop: box plus margin, outside-mask pixels filled, padded.
+
+    ``image`` is an (H, W, 3) array or anything with ``shape`` (H, W) and
+    ``read(y0, x0, y1, x1, step)``; only the crop's window is read.
+    """
+    h, w = image.shape[:2]
     y0, x0, y1, x1 = (int(v) for v in box)
     pad = round(params.margin * max(y1 - y0, x1 - x0))
     wy0, wx0, wy1, wx1 = max(0, y0 - pad), max(0, x0 - pad), min(h, y1 + pad), min(w, x1 + pad)
-    window = rgb[wy0:wy1, wx0:wx1].copy()
+    if isinstance(image, np.ndarray):
+        step = 1
+        window = image[wy0:wy1, wx0:wx1].copy()
+    else:
+        step = max(1, -(-max(wy1 - wy0, wx1 - wx0) // MAX_WINDOW))
+        window = np.array(image.read(wy0, wx0, wy1, wx1, step))
     if colour is not None:
-        inside = np.zeros(window.shape[:2], dtype=bool)
+        inside = np.zeros((wy1 - wy0, wx1 - wx0), dtype=bool)
         inside[y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0] = mask
-        window[~inside] = colour
+        window[~inside[::step, ::step]] = colour
     # Pad to a square centred on the window, so CLIP's resize does not distort shape.
     side = max(window.shape[:2])
-    background = colour if colour is not None else rgb.reshape(-1, 3).mean(0).astype(np.uint8)
+    if colour is not None:
+        background = colour
+    else:
+        background = mean if mean is not None else _mean_rgb(image)
     square = np.empty((side, side, 3), dtype=np.uint8)
     square[:] = background
     oy, ox = (side - window.shape[0]) // 2, (side - window.shape[1]) // 2
@@ -51,10 +78,14 @@ def make_crop(
 
 
 def make_crops(
-    rgb: np.ndarray, proposals: Proposals, params: CropParams | None = None, indices=None
+    image, proposals: Proposals, params: CropParams | None = None, indices=None
 ) -> list[np.ndarray]:
-    """Crops for all proposals (or those at ``indices``)."""
+    """Crops for all proposals (or those at ``indices``) of an array or a lazy image."""
     params = params or CropParams()
-    colour = fill_colour(rgb, params.fill)
+    colour = fill_colour(image, params.fill)
+    mean = _mean_rgb(image) if colour is None else None
     idx = range(len(proposals)) if indices is None else indices
-    return [make_crop(rgb, proposals.boxes[i], proposals.masks[i], params, colour) for i in idx]
+    return [
+        make_crop(image, proposals.boxes[i], proposals.masks[i], params, colour, mean)
+        for i in idx
+    ]

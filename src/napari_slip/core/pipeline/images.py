@@ -36,6 +36,15 @@ class PreparedImage:
     def shape(self) -> tuple[int, int]:
         return self.rgb.shape[:2]
 
+    def read(self, y0: int, x0: int, y1: int, x1: int, step: int = 1) -> np.ndarray:
+        """The RGB pixels of a region (every ``step``-th pixel)."""
+        return self.rgb[y0:y1:step, x0:x1:step]
+
+    @property
+    def mean_rgb(self) -> np.ndarray:
+        """The image's mean colour (uint8 RGB)."""
+        return self.rgb.reshape(-1, 3).mean(0).round().astype(np.uint8)
+
 
 def _describe_shape(shape) -> str:
     return str(tuple(int(s) for s in shape))
@@ -167,8 +176,22 @@ def prepare_image(
                 limits[i] = np.percentile(finite, (lo, hi))
         method = f"percentiles {lo}-{hi}"
 
-    out = np.empty((*planes.shape[:2], len(chosen)), dtype=np.uint8)
-    for i in range(len(chosen)):
+    return PreparedImage(
+        rgb=_to_uint8(planes, limits),
+        normalisation={
+            "kind": kind,
+            "dtype": str(np.asarray(image).dtype),
+            "method": method,
+            "channels": chosen,
+            "limits": limits.round(6).tolist(),
+        },
+    )
+
+
+def _to_uint8(planes: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """(H, W, C) intensities -> (H, W, 3) uint8 with per-channel (low, high) limits."""
+    out = np.empty((*planes.shape[:2], planes.shape[-1]), dtype=np.uint8)
+    for i in range(planes.shape[-1]):
         low, high = float(limits[i, 0]), float(limits[i, 1])
         scale = 255.0 / (high - low) if high > low else 0.0
         plane = planes[..., i].astype(np.float32)
@@ -178,13 +201,116 @@ def prepare_image(
         out = np.repeat(out, 3, axis=-1)
     elif out.shape[-1] == 2:
         out = np.concatenate([out, np.zeros_like(out[..., :1])], axis=-1)
-    return PreparedImage(
-        rgb=np.ascontiguousarray(out),
-        normalisation={
-            "kind": kind,
-            "dtype": str(np.asarray(image).dtype),
-            "method": method,
-            "channels": chosen,
-            "limits": limits.round(6).tolist(),
-        },
+    return np.ascontiguousarray(out)
+
+
+def is_lazy(image) -> bool:
+    """Whether ``image`` is an array read on demand (dask, zarr, memmap...), not numpy."""
+    return (
+        not isinstance(image, (np.ndarray, LazyImage))
+        and hasattr(image, "shape")
+        and hasattr(image, "__getitem__")
+        and hasattr(image, "dtype")
     )
+
+
+class LazyImage:
+    """A large 2D image read region by region, never whole.
+
+    Wraps anything sliceable with a shape and dtype: a dask array (napari's lazy
+    layers), a zarr array (one multiscale level), a numpy memmap. Intensity limits
+    come from a strided sample of the image (or from ``contrast_limits``), so every
+    region is normalised the same way; :meth:`read` returns a region as the uint8 RGB
+    the models see. The content hash is computed strip by strip (memory bounded by
+    a strip, not the image).
+
+    Parameters
+    ----------
+    data
+        The image: 2D, RGB/RGBA (H, W, 3|4), or 3D with ``channel_axis``.
+    sample_pixels
+        About how many pixels the intensity sample has.
+    **normalisation
+        As for :func:`prepare_image`.
+    """
+
+    def __init__(
+        self,
+        data,
+        *,
+        rgb: bool | None = None,
+        channel_axis: int | None = None,
+        channels=None,
+        contrast_limits=None,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        sample_pixels: int = 4_000_000,
+    ) -> None:
+        if isinstance(data, LazyImage):
+            data = data.data
+        self.data = data
+        shape = tuple(int(s) for s in data.shape)
+        if channel_axis is not None and len(shape) == 3 and -3 <= channel_axis < 3:
+            self._spatial = [a for a in range(3) if a != channel_axis % 3]
+        else:
+            self._spatial = [0, 1]
+        h, w = (shape[a] for a in self._spatial) if len(shape) >= 2 else (0, 0)
+        step = max(1, int(np.ceil(np.sqrt(h * w / max(1, sample_pixels))))) if h * w else 1
+        self._options = {"rgb": rgb, "channel_axis": channel_axis, "channels": channels}
+        # Validates every option (and the shape) on the sample, with prepare_image's words.
+        sample = prepare_image(
+            np.asarray(data[self._index(0, 0, h, w, step)]),
+            contrast_limits=contrast_limits,
+            percentiles=percentiles,
+            **self._options,
+        )
+        self._shape = (h, w)
+        self._kind = sample.normalisation["kind"]
+        self._chosen = sample.normalisation["channels"]
+        self._limits = np.asarray(sample.normalisation["limits"], dtype=np.float64)
+        self.normalisation = dict(sample.normalisation, sampled_every=step)
+        self.mean_rgb = sample.mean_rgb
+        self._key: str | None = None
+
+    def _index(self, y0: int, x0: int, y1: int, x1: int, step: int = 1) -> tuple:
+        index = [slice(None)] * len(self.data.shape)
+        index[self._spatial[0]] = slice(y0, y1, step)
+        index[self._spatial[1]] = slice(x0, x1, step)
+        return tuple(index)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def read(self, y0: int, x0: int, y1: int, x1: int, step: int = 1) -> np.ndarray:
+        """A region as (h, w, 3) uint8 RGB, normalised like the whole image."""
+        arr = np.asarray(self.data[self._index(y0, x0, y1, x1, step)])
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        axis = self._options["channel_axis"]
+        if axis is not None:
+            arr = np.moveaxis(arr, axis, -1)
+        elif arr.ndim == 2:
+            arr = arr[..., None]
+        return _to_uint8(arr[..., self._chosen], self._limits)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The whole image in memory (for images small enough to hold)."""
+        return self.read(0, 0, *self._shape)
+
+    @property
+    def key(self) -> str:
+        """A content hash of the pixels and the normalisation, read strip by strip."""
+        if self._key is None:
+            import hashlib
+
+            h = hashlib.blake2b(digest_size=16)
+            h.update(repr((self.data.shape, str(self.data.dtype), self.normalisation)).encode())
+            strip = max(1, 2**24 // max(1, self._shape[1] * 4))
+            for y in range(0, self._shape[0], strip):
+                part = np.ascontiguousarray(
+                    np.asarray(self.data[self._index(y, 0, y + strip, self._shape[1])])
+                )
+                h.update(part.data)
+            self._key = h.hexdigest()
+        return self._key

@@ -113,25 +113,42 @@ def paint_labels(
     scores: np.ndarray,
     similarities: np.ndarray,
     prompt: str,
+    out=None,
 ) -> tuple[np.ndarray, pd.DataFrame, dict[int, int]]:
     """Label image, table and ``{proposal index: id}`` for the chosen proposals.
 
     Ids follow the score order (1 = best). Overlapping masks are painted largest first,
     so an object nested inside a larger one stays visible; an object left with no
     visible pixel is dropped and the remaining ids stay consecutive.
+
+    ``out``: an array of zeros to paint into, e.g. a zarr array for an image too large
+    for memory; it is written object box by object box and returned as the labels.
     """
-    labels = np.zeros(proposals.shape, dtype=np.int32)
     areas = np.array([int(proposals.masks[i].sum()) for i in indices], dtype=np.int64)
-    for rank in np.argsort(-areas, kind="stable"):
-        i = indices[rank]
-        y0, x0, y1, x1 = proposals.boxes[i]
-        labels[y0:y1, x0:x1][proposals.masks[i]] = rank + 1
-    visible = np.bincount(labels.ravel(), minlength=len(indices) + 1)[1:]
+    order = np.argsort(-areas, kind="stable")
+    if out is None:
+        labels = np.zeros(proposals.shape, dtype=np.int32)
+        for rank in order:
+            i = indices[rank]
+            y0, x0, y1, x1 = proposals.boxes[i]
+            labels[y0:y1, x0:x1][proposals.masks[i]] = rank + 1
+        visible = np.bincount(labels.ravel(), minlength=len(indices) + 1)[1:]
+    else:
+        labels = out
+        _paint_into(out, proposals, indices, order)
+        visible = np.zeros(len(indices), dtype=np.int64)
+        for rank, i in enumerate(indices):
+            y0, x0, y1, x1 = proposals.boxes[i]
+            visible[rank] = np.count_nonzero(np.asarray(out[y0:y1, x0:x1]) == rank + 1)
     kept = np.flatnonzero(visible > 0)
     if len(kept) < len(indices):
         remap = np.zeros(len(indices) + 1, dtype=np.int32)
         remap[kept + 1] = np.arange(1, len(kept) + 1, dtype=np.int32)
-        labels = remap[labels]
+        if out is None:
+            labels = remap[labels]
+        else:
+            for sl in _blocks(out):
+                out[sl] = remap[np.asarray(out[sl])]
     rows, ids = [], {}
     for new_id, rank in enumerate(kept, start=1):
         i = indices[rank]
@@ -153,3 +170,24 @@ def paint_labels(
         )
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return labels, table.astype({"id": "int64", "area": "int64", "source_id": "int64"}), ids
+
+
+def _paint_into(out, proposals: Proposals, indices, order) -> None:
+    for rank in order:
+        i = indices[rank]
+        y0, x0, y1, x1 = (int(v) for v in proposals.boxes[i])
+        region = np.array(out[y0:y1, x0:x1])
+        region[proposals.masks[i]] = rank + 1
+        out[y0:y1, x0:x1] = region
+
+
+def _blocks(array, side: int = 2048):
+    """Slices covering a 2D array in blocks (its chunks' multiples where it has them)."""
+    chunks = getattr(array, "chunks", None)
+    if chunks and isinstance(chunks[0], int):
+        side = max(side // chunks[0] * chunks[0], chunks[0])
+    h, w = array.shape
+    for y in range(0, h, side):
+        for x in range(0, w, side):
+            yield (slice(y, min(h, y + side)), slice(x, min(w, x + side)))
+

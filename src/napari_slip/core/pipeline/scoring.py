@@ -36,19 +36,22 @@ def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
 
 def embed_proposals(
     clip: ClipModel,
-    rgb: np.ndarray,
+    image,
     proposals: Proposals,
     crop_params: CropParams | None = None,
     batch_size: int = 32,
 ) -> Generator[Progress, None, np.ndarray]:
-    """L2-normalised CLIP embeddings (N, D) of every proposal's crop, in batches."""
+    """L2-normalised CLIP embeddings (N, D) of every proposal's crop, in batches.
+
+    ``image`` is the (H, W, 3) uint8 image or a lazy one (only crop windows are read).
+    """
     n = len(proposals)
     out = np.zeros((n, clip.embed_dim), dtype=np.float32)
     n_batches = -(-n // batch_size)
     yield Progress("scoring", 0, n_batches, f"CLIP on {n} crops", heavy=True)
     for b in range(n_batches):
         idx = range(b * batch_size, min(n, (b + 1) * batch_size))
-        crops = make_crops(rgb, proposals, crop_params or CropParams(), idx)
+        crops = make_crops(image, proposals, crop_params or CropParams(), idx)
         out[idx.start : idx.stop] = clip.encode_images(crops)
         yield Progress("scoring", b + 1, n_batches, f"CLIP on {n} crops")
     return out

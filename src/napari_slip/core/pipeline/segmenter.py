@@ -15,6 +15,7 @@ selection.
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Sequence
@@ -34,19 +35,21 @@ from ..params import (
     NormalisationParams,
     SamProposalParams,
     SelectionParams,
+    TileParams,
     check_options,
 )
 from ..runtime.embedding_cache import embedding_path, load_embedding, save_embedding
 from ..runtime.generators import drain
 from ..runtime.perf import resolve_precision
 from ..runtime.progress import Progress
-from .images import PreparedImage, prepare_image
+from .images import LazyImage, PreparedImage, is_lazy, prepare_image
 from .proposals import Proposals, downscale_for_sam
 from .results import SegmentationResult, candidates_table, paint_labels
 from .scoring import DEFAULT_TEMPLATES, check_templates, cosine, embed_phrase, embed_proposals
 from .selection import select
 from .session import LRU, Candidates, ImageSession, digest
 from .sources import LabelSource, ProposalSource, SamGridSource
+from .tiles import TiledSamSource
 
 #: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
 SEGMENT_OPTIONS = (*SelectionParams.names(), *NormalisationParams.names(), "labels", "source")
@@ -72,6 +75,9 @@ class Segmenter:
         Automatic mask generation options.
     crop_params
         How proposals are cropped for CLIP.
+    tile_params
+        Whether and how SAM works tile by tile on large images (default: off, images
+        longer than ``sam_params.max_side`` are shrunk for SAM).
     templates
         Prompt templates, each with one ``{}`` (averaged). Defaults to the checkpoint's
         own template if it recorded one, else ``"a photo of {}."``.
@@ -108,6 +114,7 @@ class Segmenter:
         *,
         sam_params: SamProposalParams | None = None,
         crop_params: CropParams | None = None,
+        tile_params: TileParams | None = None,
         templates: Sequence[str] | None = None,
         background: str = SelectionParams.default("background"),
         batch_size: int = 32,
@@ -122,6 +129,7 @@ class Segmenter:
         self.disk_cache = disk_cache
         self.sam_params = sam_params or SamProposalParams()
         self.crop_params = crop_params or CropParams()
+        self.tile_params = tile_params or TileParams()
         self._templates = check_templates(templates) if templates is not None else None
         self.background = background
         if batch_size < 1:
@@ -166,7 +174,8 @@ class Segmenter:
         """The CLIP model, loaded (downloaded) on first access."""
         return self.hub.clip(self.clip_spec, self.device, self.precision, self.download_progress)
 
-    def _iter_load(self, kind: str) -> Generator[Progress, None, Any]:
+    def iter_load(self, kind: str) -> Generator[Progress, None, Any]:
+        """Load ``sam`` or ``clip`` (announcing it first if it is not loaded yet)."""
         if kind == "sam":
             if not self.hub.has_sam(self.sam_spec, self.device):
                 yield Progress("loading models", 0, 1, f"SAM {self.sam_spec}", heavy=True)
@@ -195,13 +204,20 @@ class Segmenter:
     def set_crop_params(self, params: CropParams) -> None:
         self.crop_params = params
 
+    def set_tile_params(self, params: TileParams) -> None:
+        """Change tiling; cached embeddings stay valid (tiles are cached per tile)."""
+        self.tile_params = params
+
     # --- image ---------------------------------------------------------------------
 
-    def set_image(self, image: np.ndarray, **normalisation: Any) -> PreparedImage:
-        """Normalise and remember an image (see :func:`prepare_image` for options)."""
+    def set_image(self, image: np.ndarray, **normalisation: Any) -> PreparedImage | LazyImage:
+        """Normalise and remember an image (see :func:`prepare_image` for options).
+
+        A :class:`~.images.LazyImage`, or a dask/zarr array while tiling is on or
+        ``auto``, is kept lazy: SAM and CLIP read it region by region.
+        """
         check_options(normalisation, NormalisationParams.names(), "set_image()")
-        prepared = prepare_image(image, **normalisation)
-        key = digest(prepared.rgb)
+        prepared, key = self._prepare(image, normalisation)
         session = self._sessions.get_fresh(key)
         if session is None:
             session = ImageSession(prepared, key)
@@ -211,44 +227,83 @@ class Segmenter:
         self._session = session
         return prepared
 
+    def _prepare(self, image, normalisation: dict) -> tuple[PreparedImage | LazyImage, str]:
+        if isinstance(image, LazyImage) or (is_lazy(image) and self.tile_params.tiles != "off"):
+            prepared = LazyImage(image, **normalisation)
+            return prepared, prepared.key
+        prepared = prepare_image(image, **normalisation)
+        return prepared, digest(prepared.rgb)
+
     @property
-    def image(self) -> PreparedImage | None:
+    def image(self) -> PreparedImage | LazyImage | None:
         return None if self._session is None else self._session.image
 
     # --- candidate collection ------------------------------------------------------
 
     def iter_embedding(
-        self, session: ImageSession, max_side: int | None
+        self, session: ImageSession, max_side: int | None, region: tuple | None = None
     ) -> Generator[Progress, None, ImageEmbedding]:
-        """SAM's embedding of the session's image (memory, then disk, then computed)."""
+        """SAM's embedding of the session's image (memory, then disk, then computed).
+
+        With ``region`` ``(y0, x0, y1, x1)``: the embedding of that tile at full
+        resolution (kept on disk only, so a tiled run does not fill the memory).
+        """
         key = (self.sam_spec, self.precision, max_side)
-        embedding = session.embeddings.get_fresh(key)
-        if embedding is not None:
-            return embedding
-        sam = yield from self._iter_load("sam")
-        sam.promptable.check_shape(session.image.shape)  # in the user's pixels
-        on_disk = embedding_path(sam.sha256, self.precision, f"{session.key}-{max_side}")
+        embedding = None
+        if region is None:
+            embedding = session.embeddings.get_fresh(key)
+            if embedding is not None:
+                return embedding
+        sam = yield from self.iter_load("sam")
+        if region is None:
+            sam.promptable.check_shape(session.image.shape)  # in the user's pixels
+            name = f"{session.key}-{max_side}"
+        else:
+            sam.promptable.check_shape((region[2] - region[0], region[3] - region[1]))
+            name = f"{session.key}-tile-{'-'.join(str(int(v)) for v in region)}"
+        on_disk = embedding_path(sam.sha256, self.precision, name)
         if self.disk_cache:
             embedding = load_embedding(on_disk, sam.promptable.device)
             if embedding is not None:
                 self.stats["sam_embeddings_from_disk"] += 1
         if embedding is None:
             yield Progress("embedding", 0, 1, "SAM image encoder", heavy=True)
-            rgb = downscale_for_sam(session.image.rgb, max_side)
+            if region is None:
+                rgb = downscale_for_sam(session.image.rgb, max_side)
+            else:
+                rgb = session.image.read(*region)
             embedding = sam.promptable.embed(rgb, self.precision)
             self.stats["sam_image_encodings"] += 1
             if self.disk_cache:
                 save_embedding(on_disk, embedding)
             yield Progress("embedding", 1, 1, "SAM image encoder")
-        session.embeddings.put(key, embedding)
+        if region is None:
+            session.embeddings.put(key, embedding)
         return embedding
 
-    def _source(self, source: ProposalSource | None, labels: np.ndarray | None):
+    def tiled(self, shape: tuple[int, int] | None = None) -> bool:
+        """Whether SAM works tile by tile on an image of ``shape`` (default: current)."""
+        mode = self.tile_params.tiles
+        if mode != "auto":
+            return mode == "on"
+        if shape is None:
+            shape = self._current().image.shape
+        return self.sam_params.max_side is not None and max(shape) > self.sam_params.max_side
+
+    def _source(
+        self,
+        source: ProposalSource | None,
+        labels: np.ndarray | None,
+        session: ImageSession | None = None,
+    ):
         if source is not None and labels is not None:
             raise InputError("Give either labels or a proposal source, not both.")
         if labels is not None:
             return LabelSource(labels)
         if source is None:
+            session = session or self._session
+            if session is not None and self.tiled(session.image.shape):
+                return TiledSamSource(self.sam_params, self.tile_params)
             return SamGridSource(self.sam_params)
         if not isinstance(source, ProposalSource):
             raise InputError(f"source must be a proposal source; got {type(source).__name__}.")
@@ -305,13 +360,13 @@ class Segmenter:
         session = self._current()
         source = self._source(source, labels)
         proposals = yield from self.iter_proposals(source)
-        clip = yield from self._iter_load("clip")
+        clip = yield from self.iter_load("clip")
         if len(proposals):
             key = (self._proposals_key(source), self.crop_params, self.clip_spec, self.precision)
             embeddings = session.crop_embeddings.get_fresh(key)
             if embeddings is None:
                 embeddings = yield from embed_proposals(
-                    clip.clip, session.image.rgb, proposals, self.crop_params, self.batch_size
+                    clip.clip, session.image, proposals, self.crop_params, self.batch_size
                 )
                 self.stats["clip_crop_embeddings"] += len(proposals)
                 session.crop_embeddings.put(key, embeddings)
@@ -342,10 +397,10 @@ class Segmenter:
             session = self._session
         else:
             check_options(normalisation, NormalisationParams.names(), "is_cached()")
-            session = self._sessions.get(digest(prepare_image(image, **normalisation).rgb))
+            session = self._sessions.get(self._prepare(image, normalisation)[1])
         if session is None:
             return False
-        key = self._proposals_key(self._source(None, labels))
+        key = self._proposals_key(self._source(None, labels, session))
         proposals = session.proposals.get(key)
         if proposals is None:
             return False
@@ -374,6 +429,8 @@ class Segmenter:
         candidates: Candidates,
         prompt: str,
         selection: SelectionParams | None = None,
+        *,
+        labels_out: Any = None,
         **options: Any,
     ) -> SegmentationResult:
         """Choose among ``candidates`` for ``prompt``: a text encoding at most.
@@ -386,6 +443,9 @@ class Segmenter:
             What to segment.
         selection
             Selection options; or give them as keywords (``mode``, ``threshold``, ...).
+        labels_out
+            Where to paint the labels instead of memory: a ``.zarr`` path (created) or
+            an array of zeros with the image's shape. For images too large to hold.
         """
         if selection is None:
             check_options(options, SelectionParams.names(), "select()")
@@ -418,14 +478,24 @@ class Segmenter:
             sims, selection.mode, selection.threshold, selection.top_k, self.clip.clip.logit_scale
         )
         similarity = sims[:, 0] if len(sims) else np.zeros(0)
+        if isinstance(labels_out, (str, os.PathLike)):
+            from ..io import create_zarr_labels
+
+            labels_out = create_zarr_labels(labels_out, proposals.shape)
         label_image, table, ids = paint_labels(
-            proposals, chosen.indices, chosen.scores, similarity, prompt
+            proposals, chosen.indices, chosen.scores, similarity, prompt, out=labels_out
         )
         message = (
             f"{len(table)} object(s) matching {prompt!r}"
             if len(table)
             else f"Nothing found for {prompt!r}: {chosen.reason}"
         )
+        shrunk = candidates.source.get("max_side")
+        if candidates.source.get("source") == "sam" and shrunk and max(proposals.shape) > shrunk:
+            message += (
+                f" (SAM saw the image shrunk {max(proposals.shape) / shrunk:.1f}x; "
+                "tiles keep small objects)"
+            )
         return SegmentationResult(
             labels=label_image,
             table=table,
