@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         NormalisationParams,
         SamProposalParams,
         SelectionParams,
+        TileParams,
         add_arguments,
         parse_phrases,
     )
@@ -103,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("image", help="image file (.tif, .png, .jpg)")
     seg.add_argument("--prompt", "-p", required=True, help="what to segment, e.g. 'nucleus'")
-    seg.add_argument("-o", "--output", required=True, help="label image to write (.tif or .png)")
+    seg.add_argument(
+        "-o", "--output", required=True, help="label image to write (.tif, .png or .zarr)"
+    )
     seg.add_argument("--table", help="per-object table to write (.csv)")
     seg.add_argument("--provenance", help="provenance to write (.json)")
     seg.add_argument(
@@ -141,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sam = seg.add_argument_group("SAM proposals")
     add_arguments(sam, SamProposalParams, types={"max_side": int})
+    tiles = seg.add_argument_group("tiles (large images)")
+    add_arguments(tiles, TileParams, types={"tile_size": int})
     sam.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -309,13 +314,20 @@ def _download_printer(quiet: bool):
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from .core.io import Outputs, _write_labels_to, read_image
-    from .core.params import CropParams, NormalisationParams, SamProposalParams, from_args
+    from .core.io import Outputs, _write_labels_to, open_image, read_image
+    from .core.params import (
+        CropParams,
+        NormalisationParams,
+        SamProposalParams,
+        TileParams,
+        from_args,
+    )
     from .core.pipeline.segmenter import Segmenter
+    from .core.runtime.generators import drain
 
     out = Path(args.output)
-    if out.suffix.lower() not in (".tif", ".tiff", ".png"):
-        raise SlipError(f"--output must end in .tif or .png, not {out.name!r}.")
+    if out.suffix.lower() not in (".tif", ".tiff", ".png", ".zarr"):
+        raise SlipError(f"--output must end in .tif, .png or .zarr, not {out.name!r}.")
     outputs = Outputs(
         {"labels": out, "table": args.table, "provenance": args.provenance},
         inputs=[args.image, args.proposals_from, args.sam, args.clip],
@@ -323,7 +335,9 @@ def run_segment(args: argparse.Namespace) -> int:
     )
     # Before any model work: a run must not end in "cannot write" or destroy an input.
     outputs.check({"labels": "--output", "table": "--table", "provenance": "--provenance"})
-    image = read_image(args.image)
+    tile_params = from_args(TileParams, args)
+    # Tiled runs read the image region by region (tif and zarr), never whole.
+    image = open_image(args.image, lazy=tile_params.tiles != "off")
     labels = read_image(args.proposals_from) if args.proposals_from else None
     progress = _progress_printer(args.quiet)
     segmenter = Segmenter(
@@ -332,6 +346,7 @@ def run_segment(args: argparse.Namespace) -> int:
         args.device,
         sam_params=from_args(SamProposalParams, args, max_side=args.max_side or None),
         crop_params=from_args(CropParams, args),
+        tile_params=tile_params,
         templates=args.templates,
         background=args.background,
         download_progress=_download_printer(args.quiet),
@@ -340,28 +355,42 @@ def run_segment(args: argparse.Namespace) -> int:
     norm = {
         k: v for k, v in vars(args).items() if k in NormalisationParams.names() and v is not None
     }
-    result = segmenter.segment(
-        image,
-        args.prompt,
-        mode=args.mode,
-        threshold=args.threshold,
-        top_k=args.top_k,
-        distractors=args.distractors,
-        labels=labels,
-        progress=progress,
-        **norm,
-    )
+    selection = {
+        "mode": args.mode,
+        "threshold": args.threshold,
+        "top_k": args.top_k,
+        "distractors": args.distractors,
+    }
+    candidates = drain(segmenter.iter_candidates(image, labels=labels, **norm), progress)
     progress.close()
-    # Nothing found: the table lists the candidates and their scores instead.
-    table = result.table if result.found else result.candidate_table
-    provenance = json.dumps(result.provenance, indent=2, default=str)
+    zarr_out = out.suffix.lower() == ".zarr"
+    # A .zarr output is painted straight into its (staged) store: no full-size array.
+    result = None if zarr_out else segmenter.select(candidates, args.prompt, **selection)
+    state = {}
+
+    def write_labels(tmp):
+        if zarr_out:
+            state["result"] = segmenter.select(
+                candidates, args.prompt, labels_out=tmp, **selection
+            )
+        else:
+            _write_labels_to(tmp, result.labels, out.suffix.lower())
+
+    def done():
+        return state.get("result", result)
+
     written = outputs.write(
         {
-            "labels": lambda tmp: _write_labels_to(tmp, result.labels, out.suffix.lower()),
-            "table": lambda tmp: table.to_csv(tmp, index=False),
-            "provenance": lambda tmp: Path(tmp).write_text(provenance),
+            "labels": write_labels,
+            # Nothing found: the table lists the candidates and their scores instead.
+            "table": lambda tmp: (done().table if done().found else done().candidate_table)
+            .to_csv(tmp, index=False),
+            "provenance": lambda tmp: Path(tmp).write_text(
+                json.dumps(done().provenance, indent=2, default=str)
+            ),
         }
     )
+    result = done()
     written = [str(p) for p in written]
     print(f"napari-slip: {_sentence(result)} Wrote {_and(written)}.", file=sys.stderr)
     return 0

@@ -223,3 +223,35 @@ def test_auto_tiles_only_above_max_side(tiny_sam_path, tiny_clip_path):
     assert seg.tiled((300, 200))
     seg.set_image(np.zeros((300, 200), np.uint8))
     assert isinstance(seg._source(None, None), TiledSamSource)
+
+
+def test_cli_tiles_a_tif_into_a_zarr_store(trained_sam_path, tiny_clip_path, tmp_path, capsys):
+    import tifffile
+    import zarr
+
+    from napari_slip.cli import main
+
+    rgb, truth = nuclei_mosaic(5, (300, 520), spacing=44)
+    tifffile.imwrite(tmp_path / "field.tif", rgb[..., 0], tile=(128, 128))
+    out = tmp_path / "labels.zarr"
+    args = [
+        "segment", str(tmp_path / "field.tif"), "-p", "nucleus", "-o", str(out),
+        "--table", str(tmp_path / "t.csv"), "--mode", "threshold", "--threshold", "-1",
+        "--sam", str(trained_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu",
+        "--precision", "fp32", "--tiles", "on", "--overlap", "32", "--min-area", "30",
+        *[f"--{k.replace('_', '-')}={v}" for k, v in FIXTURE_AMG.items()],
+    ]  # fmt: skip
+    assert main(args) == 0
+    labels = np.asarray(zarr.open_array(str(out), mode="r"))
+    assert labels.shape == truth.shape
+    assert label_metrics(truth, labels)["recall"] >= 0.85
+    err = capsys.readouterr().err.splitlines()
+    assert sum(line.startswith("napari-slip: tiles (") for line in err) == 1  # one stage
+    assert err[-1].endswith(f"Wrote {out} and {tmp_path / 't.csv'}.")
+    # A second run needs --overwrite, and then replaces the store whole.
+    assert main(args) == 2
+    assert "exists already" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--mode", "topk", "--top-k", "3"]) == 0
+    again = np.asarray(zarr.open_array(str(out), mode="r"))
+    assert again.max() == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

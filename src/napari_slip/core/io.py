@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,47 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except Exception as exc:
         raise InputError(f"Could not read {path} ({type(exc).__name__}: {exc}).") from None
     raise InputError(f"Unsupported image type {suffix!r} for {path}: use .tif, .png or .jpg.")
+
+
+def open_image(path: str | os.PathLike, lazy: bool = False):
+    """Open an image file; with ``lazy``, as an array read region by region.
+
+    ``.zarr`` stores (an array, or a multiscale group whose level ``0`` is used) are
+    always lazy unless ``lazy`` is False; tif/OME-TIFF files are lazy through
+    tifffile's zarr view. Other formats are read whole (:func:`read_image`).
+
+    Raises
+    ------
+    InputError
+        If the file is missing or unreadable.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".zarr":
+        if not path.is_dir():
+            raise InputError(f"Image store {path} does not exist.")
+        try:
+            import zarr
+
+            node = zarr.open(str(path), mode="r")
+            if not hasattr(node, "shape"):  # a group: OME-Zarr multiscales keep level 0
+                node = node["0"]
+            return node if lazy else np.asarray(node)
+        except Exception as exc:
+            raise InputError(f"Could not read {path} ({type(exc).__name__}: {exc}).") from None
+    if lazy and suffix in _TIFF and path.is_file():
+        try:
+            import tifffile
+            import zarr
+
+            store = tifffile.imread(path, aszarr=True)
+            node = zarr.open(store, mode="r")
+            node = node if hasattr(node, "shape") else node["0"]
+            weakref.finalize(node, store.close)  # the file closes with the array
+            return node
+        except Exception:
+            pass  # fall back to reading it whole, with read_image's messages
+    return read_image(path)
 
 
 def _write_labels_to(target: Path, labels: np.ndarray, suffix: str) -> None:

@@ -615,12 +615,18 @@ def segment(
     device: str = "auto",
     sam_params: SamProposalParams | None = None,
     crop_params: CropParams | None = None,
+    tile_params: TileParams | None = None,
+    tiles: str | None = None,
     templates: Sequence[str] | None = None,
     precision: str = "auto",
     progress: Callable[[Progress], None] | None = None,
     **options: Any,
 ) -> SegmentationResult:
     """One call: segment what ``prompt`` describes in ``image``.
+
+    ``tiles="on"`` (or ``"auto"``: above ``max_side``) runs SAM tile by tile at full
+    resolution, for large images; ``tile_params`` sets the tile size and overlap. A
+    dask or zarr image is then read tile by tile, never whole.
 
     Keeps one shared :class:`Segmenter` (models in the shared hub, caches per image),
     so repeated calls in a notebook are fast. Options are those of
@@ -632,6 +638,10 @@ def segment(
         seg = shared_segmenter(sam, clip, device, precision)
         seg.sam_params = sam_params or SamProposalParams()
         seg.crop_params = crop_params or CropParams()
+        tile_params = tile_params or TileParams()
+        if tiles is not None:
+            tile_params = TileParams(**{**tile_params.as_dict(), "tiles": tiles})
+        seg.tile_params = tile_params
         seg.templates = templates
         return seg.segment(image, prompt, progress=progress, **options)
 

@@ -214,6 +214,17 @@ def merge_tiles(
     )
 
 
+def _one_bar(gen, t: int, n: int, what: str):
+    """Forward a step's events as progress of tile ``t`` of ``n`` (one bar for all)."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        # Cancelling still stops between the decoder's batches.
+        yield Progress("tiles", t, n, f"{what}: {event.message}", heavy=event.heavy)
+
+
 @dataclass(frozen=True)
 class TiledSamSource:
     """SAM's automatic masks tile by tile, merged across tiles (see the module doc)."""
@@ -246,16 +257,15 @@ class TiledSamSource:
         for t, box in enumerate(tiles):
             what = f"tile {t + 1}/{n}"
             yield Progress("tiles", t, n, f"{what}: SAM image encoder", heavy=True)
-            embedding = yield from engine.iter_embedding(session, None, region=box)
-            gen = sam_proposals(engine.sam.promptable, embedding, self.params, engine.precision)
-            while True:
-                try:
-                    event = next(gen)
-                except StopIteration as stop:
-                    props = stop.value
-                    break
-                # One bar over all tiles; cancelling stops between decoder batches.
-                yield Progress("tiles", t, n, f"{what}: {event.message}", heavy=event.heavy)
+            embedding = yield from _one_bar(
+                engine.iter_embedding(session, None, region=box), t, n, what
+            )
+            props = yield from _one_bar(
+                sam_proposals(engine.sam.promptable, embedding, self.params, engine.precision),
+                t,
+                n,
+                what,
+            )
             found.append(shift(props, box, shape))
             count += len(props)
             yield Progress("tiles", t + 1, n, f"{what}: {count} masks so far")
