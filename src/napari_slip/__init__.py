@@ -5,6 +5,7 @@ The scripting API needs no Qt::
     import napari_slip
     result = napari_slip.segment(image, "nucleus", mode="threshold")
     result.labels, result.table, result.provenance
+    napari_slip.batch("plate/", "out/", "nucleus")   # many images, resumable
 
 Inside napari, :func:`segment_in_viewer` does what the widget's button does.
 Importing this package is cheap: torch and the models load on first use.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from ._version import __version__
 
 _FROM_CORE = (
+    "BatchSummary",
     "CropParams",
     "ModelHub",
     "NormalisationParams",
@@ -23,6 +25,8 @@ _FROM_CORE = (
     "Segmenter",
     "SelectionParams",
     "SlipError",
+    "TileParams",
+    "batch",
     "list_models",
     "segment",
 )

@@ -75,13 +75,14 @@ def _device_argument(parser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _segment_options(seg, proposals_from: bool = True) -> None:
+    """The options of ``segment`` that ``batch`` shares: selection, models, image,
+    SAM, tiles, crops."""
     from .core.params import (
         DEFAULT_CLIP,
         DEFAULT_SAM,
         PRECISIONS,
         CropParams,
-        FinetuneParams,
         NormalisationParams,
         SamProposalParams,
         SelectionParams,
@@ -90,30 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
         parse_phrases,
     )
 
-    parser = _Parser(
-        prog="napari-slip",
-        description="Segment objects from a text prompt: SAM proposes masks, CLIP picks.",
-    )
-    parser.add_argument("--version", action="version", version=f"napari-slip {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    seg = sub.add_parser(
-        "segment",
-        help="segment one image from a text prompt",
-        description="Segment what PROMPT describes in IMAGE and write a label image.",
-    )
-    seg.add_argument("image", help="image file (.tif, .png, .jpg)")
-    seg.add_argument("--prompt", "-p", required=True, help="what to segment, e.g. 'nucleus'")
-    seg.add_argument(
-        "-o", "--output", required=True, help="label image to write (.tif, .png or .zarr)"
-    )
-    seg.add_argument("--table", help="per-object table to write (.csv)")
-    seg.add_argument("--provenance", help="provenance to write (.json)")
-    seg.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace existing output files (inputs are never overwritten)",
-    )
     add_arguments(seg, SelectionParams, types={"distractors": parse_phrases})
     seg.add_argument(
         "--sam", default=DEFAULT_SAM, help=f"SAM name or checkpoint path (default {DEFAULT_SAM})"
@@ -123,11 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CLIP,
         help=f"CLIP MODEL:TAG or checkpoint path (default {DEFAULT_CLIP})",
     )
-    seg.add_argument(
-        "--proposals-from",
-        metavar="LABELS",
-        help="label image whose labels are the proposals (no SAM)",
-    )
+    if proposals_from:
+        seg.add_argument(
+            "--proposals-from",
+            metavar="LABELS",
+            help="label image whose labels are the proposals (no SAM)",
+        )
     _device_argument(seg)
     seg.add_argument(
         "--template",
@@ -154,7 +132,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crops = seg.add_argument_group("crops")
     add_arguments(crops, CropParams, types={"fill": _parse_fill})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .core.params import (
+        DEFAULT_CLIP,
+        DEFAULT_SAM,
+        CropParams,
+        FinetuneParams,
+        SelectionParams,
+        add_arguments,
+    )
+
+    parser = _Parser(
+        prog="napari-slip",
+        description="Segment objects from a text prompt: SAM proposes masks, CLIP picks.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-slip {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser(
+        "segment",
+        help="segment one image from a text prompt",
+        description="Segment what PROMPT describes in IMAGE and write a label image.",
+    )
+    seg.add_argument("image", help="image file (.tif, .png, .jpg)")
+    seg.add_argument("--prompt", "-p", required=True, help="what to segment, e.g. 'nucleus'")
+    seg.add_argument(
+        "-o", "--output", required=True, help="label image to write (.tif, .png or .zarr)"
+    )
+    seg.add_argument("--table", help="per-object table to write (.csv)")
+    seg.add_argument("--provenance", help="provenance to write (.json)")
+    seg.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (inputs are never overwritten)",
+    )
+    _segment_options(seg)
     seg.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+    bat = sub.add_parser(
+        "batch",
+        help="segment every image of files, folders and globs (resumable; Dask)",
+        description="Segment every image of INPUTS (files, folders searched recursively, "
+        "globs; .tif, .png, .jpg, OME-TIFF, .zarr) into OUT_DIR: a label image per input "
+        "at its relative name (.tif), objects.csv with an image column, and summary.json. "
+        "Run it again to resume: inputs done with the same parameters are skipped.",
+    )
+    bat.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    bat.add_argument("--prompt", "-p", required=True, help="what to segment, e.g. 'nucleus'")
+    bat.add_argument("-o", "--output", required=True, help="output folder")
+    bat.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of a local Dask cluster (default: one per 2 cores and 4 GB; "
+        "1 runs in this process)",
+    )
+    bat.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on an existing Dask cluster, e.g. tcp://host:8786 (see docs/batch.md)",
+    )
+    _segment_options(bat, proposals_from=False)
+    bat.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
     sub.add_parser("models", help="list known models, whether each is cached, and where")
 
@@ -383,8 +423,9 @@ def run_segment(args: argparse.Namespace) -> int:
         {
             "labels": write_labels,
             # Nothing found: the table lists the candidates and their scores instead.
-            "table": lambda tmp: (done().table if done().found else done().candidate_table)
-            .to_csv(tmp, index=False),
+            "table": lambda tmp: (done().table if done().found else done().candidate_table).to_csv(
+                tmp, index=False
+            ),
             "provenance": lambda tmp: Path(tmp).write_text(
                 json.dumps(done().provenance, indent=2, default=str)
             ),
@@ -394,6 +435,62 @@ def run_segment(args: argparse.Namespace) -> int:
     written = [str(p) for p in written]
     print(f"napari-slip: {_sentence(result)} Wrote {_and(written)}.", file=sys.stderr)
     return 0
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from .core.batch import iter_batch, make_config
+    from .core.params import (
+        CropParams,
+        NormalisationParams,
+        SamProposalParams,
+        TileParams,
+        from_args,
+    )
+    from .core.runtime.generators import drain
+
+    norm = {
+        k: v for k, v in vars(args).items() if k in NormalisationParams.names() and v is not None
+    }
+    config = make_config(
+        args.prompt,
+        args.sam,
+        args.clip,
+        args.device,
+        mode=args.mode,
+        threshold=args.threshold,
+        top_k=args.top_k,
+        distractors=args.distractors,
+        background=args.background,
+        sam_params=from_args(SamProposalParams, args, max_side=args.max_side or None),
+        crop_params=from_args(CropParams, args),
+        tile_params=from_args(TileParams, args),
+        templates=args.templates,
+        precision=args.precision,
+        **norm,
+    )
+    progress = _progress_printer(args.quiet)
+    gen = iter_batch(args.inputs, args.output, config, workers=args.workers,
+                     scheduler=args.scheduler)  # fmt: skip
+    try:
+        summary = drain(gen, progress)
+    except KeyboardInterrupt:
+        gen.close()
+        progress.close()
+        print(
+            "napari-slip: interrupted; images written so far are kept and a new run "
+            "resumes after them.",
+            file=sys.stderr,
+        )
+        return 130
+    progress.close()
+    for name, error in summary.failed.items():
+        print(f"napari-slip: {name}: {error}", file=sys.stderr)
+    print(
+        f"napari-slip: {summary.sentence()} Wrote {summary.out_dir / 'objects.csv'} and "
+        f"{summary.out_dir / 'summary.json'}.",
+        file=sys.stderr,
+    )
+    return 1 if summary.failed else 0
 
 
 def _and(items: list[str]) -> str:
@@ -478,6 +575,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "segment": run_segment,
+    "batch": run_batch,
     "models": run_models,
     "finetune": run_finetune,
     "evaluate": run_evaluate,

@@ -161,7 +161,9 @@ def _crossing(truth, tiles):
     h, w = truth.shape
     rows = {y for t in tiles for y in (t[0], t[2])} - {0, h}
     cols = {x for t in tiles for x in (t[1], t[3])} - {0, w}
-    cut = [truth[y - 1 : y + 1].ravel() for y in rows] + [truth[:, x - 1 : x + 1].ravel() for x in cols]
+    cut = [truth[y - 1 : y + 1].ravel() for y in rows] + [
+        truth[:, x - 1 : x + 1].ravel() for x in cols
+    ]
     ids = np.unique(np.concatenate(cut))
     return np.where(np.isin(truth, ids[ids > 0]), truth, 0)
 

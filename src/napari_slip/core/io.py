@@ -195,7 +195,9 @@ class Outputs:
             for name, path in self.paths.items():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if is_store(path):  # a zarr store is a folder: staged as one
-                    tmp = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+                    tmp = tempfile.mkdtemp(
+                        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
+                    )
                 else:
                     fd, tmp = tempfile.mkstemp(
                         dir=path.parent, prefix=f".{path.name}.", suffix=".part"

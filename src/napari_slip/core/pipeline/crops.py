@@ -86,6 +86,5 @@ def make_crops(
     mean = _mean_rgb(image) if colour is None else None
     idx = range(len(proposals)) if indices is None else indices
     return [
-        make_crop(image, proposals.boxes[i], proposals.masks[i], params, colour, mean)
-        for i in idx
+        make_crop(image, proposals.boxes[i], proposals.masks[i], params, colour, mean) for i in idx
     ]

@@ -190,4 +190,3 @@ def _blocks(array, side: int = 2048):
     for y in range(0, h, side):
         for x in range(0, w, side):
             yield (slice(y, min(h, y + side)), slice(x, min(w, x + side)))
-
