@@ -3,6 +3,8 @@ tiling buys on a mosaic of small objects (judged with the trained fixture SAM)."
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -26,7 +28,7 @@ def test_tile_grid_covers_the_image_with_the_overlap():
         covered[y0:y1, x0:x1] += 1
     assert covered.min() >= 1
     ys = sorted({t[0] for t in tiles})
-    assert all(b - a <= 256 - 32 for a, b in zip(ys, ys[1:], strict=False))
+    assert all(b - a <= 256 - 32 for a, b in itertools.pairwise(ys))
     assert tile_grid((100, 80), 256, 32) == [(0, 0, 100, 80)]  # small image: one tile
 
 

@@ -66,10 +66,9 @@ def make_crop(
         window[~inside[::step, ::step]] = colour
     # Pad to a square centred on the window, so CLIP's resize does not distort shape.
     side = max(window.shape[:2])
-    if colour is not None:
-        background = colour
-    else:
-        background = mean if mean is not None else _mean_rgb(image)
+    background = colour if colour is not None else mean
+    if background is None:
+        background = _mean_rgb(image)
     square = np.empty((side, side, 3), dtype=np.uint8)
     square[:] = background
     oy, ox = (side - window.shape[0]) // 2, (side - window.shape[1]) // 2

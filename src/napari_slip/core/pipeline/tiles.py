@@ -127,10 +127,9 @@ def merge_tiles(
             if not ia or not ib:
                 continue
             ba, bb = boxes[ia], boxes[ib]
-            touching = (
-                (np.maximum(ba[:, None, 0], bb[None, :, 0]) < np.minimum(ba[:, None, 2], bb[None, :, 2]))
-                & (np.maximum(ba[:, None, 1], bb[None, :, 1]) < np.minimum(ba[:, None, 3], bb[None, :, 3]))
-            )  # fmt: skip
+            lo = np.maximum(ba[:, None, :2], bb[None, :, :2])
+            hi = np.minimum(ba[:, None, 2:], bb[None, :, 2:])
+            touching = (lo < hi).all(-1)
             pairs = []
             for ka, kb in zip(*np.nonzero(touching), strict=True):
                 i, j = ia[ka], ib[kb]
