@@ -438,7 +438,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .core.batch import iter_batch, make_config
+    from .core.batches import iter_batch, make_config
     from .core.params import (
         CropParams,
         NormalisationParams,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "batch": ("BatchConfig", "BatchSummary", "batch", "collect_inputs", "iter_batch"),
+    "batches": ("BatchConfig", "BatchSummary", "batch", "collect_inputs", "iter_batch"),
     "errors": (
         "Cancelled",
         "CheckpointError",

@@ -32,7 +32,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         if suffix in _TIFF:
             import tifffile
 
-            return np.asarray(tifffile.imread(path))
+            data = np.asarray(tifffile.imread(path))
+            if data.size == 0:
+                raise InputError(f"{path} holds no image data (a damaged or empty file?).")
+            return data
         if suffix in _PIL:
             from PIL import Image
 
@@ -42,6 +45,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                         "RGBA" if "A" in im.mode or "transparency" in im.info else "RGB"
                     )
                 return np.asarray(im)
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"Could not read {path} ({type(exc).__name__}: {exc}).") from None
     raise InputError(f"Unsupported image type {suffix!r} for {path}: use .tif, .png or .jpg.")

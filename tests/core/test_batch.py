@@ -1,0 +1,172 @@
+"""Batches: inputs, resuming by parameter hash, bad inputs, a real Dask LocalCluster of
+worker processes (including a worker that dies mid-image), and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+import napari_slip
+from napari_slip.cli import main
+from napari_slip.core.batches import collect_inputs
+from napari_slip.core.errors import InputError
+from napari_slip.core.params import SamProposalParams
+from napari_slip.testing.scenes import scenes
+from napari_slip.testing.trained_sam import FIXTURE_AMG
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A small plate: four scenes in two folders, one png, and a corrupt file."""
+    images, _ = scenes(4, seed=7)
+    (tmp_path / "in" / "row2").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "in" / "a.tif", images[0])
+    tifffile.imwrite(tmp_path / "in" / "b.ome.tif", images[1])
+    tifffile.imwrite(tmp_path / "in" / "row2" / "c.tif", images[2])
+    from PIL import Image
+
+    Image.fromarray(images[3]).save(tmp_path / "in" / "row2" / "d.png")
+    (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def _options(sam, clip):
+    return {
+        "sam": str(sam),
+        "clip": str(clip),
+        "device": "cpu",
+        "sam_params": SamProposalParams(**FIXTURE_AMG),
+        "mode": "topk",
+        "top_k": 2,
+        "precision": "fp32",
+    }
+
+
+def test_collect_inputs_names_and_refusals(folder):
+    items = collect_inputs([folder / "in"], exclude=folder / "out")
+    assert [i.name for i in items] == ["a.tif", "b.ome.tif", "broken.tif", "row2/c.tif",
+                                       "row2/d.png"]  # fmt: skip
+    assert [i.labels_name for i in items][1] == "b.tif"
+    assert [i.name for i in collect_inputs([str(folder / "in" / "*.tif")])] == [
+        "a.tif", "b.ome.tif", "broken.tif"]  # fmt: skip
+    with pytest.raises(InputError, match="matches no image"):
+        collect_inputs([str(folder / "nothing*.tif")])
+    tifffile.imwrite(folder / "a.tif", np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match="would both write a.tif"):
+        collect_inputs([folder / "a.tif", folder / "in" / "a.tif"])
+
+
+def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_path, tiny_clip_path):
+    out = folder / "out"
+    events = []
+    summary = napari_slip.batch(folder / "in", out, "object", workers=1, progress=events.append,
+                                **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    assert sorted(summary.done) == ["a.tif", "b.ome.tif", "row2/c.tif", "row2/d.png"]
+    assert list(summary.failed) == ["broken.tif"]
+    assert "holds no image data" in summary.failed["broken.tif"]
+    assert events[-1].done == events[-1].total == 5
+    for name in ("a.tif", "b.tif", "row2/c.tif", "row2/d.tif"):
+        labels = tifffile.imread(out / name)
+        assert labels.shape == (256, 256) and 1 <= labels.max() <= 2
+    objects = pd.read_csv(out / "objects.csv")
+    assert set(objects["image"]) == {"a.tif", "b.ome.tif", "row2/c.tif", "row2/d.png"}
+    assert (objects.groupby("image")["id"].max() <= 2).all()
+    info = json.loads((out / "summary.json").read_text())
+    assert info["done"] == 4 and info["failed"] == 1
+    bad = next(i for i in info["images"] if i["input"].endswith("broken.tif"))
+    assert bad["status"] == "failed" and "holds no image data" in bad["error"]
+
+    # Resume: done inputs are skipped (their files untouched), the failed one retried.
+    stamp = (out / "a.tif").stat().st_mtime_ns
+    again = napari_slip.batch(folder / "in", out, "object", workers=1,
+                              **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    assert len(again.skipped) == 4 and list(again.failed) == ["broken.tif"] and not again.done
+    assert (out / "a.tif").stat().st_mtime_ns == stamp
+    # Half-written (labels without a record) and stale (other parameters) are redone.
+    (out / ".napari-slip" / "row2" / "c.tif.json").unlink()
+    redo = napari_slip.batch(folder / "in", out, "object", workers=1,
+                             **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    assert redo.done == ["row2/c.tif"]
+    options = {**_options(trained_sam_path, tiny_clip_path), "top_k": 1}
+    stale = napari_slip.batch(folder / "in", out, "object", workers=1, **options)
+    assert len(stale.done) == 4 and tifffile.imread(out / "a.tif").max() == 1
+    assert not [p for p in out.rglob(".*.part")]
+
+
+def test_output_folder_inside_the_inputs_is_not_read_back(
+    folder, trained_sam_path, tiny_clip_path
+):
+    out = folder / "in" / "results"
+    napari_slip.batch(folder / "in" / "row2", out, "object", workers=1,
+                      **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    again = napari_slip.batch(folder / "in" / "row2", out, "object", workers=1,
+                              **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    assert again.n_inputs == 2 and len(again.skipped) == 2
+
+
+def crash_once_reader(path):
+    """Reads an image; the first time it meets c.tif it kills its worker process."""
+    marker = Path(path).parent / ".crashed"
+    if Path(path).name == "c.tif" and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os._exit(1)  # a worker dying mid-image, as an out-of-memory kill would
+    return tifffile.imread(path) if str(path).endswith(".tif") else np.asarray(
+        __import__("PIL.Image").Image.open(path))  # fmt: skip
+
+
+def test_batch_on_a_local_cluster_of_two_worker_processes(
+    folder, trained_sam_path, tiny_clip_path
+):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack tests/
+    out = folder / "out"
+    summary = napari_slip.batch(
+        folder / "in", out, "object", workers=2, reader=crash_once_reader,
+        **_options(trained_sam_path, tiny_clip_path),
+    )  # fmt: skip
+    assert summary.workers == 2
+    assert sorted(summary.done) == ["a.tif", "b.ome.tif", "row2/c.tif", "row2/d.png"]
+    assert list(summary.failed) == ["broken.tif"]
+    # c.tif's worker died once; the scheduler gave it to a worker again.
+    crashed_pid = int((folder / "in" / "row2" / ".crashed").read_text())
+    record = json.loads((out / ".napari-slip" / "row2" / "c.tif.json").read_text())
+    assert record["status"] == "done" and crashed_pid != os.getpid()
+    assert tifffile.imread(out / "row2" / "c.tif").max() >= 1
+    assert not [p for p in out.rglob("*.part")]
+    objects = pd.read_csv(out / "objects.csv")
+    assert (objects["image"] == "row2/c.tif").sum() == tifffile.imread(out / "row2/c.tif").max()
+    # The same answers as in one process (models are the same, so are the labels).
+    one = napari_slip.batch(folder / "in", folder / "one", "object", workers=1,
+                            **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    assert one.params == summary.params
+    for name in ("a.tif", "b.tif", "row2/c.tif", "row2/d.tif"):
+        assert np.array_equal(tifffile.imread(out / name), tifffile.imread(folder / "one" / name))
+
+
+def test_cli_batch_resumes_and_exits_1_when_an_input_failed(
+    folder, trained_sam_path, tiny_clip_path, capsys
+):
+    args = [
+        "batch", str(folder / "in" / "row2"), str(folder / "in" / "broken.tif"), "-p", "object",
+        "-o", str(folder / "out"), "--sam", str(trained_sam_path), "--clip",
+        str(tiny_clip_path), "--device", "cpu", "--workers", "1", "--mode", "topk",
+        *[f"--{k.replace('_', '-')}={v}" for k, v in FIXTURE_AMG.items()],
+    ]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2].startswith("napari-slip: broken.tif: ")
+    assert err[-2].endswith("holds no image data (a damaged or empty file?).")
+    assert "3 images: 2 segmented, 1 failed" in err[-1]
+    assert main(args[:2] + args[3:]) == 0  # without the broken file: all skipped
+    assert "2 images: 0 segmented, 2 already done (skipped)." in capsys.readouterr().err
+    assert main(["batch", str(folder / "in"), "-p", "x", "-o", str(folder / "in" / "a.tif")]) == 2
+    assert "is a file" in capsys.readouterr().err
