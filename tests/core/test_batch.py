@@ -60,7 +60,7 @@ def test_collect_inputs_names_and_refusals(folder):
     with pytest.raises(InputError, match="matches no image"):
         collect_inputs([str(folder / "nothing*.tif")])
     tifffile.imwrite(folder / "a.tif", np.zeros((8, 8), np.uint8))
-    with pytest.raises(InputError, match="would both write a.tif"):
+    with pytest.raises(InputError, match=r"would both write a\.tif"):
         collect_inputs([folder / "a.tif", folder / "in" / "a.tif"])
 
 

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.params import DEFAULT_CLIP, DEFAULT_SAM, CropParams, SamProposalParams, SelectionParams
+from ..core.params import (
+    DEFAULT_CLIP,
+    DEFAULT_SAM,
+    CropParams,
+    SamProposalParams,
+    SelectionParams,
+    TileParams,
+)
 from ..core.pipeline.segmenter import Segmenter
 from ..core.pipeline.stack import StackResult, iter_segment_stack, leading_shape
 from ..core.runtime.progress import Progress
@@ -49,6 +56,7 @@ class Request:
     background: str = SelectionParams.default("background")
     sam_params: SamProposalParams = field(default_factory=SamProposalParams)
     crop_params: CropParams = field(default_factory=CropParams)
+    tile_params: TileParams = field(default_factory=TileParams)
     templates: tuple[str, ...] | None = None
 
     @property
@@ -191,6 +199,7 @@ def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 6
         segmenter.set_models(*request.models)
     segmenter.set_sam_params(request.sam_params)
     segmenter.set_crop_params(request.crop_params)
+    segmenter.set_tile_params(request.tile_params)
     segmenter.templates = request.templates
     return segmenter
 

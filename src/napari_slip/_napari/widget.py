@@ -15,6 +15,7 @@ from magicgui.widgets import (
     CheckBox,
     ComboBox,
     Container,
+    FileEdit,
     FloatSlider,
     FloatSpinBox,
     LineEdit,
@@ -29,9 +30,11 @@ from ..core.params import (
     DEFAULT_SAM,
     DEFAULT_THRESHOLD,
     FILLS,
+    TILING,
     CropParams,
     SamProposalParams,
     SelectionParams,
+    TileParams,
     parse_phrases,
 )
 from ..core.pipeline.stack import StackResult, leading_shape, reselect_stack
@@ -97,6 +100,8 @@ class SlipWidget(WorkerPanel):
         self.viewer = napari_viewer
         self._segmenter = None
         self._last: _Output | None = None
+        #: The summary of the last folder run (see :func:`napari_slip.batch`).
+        self.last_batch = None
         self._sam_files: list[str] = []
         self._clip_files: list[str] = []
         self._clip_folders: list[str] = []
@@ -174,6 +179,11 @@ class SlipWidget(WorkerPanel):
             (self.margin, CropParams, "margin"),
         ):
             widget.tooltip = cls.help(name)
+        self.tiles = ComboBox(label="Tiles", choices=list(TILING), value=TileParams().tiles)
+        self.tiles.tooltip = (
+            "SAM tile by tile at full resolution, for large images whose small objects "
+            "vanish when the image is shrunk (auto: above 2,048 px)."
+        )
         self.template = LineEdit(label="Template", value="")
         self.template.native.setPlaceholderText("a photo of {}.")
         self.template.tooltip = (
@@ -188,11 +198,32 @@ class SlipWidget(WorkerPanel):
                 self.min_area,
                 self.exact,
                 self.skip_covered,
+                self.tiles,
                 self.fill,
                 self.margin,
                 self.template,
                 self.rescan,
             ],
+            labels=True,
+        )
+        # Folder mode: the same prompt, selection and models over a folder of images.
+        self.show_folder = CheckBox(text="Segment a folder of images", value=False)
+        self.folder_in = FileEdit(label="Images", mode="d")
+        self.folder_in.tooltip = (
+            "A folder of .tif, .png, .jpg or .zarr images (searched recursively)."
+        )
+        self.folder_out = FileEdit(label="Save to", mode="d")
+        self.folder_out.tooltip = (
+            "Label images (same relative names, .tif), objects.csv and summary.json. "
+            "Running again resumes: images done with the same settings are skipped."
+        )
+        self.folder_workers = SpinBox(label="Workers", min=1, max=64, value=1)
+        self.folder_workers.tooltip = (
+            "Worker processes (a local Dask cluster); 1 runs inside napari."
+        )
+        self.run_folder = PushButton(text="Run on folder")
+        self.folder = Container(
+            widgets=[self.folder_in, self.folder_out, self.folder_workers, self.run_folder],
             labels=True,
         )
         for widget in self.advanced:
@@ -221,6 +252,7 @@ class SlipWidget(WorkerPanel):
                 self.output,
                 self.replace_existing,
                 self.show_advanced,
+                self.show_folder,
                 *self.controls(),
             ]
         )
@@ -228,10 +260,13 @@ class SlipWidget(WorkerPanel):
         self.native.layout().addWidget(self.results.native)
         self.native.layout().addStretch(1)  # spare height goes below, not between rows
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
+        self.folder_area = self.add_collapsible(self.show_folder, self.folder, max_height=180)
         self._compact()
 
         self.prompt.native.returnPressed.connect(self.run)
         self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
+        self.show_folder.changed.connect(lambda show: self.folder_area.setVisible(show))
+        self.run_folder.changed.connect(self.run_on_folder)
         self.rescan.changed.connect(self.reset_choices)
         self.sam.changed.connect(self._on_sam_choice)
         self.clip.changed.connect(self._on_clip_choice)
@@ -436,8 +471,65 @@ class SlipWidget(WorkerPanel):
                 skip_covered=bool(self.skip_covered.value) and not self.exact.value,
             ),
             crop_params=CropParams(fill=self.fill.value, margin=float(self.margin.value)),
+            tile_params=TileParams(tiles=self.tiles.value),
             templates=(template,) if template else None,
         )
+
+    def folder_config(self):
+        """The folder run's settings: this widget's prompt, selection and models."""
+        from ..core.batches import BatchConfig
+
+        request = self.request()
+        if not request.prompt:
+            raise InputError("Type a prompt first: what to segment in every image.")
+        return BatchConfig(
+            prompt=request.prompt,
+            sam=request.sam,
+            clip=request.clip,
+            device=request.device,
+            precision=request.precision,
+            sam_params=request.sam_params,
+            crop_params=request.crop_params,
+            tile_params=request.tile_params,
+            selection=request.selection(),
+            templates=request.templates,
+        )
+
+    def run_on_folder(self, *_args) -> None:
+        """Segment every image of the chosen folder in a worker (progress, Cancel).
+
+        Cancel stops between images: those written stay, and the next run resumes.
+        """
+        from ..core.batches import iter_batch
+
+        if self.busy:
+            return
+        try:
+            config = self.folder_config()
+            images, out = Path(self.folder_in.value), Path(self.folder_out.value)
+            if str(self.folder_in.value) in ("", ".") or not images.is_dir():
+                raise InputError("Choose the folder of images to segment.")
+            if str(self.folder_out.value) in ("", ".") or out.resolve() == images.resolve():
+                raise InputError("Choose another folder to save the labels in.")
+        except Exception as exc:
+            self.show_error(exc)
+            return
+        self.start_worker(
+            iter_batch,
+            [images],
+            out,
+            config,
+            workers=int(self.folder_workers.value),
+            on_result=self._folder_done,
+            status=f"segmenting the images of {images.name}…",
+        )
+
+    def _folder_done(self, summary) -> None:
+        from napari.utils.notifications import show_info
+
+        self.last_batch = summary
+        self.status.value = f"{summary.sentence()} Saved in {summary.out_dir}."
+        show_info(self.status.value)
 
     def run(self, *_args) -> None:
         """Segment with the current inputs in a worker (quick when the image is cached).

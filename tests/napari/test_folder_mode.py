@@ -1,0 +1,69 @@
+"""The widget's folder mode: a folder of images segmented in a worker, resumably."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import tifffile
+
+from napari_slip.testing import blobs_image
+
+
+def _plate(tmp_path, n=3):
+    (tmp_path / "plate").mkdir()
+    for i in range(n):
+        image, _ = blobs_image(seed=i)
+        tifffile.imwrite(tmp_path / "plate" / f"w{i}.tif", image)
+    return tmp_path / "plate"
+
+
+def test_folder_mode_segments_every_image_and_resumes(slip, qtbot, tmp_path, fast_sam_params):
+    viewer, widget, _run = slip
+    plate = _plate(tmp_path)
+    widget.prompt.value = "blob"
+    widget.mode.value = "topk"
+    widget.top_k.value = 2
+    widget.points_per_side.value = fast_sam_params.points_per_side
+    widget.pred_iou.value = 0.0
+    widget.stability.value = 0.0
+    widget.min_area.value = 20
+    widget.show_folder.value = True
+    assert widget.folder_area.isVisibleTo(widget.native)
+    widget.folder_in.value = plate
+    widget.folder_out.value = tmp_path / "out"
+    layers_before = len(viewer.layers)
+
+    widget.run_folder.clicked.emit()  # a real click: the worker starts
+    assert widget.busy
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    summary = widget.last_batch
+    assert sorted(summary.done) == ["w0.tif", "w1.tif", "w2.tif"]
+    for name in summary.done:
+        labels = tifffile.imread(tmp_path / "out" / name)
+        assert 1 <= labels.max() <= 2
+    objects = pd.read_csv(tmp_path / "out" / "objects.csv")
+    assert set(objects["image"]) == set(summary.done)
+    assert widget.status.value.startswith("3 images: 3 segmented.")
+    assert len(viewer.layers) == layers_before  # a folder run adds no layers
+
+    widget.run_folder.clicked.emit()  # again: everything is skipped
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert len(widget.last_batch.skipped) == 3 and not widget.last_batch.done
+
+
+def test_folder_mode_refuses_missing_folders_and_prompt(slip, tmp_path):
+    _viewer, widget, _run = slip
+    widget.show_folder.value = True
+    widget.folder_in.value = tmp_path / "nowhere"
+    widget.folder_out.value = tmp_path / "out"
+    widget.run_folder.clicked.emit()
+    assert widget.status.value.startswith("Error: Type a prompt first")
+    widget.prompt.value = "blob"
+    widget.run_folder.clicked.emit()
+    assert widget.status.value == "Error: Choose the folder of images to segment."
+    widget.folder_in.value = tmp_path
+    widget.folder_out.value = tmp_path
+    widget.run_folder.clicked.emit()
+    assert widget.status.value == "Error: Choose another folder to save the labels in."
+    assert not widget.busy and not (tmp_path / "out").exists()
+    assert np.all([not p.name.endswith(".tif") for p in tmp_path.iterdir()])
