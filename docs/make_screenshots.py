@@ -9,6 +9,7 @@ the outputs' form, not the quality of real SAM and CLIP selections.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,8 +54,54 @@ def shoot(viewer, name: str) -> None:
     print("wrote", OUT / name)
 
 
+def tiles_and_folder(weights: Path) -> None:
+    """A 1,536 px mosaic of small nuclei segmented in tiles by the trained fixture SAM,
+    and the folder mode after a run over a small plate."""
+    import tifffile
+
+    from napari_slip._napari.results_panel import camera_of
+    from napari_slip.testing.scenes import nuclei_mosaic, scenes
+    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_PATH
+
+    viewer, widget = make_viewer(weights)
+    rgb, _ = nuclei_mosaic(2, (1536, 1536), spacing=40)
+    viewer.add_image(rgb[..., 0], name="nuclei mosaic", colormap="gray")
+    widget.add_sam_file(FIXTURE_PATH)
+    widget.image.value = viewer.layers["nuclei mosaic"]
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    widget.points_per_side.value = FIXTURE_AMG["points_per_side"]
+    widget.pred_iou.value = FIXTURE_AMG["pred_iou_thresh"]
+    widget.stability.value = FIXTURE_AMG["stability_score_thresh"]
+    widget.min_area.value = 30
+    widget.tiles.value = "on"
+    widget.run()
+    while widget.busy:
+        settle(0.1)
+    camera = camera_of(viewer)
+    camera.center = (0, 700, 700)
+    camera.zoom = camera.zoom * 2.5
+    plate = weights / "plate"
+    plate.mkdir()
+    for i, image in enumerate(scenes(6, seed=3)[0]):
+        tifffile.imwrite(plate / f"well{i}.tif", image)
+    widget.show_folder.value = True
+    widget.folder_in.value = plate
+    widget.folder_out.value = weights / "plate_labels"
+    widget.run_on_folder()
+    while widget.busy:
+        settle(0.1)
+    shoot(viewer, "widget-tiles-folder.png")
+    viewer.close()
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
+    if sys.argv[1:] == ["--tiles"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            tiles_and_folder(Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp)
         # 1. A 16-bit z-stack, proposals from a label image, all slices.
@@ -127,6 +174,9 @@ def main() -> None:
         if widget.last_checkpoint is not None:
             widget.last_checkpoint.unlink()  # a demo, not a model to keep
         viewer.close()
+
+        # 4. Tiles on a large mosaic, and a folder run.
+        tiles_and_folder(weights)
 
 
 if __name__ == "__main__":

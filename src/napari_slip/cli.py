@@ -359,6 +359,7 @@ def run_segment(args: argparse.Namespace) -> int:
         CropParams,
         NormalisationParams,
         SamProposalParams,
+        SelectionParams,
         TileParams,
         from_args,
     )
@@ -401,6 +402,10 @@ def run_segment(args: argparse.Namespace) -> int:
         "top_k": args.top_k,
         "distractors": args.distractors,
     }
+    # Refuse a bad prompt or selection before any model work.
+    SelectionParams(**selection, background=args.background)
+    if not args.prompt.strip():
+        raise SlipError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
     candidates = drain(segmenter.iter_candidates(image, labels=labels, **norm), progress)
     progress.close()
     zarr_out = out.suffix.lower() == ".zarr"

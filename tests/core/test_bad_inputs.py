@@ -673,3 +673,34 @@ print("ok")
 
     memo = json.loads((cache / "hashes.json").read_text())
     assert list(memo.values()) == [__import__("hashlib").sha256(b"weights" * 1000).hexdigest()]
+
+
+def test_processes_remembering_hashes_at_once_lose_no_entry(tmp_path):
+    """hashes.json is a read-modify-write memo: a lock keeps concurrent writers from
+    dropping each other's entries (before the lock, some were lost)."""
+    import json
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from pathlib import Path
+from napari_slip.core.models.download import file_sha256
+me, folder = int(sys.argv[1]), Path(sys.argv[2])
+for i in range(25):
+    f = folder / f"w{me}-{i}.bin"
+    f.write_bytes(f"{me}-{i}".encode())
+    file_sha256(f)
+"""
+    cache, files = tmp_path / "cache", tmp_path / "files"
+    files.mkdir()
+    env = {**__import__("os").environ, "NAPARI_SLIP_CACHE": str(cache)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(i), str(files)], env=env,
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]  # fmt: skip
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    memo = json.loads((cache / "hashes.json").read_text())
+    assert len(memo) == 100

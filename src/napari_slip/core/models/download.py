@@ -7,6 +7,7 @@ complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -91,12 +92,34 @@ def _read_hash_index() -> dict[str, str]:
     return {k: v for k, v in index.items() if isinstance(v, str) and _HEX64.match(v)}
 
 
-def _remember_hash(path: Path, digest: str) -> None:
-    index = _read_hash_index()
-    index[_hash_key(path)] = digest
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``path`` + ``.lock`` between processes (POSIX; elsewhere the
+    atomic replace alone, where a concurrent writer can at worst lose a memo entry)."""
     try:
-        _hash_index().parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(_hash_index(), json.dumps(index, indent=0))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a+")  # noqa: SIM115
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - Windows
+            pass
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def _remember_hash(path: Path, digest: str) -> None:
+    try:
+        with _locked(_hash_index()):  # read-modify-write: one process at a time
+            index = _read_hash_index()
+            index[_hash_key(path)] = digest
+            _atomic_write_text(_hash_index(), json.dumps(index, indent=0))
     except OSError:
         pass  # a read-only cache only costs us the memo
 
