@@ -33,6 +33,11 @@ def folder(tmp_path):
     from PIL import Image
 
     Image.fromarray(images[3]).save(tmp_path / "in" / "row2" / "d.png")
+    import zarr
+
+    z = zarr.open_array(str(tmp_path / "in" / "row2" / "e.zarr"), mode="w", shape=(256, 256, 3),
+                        chunks=(128, 128, 3), dtype="uint8")  # fmt: skip
+    z[:] = scenes(5, seed=7)[0][4]
     (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     (tmp_path / "in" / "notes.txt").write_text("not an image")
     return tmp_path
@@ -53,7 +58,7 @@ def _options(sam, clip):
 def test_collect_inputs_names_and_refusals(folder):
     items = collect_inputs([folder / "in"], exclude=folder / "out")
     assert [i.name for i in items] == ["a.tif", "b.ome.tif", "broken.tif", "row2/c.tif",
-                                       "row2/d.png"]  # fmt: skip
+                                       "row2/d.png", "row2/e.zarr"]  # fmt: skip
     assert [i.labels_name for i in items][1] == "b.tif"
     assert [i.name for i in collect_inputs([str(folder / "in" / "*.tif")])] == [
         "a.tif", "b.ome.tif", "broken.tif"]  # fmt: skip
@@ -69,18 +74,30 @@ def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_pat
     events = []
     summary = napari_slip.batch(folder / "in", out, "object", workers=1, progress=events.append,
                                 **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
-    assert sorted(summary.done) == ["a.tif", "b.ome.tif", "row2/c.tif", "row2/d.png"]
+    assert sorted(summary.done) == [
+        "a.tif",
+        "b.ome.tif",
+        "row2/c.tif",
+        "row2/d.png",
+        "row2/e.zarr",
+    ]
     assert list(summary.failed) == ["broken.tif"]
     assert "holds no image data" in summary.failed["broken.tif"]
-    assert events[-1].done == events[-1].total == 5
-    for name in ("a.tif", "b.tif", "row2/c.tif", "row2/d.tif"):
+    assert events[-1].done == events[-1].total == 6
+    for name in ("a.tif", "b.tif", "row2/c.tif", "row2/d.tif", "row2/e.tif"):
         labels = tifffile.imread(out / name)
         assert labels.shape == (256, 256) and 1 <= labels.max() <= 2
     objects = pd.read_csv(out / "objects.csv")
-    assert set(objects["image"]) == {"a.tif", "b.ome.tif", "row2/c.tif", "row2/d.png"}
+    assert set(objects["image"]) == {
+        "a.tif",
+        "b.ome.tif",
+        "row2/c.tif",
+        "row2/d.png",
+        "row2/e.zarr",
+    }
     assert (objects.groupby("image")["id"].max() <= 2).all()
     info = json.loads((out / "summary.json").read_text())
-    assert info["done"] == 4 and info["failed"] == 1
+    assert info["done"] == 5 and info["failed"] == 1
     bad = next(i for i in info["images"] if i["input"].endswith("broken.tif"))
     assert bad["status"] == "failed" and "holds no image data" in bad["error"]
 
@@ -88,7 +105,7 @@ def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_pat
     stamp = (out / "a.tif").stat().st_mtime_ns
     again = napari_slip.batch(folder / "in", out, "object", workers=1,
                               **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
-    assert len(again.skipped) == 4 and list(again.failed) == ["broken.tif"] and not again.done
+    assert len(again.skipped) == 5 and list(again.failed) == ["broken.tif"] and not again.done
     assert (out / "a.tif").stat().st_mtime_ns == stamp
     # Half-written (labels without a record) and stale (other parameters) are redone.
     (out / ".napari-slip" / "row2" / "c.tif.json").unlink()
@@ -97,7 +114,7 @@ def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_pat
     assert redo.done == ["row2/c.tif"]
     options = {**_options(trained_sam_path, tiny_clip_path), "top_k": 1}
     stale = napari_slip.batch(folder / "in", out, "object", workers=1, **options)
-    assert len(stale.done) == 4 and tifffile.imread(out / "a.tif").max() == 1
+    assert len(stale.done) == 5 and tifffile.imread(out / "a.tif").max() == 1
     assert not [p for p in out.rglob(".*.part")]
 
 
@@ -109,7 +126,7 @@ def test_output_folder_inside_the_inputs_is_not_read_back(
                       **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
     again = napari_slip.batch(folder / "in" / "row2", out, "object", workers=1,
                               **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
-    assert again.n_inputs == 2 and len(again.skipped) == 2
+    assert again.n_inputs == 3 and len(again.skipped) == 3
 
 
 def crash_once_reader(path):
@@ -118,8 +135,9 @@ def crash_once_reader(path):
     if Path(path).name == "c.tif" and not marker.exists():
         marker.write_text(str(os.getpid()))
         os._exit(1)  # a worker dying mid-image, as an out-of-memory kill would
-    return tifffile.imread(path) if str(path).endswith(".tif") else np.asarray(
-        __import__("PIL.Image").Image.open(path))  # fmt: skip
+    from napari_slip.core.io import open_image
+
+    return open_image(path)
 
 
 def test_batch_on_a_local_cluster_of_two_worker_processes(
@@ -134,12 +152,23 @@ def test_batch_on_a_local_cluster_of_two_worker_processes(
         **_options(trained_sam_path, tiny_clip_path),
     )  # fmt: skip
     assert summary.workers == 2
-    assert sorted(summary.done) == ["a.tif", "b.ome.tif", "row2/c.tif", "row2/d.png"]
+    assert sorted(summary.done) == [
+        "a.tif",
+        "b.ome.tif",
+        "row2/c.tif",
+        "row2/d.png",
+        "row2/e.zarr",
+    ]
     assert list(summary.failed) == ["broken.tif"]
     # c.tif's worker died once; the scheduler gave it to a worker again.
     crashed_pid = int((folder / "in" / "row2" / ".crashed").read_text())
     record = json.loads((out / ".napari-slip" / "row2" / "c.tif.json").read_text())
     assert record["status"] == "done" and crashed_pid != os.getpid()
+    # Each worker process loaded its models once, whatever the number of its images.
+    records = [json.loads(p.read_text()) for p in (out / ".napari-slip").rglob("*.json")]
+    done = [r for r in records if r["status"] == "done"]
+    assert all(r["worker"]["model_loads"] == {"sam": 1, "clip": 1} for r in done), done
+    assert len({r["worker"]["pid"] for r in done}) < len(done)  # a worker did several
     assert tifffile.imread(out / "row2" / "c.tif").max() >= 1
     assert not [p for p in out.rglob("*.part")]
     objects = pd.read_csv(out / "objects.csv")
@@ -148,7 +177,7 @@ def test_batch_on_a_local_cluster_of_two_worker_processes(
     one = napari_slip.batch(folder / "in", folder / "one", "object", workers=1,
                             **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
     assert one.params == summary.params
-    for name in ("a.tif", "b.tif", "row2/c.tif", "row2/d.tif"):
+    for name in ("a.tif", "b.tif", "row2/c.tif", "row2/d.tif", "row2/e.tif"):
         assert np.array_equal(tifffile.imread(out / name), tifffile.imread(folder / "one" / name))
 
 
@@ -165,8 +194,8 @@ def test_cli_batch_resumes_and_exits_1_when_an_input_failed(
     err = capsys.readouterr().err.splitlines()
     assert err[-2].startswith("napari-slip: broken.tif: ")
     assert err[-2].endswith("holds no image data (a damaged or empty file?).")
-    assert "3 images: 2 segmented, 1 failed" in err[-1]
+    assert "4 images: 3 segmented, 1 failed" in err[-1]
     assert main(args[:2] + args[3:]) == 0  # without the broken file: all skipped
-    assert "2 images: 0 segmented, 2 already done (skipped)." in capsys.readouterr().err
+    assert "3 images: 0 segmented, 3 already done (skipped)." in capsys.readouterr().err
     assert main(["batch", str(folder / "in"), "-p", "x", "-o", str(folder / "in" / "a.tif")]) == 2
     assert "is a file" in capsys.readouterr().err

@@ -67,3 +67,25 @@ def test_folder_mode_refuses_missing_folders_and_prompt(slip, tmp_path):
     assert widget.status.value == "Error: Choose another folder to save the labels in."
     assert not widget.busy and not (tmp_path / "out").exists()
     assert np.all([not p.name.endswith(".tif") for p in tmp_path.iterdir()])
+
+
+def test_cancelling_a_folder_run_keeps_the_images_done(slip, qtbot, tmp_path):
+    _viewer, widget, _run = slip
+    plate = _plate(tmp_path, n=8)
+    widget.prompt.value = "blob"
+    widget.show_folder.value = True
+    widget.folder_in.value = plate
+    widget.folder_out.value = tmp_path / "out"
+    widget.run_folder.clicked.emit()
+    # Cancel once the first image is written.
+    qtbot.waitUntil(lambda: len(list((tmp_path / "out").glob("*.tif"))) >= 1, timeout=120_000)
+    widget.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    kept = sorted(p.name for p in (tmp_path / "out").glob("*.tif"))
+    assert 1 <= len(kept) < 8
+    assert widget.status.value.startswith("Cancelled; the images done so far are kept")
+    assert not list((tmp_path / "out").rglob("*.part"))
+    widget.run_folder.clicked.emit()  # resumes: the kept images are skipped
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert sorted(widget.last_batch.skipped) == kept
+    assert len(widget.last_batch.done) == 8 - len(kept)

@@ -102,6 +102,7 @@ class SlipWidget(WorkerPanel):
         self._last: _Output | None = None
         #: The summary of the last folder run (see :func:`napari_slip.batch`).
         self.last_batch = None
+        self._folder_running = False
         self._sam_files: list[str] = []
         self._clip_files: list[str] = []
         self._clip_folders: list[str] = []
@@ -514,6 +515,7 @@ class SlipWidget(WorkerPanel):
         except Exception as exc:
             self.show_error(exc)
             return
+        self._folder_running = True
         self.start_worker(
             iter_batch,
             [images],
@@ -523,6 +525,17 @@ class SlipWidget(WorkerPanel):
             on_result=self._folder_done,
             status=f"segmenting the images of {images.name}…",
         )
+
+    def _on_cancelled(self) -> None:
+        super()._on_cancelled()
+        if self._folder_running:
+            self.status.value = (
+                "Cancelled; the images done so far are kept, and running again resumes."
+            )
+
+    def _on_finished(self) -> None:
+        super()._on_finished()
+        self._folder_running = False
 
     def _folder_done(self, summary) -> None:
         from napari.utils.notifications import show_info

@@ -261,6 +261,10 @@ def process(
     except Exception as exc:  # one bad image must not stop the batch
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     record["seconds"] = round(time.perf_counter() - start, 3)
+    # Which process did the work, and how often it has loaded models so far.
+    from .models.hub import default_hub
+
+    record["worker"] = {"pid": os.getpid(), "model_loads": dict(default_hub().loads)}
     path = _record_path(out_dir, item)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_text(path, json.dumps(record, indent=1))
