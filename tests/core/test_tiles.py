@@ -199,6 +199,27 @@ def test_lazy_input_is_read_tile_by_tile(fixture_segmenter, mosaic, monkeypatch)
     assert result.n_objects == 20
 
 
+def test_a_plane_of_a_lazy_stack_is_read_tile_by_tile(fixture_segmenter, monkeypatch):
+    """A z-stack kept lazy (zarr, dask): the chosen plane is never read whole."""
+    from napari_slip.core.pipeline import crops, images
+    from napari_slip.core.pipeline.stack import iter_segment_stack
+
+    monkeypatch.setattr(images, "SAMPLE_PIXELS", 128 * 128)
+    monkeypatch.setattr(images, "KEY_STRIP_PIXELS", 128 * 128)
+    monkeypatch.setattr(crops, "MAX_WINDOW", 128)
+    rgb, truth = nuclei_mosaic(4, (300, 520), spacing=44)
+    stack = CountingArray(np.stack([np.zeros_like(rgb[..., 0]), rgb[..., 0]]))
+    result = drain(
+        iter_segment_stack(
+            fixture_segmenter, stack, "nucleus", planes=[(1,)], mode="threshold", threshold=-1
+        )
+    )
+    assert result.labels.shape == (2, 300, 520)
+    assert not result.labels[0].any()
+    assert label_metrics(truth, result.labels[1])["recall"] >= 0.85
+    assert stack.reads and max(stack.reads) <= 256 * 256
+
+
 def test_labels_painted_into_zarr_match_memory(fixture_segmenter, mosaic, tmp_path):
     import zarr
 

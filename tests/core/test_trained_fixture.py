@@ -75,3 +75,15 @@ def test_training_recipe_lowers_the_loss(tmp_path):
     assert len(losses) == 2 and losses[-1] < losses[0] * 0.8
     _, config = load_sam(tmp_path / "s.pth")
     assert config.img_size == 256 and config.embed_dim == 96
+
+
+def test_kept_masks_do_not_hold_the_decoders_batch(trained_sam_path):
+    """Each kept mask owns just its box: a view would keep a whole batch of full-size
+    masks alive (the per-tile memory growth of tiled runs on large images)."""
+    model, _ = load_sam(trained_sam_path)
+    sam = PromptableSam(model)
+    rgbs, _ = scenes(1, seed=3)
+    props = drain(sam_proposals(sam, sam.embed(rgbs[0]), SamProposalParams(**FIXTURE_AMG)))
+    assert len(props) > 0
+    for mask in props.masks:
+        assert mask.flags.owndata

@@ -185,6 +185,10 @@ class SlipWidget(WorkerPanel):
             "SAM tile by tile at full resolution, for large images whose small objects "
             "vanish when the image is shrunk (auto: above 2,048 px)."
         )
+        self.tile_overlap = SpinBox(
+            label="Tile overlap (px)", min=0, max=4096, value=TileParams().overlap
+        )
+        self.tile_overlap.tooltip = TileParams.help("overlap")
         self.template = LineEdit(label="Template", value="")
         self.template.native.setPlaceholderText("a photo of {}.")
         self.template.tooltip = (
@@ -200,6 +204,7 @@ class SlipWidget(WorkerPanel):
                 self.exact,
                 self.skip_covered,
                 self.tiles,
+                self.tile_overlap,
                 self.fill,
                 self.margin,
                 self.template,
@@ -472,7 +477,7 @@ class SlipWidget(WorkerPanel):
                 skip_covered=bool(self.skip_covered.value) and not self.exact.value,
             ),
             crop_params=CropParams(fill=self.fill.value, margin=float(self.margin.value)),
-            tile_params=TileParams(tiles=self.tiles.value),
+            tile_params=TileParams(tiles=self.tiles.value, overlap=int(self.tile_overlap.value)),
             templates=(template,) if template else None,
         )
 

@@ -204,6 +204,12 @@ def _to_uint8(planes: np.ndarray, limits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+#: About how many pixels a lazy image's intensity sample has (read strided).
+SAMPLE_PIXELS = 4_000_000
+#: About how many pixels one strip of a lazy image's content hash has.
+KEY_STRIP_PIXELS = 2**22
+
+
 def is_lazy(image) -> bool:
     """Whether ``image`` is an array read on demand (dask, zarr, memmap...), not numpy."""
     return (
@@ -229,7 +235,8 @@ class LazyImage:
     data
         The image: 2D, RGB/RGBA (H, W, 3|4), or 3D with ``channel_axis``.
     sample_pixels
-        About how many pixels the intensity sample has.
+        About how many pixels the intensity sample has (default
+        :data:`SAMPLE_PIXELS`).
     **normalisation
         As for :func:`prepare_image`.
     """
@@ -243,7 +250,7 @@ class LazyImage:
         channels=None,
         contrast_limits=None,
         percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-        sample_pixels: int = 4_000_000,
+        sample_pixels: int | None = None,
     ) -> None:
         if isinstance(data, LazyImage):
             data = data.data
@@ -254,6 +261,7 @@ class LazyImage:
         else:
             self._spatial = [0, 1]
         h, w = (shape[a] for a in self._spatial) if len(shape) >= 2 else (0, 0)
+        sample_pixels = SAMPLE_PIXELS if sample_pixels is None else sample_pixels
         step = max(1, int(np.ceil(np.sqrt(h * w / max(1, sample_pixels))))) if h * w else 1
         self._options = {"rgb": rgb, "channel_axis": channel_axis, "channels": channels}
         # Validates every option (and the shape) on the sample, with prepare_image's words.
@@ -306,7 +314,7 @@ class LazyImage:
 
             h = hashlib.blake2b(digest_size=16)
             h.update(repr((self.data.shape, str(self.data.dtype), self.normalisation)).encode())
-            strip = max(1, 2**24 // max(1, self._shape[1] * 4))
+            strip = max(1, KEY_STRIP_PIXELS // max(1, self._shape[1]))
             for y in range(0, self._shape[0], strip):
                 part = np.ascontiguousarray(
                     np.asarray(self.data[self._index(y, 0, y + strip, self._shape[1])])
@@ -314,3 +322,30 @@ class LazyImage:
                 h.update(part.data)
             self._key = h.hexdigest()
         return self._key
+
+
+class PlaneView:
+    """One plane of a lazy nD array, still lazy: ``view[index]`` reads only that
+    region of the plane (indexing a zarr array by a plane would read it whole)."""
+
+    def __init__(self, data, plane: tuple[int, ...]) -> None:
+        self.data, self.plane = data, tuple(plane)
+        self.shape = tuple(data.shape[len(self.plane) :])
+        self.dtype = data.dtype
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = index if isinstance(index, tuple) else (index,)
+        return self.data[self.plane + index]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.asarray(self.data[self.plane])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def plane_of(image, plane: tuple[int, ...]):
+    """Plane ``plane`` of ``image``: in memory for numpy-like inputs, a lazy view of a
+    lazy one (dask, zarr), so a tiled run reads it region by region."""
+    if is_lazy(image):
+        return image if not plane else PlaneView(image, plane)
+    return np.asarray(image[plane])

@@ -246,7 +246,8 @@ def sam_proposals(
             binary, iou = binary[keep], iou[keep]
             bb = batched_mask_to_box(binary)  # x0, y0, x1, y1 inclusive
             for m, (x0, y0, x1, y1), s in zip(binary, bb.tolist(), iou.tolist(), strict=True):
-                crop = m[y0 : y1 + 1, x0 : x1 + 1].cpu().numpy()
+                # A copy: a view would keep the whole batch of full-size masks alive.
+                crop = m[y0 : y1 + 1, x0 : x1 + 1].cpu().numpy().copy()
                 crops.append(crop)
                 boxes.append((y0, x0, y1 + 1, x1 + 1))
                 scores.append(s)

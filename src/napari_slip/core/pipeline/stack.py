@@ -21,6 +21,7 @@ from ..params import NormalisationParams, SelectionParams, check_options
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
 from .results import TABLE_COLUMNS, SegmentationResult
+from .images import plane_of
 from .segmenter import Segmenter
 from .session import Candidates
 
@@ -175,7 +176,7 @@ def iter_segment_stack(
         if lead:  # a plain 2D image has no slices to report
             yield Progress("slice", n - 1, len(planes), f"slice {plane}")
         gen = segmenter.iter_candidates(
-            np.asarray(image[plane]),
+            plane_of(image, plane),
             labels=None if labels is None else np.asarray(labels[plane]),
             **options,
         )

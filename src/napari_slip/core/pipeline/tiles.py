@@ -68,6 +68,18 @@ def _window(box, mask, region) -> np.ndarray:
     return out
 
 
+def _neighbours(tiles: list[Box]) -> list[tuple[int, int]]:
+    """Pairs ``a < b`` of tiles that overlap (a tile's 8 neighbours, not all pairs)."""
+    t = np.asarray(tiles, dtype=np.int64).reshape(-1, 4)
+    pairs = []
+    for a in range(len(t) - 1):
+        rest = t[a + 1 :]
+        lo = np.maximum(t[a, :2], rest[:, :2])
+        hi = np.minimum(t[a, 2:], rest[:, 2:])
+        pairs += [(a, a + 1 + int(k)) for k in np.flatnonzero((lo < hi).all(1))]
+    return pairs
+
+
 def shift(props: Proposals, tile: Box, shape: tuple[int, int]) -> Proposals:
     """Proposals of a tile in the coordinates of the whole image."""
     offset = np.array([tile[0], tile[1], tile[0], tile[1]], dtype=np.int64)
@@ -116,47 +128,47 @@ def merge_tiles(
             i = parent[i]
         return int(i)
 
-    by_tile = [np.flatnonzero(owner == t) for t in range(len(tiles))]
-    for a in range(len(tiles)):
-        for b in range(a + 1, len(tiles)):
-            band = _intersection(tiles[a], tiles[b])
-            if band is None or not len(by_tile[a]) or not len(by_tile[b]):
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in tile_props])]).astype(np.int64)
+    by_tile = [np.arange(starts[t], starts[t + 1]) for t in range(len(tiles))]
+    for a, b in _neighbours(tiles):
+        band = _intersection(tiles[a], tiles[b])
+        if band is None or not len(by_tile[a]) or not len(by_tile[b]):
+            continue
+        ia = [i for i in by_tile[a] if _intersection(boxes[i], band)]
+        ib = [j for j in by_tile[b] if _intersection(boxes[j], band)]
+        if not ia or not ib:
+            continue
+        ba, bb = boxes[ia], boxes[ib]
+        lo = np.maximum(ba[:, None, :2], bb[None, :, :2])
+        hi = np.minimum(ba[:, None, 2:], bb[None, :, 2:])
+        touching = (lo < hi).all(-1)
+        pairs = []
+        for ka, kb in zip(*np.nonzero(touching), strict=True):
+            i, j = ia[ka], ib[kb]
+            region = _intersection(
+                band,
+                (
+                    min(boxes[i][0], boxes[j][0]),
+                    min(boxes[i][1], boxes[j][1]),
+                    max(boxes[i][2], boxes[j][2]),
+                    max(boxes[i][3], boxes[j][3]),
+                ),
+            )
+            mi, mj = _window(boxes[i], masks[i], region), _window(boxes[j], masks[j], region)
+            union = int(np.count_nonzero(mi | mj))
+            score = np.count_nonzero(mi & mj) / union if union else 0.0
+            if score > merge_iou:
+                pairs.append((score, i, j))
+        # One partner per mask and tile pair, best agreement first: a mask of two
+        # touching objects cannot swallow both of their single masks.
+        used: set[int] = set()
+        for _score, i, j in sorted(pairs, reverse=True):
+            if i in used or j in used:
                 continue
-            ia = [i for i in by_tile[a] if _intersection(boxes[i], band)]
-            ib = [j for j in by_tile[b] if _intersection(boxes[j], band)]
-            if not ia or not ib:
-                continue
-            ba, bb = boxes[ia], boxes[ib]
-            lo = np.maximum(ba[:, None, :2], bb[None, :, :2])
-            hi = np.minimum(ba[:, None, 2:], bb[None, :, 2:])
-            touching = (lo < hi).all(-1)
-            pairs = []
-            for ka, kb in zip(*np.nonzero(touching), strict=True):
-                i, j = ia[ka], ib[kb]
-                region = _intersection(
-                    band,
-                    (
-                        min(boxes[i][0], boxes[j][0]),
-                        min(boxes[i][1], boxes[j][1]),
-                        max(boxes[i][2], boxes[j][2]),
-                        max(boxes[i][3], boxes[j][3]),
-                    ),
-                )
-                mi, mj = _window(boxes[i], masks[i], region), _window(boxes[j], masks[j], region)
-                union = int(np.count_nonzero(mi | mj))
-                score = np.count_nonzero(mi & mj) / union if union else 0.0
-                if score > merge_iou:
-                    pairs.append((score, i, j))
-            # One partner per mask and tile pair, best agreement first: a mask of two
-            # touching objects cannot swallow both of their single masks.
-            used: set[int] = set()
-            for _score, i, j in sorted(pairs, reverse=True):
-                if i in used or j in used:
-                    continue
-                used.update((i, j))
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
+            used.update((i, j))
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
 
     # A mask that reaches a tile edge inside the image may be cut off there.
     h, w = shape
