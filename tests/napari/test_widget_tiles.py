@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import dask.array as da
-import numpy as np
 import pytest
 
 from napari_slip.testing.metrics import label_metrics

@@ -20,8 +20,8 @@ from ..errors import InputError
 from ..params import NormalisationParams, SelectionParams, check_options
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
-from .results import TABLE_COLUMNS, SegmentationResult
 from .images import plane_of
+from .results import TABLE_COLUMNS, SegmentationResult
 from .segmenter import Segmenter
 from .session import Candidates
 
