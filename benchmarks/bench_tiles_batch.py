@@ -14,7 +14,7 @@ CLIP's cost is not what is measured here). The fixture's 256 px input plays SAM'
    merging across tiles turned off (merge_iou=1).
 2. Peak memory against image size: each size in its own process, the mosaic stored as
    a zarr array on disk and read lazily, labels painted into a zarr store; peak
-   resident memory (ru_maxrss) of the process, models included.
+   resident memory (VmHWM) of the process, models included.
 3. Batch throughput: images per minute for 1 worker (in process) and 2 worker
    processes (a local Dask cluster), on 512 px scenes.
 """

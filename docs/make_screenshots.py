@@ -76,6 +76,7 @@ def tiles_and_folder(weights: Path) -> None:
     widget.stability.value = FIXTURE_AMG["stability_score_thresh"]
     widget.min_area.value = 30
     widget.tiles.value = "on"
+    widget.tile_overlap.value = 32
     widget.run()
     while widget.busy:
         settle(0.1)
