@@ -80,9 +80,20 @@ def tiles_and_folder(weights: Path) -> None:
     widget.run()
     while widget.busy:
         settle(0.1)
+    from napari_slip.core.pipeline.tiles import tile_grid
+
+    # Every candidate is kept (threshold -1: the tiny CLIP's scores mean nothing), SAM's
+    # background masks included, so labels are drawn as outlines over the image, with
+    # the tiles' borders in yellow.
+    viewer.layers[-1].contour = 2
+    rectangles = [
+        np.array([[y0, x0], [y1, x1]]) for y0, x0, y1, x1 in tile_grid((1536, 1536), 256, 32)
+    ]
+    viewer.add_shapes(rectangles, shape_type="rectangle", edge_color="yellow",
+                      face_color="transparent", edge_width=2, name="tiles", opacity=0.6)  # fmt: skip
     camera = camera_of(viewer)
-    camera.center = (0, 700, 700)
-    camera.zoom = camera.zoom * 2.5
+    camera.center = (0, 680, 680)
+    camera.zoom = camera.zoom * 4
     plate = weights / "plate"
     plate.mkdir()
     for i, image in enumerate(scenes(6, seed=3)[0]):
