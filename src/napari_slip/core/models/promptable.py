@@ -35,7 +35,7 @@ class ImageEmbedding:
     input_size: tuple[int, int]
 
 
-def decode_points(model, features, dense_pe, sparse, dense):
+def decode_points(model, features, dense_pe, sparse, dense, pred_iou_thresh=None):
     """SAM's mask decoder for a batch of single-image prompts, sharing the image work.
 
     ``MaskDecoder.predict_masks`` copies the image embedding once per prompt, although
@@ -44,6 +44,11 @@ def decode_points(model, features, dense_pe, sparse, dense):
     computed once and broadcast by the attention's matrix products: the same
     arithmetic, less work and memory. Returns ``(low_res_masks, iou_predictions)`` for
     the multimask outputs, like ``MaskDecoder(..., multimask_output=True)``.
+
+    With ``pred_iou_thresh``, the predicted IoUs (which come from the transformer
+    alone) are computed first, and the mask head (upscaling convolutions and
+    hypernetworks, a quarter of the work) runs only for masks whose IoU is above it:
+    returns ``(low_res (M, h, w), iou (M,))`` of those masks, in prompt order.
     """
     decoder = model.mask_decoder
     n = sparse.shape[0]
@@ -53,18 +58,34 @@ def decode_points(model, features, dense_pe, sparse, dense):
     src = features + dense[:1]
     hs, src = decoder.transformer(src, dense_pe, tokens)
     src = src.expand(n, -1, -1) if src.shape[0] == 1 else src
-    iou_token_out = hs[:, 0, :]
+    iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
     mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+    keep = None
+    if pred_iou_thresh is not None:
+        keep = iou > pred_iou_thresh
+        prompts = keep.any(1)
+        if not bool(prompts.any()):
+            side = 4 * features.shape[-1]
+            return features.new_zeros((0, side, side)), iou.new_zeros((0,))
+        if not bool(prompts.all()):
+            src, mask_tokens_out, keep = src[prompts], mask_tokens_out[prompts], keep[prompts]
+    b = src.shape[0]
     _, c, h, w = features.shape
-    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(n, c, h, w))
+    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    # The multimask outputs only (SAM computes the single-mask token too, then drops it).
     hyper_in = torch.stack(
-        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+        [
+            mlp(mask_tokens_out[:, i, :])
+            for i, mlp in enumerate(decoder.output_hypernetworks_mlps)
+            if i > 0
+        ],
         dim=1,
     )
-    b, c, h, w = upscaled.shape
+    _, c, h, w = upscaled.shape
     masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-    iou = decoder.iou_prediction_head(iou_token_out)
-    return masks[:, 1:], iou[:, 1:]
+    if keep is None:
+        return masks, iou
+    return masks[keep], iou[iou > pred_iou_thresh]
 
 
 class PromptableSam:
@@ -138,19 +159,40 @@ class PromptableSam:
             (N, 3, h, w) mask logits at the decoder's resolution and (N, 3) predicted
             IoUs, both float32.
         """
+        sparse, dense = self._prompts(points_xy, embedding, precision)
+        with autocast(precision, self.device):
+            low_res, iou = decode_points(
+                self.model, embedding.features, self._dense_pe, sparse, dense
+            )
+        return low_res.float(), iou.float()
+
+    @torch.no_grad()
+    def decode_points_above(
+        self,
+        embedding: ImageEmbedding,
+        points_xy: np.ndarray,
+        pred_iou_thresh: float,
+        precision: str = "fp32",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The masks of :meth:`decode_points` whose predicted IoU is above
+        ``pred_iou_thresh``, flattened: ``(M, h, w)`` low-resolution logits and ``(M,)``
+        IoUs. The mask head runs only for those (see :func:`decode_points`)."""
+        sparse, dense = self._prompts(points_xy, embedding, precision)
+        with autocast(precision, self.device):
+            low_res, iou = decode_points(
+                self.model, embedding.features, self._dense_pe, sparse, dense, pred_iou_thresh
+            )
+        return low_res.float(), iou.float()
+
+    def _prompts(self, points_xy, embedding: ImageEmbedding, precision: str):
+        """The prompt encoder's (sparse, dense) embeddings of one positive point each."""
         coords = self.transform.apply_coords(np.asarray(points_xy), embedding.original_size)
         points = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[:, None, :]
         labels = torch.ones(points.shape[:2], dtype=torch.int64, device=self.device)
         if self._dense_pe is None:
             self._dense_pe = self.model.prompt_encoder.get_dense_pe()
         with autocast(precision, self.device):
-            sparse, dense = self.model.prompt_encoder(
-                points=(points, labels), boxes=None, masks=None
-            )
-            low_res, iou = decode_points(
-                self.model, embedding.features, self._dense_pe, sparse, dense
-            )
-        return low_res.float(), iou.float()
+            return self.model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
 
     @torch.no_grad()
     def upscale(self, low_res: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:

@@ -98,6 +98,9 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
+    from .fast import use_fast_attention
+
+    use_fast_attention(sam)  # same weights and output, fused attention (see fast.py)
     return sam.eval()
 
 

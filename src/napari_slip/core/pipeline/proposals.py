@@ -226,11 +226,14 @@ def sam_proposals(
                 yield Progress("proposals", done, n_points, f"{len(crops)} candidate masks")
                 continue
         decoded += len(batch)
-        low_res, iou = sam.decode_points(embedding, batch, precision)
-        low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
         if params.pred_iou_thresh > 0:
-            keep = iou > params.pred_iou_thresh
-            low_res, iou = low_res[keep], iou[keep]
+            # Only masks above the IoU filter get the decoder's mask head.
+            low_res, iou = sam.decode_points_above(
+                embedding, batch, params.pred_iou_thresh, precision
+            )
+        else:
+            low_res, iou = sam.decode_points(embedding, batch, precision)
+            low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
         if len(iou):
             logits = sam.upscale(low_res, embedding)
             if params.stability_score_thresh > 0:

@@ -1,0 +1,122 @@
+"""The faster fp32 path computes SAM's answer: attention modules against
+segment_anything's own, and whole proposal sets of the trained fixture SAM with and
+without the fast path (where real masks survive)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.modeling.image_encoder import Attention
+from segment_anything.modeling.transformer import Attention as DecoderAttention
+
+from napari_slip.core.models import fast
+from napari_slip.core.models.promptable import PromptableSam
+from napari_slip.core.models.sam import load_sam
+from napari_slip.core.params import SamProposalParams
+from napari_slip.core.pipeline.proposals import sam_proposals
+from napari_slip.core.runtime.generators import drain
+from napari_slip.testing.scenes import scenes
+from napari_slip.testing.trained_sam import FIXTURE_AMG
+
+
+@pytest.mark.parametrize(
+    ("side", "batch", "block_bytes"),
+    [(32, 1, fast.MASK_BLOCK_BYTES), (32, 1, 1), (14, 6, 1 << 16), (9, 2, fast.MASK_BLOCK_BYTES)],
+)
+def test_encoder_attention_matches_sams(side, batch, block_bytes, monkeypatch):
+    """Global (one big window) and windowed attention, the bias built in one block or
+    in blocks of a row, with relative positions far from zero so the bias matters."""
+    monkeypatch.setattr(fast, "MASK_BLOCK_BYTES", block_bytes)
+    torch.manual_seed(side)
+    theirs = Attention(96, 4, True, True, False, (side, side)).eval()
+    with torch.no_grad():
+        theirs.rel_pos_h.normal_(0, 1.0)
+        theirs.rel_pos_w.normal_(0, 1.0)
+    ours = copy.deepcopy(theirs)
+    assert fast.use_fast_attention(ours) == 1 and fast.uses_fast_attention(ours)
+    x = torch.randn(batch, side, side, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    assert fast.use_fast_attention(ours, enabled=False) == 1
+    assert type(ours) is Attention and not fast.uses_fast_attention(ours)
+
+
+@pytest.mark.parametrize(("queries", "keys"), [(7, 300), (300, 7), (40, 40)])
+@pytest.mark.parametrize("broadcast", ["none", "queries", "keys"])
+def test_decoder_attention_matches_sams(queries, keys, broadcast):
+    """Token-to-image (few queries), image-to-token (few keys) and a batch of 1 that
+    broadcasts against the prompts' batch, as the shared first layer passes it."""
+    torch.manual_seed(queries + keys)
+    theirs = DecoderAttention(64, 8, downsample_rate=2).eval()
+    ours = copy.deepcopy(theirs)
+    fast.use_fast_attention(ours)
+    q = torch.randn(1 if broadcast == "queries" else 5, queries, 64)
+    kv = torch.randn(1 if broadcast == "keys" else 5, keys, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(q, kv, kv), theirs(q, kv, kv), atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_attention_trains():
+    """The fixture's training recipe runs through the same modules: gradients agree."""
+    torch.manual_seed(0)
+    theirs = DecoderAttention(32, 4)
+    ours = copy.deepcopy(theirs)
+    fast.use_fast_attention(ours)
+    q, kv = torch.randn(2, 100, 32), torch.randn(2, 5, 32)
+    for module in (theirs, ours):
+        module(q, kv, kv).square().sum().backward()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def fixture_pair(trained_sam_path):
+    """The trained fixture SAM on the fast path (as loaded) and on SAM's own modules."""
+    model, _ = load_sam(trained_sam_path)
+    assert fast.uses_fast_attention(model)  # loading turns it on
+    slow = copy.deepcopy(model)
+    fast.use_fast_attention(slow, enabled=False)
+    return PromptableSam(model), PromptableSam(slow)
+
+
+def _iou(a, b):
+    union = np.logical_or(a, b).sum()
+    return np.logical_and(a, b).sum() / union if union else 1.0
+
+
+def test_fast_path_gives_sams_masks_on_the_trained_fixture(fixture_pair):
+    fast_sam, slow_sam = fixture_pair
+    params = SamProposalParams(**FIXTURE_AMG)
+    rgbs, _ = scenes(3, seed=21)
+    compared = 0
+    for rgb in rgbs:
+        emb_fast, emb_slow = fast_sam.embed(rgb), slow_sam.embed(rgb)
+        torch.testing.assert_close(emb_fast.features, emb_slow.features, atol=1e-4, rtol=1e-4)
+        ours = drain(sam_proposals(fast_sam, emb_fast, params))
+        theirs = drain(sam_proposals(slow_sam, emb_slow, params))
+        assert len(ours) == len(theirs) > 0
+        assert np.array_equal(ours.boxes, theirs.boxes)
+        for i in range(len(ours)):
+            assert _iou(ours.full_mask(i), theirs.full_mask(i)) >= 0.99
+        np.testing.assert_allclose(ours.quality, theirs.quality, atol=1e-4)
+        compared += len(ours)
+    assert compared >= 20
+
+
+def test_mask_head_only_for_masks_above_the_iou_filter(fixture_pair):
+    """decode_points_above gives exactly the filtered masks of decode_points."""
+    sam, _ = fixture_pair
+    rgb = scenes(1, seed=8)[0][0]
+    emb = sam.embed(rgb)
+    points = np.random.default_rng(0).uniform(0, 256, size=(24, 2))
+    low_res, iou = sam.decode_points(emb, points)
+    low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
+    for thresh in (float(iou.median()), float(iou.max()) + 1.0, -1.0):
+        keep = iou > thresh
+        above, above_iou = sam.decode_points_above(emb, points, thresh)
+        assert above.shape == (int(keep.sum()), *low_res.shape[1:])
+        torch.testing.assert_close(above_iou, iou[keep])
+        torch.testing.assert_close(above, low_res[keep], atol=1e-4, rtol=1e-4)
