@@ -89,8 +89,15 @@ def tiles_and_folder(weights: Path) -> None:
     rectangles = [
         np.array([[y0, x0], [y1, x1]]) for y0, x0, y1, x1 in tile_grid((1536, 1536), 256, 32)
     ]
-    viewer.add_shapes(rectangles, shape_type="rectangle", edge_color="yellow",
-                      face_color="transparent", edge_width=2, name="tiles", opacity=0.6)  # fmt: skip
+    viewer.add_shapes(
+        rectangles,
+        shape_type="rectangle",
+        edge_color="yellow",
+        face_color="transparent",
+        edge_width=2,
+        name="tiles",
+        opacity=0.6,
+    )
     camera = camera_of(viewer)
     camera.center = (0, 680, 680)
     camera.zoom = camera.zoom * 4

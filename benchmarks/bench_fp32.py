@@ -1,0 +1,175 @@
+"""The fp32 path, change by change, against the matrix-multiplication floor (by hand).
+
+    python benchmarks/bench_fp32.py [--json benchmarks/results/NAME.json]
+
+SAM vit_b at 1,024 px with random weights (the cost does not depend on the values),
+fp32, this machine's threads, everything in one process and one run, so the ratios
+compare like with like. Printed first: the CPU's features and the precision that
+``precision="auto"`` picks on it, so no figure is read without its machine.
+
+- floor: the encoder's multiply-adds (counted by torch's FLOP counter on SAM's own
+  modules) at the best rate of plain fp32 matrix products of the encoder's shapes,
+  measured in the same run.
+- encoder: SAM's own attention against the fused path (napari-slip's default).
+- decoder, per point (batches of 16 points on one embedding): SAM's attention; the
+  fused path; and the fused path with the mask head skipped for masks below SAM's
+  default IoU filter. With random weights *no* mask passes that filter (the lower
+  bound of the mask stage's cost); with every mask passing, the cost is the fused
+  path's (the upper bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+)
+
+
+def cpu_features() -> dict:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor(), "flags": []}
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
+        platform.processor(),
+    )
+    flags = set(
+        next(
+            (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
+        )
+    )
+    return {"model": model, "flags": [f for f in FLAGS if f in flags]}
+
+
+def best_time(fn, repeats: int = 2) -> float:
+    fn()  # warm up (allocator, kernels)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from napari_slip.core.models.fast import use_fast_attention
+    from napari_slip.core.models.promptable import ImageEmbedding, PromptableSam
+    from napari_slip.core.models.sam import SamConfig, build_sam
+    from napari_slip.core.runtime.perf import resolve_precision, tune_allocator
+
+    tune_allocator()
+    torch.manual_seed(0)
+    machine = {
+        **cpu_features(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "auto_precision": resolve_precision("auto", torch.device("cpu")),
+    }
+    print(json.dumps(machine))
+    model = build_sam(SamConfig())
+    encoder = model.image_encoder
+    x = torch.randn(1, 3, 1024, 1024)
+    rows = []
+    with torch.no_grad():
+        use_fast_attention(model, enabled=False)
+        with FlopCounterMode(display=False) as counter:
+            encoder(x)
+        flops = counter.get_total_flops()
+        rates = []
+        for m, k, n in ((4096, 768, 2304), (4096, 768, 3072), (4096, 3072, 768)):
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            rates.append(2 * m * k * n / best_time(lambda a=a, b=b: a @ b, 5))
+        rate = max(rates)
+        floor = flops / rate
+        rows.append(
+            {
+                "what": "encoder floor (its FLOPs at the best matmul rate)",
+                "seconds": floor,
+                "gflop": flops / 1e9,
+                "gflops_per_s": rate / 1e9,
+            }
+        )
+        sam_enc = best_time(lambda: encoder(x))
+        rows.append({"what": "encoder, SAM's attention", "seconds": sam_enc})
+        use_fast_attention(model)
+        fast_enc = best_time(lambda: encoder(x))
+        rows.append({"what": "encoder, fused attention (default)", "seconds": fast_enc})
+
+        sam = PromptableSam(model)
+        emb = ImageEmbedding(torch.randn(1, 256, 64, 64), (1024, 1024), (1024, 1024))
+        points = np.random.default_rng(0).uniform(0, 1024, size=(16, 2))
+        use_fast_attention(model, enabled=False)
+        dec_sam = best_time(lambda: sam.decode_points(emb, points), 3) / 16
+        use_fast_attention(model)
+        dec_fast = best_time(lambda: sam.decode_points(emb, points), 3) / 16
+        _, iou = sam.decode_points(emb, points)
+        above = sam.decode_points_above(emb, points, 0.88)[0].shape[0]
+        dec_none = best_time(lambda: sam.decode_points_above(emb, points, 0.88), 3) / 16
+        rows += [
+            {"what": "decoder per point, SAM's attention", "seconds": dec_sam},
+            {
+                "what": "decoder per point, fused attention (all masks pass, upper bound)",
+                "seconds": dec_fast,
+            },
+            {
+                "what": f"decoder per point, mask head only above IoU 0.88 ({above} of "
+                f"{iou.numel()} masks pass: lower bound)",
+                "seconds": dec_none,
+            },
+        ]
+    print(f"\n{'':62} seconds")
+    for row in rows:
+        print(f"{row['what']:62} {row['seconds']:8.3f}")
+    print(
+        f"\nencoder: {sam_enc / fast_enc:.2f}x faster; {fast_enc / floor:.2f}x its matmul floor "
+        f"(SAM's: {sam_enc / floor:.2f}x)"
+    )
+    print(
+        f"decoder per point: {dec_sam / dec_fast:.2f}x faster (every mask passes), "
+        f"{dec_sam / dec_none:.2f}x (none passes)"
+    )
+    first = {
+        "sam": sam_enc + 1024 * dec_sam,
+        "fast_lower": fast_enc + 1024 * dec_none,
+        "fast_upper": fast_enc + 1024 * dec_fast,
+    }
+    print(
+        "encoder + 32x32 grid of points (no CLIP, no upsampling): "
+        f"SAM's {first['sam']:.1f} s, fast {first['fast_lower']:.1f}-{first['fast_upper']:.1f} s"
+    )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {"machine": machine, "rows": rows, "first_prompt_sam_stages": first}, indent=1
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
