@@ -120,3 +120,54 @@ def test_mask_head_only_for_masks_above_the_iou_filter(fixture_pair):
         assert above.shape == (int(keep.sum()), *low_res.shape[1:])
         torch.testing.assert_close(above_iou, iou[keep])
         torch.testing.assert_close(above, low_res[keep], atol=1e-4, rtol=1e-4)
+
+
+def test_int8_gives_fp32s_masks_and_selection(trained_sam_path, tiny_clip_path):
+    """precision="int8": the trained fixture's proposals match fp32's (IoU >= 0.95) and
+    the same objects are chosen; the fp32 model is left as it was."""
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.testing.metrics import object_metrics
+
+    rgbs, truths = scenes(3, seed=31)
+    params = SamProposalParams(**FIXTURE_AMG, min_area=30)
+    found, tables = {}, {}
+    for precision in ("fp32", "int8"):
+        seg = Segmenter(str(trained_sam_path), str(tiny_clip_path), "cpu", sam_params=params,
+                        precision=precision, disk_cache=False)  # fmt: skip
+        found[precision] = []
+        for rgb in rgbs:
+            seg.set_image(rgb)
+            found[precision].append(drain(seg.iter_proposals()))
+        result = seg.segment(rgbs[0], "nucleus", mode="topk", top_k=3)
+        assert result.provenance["precision"] == precision
+        tables[precision] = result.table
+    matched = 0
+    for ours, theirs, truth in zip(found["int8"], found["fp32"], truths, strict=True):
+        assert abs(len(ours) - len(theirs)) <= max(1, len(theirs) // 10)
+        for i in range(len(theirs)):
+            best = max(_iou(theirs.full_mask(i), ours.full_mask(j)) for j in range(len(ours)))
+            matched += best >= 0.95
+        assert (
+            object_metrics(truth, ours)["recall"] >= object_metrics(truth, theirs)["recall"] - 0.1
+        )
+    assert matched >= 0.9 * sum(len(p) for p in found["fp32"])
+    a, b = tables["fp32"], tables["int8"]
+    assert a["area"].iloc[0] > 0 and len(a) == len(b) == 3
+    np.testing.assert_allclose(a["similarity"], b["similarity"], atol=0.05)
+
+
+def test_int8_quantizes_a_copy_and_the_linear_layers(trained_sam_path):
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    model, _ = load_sam(trained_sam_path)
+    sam = PromptableSam(model)
+    int8 = sam._model("int8")
+    assert int8 is sam._model("int8") and int8 is not model  # made once
+    assert any(isinstance(m, Int8Linear) for m in int8.image_encoder.modules())
+    assert any(isinstance(m, Int8Linear) for m in int8.mask_decoder.modules())
+    assert not any(isinstance(m, Int8Linear) for m in model.modules())
+    rgb = scenes(1, seed=2)[0][0]
+    a, b = sam.embed(rgb, "fp32").features, sam.embed(rgb, "int8").features
+    assert not torch.equal(a, b)
+    cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+    assert cos > 0.99

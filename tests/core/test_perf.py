@@ -135,8 +135,11 @@ def test_precision_choices():
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("auto", cpu) in ("bf16", "fp32")
+    assert resolve_precision("int8", cpu) == "int8"
     with pytest.raises(ValueError, match="precision"):
-        resolve_precision("int8", cpu)
+        resolve_precision("int4", cpu)
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_precision("int8", torch.device("cuda"))
 
 
 def test_allocator_tuning_is_opt_in_and_can_be_refused(monkeypatch):

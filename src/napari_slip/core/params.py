@@ -22,7 +22,7 @@ DEFAULT_CLIP = "ViT-B-32:laion2b_s34b_b79k"
 #: Where models run. ``auto``: CUDA if available, else Apple's MPS, else the CPU.
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Arithmetic of inference. ``auto``: bf16 on CPUs with native bf16, fp16 on CUDA.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 #: Selection modes (see :func:`napari_slip.core.pipeline.selection.select`).
 MODES = ("best", "threshold", "distractors", "topk")
 #: Named crop fills (``(r, g, b)`` tuples are allowed too).

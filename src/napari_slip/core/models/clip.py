@@ -54,7 +54,8 @@ class ClipModel:
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     metadata: dict = field(default_factory=dict)
-    #: ``fp32``, ``bf16`` or ``fp16``: the precision of encoding (see :meth:`set_precision`).
+    #: ``fp32``, ``bf16``, ``fp16`` or ``int8``: the precision of encoding (see
+    #: :meth:`set_precision`).
     precision: str = "fp32"
 
     def set_precision(self, precision: str) -> None:
@@ -65,9 +66,15 @@ class ClipModel:
         only for inference; fine-tuning keeps float32 weights.
         """
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-        if self.device.type not in ("cpu", "cuda"):
+        if self.device.type not in ("cpu", "cuda") or (
+            precision == "int8" and self.device.type != "cpu"
+        ):
             dtype, precision = torch.float32, "fp32"
         self.model.to(dtype)
+        if precision == "int8":  # linear layers quantized, the rest fp32 (CPU only)
+            from ..runtime.perf import quantize_int8
+
+            quantize_int8(self.model)
         self.precision = precision
 
     @property

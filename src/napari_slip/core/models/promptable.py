@@ -7,6 +7,7 @@ encoder and mask decoder can be plugged in behind it.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,6 +105,22 @@ class PromptableSam:
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self._dense_pe = None
+        self._int8 = None
+        self._lock = threading.Lock()
+
+    def _model(self, precision: str) -> torch.nn.Module:
+        """The model that runs ``precision``: for ``int8`` a copy whose linear layers
+        are quantized (made once, on first use; the fp32 weights stay as they are)."""
+        if precision != "int8":
+            return self.model
+        with self._lock:
+            if self._int8 is None:
+                import copy
+
+                from ..runtime.perf import quantize_int8
+
+                self._int8 = quantize_int8(copy.deepcopy(self.model).cpu().eval())
+        return self._int8
 
     @property
     def device(self) -> torch.device:
@@ -136,8 +153,9 @@ class PromptableSam:
         resized = self.transform.apply_image(rgb)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         input_size = tuple(int(v) for v in x.shape[-2:])
+        model = self._model(precision)
         with autocast(precision, self.device):
-            features = self.model.image_encoder(self.model.preprocess(x))
+            features = model.image_encoder(model.preprocess(x))
         return ImageEmbedding(features.float(), tuple(rgb.shape[:2]), input_size)
 
     @torch.no_grad()
@@ -162,7 +180,7 @@ class PromptableSam:
         sparse, dense = self._prompts(points_xy, embedding, precision)
         with autocast(precision, self.device):
             low_res, iou = decode_points(
-                self.model, embedding.features, self._dense_pe, sparse, dense
+                self._model(precision), embedding.features, self._dense_pe, sparse, dense
             )
         return low_res.float(), iou.float()
 
@@ -180,7 +198,12 @@ class PromptableSam:
         sparse, dense = self._prompts(points_xy, embedding, precision)
         with autocast(precision, self.device):
             low_res, iou = decode_points(
-                self.model, embedding.features, self._dense_pe, sparse, dense, pred_iou_thresh
+                self._model(precision),
+                embedding.features,
+                self._dense_pe,
+                sparse,
+                dense,
+                pred_iou_thresh,
             )
         return low_res.float(), iou.float()
 

@@ -3,6 +3,8 @@
 - ``precision="auto"`` runs SAM and CLIP under bfloat16 autocast on CPUs with native
   bf16 (avx512_bf16 / AMX) and float16 autocast on CUDA; elsewhere fp32. The answer is
   checked against fp32 in the tests (masks IoU >= 0.95, same selection).
+- ``precision="int8"`` (CPU, opt-in): the linear layers of SAM's encoder and decoder
+  and of CLIP dynamically quantized to int8 (:func:`quantize_int8`), the rest fp32.
 - On glibc, large temporary tensors are served by mmap and handed back to the kernel
   after every layer, so each forward pass page-faults through gigabytes of fresh
   memory. Raising the mmap and trim thresholds keeps that memory in the heap for
@@ -45,6 +47,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """The precision actually used for ``precision`` on ``device``."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    if precision == "int8" and device.type != "cpu":
+        raise InputError(
+            "precision='int8' runs on the CPU only; on a GPU use 'auto' (fp16) or 'fp32'."
+        )
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -56,12 +62,34 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(precision: str, device: torch.device):
     """A context running matmuls and convolutions in the resolved precision."""
-    if precision == "fp32":
+    if precision in ("fp32", "int8"):  # int8: quantized layers, the rest in fp32
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     if device.type not in ("cpu", "cuda"):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of ``module``'s linear layers, in place.
+
+    Weights are stored as int8 (per tensor); activations are quantized on the fly per
+    call, so no calibration data is needed. PyTorch's own tool
+    (``torch.ao.quantization.quantize_dynamic``); its deprecation notice (it moves to
+    torchao) is silenced here. CPU only.
+    """
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    for layer in module.modules():
+        if type(layer).__name__ == "Linear" and "quantized" in type(layer).__module__:
+            # open_clip asks a quantized layer for the dtype its inputs should have.
+            layer.int8_original_dtype = torch.float32
+    return module
 
 
 _TUNED = False
