@@ -130,7 +130,14 @@ def main() -> int:
         _, iou = sam.decode_points(emb, points)
         above = sam.decode_points_above(emb, points, 0.88)[0].shape[0]
         dec_none = best_time(lambda: sam.decode_points_above(emb, points, 0.88), 3) / 16
+        int8 = sam._model("int8")
+        int8_enc = best_time(lambda: int8.image_encoder(x))
+        dec_int8 = best_time(lambda: sam.decode_points(emb, points, "int8"), 3) / 16
+        dec_int8_none = (
+            best_time(lambda: sam.decode_points_above(emb, points, 0.88, "int8"), 3) / 16
+        )
         rows += [
+            {"what": "encoder, int8 linear layers (+ fused attention)", "seconds": int8_enc},
             {"what": "decoder per point, SAM's attention", "seconds": dec_sam},
             {
                 "what": "decoder per point, fused attention (all masks pass, upper bound)",
@@ -142,6 +149,13 @@ def main() -> int:
                 "seconds": dec_none,
             },
         ]
+    rows += [
+        {"what": "decoder per point, int8 (all masks pass)", "seconds": dec_int8},
+        {
+            "what": "decoder per point, int8, mask head only above IoU 0.88",
+            "seconds": dec_int8_none,
+        },
+    ]
     print(f"\n{'':62} seconds")
     for row in rows:
         print(f"{row['what']:62} {row['seconds']:8.3f}")
@@ -152,6 +166,10 @@ def main() -> int:
     print(
         f"decoder per point: {dec_sam / dec_fast:.2f}x faster (every mask passes), "
         f"{dec_sam / dec_none:.2f}x (none passes)"
+    )
+    print(
+        f"int8 against fp32 (fused): encoder {fast_enc / int8_enc:.2f}x, decoder "
+        f"{dec_fast / dec_int8:.2f}x (all pass), {dec_none / dec_int8_none:.2f}x (none pass)"
     )
     first = {
         "sam": sam_enc + 1024 * dec_sam,

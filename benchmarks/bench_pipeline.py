@@ -7,11 +7,11 @@ cost does not depend on weight values), each in its own process for a clean peak
 memory and allocator state, in one run so the ratios compare like with like.
 
 - naive: SLIP's loop. fp32; segment_anything's SamAutomaticMaskGenerator with its
-  defaults; each crop a masked box crop through open_clip's PIL preprocessing, one at
-  a time; everything recomputed for each prompt.
-- fast: napari-slip's defaults (bf16 autocast where the CPU has it, IoU filtering
-  before upsampling, binary cropped masks, batched CLIP, allocator tuning, cached
-  embeddings for the next prompt).
+  defaults, on SAM's own attention modules; each crop a masked box crop through
+  open_clip's PIL preprocessing, one at a time; everything recomputed for each prompt.
+- fast: napari-slip's defaults (bf16 autocast where the CPU has it, fused attention,
+  the mask head and upsampling only for masks above the IoU filter, binary cropped
+  masks, batched CLIP, allocator tuning, cached embeddings for the next prompt).
 
 The mask stage is reported between two bounds. With random weights SAM's default
 filters keep no mask at all (bound 1: post-processing costs nothing), so the CLIP stage
@@ -90,9 +90,11 @@ def worker(kind: str, sam_path: str, clip_path: str, size: int, points: int, n_c
         from segment_anything import SamAutomaticMaskGenerator
 
         from napari_slip.core.models.clip import load_clip_checkpoint
+        from napari_slip.core.models.fast import use_fast_attention
         from napari_slip.core.models.sam import load_sam
 
         sam, _ = load_sam(sam_path)
+        use_fast_attention(sam, enabled=False)  # the naive loop runs SAM's own modules
         clip = load_clip_checkpoint(clip_path)
         preprocess = open_clip.image_transform(clip.image_size, is_train=False)
         tokenizer = clip.tokenizer

@@ -28,6 +28,23 @@ TINY_SAM = SamConfig(
     decoder_mlp_dim=64,
     iou_head_hidden_dim=32,
 )
+#: A tiny MobileSAM: TinyViT encoder (4 stages, MobileSAM's key layout) at 1,024 px.
+TINY_MOBILE_SAM = SamConfig(
+    img_size=1024,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+    encoder="tinyvit",
+    tinyvit={
+        "dims": (8, 16, 16, 24),
+        "depths": (1, 1, 2, 1),
+        "heads": (0, 2, 2, 3),
+        "windows": (0, 7, 14, 7),
+        "mlp_ratio": 2.0,
+        "mbconv_ratio": 2.0,
+        "num_classes": 10,
+    },
+)
 TINY_CLIP: dict = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
@@ -45,6 +62,26 @@ def write_tiny_sam(path: str | os.PathLike, seed: int = 0) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(build_sam(TINY_SAM).state_dict(), path)
+    return path
+
+
+def write_tiny_mobile_sam(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a tiny random MobileSAM (TinyViT encoder, input 1,024) as a ``.pth``."""
+    import torch
+
+    from ..core.models.sam import build_sam
+
+    torch.manual_seed(seed)
+    model = build_sam(TINY_MOBILE_SAM)
+    for m in model.modules():  # batch norms with statistics, biases off zero
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+        if hasattr(m, "attention_biases"):
+            torch.nn.init.normal_(m.attention_biases, std=0.5)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
     return path
 
 

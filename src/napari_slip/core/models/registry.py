@@ -26,7 +26,9 @@ from .sam import SamConfig, load_sam
 class SamWeights:
     name: str
     url: str
-    sha256: str
+    #: None where the authors publish no checksum (the file's SHA-256 is then recorded
+    #: in each result's provenance instead).
+    sha256: str | None
     size_mb: int
     description: str
 
@@ -52,6 +54,13 @@ SAM_MODELS: dict[str, SamWeights] = {
             "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
             1191,
             "SAM ViT-L",
+        ),
+        SamWeights(
+            "vit_t",
+            "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt",
+            None,  # MobileSAM's authors publish no checksum
+            39,
+            "MobileSAM (TinyViT encoder, ~13x fewer FLOPs than vit_b; masks a little coarser)",
         ),
         SamWeights(
             "vit_h",

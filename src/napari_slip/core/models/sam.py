@@ -39,12 +39,24 @@ class SamConfig:
     iou_head_hidden_dim: int = 256
     num_multimask_outputs: int = 3
     mask_in_chans: int = 16
+    #: ``vit`` (SAM's own encoder) or ``tinyvit`` (MobileSAM's; see :mod:`.tinyvit`).
+    encoder: str = "vit"
+    #: TinyViT's stage sizes (see :func:`.tinyvit.tinyvit_config_from_state_dict`).
+    tinyvit: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("extra")
         d["global_attn_indexes"] = list(self.global_attn_indexes)
+        if self.encoder == "vit":
+            d.pop("tinyvit")
+        else:  # the ViT fields do not apply
+            for key in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
+                        "window_size", "global_attn_indexes"):  # fmt: skip
+                d.pop(key)
+            d["tinyvit"] = {k: list(v) if isinstance(v, tuple) else v
+                            for k, v in self.tinyvit.items()}  # fmt: skip
         return d
 
 
@@ -61,9 +73,16 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
         TwoWayTransformer,
     )
 
-    grid = config.img_size // config.patch_size
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
+    if config.encoder == "tinyvit":
+        from .tinyvit import TinyViTEncoder
+
+        grid = config.img_size // 16
+        encoder = TinyViTEncoder(
+            img_size=config.img_size, out_chans=config.prompt_embed_dim, **config.tinyvit
+        )
+    elif config.encoder == "vit":
+        grid = config.img_size // config.patch_size
+        encoder = ImageEncoderViT(
             depth=config.depth,
             embed_dim=config.embed_dim,
             img_size=config.img_size,
@@ -76,7 +95,11 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
             global_attn_indexes=tuple(config.global_attn_indexes),
             window_size=config.window_size,
             out_chans=config.prompt_embed_dim,
-        ),
+        )
+    else:
+        raise CheckpointError(f"Unknown SAM image encoder {config.encoder!r}.")
+    sam = Sam(
+        image_encoder=encoder,
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(grid, grid),
@@ -112,6 +135,8 @@ def sam_config_from_state_dict(state: dict[str, torch.Tensor]) -> SamConfig:
     CheckpointError
         If the weights are not a SAM state dict.
     """
+    if "image_encoder.patch_embed.seq.0.c.weight" in state:
+        return _tinyvit_sam_config(state)
     try:
         patch_w = state["image_encoder.patch_embed.proj.weight"]  # (dim, 3, p, p)
         pos = state["image_encoder.pos_embed"]  # (1, grid, grid, dim)
@@ -144,16 +169,8 @@ def sam_config_from_state_dict(state: dict[str, torch.Tensor]) -> SamConfig:
         else:
             window = size
     mlp_hidden = int(state[f"image_encoder.blocks.{block_ids[0]}.mlp.lin1.weight"].shape[0])
-    dec_layers = {
-        int(m.group(1))
-        for k in state
-        if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))
-    }
-    dec_mlp = state.get("mask_decoder.transformer.layers.0.mlp.lin1.weight")
-    iou_hidden = state.get("mask_decoder.iou_prediction_head.layers.0.weight")
-    mask_tokens = state.get("mask_decoder.mask_tokens.weight")
-    mask_in = state.get("prompt_encoder.mask_downscaling.0.weight")
     return SamConfig(
+        **_decoder_config(state),
         img_size=grid * patch,
         patch_size=patch,
         embed_dim=embed_dim,
@@ -163,11 +180,49 @@ def sam_config_from_state_dict(state: dict[str, torch.Tensor]) -> SamConfig:
         window_size=window,
         global_attn_indexes=tuple(global_idx) if window else (),
         prompt_embed_dim=int(neck.shape[0]),
-        decoder_depth=len(dec_layers) or 2,
-        decoder_mlp_dim=int(dec_mlp.shape[0]) if dec_mlp is not None else 2048,
-        iou_head_hidden_dim=int(iou_hidden.shape[0]) if iou_hidden is not None else 256,
-        num_multimask_outputs=int(mask_tokens.shape[0]) - 1 if mask_tokens is not None else 3,
-        mask_in_chans=int(mask_in.shape[0]) * 4 if mask_in is not None else 16,
+    )
+
+
+def _decoder_config(state: dict) -> dict:
+    """The prompt encoder's and mask decoder's sizes (the same for every encoder)."""
+    dec_layers = {
+        int(m.group(1))
+        for k in state
+        if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", k))
+    }
+    dec_mlp = state.get("mask_decoder.transformer.layers.0.mlp.lin1.weight")
+    iou_hidden = state.get("mask_decoder.iou_prediction_head.layers.0.weight")
+    mask_tokens = state.get("mask_decoder.mask_tokens.weight")
+    mask_in = state.get("prompt_encoder.mask_downscaling.0.weight")
+    return {
+        "decoder_depth": len(dec_layers) or 2,
+        "decoder_mlp_dim": int(dec_mlp.shape[0]) if dec_mlp is not None else 2048,
+        "iou_head_hidden_dim": int(iou_hidden.shape[0]) if iou_hidden is not None else 256,
+        "num_multimask_outputs": (int(mask_tokens.shape[0]) - 1 if mask_tokens is not None else 3),
+        "mask_in_chans": int(mask_in.shape[0]) * 4 if mask_in is not None else 16,
+    }
+
+
+def _tinyvit_sam_config(state: dict) -> SamConfig:
+    """MobileSAM: a TinyViT encoder at 1,024 px (its only published input size)."""
+    from .tinyvit import tinyvit_config_from_state_dict
+
+    try:
+        tinyvit = tinyvit_config_from_state_dict(state)
+        neck = state["image_encoder.neck.0.weight"]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CheckpointError(
+            f"This MobileSAM (TinyViT) checkpoint is incomplete ({exc}); use the file "
+            "its authors publish."
+        ) from None
+    if len(tinyvit["dims"]) < 2:
+        raise CheckpointError("This TinyViT checkpoint has fewer than two stages.")
+    return SamConfig(
+        **_decoder_config(state),
+        img_size=1024,
+        prompt_embed_dim=int(neck.shape[0]),
+        encoder="tinyvit",
+        tinyvit=tinyvit,
     )
 
 
@@ -232,7 +287,7 @@ def load_sam(
         shown = ", ".join((missing + unexpected)[:4])
         raise CheckpointError(
             f"{path} does not fit the SAM architecture read from it ({shown} ...). "
-            "Is this a SAM checkpoint (not SAM 2 or MobileSAM)?"
+            "Is this a SAM or MobileSAM checkpoint (not SAM 2)?"
         )
     sam.requires_grad_(False)  # inference only
     return sam.to(device).eval(), config

@@ -1,0 +1,127 @@
+"""MobileSAM (TinyViT image encoder): the official key layout, loading from files, the
+attention against its formula, and the whole pipeline on a tiny random instance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_slip.core.errors import CheckpointError
+from napari_slip.core.models.registry import SAM_MODELS
+from napari_slip.core.models.sam import build_sam, load_sam, read_state_dict
+from napari_slip.core.models.tinyvit import TinyViTEncoder, WindowAttention, offset_index
+from napari_slip.testing.tiny import TINY_MOBILE_SAM, write_tiny_mobile_sam
+
+# Shapes of MobileSAM's published encoder (vit_t: dims 64/128/160/320, depths 2/2/6/2,
+# heads 2/4/5/10, windows 7/7/14/7), by the parameter names of its tiny_vit_sam.py.
+OFFICIAL_SHAPES = {
+    "patch_embed.seq.0.c.weight": (32, 3, 3, 3),
+    "patch_embed.seq.0.bn.running_var": (32,),
+    "patch_embed.seq.2.c.weight": (64, 32, 3, 3),
+    "layers.0.blocks.1.conv1.c.weight": (256, 64, 1, 1),
+    "layers.0.blocks.1.conv2.c.weight": (256, 1, 3, 3),
+    "layers.0.blocks.1.conv3.bn.weight": (64,),
+    "layers.0.downsample.conv1.c.weight": (128, 64, 1, 1),
+    "layers.0.downsample.conv2.c.weight": (128, 1, 3, 3),
+    "layers.1.blocks.0.attn.attention_biases": (4, 49),
+    "layers.1.blocks.0.attn.qkv.weight": (384, 128),
+    "layers.1.blocks.0.attn.proj.weight": (128, 128),
+    "layers.1.blocks.0.attn.norm.weight": (128,),
+    "layers.1.blocks.0.mlp.norm.bias": (128,),
+    "layers.1.blocks.0.mlp.fc1.weight": (512, 128),
+    "layers.1.blocks.0.local_conv.c.weight": (128, 1, 3, 3),
+    "layers.2.blocks.5.attn.attention_biases": (5, 196),
+    "layers.2.downsample.conv2.c.weight": (320, 1, 3, 3),
+    "layers.3.blocks.1.attn.qkv.weight": (960, 320),
+    "layers.3.blocks.1.mlp.fc2.weight": (320, 1280),
+    "norm_head.weight": (320,),
+    "head.weight": (1000, 320),
+    "neck.0.weight": (256, 320, 1, 1),
+    "neck.1.weight": (256,),
+    "neck.2.weight": (256, 256, 3, 3),
+    "neck.3.bias": (256,),
+}
+
+
+def test_mobile_sam_encoder_has_the_official_key_layout():
+    state = TinyViTEncoder().state_dict()
+    for key, shape in OFFICIAL_SHAPES.items():
+        assert tuple(state[key].shape) == shape, key
+    assert not any("attention_bias_idxs" in k for k in state)  # not persistent
+    assert "layers.3.downsample.conv1.c.weight" not in state  # the last stage has none
+    blocks = {k.split(".blocks.")[0] + "." + k.split(".blocks.")[1].split(".")[0]
+              for k in state if ".blocks." in k}  # fmt: skip
+    assert len(blocks) == 2 + 2 + 6 + 2
+    # 1,024 px in, SAM's 256 x 64 x 64 embedding out (the last merge keeps the size).
+    params = sum(p.numel() for n, p in TinyViTEncoder().named_parameters() if "head" not in n)
+    assert 5.5e6 < params < 6.0e6  # MobileSAM: a 5.78M-parameter image encoder
+
+
+def test_offset_index_numbers_offsets_in_order_of_first_appearance():
+    n, index = offset_index(2)
+    assert n == 4
+    # positions (0,0) (0,1) (1,0) (1,1); offset (|dy|, |dx|) -> 0:(0,0) 1:(0,1) 2:(1,0) 3:(1,1)
+    expected = [[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]]
+    assert index.tolist() == expected
+    assert offset_index(7)[0] == 49 and offset_index(14)[0] == 196
+
+
+def test_window_attention_is_attention_with_the_learnt_bias():
+    torch.manual_seed(0)
+    attn = WindowAttention(24, 3, 4).eval()
+    torch.nn.init.normal_(attn.attention_biases, std=1.0)
+    x = torch.randn(5, 16, 24)
+    with torch.no_grad():
+        b, n, c = x.shape
+        qkv = attn.qkv(attn.norm(x)).view(b, n, 3, 3 * 8)
+        q, k, v = (qkv[..., i * 8 : (i + 1) * 8].transpose(1, 2) for i in range(3))
+        bias = attn.attention_biases[:, attn.attention_bias_idxs]
+        weights = ((q @ k.transpose(-1, -2)) * 8**-0.5 + bias).softmax(-1)
+        expected = attn.proj((weights @ v).transpose(1, 2).reshape(b, n, c))
+        torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_tiny_mobile_sam_loads_from_its_file(tmp_path):
+    path = write_tiny_mobile_sam(tmp_path / "mobile_sam.pt")
+    state = read_state_dict(path)
+    assert "image_encoder.patch_embed.seq.0.c.weight" in state
+    model, config = load_sam(path)
+    assert config.encoder == "tinyvit" and config.img_size == 1024
+    assert config.tinyvit == TINY_MOBILE_SAM.tinyvit
+    assert config.as_dict()["tinyvit"]["dims"] == [8, 16, 16, 24]
+    reference = build_sam(TINY_MOBILE_SAM)
+    reference.load_state_dict(state)
+    x = torch.randn(1, 3, 1024, 1024)
+    with torch.no_grad():
+        out = model.image_encoder(x)
+        assert out.shape == (1, 32, 64, 64)
+        torch.testing.assert_close(out, reference.eval().image_encoder(x))
+
+
+def test_truncated_mobile_sam_is_a_clear_error(tmp_path):
+    state = read_state_dict(write_tiny_mobile_sam(tmp_path / "m.pt"))
+    state.pop("image_encoder.layers.1.blocks.0.attn.qkv.weight")
+    torch.save(state, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="MobileSAM"):
+        load_sam(tmp_path / "broken.pt")
+
+
+def test_segment_with_a_mobile_sam(tmp_path, tiny_clip_path, fast_sam_params):
+    from napari_slip import segment
+    from napari_slip.testing import blobs_image
+
+    path = write_tiny_mobile_sam(tmp_path / "mobile_sam.pt")
+    image, _ = blobs_image()
+    result = segment(image, "blob", sam=str(path), clip=str(tiny_clip_path), device="cpu",
+                     sam_params=fast_sam_params, mode="threshold", threshold=-1)  # fmt: skip
+    assert result.provenance["sam"]["architecture"]["encoder"] == "tinyvit"
+    # Random weights: plumbing only. Every candidate is kept and painted.
+    assert result.n_objects >= 1
+    assert np.unique(result.labels).tolist() == list(range(result.n_objects + 1))
+
+
+def test_mobile_sam_is_offered_by_name():
+    w = SAM_MODELS["vit_t"]
+    assert w.url.startswith("https://github.com/ChaoningZhang/MobileSAM/")
+    assert w.filename == "mobile_sam.pt" and w.sha256 is None  # none published
