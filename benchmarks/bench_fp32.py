@@ -10,7 +10,8 @@ compare like with like. Printed first: the CPU's features and the precision that
 - floor: the encoder's multiply-adds (counted by torch's FLOP counter on SAM's own
   modules) at the best rate of plain fp32 matrix products of the encoder's shapes,
   measured in the same run.
-- encoder: SAM's own attention against the fused path (napari-slip's default).
+- encoder: SAM's own attention against the fused path (napari-slip's default), int8,
+  and MobileSAM's light TinyViT encoder (random weights at its published size).
 - decoder, per point (batches of 16 points on one embedding): SAM's attention; the
   fused path; and the fused path with the mask head skipped for masks below SAM's
   default IoU filter. With random weights *no* mask passes that filter (the lower
@@ -120,6 +121,19 @@ def main() -> int:
         fast_enc = best_time(lambda: encoder(x))
         rows.append({"what": "encoder, fused attention (default)", "seconds": fast_enc})
 
+        from napari_slip.core.models.tinyvit import TinyViTEncoder
+
+        light = TinyViTEncoder().eval()  # MobileSAM's published encoder size
+        with FlopCounterMode(display=False) as counter:
+            light(x)
+        light_flops = counter.get_total_flops()
+        light_enc = best_time(lambda: light(x))
+        rows.append(
+            {
+                "what": f"light encoder: MobileSAM's TinyViT ({light_flops / 1e9:.0f} GFLOP)",
+                "seconds": light_enc,
+            }
+        )
         sam = PromptableSam(model)
         emb = ImageEmbedding(torch.randn(1, 256, 64, 64), (1024, 1024), (1024, 1024))
         points = np.random.default_rng(0).uniform(0, 1024, size=(16, 2))
@@ -166,6 +180,10 @@ def main() -> int:
     print(
         f"decoder per point: {dec_sam / dec_fast:.2f}x faster (every mask passes), "
         f"{dec_sam / dec_none:.2f}x (none passes)"
+    )
+    print(
+        f"light encoder: {fast_enc / light_enc:.1f}x below vit_b's (fused), "
+        f"{sam_enc / light_enc:.1f}x below SAM's own vit_b"
     )
     print(
         f"int8 against fp32 (fused): encoder {fast_enc / int8_enc:.2f}x, decoder "

@@ -246,11 +246,16 @@ def _flops(seg, image, crops) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from napari_slip.core.models.fast import use_fast_attention
+
     counts = {}
+    model = seg.sam.model
+    # The counter does not see inside fused attention: count on SAM's own modules
+    # (the same arithmetic).
+    use_fast_attention(model, enabled=False)
     with FlopCounterMode(display=False) as fc:
         embedding = seg.sam.promptable.embed(seg.image.rgb, "fp32")
     counts["encoder"] = fc.get_total_flops()
-    model = seg.sam.model
     pts = torch.tensor([[[100.0, 100.0]]])
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         sparse, dense = model.prompt_encoder(
@@ -277,6 +282,7 @@ def _flops(seg, image, crops) -> dict:
             dense.expand(2, -1, -1, -1),
         )
     counts["shared_decoder_per_point"] = fc.get_total_flops() / 2
+    use_fast_attention(model)
     clip = seg.clip.clip
     clip.set_precision("fp32")
     # The counter cannot see inside PyTorch's fused attention fast path: turn it off.
