@@ -135,12 +135,15 @@ def test_inputs_are_checked(segmenter):
 def test_one_call_api_reuses_loaded_models(tiny_sam_path, tiny_clip_path):
     image, labels = blobs_image()
     kwargs = {"sam": str(tiny_sam_path), "clip": str(tiny_clip_path), "device": "cpu"}
+    # The shared segmenter lives for the whole process: count from here.
+    seg = napari_slip.core.pipeline.segmenter.shared_segmenter(**kwargs)
+    before = seg.stats["clip_crop_embeddings"]
     first = napari_slip.segment(image, "cell", labels=labels, mode="topk", top_k=4, **kwargs)
     second = napari_slip.segment(image, "cell", labels=labels, mode="topk", top_k=4, **kwargs)
     assert first.n_objects == 4
     assert np.array_equal(first.labels, second.labels)
-    seg = napari_slip.core.pipeline.segmenter.shared_segmenter(**kwargs)
-    assert seg.stats["clip_crop_embeddings"] == 4  # embedded once for both calls
+    assert napari_slip.core.pipeline.segmenter.shared_segmenter(**kwargs) is seg
+    assert seg.stats["clip_crop_embeddings"] - before == 4  # embedded once for both calls
 
 
 def test_importing_the_library_is_lazy_and_changes_nothing():
