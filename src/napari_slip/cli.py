@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--table", help="per-object table to write (.csv)")
     seg.add_argument("--provenance", help="provenance to write (.json)")
     seg.add_argument(
+        "--relevance-out",
+        metavar="MAP.tif",
+        help="also write where the prompt matches: a float32 relevance map (.tif)",
+    )
+    seg.add_argument(
         "--overwrite",
         action="store_true",
         help="replace existing output files (inputs are never overwritten)",
@@ -369,13 +374,28 @@ def run_segment(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".tif", ".tiff", ".png", ".zarr"):
         raise SlipError(f"--output must end in .tif, .png or .zarr, not {out.name!r}.")
+    relevance_out = args.relevance_out
+    if relevance_out and Path(relevance_out).suffix.lower() not in (".tif", ".tiff"):
+        raise SlipError(f"--relevance-out must end in .tif, not {Path(relevance_out).name!r}.")
     outputs = Outputs(
-        {"labels": out, "table": args.table, "provenance": args.provenance},
+        {
+            "labels": out,
+            "table": args.table,
+            "provenance": args.provenance,
+            "relevance": relevance_out,
+        },
         inputs=[args.image, args.proposals_from, args.sam, args.clip],
         overwrite=args.overwrite,
     )
     # Before any model work: a run must not end in "cannot write" or destroy an input.
-    outputs.check({"labels": "--output", "table": "--table", "provenance": "--provenance"})
+    outputs.check(
+        {
+            "labels": "--output",
+            "table": "--table",
+            "provenance": "--provenance",
+            "relevance": "--relevance-out",
+        }
+    )
     tile_params = from_args(TileParams, args)
     # Tiled runs read the image region by region (tif and zarr), never whole.
     image = open_image(args.image, lazy=tile_params.tiles != "off")
@@ -407,6 +427,9 @@ def run_segment(args: argparse.Namespace) -> int:
     if not args.prompt.strip():
         raise SlipError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
     candidates = drain(segmenter.iter_candidates(image, labels=labels, **norm), progress)
+    relevance = None
+    if relevance_out:
+        relevance = drain(segmenter.iter_relevance(args.prompt), progress)
     progress.close()
     zarr_out = out.suffix.lower() == ".zarr"
     # A .zarr output is painted straight into its (staged) store: no full-size array.
@@ -434,12 +457,20 @@ def run_segment(args: argparse.Namespace) -> int:
             "provenance": lambda tmp: Path(tmp).write_text(
                 json.dumps(done().provenance, indent=2, default=str)
             ),
+            "relevance": lambda tmp: _write_relevance(tmp, relevance),
         }
     )
     result = done()
     written = [str(p) for p in written]
     print(f"napari-slip: {_sentence(result)} Wrote {_and(written)}.", file=sys.stderr)
     return 0
+
+
+def _write_relevance(path, relevance) -> None:
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(path, np.asarray(relevance, dtype=np.float32))
 
 
 def run_batch(args: argparse.Namespace) -> int:

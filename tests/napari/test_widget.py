@@ -448,3 +448,51 @@ def test_exact_mode_switch_keeps_models_and_caches(setup):
     assert default_hub().loads["clip"] - loads["clip"] == len(precisions) - 1
     # One image encoding per precision actually used; switching back costs nothing.
     assert seg.stats["sam_image_encodings"] == len(precisions)
+
+
+def test_relevance_map_layer(setup):
+    viewer, widget, run = setup
+    truth = _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "topk"
+    run()
+    assert not any(lay.name.startswith("relevance") for lay in viewer.layers)  # off by default
+    widget.show_relevance.value = True
+    run()
+    layer = viewer.layers["relevance: cell (blobs)"]
+    assert layer.data.shape == truth.shape and layer.data.dtype == np.float32
+    assert layer.colormap.name == "inferno"
+    assert layer.contrast_limits == [float(layer.data.min()), float(layer.data.max())]
+    names = [lay.name for lay in viewer.layers]
+    assert names.index("relevance: cell (blobs)") == names.index("blobs") + 1  # under labels
+    assert viewer.layers.selection.active is viewer.layers[-1]  # the labels, not the map
+    run()  # the same prompt again: the map is replaced, not added
+    assert sum(lay.name.startswith("relevance") for lay in viewer.layers) == 1
+    n_layers = len(viewer.layers)
+    widget.prompt.value = "debris"
+    run()
+    other = viewer.layers["relevance: debris (blobs)"]
+    assert len(viewer.layers) == n_layers + 2  # a labels layer and a map for the new prompt
+    assert not np.allclose(other.data, layer.data)
+
+
+def test_console_call_with_relevance_and_tiles(
+    make_napari_viewer, tiny_sam_path, tiny_clip_path, fast_sam_params
+):
+    import napari_slip
+
+    viewer = make_napari_viewer()
+    _blobs(viewer)
+    common = {"image": "blobs", "sam": str(tiny_sam_path), "clip": str(tiny_clip_path),
+              "device": "cpu", "mode": "threshold", "threshold": -1.0}  # fmt: skip
+    layer = napari_slip.segment_in_viewer(viewer, "cell", proposals="truth", relevance=True,
+                                          **common)  # fmt: skip
+    relevance = viewer.layers["relevance: cell (blobs)"]
+    assert relevance.data.shape == layer.data.shape
+    assert viewer.layers.selection.active is layer
+    tiled = napari_slip.segment_in_viewer(viewer, "cell", tiles="on", sam_params=fast_sam_params,
+                                          **common)  # fmt: skip
+    provenance = tiled.metadata["napari_slip"][-1]
+    assert provenance["proposals"]["source"] == "sam-tiles"

@@ -58,6 +58,8 @@ class Request:
     crop_params: CropParams = field(default_factory=CropParams)
     tile_params: TileParams = field(default_factory=TileParams)
     templates: tuple[str, ...] | None = None
+    #: Also make a relevance map of the prompt (2D images).
+    relevance: bool = False
 
     @property
     def models(self) -> tuple[str, str, str, str]:
@@ -240,4 +242,8 @@ def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None
         labels=None if request.labels_layer is None else request.labels_layer.data,
         **engine_options(request),
     )
+    if request.relevance and result.labels.ndim == 2:
+        # The segmenter's current image is the one just segmented: its CLIP patch
+        # features are computed once, then each prompt is a text encoding.
+        result.relevance = yield from segmenter.iter_relevance(request.prompt)
     return result

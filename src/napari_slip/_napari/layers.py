@@ -95,3 +95,35 @@ def replace_layer_data(layer, result: StackResult) -> None:
     layer.features = features_for(result)
     history = layer.metadata.get(METADATA_KEY, [])
     layer.metadata = {**layer.metadata, METADATA_KEY: [*history[:-1], result.provenance]}
+
+
+def show_relevance_layer(viewer, image, prompt: str, relevance):
+    """Show a relevance map as an Image layer just above ``image`` (replacing the map of
+    the same prompt and image); the active layer stays active. Returns the layer."""
+    name = f"relevance: {prompt} ({image.name})"
+    lo, hi = float(relevance.min()), float(relevance.max())
+    limits = (lo, hi if hi > lo else lo + 1e-6)
+    layers = viewer.layers
+    if name in layers:
+        layer = layers[name]
+        layer.data = relevance
+        layer.contrast_limits = limits
+        return layer
+    active = layers.selection.active
+    layer = viewer.add_image(
+        relevance,
+        name=name,
+        colormap="inferno",
+        blending="additive",
+        opacity=0.6,
+        contrast_limits=limits,
+        scale=tuple(image.scale)[-2:],
+        translate=tuple(image.translate)[-2:],
+        metadata={"napari_slip": {"relevance_of": prompt}},
+    )
+    # Just above the image, under the labels; the labels stay the active layer.
+    if image in layers:
+        layers.move(layers.index(layer), layers.index(image) + 1)
+    if active is not None and active in layers:
+        layers.selection.active = active
+    return layer

@@ -11,12 +11,13 @@ from ..core.params import (
     CropParams,
     SamProposalParams,
     SelectionParams,
+    TileParams,
     parse_phrases,
 )
 from ..core.pipeline.segmenter import shared_lock, shared_segmenter
 from ..core.runtime.generators import drain
 from .job import Request, iter_job, spatial_axes
-from .layers import new_labels_layer, write_into_layer
+from .layers import new_labels_layer, show_relevance_layer, write_into_layer
 
 
 def _layer(viewer, value, kind: str, what: str):
@@ -34,6 +35,11 @@ def _layer(viewer, value, kind: str, what: str):
             f"{what} must be a {kind} layer; {value.name!r} is a {type(value).__name__}."
         )
     return value
+
+
+def _tile_params(tile_params: TileParams | None, tiles: str | None) -> TileParams:
+    params = tile_params or TileParams()
+    return params if tiles is None else TileParams(**{**params.as_dict(), "tiles": tiles})
 
 
 def segment_in_viewer(
@@ -59,6 +65,9 @@ def segment_in_viewer(
     sam_params: SamProposalParams | None = None,
     crop_params: CropParams | None = None,
     templates=None,
+    tiles: str | None = None,
+    tile_params: TileParams | None = None,
+    relevance: bool = False,
     progress=None,
 ) -> Any:
     """Segment ``prompt`` in an image layer and return the Labels layer written.
@@ -93,6 +102,12 @@ def segment_in_viewer(
         ``image`` being red: for channels that napari shows as separate layers.
     sam, clip, device
         Models, as in :class:`napari_slip.Segmenter`; loaded once and shared.
+    tiles, tile_params
+        SAM tile by tile at full resolution (``"on"``, or ``"auto"``: above
+        ``max_side``), for large images; see :class:`~napari_slip.core.params.TileParams`.
+    relevance
+        Also add an Image layer of where the prompt matches (2D images; see
+        :mod:`napari_slip.core.pipeline.relevance`).
     progress
         Called with each :class:`~napari_slip.core.runtime.progress.Progress` event.
 
@@ -134,6 +149,8 @@ def segment_in_viewer(
         sam_params=sam_params or SamProposalParams(),
         crop_params=crop_params or CropParams(),
         templates=tuple(templates) if templates else None,
+        tile_params=_tile_params(tile_params, tiles),
+        relevance=bool(relevance),
     )
     target = _layer(viewer, output, "Labels", "output")
     with shared_lock:
@@ -141,7 +158,10 @@ def segment_in_viewer(
         segmenter.set_sam_params(request.sam_params)
         segmenter.set_crop_params(request.crop_params)
         segmenter.templates = request.templates
+        segmenter.set_tile_params(request.tile_params)
         result = drain(iter_job(segmenter, request), progress)
+    if result.relevance is not None:
+        show_relevance_layer(viewer, image, prompt, result.relevance)
     if not result.n_objects:
         from napari.utils.notifications import show_info
 

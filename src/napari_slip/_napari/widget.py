@@ -49,7 +49,7 @@ from .choices import (
     offer,
 )
 from .job import Request, check, configure, iter_job, source, spatial_axes
-from .layers import new_labels_layer, replace_layer_data, write_into_layer
+from .layers import new_labels_layer, replace_layer_data, show_relevance_layer, write_into_layer
 from .panel import WorkerPanel, compact, one_line
 from .results_panel import ResultsPanel
 
@@ -137,6 +137,12 @@ class SlipWidget(WorkerPanel):
         self.scope = ComboBox(label="Planes", choices=["current slice", "all slices"])
         self.output = ComboBox(label="Output", choices=self._output_choices)
         self.replace_existing = CheckBox(text="Replace overlapping labels", value=False)
+        self.show_relevance = CheckBox(text="Relevance map layer", value=False)
+        self.show_relevance.tooltip = (
+            "Also show where the prompt matches, pixel by pixel: CLIP's patch similarity "
+            "to the prompt, untrained and coarse (2D images; the next prompt on the same "
+            "image is quick)."
+        )
         self.replace_existing.tooltip = (
             "Write new objects over existing labels where they overlap (undo with Ctrl+Z); "
             "unticked, existing labels are kept."
@@ -257,6 +263,7 @@ class SlipWidget(WorkerPanel):
                 self.scope,
                 self.output,
                 self.replace_existing,
+                self.show_relevance,
                 self.show_advanced,
                 self.show_folder,
                 *self.controls(),
@@ -479,6 +486,7 @@ class SlipWidget(WorkerPanel):
             crop_params=CropParams(fill=self.fill.value, margin=float(self.margin.value)),
             tile_params=TileParams(tiles=self.tiles.value, overlap=int(self.tile_overlap.value)),
             templates=(template,) if template else None,
+            relevance=bool(self.show_relevance.value),
         )
 
     def folder_config(self):
@@ -589,8 +597,13 @@ class SlipWidget(WorkerPanel):
         if request.labels_layer is not None and request.labels_layer in self.viewer.layers:
             # Dropped proposals would look selected: hide the proposals layer.
             request.labels_layer.visible = False
+        if getattr(result, "relevance", None) is not None:
+            self._show_relevance(request, result.relevance)
         self.progress.value = self.progress.max
         self._show_outcome(result, request, notify=True)
+
+    def _show_relevance(self, request: Request, relevance) -> None:
+        show_relevance_layer(self.viewer, request.image_layer, request.prompt, relevance)
 
     def _new_layer(self, request: Request, result):
         name = f"{request.prompt} ({request.image_layer.name})"

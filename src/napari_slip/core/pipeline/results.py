@@ -44,6 +44,10 @@ class SegmentationResult:
         score, similarity, area, bbox, kept, id (its label id, 0 if not kept), prompt.
         Shows how far from the threshold the candidates were, also when nothing was
         found.
+    relevance
+        With ``relevance=True``: (H, W) float32 map of where the prompt matches (cosine
+        similarity of each pixel's CLIP patch to the prompt; see
+        :mod:`~napari_slip.core.pipeline.relevance`); None otherwise.
     """
 
     labels: np.ndarray
@@ -51,6 +55,7 @@ class SegmentationResult:
     provenance: dict = field(default_factory=dict)
     message: str = ""
     candidate_table: pd.DataFrame = field(default_factory=lambda: candidates_table(None))
+    relevance: np.ndarray | None = None
 
     @property
     def found(self) -> bool:

@@ -52,7 +52,13 @@ from .sources import LabelSource, ProposalSource, SamGridSource
 from .tiles import TiledSamSource
 
 #: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
-SEGMENT_OPTIONS = (*SelectionParams.names(), *NormalisationParams.names(), "labels", "source")
+SEGMENT_OPTIONS = (
+    *SelectionParams.names(),
+    *NormalisationParams.names(),
+    "labels",
+    "source",
+    "relevance",
+)
 
 
 class Segmenter:
@@ -132,6 +138,9 @@ class Segmenter:
         self.tile_params = tile_params or TileParams()
         self._templates = check_templates(templates) if templates is not None else None
         self.background = background
+        #: Window side (pixels) of relevance maps; None: CLIP's input size, larger for
+        #: big images (see :func:`.relevance.default_window`).
+        self.relevance_window: int | None = None
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1; got {batch_size}.")
         self.batch_size = batch_size
@@ -536,6 +545,7 @@ class Segmenter:
     ) -> Generator[Progress, None, SegmentationResult]:
         """:meth:`segment` as a generator of :class:`Progress` (for GUIs and cancelling)."""
         check_options(options, SEGMENT_OPTIONS, "segment()")
+        with_relevance = bool(options.pop("relevance", False))
         options.setdefault("background", self.background)
         selection = SelectionParams(**SelectionParams.pick(options))
         if not isinstance(prompt, str) or not prompt.strip():
@@ -544,7 +554,41 @@ class Segmenter:
         yield Progress("selection", 0, 1, prompt)
         result = self.select(candidates, prompt, selection)
         yield Progress("selection", 1, 1, result.message)
+        if with_relevance:
+            result.relevance = yield from self.iter_relevance(prompt)
         return result
+
+    def iter_relevance(
+        self, prompt: str, window: int | None = None
+    ) -> Generator[Progress, None, np.ndarray]:
+        """The current image's relevance map for ``prompt`` (see :mod:`.relevance`).
+
+        CLIP's patch features of the image are computed once per (CLIP, window) and
+        kept with the image: another prompt costs one text encoding.
+        """
+        from .relevance import iter_dense_features, relevance_map
+
+        session = self._current()
+        window = window or self.relevance_window
+        key = (self.clip_spec, self.precision, window)
+        dense = session.dense.get_fresh(key)
+        if dense is None:
+            clip = yield from self.iter_load("clip")
+            image = session.image
+            source = image if isinstance(image, LazyImage) else image.rgb
+            dense = yield from iter_dense_features(clip.clip, source, window)
+            self.stats["relevance_windows"] += len(dense.windows)
+            session.dense.put(key, dense)
+        return relevance_map(dense, self.text_embedding(prompt))
+
+    def relevance(
+        self, prompt: str, image: np.ndarray | None = None, window: int | None = None
+    ) -> np.ndarray:
+        """(H, W) float32 relevance map of ``prompt`` (cosine similarity of each pixel's
+        CLIP patch to the prompt; see :mod:`.relevance`). ``image`` None: the last one."""
+        if image is not None:
+            self.set_image(image)
+        return drain(self.iter_relevance(prompt, window))
 
     def segment(
         self,

@@ -68,6 +68,8 @@ class ImageSession:
         self.embeddings: LRU = LRU(4)
         self.proposals: LRU = LRU(8)
         self.crop_embeddings: LRU = LRU(8)
+        #: CLIP patch features for relevance maps (see :mod:`.relevance`).
+        self.dense: LRU = LRU(2)
 
 
 @dataclass

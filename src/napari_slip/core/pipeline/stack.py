@@ -56,6 +56,8 @@ class StackResult:
     candidates: dict[tuple[int, ...], Candidates] = field(default_factory=dict, repr=False)
     prompt: str = ""
     candidate_table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    #: A relevance map of the prompt, where one was asked for (2D images).
+    relevance: np.ndarray | None = None
 
     @property
     def n_objects(self) -> int:

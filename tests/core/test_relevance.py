@@ -1,0 +1,113 @@
+"""Relevance maps (MaskCLIP's training-free dense CLIP): the value path keeps patches
+apart, windows are stitched where their pixels are, features are cached per image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_slip.core.errors import InputError
+from napari_slip.core.models.clip import load_clip_checkpoint
+from napari_slip.core.pipeline.relevance import (
+    default_window,
+    iter_dense_features,
+    patch_features,
+    relevance_map,
+)
+from napari_slip.core.pipeline.segmenter import Segmenter
+from napari_slip.core.pipeline.tiles import tile_grid
+from napari_slip.core.runtime.generators import drain
+from napari_slip.testing import blobs_image
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_clip_path):
+    return load_clip_checkpoint(tiny_clip_path)
+
+
+def _rgb(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_last_block_keeps_patches_apart(clip):
+    """The tiny CLIP has one block, so with MaskCLIP's value path a patch's feature
+    depends on its own pixels only: changing one patch changes one feature. (CLIP's own
+    pooled path would mix every patch into every token.)"""
+    side = clip.image_size  # 32 px, patches of 8: a 4 x 4 grid
+    a = _rgb(side, side)
+    b = a.copy()
+    b[8:16, 16:24] = 255 - b[8:16, 16:24]  # patch (1, 2)
+    fa, fb = patch_features(clip, [a, b])
+    assert fa.shape == (4, 4, clip.embed_dim)
+    changed = (fa - fb).abs().amax(-1) > 1e-5
+    assert changed.tolist() == [[r == 1 and c == 2 for c in range(4)] for r in range(4)]
+    np.testing.assert_allclose(fa.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_map_is_highest_where_the_matching_patch_is(clip):
+    """Windows are stitched at their pixels: a text embedding equal to one patch's
+    feature peaks over that patch's pixels in the image."""
+    image = _rgb(100, 140, seed=3)
+    dense = drain(iter_dense_features(clip, image, window=64))
+    assert dense.windows == tile_grid((100, 140), 64, 32)
+    w, r, c = 2, 1, 3  # third window, patch row 1, column 3 (of 4 x 4, 16 px each)
+    y0, x0 = dense.windows[w][:2]
+    target = dense.features[w, r, c].numpy()
+    relevance = relevance_map(dense, target)
+    assert relevance.shape == (100, 140) and relevance.dtype == np.float32
+    assert np.isfinite(relevance).all() and np.abs(relevance).max() <= 1.0 + 1e-5
+    peak = np.unravel_index(np.argmax(relevance), relevance.shape)
+    centre = (y0 + 16 * r + 8, x0 + 16 * c + 8)
+    assert abs(peak[0] - centre[0]) <= 16 and abs(peak[1] - centre[1]) <= 16
+
+
+def test_small_images_are_padded_not_stretched(clip):
+    dense = drain(iter_dense_features(clip, _rgb(20, 50), window=64))
+    assert dense.windows == [(0, 0, 20, 50)]
+    assert relevance_map(dense, dense.features[0, 0, 0].numpy()).shape == (20, 50)
+    with pytest.raises(InputError, match="at least 8"):
+        drain(iter_dense_features(clip, _rgb(20, 50), window=4))
+
+
+def test_default_window_bounds_the_number_of_windows():
+    assert default_window((200, 300), 224) == 224
+    assert default_window((4000, 8000), 224) == 2000
+    assert len(tile_grid((4000, 8000), 2000, 1000)) <= 7 * 3
+
+
+def test_segment_returns_a_relevance_map_and_caches_the_features(tiny_sam_path, tiny_clip_path):
+    image, labels = blobs_image(seed=7)
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", disk_cache=False)
+    plain = seg.segment(image, "cell", labels=labels, mode="topk", top_k=2)
+    assert plain.relevance is None
+    first = seg.segment(image, "cell", labels=labels, mode="topk", top_k=2, relevance=True)
+    assert first.relevance.shape == image.shape and first.relevance.dtype == np.float32
+    windows = seg.stats["relevance_windows"]
+    assert windows >= 1
+    texts = seg.stats["text_encodings"]
+    other = seg.relevance("debris")  # a new prompt: one text encoding, no image work
+    assert seg.stats["relevance_windows"] == windows
+    assert seg.stats["text_encodings"] == texts + 1
+    assert other.shape == image.shape and not np.allclose(other, first.relevance)
+    np.testing.assert_allclose(seg.relevance("cell"), first.relevance)
+
+
+def test_cli_writes_a_relevance_map(tmp_path, tiny_clip_path, capsys):
+    import tifffile
+
+    from napari_slip.cli import main
+
+    image, labels = blobs_image()
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    args = ["segment", str(tmp_path / "img.tif"), "-p", "cell", "-o", str(tmp_path / "o.tif"),
+            "--proposals-from", str(tmp_path / "labels.tif"), "--sam", "/no/sam.pth",
+            "--clip", str(tiny_clip_path), "-q"]  # fmt: skip
+    assert main([*args, "--relevance-out", str(tmp_path / "map.tif")]) == 0
+    relevance = tifffile.imread(tmp_path / "map.tif")
+    assert relevance.shape == image.shape and relevance.dtype == np.float32
+    seg = Segmenter("/no/sam.pth", str(tiny_clip_path), "cpu", disk_cache=False)
+    np.testing.assert_allclose(relevance, seg.relevance("cell", image), atol=1e-5)
+    code = main([*args, "--overwrite", "--relevance-out", str(tmp_path / "map.png")])
+    assert code != 0
+    assert "--relevance-out must end in .tif" in capsys.readouterr().err
