@@ -121,7 +121,14 @@ def test_segment_with_a_mobile_sam(tmp_path, tiny_clip_path, fast_sam_params):
     assert np.unique(result.labels).tolist() == list(range(result.n_objects + 1))
 
 
-def test_mobile_sam_is_offered_by_name():
+def test_mobile_sam_is_offered_by_name(capsys, tmp_path, monkeypatch):
+    from napari_slip.cli import main
+
     w = SAM_MODELS["vit_t"]
     assert w.url.startswith("https://github.com/ChaoningZhang/MobileSAM/")
     assert w.filename == "mobile_sam.pt" and w.sha256 is None  # none published
+    monkeypatch.setenv("NAPARI_SLIP_CACHE", str(tmp_path))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "vit_t" in out and w.url in out and "no published checksum" in out
+    assert "sha256 ec2df62732614e57" in out  # vit_b's, published by its authors

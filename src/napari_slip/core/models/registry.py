@@ -46,7 +46,7 @@ SAM_MODELS: dict[str, SamWeights] = {
             _SAM_BASE + "sam_vit_b_01ec64.pth",
             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
             358,
-            "SAM ViT-B (fastest; recommended on a CPU)",
+            "SAM ViT-B (the default; SAM's fastest own encoder)",
         ),
         SamWeights(
             "vit_l",
@@ -343,8 +343,15 @@ def list_models(checkpoint_folders: list[str | os.PathLike] | None = None) -> li
     rows = []
     for name, w in SAM_MODELS.items():
         path = sam_cache_path(name)
+        checksum = f"sha256 {w.sha256[:16]}..." if w.sha256 else "no published checksum"
         rows.append(
-            ModelEntry("sam", name, path.is_file(), str(path), f"{w.description}, {w.size_mb} MB")
+            ModelEntry(
+                "sam",
+                name,
+                path.is_file(),
+                str(path),
+                f"{w.description}, {w.size_mb} MB; {w.url} ({checksum})",
+            )
         )
     for spec in CLIP_PRETRAINED:
         cached = clip_cached_file(spec)
