@@ -111,3 +111,32 @@ def test_cli_writes_a_relevance_map(tmp_path, tiny_clip_path, capsys):
     code = main([*args, "--overwrite", "--relevance-out", str(tmp_path / "map.png")])
     assert code != 0
     assert "--relevance-out must end in .tif" in capsys.readouterr().err
+
+
+def test_lazy_images_are_read_window_by_window(tiny_sam_path, tiny_clip_path):
+    """A tiled (lazy) image: the map reads windows, never the whole image, and equals
+    the map of the same pixels in memory."""
+    from napari_slip.core.params import TileParams
+
+    class Counting:
+        def __init__(self, data):
+            self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, 2
+            self.reads = []
+
+        def __getitem__(self, index):
+            out = self.data[index]
+            self.reads.append(out.size)
+            return out
+
+    gray = np.random.default_rng(5).integers(0, 4000, (300, 420), dtype=np.uint16)
+    lazy = Counting(gray)
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", disk_cache=False,
+                    tile_params=TileParams(tiles="on"))  # fmt: skip
+    seg.set_image(lazy, contrast_limits=(0, 4000))
+    lazy.reads.clear()
+    from_lazy = seg.relevance("cell", window=64)
+    assert lazy.reads and max(lazy.reads) <= 64 * 64
+    memory = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", disk_cache=False)
+    memory.set_image(gray, contrast_limits=(0, 4000))
+    in_memory = memory.relevance("cell", window=64)
+    np.testing.assert_allclose(from_lazy, in_memory, atol=1e-5)
