@@ -140,3 +140,17 @@ def test_lazy_images_are_read_window_by_window(tiny_sam_path, tiny_clip_path):
     memory.set_image(gray, contrast_limits=(0, 4000))
     in_memory = memory.relevance("cell", window=64)
     np.testing.assert_allclose(from_lazy, in_memory, atol=1e-5)
+
+
+def test_a_clip_without_a_vit_tower_is_refused(clip):
+    from dataclasses import replace
+
+    import torch
+
+    class NoVit(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.visual = torch.nn.Conv2d(3, 4, 3)  # e.g. a ResNet tower
+
+    with pytest.raises(InputError, match="ViT image tower"):
+        patch_features(replace(clip, model=NoVit()), [_rgb(32, 32)])
