@@ -21,6 +21,9 @@ from napari_slip.core.params import SamProposalParams
 from napari_slip.testing.scenes import scenes
 from napari_slip.testing.trained_sam import FIXTURE_AMG
 
+#: The readable inputs of the ``folder`` fixture (``broken.tif`` is not).
+GOOD_INPUTS = ["a.tif", "b.ome.tif", "row2/c.tif", "row2/d.png", "row2/e.zarr"]
+
 
 @pytest.fixture
 def folder(tmp_path):
@@ -41,6 +44,10 @@ def folder(tmp_path):
     (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     (tmp_path / "in" / "notes.txt").write_text("not an image")
     return tmp_path
+
+
+#: The readable inputs of the ``folder`` fixture (``broken.tif`` is not).
+GOOD_INPUTS = ["a.tif", "b.ome.tif", "row2/c.tif", "row2/d.png", "row2/e.zarr"]
 
 
 def _options(sam, clip):
@@ -74,13 +81,7 @@ def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_pat
     events = []
     summary = napari_slip.batch(folder / "in", out, "object", workers=1, progress=events.append,
                                 **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
-    assert sorted(summary.done) == [
-        "a.tif",
-        "b.ome.tif",
-        "row2/c.tif",
-        "row2/d.png",
-        "row2/e.zarr",
-    ]
+    assert sorted(summary.done) == GOOD_INPUTS
     assert list(summary.failed) == ["broken.tif"]
     assert "holds no image data" in summary.failed["broken.tif"]
     assert events[-1].done == events[-1].total == 6
@@ -152,13 +153,7 @@ def test_batch_on_a_local_cluster_of_two_worker_processes(
         **_options(trained_sam_path, tiny_clip_path),
     )  # fmt: skip
     assert summary.workers == 2
-    assert sorted(summary.done) == [
-        "a.tif",
-        "b.ome.tif",
-        "row2/c.tif",
-        "row2/d.png",
-        "row2/e.zarr",
-    ]
+    assert sorted(summary.done) == GOOD_INPUTS
     assert list(summary.failed) == ["broken.tif"]
     # c.tif's worker died once; the scheduler gave it to a worker again.
     crashed_pid = int((folder / "in" / "row2" / ".crashed").read_text())

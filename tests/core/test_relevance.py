@@ -117,19 +117,10 @@ def test_lazy_images_are_read_window_by_window(tiny_sam_path, tiny_clip_path):
     """A tiled (lazy) image: the map reads windows, never the whole image, and equals
     the map of the same pixels in memory."""
     from napari_slip.core.params import TileParams
-
-    class Counting:
-        def __init__(self, data):
-            self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, 2
-            self.reads = []
-
-        def __getitem__(self, index):
-            out = self.data[index]
-            self.reads.append(out.size)
-            return out
+    from napari_slip.testing.arrays import CountingArray
 
     gray = np.random.default_rng(5).integers(0, 4000, (300, 420), dtype=np.uint16)
-    lazy = Counting(gray)
+    lazy = CountingArray(gray)
     seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", disk_cache=False,
                     tile_params=TileParams(tiles="on"))  # fmt: skip
     seg.set_image(lazy, contrast_limits=(0, 4000))

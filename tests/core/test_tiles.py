@@ -15,6 +15,7 @@ from napari_slip.core.pipeline.proposals import Proposals
 from napari_slip.core.pipeline.segmenter import Segmenter
 from napari_slip.core.pipeline.tiles import TiledSamSource, merge_tiles, tile_grid
 from napari_slip.core.runtime.generators import drain
+from napari_slip.testing.arrays import CountingArray
 from napari_slip.testing.metrics import label_metrics, object_metrics
 from napari_slip.testing.scenes import nuclei_mosaic
 from napari_slip.testing.trained_sam import FIXTURE_AMG
@@ -96,19 +97,6 @@ def test_merge_iou_one_keeps_every_piece():
 def test_bad_tile_params_are_refused(kwargs):
     with pytest.raises(InputError):
         TileParams(**kwargs)
-
-
-class CountingArray:
-    """A lazily read array (like zarr or dask) that records every region read."""
-
-    def __init__(self, data):
-        self._data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
-        self.reads: list[int] = []
-
-    def __getitem__(self, index):
-        out = self._data[index]
-        self.reads.append(out.size)
-        return out
 
 
 @pytest.fixture(scope="module")

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-
 import dask.array as da
 import pytest
 
+from napari_slip.testing.arrays import CountingArray
 from napari_slip.testing.metrics import label_metrics
 from napari_slip.testing.scenes import nuclei_mosaic
 from napari_slip.testing.trained_sam import FIXTURE_AMG
 
 pytestmark = pytest.mark.gui
-
-
-class CountingArray:
-    """A lazy array that records the size of every read made off the GUI thread (the
-    engine's; napari's own reads for display happen on the main thread)."""
-
-    def __init__(self, data):
-        self._data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
-        self.size = data.size
-        self.reads: list[int] = []
-
-    def __getitem__(self, index):
-        out = self._data[index]
-        if threading.current_thread() is not threading.main_thread():
-            self.reads.append(out.size)
-        return out
 
 
 def test_multiscale_lazy_layer_is_segmented_tile_by_tile_at_level_0(
@@ -44,7 +27,7 @@ def test_multiscale_lazy_layer_is_segmented_tile_by_tile_at_level_0(
 
     rgb, truth = nuclei_mosaic(3, (512, 768), spacing=44)
     gray = rgb[..., 0]
-    level0 = CountingArray(gray)  # read on demand, like a zarr level
+    level0 = CountingArray(gray, worker_reads_only=True)  # read on demand, like zarr
     level1 = da.from_array(gray[::2, ::2], chunks=(128, 128))
     viewer = make_napari_viewer()
     viewer.add_image([level0, level1], multiscale=True, name="mosaic", contrast_limits=(0, 255))

@@ -37,11 +37,6 @@ def _layer(viewer, value, kind: str, what: str):
     return value
 
 
-def _tile_params(tile_params: TileParams | None, tiles: str | None) -> TileParams:
-    params = tile_params or TileParams()
-    return params if tiles is None else TileParams(**{**params.as_dict(), "tiles": tiles})
-
-
 def segment_in_viewer(
     viewer,
     prompt: str,
@@ -149,7 +144,7 @@ def segment_in_viewer(
         sam_params=sam_params or SamProposalParams(),
         crop_params=crop_params or CropParams(),
         templates=tuple(templates) if templates else None,
-        tile_params=_tile_params(tile_params, tiles),
+        tile_params=TileParams.choose(tile_params, tiles),
         relevance=bool(relevance),
     )
     target = _layer(viewer, output, "Labels", "output")

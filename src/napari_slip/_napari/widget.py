@@ -598,12 +598,11 @@ class SlipWidget(WorkerPanel):
             # Dropped proposals would look selected: hide the proposals layer.
             request.labels_layer.visible = False
         if getattr(result, "relevance", None) is not None:
-            self._show_relevance(request, result.relevance)
+            show_relevance_layer(
+                self.viewer, request.image_layer, request.prompt, result.relevance
+            )
         self.progress.value = self.progress.max
         self._show_outcome(result, request, notify=True)
-
-    def _show_relevance(self, request: Request, relevance) -> None:
-        show_relevance_layer(self.viewer, request.image_layer, request.prompt, relevance)
 
     def _new_layer(self, request: Request, result):
         name = f"{request.prompt} ({request.image_layer.name})"

@@ -540,10 +540,7 @@ def make_config(
         raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
     selection = SelectionParams(**SelectionParams.pick(options))
     normalisation = NormalisationParams(**NormalisationParams.pick(options))
-    tile_params = options.pop("tile_params", None) or TileParams()
-    tiles = options.pop("tiles", None)
-    if tiles is not None:
-        tile_params = TileParams(**{**tile_params.as_dict(), "tiles": tiles})
+    tile_params = TileParams.choose(options.pop("tile_params", None), options.pop("tiles", None))
     templates = options.pop("templates", None)
     return BatchConfig(
         prompt=prompt,

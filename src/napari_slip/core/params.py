@@ -170,6 +170,13 @@ class TileParams(_Params):
             )
         _check_unit("merge_iou", self.merge_iou)
 
+    @classmethod
+    def choose(cls, params: TileParams | None = None, tiles: str | None = None) -> TileParams:
+        """``params`` (default: the defaults) with its ``tiles`` mode set to ``tiles``
+        where given: the ``tile_params=`` and ``tiles=`` arguments of the entry points."""
+        params = params or cls()
+        return params if tiles is None else cls(**{**params.as_dict(), "tiles": tiles})
+
 
 @dataclass(frozen=True)
 class CropParams(_Params):

@@ -682,10 +682,7 @@ def segment(
         seg = shared_segmenter(sam, clip, device, precision)
         seg.sam_params = sam_params or SamProposalParams()
         seg.crop_params = crop_params or CropParams()
-        tile_params = tile_params or TileParams()
-        if tiles is not None:
-            tile_params = TileParams(**{**tile_params.as_dict(), "tiles": tiles})
-        seg.tile_params = tile_params
+        seg.tile_params = TileParams.choose(tile_params, tiles)
         seg.templates = templates
         return seg.segment(image, prompt, progress=progress, **options)
 
