@@ -326,16 +326,90 @@ class FinetuneParams(_Params):
             raise InputError(f"The template {self.template!r} must contain '{{}}' once.")
 
 
+#: Losses a decoder can be trained with (see :class:`DecoderParams`).
+LOSSES = ("bce", "dice", "both")
+
+
+@dataclass(frozen=True)
+class DecoderParams(_Params):
+    """Options of training a text-conditioned decoder (see
+    :mod:`napari_slip.core.training.decoder`).
+
+    The default loss is BCE: on the synthetic domain it gave the best held-out IoU of
+    the three (docs/performance.md has the comparison, as seed 003 reported it; there
+    Dice won).
+    """
+
+    epochs: int = option(40, "passes over the training views")
+    lr: float = option(2e-3, "learning rate")
+    batch_size: int = option(32, "views per step")
+    loss: str = option("bce", "bce, dice, or their sum (both)", LOSSES)
+    dim: int = option(64, "width of the decoder")
+    window: int | None = option(
+        None, "view side in image pixels the decoder learns at (default: CLIP's input size)"
+    )
+    val_fraction: float = option(0.2, "share of images held out for validation")
+    patience: int = option(6, "stop after this many epochs without a better validation IoU")
+    template: str = option("a photo of {}.", "how a class name becomes text")
+    augment: bool = option(True, "also learn from mirrored views")
+    seed: int = option(0, "makes the split, shuffling and initialisation repeatable")
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError("epochs and batch_size must be at least 1.")
+        if self.lr <= 0:
+            raise InputError(f"lr must be positive; got {self.lr}.")
+        if self.dim < 8 or self.dim % 4:
+            raise InputError(f"dim must be a multiple of 4, at least 8; got {self.dim}.")
+        if self.window is not None and self.window < 8:
+            raise InputError(f"window must be at least 8 pixels; got {self.window}.")
+        if not 0 <= self.val_fraction < 1:
+            raise InputError(f"val_fraction must be in [0, 1); got {self.val_fraction}.")
+        if self.patience < 1:
+            raise InputError(f"patience must be at least 1; got {self.patience}.")
+        if self.template.count("{}") != 1:
+            raise InputError(f"The template {self.template!r} must contain '{{}}' once.")
+
+
+#: Where candidate masks come from (see ``Segmenter.segment(proposals=...)``).
+PROPOSALS = ("sam", "labels", "relevance", "guided")
+
+
+@dataclass(frozen=True)
+class GuidedParams(_Params):
+    """Options of the text-guided proposal modes (``proposals="relevance"`` and
+    ``"guided"``).
+
+    The relevance map (a trained decoder's probability, or without one CLIP's
+    untrained map rescaled to 0-1 over the image) is thresholded at ``level``; each
+    region above it is a candidate (``relevance``), or places SAM points: one at each
+    region's peak and at local maxima, at most ``peaks``, plus a sparse
+    ``safety_grid`` x ``safety_grid`` grid that catches what the map missed
+    (``guided``).
+    """
+
+    level: float = option(0.5, "relevance (0-1) above which a pixel counts as matching")
+    peaks: int = option(32, "at most this many SAM points placed on the relevance map")
+    safety_grid: int = option(6, "a sparse grid of this many points per side is added (0: none)")
+    min_area: int = option(16, "regions of the relevance map smaller than this are ignored")
+
+    def __post_init__(self) -> None:
+        _check_unit("level", self.level)
+        if self.peaks < 0 or self.safety_grid < 0 or self.min_area < 0:
+            raise InputError("peaks, safety_grid and min_area must not be negative.")
+        if self.peaks == 0 and self.safety_grid == 0:
+            raise InputError("Guided mode needs peaks or a safety grid: both are 0.")
+
+
 def check_options(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
     """Refuse unknown keyword arguments with the list of known ones."""
     allowed = sorted(set(allowed))
     unknown = [k for k in options if k not in allowed]
     if unknown:
-        hint = ""
-        if unknown[0] == "proposals":
-            hint = " (pass a label image as labels=...)"
         raise InputError(
-            f"{where} got an unknown option {unknown[0]!r}{hint}; known options: "
+            f"{where} got an unknown option {unknown[0]!r}; known options: "
             f"{', '.join(allowed)}."
         )
 
@@ -395,12 +469,16 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "DEVICES",
     "FILLS",
+    "LOSSES",
     "MODES",
     "PRECISIONS",
+    "PROPOSALS",
     "TILING",
     "TRAINABLE",
     "CropParams",
+    "DecoderParams",
     "FinetuneParams",
+    "GuidedParams",
     "NormalisationParams",
     "SamProposalParams",
     "SelectionParams",

@@ -115,16 +115,12 @@ def _square(region: np.ndarray, side: int, fill: np.ndarray) -> np.ndarray:
     return out
 
 
-def iter_dense_features(
-    clip: ClipModel,
-    image,
-    window: int | None = None,
-    batch_size: int = 16,
+def _iter_windows(
+    image, window: int, encode, batch_size: int, what: str
 ) -> Generator[Progress, None, DenseFeatures]:
-    """Patch features of every window of ``image`` (an (H, W, 3) uint8 array, or an
-    image with ``shape``, ``read(y0, x0, y1, x1)`` and ``mean_rgb``), in batches."""
+    """``encode(squares)`` of every window of ``image`` (see :func:`iter_dense_features`),
+    in batches."""
     shape = tuple(int(v) for v in image.shape[:2])
-    window = int(window or default_window(shape, clip.image_size))
     if window < 8:
         raise InputError(f"The relevance window must be at least 8 pixels; got {window}.")
     windows = tile_grid(shape, window, window // 2)
@@ -134,7 +130,7 @@ def iter_dense_features(
         fill = np.asarray(image.mean_rgb, dtype=np.uint8)
     feats = []
     n = len(windows)
-    yield Progress("relevance", 0, n, f"CLIP on {n} windows", heavy=True)
+    yield Progress("relevance", 0, n, f"{what} on {n} windows", heavy=True)
     for start in range(0, n, batch_size):
         batch = windows[start : start + batch_size]
         squares = []
@@ -145,21 +141,75 @@ def iter_dense_features(
                 else image.read(y0, x0, y1, x1)
             )
             squares.append(_square(np.asarray(region), window, fill))
-        feats.append(patch_features(clip, squares))
-        yield Progress("relevance", start + len(batch), n, f"CLIP on {n} windows")
+        feats.append(encode(squares))
+        yield Progress("relevance", start + len(batch), n, f"{what} on {n} windows")
     return DenseFeatures(windows, torch.cat(feats), window, shape)
 
 
-def relevance_map(dense: DenseFeatures, text_embedding: np.ndarray) -> np.ndarray:
-    """(H, W) float32 cosine similarity of each pixel's patch to the text embedding,
-    averaged over the windows that cover it."""
-    text = torch.as_tensor(np.asarray(text_embedding, dtype=np.float32))
-    scores = dense.features @ text  # (n, g, g)
+def iter_dense_features(
+    clip: ClipModel,
+    image,
+    window: int | None = None,
+    batch_size: int = 16,
+) -> Generator[Progress, None, DenseFeatures]:
+    """Patch features of every window of ``image`` (an (H, W, 3) uint8 array, or an
+    image with ``shape``, ``read(y0, x0, y1, x1)`` and ``mean_rgb``), in batches."""
+    window = int(window or default_window(tuple(image.shape[:2]), clip.image_size))
+    return (
+        yield from _iter_windows(
+            image, window, lambda sq: patch_features(clip, sq), batch_size, "CLIP"
+        )
+    )
+
+
+@torch.no_grad()
+def tapped_features(clip: ClipModel, squares: list[np.ndarray], taps) -> torch.Tensor:
+    """(n, len(taps), 1 + g*g, width) float32 token activations of CLIP's image tower
+    after the blocks ``taps`` (0: the embeddings), for square uint8 RGB images."""
+    visual, blocks = _vision(clip)
+    x = visual._embeds(clip.preprocess(squares).to(clip.dtype))
+    batch_first = getattr(visual.transformer, "batch_first", True)
+    if not batch_first:
+        x = x.transpose(0, 1)
+    out = [x] if 0 in taps else []
+    for i, block in enumerate(blocks[: max(taps)], start=1):
+        x = block(x)
+        if i in taps:
+            out.append(x)
+    out = [o if batch_first else o.transpose(0, 1) for o in out]
+    return torch.stack(out, dim=1).float()
+
+
+def iter_decoder_features(
+    clip: ClipModel, decoder, image, batch_size: int = 16
+) -> Generator[Progress, None, DenseFeatures]:
+    """The decoder's reduced taps (see :meth:`.TextDecoder.reduce`) of every window of
+    ``image``, at the decoder's own window size. Independent of the prompt."""
+    config = decoder.config
+
+    @torch.no_grad()
+    def encode(squares):
+        taps = tapped_features(clip, squares, config.taps).to(_param(decoder).dtype)
+        return decoder.reduce(taps.to(_param(decoder).device)).cpu()
+
+    return (yield from _iter_windows(image, config.window, encode, batch_size, "CLIP + decoder"))
+
+
+def _param(module: torch.nn.Module) -> torch.Tensor:
+    return next(module.parameters())
+
+
+def _stitch(dense: DenseFeatures, values: torch.Tensor) -> np.ndarray:
+    """(n, s, s) values per window -> (H, W) float32, each window's values resized to
+    the window and averaged where windows overlap."""
     h, w = dense.shape
     total = np.zeros((h, w), dtype=np.float32)
     count = np.zeros((h, w), dtype=np.float32)
     up = F.interpolate(
-        scores[:, None], size=(dense.window, dense.window), mode="bilinear", align_corners=False
+        values[:, None].float(),
+        size=(dense.window, dense.window),
+        mode="bilinear",
+        align_corners=False,
     )[:, 0].numpy()
     for (y0, x0, y1, x1), score in zip(dense.windows, up, strict=True):
         total[y0:y1, x0:x1] += score[: y1 - y0, : x1 - x0]
@@ -167,10 +217,35 @@ def relevance_map(dense: DenseFeatures, text_embedding: np.ndarray) -> np.ndarra
     return total / np.maximum(count, 1)
 
 
+def relevance_map(dense: DenseFeatures, text_embedding: np.ndarray) -> np.ndarray:
+    """(H, W) float32 cosine similarity of each pixel's patch to the text embedding,
+    averaged over the windows that cover it."""
+    text = torch.as_tensor(np.asarray(text_embedding, dtype=np.float32))
+    return _stitch(dense, dense.features @ text)  # (n, g, g) per window
+
+
+@torch.no_grad()
+def decoder_map(
+    decoder, dense: DenseFeatures, text_embedding: np.ndarray, batch_size: int = 64
+) -> np.ndarray:
+    """(H, W) float32 probability that each pixel shows what the text describes: the
+    decoder's logits per window, averaged where windows overlap, through a sigmoid."""
+    param = _param(decoder)
+    text = torch.as_tensor(np.asarray(text_embedding, dtype=np.float32))[None]
+    logits = [
+        decoder(dense.features[s : s + batch_size].to(param), text.to(param)).cpu()
+        for s in range(0, len(dense.windows), batch_size)
+    ]
+    return 1 / (1 + np.exp(-_stitch(dense, torch.cat(logits))))
+
+
 __all__ = [
     "DenseFeatures",
+    "decoder_map",
     "default_window",
+    "iter_decoder_features",
     "iter_dense_features",
     "patch_features",
     "relevance_map",
+    "tapped_features",
 ]

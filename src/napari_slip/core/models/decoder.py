@@ -1,0 +1,278 @@
+"""A text-conditioned mask decoder on a frozen CLIP (seed 003; CLIPSeg's design).
+
+CLIP's image tower is frozen; its token activations are tapped after a few of its
+transformer blocks. The decoder, small and trained by the user on their own labels,
+turns them into a mask of what a text describes:
+
+1. each tapped activation is reduced to ``dim`` channels (a linear layer per tap);
+2. starting from the deepest tap, the text embedding modulates the tokens by FiLM
+   (a per-channel scale and shift computed from the text), then one transformer block
+   per tap runs, adding the next shallower tap's reduced activation before each;
+3. the patch tokens, laid out as their grid, are upsampled by a convolution and a
+   transposed convolution into mask logits at ``upsample`` times the patch grid.
+
+A checkpoint is a safetensors file whose metadata holds the config and the sha256 of
+the CLIP it was trained on; loading it beside another CLIP is refused, because the
+decoder only understands the activations of that one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, InputError
+
+#: The metadata key holding a decoder checkpoint's config (JSON).
+DECODER_KEY = "napari_slip_decoder"
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The shape of a decoder and of the CLIP it reads.
+
+    Attributes
+    ----------
+    taps
+        CLIP image blocks after which activations are read (0: the patch embeddings).
+    width
+        Width of CLIP's image transformer.
+    embed_dim
+        Dimension of CLIP's joint (text) embedding.
+    grid
+        Patch grid side of CLIP's input.
+    clip_size
+        CLIP's input side in pixels.
+    window
+        Side, in image pixels, of the square views the decoder was trained on; images
+        are read at this scale when segmenting, so objects keep the size it learnt.
+    dim
+        Width of the decoder.
+    heads
+        Attention heads of its transformer blocks.
+    upsample
+        Output resolution, in cells per patch along each side.
+    """
+
+    taps: tuple[int, ...]
+    width: int
+    embed_dim: int
+    grid: int
+    clip_size: int
+    window: int
+    dim: int = 64
+    heads: int = 4
+    upsample: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "taps", tuple(int(t) for t in self.taps))
+        if not self.taps or min(self.taps) < 0:
+            raise InputError(f"taps must be block indices >= 0; got {self.taps}.")
+        if self.dim % self.heads:
+            raise InputError(f"dim ({self.dim}) must be a multiple of heads ({self.heads}).")
+        if self.window < 8:
+            raise InputError(f"The decoder's window must be at least 8 pixels; got {self.window}.")
+
+    @property
+    def out_size(self) -> int:
+        """Side of the decoder's output grid for one view."""
+        return self.grid * self.upsample
+
+
+def default_taps(depth: int) -> tuple[int, ...]:
+    """Up to three evenly spaced taps of a ``depth``-block tower (3, 6, 9 of 12, as
+    CLIPSeg; for a 1-block tower, its embeddings and its block)."""
+    return tuple(sorted({round(depth * k / 4 + 0.01) for k in (1, 2, 3)}))
+
+
+class TextDecoder(nn.Module):
+    """The decoder (see the module docstring)."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.reduces = nn.ModuleList(nn.Linear(config.width, d) for _ in config.taps)
+        self.film_mul = nn.Linear(config.embed_dim, d)
+        self.film_add = nn.Linear(config.embed_dim, d)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                d, config.heads, dim_feedforward=2 * d, dropout=0.1, batch_first=True
+            )
+            for _ in config.taps
+        )
+        self.head = nn.Sequential(
+            nn.Conv2d(d, d, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(d, d // 2, config.upsample, stride=config.upsample),
+            nn.ReLU(),
+            nn.Conv2d(d // 2, 1, 1),
+        )
+
+    def reduce(self, taps: torch.Tensor) -> torch.Tensor:
+        """(n, T, tokens, width) tapped activations -> (n, T, tokens, dim).
+
+        Does not depend on the text: done once per image, cached for every prompt.
+        """
+        return torch.stack([r(taps[:, i]) for i, r in enumerate(self.reduces)], dim=1)
+
+    def forward(self, reduced: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Mask logits ``(n, out, out)`` from reduced taps and ``(n or 1, embed_dim)``
+        text embeddings."""
+        n = reduced.shape[0]
+        text = text.to(reduced.dtype).expand(n, -1)
+        a = None
+        for i in reversed(range(len(self.blocks))):
+            a = reduced[:, i] if a is None else a + reduced[:, i]
+            if i == len(self.blocks) - 1:
+                a = self.film_mul(text)[:, None] * a + self.film_add(text)[:, None]
+            a = self.blocks[i](a)
+        g = self.config.grid
+        patches = a[:, 1:].transpose(1, 2).reshape(n, -1, g, g)  # class token dropped
+        return self.head(patches)[:, 0]
+
+
+@dataclass
+class LoadedDecoder:
+    """A decoder read from its file, with what it was trained on."""
+
+    model: TextDecoder
+    path: Path
+    sha256: str
+    metadata: dict
+
+    @property
+    def config(self) -> DecoderConfig:
+        return self.model.config
+
+    @property
+    def clip_sha256(self) -> str:
+        return str(self.metadata.get("clip_sha256", ""))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata.get("class_names") or [])
+
+    def check_clip(self, clip_sha256: str, clip_spec: str = "") -> None:
+        """Refuse a CLIP other than the one this decoder was trained on."""
+        if self.clip_sha256 and clip_sha256 != self.clip_sha256:
+            trained = self.metadata.get("clip_spec") or "another CLIP"
+            raise InputError(
+                f"The decoder {self.path.name} was trained on {trained} (sha256 "
+                f"{self.clip_sha256[:12]}...), but the CLIP in use is "
+                f"{clip_spec or 'a different one'} (sha256 {clip_sha256[:12]}...). Choose "
+                "the CLIP it was trained on, or train a decoder for this CLIP."
+            )
+
+    def describe(self) -> dict:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "clip_spec": self.metadata.get("clip_spec"),
+            "clip_sha256": self.clip_sha256,
+            "class_names": self.class_names,
+            "loss": (self.metadata.get("training") or {}).get("loss"),
+        }
+
+
+def save_decoder(model: TextDecoder, path: str | os.PathLike, metadata: dict) -> Path:
+    """Write a decoder as safetensors with its config and ``metadata`` (values stored as
+    JSON); atomically."""
+    from safetensors.torch import save_file
+
+    from ..io import Outputs
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise InputError(f"The decoder file must end in .safetensors; got {path.name!r}.")
+    meta = {DECODER_KEY: json.dumps(asdict(model.config))}
+    for key, value in metadata.items():
+        meta[key] = json.dumps(value)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    Outputs({"decoder": path}, overwrite=True).write(
+        {"decoder": lambda tmp: save_file(state, str(tmp), metadata=meta)}
+    )
+    return path
+
+
+def is_decoder_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a safetensors file holding a decoder (not a CLIP)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return DECODER_KEY in (fh.metadata() or {})
+    except Exception:
+        return False
+
+
+def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedDecoder:
+    """Read a decoder file (see :func:`save_decoder`).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, unreadable, not a decoder, or its weights do not fit
+        its config.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from .download import file_sha256
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"No decoder file at {path}.")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = fh.metadata() or {}
+        state = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({type(exc).__name__})."
+        ) from None
+    if DECODER_KEY not in raw:
+        raise CheckpointError(
+            f"{path} is not a napari-slip decoder (no '{DECODER_KEY}' metadata); train one "
+            "with `napari-slip train-decoder`."
+        )
+    meta = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = json.loads(value)
+        except ValueError:
+            meta[key] = value
+    try:
+        config = DecoderConfig(**meta.pop(DECODER_KEY))
+    except (TypeError, InputError) as exc:
+        raise CheckpointError(f"{path}: its decoder config is not valid ({exc}).") from None
+    model = TextDecoder(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
+        raise CheckpointError(
+            f"The weights in {path} do not fit its decoder config ({first[0].strip()})."
+        ) from None
+    model.requires_grad_(False)
+    return LoadedDecoder(model.to(device).eval(), path, file_sha256(path), meta)
+
+
+__all__ = [
+    "DECODER_KEY",
+    "DecoderConfig",
+    "LoadedDecoder",
+    "TextDecoder",
+    "default_taps",
+    "is_decoder_file",
+    "load_decoder",
+    "save_decoder",
+]

@@ -1,0 +1,514 @@
+"""Training a text-conditioned decoder on a user's labels (seed 003, CLIPSeg's design).
+
+CLIP stays frozen: every training view (a square window of an image, and its mirror
+image) goes through CLIP's image tower once, and only the small decoder
+(:class:`~napari_slip.core.models.decoder.TextDecoder`) learns, so a small dataset
+trains in minutes on a laptop CPU. A view and a class make one example: the target is
+the mask of that class's objects in the view (empty when the class is absent, which
+teaches the decoder to say no). The text of a class is its name through the template,
+or one of the paraphrases a user gave for it, drawn at random each time.
+
+Validation runs the decoder as segmentation does (windows over whole held-out images,
+stitched, thresholded at 0.5) and reports the mean IoU over classes; the epoch with the
+best one is kept, and training stops after ``patience`` epochs without a better one.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import math
+import os
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..models.decoder import DecoderConfig, LoadedDecoder, TextDecoder, default_taps, save_decoder
+from ..models.hub import default_hub
+from ..models.registry import LoadedClip, resolve_device
+from ..params import DecoderParams
+from ..pipeline.images import prepare_image
+from ..pipeline.relevance import (
+    DenseFeatures,
+    _square,
+    _stitch,
+    _vision,
+    decoder_map,
+    tapped_features,
+)
+from ..pipeline.tiles import tile_grid
+from ..runtime.generators import drain
+from ..runtime.progress import Progress
+from .datasets import DatasetImage, read_dataset_folder
+
+
+@dataclass
+class ClassScores:
+    """Pixel counts of one class over a set of images, for IoU and Dice."""
+
+    inter: int = 0
+    union: int = 0
+    predicted: int = 0
+    truth: int = 0
+
+    def add(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        self.inter += int(np.logical_and(pred, truth).sum())
+        self.union += int(np.logical_or(pred, truth).sum())
+        self.predicted += int(pred.sum())
+        self.truth += int(truth.sum())
+
+    @property
+    def iou(self) -> float:
+        return self.inter / self.union if self.union else float("nan")
+
+    @property
+    def dice(self) -> float:
+        total = self.predicted + self.truth
+        return 2 * self.inter / total if total else float("nan")
+
+
+def class_masks(item: DatasetImage) -> dict[str, np.ndarray]:
+    """Class name -> boolean mask of all its objects in ``item``."""
+    labels = np.asarray(item.labels)
+    out: dict[str, np.ndarray] = {}
+    for label, name in item.classes.items():
+        mask = labels == int(label)
+        out[name] = out[name] | mask if name in out else mask
+    return out
+
+
+def summarise(scores: Mapping[str, ClassScores]) -> dict:
+    """Per-class and mean IoU / Dice (classes never seen nor predicted are left out)."""
+    per_class = {
+        name: {"iou": s.iou, "dice": s.dice, "pixels": s.truth}
+        for name, s in sorted(scores.items())
+        if s.union
+    }
+    ious = [v["iou"] for v in per_class.values()]
+    dices = [v["dice"] for v in per_class.values()]
+    return {
+        "mean_iou": float(np.mean(ious)) if ious else float("nan"),
+        "mean_dice": float(np.mean(dices)) if dices else float("nan"),
+        "per_class": per_class,
+    }
+
+
+@dataclass
+class _Views:
+    """Tapped CLIP activations of training views and their per-class targets."""
+
+    taps: torch.Tensor  # (n, T, tokens, width)
+    targets: torch.Tensor  # (n, classes, out, out) in [0, 1]
+
+
+@dataclass
+class _Held:
+    """A held-out image: tapped activations of its windows, and its class masks."""
+
+    dense: DenseFeatures  # features: raw taps (n, T, tokens, width)
+    masks: dict[str, np.ndarray]
+
+
+@dataclass
+class DecoderResult:
+    """What a decoder training run produced."""
+
+    decoder: TextDecoder
+    params: DecoderParams
+    class_names: list[str]
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val: dict = field(default_factory=dict)
+    stopped_early: bool = False
+    n_train: int = 0
+    n_val: int = 0
+
+
+def _target(mask: np.ndarray, box, window: int, out: int) -> np.ndarray:
+    """The share of each output cell of a window covered by ``mask``."""
+    y0, x0, y1, x1 = box
+    square = np.zeros((window, window), np.float32)
+    square[: y1 - y0, : x1 - x0] = mask[y0:y1, x0:x1]
+    t = torch.from_numpy(square)[None, None]
+    return F.adaptive_avg_pool2d(t, out)[0, 0].numpy()
+
+
+def split_images(
+    items: Sequence[DatasetImage], val_fraction: float, seed: int
+) -> tuple[list[DatasetImage], list[DatasetImage]]:
+    """Held-out images for validation (at least one when asked for and possible)."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = round(len(items) * val_fraction)
+    if val_fraction > 0 and len(items) >= 2:
+        n_val = min(max(n_val, 1), len(items) - 1)
+    else:
+        n_val = 0
+    val = [items[i] for i in sorted(order[:n_val])]
+    train = [items[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def _windows_of(rgb: np.ndarray, window: int):
+    boxes = tile_grid(rgb.shape[:2], window, window // 2)
+    fill = rgb.reshape(-1, 3).mean(0).round().astype(np.uint8)
+    squares = [_square(rgb[y0:y1, x0:x1], window, fill) for y0, x0, y1, x1 in boxes]
+    return boxes, squares
+
+
+def _taps(clip, squares, taps, batch_size=16) -> torch.Tensor:
+    return torch.cat(
+        [
+            tapped_features(clip, squares[s : s + batch_size], taps)
+            for s in range(0, len(squares), batch_size)
+        ]
+    )
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """BCE, Dice or their sum. Dice is taken over the whole batch (its pixels pooled):
+    per example it would be 1 for every view where the class is absent whatever the
+    decoder says, and those examples would teach nothing but 'say nothing'."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    if kind == "bce":
+        return bce
+    p = torch.sigmoid(logits)
+    dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    return dice if kind == "dice" else bce + dice
+
+
+def score_maps(
+    decoder: TextDecoder,
+    held: Sequence[_Held],
+    texts: Mapping[str, np.ndarray],
+    level: float = 0.5,
+) -> dict:
+    """IoU / Dice of the decoder's masks on held-out images, per class and mean."""
+    scores = {name: ClassScores() for name in texts}
+    was_training = decoder.training
+    decoder.eval()
+    with torch.no_grad():
+        for item in held:
+            reduced = decoder.reduce(item.dense.features)
+            dense = DenseFeatures(item.dense.windows, reduced, item.dense.window, item.dense.shape)
+            for name, text in texts.items():
+                pred = decoder_map(decoder, dense, text) > level
+                truth = item.masks.get(name)
+                scores[name].add(pred, truth if truth is not None else np.zeros_like(pred))
+    decoder.train(was_training)
+    return summarise(scores)
+
+
+def iter_train_decoder(
+    loaded_clip: LoadedClip,
+    items: Sequence[DatasetImage],
+    params: DecoderParams = DecoderParams(),
+    paraphrases: Mapping[str, Sequence[str]] | None = None,
+    clip_spec: str = "",
+) -> Generator[Progress, None, DecoderResult]:
+    """Train a decoder on labelled images; yields progress, returns the best decoder.
+
+    Parameters
+    ----------
+    loaded_clip
+        The frozen CLIP (its activations are what the decoder learns to read).
+    items
+        Images with label images and the class of each label.
+    params
+        Training options.
+    paraphrases
+        Class name -> other phrases for it; each is also drawn as the text of the class.
+    """
+    clip = loaded_clip.clip
+    _vision(clip)  # refuses CLIPs without a ViT tower, with the reason
+    class_names = sorted({name for item in items for name in item.classes.values()})
+    if not class_names:
+        raise InputError("The training data names no classes: nothing to learn.")
+    paraphrases = {k: [p.strip() for p in v if p.strip()] for k, v in (paraphrases or {}).items()}
+    unknown = sorted(set(paraphrases) - set(class_names))
+    if unknown:
+        raise InputError(
+            f"Paraphrases were given for {', '.join(map(repr, unknown))}, which is not a "
+            f"class of the data ({', '.join(class_names)})."
+        )
+    torch.manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    depth = len(clip.model.visual.transformer.resblocks)
+    grid = clip.image_size // _patch_size(clip)
+    config = DecoderConfig(
+        taps=default_taps(depth),
+        width=int(clip.model.visual.transformer.width),
+        embed_dim=clip.embed_dim,
+        grid=grid,
+        clip_size=clip.image_size,
+        window=int(params.window or clip.image_size),
+        dim=params.dim,
+        heads=4 if params.dim % 4 == 0 else 1,
+    )
+    decoder = TextDecoder(config).to(clip.device)
+    train_items, val_items = split_images(list(items), params.val_fraction, params.seed)
+    held_ids = {id(item) for item in val_items}
+    # Texts: the class through the template (also what segmenting uses) + paraphrases.
+    phrases = {c: [c, *paraphrases.get(c, [])] for c in class_names}
+    flat = [(c, params.template.format(p)) for c in class_names for p in phrases[c]]
+    encoded = clip.encode_texts([t for _, t in flat])
+    text_bank = {c: encoded[[i for i, (k, _) in enumerate(flat) if k == c]] for c in class_names}
+    val_texts = {c: text_bank[c][0] for c in class_names}
+
+    total_views = sum(
+        len(tile_grid(np.asarray(i.labels).shape[:2], config.window, config.window // 2))
+        for i in items
+    ) * (2 if params.augment else 1)
+    yield Progress("reading views", 0, len(items), f"CLIP on about {total_views} views", heavy=True)
+    taps, targets, held = [], [], []
+    for n, item in enumerate(items, start=1):
+        rgb = prepare_image(item.image).rgb
+        if rgb.shape[:2] != np.asarray(item.labels).shape[:2]:
+            raise InputError(
+                f"{item.name}: labels {np.asarray(item.labels).shape} do not match the image "
+                f"{rgb.shape[:2]}."
+            )
+        masks = class_masks(item)
+        boxes, squares = _windows_of(rgb, config.window)
+        if id(item) in held_ids:
+            feats = _taps(clip, squares, config.taps)
+            held.append(_Held(DenseFeatures(boxes, feats, config.window, rgb.shape[:2]), masks))
+        else:
+            per_view = np.zeros((len(boxes), len(class_names), config.out_size, config.out_size))
+            for ci, name in enumerate(class_names):
+                if name in masks:
+                    for vi, box in enumerate(boxes):
+                        per_view[vi, ci] = _target(masks[name], box, config.window, config.out_size)
+            taps.append(_taps(clip, squares, config.taps))
+            targets.append(torch.from_numpy(per_view).float())
+            if params.augment:
+                taps.append(_taps(clip, [s[:, ::-1].copy() for s in squares], config.taps))
+                targets.append(torch.from_numpy(per_view[..., ::-1].copy()).float())
+        yield Progress("reading views", n, len(items), item.name)
+    if not taps:
+        raise InputError("No training images are left after the validation split.")
+    views = _Views(torch.cat(taps), torch.cat(targets))
+    result = DecoderResult(
+        decoder, params, class_names, n_train=len(train_items), n_val=len(val_items)
+    )
+    pairs = np.array([(v, c) for v in range(len(views.taps)) for c in range(len(class_names))])
+    n_batches = math.ceil(len(pairs) / params.batch_size)
+    total = params.epochs * n_batches
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=params.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    best_state = copy.deepcopy(decoder.state_dict())
+    best_iou = -1.0
+    since_best, step = 0, 0
+    yield Progress("training", 0, total, f"{len(pairs)} view-class examples per epoch")
+    for epoch in range(1, params.epochs + 1):
+        decoder.train()
+        order = rng.permutation(len(pairs))
+        losses = []
+        for b in range(n_batches):
+            batch = pairs[order[b * params.batch_size : (b + 1) * params.batch_size]]
+            v, c = batch[:, 0], batch[:, 1]
+            texts = np.stack(
+                [
+                    text_bank[class_names[ci]][rng.integers(len(text_bank[class_names[ci]]))]
+                    for ci in c
+                ]
+            )
+            reduced = decoder.reduce(views.taps[v].to(clip.device))
+            logits = decoder(reduced, torch.from_numpy(texts).to(clip.device))
+            target = views.targets[v, c].to(clip.device)
+            loss = _loss(logits, target, params.loss)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            yield Progress(
+                "training", step, total, f"epoch {epoch}/{params.epochs} loss {np.mean(losses):.3f}"
+            )
+        entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5)}
+        if held:
+            val = score_maps(decoder, held, val_texts)
+            entry["val_iou"] = round(val["mean_iou"], 5)
+            entry["val_dice"] = round(val["mean_dice"], 5)
+            improved = val["mean_iou"] > best_iou
+        else:
+            val, improved = {}, True
+        result.history.append(entry)
+        if improved:
+            best_iou = val.get("mean_iou", best_iou)
+            best_state = copy.deepcopy(decoder.state_dict())
+            result.best_epoch, result.best_val = epoch, val
+            since_best = 0
+        else:
+            since_best += 1
+        shown = f", validation IoU {entry['val_iou']:.3f}" if held else ""
+        yield Progress(
+            "training", step, total, f"epoch {epoch}/{params.epochs}: loss {entry['loss']:.3f}{shown}"
+        )
+        if held and since_best >= params.patience:
+            result.stopped_early = True
+            break
+    decoder.load_state_dict(best_state)
+    decoder.eval().requires_grad_(False)
+    return result
+
+
+def _patch_size(clip) -> int:
+    conv = clip.model.visual.conv1
+    return int(conv.kernel_size[0])
+
+
+def decoder_metadata(result: DecoderResult, loaded_clip: LoadedClip, clip_spec: str, data) -> dict:
+    """What a decoder file records about its training."""
+    return {
+        "clip_spec": clip_spec,
+        "clip_sha256": loaded_clip.sha256,
+        "class_names": result.class_names,
+        "prompt_template": result.params.template,
+        "training": {
+            **asdict(result.params),
+            "data": str(data),
+            "n_train_images": result.n_train,
+            "n_val_images": result.n_val,
+        },
+        "metrics": {
+            "best_epoch": result.best_epoch,
+            "val": _jsonable(result.best_val),
+            "stopped_early": result.stopped_early,
+            "history": result.history,
+        },
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def iter_train_decoder_to_file(
+    data: str | os.PathLike | Sequence[DatasetImage],
+    clip: str,
+    output: str | os.PathLike,
+    params: DecoderParams = DecoderParams(),
+    *,
+    paraphrases: Mapping[str, Sequence[str]] | None = None,
+    device: str = "auto",
+) -> Generator[Progress, None, Path]:
+    """:func:`train_decoder` as a generator of progress (for GUIs and cancelling)."""
+    output = Path(output)
+    if output.suffix != ".safetensors":
+        raise InputError(f"The output must be a .safetensors file; got {output.name!r}.")
+    yield Progress("loading data", 0, 1, str(data) if isinstance(data, (str, os.PathLike)) else "")
+    items = read_dataset_folder(data) if isinstance(data, (str, os.PathLike)) else list(data)
+    yield Progress("loading data", 1, 1, f"{len(items)} images")
+    dev = resolve_device(device)
+    hub = default_hub()
+    if not hub.has_clip(clip, dev, "fp32"):
+        yield Progress("loading models", 0, 1, f"CLIP {clip}", heavy=True)
+    loaded = hub.clip(clip, dev, "fp32")
+    result = yield from iter_train_decoder(loaded, items, params, paraphrases)
+    meta = decoder_metadata(
+        result,
+        loaded,
+        clip,
+        data if isinstance(data, (str, os.PathLike)) else "napari layers",
+    )
+    meta["paraphrases"] = {k: list(v) for k, v in (paraphrases or {}).items()}
+    yield Progress("saving", 0, 1, str(output))
+    path = save_decoder(result.decoder, output, meta)
+    val = result.best_val.get("mean_iou")
+    yield Progress(
+        "saving", 1, 1, "saved" if val is None else f"saved; validation IoU {val:.3f}"
+    )
+    return path
+
+
+def train_decoder(
+    data: str | os.PathLike | Sequence[DatasetImage],
+    clip: str,
+    output: str | os.PathLike,
+    params: DecoderParams = DecoderParams(),
+    *,
+    paraphrases: Mapping[str, Sequence[str]] | None = None,
+    device: str = "auto",
+    progress: Callable[[Progress], None] | None = None,
+) -> Path:
+    """Train a text-conditioned decoder on labelled images and write it; returns the path.
+
+    Parameters
+    ----------
+    data
+        A dataset folder (``images/``, ``labels/``, ``classes.csv``) or a list of
+        :class:`~.datasets.DatasetImage` (e.g. from napari Labels layers).
+    clip
+        The CLIP it reads: ``MODEL:TAG`` or a checkpoint path. Segment with the same.
+    output
+        The ``.safetensors`` file to write.
+    params
+        Training options (:class:`~napari_slip.core.params.DecoderParams`).
+    paraphrases
+        Class name -> extra phrases for that class, used as prompts while training.
+    progress
+        Called with every :class:`Progress` event.
+    """
+    return drain(
+        iter_train_decoder_to_file(
+            data, clip, output, params, paraphrases=paraphrases, device=device
+        ),
+        progress,
+    )
+
+
+def held_out(loaded_clip: LoadedClip, items: Sequence[DatasetImage], config: DecoderConfig):
+    """Images prepared for :func:`score_maps` with a decoder of ``config``."""
+    out = []
+    for item in items:
+        rgb = prepare_image(item.image).rgb
+        boxes, squares = _windows_of(rgb, config.window)
+        feats = _taps(loaded_clip.clip, squares, config.taps)
+        out.append(_Held(DenseFeatures(boxes, feats, config.window, rgb.shape[:2]), class_masks(item)))
+    return out
+
+
+def evaluate_decoder(
+    loaded_clip: LoadedClip,
+    decoder: LoadedDecoder,
+    items: Sequence[DatasetImage],
+    phrase: Callable[[str], np.ndarray] | None = None,
+) -> dict:
+    """IoU and Dice of a decoder's masks (its map above 0.5) per class and overall.
+
+    ``phrase`` turns a class name into its text embedding (default: the class through
+    the decoder's training template).
+    """
+    decoder.check_clip(loaded_clip.sha256, loaded_clip.spec)
+    names = sorted({n for item in items for n in item.classes.values()} | set(decoder.class_names))
+    template = str(decoder.metadata.get("prompt_template") or "a photo of {}.")
+    if phrase is None:
+        encoded = loaded_clip.clip.encode_texts([template.format(n) for n in names])
+        texts = dict(zip(names, encoded, strict=True))
+    else:
+        texts = {n: phrase(n) for n in names}
+    return score_maps(decoder.model, held_out(loaded_clip, items, decoder.config), texts)
+
+
+__all__ = [
+    "ClassScores",
+    "DecoderResult",
+    "evaluate_decoder",
+    "iter_train_decoder",
+    "iter_train_decoder_to_file",
+    "score_maps",
+    "split_images",
+    "summarise",
+    "train_decoder",
+]
