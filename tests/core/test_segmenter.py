@@ -114,6 +114,7 @@ def test_provenance_records_models_hashes_parameters_and_normalisation(segmenter
         "top_k": 1,
         "distractors": [],
         "background": None,
+        "relevance_weight": 0.0,
     }
     assert prov["normalisation"]["limits"] == [[0.0, 4000.0]]
     assert prov["templates"] == ["a photo of {}."]
@@ -201,8 +202,14 @@ def test_cache_queries_do_no_image_work(segmenter):
 
 def test_unknown_options_are_refused_with_the_known_ones(segmenter):
     image, labels = blobs_image()
-    with pytest.raises(InputError, match=r"unknown option 'proposals' \(pass a label image"):
+    with pytest.raises(InputError, match=r"proposals must be one of .*pass it as labels="):
         napari_slip.segment(image, "x", proposals=labels)
+    with pytest.raises(InputError, match=r"proposals must be one of sam, labels, relevance"):
+        segmenter.segment(image, "x", proposals="grid")
+    with pytest.raises(InputError, match=r"proposals='labels' needs the label image"):
+        segmenter.segment(image, "x", proposals="labels")
+    with pytest.raises(InputError, match=r"makes its own candidates"):
+        segmenter.segment(image, "x", proposals="relevance", labels=labels)
     with pytest.raises(InputError, match=r"unknown option 'topk'.*known options: .*top_k"):
         segmenter.segment(image, "x", topk=3)
     with pytest.raises(InputError, match="threshold must be between -1 and 1"):

@@ -216,6 +216,11 @@ class SelectionParams(_Params):
     top_k: int = option(3, "objects kept in topk mode")
     distractors: tuple[str, ...] = option((), "phrases that compete with the prompt")
     background: str = option("background", "the phrase every object competes with too")
+    relevance_weight: float = option(
+        0.0,
+        "second opinion of the relevance map: a candidate's similarity gains this times "
+        "its mean relevance (0-1) inside its mask",
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -238,6 +243,10 @@ class SelectionParams(_Params):
             raise InputError(f"top_k must be a whole number of at least 1; got {self.top_k!r}.")
         if not isinstance(self.background, str):
             raise InputError(f"background must be a phrase; got {self.background!r}.")
+        weight = self.relevance_weight
+        number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not number or not 0 <= weight <= 1:
+            raise InputError(f"relevance_weight must be between 0 and 1; got {weight!r}.")
 
     @property
     def floor(self) -> float | None:
@@ -409,8 +418,7 @@ def check_options(options: Mapping[str, Any], allowed: Iterable[str], where: str
     unknown = [k for k in options if k not in allowed]
     if unknown:
         raise InputError(
-            f"{where} got an unknown option {unknown[0]!r}; known options: "
-            f"{', '.join(allowed)}."
+            f"{where} got an unknown option {unknown[0]!r}; known options: {', '.join(allowed)}."
         )
 
 

@@ -36,7 +36,9 @@ class ImageEmbedding:
     input_size: tuple[int, int]
 
 
-def decode_points(model, features, dense_pe, sparse, dense, pred_iou_thresh=None):
+def decode_points(
+    model, features, dense_pe, sparse, dense, pred_iou_thresh=None, return_index=False
+):
     """SAM's mask decoder for a batch of single-image prompts, sharing the image work.
 
     ``MaskDecoder.predict_masks`` copies the image embedding once per prompt, although
@@ -49,7 +51,8 @@ def decode_points(model, features, dense_pe, sparse, dense, pred_iou_thresh=None
     With ``pred_iou_thresh``, the predicted IoUs (which come from the transformer
     alone) are computed first, and the mask head (upscaling convolutions and
     hypernetworks, a quarter of the work) runs only for masks whose IoU is above it:
-    returns ``(low_res (M, h, w), iou (M,))`` of those masks, in prompt order.
+    returns ``(low_res (M, h, w), iou (M,))`` of those masks, in prompt order, and
+    with ``return_index`` also ``(M,)`` the prompt each mask answers.
     """
     decoder = model.mask_decoder
     n = sparse.shape[0]
@@ -67,7 +70,9 @@ def decode_points(model, features, dense_pe, sparse, dense, pred_iou_thresh=None
         prompts = keep.any(1)
         if not bool(prompts.any()):
             side = 4 * features.shape[-1]
-            return features.new_zeros((0, side, side)), iou.new_zeros((0,))
+            empty = (features.new_zeros((0, side, side)), iou.new_zeros((0,)))
+            return (*empty, torch.zeros(0, dtype=torch.long)) if return_index else empty
+        which = torch.nonzero(prompts)[:, 0]
         if not bool(prompts.all()):
             src, mask_tokens_out, keep = src[prompts], mask_tokens_out[prompts], keep[prompts]
     b = src.shape[0]
@@ -86,6 +91,8 @@ def decode_points(model, features, dense_pe, sparse, dense, pred_iou_thresh=None
     masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
     if keep is None:
         return masks, iou
+    if return_index:
+        return masks[keep], iou[iou > pred_iou_thresh], which[torch.nonzero(keep)[:, 0]].cpu()
     return masks[keep], iou[iou > pred_iou_thresh]
 
 
@@ -191,21 +198,24 @@ class PromptableSam:
         points_xy: np.ndarray,
         pred_iou_thresh: float,
         precision: str = "fp32",
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return_index: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """The masks of :meth:`decode_points` whose predicted IoU is above
         ``pred_iou_thresh``, flattened: ``(M, h, w)`` low-resolution logits and ``(M,)``
-        IoUs. The mask head runs only for those (see :func:`decode_points`)."""
+        IoUs, and with ``return_index`` the ``(M,)`` point each mask answers. The mask
+        head runs only for those (see :func:`decode_points`)."""
         sparse, dense = self._prompts(points_xy, embedding, precision)
         with autocast(precision, self.device):
-            low_res, iou = decode_points(
+            out = decode_points(
                 self._model(precision),
                 embedding.features,
                 self._dense_pe,
                 sparse,
                 dense,
                 pred_iou_thresh,
+                return_index,
             )
-        return low_res.float(), iou.float()
+        return (out[0].float(), out[1].float(), *out[2:])
 
     def _prompts(self, points_xy, embedding: ImageEmbedding, precision: str):
         """The prompt encoder's (sparse, dense) embeddings of one positive point each."""

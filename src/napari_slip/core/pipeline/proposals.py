@@ -201,13 +201,9 @@ def sam_proposals(
     precision
         ``fp32``, ``bf16`` or ``fp16`` for the decoder (see :mod:`..runtime.perf`).
     """
-    from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
-    from torchvision.ops import batched_nms
-
     params = params or SamProposalParams()
     h, w = embedding.original_size
     points = grid_points(params.points_per_side, w, h, params.skip_covered)
-    threshold = sam.mask_threshold
     batch_size = params.points_per_batch or (64 if sam.device.type == "cuda" else 16)
     covered = np.zeros((h, w), dtype=bool)
     boxes, crops, scores = [], [], []
@@ -234,37 +230,71 @@ def sam_proposals(
         else:
             low_res, iou = sam.decode_points(embedding, batch, precision)
             low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
-        if len(iou):
-            logits = sam.upscale(low_res, embedding)
-            if params.stability_score_thresh > 0:
-                stability = calculate_stability_score(
-                    logits, threshold, params.stability_score_offset
-                )
-                keep = stability >= params.stability_score_thresh
-                logits, iou = logits[keep], iou[keep]
-            binary = logits > threshold
-            del logits
-            areas = binary.flatten(1).sum(1)
-            keep = areas > max(params.min_area, 0)
-            binary, iou = binary[keep], iou[keep]
-            bb = batched_mask_to_box(binary)  # x0, y0, x1, y1 inclusive
-            for m, (x0, y0, x1, y1), s in zip(binary, bb.tolist(), iou.tolist(), strict=True):
-                # A copy: a view would keep the whole batch of full-size masks alive.
-                crop = m[y0 : y1 + 1, x0 : x1 + 1].cpu().numpy().copy()
-                crops.append(crop)
-                boxes.append((y0, x0, y1 + 1, x1 + 1))
-                scores.append(s)
-                if params.skip_covered:
-                    covered[y0 : y1 + 1, x0 : x1 + 1] |= crop
+        for box, crop, score, _ in binary_masks(sam, embedding, low_res, iou, params):
+            crops.append(crop)
+            boxes.append(box)
+            scores.append(score)
+            if params.skip_covered:
+                y0, x0, y1, x1 = box
+                covered[y0:y1, x0:x1] |= crop
         yield Progress("proposals", done, n_points, f"{len(crops)} candidate masks")
+    return nms_proposals((h, w), boxes, crops, scores, params.box_nms_thresh, decoded)
+
+
+def binary_masks(
+    sam: PromptableSam,
+    embedding: ImageEmbedding,
+    low_res: torch.Tensor,
+    iou: torch.Tensor,
+    params: SamProposalParams,
+) -> list[tuple[tuple[int, int, int, int], np.ndarray, float, int]]:
+    """SAM's low-resolution logits -> ``(box, cropped mask, predicted IoU, row)`` of each
+    mask that passes the stability and area filters (``row``: its index in the input)."""
+    from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
+
+    if not len(iou):
+        return []
+    threshold = sam.mask_threshold
+    logits = sam.upscale(low_res, embedding)
+    rows = torch.arange(len(iou))
+    if params.stability_score_thresh > 0:
+        stability = calculate_stability_score(logits, threshold, params.stability_score_offset)
+        keep = (stability >= params.stability_score_thresh).cpu()
+        logits, iou, rows = logits[keep.to(logits.device)], iou[keep.to(iou.device)], rows[keep]
+    binary = logits > threshold
+    del logits
+    areas = binary.flatten(1).sum(1)
+    keep = (areas > max(params.min_area, 0)).cpu()
+    binary, iou, rows = binary[keep.to(binary.device)], iou[keep.to(iou.device)], rows[keep]
+    bb = batched_mask_to_box(binary)  # x0, y0, x1, y1 inclusive
+    out = []
+    for m, (x0, y0, x1, y1), s, r in zip(
+        binary, bb.tolist(), iou.tolist(), rows.tolist(), strict=True
+    ):
+        # A copy: a view would keep the whole batch of full-size masks alive.
+        crop = m[y0 : y1 + 1, x0 : x1 + 1].cpu().numpy().copy()
+        out.append(((y0, x0, y1 + 1, x1 + 1), crop, s, r))
+    return out
+
+
+def nms_proposals(
+    shape: tuple[int, int],
+    boxes: list,
+    crops: list[np.ndarray],
+    scores: list[float],
+    nms_thresh: float,
+    decoded: int = 0,
+) -> Proposals:
+    """Box non-maximum suppression (SAM's) over masks, as :class:`Proposals`."""
+    from torchvision.ops import batched_nms
+
     if not crops:
-        return replace(Proposals.empty((h, w)), decoded_points=decoded)
+        return replace(Proposals.empty(shape), decoded_points=decoded)
     box_t = torch.as_tensor(boxes, dtype=torch.float32)[:, [1, 0, 3, 2]]
     score_t = torch.as_tensor(scores, dtype=torch.float32)
-    keep = batched_nms(box_t, score_t, torch.zeros(len(scores)), params.box_nms_thresh)
-    keep = keep.tolist()
+    keep = batched_nms(box_t, score_t, torch.zeros(len(scores)), nms_thresh).tolist()
     return Proposals(
-        shape=(h, w),
+        shape=tuple(shape),
         boxes=np.asarray([boxes[i] for i in keep], dtype=np.int64).reshape(-1, 4),
         masks=[crops[i] for i in keep],
         quality=np.asarray([scores[i] for i in keep], dtype=np.float32),

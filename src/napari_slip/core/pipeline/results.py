@@ -195,3 +195,14 @@ def _blocks(array, side: int = 2048):
     for y in range(0, h, side):
         for x in range(0, w, side):
             yield (slice(y, min(h, y + side)), slice(x, min(w, x + side)))
+
+
+def mean_inside(proposals: Proposals, values: np.ndarray) -> np.ndarray:
+    """(N,) the mean of ``values`` (an (H, W) map) inside each proposal's mask."""
+    out = np.zeros(len(proposals), dtype=np.float64)
+    for i, ((y0, x0, y1, x1), mask) in enumerate(
+        zip(proposals.boxes, proposals.masks, strict=True)
+    ):
+        inside = values[y0:y1, x0:x1][mask]
+        out[i] = float(inside.mean()) if inside.size else 0.0
+    return out

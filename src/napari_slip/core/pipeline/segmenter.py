@@ -31,7 +31,9 @@ from ..models.registry import LoadedClip, LoadedSam, resolve_device
 from ..params import (
     DEFAULT_CLIP,
     DEFAULT_SAM,
+    PROPOSALS,
     CropParams,
+    GuidedParams,
     NormalisationParams,
     SamProposalParams,
     SelectionParams,
@@ -44,11 +46,11 @@ from ..runtime.perf import resolve_precision
 from ..runtime.progress import Progress
 from .images import LazyImage, PreparedImage, is_lazy, prepare_image
 from .proposals import Proposals, downscale_for_sam
-from .results import SegmentationResult, candidates_table, paint_labels
+from .results import SegmentationResult, candidates_table, mean_inside, paint_labels
 from .scoring import DEFAULT_TEMPLATES, check_templates, cosine, embed_phrase, embed_proposals
 from .selection import select
 from .session import LRU, Candidates, ImageSession, digest
-from .sources import LabelSource, ProposalSource, SamGridSource
+from .sources import GuidedSource, LabelSource, ProposalSource, RelevanceSource, SamGridSource
 from .tiles import TiledSamSource
 
 #: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
@@ -57,6 +59,7 @@ SEGMENT_OPTIONS = (
     *NormalisationParams.names(),
     "labels",
     "source",
+    "proposals",
     "relevance",
 )
 
@@ -104,6 +107,11 @@ class Segmenter:
         image skips the image encoder.
     hub
         Where models are loaded; default the process-wide hub.
+    decoder
+        Path of a trained text-conditioned decoder (``napari-slip train-decoder``): its
+        map replaces CLIP's untrained relevance map. Must match ``clip``.
+    guided_params
+        Options of ``proposals="relevance"`` and ``"guided"``.
 
     Examples
     --------
@@ -129,8 +137,14 @@ class Segmenter:
         precision: str = "auto",
         disk_cache: bool = True,
         hub: ModelHub | None = None,
+        decoder: str | os.PathLike | None = None,
+        guided_params: GuidedParams | None = None,
     ) -> None:
         self.hub = hub or default_hub()
+        self._decoders = LRU(2)
+        self.decoder_spec: str | None = None
+        self.set_decoder(decoder)
+        self.guided_params = guided_params or GuidedParams()
         self.set_models(sam, clip, device, precision)
         self.disk_cache = disk_cache
         self.sam_params = sam_params or SamProposalParams()
@@ -182,6 +196,43 @@ class Segmenter:
     def clip(self) -> LoadedClip:
         """The CLIP model, loaded (downloaded) on first access."""
         return self.hub.clip(self.clip_spec, self.device, self.precision, self.download_progress)
+
+    def set_decoder(self, decoder: str | os.PathLike | None) -> None:
+        """Use a trained decoder's map for relevance (None: CLIP's untrained map).
+
+        Checked on first use: the file must exist and match the CLIP in use.
+        """
+        self.decoder_spec = None if decoder in (None, "") else str(decoder)
+
+    @property
+    def decoder(self):
+        """The trained decoder (:class:`~..models.decoder.LoadedDecoder`), or None.
+
+        Raises
+        ------
+        InputError
+            If it was trained on another CLIP than the one in use.
+        """
+        if self.decoder_spec is None:
+            return None
+        from ..models.decoder import load_decoder
+
+        path = os.path.abspath(os.path.expanduser(self.decoder_spec))
+        stamp = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+        key = (path, stamp, str(self.device))
+        loaded = self._decoders.get_fresh(key)
+        if loaded is None:
+            loaded = load_decoder(path, self.device)
+            self._decoders.put(key, loaded)
+        clip = self.clip
+        loaded.check_clip(clip.sha256, self.clip_spec)
+        return loaded
+
+    @property
+    def relevance_is_probability(self) -> bool:
+        """Whether relevance maps are probabilities (a trained decoder) rather than
+        CLIP's untrained cosines."""
+        return self.decoder_spec is not None
 
     def iter_load(self, kind: str) -> Generator[Progress, None, Any]:
         """Load ``sam`` or ``clip`` (announcing it first if it is not loaded yet)."""
@@ -298,6 +349,31 @@ class Segmenter:
         if shape is None:
             shape = self._current().image.shape
         return self.sam_params.max_side is not None and max(shape) > self.sam_params.max_side
+
+    def _relevance_models(self) -> tuple:
+        decoder = self.decoder
+        return (
+            self.clip_spec,
+            self.precision,
+            None if decoder is None else decoder.sha256,
+            None if decoder is not None else self.relevance_window,
+        )
+
+    def proposal_source(self, proposals: str, prompt: str | None = None) -> ProposalSource:
+        """The source of ``proposals="relevance"`` or ``"guided"`` for ``prompt``."""
+        if proposals not in ("relevance", "guided"):
+            raise InputError(f"proposal_source() makes relevance or guided; got {proposals!r}.")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+        if proposals == "relevance":
+            return RelevanceSource(prompt, self.guided_params, self._relevance_models())
+        session = self._session
+        if session is not None and self.tiled(session.image.shape):
+            raise InputError(
+                "Guided proposals work on the whole image: turn tiles off, or use "
+                "proposals='sam' for tiles."
+            )
+        return GuidedSource(prompt, self.guided_params, self.sam_params, self._relevance_models())
 
     def _source(
         self,
@@ -440,6 +516,7 @@ class Segmenter:
         selection: SelectionParams | None = None,
         *,
         labels_out: Any = None,
+        relevance: np.ndarray | None = None,
         **options: Any,
     ) -> SegmentationResult:
         """Choose among ``candidates`` for ``prompt``: a text encoding at most.
@@ -455,6 +532,10 @@ class Segmenter:
         labels_out
             Where to paint the labels instead of memory: a ``.zarr`` path (created) or
             an array of zeros with the image's shape. For images too large to hold.
+        relevance
+            The prompt's relevance map (:meth:`relevance`): with
+            ``relevance_weight`` above 0, each candidate's similarity to the prompt
+            gains ``relevance_weight`` x its mean relevance (0-1) inside its mask.
         """
         if selection is None:
             check_options(options, SelectionParams.names(), "select()")
@@ -483,6 +564,14 @@ class Segmenter:
             sims = cosine(candidates.embeddings, texts)
         else:
             sims = np.zeros((0, len(phrases)))
+        if selection.relevance_weight and len(proposals):
+            if relevance is None:
+                raise InputError("relevance_weight needs the prompt's relevance map.")
+            from .guided import unit_map
+
+            inside = mean_inside(proposals, unit_map(relevance, self.relevance_is_probability))
+            sims = sims.copy()
+            sims[:, 0] += selection.relevance_weight * inside
         chosen = select(
             sims, selection.mode, selection.threshold, selection.top_k, self.clip.clip.logit_scale
         )
@@ -516,7 +605,12 @@ class Segmenter:
         )
 
     def _provenance(self, prompt: str, selection: SelectionParams, candidates: Candidates) -> dict:
-        from_sam = candidates.source.get("source") == "sam"
+        from_sam = candidates.source.get("source") in ("sam", "guided")
+        uses_map = selection.relevance_weight or candidates.source.get("source") in (
+            "relevance",
+            "guided",
+        )
+        decoder = self.decoder if uses_map else None
         return {
             "napari_slip_version": __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -527,12 +621,14 @@ class Segmenter:
                 "top_k": selection.top_k,
                 "distractors": list(selection.distractors),
                 "background": selection.background if selection.mode == "distractors" else None,
+                "relevance_weight": selection.relevance_weight,
             },
             "templates": list(self.templates),
             "proposals": dict(candidates.source),
             "crops": {"fill": self.crop_params.fill, "margin": self.crop_params.margin},
             "sam": self.sam.describe() if from_sam else None,
             "clip": self.clip.describe(),
+            "decoder": None if decoder is None else decoder.describe(),
             "normalisation": dict(candidates.normalisation),
             "device": str(self.device),
             "precision": self.precision,
@@ -546,39 +642,83 @@ class Segmenter:
         """:meth:`segment` as a generator of :class:`Progress` (for GUIs and cancelling)."""
         check_options(options, SEGMENT_OPTIONS, "segment()")
         with_relevance = bool(options.pop("relevance", False))
+        proposals = options.pop("proposals", None)
         options.setdefault("background", self.background)
         selection = SelectionParams(**SelectionParams.pick(options))
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+        if proposals is not None:
+            if image is not None:  # the source needs to know the image (tiled or not)
+                self.set_image(image, **NormalisationParams.pick(options))
+                image = None
+            options["source"] = self._named_source(proposals, prompt, options)
         candidates = yield from self.iter_candidates(image, **options)
+        relevance = None
+        if with_relevance or selection.relevance_weight:
+            relevance = yield from self.iter_relevance(prompt)
         yield Progress("selection", 0, 1, prompt)
-        result = self.select(candidates, prompt, selection)
+        result = self.select(candidates, prompt, selection, relevance=relevance)
         yield Progress("selection", 1, 1, result.message)
         if with_relevance:
-            result.relevance = yield from self.iter_relevance(prompt)
+            result.relevance = relevance
         return result
+
+    def _named_source(self, proposals: str, prompt: str, options: dict):
+        if not isinstance(proposals, str) or proposals not in PROPOSALS:
+            shown = proposals if isinstance(proposals, str) else type(proposals).__name__
+            raise InputError(
+                f"proposals must be one of {', '.join(PROPOSALS)}; got {shown!r}. To use "
+                "a label image's objects, pass it as labels=..."
+            )
+        if proposals == "labels":
+            if options.get("labels") is None:
+                raise InputError("proposals='labels' needs the label image: labels=...")
+            return None
+        if options.get("labels") is not None or options.get("source") is not None:
+            raise InputError(
+                f"proposals={proposals!r} makes its own candidates: give no labels or source."
+            )
+        if proposals == "sam":
+            return None
+        return self.proposal_source(proposals, prompt)
 
     def iter_relevance(
         self, prompt: str, window: int | None = None
     ) -> Generator[Progress, None, np.ndarray]:
-        """The current image's relevance map for ``prompt`` (see :mod:`.relevance`).
+        """The current image's relevance map for ``prompt`` (see :mod:`.relevance`):
+        with a trained decoder its probabilities (0-1), else CLIP's untrained cosines.
 
-        CLIP's patch features of the image are computed once per (CLIP, window) and
-        kept with the image: another prompt costs one text encoding.
+        CLIP's features of the image are computed once per (CLIP, window or decoder)
+        and kept with the image: another prompt costs one text encoding and, with a
+        decoder, one pass of the decoder.
         """
-        from .relevance import iter_dense_features, relevance_map
+        from .relevance import (
+            decoder_map,
+            iter_decoder_features,
+            iter_dense_features,
+            relevance_map,
+        )
 
         session = self._current()
+        clip = yield from self.iter_load("clip")
+        decoder = self.decoder
         window = window or self.relevance_window
-        key = (self.clip_spec, self.precision, window)
+        if decoder is not None:
+            key = (self.clip_spec, self.precision, "decoder", decoder.sha256)
+        else:
+            key = (self.clip_spec, self.precision, window)
         dense = session.dense.get_fresh(key)
         if dense is None:
-            clip = yield from self.iter_load("clip")
             image = session.image
             source = image if isinstance(image, LazyImage) else image.rgb
-            dense = yield from iter_dense_features(clip.clip, source, window)
+            if decoder is not None:
+                dense = yield from iter_decoder_features(clip.clip, decoder.model, source)
+            else:
+                dense = yield from iter_dense_features(clip.clip, source, window)
             self.stats["relevance_windows"] += len(dense.windows)
             session.dense.put(key, dense)
+        if decoder is not None:
+            return decoder_map(decoder.model, dense, self.text_embedding(prompt))
         return relevance_map(dense, self.text_embedding(prompt))
 
     def relevance(

@@ -70,6 +70,8 @@ class ImageSession:
         self.crop_embeddings: LRU = LRU(8)
         #: CLIP patch features for relevance maps (see :mod:`.relevance`).
         self.dense: LRU = LRU(2)
+        #: SAM's masks per decoded point, per SAM and decoding options (guided mode).
+        self.point_masks: LRU = LRU(2)
 
 
 @dataclass

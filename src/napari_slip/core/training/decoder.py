@@ -36,7 +36,6 @@ from ..pipeline.images import prepare_image
 from ..pipeline.relevance import (
     DenseFeatures,
     _square,
-    _stitch,
     _vision,
     decoder_map,
     tapped_features,
@@ -143,11 +142,9 @@ def split_images(
 ) -> tuple[list[DatasetImage], list[DatasetImage]]:
     """Held-out images for validation (at least one when asked for and possible)."""
     order = np.random.default_rng(seed).permutation(len(items))
-    n_val = round(len(items) * val_fraction)
+    n_val = 0
     if val_fraction > 0 and len(items) >= 2:
-        n_val = min(max(n_val, 1), len(items) - 1)
-    else:
-        n_val = 0
+        n_val = min(max(round(len(items) * val_fraction), 1), len(items) - 1)
     val = [items[i] for i in sorted(order[:n_val])]
     train = [items[i] for i in sorted(order[n_val:])]
     return train, val
@@ -206,7 +203,7 @@ def score_maps(
 def iter_train_decoder(
     loaded_clip: LoadedClip,
     items: Sequence[DatasetImage],
-    params: DecoderParams = DecoderParams(),
+    params: DecoderParams | None = None,
     paraphrases: Mapping[str, Sequence[str]] | None = None,
     clip_spec: str = "",
 ) -> Generator[Progress, None, DecoderResult]:
@@ -223,6 +220,7 @@ def iter_train_decoder(
     paraphrases
         Class name -> other phrases for it; each is also drawn as the text of the class.
     """
+    params = params or DecoderParams()
     clip = loaded_clip.clip
     _vision(clip)  # refuses CLIPs without a ViT tower, with the reason
     class_names = sorted({name for item in items for name in item.classes.values()})
@@ -263,7 +261,9 @@ def iter_train_decoder(
         len(tile_grid(np.asarray(i.labels).shape[:2], config.window, config.window // 2))
         for i in items
     ) * (2 if params.augment else 1)
-    yield Progress("reading views", 0, len(items), f"CLIP on about {total_views} views", heavy=True)
+    yield Progress(
+        "reading views", 0, len(items), f"CLIP on about {total_views} views", heavy=True
+    )
     taps, targets, held = [], [], []
     for n, item in enumerate(items, start=1):
         rgb = prepare_image(item.image).rgb
@@ -282,7 +282,9 @@ def iter_train_decoder(
             for ci, name in enumerate(class_names):
                 if name in masks:
                     for vi, box in enumerate(boxes):
-                        per_view[vi, ci] = _target(masks[name], box, config.window, config.out_size)
+                        per_view[vi, ci] = _target(
+                            masks[name], box, config.window, config.out_size
+                        )
             taps.append(_taps(clip, squares, config.taps))
             targets.append(torch.from_numpy(per_view).float())
             if params.augment:
@@ -327,9 +329,8 @@ def iter_train_decoder(
             schedule.step()
             losses.append(float(loss.detach()))
             step += 1
-            yield Progress(
-                "training", step, total, f"epoch {epoch}/{params.epochs} loss {np.mean(losses):.3f}"
-            )
+            running = f"epoch {epoch}/{params.epochs} loss {np.mean(losses):.3f}"
+            yield Progress("training", step, total, running)
         entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5)}
         if held:
             val = score_maps(decoder, held, val_texts)
@@ -347,9 +348,8 @@ def iter_train_decoder(
         else:
             since_best += 1
         shown = f", validation IoU {entry['val_iou']:.3f}" if held else ""
-        yield Progress(
-            "training", step, total, f"epoch {epoch}/{params.epochs}: loss {entry['loss']:.3f}{shown}"
-        )
+        summary = f"epoch {epoch}/{params.epochs}: loss {entry['loss']:.3f}{shown}"
+        yield Progress("training", step, total, summary)
         if held and since_best >= params.patience:
             result.stopped_early = True
             break
@@ -398,12 +398,13 @@ def iter_train_decoder_to_file(
     data: str | os.PathLike | Sequence[DatasetImage],
     clip: str,
     output: str | os.PathLike,
-    params: DecoderParams = DecoderParams(),
+    params: DecoderParams | None = None,
     *,
     paraphrases: Mapping[str, Sequence[str]] | None = None,
     device: str = "auto",
 ) -> Generator[Progress, None, Path]:
     """:func:`train_decoder` as a generator of progress (for GUIs and cancelling)."""
+    params = params or DecoderParams()
     output = Path(output)
     if output.suffix != ".safetensors":
         raise InputError(f"The output must be a .safetensors file; got {output.name!r}.")
@@ -426,9 +427,7 @@ def iter_train_decoder_to_file(
     yield Progress("saving", 0, 1, str(output))
     path = save_decoder(result.decoder, output, meta)
     val = result.best_val.get("mean_iou")
-    yield Progress(
-        "saving", 1, 1, "saved" if val is None else f"saved; validation IoU {val:.3f}"
-    )
+    yield Progress("saving", 1, 1, "saved" if val is None else f"saved; validation IoU {val:.3f}")
     return path
 
 
@@ -436,7 +435,7 @@ def train_decoder(
     data: str | os.PathLike | Sequence[DatasetImage],
     clip: str,
     output: str | os.PathLike,
-    params: DecoderParams = DecoderParams(),
+    params: DecoderParams | None = None,
     *,
     paraphrases: Mapping[str, Sequence[str]] | None = None,
     device: str = "auto",
@@ -475,7 +474,8 @@ def held_out(loaded_clip: LoadedClip, items: Sequence[DatasetImage], config: Dec
         rgb = prepare_image(item.image).rgb
         boxes, squares = _windows_of(rgb, config.window)
         feats = _taps(loaded_clip.clip, squares, config.taps)
-        out.append(_Held(DenseFeatures(boxes, feats, config.window, rgb.shape[:2]), class_masks(item)))
+        dense = DenseFeatures(boxes, feats, config.window, rgb.shape[:2])
+        out.append(_Held(dense, class_masks(item)))
     return out
 
 

@@ -1,0 +1,148 @@
+"""Proposals guided by the prompt's relevance map (``proposals="relevance"`` and
+``"guided"``).
+
+SAM's full grid decodes ~1,000 points before CLIP says anything about the prompt. The
+relevance map (see :mod:`.relevance`) already says where the prompt matches, so:
+
+- ``relevance``: the regions of the map above a level are the candidates themselves
+  (no SAM at all; their outlines are as fine as the map);
+- ``guided``: SAM decodes a point at each region's peak and at the map's other local
+  maxima, plus a sparse safety grid for what the map missed. SAM's masks of every point
+  are cached per image, so a new prompt decodes only the points it adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import numpy as np
+
+from ..models.promptable import ImageEmbedding, PromptableSam
+from ..params import GuidedParams, SamProposalParams
+from ..runtime.progress import Progress
+from .proposals import Proposals, binary_masks, grid_points, nms_proposals
+
+
+def unit_map(relevance: np.ndarray, probability: bool) -> np.ndarray:
+    """The map on a 0-1 scale: a decoder's probabilities as they are; CLIP's untrained
+    cosines rescaled from their minimum to their maximum over the image."""
+    relevance = np.asarray(relevance, dtype=np.float32)
+    if probability:
+        return np.clip(relevance, 0, 1)
+    low, high = float(relevance.min(initial=0)), float(relevance.max(initial=0))
+    if high - low < 1e-6:
+        return np.zeros_like(relevance)
+    return (relevance - low) / (high - low)
+
+
+def _components(unit: np.ndarray, level: float, min_area: int):
+    from scipy import ndimage
+
+    above = unit > level
+    labels, n = ndimage.label(above)
+    if n == 0:
+        return labels, []
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    return labels, [i for i in range(1, n + 1) if areas[i] >= max(min_area, 1)]
+
+
+def relevance_regions(unit: np.ndarray, params: GuidedParams) -> Proposals:
+    """Each connected region of ``unit`` above ``params.level`` (at least ``min_area``
+    pixels) is one proposal; its quality is the mean relevance inside it."""
+    from scipy import ndimage
+
+    labels, keep = _components(unit, params.level, params.min_area)
+    boxes, masks, quality = [], [], []
+    slices = ndimage.find_objects(labels)
+    for i in keep:
+        sl = slices[i - 1]
+        mask = labels[sl] == i
+        boxes.append((sl[0].start, sl[1].start, sl[0].stop, sl[1].stop))
+        masks.append(mask)
+        quality.append(float(unit[sl][mask].mean()))
+    n = len(masks)
+    return Proposals(
+        shape=tuple(unit.shape),
+        boxes=np.asarray(boxes, dtype=np.int64).reshape(n, 4),
+        masks=masks,
+        quality=np.asarray(quality, dtype=np.float32),
+        source_ids=np.arange(1, n + 1, dtype=np.int64),
+    )
+
+
+def guided_points(unit: np.ndarray, params: GuidedParams) -> np.ndarray:
+    """(N, 2) points ``(x, y)`` in the map's pixels: the peak of every region above the
+    level first, then other local maxima above it by decreasing relevance (at most
+    ``params.peaks`` in all), then the safety grid."""
+    from scipy import ndimage
+
+    h, w = unit.shape
+    labels, keep = _components(unit, params.level, params.min_area)
+    points: list[tuple[float, float]] = []
+    if keep and params.peaks:
+        peaks = ndimage.maximum_position(unit, labels, keep)
+        order = np.argsort([-unit[p] for p in peaks], kind="stable")
+        points += [(peaks[i][1] + 0.5, peaks[i][0] + 0.5) for i in order]
+        spacing = max(3, round(max(h, w) / 16))
+        local = (unit == ndimage.maximum_filter(unit, size=spacing)) & (labels > 0)
+        ys, xs = np.nonzero(local)
+        order = np.argsort(-unit[ys, xs], kind="stable")
+        taken = {(int(y), int(x)) for x, y in points}
+        for y, x in zip(ys[order], xs[order], strict=True):
+            if (int(y), int(x)) not in taken:
+                points.append((x + 0.5, y + 0.5))
+        points = points[: params.peaks]
+    out = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if params.safety_grid:
+        out = np.concatenate([out, grid_points(params.safety_grid, w, h, False)])
+    return out
+
+
+def point_proposals(
+    sam: PromptableSam,
+    embedding: ImageEmbedding,
+    points: np.ndarray,
+    params: SamProposalParams,
+    precision: str,
+    cache: dict,
+) -> Generator[Progress, None, Proposals]:
+    """SAM's masks for ``points`` (``(x, y)`` in the embedded image's pixels), filtered
+    as :func:`.proposals.sam_proposals` filters them, then box NMS.
+
+    ``cache`` maps a point (rounded to a pixel) to its masks; points already in it are
+    not decoded again, and new ones are added to it. ``decoded_points`` of the result
+    counts the points decoded by this call.
+    """
+    keys = list(dict.fromkeys((int(x), int(y)) for x, y in np.asarray(points)))
+    new = [k for k in keys if k not in cache]
+    batch_size = params.points_per_batch or (64 if sam.device.type == "cuda" else 16)
+    yield Progress("proposals", 0, len(new), f"SAM on {len(new)} guided points", heavy=True)
+    for start in range(0, len(new), batch_size):
+        batch = new[start : start + batch_size]
+        xy = np.asarray(batch, dtype=np.float64) + 0.5
+        if params.pred_iou_thresh > 0:
+            low_res, iou, which = sam.decode_points_above(
+                embedding, xy, params.pred_iou_thresh, precision, return_index=True
+            )
+        else:
+            low_res, iou = sam.decode_points(embedding, xy, precision)
+            low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
+            which = np.repeat(np.arange(len(batch)), 3)
+        for key in batch:
+            cache[key] = []
+        which = np.asarray(which)
+        for box, crop, score, row in binary_masks(sam, embedding, low_res, iou, params):
+            cache[batch[int(which[row])]].append((box, crop, score))
+        yield Progress("proposals", start + len(batch), len(new), "SAM on guided points")
+    boxes, crops, scores = [], [], []
+    for key in keys:
+        for box, crop, score in cache[key]:
+            boxes.append(box)
+            crops.append(crop)
+            scores.append(score)
+    return nms_proposals(
+        embedding.original_size, boxes, crops, scores, params.box_nms_thresh, len(new)
+    )
+
+
+__all__ = ["guided_points", "point_proposals", "relevance_regions", "unit_map"]
