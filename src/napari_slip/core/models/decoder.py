@@ -102,7 +102,7 @@ class TextDecoder(nn.Module):
         self.film_add = nn.Linear(config.embed_dim, d)
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(
-                d, config.heads, dim_feedforward=2 * d, dropout=0.1, batch_first=True
+                d, config.heads, dim_feedforward=2 * d, dropout=0.0, batch_first=True
             )
             for _ in config.taps
         )
