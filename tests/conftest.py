@@ -52,3 +52,21 @@ def trained_sam_path():
 
     assert FIXTURE_PATH.is_file(), f"{FIXTURE_PATH} is missing: run the script that makes it"
     return FIXTURE_PATH
+
+
+@pytest.fixture(scope="session")
+def decoder_fixture(tmp_path_factory):
+    """A tiny CLIP, the synthetic dataset and a decoder trained on them (seconds)."""
+    from napari_slip.testing.decoder import write_decoder_fixture
+
+    return write_decoder_fixture(tmp_path_factory.mktemp("decoder"))
+
+
+@pytest.fixture(scope="session")
+def held_out(tmp_path_factory):
+    """Six held-out images of the synthetic domain (another seed than the training's)."""
+    from napari_slip.core.training.datasets import read_dataset_folder
+    from napari_slip.core.training.synthetic import make_synthetic_dataset
+
+    folder = tmp_path_factory.mktemp("held")
+    return read_dataset_folder(make_synthetic_dataset(folder, n_images=6, size=128, seed=99))

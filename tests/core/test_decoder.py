@@ -1,7 +1,8 @@
 """The text-conditioned decoder (seed 003): its file, training, its maps and masks.
 
-The fixture decoder is trained once per session on the synthetic domain (a tiny
-random CLIP, 16 images, seconds on a CPU); held-out images come from another seed.
+The fixture decoder (``decoder_fixture`` in conftest) is trained once per session on
+the synthetic domain (a tiny random CLIP, 16 images, seconds on a CPU); held-out images
+come from another seed.
 """
 
 from __future__ import annotations
@@ -32,19 +33,6 @@ from napari_slip.core.training.decoder import (
     summarise,
     train_decoder,
 )
-from napari_slip.core.training.synthetic import make_synthetic_dataset
-from napari_slip.testing.decoder import write_decoder_fixture
-
-
-@pytest.fixture(scope="session")
-def decoder_fixture(tmp_path_factory):
-    return write_decoder_fixture(tmp_path_factory.mktemp("decoder"))
-
-
-@pytest.fixture(scope="session")
-def held_out(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("held")
-    return read_dataset_folder(make_synthetic_dataset(folder, n_images=6, size=128, seed=99))
 
 
 def _config(**kw):

@@ -29,7 +29,9 @@ def unit_map(relevance: np.ndarray, probability: bool) -> np.ndarray:
     relevance = np.asarray(relevance, dtype=np.float32)
     if probability:
         return np.clip(relevance, 0, 1)
-    low, high = float(relevance.min(initial=0)), float(relevance.max(initial=0))
+    if not relevance.size:
+        return relevance
+    low, high = float(relevance.min()), float(relevance.max())
     if high - low < 1e-6:
         return np.zeros_like(relevance)
     return (relevance - low) / (high - low)
