@@ -82,7 +82,9 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
         DEFAULT_CLIP,
         DEFAULT_SAM,
         PRECISIONS,
+        PROPOSALS,
         CropParams,
+        GuidedParams,
         NormalisationParams,
         SamProposalParams,
         SelectionParams,
@@ -91,7 +93,12 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
         parse_phrases,
     )
 
-    add_arguments(seg, SelectionParams, types={"distractors": parse_phrases})
+    add_arguments(
+        seg,
+        SelectionParams,
+        only=[n for n in SelectionParams.names() if proposals_from or n != "relevance_weight"],
+        types={"distractors": parse_phrases},
+    )
     seg.add_argument(
         "--sam", default=DEFAULT_SAM, help=f"SAM name or checkpoint path (default {DEFAULT_SAM})"
     )
@@ -102,10 +109,26 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
     )
     if proposals_from:
         seg.add_argument(
+            "--proposals",
+            choices=PROPOSALS,
+            default=None,
+            help="where candidates come from: SAM's grid, a label image (--proposals-from), "
+            "the relevance map's regions (no SAM), or SAM at points the map places (fast) "
+            "(default: sam, or labels with --proposals-from)",
+        )
+        seg.add_argument(
             "--proposals-from",
             metavar="LABELS",
             help="label image whose labels are the proposals (no SAM)",
         )
+        seg.add_argument(
+            "--decoder",
+            metavar="PATH",
+            help="trained decoder (napari-slip train-decoder) whose map guides relevance, "
+            "guided and --relevance-weight; it must match --clip",
+        )
+        guided = seg.add_argument_group("relevance and guided proposals")
+        add_arguments(guided, GuidedParams)
     _device_argument(seg)
     seg.add_argument(
         "--template",
@@ -139,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_CLIP,
         DEFAULT_SAM,
         CropParams,
+        DecoderParams,
         FinetuneParams,
         SelectionParams,
         add_arguments,
@@ -241,6 +265,43 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(ft, CropParams, types={"fill": _parse_fill})
     ft.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
+    td = sub.add_parser(
+        "train-decoder",
+        help="train a text-conditioned decoder on labelled images (a dataset folder)",
+        description="Train a small decoder that reads a frozen CLIP and outputs the mask of "
+        "what a text describes (seed 003, CLIPSeg's design). DATA is a dataset folder: "
+        "images/, labels/ and classes.csv with columns image,label,class. Segment with "
+        "--decoder and the same --clip.",
+    )
+    td.add_argument("data", help="dataset folder (images/, labels/, classes.csv)")
+    td.add_argument(
+        "--clip",
+        default=DEFAULT_CLIP,
+        help=f"CLIP MODEL:TAG or checkpoint it reads (default {DEFAULT_CLIP})",
+    )
+    td.add_argument("-o", "--output", required=True, help="decoder to write (.safetensors)")
+    td.add_argument("--overwrite", action="store_true", help="replace an existing decoder file")
+    td.add_argument(
+        "--paraphrases",
+        metavar="CSV",
+        help="extra phrases per class, a CSV with columns class,phrase (used as prompts "
+        "while training)",
+    )
+    add_arguments(
+        td,
+        DecoderParams,
+        only=[n for n in DecoderParams.names() if n != "augment"],
+        types={"window": int},
+    )
+    td.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        help="do not also learn from mirrored views (default: they are learnt from too)",
+    )
+    _device_argument(td)
+    td.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
     ev = sub.add_parser(
         "evaluate",
         help="compare CLIPs on a dataset folder (hit rate, IoU, Dice, precision, recall)",
@@ -270,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         dest="templates",
         help="prompt template with {} (repeatable; default: the checkpoint's own)",
+    )
+    ev.add_argument(
+        "--decoder",
+        metavar="PATH",
+        help="report IoU and Dice of this trained decoder's masks (its map above 0.5) per "
+        "class instead, with the one --clip it was trained on",
     )
     ev.add_argument("--json", help="write the report as JSON, keyed by CLIP")
     _device_argument(ev)
@@ -362,6 +429,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from .core.io import Outputs, _write_labels_to, open_image, read_image
     from .core.params import (
         CropParams,
+        GuidedParams,
         NormalisationParams,
         SamProposalParams,
         SelectionParams,
@@ -384,7 +452,7 @@ def run_segment(args: argparse.Namespace) -> int:
             "provenance": args.provenance,
             "relevance": relevance_out,
         },
-        inputs=[args.image, args.proposals_from, args.sam, args.clip],
+        inputs=[args.image, args.proposals_from, args.sam, args.clip, args.decoder],
         overwrite=args.overwrite,
     )
     # Before any model work: a run must not end in "cannot write" or destroy an input.
@@ -396,6 +464,14 @@ def run_segment(args: argparse.Namespace) -> int:
             "relevance": "--relevance-out",
         }
     )
+    proposals = args.proposals or ("labels" if args.proposals_from else "sam")
+    if proposals == "labels" and not args.proposals_from:
+        raise SlipError("--proposals labels needs the label image: --proposals-from LABELS.")
+    if proposals != "labels" and args.proposals_from:
+        raise SlipError(
+            f"--proposals-from gives label proposals; it cannot be combined with "
+            f"--proposals {proposals}."
+        )
     tile_params = from_args(TileParams, args)
     # Tiled runs read the image region by region (tif and zarr), never whole.
     image = open_image(args.image, lazy=tile_params.tiles != "off")
@@ -412,6 +488,8 @@ def run_segment(args: argparse.Namespace) -> int:
         background=args.background,
         download_progress=_download_printer(args.quiet),
         precision=args.precision,
+        decoder=args.decoder,
+        guided_params=from_args(GuidedParams, args),
     )
     norm = {
         k: v for k, v in vars(args).items() if k in NormalisationParams.names() and v is not None
@@ -421,25 +499,37 @@ def run_segment(args: argparse.Namespace) -> int:
         "threshold": args.threshold,
         "top_k": args.top_k,
         "distractors": args.distractors,
+        "relevance_weight": args.relevance_weight,
     }
     # Refuse a bad prompt or selection before any model work.
     SelectionParams(**selection, background=args.background)
     if not args.prompt.strip():
         raise SlipError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
-    candidates = drain(segmenter.iter_candidates(image, labels=labels, **norm), progress)
+    if args.decoder:
+        _ = segmenter.decoder  # the file and its CLIP are checked before any image work
+    source = None
+    if proposals in ("relevance", "guided"):
+        segmenter.set_image(image, **norm)
+        image, norm = None, {}
+        source = segmenter.proposal_source(proposals, args.prompt)
+    candidates = drain(segmenter.iter_candidates(image, source, labels=labels, **norm), progress)
     relevance = None
-    if relevance_out:
+    if relevance_out or args.relevance_weight:
         relevance = drain(segmenter.iter_relevance(args.prompt), progress)
     progress.close()
     zarr_out = out.suffix.lower() == ".zarr"
     # A .zarr output is painted straight into its (staged) store: no full-size array.
-    result = None if zarr_out else segmenter.select(candidates, args.prompt, **selection)
+    result = (
+        None
+        if zarr_out
+        else segmenter.select(candidates, args.prompt, relevance=relevance, **selection)
+    )
     state = {}
 
     def write_labels(tmp):
         if zarr_out:
             state["result"] = segmenter.select(
-                candidates, args.prompt, labels_out=tmp, **selection
+                candidates, args.prompt, labels_out=tmp, relevance=relevance, **selection
             )
         else:
             _write_labels_to(tmp, result.labels, out.suffix.lower())
@@ -587,8 +677,60 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_decoder(args: argparse.Namespace) -> int:
+    from .core.io import Outputs
+    from .core.params import DecoderParams, from_args
+    from .core.training.datasets import read_paraphrases
+    from .core.training.decoder import train_decoder
+
+    Outputs({"decoder": args.output}, [args.data, args.clip], args.overwrite).check(
+        {"decoder": "--output"}
+    )
+    params = from_args(DecoderParams, args)
+    paraphrases = read_paraphrases(args.paraphrases) if args.paraphrases else None
+    path = train_decoder(
+        args.data,
+        args.clip,
+        args.output,
+        params,
+        paraphrases=paraphrases,
+        device=args.device,
+        progress=_progress_printer(args.quiet),
+    )
+    from .core.models.decoder import load_decoder
+
+    val = (load_decoder(path).metadata.get("metrics") or {}).get("val") or {}
+    shown = f" (validation IoU {val['mean_iou']:.3f})" if val.get("mean_iou") is not None else ""
+    print(f"napari-slip: Saved the decoder to {path}{shown}.", file=sys.stderr)
+    return 0
+
+
+def run_evaluate_decoder(args: argparse.Namespace) -> int:
+    from .core.models.decoder import load_decoder
+    from .core.models.hub import default_hub
+    from .core.models.registry import resolve_device
+    from .core.training.datasets import read_dataset_folder
+    from .core.training.decoder import evaluate_decoder, format_decoder_report
+
+    if len(args.clip) != 1:
+        raise SlipError("--decoder is evaluated with one --clip: the one it was trained on.")
+    items = read_dataset_folder(args.data)
+    device = resolve_device(args.device)
+    clip = default_hub().clip(args.clip[0], device, "fp32", _download_printer(args.quiet))
+    report = evaluate_decoder(clip, load_decoder(args.decoder, device), items)
+    report = {"decoder": str(args.decoder), "clip": args.clip[0], **report}
+    print(format_decoder_report(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from .core.training.evaluate import evaluate, format_report
+
+    if args.decoder:
+        return run_evaluate_decoder(args)
 
     report = evaluate(
         args.data,
@@ -614,6 +756,7 @@ COMMANDS = {
     "batch": run_batch,
     "models": run_models,
     "finetune": run_finetune,
+    "train-decoder": run_train_decoder,
     "evaluate": run_evaluate,
 }
 

@@ -306,3 +306,71 @@ def test_a_bad_fill_is_refused_by_the_parser(files, capsys):
     code = main(["segment", str(files / "img.tif"), "-p", "x", "-o", "o.tif", "--fill", "teal"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "Unknown fill 'teal'" in err[0]
+
+
+def test_train_decoder_evaluate_and_segment_with_it(
+    tmp_path, decoder_fixture, held_out, tiny_clip_path, trained_sam_path, capsys
+):
+    """train-decoder -> evaluate --decoder -> segment --proposals relevance|guided."""
+    from napari_slip.core.models.decoder import load_decoder
+
+    phrases = tmp_path / "phrases.csv"
+    phrases.write_text("class,phrase\ncircle,round blob\ncircle,red disc\n")
+    out = tmp_path / "dec.safetensors"
+    args = ["train-decoder", str(decoder_fixture.data), "--clip", str(decoder_fixture.clip)]
+    args += ["-o", str(out), "--epochs", "2", "--dim", "16", "--paraphrases", str(phrases), "-q"]
+    assert main(args) == 0
+    meta = load_decoder(out).metadata
+    assert meta["paraphrases"] == {"circle": ["round blob", "red disc"]}
+    assert meta["training"]["epochs"] == 2 and meta["clip_spec"] == str(decoder_fixture.clip)
+    assert "Saved the decoder" in capsys.readouterr().err
+    assert main(args) == 2  # the file exists: refused without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+
+    report = tmp_path / "report.json"
+    code = main(
+        [
+            "evaluate",
+            str(decoder_fixture.data),
+            "--clip",
+            str(decoder_fixture.clip),
+            "--decoder",
+            str(decoder_fixture.decoder),
+            "--json",
+            str(report),
+            "-q",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert data["mean_iou"] > 0.3  # its own training images
+    assert "circle" in printed and f"{data['mean_iou']:.3f}" in printed
+
+    item = held_out[0]
+    Image.fromarray(item.image).save(tmp_path / "img.png")
+    name = sorted(set(item.classes.values()))[0]
+    common = ["--clip", str(decoder_fixture.clip), "--decoder", str(decoder_fixture.decoder)]
+    for proposals in ("relevance", "guided"):
+        labels = tmp_path / f"{proposals}.tif"
+        prov = tmp_path / f"{proposals}.json"
+        args = ["segment", str(tmp_path / "img.png"), "-p", name, "-o", str(labels)]
+        args += ["--provenance", str(prov), "--proposals", proposals, "--sam"]
+        args += [str(trained_sam_path), "--relevance-out", str(tmp_path / f"{proposals}-map.tif")]
+        code = main([*args, *common, "--mode", "threshold", "--threshold", "-1", "-q"])
+        assert code == 0, capsys.readouterr().err
+        written = json.loads(prov.read_text())
+        assert written["proposals"]["source"] == proposals
+        assert written["decoder"]["sha256"] == load_decoder(decoder_fixture.decoder).sha256
+        assert tifffile.imread(labels).max() >= 1
+        relevance = tifffile.imread(tmp_path / f"{proposals}-map.tif")
+        assert (
+            relevance.shape == item.labels.shape and 0 <= relevance.min() <= relevance.max() <= 1
+        )
+
+    wrong = ["segment", str(tmp_path / "img.png"), "-p", name, "-o", str(tmp_path / "w.tif")]
+    assert main([*wrong, "--clip", str(tiny_clip_path), "--decoder", str(out), *FAST]) == 2
+    assert "was trained on" in capsys.readouterr().err
+    assert main([*wrong, "--proposals", "labels"]) == 2
+    assert "--proposals-from" in capsys.readouterr().err
+    assert not (tmp_path / "w.tif").exists()

@@ -47,12 +47,12 @@ def test_points_go_to_the_peaks_first_then_the_safety_grid():
 
 def test_regions_above_the_level_are_proposals():
     unit = _bumps(centres=((30, 40, 0.9), (70, 90, 0.7), (10, 110, 0.52)))
-    props = relevance_regions(unit, GuidedParams(level=0.5, min_area=10))
+    props = relevance_regions(unit, GuidedParams(level=0.5, min_region=10))
     assert len(props) == 2  # the third region is under min_area
     first = props.full_mask(0)
     assert first[30, 40] and not first[70, 90] and first.sum() == (unit[:, :65] > 0.5).sum()
     assert props.quality[0] == pytest.approx(unit[first].mean(), rel=1e-5)
-    assert len(relevance_regions(unit, GuidedParams(level=0.5, min_area=1))) == 3
+    assert len(relevance_regions(unit, GuidedParams(level=0.5, min_region=1))) == 3
 
 
 @pytest.fixture(scope="module")

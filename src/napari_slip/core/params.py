@@ -402,12 +402,12 @@ class GuidedParams(_Params):
     level: float = option(0.5, "relevance (0-1) above which a pixel counts as matching")
     peaks: int = option(32, "at most this many SAM points placed on the relevance map")
     safety_grid: int = option(6, "a sparse grid of this many points per side is added (0: none)")
-    min_area: int = option(16, "regions of the relevance map smaller than this are ignored")
+    min_region: int = option(16, "regions of the map smaller than this many pixels are ignored")
 
     def __post_init__(self) -> None:
         _check_unit("level", self.level)
-        if self.peaks < 0 or self.safety_grid < 0 or self.min_area < 0:
-            raise InputError("peaks, safety_grid and min_area must not be negative.")
+        if self.peaks < 0 or self.safety_grid < 0 or self.min_region < 0:
+            raise InputError("peaks, safety_grid and min_region must not be negative.")
         if self.peaks == 0 and self.safety_grid == 0:
             raise InputError("Guided mode needs peaks or a safety grid: both are 0.")
 

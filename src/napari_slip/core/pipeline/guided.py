@@ -37,7 +37,7 @@ def unit_map(relevance: np.ndarray, probability: bool) -> np.ndarray:
     return (relevance - low) / (high - low)
 
 
-def _components(unit: np.ndarray, level: float, min_area: int):
+def _components(unit: np.ndarray, level: float, min_region: int):
     from scipy import ndimage
 
     above = unit > level
@@ -45,15 +45,15 @@ def _components(unit: np.ndarray, level: float, min_area: int):
     if n == 0:
         return labels, []
     areas = np.bincount(labels.ravel(), minlength=n + 1)
-    return labels, [i for i in range(1, n + 1) if areas[i] >= max(min_area, 1)]
+    return labels, [i for i in range(1, n + 1) if areas[i] >= max(min_region, 1)]
 
 
 def relevance_regions(unit: np.ndarray, params: GuidedParams) -> Proposals:
-    """Each connected region of ``unit`` above ``params.level`` (at least ``min_area``
+    """Each connected region of ``unit`` above ``params.level`` (at least ``min_region``
     pixels) is one proposal; its quality is the mean relevance inside it."""
     from scipy import ndimage
 
-    labels, keep = _components(unit, params.level, params.min_area)
+    labels, keep = _components(unit, params.level, params.min_region)
     boxes, masks, quality = [], [], []
     slices = ndimage.find_objects(labels)
     for i in keep:
@@ -79,7 +79,7 @@ def guided_points(unit: np.ndarray, params: GuidedParams) -> np.ndarray:
     from scipy import ndimage
 
     h, w = unit.shape
-    labels, keep = _components(unit, params.level, params.min_area)
+    labels, keep = _components(unit, params.level, params.min_region)
     points: list[tuple[float, float]] = []
     if keep and params.peaks:
         peaks = ndimage.maximum_position(unit, labels, keep)

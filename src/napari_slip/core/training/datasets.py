@@ -169,6 +169,26 @@ def _open_csv(path: Path):
     return io.StringIO(text, newline="")
 
 
+def read_paraphrases(csv_path: str | os.PathLike) -> dict[str, list[str]]:
+    """Extra phrases per class from a CSV with columns ``class,phrase`` (one row each)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InputError(f"No paraphrases file at {csv_path}.")
+    out: dict[str, list[str]] = {}
+    with _open_csv(csv_path) as fh:
+        reader = csv.DictReader(fh)
+        if not {"class", "phrase"} <= set(reader.fieldnames or ()):
+            raise InputError(
+                f"{csv_path} needs the columns class,phrase; has {reader.fieldnames}."
+            )
+        for row_no, row in enumerate(reader, start=2):
+            cls, phrase = (row["class"] or "").strip(), (row["phrase"] or "").strip()
+            if not cls or not phrase:
+                raise InputError(f"{csv_path} line {row_no}: the class or the phrase is empty.")
+            out.setdefault(cls, []).append(phrase)
+    return out
+
+
 def read_captions(csv_path: str | os.PathLike) -> Pairs:
     """Whole images with captions from a CSV with columns ``image,caption``."""
     csv_path = Path(csv_path)

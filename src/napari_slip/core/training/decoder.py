@@ -510,10 +510,23 @@ def evaluate_decoder(
     return score_maps(decoder.model, held_out(loaded_clip, items, decoder.config), texts)
 
 
+def format_decoder_report(report: dict) -> str:
+    """A plain-text table of :func:`evaluate_decoder`'s report."""
+    lines = [
+        f"decoder {report.get('decoder', '')} on CLIP {report.get('clip', '')}",
+        f"{'class':<20} {'IoU':>6} {'Dice':>6} {'pixels':>9}",
+    ]
+    for name, row in report["per_class"].items():
+        lines.append(f"{name:<20} {row['iou']:>6.3f} {row['dice']:>6.3f} {row['pixels']:>9}")
+    lines.append(f"{'mean':<20} {report['mean_iou']:>6.3f} {report['mean_dice']:>6.3f}")
+    return "\n".join(lines)
+
+
 __all__ = [
     "ClassScores",
     "DecoderResult",
     "evaluate_decoder",
+    "format_decoder_report",
     "iter_train_decoder",
     "iter_train_decoder_to_file",
     "score_maps",
