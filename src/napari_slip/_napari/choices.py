@@ -47,6 +47,36 @@ def clip_tooltip(value) -> str:
     return f"{value}: {text}" if isinstance(value, str) and ":" in value else text
 
 
+def decoder_choices(files: list[str], folders: list[str]) -> list[tuple[str, object]]:
+    """(label, value) pairs of the decoder picker: none (CLIP's untrained map), the
+    trained decoders found in the checkpoint folders, files added by hand, "choose"."""
+    from ..core.models.decoder import find_decoders
+
+    choices: list[tuple[str, object]] = [("none (CLIP's untrained map)", None)]
+    for path, _meta in find_decoders(folders):
+        choices.append((path.stem, str(path)))
+    known = {value for _, value in choices}
+    choices += [(Path(p).name, p) for p in files if p not in known]
+    return [*choices, ("Choose a file…", CHOOSE_FILE)]
+
+
+def decoder_tooltip(value) -> str:
+    """What a decoder choice is."""
+    from ..core.errors import SlipError
+    from ..core.models.decoder import describe_decoder, read_decoder_metadata
+
+    text = (
+        "A decoder trained on your labels (Fine-tune widget or `napari-slip "
+        "train-decoder`) makes the relevance map; it must match the CLIP."
+    )
+    if isinstance(value, str) and value.endswith(".safetensors"):
+        try:
+            return f"{value}\n{describe_decoder(read_decoder_metadata(value))}"
+        except SlipError:
+            return value
+    return text
+
+
 def offer(combo, paths: list[str], path, select: bool = True) -> None:
     """Remember a file or folder for a picker, refresh its choices, and select it."""
     path = str(Path(path).expanduser())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..core.params import (
     DEFAULT_CLIP,
     DEFAULT_SAM,
     CropParams,
+    GuidedParams,
     SamProposalParams,
     SelectionParams,
     TileParams,
@@ -60,6 +62,13 @@ class Request:
     templates: tuple[str, ...] | None = None
     #: Also make a relevance map of the prompt (2D images).
     relevance: bool = False
+    #: Where candidates come from besides SAM's grid and a labels layer: ``relevance``
+    #: (the map's regions, no SAM) or ``guided`` (SAM at points the map places).
+    proposals: str = "sam"
+    #: A trained decoder file whose map is the relevance map (None: CLIP's own).
+    decoder: str | None = None
+    relevance_weight: float = SelectionParams.default("relevance_weight")
+    guided_params: GuidedParams = field(default_factory=GuidedParams)
 
     @property
     def models(self) -> tuple[str, str, str, str]:
@@ -73,6 +82,7 @@ class Request:
             top_k=self.top_k,
             distractors=self.distractors,
             background=self.background,
+            relevance_weight=self.relevance_weight,
         )
 
 
@@ -203,6 +213,8 @@ def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 6
     segmenter.set_crop_params(request.crop_params)
     segmenter.set_tile_params(request.tile_params)
     segmenter.templates = request.templates
+    segmenter.set_decoder(request.decoder)
+    segmenter.guided_params = request.guided_params
     return segmenter
 
 
@@ -213,6 +225,12 @@ def check(request: Request) -> None:
     if not request.prompt.strip():
         raise InputError("Type what to segment in the prompt field, e.g. 'nucleus'.")
     request.selection()
+    if request.proposals not in ("sam", "relevance", "guided"):
+        raise InputError(f"Unknown proposals {request.proposals!r}.")
+    if request.proposals != "sam" and request.labels_layer is not None:
+        raise InputError("Proposals come from a labels layer or the prompt, not both.")
+    if request.decoder is not None and not Path(request.decoder).is_file():
+        raise InputError(f"The decoder file {request.decoder} is missing.")
     expected = output_shape(request)
     if request.labels_layer is not None and tuple(request.labels_layer.data.shape) != expected:
         raise InputError(
@@ -240,6 +258,7 @@ def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None
         rgb=colour,
         planes=_planes(request),
         labels=None if request.labels_layer is None else request.labels_layer.data,
+        proposals=request.proposals,
         **engine_options(request),
     )
     if request.relevance and result.labels.ndim == 2:

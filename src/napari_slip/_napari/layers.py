@@ -97,12 +97,15 @@ def replace_layer_data(layer, result: StackResult) -> None:
     layer.metadata = {**layer.metadata, METADATA_KEY: [*history[:-1], result.provenance]}
 
 
-def show_relevance_layer(viewer, image, prompt: str, relevance):
+def show_relevance_layer(viewer, image, prompt: str, relevance, probability: bool = False):
     """Show a relevance map as an Image layer just above ``image`` (replacing the map of
-    the same prompt and image); the active layer stays active. Returns the layer."""
+    the same prompt and image); the active layer stays active. Returns the layer.
+
+    A trained decoder's map (``probability``) is shown on its 0-1 scale, so an absent
+    object stays dark; CLIP's untrained cosines are stretched over their range."""
     name = f"relevance: {prompt} ({image.name})"
     lo, hi = float(relevance.min()), float(relevance.max())
-    limits = (lo, hi if hi > lo else lo + 1e-6)
+    limits = (0.0, 1.0) if probability else (lo, hi if hi > lo else lo + 1e-6)
     layers = viewer.layers
     if name in layers:
         layer = layers[name]

@@ -45,6 +45,8 @@ from .choices import (
     ask_clip_choice,
     clip_choices,
     clip_tooltip,
+    decoder_choices,
+    decoder_tooltip,
     events,
     offer,
 )
@@ -128,6 +130,8 @@ class SlipWidget(WorkerPanel):
         self.proposals = ComboBox(label="Proposals", choices=self._proposal_choices)
         self.sam = ComboBox(label="SAM", choices=self._sam_choices, value=DEFAULT_SAM)
         self.clip = ComboBox(label="CLIP", choices=self._clip_choices, value=DEFAULT_CLIP)
+        self._decoder_files: list[str] = []
+        self.decoder = ComboBox(label="Decoder", choices=self._decoder_choices, value=None)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
         self.green = ComboBox(label="Green from", choices=self._colour_choices)
         self.blue = ComboBox(label="Blue from", choices=self._colour_choices)
@@ -139,10 +143,18 @@ class SlipWidget(WorkerPanel):
         self.replace_existing = CheckBox(text="Replace overlapping labels", value=False)
         self.show_relevance = CheckBox(text="Relevance map layer", value=False)
         self.show_relevance.tooltip = (
-            "Also show where the prompt matches, pixel by pixel: CLIP's patch similarity "
-            "to the prompt, untrained and coarse (2D images; the next prompt on the same "
-            "image is quick)."
+            "Also show where the prompt matches, pixel by pixel: the trained decoder's "
+            "probability, or without one CLIP's untrained, coarse patch similarity (2D "
+            "images; the next prompt on the same image is quick)."
         )
+        self.relevance_weight = FloatSpinBox(
+            label="Relevance weight",
+            min=0,
+            max=1,
+            step=0.05,
+            value=SelectionParams.default("relevance_weight"),
+        )
+        self.relevance_weight.tooltip = SelectionParams.help("relevance_weight")
         self.replace_existing.tooltip = (
             "Write new objects over existing labels where they overlap (undo with Ctrl+Z); "
             "unticked, existing labels are kept."
@@ -210,6 +222,7 @@ class SlipWidget(WorkerPanel):
                 self.exact,
                 self.skip_covered,
                 self.show_relevance,
+                self.relevance_weight,
                 self.tiles,
                 self.tile_overlap,
                 self.fill,
@@ -260,6 +273,7 @@ class SlipWidget(WorkerPanel):
                 self.proposals,
                 self.sam,
                 self.clip,
+                self.decoder,
                 self.device,
                 self.scope,
                 self.output,
@@ -283,12 +297,21 @@ class SlipWidget(WorkerPanel):
         self.rescan.changed.connect(self.reset_choices)
         self.sam.changed.connect(self._on_sam_choice)
         self.clip.changed.connect(self._on_clip_choice)
+        self.decoder.changed.connect(self._on_decoder_choice)
         for widget in (self.channel_axis, self.green, self.blue):
             self.image.changed.connect(widget.reset_choices)
         for widget in (self.mode, self.output, self.image, self.channel_axis, self.green):
             widget.changed.connect(self._update_visibility)
-        self.use_floor.changed.connect(self._update_visibility)
-        for widget in (self.mode, self.threshold, self.use_floor, self.distractors, self.top_k):
+        for widget in (self.use_floor, self.proposals, self.show_relevance, self.relevance_weight):
+            widget.changed.connect(self._update_visibility)
+        for widget in (
+            self.mode,
+            self.threshold,
+            self.use_floor,
+            self.distractors,
+            self.top_k,
+            self.relevance_weight,
+        ):
             widget.changed.connect(self._reselect)
         self.threshold.changed.connect(self._on_threshold)
         self.image.changed.connect(self._forget_last)
@@ -314,9 +337,11 @@ class SlipWidget(WorkerPanel):
         return [(layer.name, layer) for layer in self._layers("Image")]
 
     def _proposal_choices(self, _widget=None):
-        return [("SAM automatic masks", None)] + [
-            (f"labels: {layer.name}", layer) for layer in self._layers("Labels")
-        ]
+        return [
+            ("SAM automatic masks", None),
+            ("Fast: guided by the prompt", "guided"),
+            ("Relevance map regions (no SAM)", "relevance"),
+        ] + [(f"labels: {layer.name}", layer) for layer in self._layers("Labels")]
 
     def _output_choices(self, _widget=None):
         return [("New Labels layer", None)] + [
@@ -358,8 +383,12 @@ class SlipWidget(WorkerPanel):
     def _clip_choices(self, _widget=None):
         return clip_choices(self._clip_files, self._clip_folders)
 
+    def _decoder_choices(self, _widget=None):
+        return decoder_choices(self._decoder_files, self._clip_folders)
+
     def _on_checkpoint_saved(self, _path: str) -> None:
         self.clip.reset_choices()
+        self.decoder.reset_choices()
 
     def _on_layer_inserted(self, event) -> None:
         event.value.events.name.connect(self.reset_choices)
@@ -378,8 +407,27 @@ class SlipWidget(WorkerPanel):
         offer(self.clip, self._clip_files, path)
 
     def add_checkpoint_folder(self, folder: str | Path) -> None:
-        """Scan another folder for fine-tuned CLIP checkpoints."""
+        """Scan another folder for fine-tuned CLIP checkpoints and trained decoders."""
         offer(self.clip, self._clip_folders, folder, select=False)
+        self.decoder.reset_choices()
+
+    def add_decoder_file(self, path: str | Path) -> None:
+        """Offer a trained decoder file in the decoder picker and select it."""
+        offer(self.decoder, self._decoder_files, path)
+
+    def _on_decoder_choice(self, value) -> None:
+        self.decoder.tooltip = decoder_tooltip(value)
+        if value != CHOOSE_FILE:
+            return
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(
+            self.native, "Trained decoder", "", "napari-slip decoder (*.safetensors)"
+        )
+        if path:
+            self.add_decoder_file(path)
+        else:
+            self.decoder.value = None
 
     def _on_sam_choice(self, value) -> None:
         if value != CHOOSE_FILE:
@@ -413,6 +461,7 @@ class SlipWidget(WorkerPanel):
             self.proposals,
             self.sam,
             self.clip,
+            self.decoder,
             self.device,
             self.green,
             self.blue,
@@ -426,6 +475,7 @@ class SlipWidget(WorkerPanel):
             f"{name}: {w.description}, {w.size_mb} MB" for name, w in SAM_MODELS.items()
         )
         self.clip.tooltip = clip_tooltip(self.clip.value)
+        self.decoder.tooltip = decoder_tooltip(self.decoder.value)
         self.clip.changed.connect(lambda v: setattr(self.clip, "tooltip", clip_tooltip(v)))
 
     def _update_visibility(self, *_args) -> None:
@@ -442,6 +492,12 @@ class SlipWidget(WorkerPanel):
         self.blue.visible = self.green.visible and self.green.value is not None
         self.channel_axis.visible = len(self.channel_axis.choices) > 1
         self.channels.visible = self.channel_axis.value is not None
+        # The decoder matters only where the relevance map is used.
+        self.decoder.visible = (
+            isinstance(self.proposals.value, str)
+            or bool(self.show_relevance.value)
+            or float(self.relevance_weight.value) > 0
+        )
         if layer is None:
             self.scope.visible = False
             return
@@ -465,7 +521,10 @@ class SlipWidget(WorkerPanel):
             threshold=threshold,
             top_k=int(self.top_k.value),
             distractors=parse_phrases(self.distractors.value),
-            labels_layer=self.proposals.value,
+            labels_layer=None if isinstance(self.proposals.value, str) else self.proposals.value,
+            proposals=self.proposals.value if isinstance(self.proposals.value, str) else "sam",
+            decoder=self.decoder.value,
+            relevance_weight=float(self.relevance_weight.value),
             channel_axis=self.channel_axis.value,
             channels=self._channels(),
             colour_layers=tuple(x for x in (self.green.value, self.blue.value) if x is not None),
@@ -599,7 +658,11 @@ class SlipWidget(WorkerPanel):
             request.labels_layer.visible = False
         if getattr(result, "relevance", None) is not None:
             show_relevance_layer(
-                self.viewer, request.image_layer, request.prompt, result.relevance
+                self.viewer,
+                request.image_layer,
+                request.prompt,
+                result.relevance,
+                probability=request.decoder is not None,
             )
         self.progress.value = self.progress.max
         self._show_outcome(result, request, notify=True)
@@ -665,6 +728,7 @@ class SlipWidget(WorkerPanel):
             threshold=current.threshold,
             top_k=current.top_k,
             distractors=current.distractors,
+            relevance_weight=current.relevance_weight,
         )
         if request.selection() == last.request.selection():
             return

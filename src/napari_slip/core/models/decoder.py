@@ -214,6 +214,70 @@ def is_decoder_file(path: str | os.PathLike) -> bool:
         return False
 
 
+def read_decoder_metadata(path: str | os.PathLike) -> dict:
+    """A decoder file's metadata (JSON values decoded), without loading its weights.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not a readable decoder.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = fh.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({type(exc).__name__})."
+        ) from None
+    if DECODER_KEY not in raw:
+        raise CheckpointError(f"{path} is not a napari-slip decoder.")
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def find_decoders(folders: list[str | os.PathLike] | None = None) -> list[tuple[Path, dict]]:
+    """Trained decoders in the checkpoint folder (and ``folders``), with their metadata."""
+    from .download import checkpoint_dir
+
+    found, seen = [], set()
+    for folder in [checkpoint_dir(), *(folders or [])]:
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.safetensors")):
+            if path.resolve() in seen or not is_decoder_file(path):
+                continue
+            try:
+                meta = read_decoder_metadata(path)
+            except CheckpointError:
+                continue
+            seen.add(path.resolve())
+            found.append((path, meta))
+    return found
+
+
+def describe_decoder(meta: dict) -> str:
+    """One line about what a decoder learnt."""
+    parts = []
+    if meta.get("clip_spec"):
+        parts.append(f"reads CLIP {Path(str(meta['clip_spec'])).name}")
+    names = meta.get("class_names") or []
+    if names:
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        parts.append(f"classes: {shown}")
+    val = ((meta.get("metrics") or {}).get("val") or {}).get("mean_iou")
+    if val is not None:
+        parts.append(f"validation IoU {val:.2f}")
+    return "; ".join(parts) or "a trained decoder"
+
+
 def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedDecoder:
     """Read a decoder file (see :func:`save_decoder`).
 
@@ -272,7 +336,10 @@ __all__ = [
     "LoadedDecoder",
     "TextDecoder",
     "default_taps",
+    "describe_decoder",
+    "find_decoders",
     "is_decoder_file",
     "load_decoder",
+    "read_decoder_metadata",
     "save_decoder",
 ]

@@ -58,6 +58,9 @@ class StackResult:
     candidate_table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     #: A relevance map of the prompt, where one was asked for (2D images).
     relevance: np.ndarray | None = None
+    #: Each plane's relevance map where selection used it (``relevance_weight``), for
+    #: re-selection without image work.
+    plane_relevance: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n_objects(self) -> int:
@@ -130,6 +133,7 @@ def iter_segment_stack(
     planes: Sequence[tuple[int, ...]] | None = None,
     labels: np.ndarray | None = None,
     start_id: int = 1,
+    proposals: str | None = None,
     **options: Any,
 ) -> Generator[Progress, None, StackResult]:
     """Segment chosen planes (default: all) of an nD image.
@@ -151,6 +155,9 @@ def iter_segment_stack(
         Proposal labels of the image's shape (without colour), used plane by plane.
     start_id
         The first id to give (ids continue across planes).
+    proposals
+        ``relevance`` or ``guided`` for prompt-guided candidates (see
+        :meth:`Segmenter.segment`); default SAM's grid, or ``labels``.
     **options
         Selection and normalisation options, as for :meth:`Segmenter.segment`.
     """
@@ -173,26 +180,51 @@ def iter_segment_stack(
             raise InputError(f"Plane {p} is outside the image's leading shape {lead}.")
     if rgb:
         options.setdefault("rgb", True)
-    results, candidates = [], {}
+    guided = proposals in ("relevance", "guided")
+    if proposals not in (None, "sam", "labels", "relevance", "guided"):
+        raise InputError(
+            f"proposals must be one of sam, labels, relevance, guided; got {proposals!r}."
+        )
+    if guided and labels is not None:
+        raise InputError(f"proposals={proposals!r} makes its own candidates: give no labels.")
+    if proposals == "labels" and labels is None:
+        raise InputError("proposals='labels' needs the label image: labels=...")
+    results, candidates, maps = [], {}, {}
     for n, plane in enumerate(planes, start=1):
         if lead:  # a plain 2D image has no slices to report
             yield Progress("slice", n - 1, len(planes), f"slice {plane}")
-        gen = segmenter.iter_candidates(
+        gen = _plane_candidates(
+            segmenter,
             plane_of(image, plane),
-            labels=None if labels is None else np.asarray(labels[plane]),
-            **options,
+            None if labels is None else np.asarray(labels[plane]),
+            proposals if guided else None,
+            prompt,
+            options,
         )
         if len(planes) > 1:
             tag = f"slice {n}/{len(planes)} {plane}"
             gen = relabel(gen, lambda e, tag=tag: f"{tag}: {e.message}")
         candidates[plane] = yield from gen
+        if selection.relevance_weight:
+            maps[plane] = yield from segmenter.iter_relevance(prompt)
         yield Progress("selection", 0, 1, prompt)
-        results.append(segmenter.select(candidates[plane], prompt, selection))
+        results.append(
+            segmenter.select(candidates[plane], prompt, selection, relevance=maps.get(plane))
+        )
         yield Progress("selection", 1, 1, results[-1].message)
     result = _assemble(out_shape, planes, results, prompt, len(lead), start_id, candidates)
+    result.plane_relevance = maps
     if lead:
         yield Progress("slice", len(planes), len(planes), result.message)
     return result
+
+
+def _plane_candidates(segmenter, plane_image, plane_labels, proposals, prompt, options):
+    if proposals is None:
+        return (yield from segmenter.iter_candidates(plane_image, labels=plane_labels, **options))
+    segmenter.set_image(plane_image, **options)
+    source = segmenter.proposal_source(proposals, prompt)
+    return (yield from segmenter.iter_candidates(None, source))
 
 
 def reselect_stack(
@@ -203,11 +235,15 @@ def reselect_stack(
 ) -> StackResult:
     """``previous`` with new selection settings: no image work, a text encoding at most."""
     planes = list(previous.candidates)
+    maps = previous.plane_relevance
+    if selection.relevance_weight and any(p not in maps for p in planes):
+        raise InputError("The relevance weight needs the relevance map: run again.")
     results = [
-        segmenter.select(previous.candidates[p], previous.prompt, selection) for p in planes
+        segmenter.select(previous.candidates[p], previous.prompt, selection, relevance=maps.get(p))
+        for p in planes
     ]
     n_lead = len(planes[0]) if planes else 0
-    return _assemble(
+    result = _assemble(
         previous.labels.shape,
         planes,
         results,
@@ -216,3 +252,6 @@ def reselect_stack(
         start_id,
         previous.candidates,
     )
+    result.plane_relevance = maps
+    result.relevance = previous.relevance
+    return result
