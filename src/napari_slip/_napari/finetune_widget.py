@@ -1,9 +1,10 @@
-"""Dock widget: fine-tune CLIP on the current Image + Labels layers.
+"""Dock widget: fine-tune CLIP, or train a decoder, on the current Image + Labels layers.
 
-Each label (or group of labels) gets a class name; every labelled object becomes the
-same masked crop the segmenter scores. Training runs in a thread worker with progress
-and Cancel; the checkpoint lands in the checkpoint folder, where every CLIP picker
-finds it.
+Each label (or group of labels) gets a class name. Fine-tuning CLIP: every labelled
+object becomes the same masked crop the segmenter scores. Training a decoder (seed
+003): each plane and its class masks teach a small decoder on the frozen CLIP to draw
+the mask of a class name. Training runs in a thread worker with progress and Cancel;
+the file lands in the checkpoint folder, where the CLIP and Decoder pickers find it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from magicgui.widgets import (
 from ..core.errors import InputError
 from ..core.models.download import checkpoint_dir
 from ..core.models.registry import available_devices
-from ..core.params import DEFAULT_CLIP, CropParams
+from ..core.params import DEFAULT_CLIP, CropParams, DecoderParams
 from ..core.pipeline.stack import leading_shape
-from ..core.training.datasets import Pairs, pairs_from_arrays
+from ..core.training.datasets import DatasetImage, Pairs, pairs_from_arrays
+from ..core.training.decoder import iter_train_decoder_to_file
 from ..core.training.finetune import FinetuneParams, iter_finetune_to_file
 from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
 from .job import image_data
@@ -124,6 +126,17 @@ class FinetuneWidget(WorkerPanel):
         self.preview = Label(value="")
         wrap(self.preview)
         self.base = ComboBox(label="Start from", choices=self._base_choices, value=DEFAULT_CLIP)
+        self.target = ComboBox(
+            label="Make",
+            value="clip",
+            choices=[("fine-tuned CLIP", "clip"), ("decoder (text → mask)", "decoder")],
+        )
+        self.target.tooltip = (
+            "fine-tuned CLIP: CLIP learns your classes (better scores for SAM's masks). "
+            "decoder: a small network on the frozen CLIP learns to draw your classes' "
+            "masks; use it in the segment widget's Decoder picker (relevance map, guided "
+            "and relevance proposals)."
+        )
         self.name = LineEdit(label="Save as", value="")
         self.name.native.setPlaceholderText("checkpoint name (default: from the image name)")
         self.template = LineEdit(label="Template", value="a photo of {}.")
@@ -147,28 +160,38 @@ class FinetuneWidget(WorkerPanel):
                 self.labels,
                 self.classes,
                 self.preview,
+                self.target,
                 self.base,
                 self.name,
-                self.train,
                 self.show_advanced,
                 *self.controls(),
             ]
         )
         self.advanced = Container(
-            widgets=[self.template, self.epochs, self.lr, self.device], labels=True
+            widgets=[self.train, self.template, self.epochs, self.lr, self.device], labels=True
         )
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self.native.layout().addStretch(1)  # spare height goes below, not between rows
         self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
         self.base.changed.connect(self._on_base_choice)
+        self.target.changed.connect(self._on_target)
         layers = self.viewer.layers.events
         for event in (layers.inserted, layers.removed, layers.moved):
             event.connect(self.reset_choices)
             event.connect(self.update_preview)
         for widget in (self.image, self.labels, self.classes):
             widget.changed.connect(self.update_preview)
-        compact(self.image, self.labels, self.base, self.train, self.device)
+        compact(self.image, self.labels, self.target, self.base, self.train, self.device)
         self.update_preview()
+
+    def _on_target(self, target) -> None:
+        """A decoder learns from scratch: its own epochs and learning rate."""
+        decoder = target == "decoder"
+        self.train.visible = not decoder
+        self.base.label = "CLIP it reads" if decoder else "Start from"
+        defaults = DecoderParams() if decoder else FinetuneParams()
+        self.epochs.value = defaults.epochs
+        self.lr.value = defaults.lr
 
     def _layer_choices(self, kind: str):
         def choices(_widget=None):
@@ -278,6 +301,45 @@ class FinetuneWidget(WorkerPanel):
             )
         return pairs
 
+    def dataset_images(self) -> list[DatasetImage]:
+        """Every plane with classified objects, as the decoder trains on it: the image
+        through the layer's contrast limits (as segmenting sees it), its labels and
+        their classes."""
+        from ..core.pipeline.images import prepare_image
+
+        image_layer = self.image.value
+        plan = self.plan()
+        data = image_data(image_layer)
+        limits = tuple(float(v) for v in image_layer.contrast_limits)
+        lead = leading_shape(data.shape, bool(image_layer.rgb))
+        items = []
+        for plane in np.ndindex(*lead) if lead else [()]:
+            planes = [(np.asarray(layer.data[plane]), mapping) for layer, mapping in plan]
+            planes = [(labels, mapping) for labels, mapping in planes if labels.any()]
+            if not planes:
+                continue
+            rgb = prepare_image(
+                np.asarray(data[plane]),
+                contrast_limits=limits,
+                rgb=bool(image_layer.rgb) or None,
+            ).rgb
+            for n, (labels, mapping) in enumerate(planes):
+                present = {int(v) for v in np.unique(labels) if v}
+                classes = {k: v for k, v in mapping.items() if k in present}
+                if classes:
+                    name = f"{image_layer.name}{plane}" + (f"-{n}" if len(planes) > 1 else "")
+                    items.append(DatasetImage(name, rgb, labels, classes))
+        if not items:
+            raise InputError("No classified objects yet: label some and name their classes.")
+        return items
+
+    def decoder_params(self) -> DecoderParams:
+        return DecoderParams(
+            epochs=int(self.epochs.value),
+            lr=float(self.lr.value),
+            template=self.template.value.strip(),
+        )
+
     def params(self) -> FinetuneParams:
         return FinetuneParams(
             epochs=int(self.epochs.value),
@@ -287,7 +349,8 @@ class FinetuneWidget(WorkerPanel):
         )
 
     def output_path(self):
-        name = self.name.value.strip() or f"finetuned-{self.image.value.name}"
+        prefix = "decoder" if self.target.value == "decoder" else "finetuned"
+        name = self.name.value.strip() or f"{prefix}-{self.image.value.name}"
         name = re.sub(r"[^\w.-]+", "_", name).strip("._") or "finetuned"
         return checkpoint_dir() / f"{name.removesuffix('.safetensors')}.safetensors"
 
@@ -295,6 +358,9 @@ class FinetuneWidget(WorkerPanel):
 
     def run(self, *_args) -> None:
         if self.busy:
+            return
+        if self.target.value == "decoder":
+            self.run_decoder()
             return
         try:
             pairs, params, output = self.pairs(), self.params(), self.output_path()
@@ -315,6 +381,32 @@ class FinetuneWidget(WorkerPanel):
             status=f"{len(pairs)} objects of {len(set(pairs.classes))} classes…",
         )
 
+    def run_decoder(self) -> None:
+        """Train a decoder on the classified planes (in a worker, with Cancel)."""
+        try:
+            items, params, output = (
+                self.dataset_images(),
+                self.decoder_params(),
+                self.output_path(),
+            )
+        except Exception as exc:  # shown to the user as one line, never a traceback
+            self.show_error(exc)
+            return
+        if output.exists() and not self.confirm_replace(output):
+            self.status.value = f"{output.name} exists; choose another name in 'Save as'."
+            return
+        names = {c for item in items for c in item.classes.values()}
+        self.start_worker(
+            iter_train_decoder_to_file,
+            items,
+            str(self.base.value),
+            output,
+            params,
+            device=str(self.device.value),
+            on_result=self._on_saved,
+            status=f"decoder: {len(items)} plane(s), {len(names)} class(es)…",
+        )
+
     def confirm_replace(self, path) -> bool:
         """Ask before a new checkpoint replaces an existing one of the same name."""
         from qtpy.QtWidgets import QMessageBox
@@ -330,8 +422,16 @@ class FinetuneWidget(WorkerPanel):
 
     def _on_saved(self, path) -> None:
         from ..core.models.clip import read_clip_metadata
+        from ..core.models.decoder import is_decoder_file, read_decoder_metadata
 
         self.last_checkpoint = path
+        if is_decoder_file(path):
+            val = (read_decoder_metadata(path).get("metrics") or {}).get("val") or {}
+            iou = val.get("mean_iou")
+            score = f"; validation IoU {iou:.2f}" if iou is not None else ""
+            self.status.value = f"Saved {path.name}{score}. It is now in the Decoder list."
+            events.checkpoint_saved.emit(str(path))
+            return
         metrics = read_clip_metadata(path).get("metrics", {})
         before, after = metrics.get("baseline_val_accuracy"), metrics.get("val_accuracy")
         score = (

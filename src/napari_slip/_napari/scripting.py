@@ -9,6 +9,7 @@ from ..core.params import (
     DEFAULT_CLIP,
     DEFAULT_SAM,
     CropParams,
+    GuidedParams,
     SamProposalParams,
     SelectionParams,
     TileParams,
@@ -63,6 +64,9 @@ def segment_in_viewer(
     tiles: str | None = None,
     tile_params: TileParams | None = None,
     relevance: bool = False,
+    decoder=None,
+    relevance_weight: float = SelectionParams.default("relevance_weight"),
+    guided_params=None,
     progress=None,
 ) -> Any:
     """Segment ``prompt`` in an image layer and return the Labels layer written.
@@ -82,7 +86,9 @@ def segment_in_viewer(
     mode, threshold, top_k, distractors
         Selection, as in :meth:`napari_slip.Segmenter.segment`.
     proposals
-        A Labels layer (or name) whose labels are the proposals, instead of SAM.
+        A Labels layer (or name) whose labels are the proposals, instead of SAM; or
+        ``"guided"`` (SAM decodes only points the relevance map places: fast) or
+        ``"relevance"`` (the map's regions, no SAM).
     output
         A Labels layer (or name) to add the objects to; default a new layer.
     replace
@@ -103,6 +109,14 @@ def segment_in_viewer(
     relevance
         Also add an Image layer of where the prompt matches (2D images; see
         :mod:`napari_slip.core.pipeline.relevance`).
+    decoder
+        A trained decoder file (``napari-slip train-decoder`` or the Fine-tune widget)
+        whose map is the relevance map; it must match ``clip``.
+    relevance_weight
+        Second opinion of the map: a candidate's similarity gains this times its mean
+        relevance inside its mask.
+    guided_params
+        :class:`~napari_slip.core.params.GuidedParams` of the guided modes.
     progress
         Called with each :class:`~napari_slip.core.runtime.progress.Progress` event.
 
@@ -124,6 +138,8 @@ def segment_in_viewer(
         else:
             raise InputError("Select an Image layer or pass image=... (a layer or its name).")
     image = _layer(viewer, image, "Image", "image")
+    named = isinstance(proposals, str) and proposals in ("sam", "relevance", "guided")
+    mode_of_proposals = proposals if named else None
     request = Request(
         image_layer=image,
         prompt=prompt,
@@ -131,7 +147,13 @@ def segment_in_viewer(
         threshold=threshold,
         top_k=top_k,
         distractors=parse_phrases(distractors),
-        labels_layer=_layer(viewer, proposals, "Labels", "proposals"),
+        labels_layer=None
+        if mode_of_proposals
+        else _layer(viewer, proposals, "Labels", "proposals"),
+        proposals=mode_of_proposals or "sam",
+        decoder=None if decoder is None else str(decoder),
+        relevance_weight=relevance_weight,
+        guided_params=guided_params or GuidedParams(),
         all_planes=all_slices,
         world_point=tuple(viewer.dims.point),
         channel_axis=channel_axis,
@@ -154,9 +176,13 @@ def segment_in_viewer(
         segmenter.set_crop_params(request.crop_params)
         segmenter.templates = request.templates
         segmenter.set_tile_params(request.tile_params)
+        segmenter.set_decoder(request.decoder)
+        segmenter.guided_params = request.guided_params
         result = drain(iter_job(segmenter, request), progress)
     if result.relevance is not None:
-        show_relevance_layer(viewer, image, prompt, result.relevance)
+        show_relevance_layer(
+            viewer, image, prompt, result.relevance, probability=request.decoder is not None
+        )
     if not result.n_objects:
         from napari.utils.notifications import show_info
 

@@ -803,6 +803,8 @@ def segment(
     tiles: str | None = None,
     templates: Sequence[str] | None = None,
     precision: str = "auto",
+    decoder: str | os.PathLike | None = None,
+    guided_params: GuidedParams | None = None,
     progress: Callable[[Progress], None] | None = None,
     **options: Any,
 ) -> SegmentationResult:
@@ -811,6 +813,10 @@ def segment(
     ``tiles="on"`` (or ``"auto"``: above ``max_side``) runs SAM tile by tile at full
     resolution, for large images; ``tile_params`` sets the tile size and overlap. A
     dask or zarr image is then read tile by tile, never whole.
+
+    ``proposals="guided"`` decodes SAM only at points the prompt's relevance map
+    places (fast), ``proposals="relevance"`` takes the map's regions (no SAM);
+    ``decoder`` names a trained decoder whose map that is.
 
     Keeps one shared :class:`Segmenter` (models in the shared hub, caches per image),
     so repeated calls in a notebook are fast. Options are those of
@@ -824,6 +830,8 @@ def segment(
         seg.crop_params = crop_params or CropParams()
         seg.tile_params = TileParams.choose(tile_params, tiles)
         seg.templates = templates
+        seg.set_decoder(decoder)
+        seg.guided_params = guided_params or GuidedParams()
         return seg.segment(image, prompt, progress=progress, **options)
 
 
