@@ -1,6 +1,8 @@
 """Regenerate the screenshots in docs/images (run by hand, needs a display or Xvfb).
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
+    ... docs/make_screenshots.py --tiles      (tiles and folder mode)
+    ... docs/make_screenshots.py --decoder    (a trained decoder guiding SAM)
 
 Weights cannot be downloaded on the machines that build these docs, so the widget runs
 with tiny random models (napari_slip.testing): the screenshots show the interface and
@@ -115,11 +117,45 @@ def tiles_and_folder(weights: Path) -> None:
     viewer.close()
 
 
+def decoder_guided(weights: Path) -> None:
+    """The fixture decoder (trained in seconds on the synthetic domain) guiding the
+    trained fixture SAM: guided proposals, the relevance layer on its 0-1 scale."""
+    from napari_slip.testing.decoder import write_decoder_fixture
+    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_PATH
+
+    fixture = write_decoder_fixture(weights / "decoder", n_images=24, epochs=20)
+    rgb, _labels, _names = synthetic_image(np.random.default_rng(7), size=256, n_objects=(9, 12))
+    viewer, widget = make_viewer(weights)
+    viewer.add_image(rgb, name="shapes")
+    widget.add_sam_file(FIXTURE_PATH)
+    widget.add_clip_file(fixture.clip)
+    widget.image.value = viewer.layers["shapes"]
+    widget.proposals.value = "guided"
+    widget.add_decoder_file(fixture.decoder)
+    widget.show_relevance.value = True
+    widget.points_per_side.value = FIXTURE_AMG["points_per_side"]
+    widget.pred_iou.value = FIXTURE_AMG["pred_iou_thresh"]
+    widget.stability.value = FIXTURE_AMG["stability_score_thresh"]
+    widget.prompt.value = "circle"
+    widget.mode.value = "distractors"
+    widget.distractors.value = "square, triangle, cross, ring, diamond"
+    widget.run()
+    while widget.busy:
+        settle(0.1)
+    viewer.layers[-1].contour = 2
+    shoot(viewer, "widget-decoder-guided.png")
+    viewer.close()
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     if sys.argv[1:] == ["--tiles"]:
         with tempfile.TemporaryDirectory() as tmp:
             tiles_and_folder(Path(tmp))
+        return
+    if sys.argv[1:] == ["--decoder"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            decoder_guided(Path(tmp))
         return
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp)

@@ -6,7 +6,8 @@ The package is grouped by role:
   SAM interface, and the process-wide :class:`ModelHub`.
 - ``pipeline/``: images, proposal sources, crops, scoring, selection, results, the
   per-image session and the :class:`Segmenter`.
-- ``training/``: CLIP fine-tuning, datasets, evaluation, the synthetic domain.
+- ``training/``: CLIP fine-tuning, the text-conditioned decoder's training, datasets,
+  evaluation, the synthetic domain.
 - ``runtime/``: progress events and generator helpers, precision and allocator
   tuning, the on-disk embedding cache.
 - ``params``: the parameter dataclasses (defaults, choices, validation); ``errors``,
@@ -36,7 +37,10 @@ _EXPORTS = {
         "DEVICES",
         "MODES",
         "PRECISIONS",
+        "PROPOSALS",
         "CropParams",
+        "DecoderParams",
+        "GuidedParams",
         "NormalisationParams",
         "SamProposalParams",
         "SelectionParams",
@@ -63,11 +67,19 @@ _EXPORTS = {
         "load_sam_model",
     ),
     "models.hub": ("ModelHub", "default_hub"),
+    "models.decoder": ("LoadedDecoder", "TextDecoder", "find_decoders", "load_decoder"),
     "models.promptable": ("ImageEmbedding", "PromptableSam"),
     "pipeline.crops": ("make_crops",),
     "pipeline.images": ("LazyImage", "PreparedImage", "prepare_image"),
     "pipeline.proposals": ("Proposals", "proposals_from_labels"),
-    "pipeline.sources": ("LabelSource", "ProposalSource", "SamGridSource"),
+    "pipeline.sources": (
+        "GuidedSource",
+        "LabelSource",
+        "ProposalSource",
+        "RelevanceSource",
+        "SamGridSource",
+    ),
+    "training.decoder": ("evaluate_decoder", "train_decoder"),
     "pipeline.tiles": ("TiledSamSource", "merge_tiles", "tile_grid"),
     "pipeline.session": ("Candidates",),
     "pipeline.results": ("SegmentationResult",),

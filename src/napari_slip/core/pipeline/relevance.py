@@ -32,6 +32,15 @@ from .tiles import tile_grid
 
 #: At most about this many windows along the long side by default (bounded cost).
 WINDOWS_PER_SIDE = 4
+#: Windows of a trained decoder overlap by this share of their side (its maps agree
+#: across windows; half as many windows as with half overlap on a big image).
+DECODER_OVERLAP = 0.25
+
+
+def decoder_windows(shape: tuple[int, int], window: int) -> list[tuple[int, int, int, int]]:
+    """The windows a decoder reads an image of ``shape`` in (training, validation and
+    segmenting alike)."""
+    return tile_grid(shape, window, int(window * DECODER_OVERLAP))
 
 
 @dataclass
@@ -116,14 +125,14 @@ def _square(region: np.ndarray, side: int, fill: np.ndarray) -> np.ndarray:
 
 
 def _iter_windows(
-    image, window: int, encode, batch_size: int, what: str
+    image, window: int, encode, batch_size: int, what: str, overlap: float = 0.5
 ) -> Generator[Progress, None, DenseFeatures]:
     """``encode(squares)`` of every window of ``image`` (see :func:`iter_dense_features`),
-    in batches."""
+    in batches; windows overlap by ``overlap`` of their side."""
     shape = tuple(int(v) for v in image.shape[:2])
     if window < 8:
         raise InputError(f"The relevance window must be at least 8 pixels; got {window}.")
-    windows = tile_grid(shape, window, window // 2)
+    windows = tile_grid(shape, window, int(window * overlap))
     if isinstance(image, np.ndarray):
         fill = image.reshape(-1, 3).mean(0).round().astype(np.uint8)
     else:
@@ -192,7 +201,11 @@ def iter_decoder_features(
         taps = tapped_features(clip, squares, config.taps).to(_param(decoder).dtype)
         return decoder.reduce(taps.to(_param(decoder).device)).cpu()
 
-    return (yield from _iter_windows(image, config.window, encode, batch_size, "CLIP + decoder"))
+    return (
+        yield from _iter_windows(
+            image, config.window, encode, batch_size, "CLIP + decoder", DECODER_OVERLAP
+        )
+    )
 
 
 def _param(module: torch.nn.Module) -> torch.Tensor:
@@ -242,6 +255,7 @@ def decoder_map(
 __all__ = [
     "DenseFeatures",
     "decoder_map",
+    "decoder_windows",
     "default_window",
     "iter_decoder_features",
     "iter_dense_features",

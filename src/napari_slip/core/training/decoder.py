@@ -38,9 +38,9 @@ from ..pipeline.relevance import (
     _square,
     _vision,
     decoder_map,
+    decoder_windows,
     tapped_features,
 )
-from ..pipeline.tiles import tile_grid
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
 from .datasets import DatasetImage, read_dataset_folder
@@ -151,7 +151,7 @@ def split_images(
 
 
 def _windows_of(rgb: np.ndarray, window: int):
-    boxes = tile_grid(rgb.shape[:2], window, window // 2)
+    boxes = decoder_windows(rgb.shape[:2], window)
     fill = rgb.reshape(-1, 3).mean(0).round().astype(np.uint8)
     squares = [_square(rgb[y0:y1, x0:x1], window, fill) for y0, x0, y1, x1 in boxes]
     return boxes, squares
@@ -263,8 +263,7 @@ def iter_train_decoder(
     val_texts = {c: text_bank[c][0] for c in class_names}
 
     total_views = sum(
-        len(tile_grid(np.asarray(i.labels).shape[:2], config.window, config.window // 2))
-        for i in items
+        len(decoder_windows(np.asarray(i.labels).shape[:2], config.window)) for i in items
     ) * (2 if params.augment else 1)
     yield Progress(
         "reading views", 0, len(items), f"CLIP on about {total_views} views", heavy=True

@@ -1,0 +1,309 @@
+"""The text-conditioned decoder and guided mode (run by hand, not a test).
+
+    python benchmarks/bench_decoder.py [--size 1024] [--json out.json] [--skip-real]
+
+Four measurements, in one run:
+
+1. Quality on the synthetic domain (six classes of coloured, textured shapes): a
+   decoder trained with each loss (BCE, Dice, both) on 40 images of 128 px, reading the
+   fixture's tiny random CLIP; IoU and Dice of its masks (map above 0.5) on 12 held-out
+   images, against the untrained relevance map of the same CLIP at its best level (a
+   bound generous to the untrained map).
+2. Guided recall with the trained fixture SAM: on the held-out images, for every class
+   present, the share of its objects found (a proposal with IoU >= 0.5) by guided mode
+   and by SAM's full grid, and the points each decoded.
+3. Training time at real size: ViT-B/32 (random weights; the cost does not depend on
+   them), 40 images of 256 px, the default options.
+4. Speed at real size: SAM vit_b + CLIP ViT-B/32 (random weights), fp32, a size x size
+   image: the first prompt with SAM's full 32 x 32 grid against guided mode with a
+   decoder, and the decoder's map for a new prompt on the seen image. With random
+   weights SAM's filters keep no mask (both modes: the no-mask-survives bound), so
+   these times are SAM's encoder, the decoding and the map, not CLIP on crops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def quality(folder: Path) -> dict:
+    from napari_slip.core.models.decoder import load_decoder
+    from napari_slip.core.models.registry import load_clip_model
+    from napari_slip.core.params import DecoderParams
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.core.training.datasets import read_dataset_folder
+    from napari_slip.core.training.decoder import (
+        ClassScores,
+        class_masks,
+        evaluate_decoder,
+        summarise,
+        train_decoder,
+    )
+    from napari_slip.core.training.synthetic import make_synthetic_dataset
+    from napari_slip.testing.decoder import DECODER_CLIP
+    from napari_slip.testing.tiny import write_tiny_clip
+
+    clip_path = write_tiny_clip(folder / "clip.safetensors", config=DECODER_CLIP)
+    data = make_synthetic_dataset(folder / "train", n_images=40, size=128, seed=1)
+    held = read_dataset_folder(make_synthetic_dataset(folder / "held", 12, size=128, seed=99))
+    clip = load_clip_model(str(clip_path))
+    out: dict = {"train_images": 40, "held_out_images": 12, "losses": {}}
+    for loss in ("bce", "dice", "both"):
+        start = time.perf_counter()
+        path = train_decoder(
+            data,
+            str(clip_path),
+            folder / f"{loss}.safetensors",
+            DecoderParams(loss=loss, epochs=30),
+        )
+        seconds = time.perf_counter() - start
+        decoder = load_decoder(path)
+        report = evaluate_decoder(clip, decoder, held)
+        out["losses"][loss] = {
+            "iou": round(report["mean_iou"], 3),
+            "dice": round(report["mean_dice"], 3),
+            "epochs_run": len(decoder.metadata["metrics"]["history"]),
+            "train_seconds": round(seconds, 1),
+        }
+        print(f"loss {loss:<5} held-out IoU {report['mean_iou']:.3f} "
+              f"Dice {report['mean_dice']:.3f} ({seconds:.0f} s)", flush=True)  # fmt: skip
+    seg = Segmenter("/unused/sam.pth", str(clip_path), "cpu", disk_cache=False)
+    names = sorted({n for item in held for n in item.classes.values()})
+    maps = []
+    for item in held:
+        seg.set_image(item.image)
+        maps.append({n: seg.relevance(n) for n in names})
+    best = (0.0, 0.0, 0.0)
+    for level in np.linspace(0.05, 0.95, 19):
+        scores = {n: ClassScores() for n in names}
+        for item, per_class in zip(held, maps, strict=True):
+            truth = class_masks(item)
+            for n in names:
+                r = per_class[n]
+                unit = (r - r.min()) / (r.max() - r.min() + 1e-9)
+                scores[n].add(unit > level, truth.get(n, np.zeros(unit.shape, bool)))
+        s = summarise(scores)
+        if s["mean_iou"] > best[0]:
+            best = (s["mean_iou"], s["mean_dice"], float(level))
+    out["untrained_map_best"] = {
+        "iou": round(best[0], 3),
+        "dice": round(best[1], 3),
+        "level": round(best[2], 2),
+    }
+    print(f"untrained map at its best level ({best[2]:.2f}): IoU {best[0]:.3f} "
+          f"Dice {best[1]:.3f}", flush=True)  # fmt: skip
+    out["clip"] = str(clip_path)
+    out["decoder"] = str(folder / "bce.safetensors")
+    out["held"] = str(folder / "held")
+    return out
+
+
+def guided_recall(clip_path: str, decoder_path: str, held_folder: str) -> dict:
+    from napari_slip.core.params import SamProposalParams
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.core.runtime.generators import drain
+    from napari_slip.core.training.datasets import read_dataset_folder
+    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_PATH, match_objects
+
+    held = read_dataset_folder(held_folder)
+    seg = Segmenter(
+        str(FIXTURE_PATH),
+        clip_path,
+        "cpu",
+        decoder=decoder_path,
+        disk_cache=False,
+        sam_params=SamProposalParams(**FIXTURE_AMG),
+    )
+    counts = {"objects": 0, "grid_found": 0, "guided_found": 0, "queries": 0}
+    points = {"grid": 0, "guided": 0}
+    for item in held:
+        seg.set_image(item.image)
+        before = seg.stats["sam_decoded_points"]
+        grid = drain(seg.iter_proposals())
+        points["grid"] += seg.stats["sam_decoded_points"] - before
+        grid_masks = [grid.full_mask(i) for i in range(len(grid))]
+        for name in sorted(set(item.classes.values())):
+            ids = [label for label, c in item.classes.items() if c == name]
+            truth = np.where(np.isin(item.labels, ids), item.labels, 0)
+            before = seg.stats["sam_decoded_points"]
+            guided = drain(seg.iter_proposals(seg.proposal_source("guided", name)))
+            points["guided"] += seg.stats["sam_decoded_points"] - before
+            counts["objects"] += len(ids)
+            counts["queries"] += 1
+            counts["grid_found"] += match_objects(truth, grid_masks)[0]
+            masks = [guided.full_mask(i) for i in range(len(guided))]
+            counts["guided_found"] += match_objects(truth, masks)[0]
+    out = {
+        **counts,
+        "grid_points": points["grid"],
+        "guided_points": points["guided"],
+        "grid_recall": round(counts["grid_found"] / counts["objects"], 3),
+        "guided_recall": round(counts["guided_found"] / counts["objects"], 3),
+        "guided_vs_grid": round(counts["guided_found"] / max(counts["grid_found"], 1), 3),
+    }
+    print(f"guided: {out['guided_found']}/{out['objects']} target objects found with "
+          f"{out['guided_points']} points decoded over {out['queries']} prompts; full grid: "
+          f"{out['grid_found']} with {out['grid_points']} points "
+          f"({out['guided_vs_grid']:.0%} of the grid's)", flush=True)  # fmt: skip
+    return out
+
+
+def _real_clip(folder: Path) -> str:
+    import open_clip
+    import torch
+
+    from napari_slip.core.models.clip import build_clip, save_clip_checkpoint
+
+    torch.manual_seed(0)
+    config = open_clip.get_model_config("ViT-B-32")
+    return str(save_clip_checkpoint(build_clip(config), config, folder / "vitb32.safetensors"))
+
+
+def training_time(folder: Path, clip_path: str) -> dict:
+    from napari_slip.core.params import DecoderParams
+    from napari_slip.core.training.decoder import train_decoder
+    from napari_slip.core.training.synthetic import make_synthetic_dataset
+
+    data = make_synthetic_dataset(folder / "train256", n_images=40, size=256, seed=3)
+    events = []
+    start = time.perf_counter()
+    path = train_decoder(
+        data,
+        clip_path,
+        folder / "real.safetensors",
+        DecoderParams(),
+        progress=lambda e: events.append((time.perf_counter() - start, e.stage)),
+    )
+    total = time.perf_counter() - start
+    reading = max((t for t, stage in events if stage == "reading views"), default=0.0)
+    from napari_slip.core.models.decoder import load_decoder
+
+    history = load_decoder(path).metadata["metrics"]["history"]
+    out = {
+        "images": 40,
+        "size": 256,
+        "epochs_run": len(history),
+        "epochs_max": DecoderParams().epochs,
+        "seconds": round(total, 1),
+        "clip_views_seconds": round(reading, 1),
+        "seconds_per_epoch": round((total - reading) / max(len(history), 1), 2),
+    }
+    out["projected_seconds_all_epochs"] = round(
+        reading + out["seconds_per_epoch"] * out["epochs_max"], 1
+    )
+    print(f"training on 40 images of 256 px, ViT-B/32: {total:.0f} s for {len(history)} epochs "
+          f"(CLIP on the views {reading:.0f} s, {out['seconds_per_epoch']:.1f} s/epoch; all "
+          f"{out['epochs_max']} epochs: {out['projected_seconds_all_epochs']:.0f} s; target "
+          f"< 300 s)", flush=True)  # fmt: skip
+    return out
+
+
+def real_speed(folder: Path, clip_path: str, size: int) -> dict:
+    import torch
+
+    from napari_slip.core.models.decoder import DecoderConfig, TextDecoder, save_decoder
+    from napari_slip.core.models.download import file_sha256
+    from napari_slip.core.models.sam import SamConfig, build_sam
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.core.runtime.perf import tune_allocator
+
+    tune_allocator()
+    torch.manual_seed(0)
+    sam_path = folder / "vit_b.pth"
+    torch.save(build_sam(SamConfig()).state_dict(), sam_path)
+    decoder = TextDecoder(
+        DecoderConfig(taps=(3, 6, 9), width=768, embed_dim=512, grid=7, clip_size=224, window=224)
+    )
+    decoder_path = save_decoder(
+        decoder.eval(), folder / "dec.safetensors", {"clip_sha256": file_sha256(clip_path)}
+    )
+    image = np.random.default_rng(0).integers(0, 255, (size, size, 3), np.uint8)
+    out: dict = {"size": size, "threads": torch.get_num_threads(), "precision": "fp32"}
+    grid = Segmenter(str(sam_path), clip_path, "cpu", precision="fp32", disk_cache=False)
+    grid.segment(image[:64, :64].copy(), "warm up")  # loads both models
+    before = grid.stats["sam_decoded_points"]
+    start = time.perf_counter()
+    grid.segment(image, "nucleus")
+    out["full_grid_first_prompt"] = round(time.perf_counter() - start, 2)
+    out["full_grid_points"] = grid.stats["sam_decoded_points"] - before
+    guided = Segmenter(
+        str(sam_path),
+        clip_path,
+        "cpu",
+        precision="fp32",
+        disk_cache=False,
+        decoder=str(decoder_path),
+    )
+    guided.set_image(image[:64, :64].copy())
+    guided.relevance("warm up")
+    before = guided.stats["sam_decoded_points"]
+    start = time.perf_counter()
+    guided.segment(image, "nucleus", proposals="guided")
+    out["guided_first_prompt"] = round(time.perf_counter() - start, 2)
+    out["guided_points"] = guided.stats["sam_decoded_points"] - before
+    start = time.perf_counter()
+    guided.relevance("mitotic nucleus")
+    out["decoder_map_new_prompt"] = round(time.perf_counter() - start, 3)
+    before = guided.stats["sam_decoded_points"]
+    start = time.perf_counter()
+    guided.segment(None, "mitotic nucleus", proposals="guided")
+    out["guided_new_prompt"] = round(time.perf_counter() - start, 2)
+    out["guided_new_prompt_points"] = guided.stats["sam_decoded_points"] - before
+    out["speedup_first_prompt"] = round(
+        out["full_grid_first_prompt"] / out["guided_first_prompt"], 2
+    )
+    print(f"{size} x {size}, vit_b + ViT-B/32 (random weights), fp32, {out['threads']} "
+          "threads; no mask survives SAM's filters (random weights) in either mode",
+          flush=True)  # fmt: skip
+    print(f"first prompt, full 32x32 grid  {out['full_grid_first_prompt']:7.2f} s")
+    print(f"first prompt, guided           {out['guided_first_prompt']:7.2f} s   "
+          f"({out['guided_points']} points; {out['speedup_first_prompt']:.1f}x faster, "
+          "target >= 3x)")  # fmt: skip
+    print(f"decoder map, new prompt        {out['decoder_map_new_prompt']:7.3f} s   "
+          "(target < 0.5 s)")  # fmt: skip
+    print(f"guided, new prompt             {out['guided_new_prompt']:7.2f} s   "
+          f"({out['guided_new_prompt_points']} new points)")  # fmt: skip
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--json")
+    parser.add_argument("--skip-real", action="store_true", help="synthetic parts only")
+    args = parser.parse_args()
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_fp32 import cpu_features
+
+    from napari_slip.core.runtime.perf import resolve_precision
+
+    results: dict = {
+        "cpu": cpu_features(),
+        "auto_precision": resolve_precision("auto", torch.device("cpu")),
+    }
+    print(f"CPU: {results['cpu']['model']}; features {', '.join(results['cpu']['flags'])}; "
+          f"auto precision {results['auto_precision']}", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        results["quality"] = q = quality(folder)
+        results["guided_recall"] = guided_recall(q.pop("clip"), q.pop("decoder"), q.pop("held"))
+        if not args.skip_real:
+            clip_path = _real_clip(folder)
+            results["training_real_size"] = training_time(folder, clip_path)
+            results["speed"] = real_speed(folder, clip_path, args.size)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
