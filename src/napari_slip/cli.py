@@ -93,12 +93,7 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
         parse_phrases,
     )
 
-    add_arguments(
-        seg,
-        SelectionParams,
-        only=[n for n in SelectionParams.names() if proposals_from or n != "relevance_weight"],
-        types={"distractors": parse_phrases},
-    )
+    add_arguments(seg, SelectionParams, types={"distractors": parse_phrases})
     seg.add_argument(
         "--sam", default=DEFAULT_SAM, help=f"SAM name or checkpoint path (default {DEFAULT_SAM})"
     )
@@ -107,28 +102,29 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
         default=DEFAULT_CLIP,
         help=f"CLIP MODEL:TAG or checkpoint path (default {DEFAULT_CLIP})",
     )
+    seg.add_argument(
+        "--proposals",
+        choices=PROPOSALS if proposals_from else [p for p in PROPOSALS if p != "labels"],
+        default=None,
+        help="where candidates come from: SAM's grid"
+        + (", a label image (--proposals-from)" if proposals_from else "")
+        + ", the relevance map's regions (no SAM), or SAM at points the map places (fast) "
+        "(default: sam" + (", or labels with --proposals-from)" if proposals_from else ")"),
+    )
     if proposals_from:
-        seg.add_argument(
-            "--proposals",
-            choices=PROPOSALS,
-            default=None,
-            help="where candidates come from: SAM's grid, a label image (--proposals-from), "
-            "the relevance map's regions (no SAM), or SAM at points the map places (fast) "
-            "(default: sam, or labels with --proposals-from)",
-        )
         seg.add_argument(
             "--proposals-from",
             metavar="LABELS",
             help="label image whose labels are the proposals (no SAM)",
         )
-        seg.add_argument(
-            "--decoder",
-            metavar="PATH",
-            help="trained decoder (napari-slip train-decoder) whose map guides relevance, "
-            "guided and --relevance-weight; it must match --clip",
-        )
-        guided = seg.add_argument_group("relevance and guided proposals")
-        add_arguments(guided, GuidedParams)
+    seg.add_argument(
+        "--decoder",
+        metavar="PATH",
+        help="trained decoder (napari-slip train-decoder) whose map guides relevance, "
+        "guided and --relevance-weight; it must match --clip",
+    )
+    guided = seg.add_argument_group("relevance and guided proposals")
+    add_arguments(guided, GuidedParams)
     _device_argument(seg)
     seg.add_argument(
         "--template",
@@ -567,6 +563,7 @@ def run_batch(args: argparse.Namespace) -> int:
     from .core.batches import iter_batch, make_config
     from .core.params import (
         CropParams,
+        GuidedParams,
         NormalisationParams,
         SamProposalParams,
         TileParams,
@@ -587,11 +584,15 @@ def run_batch(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         distractors=args.distractors,
         background=args.background,
+        relevance_weight=args.relevance_weight,
         sam_params=from_args(SamProposalParams, args, max_side=args.max_side or None),
         crop_params=from_args(CropParams, args),
         tile_params=from_args(TileParams, args),
         templates=args.templates,
         precision=args.precision,
+        proposals=args.proposals,
+        decoder=args.decoder,
+        guided_params=from_args(GuidedParams, args),
         **norm,
     )
     progress = _progress_printer(args.quiet)

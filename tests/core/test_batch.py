@@ -194,3 +194,33 @@ def test_cli_batch_resumes_and_exits_1_when_an_input_failed(
     assert "3 images: 0 segmented, 3 already done (skipped)." in capsys.readouterr().err
     assert main(["batch", str(folder / "in"), "-p", "x", "-o", str(folder / "in" / "a.tif")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_batch_with_a_decoder_and_prompt_guided_proposals(tmp_path, decoder_fixture, held_out):
+    """Folder runs take the decoder and the guided modes; relevance regions need no
+    SAM; the decoder joins the parameter hash, so changing it redoes the images."""
+    from napari_slip.core.batches import make_config
+
+    (tmp_path / "in").mkdir()
+    for item in held_out[:2]:
+        tifffile.imwrite(tmp_path / "in" / f"{item.name}.tif", item.image)
+    name = sorted(held_out[0].classes.values())[0]
+    options = dict(
+        sam="/no/such/sam.pth",
+        clip=str(decoder_fixture.clip),
+        proposals="relevance",
+        decoder=decoder_fixture.decoder,
+        mode="threshold",
+        threshold=-1.0,
+        rgb=True,
+    )
+    summary = napari_slip.batch(tmp_path / "in", tmp_path / "out", name, **options)
+    assert sorted(summary.done) == sorted(f"{i.name}.tif" for i in held_out[:2])
+    labels = tifffile.imread(tmp_path / "out" / f"{held_out[0].name}.tif")
+    assert labels.max() >= 1
+    with_decoder = make_config(name, **options)
+    without = make_config(name, **{**options, "decoder": None})
+    assert with_decoder.digest() != without.digest()
+    assert with_decoder.describe()["decoder"].startswith("sha256:")
+    with pytest.raises(InputError, match="proposals are sam, relevance or guided"):
+        make_config(name, **{**options, "proposals": "labels"})

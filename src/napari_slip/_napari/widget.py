@@ -566,6 +566,9 @@ class SlipWidget(WorkerPanel):
             tile_params=request.tile_params,
             selection=request.selection(),
             templates=request.templates,
+            proposals=request.proposals,
+            decoder=request.decoder,
+            guided_params=request.guided_params,
         )
 
     def run_on_folder(self, *_args) -> None:

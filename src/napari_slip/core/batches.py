@@ -40,6 +40,7 @@ from .params import (
     DEFAULT_CLIP,
     DEFAULT_SAM,
     CropParams,
+    GuidedParams,
     NormalisationParams,
     SamProposalParams,
     SelectionParams,
@@ -159,6 +160,17 @@ class BatchConfig:
     templates: tuple[str, ...] | None = None
     #: Torch threads per worker (None: torch's default).
     threads: int | None = None
+    #: ``sam`` (the grid, or tiles), ``relevance`` or ``guided`` (see Segmenter.segment).
+    proposals: str = "sam"
+    #: A trained decoder file for the relevance map (None: CLIP's untrained map).
+    decoder: str | None = None
+    guided_params: GuidedParams = field(default_factory=GuidedParams)
+
+    def __post_init__(self) -> None:
+        if self.proposals not in ("sam", "relevance", "guided"):
+            raise InputError(
+                f"A batch's proposals are sam, relevance or guided; got {self.proposals!r}."
+            )
 
     def describe(self) -> dict:
         """The parameters as JSON-able data, models by identity."""
@@ -166,6 +178,8 @@ class BatchConfig:
         data.pop("threads")
         data["sam"] = _model_identity(self.sam)
         data["clip"] = _model_identity(self.clip)
+        if self.decoder is not None:
+            data["decoder"] = _model_identity(self.decoder)
         return data
 
     def digest(self) -> str:
@@ -207,6 +221,8 @@ def _segmenter(config: BatchConfig):
     seg.crop_params = config.crop_params
     seg.tile_params = config.tile_params
     seg.templates = config.templates
+    seg.set_decoder(config.decoder)
+    seg.guided_params = config.guided_params
     return seg
 
 
@@ -246,8 +262,13 @@ def process(
         else:
             image = open_image(item.path, lazy=config.tile_params.tiles != "off")
         seg = _segmenter(config)
+        guided = {} if config.proposals == "sam" else {"proposals": config.proposals}
         result = seg.segment(
-            image, config.prompt, **asdict(config.selection), **config.normalisation.kwargs()
+            image,
+            config.prompt,
+            **asdict(config.selection),
+            **config.normalisation.kwargs(),
+            **guided,
         )
         write_labels(out_dir / item.labels_name, result.labels)
         record.update(
@@ -528,7 +549,14 @@ BATCH_OPTIONS = (
     "templates",
     "precision",
     "threads",
+    "proposals",
+    "decoder",
+    "guided_params",
 )
+
+
+def _optional_str(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def make_config(
@@ -555,6 +583,9 @@ def make_config(
         normalisation=normalisation,
         templates=tuple(templates) if templates is not None else None,
         threads=options.pop("threads", None),
+        proposals=options.pop("proposals", None) or "sam",
+        decoder=_optional_str(options.pop("decoder", None)),
+        guided_params=options.pop("guided_params", None) or GuidedParams(),
     )
 
 

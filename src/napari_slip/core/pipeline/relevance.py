@@ -249,7 +249,7 @@ def decoder_map(
         decoder(dense.features[s : s + batch_size].to(param), text.to(param)).cpu()
         for s in range(0, len(dense.windows), batch_size)
     ]
-    return 1 / (1 + np.exp(-_stitch(dense, torch.cat(logits))))
+    return torch.sigmoid(torch.from_numpy(_stitch(dense, torch.cat(logits)))).numpy()
 
 
 __all__ = [
