@@ -137,12 +137,16 @@ def decoder_guided(weights: Path) -> None:
     widget.pred_iou.value = FIXTURE_AMG["pred_iou_thresh"]
     widget.stability.value = FIXTURE_AMG["stability_score_thresh"]
     widget.prompt.value = "circle"
-    widget.mode.value = "distractors"
-    widget.distractors.value = "square, triangle, cross, ring, diamond"
+    # The tiny CLIP is random, so its crop scores mean nothing: the decoder's second
+    # opinion (relevance weight 1) decides, with a threshold above CLIP's noise.
+    widget.relevance_weight.value = 1.0
+    widget.mode.value = "threshold"
+    widget.threshold.value = 0.6
     widget.run()
     while widget.busy:
         settle(0.1)
     viewer.layers[-1].contour = 2
+    viewer.reset_view()
     shoot(viewer, "widget-decoder-guided.png")
     viewer.close()
 
