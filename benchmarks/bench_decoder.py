@@ -205,7 +205,7 @@ def training_time(folder: Path, clip_path: str) -> dict:
     return out
 
 
-def real_speed(folder: Path, clip_path: str, size: int) -> dict:
+def real_speed(folder: Path, clip_path: str, size: int, sam: str = "vit_b") -> dict:
     import torch
 
     from napari_slip.core.models.decoder import DecoderConfig, TextDecoder, save_decoder
@@ -216,8 +216,9 @@ def real_speed(folder: Path, clip_path: str, size: int) -> dict:
 
     tune_allocator()
     torch.manual_seed(0)
-    sam_path = folder / "vit_b.pth"
-    torch.save(build_sam(SamConfig()).state_dict(), sam_path)
+    sam_path = folder / f"{sam}.pth"
+    config = SamConfig() if sam == "vit_b" else SamConfig(encoder="tinyvit")  # MobileSAM
+    torch.save(build_sam(config).state_dict(), sam_path)
     decoder = TextDecoder(
         DecoderConfig(taps=(3, 6, 9), width=768, embed_dim=512, grid=7, clip_size=224, window=224)
     )
@@ -225,7 +226,12 @@ def real_speed(folder: Path, clip_path: str, size: int) -> dict:
         decoder.eval(), folder / "dec.safetensors", {"clip_sha256": file_sha256(clip_path)}
     )
     image = np.random.default_rng(0).integers(0, 255, (size, size, 3), np.uint8)
-    out: dict = {"size": size, "threads": torch.get_num_threads(), "precision": "fp32"}
+    out: dict = {
+        "size": size,
+        "sam": sam,
+        "threads": torch.get_num_threads(),
+        "precision": "fp32",
+    }
     grid = Segmenter(str(sam_path), clip_path, "cpu", precision="fp32", disk_cache=False)
     grid.segment(image[:64, :64].copy(), "warm up")  # loads both models
     before = grid.stats["sam_decoded_points"]
@@ -259,7 +265,7 @@ def real_speed(folder: Path, clip_path: str, size: int) -> dict:
     out["speedup_first_prompt"] = round(
         out["full_grid_first_prompt"] / out["guided_first_prompt"], 2
     )
-    print(f"{size} x {size}, vit_b + ViT-B/32 (random weights), fp32, {out['threads']} "
+    print(f"{size} x {size}, {sam} + ViT-B/32 (random weights), fp32, {out['threads']} "
           "threads; no mask survives SAM's filters (random weights) in either mode",
           flush=True)  # fmt: skip
     print(f"first prompt, full 32x32 grid  {out['full_grid_first_prompt']:7.2f} s")
@@ -278,6 +284,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--json")
     parser.add_argument("--skip-real", action="store_true", help="synthetic parts only")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="only the real-size speed (vit_b, vit_t)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -294,12 +303,17 @@ def main() -> int:
           f"auto precision {results['auto_precision']}", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        results["quality"] = q = quality(folder)
-        results["guided_recall"] = guided_recall(q.pop("clip"), q.pop("decoder"), q.pop("held"))
+        if not args.speed_only:
+            results["quality"] = q = quality(folder)
+            results["guided_recall"] = guided_recall(
+                q.pop("clip"), q.pop("decoder"), q.pop("held")
+            )
         if not args.skip_real:
             clip_path = _real_clip(folder)
-            results["training_real_size"] = training_time(folder, clip_path)
+            if not args.speed_only:
+                results["training_real_size"] = training_time(folder, clip_path)
             results["speed"] = real_speed(folder, clip_path, args.size)
+            results["speed_mobile_sam"] = real_speed(folder, clip_path, args.size, "vit_t")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
