@@ -40,11 +40,9 @@ def quality(folder: Path) -> dict:
     from napari_slip.core.pipeline.segmenter import Segmenter
     from napari_slip.core.training.datasets import read_dataset_folder
     from napari_slip.core.training.decoder import (
-        ClassScores,
-        class_masks,
         evaluate_decoder,
-        summarise,
         train_decoder,
+        untrained_map_scores,
     )
     from napari_slip.core.training.synthetic import make_synthetic_dataset
     from napari_slip.testing.decoder import DECODER_CLIP
@@ -75,23 +73,8 @@ def quality(folder: Path) -> dict:
         print(f"loss {loss:<5} held-out IoU {report['mean_iou']:.3f} "
               f"Dice {report['mean_dice']:.3f} ({seconds:.0f} s)", flush=True)  # fmt: skip
     seg = Segmenter("/unused/sam.pth", str(clip_path), "cpu", disk_cache=False)
-    names = sorted({n for item in held for n in item.classes.values()})
-    maps = []
-    for item in held:
-        seg.set_image(item.image)
-        maps.append({n: seg.relevance(n) for n in names})
-    best = (0.0, 0.0, 0.0)
-    for level in np.linspace(0.05, 0.95, 19):
-        scores = {n: ClassScores() for n in names}
-        for item, per_class in zip(held, maps, strict=True):
-            truth = class_masks(item)
-            for n in names:
-                r = per_class[n]
-                unit = (r - r.min()) / (r.max() - r.min() + 1e-9)
-                scores[n].add(unit > level, truth.get(n, np.zeros(unit.shape, bool)))
-        s = summarise(scores)
-        if s["mean_iou"] > best[0]:
-            best = (s["mean_iou"], s["mean_dice"], float(level))
+    scores = untrained_map_scores(seg, held)
+    best = (scores["mean_iou"], scores["mean_dice"], scores["level"])
     out["untrained_map_best"] = {
         "iou": round(best[0], 3),
         "dice": round(best[1], 3),

@@ -357,13 +357,22 @@ class FinetuneWidget(WorkerPanel):
     # --- running ---------------------------------------------------------------------
 
     def run(self, *_args) -> None:
+        """Fine-tune CLIP, or train a decoder, in a worker (progress and Cancel)."""
         if self.busy:
             return
-        if self.target.value == "decoder":
-            self.run_decoder()
-            return
         try:
-            pairs, params, output = self.pairs(), self.params(), self.output_path()
+            output = self.output_path()
+            if self.target.value == "decoder":
+                data, params, train = (
+                    self.dataset_images(),
+                    self.decoder_params(),
+                    iter_train_decoder_to_file,
+                )
+                names = {c for item in data for c in item.classes.values()}
+                status = f"decoder: {len(data)} plane(s), {len(names)} class(es)…"
+            else:
+                data, params, train = self.pairs(), self.params(), iter_finetune_to_file
+                status = f"{len(data)} objects of {len(set(data.classes))} classes…"
         except Exception as exc:  # shown to the user as one line, never a traceback
             self.show_error(exc)
             return
@@ -371,40 +380,14 @@ class FinetuneWidget(WorkerPanel):
             self.status.value = f"{output.name} exists; choose another name in 'Save as'."
             return
         self.start_worker(
-            iter_finetune_to_file,
-            pairs,
+            train,
+            data,
             str(self.base.value),
             output,
             params,
             device=str(self.device.value),
             on_result=self._on_saved,
-            status=f"{len(pairs)} objects of {len(set(pairs.classes))} classes…",
-        )
-
-    def run_decoder(self) -> None:
-        """Train a decoder on the classified planes (in a worker, with Cancel)."""
-        try:
-            items, params, output = (
-                self.dataset_images(),
-                self.decoder_params(),
-                self.output_path(),
-            )
-        except Exception as exc:  # shown to the user as one line, never a traceback
-            self.show_error(exc)
-            return
-        if output.exists() and not self.confirm_replace(output):
-            self.status.value = f"{output.name} exists; choose another name in 'Save as'."
-            return
-        names = {c for item in items for c in item.classes.values()}
-        self.start_worker(
-            iter_train_decoder_to_file,
-            items,
-            str(self.base.value),
-            output,
-            params,
-            device=str(self.device.value),
-            on_result=self._on_saved,
-            status=f"decoder: {len(items)} plane(s), {len(names)} class(es)…",
+            status=status,
         )
 
     def confirm_replace(self, path) -> bool:

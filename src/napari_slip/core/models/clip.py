@@ -214,6 +214,22 @@ def read_clip_metadata(path: str | os.PathLike) -> dict:
     CheckpointError
         If the file is not a safetensors file with an ``open_clip_config`` entry.
     """
+    meta = read_safetensors_metadata(path)
+    if CONFIG_KEY not in meta:
+        raise CheckpointError(
+            f"{path} has no '{CONFIG_KEY}' metadata: it is not a napari-slip CLIP checkpoint."
+        )
+    return meta
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a safetensors file, JSON values decoded (others kept as text).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not a readable safetensors file.
+    """
     from safetensors import safe_open
 
     try:
@@ -223,10 +239,6 @@ def read_clip_metadata(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({type(exc).__name__})."
         ) from None
-    if CONFIG_KEY not in raw:
-        raise CheckpointError(
-            f"{path} has no '{CONFIG_KEY}' metadata: it is not a napari-slip CLIP checkpoint."
-        )
     meta = {}
     for key, value in raw.items():
         try:

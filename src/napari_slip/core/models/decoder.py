@@ -202,16 +202,14 @@ def save_decoder(model: TextDecoder, path: str | os.PathLike, metadata: dict) ->
 
 def is_decoder_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a safetensors file holding a decoder (not a CLIP)."""
-    from safetensors import safe_open
-
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
         return False
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            return DECODER_KEY in (fh.metadata() or {})
-    except Exception:
+        read_decoder_metadata(path)
+    except CheckpointError:
         return False
+    return True
 
 
 def read_decoder_metadata(path: str | os.PathLike) -> dict:
@@ -222,45 +220,22 @@ def read_decoder_metadata(path: str | os.PathLike) -> dict:
     CheckpointError
         If the file is not a readable decoder.
     """
-    from safetensors import safe_open
+    from .clip import read_safetensors_metadata
 
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata() or {}
-    except Exception as exc:
+    meta = read_safetensors_metadata(path)
+    if DECODER_KEY not in meta:
         raise CheckpointError(
-            f"{path} is not a readable safetensors file ({type(exc).__name__})."
-        ) from None
-    if DECODER_KEY not in raw:
-        raise CheckpointError(f"{path} is not a napari-slip decoder.")
-    out = {}
-    for key, value in raw.items():
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
+            f"{path} is not a napari-slip decoder (no '{DECODER_KEY}' metadata); train one "
+            "with `napari-slip train-decoder`."
+        )
+    return meta
 
 
 def find_decoders(folders: list[str | os.PathLike] | None = None) -> list[tuple[Path, dict]]:
     """Trained decoders in the checkpoint folder (and ``folders``), with their metadata."""
-    from .download import checkpoint_dir
+    from .registry import find_checkpoints
 
-    found, seen = [], set()
-    for folder in [checkpoint_dir(), *(folders or [])]:
-        folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.safetensors")):
-            if path.resolve() in seen or not is_decoder_file(path):
-                continue
-            try:
-                meta = read_decoder_metadata(path)
-            except CheckpointError:
-                continue
-            seen.add(path.resolve())
-            found.append((path, meta))
-    return found
+    return find_checkpoints(read_decoder_metadata, folders)
 
 
 def describe_decoder(meta: dict) -> str:
@@ -287,7 +262,6 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         If the file is missing, unreadable, not a decoder, or its weights do not fit
         its config.
     """
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from .download import file_sha256
@@ -295,25 +269,13 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"No decoder file at {path}.")
+    meta = read_decoder_metadata(path)
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = fh.metadata() or {}
         state = load_file(str(path), device="cpu")
     except Exception as exc:
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({type(exc).__name__})."
         ) from None
-    if DECODER_KEY not in raw:
-        raise CheckpointError(
-            f"{path} is not a napari-slip decoder (no '{DECODER_KEY}' metadata); train one "
-            "with `napari-slip train-decoder`."
-        )
-    meta = {}
-    for key, value in raw.items():
-        try:
-            meta[key] = json.loads(value)
-        except ValueError:
-            meta[key] = value
     try:
         config = DecoderConfig(**meta.pop(DECODER_KEY))
     except (TypeError, InputError) as exc:

@@ -299,13 +299,12 @@ class ModelEntry:
     description: str = ""
 
 
-def find_clip_checkpoints(
-    folders: list[str | os.PathLike] | None = None,
+def find_checkpoints(
+    read: Callable[[Path], dict], folders: list[str | os.PathLike] | None = None
 ) -> list[tuple[Path, dict]]:
-    """Our CLIP checkpoints in the checkpoint folder (and ``folders``), with metadata.
-
-    Files that are not napari-slip checkpoints are skipped silently.
-    """
+    """``(path, read(path))`` of every ``.safetensors`` file in the checkpoint folder (and
+    ``folders``) that ``read`` accepts; files it refuses (``CheckpointError``) are
+    skipped silently."""
     found = []
     seen = set()
     for folder in [checkpoint_dir(), *(folders or [])]:
@@ -316,12 +315,22 @@ def find_clip_checkpoints(
             if path.resolve() in seen:
                 continue
             try:
-                meta = read_clip_metadata(path)
+                meta = read(path)
             except CheckpointError:
                 continue
             seen.add(path.resolve())
             found.append((path, meta))
     return found
+
+
+def find_clip_checkpoints(
+    folders: list[str | os.PathLike] | None = None,
+) -> list[tuple[Path, dict]]:
+    """Our CLIP checkpoints in the checkpoint folder (and ``folders``), with metadata.
+
+    Files that are not napari-slip checkpoints are skipped silently.
+    """
+    return find_checkpoints(read_clip_metadata, folders)
 
 
 def describe_checkpoint(meta: dict) -> str:

@@ -53,23 +53,16 @@ def relevance_regions(unit: np.ndarray, params: GuidedParams) -> Proposals:
     pixels) is one proposal; its quality is the mean relevance inside it."""
     from scipy import ndimage
 
+    from .proposals import proposals_from_labels
+
     labels, keep = _components(unit, params.level, params.min_region)
-    boxes, masks, quality = [], [], []
-    slices = ndimage.find_objects(labels)
-    for i in keep:
-        sl = slices[i - 1]
-        mask = labels[sl] == i
-        boxes.append((sl[0].start, sl[1].start, sl[0].stop, sl[1].stop))
-        masks.append(mask)
-        quality.append(float(unit[sl][mask].mean()))
-    n = len(masks)
-    return Proposals(
-        shape=tuple(unit.shape),
-        boxes=np.asarray(boxes, dtype=np.int64).reshape(n, 4),
-        masks=masks,
-        quality=np.asarray(quality, dtype=np.float32),
-        source_ids=np.arange(1, n + 1, dtype=np.int64),
-    )
+    labels[~np.isin(labels, keep)] = 0
+    props = proposals_from_labels(labels)
+    if len(props):
+        ids = props.source_ids
+        props.quality = np.asarray(ndimage.mean(unit, labels, ids), dtype=np.float32)
+        props.source_ids = np.arange(1, len(props) + 1, dtype=np.int64)
+    return props
 
 
 def guided_points(unit: np.ndarray, params: GuidedParams) -> np.ndarray:

@@ -44,6 +44,7 @@ from ..pipeline.relevance import (
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
 from .datasets import DatasetImage, read_dataset_folder
+from .finetune import _jsonable
 
 
 @dataclass
@@ -394,14 +395,6 @@ def decoder_metadata(result: DecoderResult, loaded_clip: LoadedClip, clip_spec: 
     }
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def iter_train_decoder_to_file(
     data: str | os.PathLike | Sequence[DatasetImage],
     clip: str,
@@ -509,6 +502,34 @@ def evaluate_decoder(
     return score_maps(decoder.model, held_out(loaded_clip, items, decoder.config), texts)
 
 
+def untrained_map_scores(segmenter, items: Sequence[DatasetImage], levels=None) -> dict:
+    """IoU / Dice of CLIP's *untrained* relevance map (``segmenter`` without a decoder),
+    rescaled to 0-1 per image and thresholded at the level that scores best: the
+    baseline a trained decoder must beat, as generous to the map as can be.
+
+    Returns :func:`summarise`'s report at the best level, with ``level`` added.
+    """
+    from ..pipeline.guided import unit_map
+
+    names = sorted({n for item in items for n in item.classes.values()})
+    maps = []
+    for item in items:
+        segmenter.set_image(item.image)
+        maps.append({n: unit_map(segmenter.relevance(n), probability=False) for n in names})
+    best: dict = {"mean_iou": -1.0}
+    for level in np.linspace(0.05, 0.95, 19) if levels is None else levels:
+        scores = {n: ClassScores() for n in names}
+        for item, per_class in zip(items, maps, strict=True):
+            truth = class_masks(item)
+            for n in names:
+                unit = per_class[n]
+                scores[n].add(unit > level, truth.get(n, np.zeros(unit.shape, bool)))
+        report = summarise(scores)
+        if report["mean_iou"] > best["mean_iou"]:
+            best = {**report, "level": float(level)}
+    return best
+
+
 def format_decoder_report(report: dict) -> str:
     """A plain-text table of :func:`evaluate_decoder`'s report."""
     lines = [
@@ -532,4 +553,5 @@ __all__ = [
     "split_images",
     "summarise",
     "train_decoder",
+    "untrained_map_scores",
 ]
