@@ -123,11 +123,11 @@ def point_proposals(
             low_res, iou = sam.decode_points(embedding, xy, precision)
             low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
             which = np.repeat(np.arange(len(batch)), 3)
-        for key in batch:
-            cache[key] = []
+        masks: dict = {key: [] for key in batch}
         which = np.asarray(which)
         for box, crop, score, row in binary_masks(sam, embedding, low_res, iou, params):
-            cache[batch[int(which[row])]].append((box, crop, score))
+            masks[batch[int(which[row])]].append((box, crop, score))
+        cache.update(masks)  # whole batches only: an error or a cancel leaves no gaps
         yield Progress("proposals", start + len(batch), len(new), "SAM on guided points")
     boxes, crops, scores = [], [], []
     for key in keys:

@@ -211,7 +211,6 @@ def iter_train_decoder(
     items: Sequence[DatasetImage],
     params: DecoderParams | None = None,
     paraphrases: Mapping[str, Sequence[str]] | None = None,
-    clip_spec: str = "",
 ) -> Generator[Progress, None, DecoderResult]:
     """Train a decoder on labelled images; yields progress, returns the best decoder.
 
