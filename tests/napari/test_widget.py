@@ -147,10 +147,13 @@ def test_all_slices_of_a_stack_get_unique_ids(setup):
     # Current slice only: just plane 2 is written.
     viewer.dims.set_current_step(0, 2)
     widget.scope.value = "current slice"
+    widget.show_relevance.value = True  # 2D only: said in the status, no layer
     run()
     layer = viewer.layers[-1]
     assert layer.data[[0, 1, 3]].max() == 0 and layer.data[2].max() > 0
     assert set(layer.features["axis0"]) == {2}
+    assert "relevance map: it is made for 2D images only" in widget.status.value
+    assert not any(x.name.startswith("relevance:") for x in viewer.layers)
 
 
 def _count(module):

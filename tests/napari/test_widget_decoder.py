@@ -144,6 +144,8 @@ def test_finetune_widget_trains_a_decoder_from_labels_layers(
     assert finetune.train.native.isHidden() and finetune.epochs.value == 40
     finetune.epochs.value = 2
     finetune.name.value = "shapes decoder"
+    assert not finetune.paraphrases.native.isHidden()
+    finetune.paraphrases.value = "circle: round blob, disc"
     items = finetune.dataset_images()
     assert len(items) == 3 and items[0].image.dtype == np.uint8
     finetune.run()
@@ -153,6 +155,7 @@ def test_finetune_widget_trains_a_decoder_from_labels_layers(
     assert "It is now in the Decoder list" in finetune.status.value
     meta = load_decoder(path).metadata
     assert meta["training"]["data"] == "napari layers" and meta["training"]["epochs"] == 2
+    assert meta["paraphrases"] == {"circle": ["round blob", "disc"]}
     assert set(meta["class_names"]) == set(mapping.values())
     values = [c[1] if isinstance(c, tuple) else c for c in widget.decoder.choices]
     assert str(path) in values  # the segment widget rescanned

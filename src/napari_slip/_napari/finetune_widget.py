@@ -149,6 +149,12 @@ class FinetuneWidget(WorkerPanel):
             "last blocks: the last transformer blocks and projections (default); "
             "projections: fastest, least forgetting; everything: most capacity."
         )
+        self.paraphrases = LineEdit(label="Paraphrases", value="")
+        self.paraphrases.native.setPlaceholderText("circle: round blob, disc; ring: annulus")
+        self.paraphrases.tooltip = (
+            "Decoder only: other phrases for a class, drawn as its text while training "
+            "(class: phrase, phrase; next class: ...)."
+        )
         self.epochs = SpinBox(label="Epochs", min=1, max=1000, value=20)
         self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1.0, step=1e-6, value=1e-5)
         self.lr.native.setDecimals(7)
@@ -168,7 +174,15 @@ class FinetuneWidget(WorkerPanel):
             ]
         )
         self.advanced = Container(
-            widgets=[self.train, self.template, self.epochs, self.lr, self.device], labels=True
+            widgets=[
+                self.train,
+                self.template,
+                self.paraphrases,
+                self.epochs,
+                self.lr,
+                self.device,
+            ],
+            labels=True,
         )
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self.native.layout().addStretch(1)  # spare height goes below, not between rows
@@ -182,12 +196,14 @@ class FinetuneWidget(WorkerPanel):
         for widget in (self.image, self.labels, self.classes):
             widget.changed.connect(self.update_preview)
         compact(self.image, self.labels, self.target, self.base, self.train, self.device)
+        self._on_target(self.target.value)
         self.update_preview()
 
     def _on_target(self, target) -> None:
         """A decoder learns from scratch: its own epochs and learning rate."""
         decoder = target == "decoder"
         self.train.visible = not decoder
+        self.paraphrases.visible = decoder
         self.base.label = "CLIP it reads" if decoder else "Start from"
         defaults = DecoderParams() if decoder else FinetuneParams()
         self.epochs.value = defaults.epochs
@@ -333,6 +349,19 @@ class FinetuneWidget(WorkerPanel):
             raise InputError("No classified objects yet: label some and name their classes.")
         return items
 
+    def paraphrase_map(self) -> dict[str, list[str]]:
+        """``"circle: round blob, disc; ring: annulus"`` -> ``{"circle": [...], ...}``."""
+        out: dict[str, list[str]] = {}
+        for part in filter(None, (p.strip() for p in self.paraphrases.value.split(";"))):
+            if ":" not in part:
+                raise InputError(
+                    f"Write paraphrases as 'class: phrase, phrase', e.g. 'circle: round "
+                    f"blob'; got {part!r}."
+                )
+            name, phrases = (x.strip() for x in part.split(":", 1))
+            out.setdefault(name, []).extend(p.strip() for p in phrases.split(",") if p.strip())
+        return out
+
     def decoder_params(self) -> DecoderParams:
         return DecoderParams(
             epochs=int(self.epochs.value),
@@ -362,12 +391,14 @@ class FinetuneWidget(WorkerPanel):
             return
         try:
             output = self.output_path()
+            extra = {}
             if self.target.value == "decoder":
                 data, params, train = (
                     self.dataset_images(),
                     self.decoder_params(),
                     iter_train_decoder_to_file,
                 )
+                extra["paraphrases"] = self.paraphrase_map()
                 names = {c for item in data for c in item.classes.values()}
                 status = f"decoder: {len(data)} plane(s), {len(names)} class(es)…"
             else:
@@ -388,6 +419,7 @@ class FinetuneWidget(WorkerPanel):
             device=str(self.device.value),
             on_result=self._on_saved,
             status=status,
+            **extra,
         )
 
     def confirm_replace(self, path) -> bool:

@@ -265,4 +265,6 @@ def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None
         # The segmenter's current image is the one just segmented: its CLIP patch
         # features are computed once, then each prompt is a text encoding.
         result.relevance = yield from segmenter.iter_relevance(request.prompt)
+    elif request.relevance:
+        result.message += " No relevance map: it is made for 2D images only."
     return result
