@@ -222,6 +222,20 @@ def test_models_lists_cache_state(isolated_cache, tiny_sam_path, capsys):
     assert "vit_h" in out and "ViT-B-32:laion2b_s34b_b79k" in out and str(isolated_cache) in out
 
 
+def test_models_lists_trained_decoders(isolated_cache, decoder_fixture, capsys):
+    import shutil
+
+    from napari_slip.core.models.download import checkpoint_dir
+
+    checkpoint_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copy(decoder_fixture.decoder, checkpoint_dir() / "shapes.safetensors")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    row = next(i for i, ln in enumerate(out) if ln.startswith("decoder") and "shapes" in ln)
+    assert "classes: circle" in out[row + 1] and "validation IoU" in out[row + 1]
+    assert not any(ln.startswith("clip-checkpoint") and "shapes" in ln for ln in out)
+
+
 def test_console_script_is_installed():
     out = subprocess.run(
         [sys.executable, "-m", "napari_slip.cli", "--version"], capture_output=True, text=True

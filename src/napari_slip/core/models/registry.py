@@ -348,7 +348,8 @@ def describe_checkpoint(meta: dict) -> str:
 
 
 def list_models(checkpoint_folders: list[str | os.PathLike] | None = None) -> list[ModelEntry]:
-    """Every model napari-slip knows: SAM names, CLIP names, fine-tuned checkpoints."""
+    """Every model napari-slip knows: SAM names, CLIP names, fine-tuned checkpoints and
+    trained decoders."""
     rows = []
     for name, w in SAM_MODELS.items():
         path = sam_cache_path(name)
@@ -372,4 +373,8 @@ def list_models(checkpoint_folders: list[str | os.PathLike] | None = None) -> li
         rows.append(
             ModelEntry("clip-checkpoint", path.stem, True, str(path), describe_checkpoint(meta))
         )
+    from .decoder import describe_decoder, find_decoders
+
+    for path, meta in find_decoders(checkpoint_folders):
+        rows.append(ModelEntry("decoder", path.stem, True, str(path), describe_decoder(meta)))
     return rows
