@@ -75,6 +75,16 @@ def test_decoder_file_round_trip_and_refusals(tmp_path, tiny_clip_path):
     truncated.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_decoder(truncated)
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    state = load_file(str(path))
+    state.pop("film_add.bias")
+    save_file(state, str(tmp_path / "short.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"do not fit its decoder config .*film_add\.bias"):
+        load_decoder(tmp_path / "short.safetensors")
     with pytest.raises(CheckpointError, match="No decoder file"):
         load_decoder(tmp_path / "missing.safetensors")
     with pytest.raises(InputError, match=r"must end in \.safetensors"):

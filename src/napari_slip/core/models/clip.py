@@ -324,13 +324,16 @@ def load_open_clip(
     )
 
 
-def _load_state(model: torch.nn.Module, state: dict, path) -> None:
+def _load_state(
+    model: torch.nn.Module, state: dict, path, config_name: str = "open_clip_config"
+) -> None:
+    """``model.load_state_dict(state, strict=True)``, a mismatch said in one line."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
         raise CheckpointError(
-            f"The weights in {path} do not fit its open_clip_config ({first[0].strip()})."
+            f"The weights in {path} do not fit its {config_name} ({first[0].strip()})."
         ) from None
 
 

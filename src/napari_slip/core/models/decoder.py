@@ -264,6 +264,7 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """
     from safetensors.torch import load_file
 
+    from .clip import _load_state
     from .download import file_sha256
 
     path = Path(path).expanduser()
@@ -281,13 +282,7 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except (TypeError, InputError) as exc:
         raise CheckpointError(f"{path}: its decoder config is not valid ({exc}).") from None
     model = TextDecoder(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1:2] or [str(exc)[:200]]
-        raise CheckpointError(
-            f"The weights in {path} do not fit its decoder config ({first[0].strip()})."
-        ) from None
+    _load_state(model, state, path, "decoder config")
     model.requires_grad_(False)
     return LoadedDecoder(model.to(device).eval(), path, file_sha256(path), meta)
 
