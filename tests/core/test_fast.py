@@ -21,15 +21,26 @@ from napari_slip.core.runtime.generators import drain
 from napari_slip.testing.scenes import scenes
 from napari_slip.testing.trained_sam import FIXTURE_AMG
 
+FUSED = 1 << 30  # BLOCKED_MIN_KEYS that keeps every size on fused attention
+
 
 @pytest.mark.parametrize(
-    ("side", "batch", "block_bytes"),
-    [(32, 1, fast.MASK_BLOCK_BYTES), (32, 1, 1), (14, 6, 1 << 16), (9, 2, fast.MASK_BLOCK_BYTES)],
+    ("side", "batch", "block_bytes", "blocked_min_keys"),
+    [
+        (32, 1, fast.MASK_BLOCK_BYTES, fast.BLOCKED_MIN_KEYS),  # 1,024 keys: blocked
+        (32, 1, 1, FUSED),
+        (14, 6, 1 << 16, FUSED),
+        (9, 2, fast.MASK_BLOCK_BYTES, FUSED),
+        (16, 2, 1 << 12, 1),  # blocked, a block per row, two images
+        (12, 1, fast.MASK_BLOCK_BYTES, 1),  # blocked, all rows in one block
+    ],
 )
-def test_encoder_attention_matches_sams(side, batch, block_bytes, monkeypatch):
-    """Global (one big window) and windowed attention, the bias built in one block or
-    in blocks of a row, with relative positions far from zero so the bias matters."""
+def test_encoder_attention_matches_sams(side, batch, block_bytes, blocked_min_keys, monkeypatch):
+    """Global (one big window) and windowed attention, fused with the bias built in one
+    block or in blocks of a row, or blocked head by head; relative positions far from
+    zero so the bias matters."""
     monkeypatch.setattr(fast, "MASK_BLOCK_BYTES", block_bytes)
+    monkeypatch.setattr(fast, "BLOCKED_MIN_KEYS", blocked_min_keys)
     torch.manual_seed(side)
     theirs = Attention(96, 4, True, True, False, (side, side)).eval()
     with torch.no_grad():
