@@ -9,7 +9,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from segment_anything.modeling.image_encoder import Attention
+from segment_anything.modeling.image_encoder import Attention, Block
 from segment_anything.modeling.transformer import Attention as DecoderAttention
 
 from napari_slip.core.models import fast
@@ -53,6 +53,26 @@ def test_encoder_attention_matches_sams(side, batch, block_bytes, blocked_min_ke
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
     assert fast.use_fast_attention(ours, enabled=False) == 1
     assert type(ours) is Attention and not fast.uses_fast_attention(ours)
+
+
+@pytest.mark.parametrize(("side", "window"), [(9, 4), (14, 7), (10, 0), (5, 7)])
+def test_encoder_block_matches_sams(side, window):
+    """Windowed blocks project only the image's own tokens and pad the projections
+    with a zero token's (SAM pads first): the same output, padded (9 in windows of 4,
+    5 in one window of 7) or not, and global blocks unchanged."""
+    torch.manual_seed(side + window)
+    size = (window, window) if window else (side, side)
+    theirs = Block(96, 4, use_rel_pos=True, window_size=window, input_size=size).eval()
+    with torch.no_grad():
+        theirs.attn.rel_pos_h.normal_(0, 1.0)
+        theirs.attn.rel_pos_w.normal_(0, 1.0)
+        theirs.attn.qkv.bias.normal_(0, 1.0)  # the padding's projections matter
+    ours = copy.deepcopy(theirs)
+    assert fast.use_fast_attention(ours) == 2  # the block and its attention
+    x = torch.randn(2, side, side, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    assert fast.use_fast_attention(ours, enabled=False) == 2 and type(ours) is Block
 
 
 @pytest.mark.parametrize(("queries", "keys"), [(7, 300), (300, 7), (40, 40)])

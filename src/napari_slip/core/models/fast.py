@@ -15,6 +15,10 @@ of scores stays in cache (about 0.5 s less per 1,024 px image on 2 cores, 6%). B
 match SAM's attention to float rounding (about 1e-6; tested against
 ``segment_anything``'s own module).
 
+:class:`FastBlock` saves the other waste: SAM projects the zero padding of windowed
+blocks to queries, keys and values and projects the padding's outputs too; it projects
+only the image's tokens (about 0.2 s, 3%).
+
 :func:`use_fast_attention` switches a model's attention blocks either way without
 touching the weights (the benchmark's ablation uses it). Models built by
 :func:`~.sam.build_sam` use it by default.
@@ -24,7 +28,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+from segment_anything.modeling.image_encoder import (
+    Attention,
+    Block,
+    get_rel_pos,
+    window_partition,
+    window_unpartition,
+)
 from segment_anything.modeling.transformer import Attention as DecoderAttention
 
 #: Bytes of attention mask (or scores) per block of query rows (a block that stays in
@@ -40,9 +50,14 @@ class FastAttention(Attention):
     """SAM's ``Attention`` through fused attention (see the module doc); same weights."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
+        return self.proj(self.attend(self.qkv(x)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, 3 x dim) projected queries, keys and values -> (B, h, w, dim)
+        attention output before the output projection."""
+        b, h, w, _ = qkv.shape
         heads = self.num_heads
-        qkv = self.qkv(x).reshape(b, h * w, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(b, h * w, 3, heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, heads, h*w, C)
         c = q.shape[-1]
         if not self.use_rel_pos:
@@ -55,7 +70,7 @@ class FastAttention(Attention):
             rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, get_rel_pos(w, w, self.rel_pos_w))
             if h * w >= BLOCKED_MIN_KEYS:
                 out = _blocked_rel_pos_attention(q, k, v, rel_h, rel_w, self.scale)
-                return self.proj(out.reshape(b, h, w, -1))
+                return out.reshape(b, h, w, -1)
             per_row = b * heads * w * h * w * q.element_size()
             rows = max(1, MASK_BLOCK_BYTES // max(1, per_row))
             out = torch.empty_like(q)
@@ -66,8 +81,37 @@ class FastAttention(Attention):
                 out[:, :, r0 * w : r1 * w] = F.scaled_dot_product_attention(
                     q[:, :, r0 * w : r1 * w], k, v, attn_mask=mask, scale=self.scale
                 )
-        out = out.view(b, heads, h, w, c).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
-        return self.proj(out)
+        return out.view(b, heads, h, w, c).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+
+
+class FastBlock(Block):
+    """SAM's encoder ``Block``; in windowed blocks, the query/key/value and output
+    projections run on the image's own tokens, not on the windows' padding.
+
+    SAM pads the image to whole windows with zeros *before* projecting, so each padding
+    token's query, key and value is the projection's bias, and the padding's outputs are
+    thrown away. Projecting the real tokens and padding the projections with the bias
+    gives the same numbers with less work (64 x 64 tokens padded to 70 x 70 in vit_b:
+    16% fewer rows in those products). Same weights and state-dict keys.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.window_size
+        if size <= 0 or not isinstance(self.attn, FastAttention):
+            return super().forward(x)
+        shortcut = x
+        b, h, w, _ = x.shape
+        qkv = self.attn.qkv(self.norm1(x))
+        pad_h, pad_w = (size - h % size) % size, (size - w % size) % size
+        if pad_h or pad_w:
+            padded = qkv.new_empty(b, h + pad_h, w + pad_w, qkv.shape[-1])
+            padded[:] = self.attn.qkv(x.new_zeros(1, x.shape[-1]))  # a zero token's
+            padded[:, :h, :w] = qkv
+            qkv = padded
+        windows, padded_hw = window_partition(qkv, size)
+        out = window_unpartition(self.attn.attend(windows), size, padded_hw, (h, w))
+        x = shortcut + self.attn.proj(out)
+        return x + self.mlp(self.norm2(x))
 
 
 def _blocked_rel_pos_attention(q, k, v, rel_h, rel_w, scale) -> torch.Tensor:
@@ -131,15 +175,19 @@ class FastDecoderAttention(DecoderAttention):
         return self.out_proj(self._recombine_heads(out))
 
 
-_PAIRS = ((Attention, FastAttention), (DecoderAttention, FastDecoderAttention))
+_PAIRS = (
+    (Attention, FastAttention),
+    (Block, FastBlock),
+    (DecoderAttention, FastDecoderAttention),
+)
 
 
 def use_fast_attention(model: torch.nn.Module, enabled: bool = True) -> int:
-    """Switch every SAM attention block of ``model`` (encoder and mask decoder) to the
-    faster path, or back.
+    """Switch every SAM attention module of ``model`` (encoder and mask decoder) and
+    every encoder block to the faster path, or back.
 
     The weights, state-dict keys and parameters are untouched: only the class of
-    each attention module changes. Returns how many blocks were switched.
+    each module changes. Returns how many modules were switched.
     """
     swap = {slow: fast for slow, fast in _PAIRS} if enabled else {f: s for s, f in _PAIRS}
     switched = 0
@@ -153,7 +201,9 @@ def use_fast_attention(model: torch.nn.Module, enabled: bool = True) -> int:
 
 def uses_fast_attention(model: torch.nn.Module) -> bool:
     """Whether ``model``'s attention blocks take the faster path."""
-    return any(type(m) in (FastAttention, FastDecoderAttention) for m in model.modules())
+    return any(
+        type(m) in (FastAttention, FastBlock, FastDecoderAttention) for m in model.modules()
+    )
 
 
 __all__ = [
