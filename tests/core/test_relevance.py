@@ -92,6 +92,31 @@ def test_segment_returns_a_relevance_map_and_caches_the_features(tiny_sam_path, 
     np.testing.assert_allclose(seg.relevance("cell"), first.relevance)
 
 
+def test_a_stack_gets_a_map_per_segmented_plane(tiny_sam_path, tiny_clip_path):
+    """Planes segmented get their own map, at their place in a volume of the labels'
+    shape; a plane not segmented stays 0."""
+    from napari_slip.core.pipeline.stack import iter_segment_stack
+
+    planes = [blobs_image(seed=s) for s in (1, 2, 3)]
+    stack = np.stack([image for image, _ in planes])
+    labels = np.stack([lab for _, lab in planes])
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", disk_cache=False)
+    result = drain(
+        iter_segment_stack(
+            seg, stack, "cell", planes=[(0,), (2,)], labels=labels, relevance=True,
+            mode="topk", top_k=2,
+        )
+    )  # fmt: skip
+    assert result.relevance.shape == stack.shape and result.relevance.dtype == np.float32
+    assert not result.relevance[1].any()
+    for z in (0, 2):
+        np.testing.assert_allclose(result.relevance[z], seg.relevance("cell", stack[z]))
+    assert not np.allclose(result.relevance[0], result.relevance[2])
+    assert set(result.plane_relevance) == {(0,), (2,)}
+    plain = drain(iter_segment_stack(seg, stack, "cell", planes=[(1,)], labels=labels))
+    assert plain.relevance is None and not plain.plane_relevance
+
+
 def test_cli_writes_a_relevance_map(tmp_path, tiny_clip_path, capsys):
     import tifffile
 

@@ -127,8 +127,8 @@ def test_existing_labels_are_preserved_and_undo_restores_them(setup):
 def test_all_slices_of_a_stack_get_unique_ids(setup):
     viewer, widget, run = setup
     image, truth = make_nuclei_stack(shape=(4, 96, 96), n=6)
-    viewer.add_image(image, name="stack")
-    viewer.add_labels(truth, name="truth")
+    viewer.add_image(image, name="stack", scale=(3, 1, 1))
+    viewer.add_labels(truth, name="truth", scale=(3, 1, 1))
     widget.image.value = viewer.layers["stack"]
     widget.proposals.value = viewer.layers["truth"]
     widget.scope.value = "all slices"
@@ -147,13 +147,25 @@ def test_all_slices_of_a_stack_get_unique_ids(setup):
     # Current slice only: just plane 2 is written.
     viewer.dims.set_current_step(0, 2)
     widget.scope.value = "current slice"
-    widget.show_relevance.value = True  # 2D only: said in the status, no layer
+    widget.show_relevance.value = True
     run()
     layer = viewer.layers[-1]
     assert layer.data[[0, 1, 3]].max() == 0 and layer.data[2].max() > 0
     assert set(layer.features["axis0"]) == {2}
-    assert "relevance map: it is made for 2D images only" in widget.status.value
-    assert not any(x.name.startswith("relevance:") for x in viewer.layers)
+    # The relevance layer is a volume aligned with the stack: plane 2 has its map.
+    relevance = viewer.layers["relevance: nucleus (stack)"]
+    assert relevance.data.shape == image.shape
+    np.testing.assert_array_equal(relevance.scale, viewer.layers["stack"].scale)
+    assert relevance.data[[0, 1, 3]].max() == 0 and np.ptp(relevance.data[2]) > 0
+    plane2 = relevance.data[2].copy()
+    # Another slice adds its map to the same layer; plane 2's stays.
+    viewer.dims.set_current_step(0, 0)
+    run()
+    assert sum(x.name.startswith("relevance:") for x in viewer.layers) == 1
+    assert relevance.data[[1, 3]].max() == 0 and np.ptp(relevance.data[0]) > 0
+    np.testing.assert_array_equal(relevance.data[2], plane2)
+    lo, hi = relevance.contrast_limits  # CLIP's cosines: stretched over both planes
+    assert lo <= min(relevance.data[0].min(), plane2.min()) and hi >= plane2.max()
 
 
 def _count(module):

@@ -60,7 +60,7 @@ class Request:
     crop_params: CropParams = field(default_factory=CropParams)
     tile_params: TileParams = field(default_factory=TileParams)
     templates: tuple[str, ...] | None = None
-    #: Also make a relevance map of the prompt (2D images).
+    #: Also make the prompt's relevance map of each plane segmented.
     relevance: bool = False
     #: Where candidates come from besides SAM's grid and a labels layer: ``relevance``
     #: (the map's regions, no SAM) or ``guided`` (SAM at points the map places).
@@ -251,20 +251,16 @@ def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None
     """Segment the request's planes; yields progress, returns labels for the whole layer."""
     check(request)
     data, colour = source(request)
-    result = yield from iter_segment_stack(
-        segmenter,
-        data,
-        request.prompt,
-        rgb=colour,
-        planes=_planes(request),
-        labels=None if request.labels_layer is None else request.labels_layer.data,
-        proposals=request.proposals,
-        **engine_options(request),
+    return (
+        yield from iter_segment_stack(
+            segmenter,
+            data,
+            request.prompt,
+            rgb=colour,
+            planes=_planes(request),
+            labels=None if request.labels_layer is None else request.labels_layer.data,
+            proposals=request.proposals,
+            relevance=request.relevance,
+            **engine_options(request),
+        )
     )
-    if request.relevance and result.labels.ndim == 2:
-        # The segmenter's current image is the one just segmented: its CLIP patch
-        # features are computed once, then each prompt is a text encoding.
-        result.relevance = yield from segmenter.iter_relevance(request.prompt)
-    elif request.relevance:
-        result.message += " No relevance map: it is made for 2D images only."
-    return result

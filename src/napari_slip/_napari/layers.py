@@ -97,21 +97,52 @@ def replace_layer_data(layer, result: StackResult) -> None:
     layer.metadata = {**layer.metadata, METADATA_KEY: [*history[:-1], result.provenance]}
 
 
-def show_relevance_layer(viewer, image, prompt: str, relevance, probability: bool = False):
-    """Show a relevance map as an Image layer just above ``image`` (replacing the map of
-    the same prompt and image); the active layer stays active. Returns the layer.
+def show_relevance_layer(
+    viewer,
+    image,
+    prompt: str,
+    relevance,
+    probability: bool = False,
+    axes=None,
+    planes=None,
+):
+    """Show a relevance map as an Image layer just above ``image``; the active layer
+    stays active. Returns the layer.
 
     A trained decoder's map (``probability``) is shown on its 0-1 scale, so an absent
-    object stays dark; CLIP's untrained cosines are stretched over their range."""
+    object stays dark; CLIP's untrained cosines are stretched over their range.
+    ``axes`` are the image layer's axes the map has (all but a channel axis; default
+    its last two). In a stack, ``planes`` (leading indices) are the planes the map was
+    made for: if the layer of this prompt and image is already there, only those
+    planes are written into it, so maps of slices segmented one at a time add up;
+    otherwise the layer's data is replaced.
+    """
     name = f"relevance: {prompt} ({image.name})"
-    lo, hi = float(relevance.min()), float(relevance.max())
-    limits = (0.0, 1.0) if probability else (lo, hi if hi > lo else lo + 1e-6)
+    relevance = np.asarray(relevance, dtype=np.float32)
+    made = [relevance[p] for p in planes] if planes else [relevance]
+    lo = min(float(m.min()) for m in made)
+    hi = max(float(m.max()) for m in made)
     layers = viewer.layers
     if name in layers:
         layer = layers[name]
-        layer.data = relevance
-        layer.contrast_limits = limits
+        old = layer.data
+        merge = (
+            any(len(p) for p in planes or ())  # planes of a stack, not a 2D image's ()
+            and isinstance(old, np.ndarray)
+            and old.shape == relevance.shape
+            and old.flags.writeable
+        )
+        if merge:
+            for p in planes:
+                old[p] = relevance[p]
+            if not probability:
+                lo, hi = min(lo, layer.contrast_limits[0]), max(hi, layer.contrast_limits[1])
+            layer.refresh()
+        else:
+            layer.data = relevance
+        layer.contrast_limits = (0.0, 1.0) if probability else (lo, hi if hi > lo else lo + 1e-6)
         return layer
+    axes = list(range(image.ndim))[-relevance.ndim :] if axes is None else list(axes)
     active = layers.selection.active
     layer = viewer.add_image(
         relevance,
@@ -119,10 +150,10 @@ def show_relevance_layer(viewer, image, prompt: str, relevance, probability: boo
         colormap="inferno",
         blending="additive",
         opacity=0.6,
-        contrast_limits=limits,
-        scale=tuple(image.scale)[-2:],
-        translate=tuple(image.translate)[-2:],
-        metadata={"napari_slip": {"relevance_of": prompt}},
+        contrast_limits=(0.0, 1.0) if probability else (lo, hi if hi > lo else lo + 1e-6),
+        scale=np.asarray(image.scale)[axes],
+        translate=np.asarray(image.translate)[axes],
+        metadata={METADATA_KEY: {"relevance_of": prompt}},
     )
     # Just above the image, under the labels; the labels stay the active layer.
     if image in layers:

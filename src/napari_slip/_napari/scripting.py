@@ -181,7 +181,13 @@ def segment_in_viewer(
         result = drain(iter_job(segmenter, request), progress)
     if result.relevance is not None:
         show_relevance_layer(
-            viewer, image, prompt, result.relevance, probability=request.decoder is not None
+            viewer,
+            image,
+            prompt,
+            result.relevance,
+            probability=request.decoder is not None,
+            axes=spatial_axes(request),
+            planes=list(result.plane_relevance),
         )
     if not result.n_objects:
         from napari.utils.notifications import show_info

@@ -666,6 +666,8 @@ class SlipWidget(WorkerPanel):
                 request.prompt,
                 result.relevance,
                 probability=request.decoder is not None,
+                axes=spatial_axes(request),
+                planes=list(result.plane_relevance),
             )
         self.progress.value = self.progress.max
         self._show_outcome(result, request, notify=True)

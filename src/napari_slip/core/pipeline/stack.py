@@ -56,10 +56,11 @@ class StackResult:
     candidates: dict[tuple[int, ...], Candidates] = field(default_factory=dict, repr=False)
     prompt: str = ""
     candidate_table: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
-    #: A relevance map of the prompt, where one was asked for (2D images).
+    #: The prompt's relevance map where one was asked for (``relevance=True``): float32
+    #: of the labels' shape; in a stack, planes not segmented are 0.
     relevance: np.ndarray | None = None
-    #: Each plane's relevance map where selection used it (``relevance_weight``), for
-    #: re-selection without image work.
+    #: Each plane's relevance map where one was made (asked for, or selection used it:
+    #: ``relevance_weight``), for re-selection without image work.
     plane_relevance: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -134,6 +135,7 @@ def iter_segment_stack(
     labels: np.ndarray | None = None,
     start_id: int = 1,
     proposals: str | None = None,
+    relevance: bool = False,
     **options: Any,
 ) -> Generator[Progress, None, StackResult]:
     """Segment chosen planes (default: all) of an nD image.
@@ -158,6 +160,9 @@ def iter_segment_stack(
     proposals
         ``relevance`` or ``guided`` for prompt-guided candidates (see
         :meth:`Segmenter.segment`); default SAM's grid, or ``labels``.
+    relevance
+        Also make the prompt's relevance map of each plane segmented (see
+        :meth:`Segmenter.relevance`): ``result.relevance``, of the labels' shape.
     **options
         Selection and normalisation options, as for :meth:`Segmenter.segment`.
     """
@@ -205,7 +210,9 @@ def iter_segment_stack(
             tag = f"slice {n}/{len(planes)} {plane}"
             gen = relabel(gen, lambda e, tag=tag: f"{tag}: {e.message}")
         candidates[plane] = yield from gen
-        if selection.relevance_weight:
+        if selection.relevance_weight or relevance:
+            # The segmenter's image is this plane: its CLIP features are cached, so
+            # the map is a text encoding (and the decoder) away.
             maps[plane] = yield from segmenter.iter_relevance(prompt)
         yield Progress("selection", 0, 1, prompt)
         results.append(
@@ -214,9 +221,24 @@ def iter_segment_stack(
         yield Progress("selection", 1, 1, results[-1].message)
     result = _assemble(out_shape, planes, results, prompt, len(lead), start_id, candidates)
     result.plane_relevance = maps
+    if relevance:
+        result.relevance = relevance_volume(out_shape, maps)
     if lead:
         yield Progress("slice", len(planes), len(planes), result.message)
     return result
+
+
+def relevance_volume(
+    shape: tuple[int, ...], maps: dict[tuple[int, ...], np.ndarray]
+) -> np.ndarray:
+    """One float32 array of ``shape`` from relevance maps per plane (leading indices
+    -> 2D map); planes without a map are 0. A 2D image's map is returned as it is."""
+    if len(maps) == 1 and () in maps:
+        return np.asarray(maps[()], dtype=np.float32)
+    out = np.zeros(shape, dtype=np.float32)  # pages untouched until written
+    for plane, values in maps.items():
+        out[plane] = values
+    return out
 
 
 def _plane_candidates(segmenter, plane_image, plane_labels, proposals, prompt, options):
