@@ -118,11 +118,95 @@ def test_a_new_prompt_decodes_only_new_points(guided_segmenter, held_out):
     assert seg.stats["sam_image_encodings"] == encodings  # one image encoding in all
 
 
-def test_guided_needs_the_whole_image(guided_segmenter, held_out):
+@pytest.fixture(scope="module")
+def mosaic(held_out):
+    """Four held-out images side by side (256 px): labels and classes of all four."""
+    images = [item.image for item in held_out[:4]]
+    image = np.concatenate(
+        [np.concatenate(images[:2], axis=1), np.concatenate(images[2:], axis=1)]
+    )
+    labels = np.zeros(image.shape[:2], np.int32)
+    classes: dict[int, str] = {}
+    offset = 0
+    for k, item in enumerate(held_out[:4]):
+        y, x = (k // 2) * 128, (k % 2) * 128
+        labels[y : y + 128, x : x + 128] = np.where(item.labels > 0, item.labels + offset, 0)
+        classes.update({label + offset: name for label, name in item.classes.items()})
+        offset += int(item.labels.max())
+    return image, labels, classes
+
+
+def test_guided_works_tile_by_tile(guided_segmenter, mosaic, monkeypatch):
+    """Tiles on: the map of the whole image places points in each tile, SAM decodes
+    them tile by tile, the masks merge across tile borders. Most of what SAM's tiled
+    grid finds, with far fewer points; a tile whose points are all decoded already is
+    not encoded again."""
+    from napari_slip.core.pipeline.sources import TiledGuidedSource
+
+    image, labels, classes = mosaic
     seg = guided_segmenter
-    seg.set_tile_params(TileParams(tiles="on", tile_size=64, overlap=16))
+    seg.set_tile_params(TileParams(tiles="on", tile_size=128, overlap=32))
     try:
-        with pytest.raises(InputError, match="Guided proposals work on the whole image"):
-            seg.segment(held_out[0].image, "circle", proposals="guided")
+        seg.set_image(image)
+        before = seg.stats["sam_decoded_points"]
+        grid = drain(seg.iter_proposals())
+        grid_points = seg.stats["sam_decoded_points"] - before
+        grid_masks = [grid.full_mask(i) for i in range(len(grid))]
+        grid_found = guided_found = total = guided_points = 0
+        for name in sorted(set(classes.values())):
+            source = seg.proposal_source("guided", name)
+            assert isinstance(source, TiledGuidedSource)
+            before = seg.stats["sam_decoded_points"]
+            guided = drain(seg.iter_proposals(source))
+            guided_points += seg.stats["sam_decoded_points"] - before
+            ids = [label for label, c in classes.items() if c == name]
+            truth = np.where(np.isin(labels, ids), labels, 0)
+            total += len(ids)
+            grid_found += match_objects(truth, grid_masks)[0]
+            guided_found += match_objects(
+                truth, [guided.full_mask(i) for i in range(len(guided))]
+            )[0]
+        assert grid_found >= 0.7 * total
+        assert guided_found >= 0.75 * grid_found, (guided_found, grid_found, total)
+        assert guided_points <= grid_points / 3, (guided_points, grid_points)
+        # The safety grid alone: every tile's points are decoded already.
+        encodings = seg.stats["sam_image_encodings"]
+        before = seg.stats["sam_decoded_points"]
+        seg.guided_params = GuidedParams(peaks=0)
+        only_grid = drain(seg.iter_proposals(seg.proposal_source("guided", "anything")))
+        assert len(only_grid) > 0
+        assert seg.stats["sam_image_encodings"] == encodings
+        assert seg.stats["sam_decoded_points"] == before
     finally:
         seg.set_tile_params(TileParams())
+        seg.guided_params = GuidedParams()
+
+
+def test_guided_tiles_read_a_lazy_image_a_region_at_a_time(guided_segmenter, mosaic, monkeypatch):
+    """A dask/zarr-like image: the map reads CLIP windows, SAM reads tiles; the same
+    proposals as the image in memory."""
+    from napari_slip.core.pipeline import images
+    from napari_slip.testing.arrays import CountingArray
+
+    monkeypatch.setattr(images, "SAMPLE_PIXELS", 64 * 64)
+    monkeypatch.setattr(images, "KEY_STRIP_PIXELS", 64 * 64)
+    image, _, _ = mosaic
+    seg = guided_segmenter
+    seg.set_tile_params(TileParams(tiles="on", tile_size=128, overlap=32))
+    try:
+        in_memory = drain(seg.iter_proposals(_guided(seg, image, "circle")))
+        lazy = CountingArray(image)
+        encodings = seg.stats["sam_image_encodings"]
+        from_lazy = drain(seg.iter_proposals(_guided(seg, lazy, "circle")))
+        assert isinstance(seg.image, images.LazyImage)
+        assert seg.stats["sam_image_encodings"] == encodings + 9  # 3 x 3 tiles, read anew
+        assert lazy.reads and max(lazy.reads) <= 128 * 128 * 3  # a tile at most
+        assert len(from_lazy) == len(in_memory) > 0
+        np.testing.assert_array_equal(from_lazy.boxes, in_memory.boxes)
+    finally:
+        seg.set_tile_params(TileParams())
+
+
+def _guided(seg, image, prompt):
+    seg.set_image(image)
+    return seg.proposal_source("guided", prompt)

@@ -108,7 +108,27 @@ def point_proposals(
     not decoded again, and new ones are added to it. ``decoded_points`` of the result
     counts the points decoded by this call.
     """
-    keys = list(dict.fromkeys((int(x), int(y)) for x, y in np.asarray(points)))
+    keys = point_keys(points)
+    new = yield from decode_points(sam, embedding, keys, params, precision, cache)
+    return cached_proposals(embedding.original_size, keys, cache, params, new)
+
+
+def point_keys(points: np.ndarray) -> list[tuple[int, int]]:
+    """Points ``(x, y)`` as the pixels that key the mask cache, in order, once each."""
+    return list(dict.fromkeys((int(x), int(y)) for x, y in np.asarray(points)))
+
+
+def decode_points(
+    sam: PromptableSam,
+    embedding: ImageEmbedding,
+    keys: list[tuple[int, int]],
+    params: SamProposalParams,
+    precision: str,
+    cache: dict,
+) -> Generator[Progress, None, int]:
+    """Decode the points of ``keys`` not in ``cache`` yet (at their pixels' centres)
+    and add their filtered masks to it, a whole batch at a time (an error or a cancel
+    leaves no half-decoded point). Returns how many points were decoded."""
     new = [k for k in keys if k not in cache]
     batch_size = params.points_per_batch or (64 if sam.device.type == "cuda" else 16)
     yield Progress("proposals", 0, len(new), f"SAM on {len(new)} guided points", heavy=True)
@@ -127,17 +147,35 @@ def point_proposals(
         which = np.asarray(which)
         for box, crop, score, row in binary_masks(sam, embedding, low_res, iou, params):
             masks[batch[int(which[row])]].append((box, crop, score))
-        cache.update(masks)  # whole batches only: an error or a cancel leaves no gaps
+        cache.update(masks)  # whole batches only
         yield Progress("proposals", start + len(batch), len(new), "SAM on guided points")
+    return len(new)
+
+
+def cached_proposals(
+    shape: tuple[int, int],
+    keys: list[tuple[int, int]],
+    cache: dict,
+    params: SamProposalParams,
+    decoded: int = 0,
+) -> Proposals:
+    """The cached masks of the points ``keys`` (all decoded) as proposals of an image of
+    ``shape``, after box NMS; ``decoded`` is recorded as the points decoded."""
     boxes, crops, scores = [], [], []
     for key in keys:
         for box, crop, score in cache[key]:
             boxes.append(box)
             crops.append(crop)
             scores.append(score)
-    return nms_proposals(
-        embedding.original_size, boxes, crops, scores, params.box_nms_thresh, len(new)
-    )
+    return nms_proposals(shape, boxes, crops, scores, params.box_nms_thresh, decoded)
 
 
-__all__ = ["guided_points", "point_proposals", "relevance_regions", "unit_map"]
+__all__ = [
+    "cached_proposals",
+    "decode_points",
+    "guided_points",
+    "point_keys",
+    "point_proposals",
+    "relevance_regions",
+    "unit_map",
+]

@@ -50,7 +50,14 @@ from .results import SegmentationResult, candidates_table, mean_inside, paint_la
 from .scoring import DEFAULT_TEMPLATES, check_templates, cosine, embed_phrase, embed_proposals
 from .selection import select
 from .session import LRU, Candidates, ImageSession, digest
-from .sources import GuidedSource, LabelSource, ProposalSource, RelevanceSource, SamGridSource
+from .sources import (
+    GuidedSource,
+    LabelSource,
+    ProposalSource,
+    RelevanceSource,
+    SamGridSource,
+    TiledGuidedSource,
+)
 from .tiles import TiledSamSource
 
 #: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
@@ -367,13 +374,13 @@ class Segmenter:
             raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
         if proposals == "relevance":
             return RelevanceSource(prompt, self.guided_params, self._relevance_models())
+        models = self._relevance_models()
         session = self._session
         if session is not None and self.tiled(session.image.shape):
-            raise InputError(
-                "Guided proposals work on the whole image: turn tiles off, or use "
-                "proposals='sam' for tiles."
+            return TiledGuidedSource(
+                prompt, self.guided_params, self.sam_params, self.tile_params, models
             )
-        return GuidedSource(prompt, self.guided_params, self.sam_params, self._relevance_models())
+        return GuidedSource(prompt, self.guided_params, self.sam_params, models)
 
     def _source(
         self,

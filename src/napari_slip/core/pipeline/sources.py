@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import InputError
-from ..params import GuidedParams, SamProposalParams
+from ..params import GuidedParams, SamProposalParams, TileParams
 from ..runtime.progress import Progress
 from .proposals import Proposals, proposals_from_labels, sam_proposals, upscale_proposals
 from .session import ImageSession, digest
@@ -146,25 +145,14 @@ class GuidedSource:
 
     def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
         from .guided import guided_points, point_proposals, unit_map
-        from .images import LazyImage
 
-        if isinstance(session.image, LazyImage):
-            raise InputError(
-                "Guided proposals need the image in memory; for a lazy (dask/zarr) image "
-                "use proposals='sam' with tiles."
-            )
         embedding = yield from engine.iter_embedding(session, self.sam_params.max_side)
         relevance = yield from engine.iter_relevance(self.prompt)
         points = guided_points(unit_map(relevance, engine.relevance_is_probability), self.params)
         h, w = session.image.shape
         sh, sw = embedding.original_size
         points = points * np.array([[sw / w, sh / h]])
-        decoding = {k: v for k, v in self.sam_params.as_dict().items() if k != "points_per_side"}
-        cache_key = (engine.sam_spec, engine.precision, tuple(sorted(decoding.items())))
-        cache = session.point_masks.get_fresh(cache_key)
-        if cache is None:
-            cache = {}
-            session.point_masks.put(cache_key, cache)
+        cache = _point_cache(session, engine, self.sam_params, None)
         sam = yield from engine.iter_load("sam")
         proposals = yield from point_proposals(
             sam.promptable, embedding, points, self.sam_params, engine.precision, cache
@@ -172,8 +160,110 @@ class GuidedSource:
         return upscale_proposals(proposals, session.image.shape)
 
 
+@dataclass(frozen=True)
+class TiledGuidedSource:
+    """Guided points tile by tile, for large images (tiles on).
+
+    The relevance map is made for the whole image (CLIP window by window; a lazy image
+    is read a window at a time), then each tile gets the points its part of the map
+    places (peaks and local maxima, at most ``params.peaks``, and the safety grid) and
+    SAM decodes them on that tile at full resolution; the masks are merged across tile
+    borders as SAM's tiles are (see :mod:`.tiles`). A tile whose points are all
+    decoded already (another prompt) needs no image encoding at all.
+    """
+
+    prompt: str
+    params: GuidedParams = field(default_factory=GuidedParams)
+    sam_params: SamProposalParams = field(default_factory=SamProposalParams)
+    tiles: TileParams = field(default_factory=TileParams)
+    models: tuple = ()
+    name: str = "guided-tiles"
+    needs_sam: bool = True
+
+    def key(self) -> tuple:
+        sam = self.sam_params.as_dict()
+        sam.pop("max_side")  # tiles are never shrunk
+        tiles = self.tiles.as_dict()
+        tiles.pop("tiles")
+        return (
+            "guided-tiles",
+            self.prompt.strip(),
+            self.models,
+            _items(self.params),
+            tuple(sorted(sam.items())),
+            tuple(sorted(tiles.items())),
+        )
+
+    def describe(self) -> dict:
+        return {
+            "prompt": self.prompt,
+            **self.params.as_dict(),
+            **self.sam_params.as_dict(),
+            **self.tiles.as_dict(),
+        }
+
+    def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
+        from .guided import cached_proposals, decode_points, guided_points, point_keys, unit_map
+        from .tiles import merge_tiles, one_bar, shift, tile_grid
+
+        relevance = yield from engine.iter_relevance(self.prompt)
+        unit = unit_map(relevance, engine.relevance_is_probability)
+        sam = yield from engine.iter_load("sam")
+        shape = session.image.shape
+        size = self.tiles.tile_size or sam.promptable.input_size
+        tiles = tile_grid(shape, size, self.tiles.overlap)
+        n, found, decoded = len(tiles), [], 0
+        for t, box in enumerate(tiles):
+            what = f"tile {t + 1}/{n}"
+            y0, x0, y1, x1 = box
+            keys = point_keys(guided_points(unit[y0:y1, x0:x1], self.params))
+            cache = _point_cache(session, engine, self.sam_params, box)
+            new = 0
+            if any(k not in cache for k in keys):
+                yield Progress("tiles", t, n, f"{what}: SAM image encoder", heavy=True)
+                embedding = yield from one_bar(
+                    engine.iter_embedding(session, None, region=box), t, n, what
+                )
+                new = yield from one_bar(
+                    decode_points(
+                        sam.promptable, embedding, keys, self.sam_params, engine.precision, cache
+                    ),
+                    t,
+                    n,
+                    what,
+                )
+            props = cached_proposals((y1 - y0, x1 - x0), keys, cache, self.sam_params, new)
+            found.append(shift(props, box, shape))
+            decoded += new
+            yield Progress("tiles", t + 1, n, f"{what}: {len(keys)} points ({new} decoded)")
+        yield Progress("tiles", n, n, f"merging masks of {decoded} new points across tiles")
+        return merge_tiles(
+            found, tiles, shape, self.tiles.merge_iou, nms_thresh=self.sam_params.box_nms_thresh
+        )
+
+
+def _point_cache(session, engine, sam_params: SamProposalParams, region) -> dict:
+    """The image's (or a tile's) masks per decoded point, for this SAM and decoding."""
+    decoding = {k: v for k, v in sam_params.as_dict().items() if k != "points_per_side"}
+    if region is not None:
+        decoding.pop("max_side")  # tiles are never shrunk
+    key = (engine.sam_spec, engine.precision, tuple(sorted(decoding.items())))
+    regions = session.point_masks.get_fresh(key)  # region (None: whole image) -> cache
+    if regions is None:
+        regions = {}
+        session.point_masks.put(key, regions)
+    return regions.setdefault(region, {})
+
+
 def _items(params) -> tuple:
     return tuple(sorted(params.as_dict().items()))
 
 
-__all__ = ["GuidedSource", "LabelSource", "ProposalSource", "RelevanceSource", "SamGridSource"]
+__all__ = [
+    "GuidedSource",
+    "LabelSource",
+    "ProposalSource",
+    "RelevanceSource",
+    "SamGridSource",
+    "TiledGuidedSource",
+]

@@ -225,7 +225,7 @@ def merge_tiles(
     )
 
 
-def _one_bar(gen, t: int, n: int, what: str):
+def one_bar(gen, t: int, n: int, what: str):
     """Forward a step's events as progress of tile ``t`` of ``n`` (one bar for all)."""
     while True:
         try:
@@ -268,10 +268,10 @@ class TiledSamSource:
         for t, box in enumerate(tiles):
             what = f"tile {t + 1}/{n}"
             yield Progress("tiles", t, n, f"{what}: SAM image encoder", heavy=True)
-            embedding = yield from _one_bar(
+            embedding = yield from one_bar(
                 engine.iter_embedding(session, None, region=box), t, n, what
             )
-            props = yield from _one_bar(
+            props = yield from one_bar(
                 sam_proposals(engine.sam.promptable, embedding, self.params, engine.precision),
                 t,
                 n,
@@ -286,4 +286,4 @@ class TiledSamSource:
         )
 
 
-__all__ = ["TiledSamSource", "merge_tiles", "tile_grid"]
+__all__ = ["TiledSamSource", "merge_tiles", "one_bar", "shift", "tile_grid"]
