@@ -365,16 +365,21 @@ def test_train_decoder_evaluate_and_segment_with_it(
     Image.fromarray(item.image).save(tmp_path / "img.png")
     name = sorted(set(item.classes.values()))[0]
     common = ["--clip", str(decoder_fixture.clip), "--decoder", str(decoder_fixture.decoder)]
-    for proposals in ("relevance", "guided"):
-        labels = tmp_path / f"{proposals}.tif"
-        prov = tmp_path / f"{proposals}.json"
+    tiled = ["--tiles", "on", "--tile-size", "64", "--overlap", "16"]
+    for proposals, extra, source in [
+        ("relevance", [], "relevance"),
+        ("guided", [], "guided"),
+        ("guided", tiled, "guided-tiles"),
+    ]:
+        labels = tmp_path / f"{source}.tif"
+        prov = tmp_path / f"{source}.json"
         args = ["segment", str(tmp_path / "img.png"), "-p", name, "-o", str(labels)]
         args += ["--provenance", str(prov), "--proposals", proposals, "--sam"]
-        args += [str(trained_sam_path), "--relevance-out", str(tmp_path / f"{proposals}-map.tif")]
-        code = main([*args, *common, "--mode", "threshold", "--threshold", "-1", "-q"])
+        args += [str(trained_sam_path), "--relevance-out", str(tmp_path / f"{source}-map.tif")]
+        code = main([*args, *common, *extra, "--mode", "threshold", "--threshold", "-1", "-q"])
         assert code == 0, capsys.readouterr().err
         written = json.loads(prov.read_text())
-        assert written["proposals"]["source"] == proposals
+        assert written["proposals"]["source"] == source
         assert written["decoder"]["sha256"] == load_decoder(decoder_fixture.decoder).sha256
         assert tifffile.imread(labels).max() >= 1
         relevance = tifffile.imread(tmp_path / f"{proposals}-map.tif")

@@ -133,6 +133,7 @@ def test_tiles_keep_small_objects_that_shrinking_loses(fixture_segmenter, mosaic
     result = seg.segment(None, "nucleus", mode="threshold", threshold=-1)
     assert result.provenance["proposals"]["source"] == "sam-tiles"
     assert result.provenance["proposals"]["overlap"] == 32
+    assert result.provenance["sam"]["sha256"] == seg.sam.sha256  # the model is recorded
     # Objects crossing a tile border are found whole; objects seen by two tiles are
     # offered once, not once per tile.
     crossing = _crossing(truth, tile_grid(rgb.shape[:2], 256, 32))

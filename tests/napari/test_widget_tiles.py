@@ -60,3 +60,15 @@ def test_multiscale_lazy_layer_is_segmented_tile_by_tile_at_level_0(
     assert found["recall"] >= 0.85, found
     # The engine read level 0 a tile at a time (or a strided sample), never whole.
     assert level0.reads and max(level0.reads) <= 256 * 256
+
+    # Fast (guided) mode on the same layer: points per tile from the map of the whole
+    # image (CLIP window by window), still never a read of the whole level 0.
+    level0.reads.clear()
+    widget.proposals.value = "guided"
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=180_000)
+    guided = viewer.layers[-1]
+    assert guided is not layer and guided.data.shape == truth.shape
+    assert guided.metadata["napari_slip"][-1]["proposals"]["source"] == "guided-tiles"
+    assert label_metrics(truth, guided.data)["recall"] > 0.2
+    assert level0.reads and max(level0.reads) <= 256 * 256

@@ -612,11 +612,9 @@ class Segmenter:
         )
 
     def _provenance(self, prompt: str, selection: SelectionParams, candidates: Candidates) -> dict:
-        from_sam = candidates.source.get("source") in ("sam", "guided")
-        uses_map = selection.relevance_weight or candidates.source.get("source") in (
-            "relevance",
-            "guided",
-        )
+        name = candidates.source.get("source")
+        from_sam = name in ("sam", "sam-tiles", "guided", "guided-tiles")
+        uses_map = selection.relevance_weight or name in ("relevance", "guided", "guided-tiles")
         decoder = self.decoder if uses_map else None
         return {
             "napari_slip_version": __version__,
