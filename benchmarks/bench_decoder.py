@@ -225,21 +225,21 @@ def real_speed(folder: Path, clip_path: str, size: int, sam: str = "vit_b") -> d
     grid.segment(image, "nucleus")
     out["full_grid_first_prompt"] = round(time.perf_counter() - start, 2)
     out["full_grid_points"] = grid.stats["sam_decoded_points"] - before
-    guided = Segmenter(
-        str(sam_path),
-        clip_path,
-        "cpu",
-        precision="fp32",
-        disk_cache=False,
-        decoder=str(decoder_path),
-    )
-    guided.set_image(image[:64, :64].copy())
-    guided.relevance("warm up")
-    before = guided.stats["sam_decoded_points"]
-    start = time.perf_counter()
-    guided.segment(image, "nucleus", proposals="guided")
-    out["guided_first_prompt"] = round(time.perf_counter() - start, 2)
-    out["guided_points"] = guided.stats["sam_decoded_points"] - before
+
+    def first_guided_prompt(decoder_path):
+        seg = Segmenter(
+            str(sam_path), clip_path, "cpu", precision="fp32", disk_cache=False,
+            decoder=str(decoder_path),
+        )  # fmt: skip
+        seg.set_image(image[:64, :64].copy())
+        seg.relevance("warm up")  # loads both models
+        before = seg.stats["sam_decoded_points"]
+        start = time.perf_counter()
+        seg.segment(image, "nucleus", proposals="guided")
+        seconds = round(time.perf_counter() - start, 2)
+        return seg, seconds, seg.stats["sam_decoded_points"] - before
+
+    guided, out["guided_first_prompt"], out["guided_points"] = first_guided_prompt(decoder_path)
     start = time.perf_counter()
     guided.relevance("mitotic nucleus")
     out["decoder_map_new_prompt"] = round(time.perf_counter() - start, 3)
@@ -258,21 +258,10 @@ def real_speed(folder: Path, clip_path: str, size: int, sam: str = "vit_b") -> d
     silent_path = save_decoder(
         decoder, folder / "silent.safetensors", {"clip_sha256": file_sha256(clip_path)}
     )
-    silent = Segmenter(
-        str(sam_path),
-        clip_path,
-        "cpu",
-        precision="fp32",
-        disk_cache=False,
-        decoder=str(silent_path),
+    del guided
+    _, out["guided_first_prompt_no_peaks"], out["guided_points_no_peaks"] = first_guided_prompt(
+        silent_path
     )
-    silent.set_image(image[:64, :64].copy())
-    silent.relevance("warm up")
-    before = silent.stats["sam_decoded_points"]
-    start = time.perf_counter()
-    silent.segment(image, "nucleus", proposals="guided")
-    out["guided_first_prompt_no_peaks"] = round(time.perf_counter() - start, 2)
-    out["guided_points_no_peaks"] = silent.stats["sam_decoded_points"] - before
     out["speedup_first_prompt_no_peaks"] = round(
         out["full_grid_first_prompt"] / out["guided_first_prompt_no_peaks"], 2
     )

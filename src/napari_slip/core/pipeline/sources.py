@@ -181,17 +181,14 @@ class TiledGuidedSource:
     needs_sam: bool = True
 
     def key(self) -> tuple:
-        sam = self.sam_params.as_dict()
-        sam.pop("max_side")  # tiles are never shrunk
-        tiles = self.tiles.as_dict()
-        tiles.pop("tiles")
+        from .tiles import tiled_key
+
         return (
             "guided-tiles",
             self.prompt.strip(),
             self.models,
             _items(self.params),
-            tuple(sorted(sam.items())),
-            tuple(sorted(tiles.items())),
+            *tiled_key(self.sam_params, self.tiles),
         )
 
     def describe(self) -> dict:

@@ -236,6 +236,16 @@ def one_bar(gen, t: int, n: int, what: str):
         yield Progress("tiles", t, n, f"{what}: {event.message}", heavy=event.heavy)
 
 
+def tiled_key(sam: SamProposalParams, tiles: TileParams) -> tuple[tuple, tuple]:
+    """The parts of SAM's and tiling options that change a tiled run's proposals
+    (tiles are never shrunk, so not ``max_side``; not whether tiles are on)."""
+    params = sam.as_dict()
+    params.pop("max_side")
+    tiling = tiles.as_dict()
+    tiling.pop("tiles")
+    return tuple(sorted(params.items())), tuple(sorted(tiling.items()))
+
+
 @dataclass(frozen=True)
 class TiledSamSource:
     """SAM's automatic masks tile by tile, merged across tiles (see the module doc)."""
@@ -246,11 +256,7 @@ class TiledSamSource:
     needs_sam: bool = True
 
     def key(self) -> tuple:
-        params = self.params.as_dict()
-        params.pop("max_side")  # tiles are never shrunk
-        tiles = self.tiles.as_dict()
-        tiles.pop("tiles")
-        return ("sam-tiles", tuple(sorted(params.items())), tuple(sorted(tiles.items())))
+        return ("sam-tiles", *tiled_key(self.params, self.tiles))
 
     def describe(self) -> dict:
         return {**self.params.as_dict(), **self.tiles.as_dict()}
