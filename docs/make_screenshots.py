@@ -3,6 +3,7 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py
     ... docs/make_screenshots.py --tiles      (tiles and folder mode)
     ... docs/make_screenshots.py --decoder    (a trained decoder guiding SAM)
+    ... docs/make_screenshots.py --stack-relevance   (relevance maps of a z-stack)
 
 Weights cannot be downloaded on the machines that build these docs, so the widget runs
 with tiny random models (napari_slip.testing): the screenshots show the interface and
@@ -151,6 +152,36 @@ def decoder_guided(weights: Path) -> None:
     viewer.close()
 
 
+def stack_relevance(weights: Path) -> None:
+    """A z-stack of synthetic shapes: the fixture decoder's relevance map of each slice
+    segmented, added to one volume layer aligned with the stack."""
+    from napari_slip.testing.decoder import write_decoder_fixture
+
+    fixture = write_decoder_fixture(weights / "decoder", n_images=24, epochs=20)
+    rng = np.random.default_rng(11)
+    stack = np.stack([synthetic_image(rng, size=256, n_objects=(9, 12))[0] for _ in range(4)])
+    viewer, widget = make_viewer(weights)
+    viewer.add_image(stack, name="shapes stack", rgb=True)
+    widget.add_clip_file(fixture.clip)
+    widget.image.value = viewer.layers["shapes stack"]
+    widget.proposals.value = "relevance"  # the map's regions: no SAM
+    widget.add_decoder_file(fixture.decoder)
+    widget.show_relevance.value = True
+    widget.prompt.value = "ring"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    widget.scope.value = "current slice"
+    for z in (1, 2):  # two slices, one at a time: their maps add up in one layer
+        viewer.dims.set_current_step(0, z)
+        widget.run()
+        while widget.busy:
+            settle(0.1)
+    viewer.layers[-1].contour = 2
+    viewer.reset_view()
+    shoot(viewer, "widget-relevance-stack.png")
+    viewer.close()
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     if sys.argv[1:] == ["--tiles"]:
@@ -160,6 +191,10 @@ def main() -> None:
     if sys.argv[1:] == ["--decoder"]:
         with tempfile.TemporaryDirectory() as tmp:
             decoder_guided(Path(tmp))
+        return
+    if sys.argv[1:] == ["--stack-relevance"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            stack_relevance(Path(tmp))
         return
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp)
