@@ -61,6 +61,48 @@ def test_map_is_highest_where_the_matching_patch_is(clip):
     assert abs(peak[0] - centre[0]) <= 16 and abs(peak[1] - centre[1]) <= 16
 
 
+def test_a_region_of_the_map_is_that_part_of_the_whole_map(clip, decoder_fixture):
+    """A region's map, made from the windows that overlap it, equals the same part of
+    the whole image's map (untrained cosines and a decoder's probabilities); the
+    untrained 0-1 map of a region is rescaled over every patch's range."""
+    from napari_slip.core.models.decoder import load_decoder
+    from napari_slip.core.pipeline.relevance import (
+        decoder_map,
+        iter_decoder_features,
+        relevance_range,
+        windows_in,
+    )
+
+    image = _rgb(100, 140, seed=5)
+    dense = drain(iter_dense_features(clip, image, window=64))
+    text = dense.features[1, 2, 0].numpy()
+    region = (10, 70, 90, 140)
+    assert len(windows_in(dense, region)) < len(dense.windows)
+    whole = relevance_map(dense, text)
+    np.testing.assert_allclose(relevance_map(dense, text, region=region), whole[10:90, 70:140])
+    low, high = relevance_range(dense, text)
+    assert low <= whole.min() and high >= whole.max()
+
+    seg = Segmenter("/no/sam.pth", str(decoder_fixture.clip), "cpu", disk_cache=False)
+    seg.set_image(image)
+    unit = drain(seg.iter_unit_relevance("circle", region=region))
+    part = drain(seg.iter_relevance("circle"))[10:90, 70:140]
+    low, high = relevance_range(drain(seg._iter_dense(None)), seg.text_embedding("circle"))
+    np.testing.assert_allclose(unit, (part - low) / (high - low), atol=1e-6)
+    seg.set_decoder(decoder_fixture.decoder)
+    decoded = drain(seg.iter_unit_relevance("circle", region=region))
+    part = drain(seg.iter_relevance("circle"))[10:90, 70:140]
+    np.testing.assert_allclose(decoded, part, atol=1e-6)  # the decoder's batches differ
+    decoder = load_decoder(decoder_fixture.decoder)
+    feats = drain(iter_decoder_features(seg.clip.clip, decoder.model, image))
+    whole = decoder_map(decoder.model, feats, seg.text_embedding("circle"))
+    np.testing.assert_allclose(
+        decoder_map(decoder.model, feats, seg.text_embedding("circle"), region=region),
+        whole[10:90, 70:140],
+        atol=1e-6,
+    )
+
+
 def test_small_images_are_padded_not_stretched(clip):
     dense = drain(iter_dense_features(clip, _rgb(20, 50), window=64))
     assert dense.windows == [(0, 0, 20, 50)]

@@ -212,44 +212,80 @@ def _param(module: torch.nn.Module) -> torch.Tensor:
     return next(module.parameters())
 
 
-def _stitch(dense: DenseFeatures, values: torch.Tensor) -> np.ndarray:
-    """(n, s, s) values per window -> (H, W) float32, each window's values resized to
-    the window and averaged where windows overlap."""
+def windows_in(dense: DenseFeatures, region: tuple[int, int, int, int] | None) -> list[int]:
+    """Indices of the windows that overlap ``region`` ``(y0, x0, y1, x1)`` (None: all)."""
+    if region is None:
+        return list(range(len(dense.windows)))
+    y0, x0, y1, x1 = region
+    return [
+        i
+        for i, (a, b, c, d) in enumerate(dense.windows)
+        if max(a, y0) < min(c, y1) and max(b, x0) < min(d, x1)
+    ]
+
+
+def _stitch(
+    dense: DenseFeatures, values: torch.Tensor, index: list[int], region=None
+) -> np.ndarray:
+    """(len(index), s, s) values of the windows ``index`` -> the (H, W) map, or that of
+    ``region`` alone: each window's values resized to the window and averaged where
+    windows overlap. A region's map equals the same part of the whole image's map."""
     h, w = dense.shape
-    total = np.zeros((h, w), dtype=np.float32)
-    count = np.zeros((h, w), dtype=np.float32)
+    ry0, rx0, ry1, rx1 = region or (0, 0, h, w)
+    total = np.zeros((ry1 - ry0, rx1 - rx0), dtype=np.float32)
+    count = np.zeros_like(total)
     up = F.interpolate(
         values[:, None].float(),
         size=(dense.window, dense.window),
         mode="bilinear",
         align_corners=False,
     )[:, 0].numpy()
-    for (y0, x0, y1, x1), score in zip(dense.windows, up, strict=True):
-        total[y0:y1, x0:x1] += score[: y1 - y0, : x1 - x0]
-        count[y0:y1, x0:x1] += 1
+    for i, score in zip(index, up, strict=True):
+        wy0, wx0, wy1, wx1 = dense.windows[i]
+        y0, x0, y1, x1 = max(wy0, ry0), max(wx0, rx0), min(wy1, ry1), min(wx1, rx1)
+        if y0 < y1 and x0 < x1:
+            total[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] += score[
+                y0 - wy0 : y1 - wy0, x0 - wx0 : x1 - wx0
+            ]
+            count[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] += 1
     return total / np.maximum(count, 1)
 
 
-def relevance_map(dense: DenseFeatures, text_embedding: np.ndarray) -> np.ndarray:
+def relevance_map(dense: DenseFeatures, text_embedding: np.ndarray, region=None) -> np.ndarray:
     """(H, W) float32 cosine similarity of each pixel's patch to the text embedding,
-    averaged over the windows that cover it."""
+    averaged over the windows that cover it; with ``region`` ``(y0, x0, y1, x1)``,
+    that part only (read from the windows that overlap it)."""
     text = torch.as_tensor(np.asarray(text_embedding, dtype=np.float32))
-    return _stitch(dense, dense.features @ text)  # (n, g, g) per window
+    index = windows_in(dense, region)
+    return _stitch(dense, dense.features[index] @ text, index, region)  # (n, g, g)
+
+
+def relevance_range(dense: DenseFeatures, text_embedding: np.ndarray) -> tuple[float, float]:
+    """The lowest and highest cosine of any patch to the text: bounds of the whole
+    map (its pixels are averages of interpolated patch values), without making it."""
+    text = torch.as_tensor(np.asarray(text_embedding, dtype=np.float32))
+    values = dense.features @ text
+    return float(values.min()), float(values.max())
 
 
 @torch.no_grad()
 def decoder_map(
-    decoder, dense: DenseFeatures, text_embedding: np.ndarray, batch_size: int = 64
+    decoder, dense: DenseFeatures, text_embedding: np.ndarray, batch_size: int = 64, region=None
 ) -> np.ndarray:
     """(H, W) float32 probability that each pixel shows what the text describes: the
-    decoder's logits per window, averaged where windows overlap, through a sigmoid."""
+    decoder's logits per window, averaged where windows overlap, through a sigmoid;
+    with ``region`` ``(y0, x0, y1, x1)``, that part only (the decoder runs on the
+    windows that overlap it)."""
     param = _param(decoder)
     text = torch.as_tensor(np.asarray(text_embedding, dtype=np.float32))[None]
+    index = windows_in(dense, region)
+    feats = dense.features[index]
     logits = [
-        decoder(dense.features[s : s + batch_size].to(param), text.to(param)).cpu()
-        for s in range(0, len(dense.windows), batch_size)
+        decoder(feats[s : s + batch_size].to(param), text.to(param)).cpu()
+        for s in range(0, len(index), batch_size)
     ]
-    return torch.sigmoid(torch.from_numpy(_stitch(dense, torch.cat(logits)))).numpy()
+    values = torch.cat(logits) if logits else feats.new_zeros((0, 1, 1))
+    return torch.sigmoid(torch.from_numpy(_stitch(dense, values, index, region))).numpy()
 
 
 __all__ = [
@@ -261,5 +297,7 @@ __all__ = [
     "iter_dense_features",
     "patch_features",
     "relevance_map",
+    "relevance_range",
     "tapped_features",
+    "windows_in",
 ]

@@ -697,12 +697,45 @@ class Segmenter:
         and kept with the image: another prompt costs one text encoding and, with a
         decoder, one pass of the decoder.
         """
-        from .relevance import (
-            decoder_map,
-            iter_decoder_features,
-            iter_dense_features,
-            relevance_map,
-        )
+        from .relevance import decoder_map, relevance_map
+
+        dense = yield from self._iter_dense(window)
+        decoder = self.decoder
+        if decoder is not None:
+            return decoder_map(decoder.model, dense, self.text_embedding(prompt))
+        return relevance_map(dense, self.text_embedding(prompt))
+
+    def iter_unit_relevance(
+        self, prompt: str, region: tuple[int, int, int, int] | None = None
+    ) -> Generator[Progress, None, np.ndarray]:
+        """The relevance map on a 0-1 scale (a decoder's probabilities; CLIP's cosines
+        rescaled from the lowest to the highest over the image), of the whole image or
+        of ``region`` ``(y0, x0, y1, x1)`` alone: a region's map is made from the CLIP
+        windows that overlap it, so a large image's map is never held whole.
+
+        The untrained map of a region is rescaled over the range of every patch's
+        cosine (:func:`.relevance.relevance_range`), which bounds the whole map's.
+        """
+        from .guided import unit_map
+        from .relevance import decoder_map, relevance_map, relevance_range
+
+        if region is None:
+            relevance = yield from self.iter_relevance(prompt)
+            return unit_map(relevance, self.relevance_is_probability)
+        dense = yield from self._iter_dense(None)
+        text = self.text_embedding(prompt)
+        decoder = self.decoder
+        if decoder is not None:
+            return unit_map(decoder_map(decoder.model, dense, text, region=region), True)
+        low, high = relevance_range(dense, text)
+        part = relevance_map(dense, text, region=region)
+        if high - low < 1e-6:
+            return np.zeros_like(part)
+        return np.clip((part - low) / (high - low), 0, 1)
+
+    def _iter_dense(self, window: int | None) -> Generator[Progress, None, object]:
+        """CLIP's features of the current image for relevance maps, cached with it."""
+        from .relevance import iter_decoder_features, iter_dense_features
 
         session = self._current()
         clip = yield from self.iter_load("clip")
@@ -722,9 +755,7 @@ class Segmenter:
                 dense = yield from iter_dense_features(clip.clip, source, window)
             self.stats["relevance_windows"] += len(dense.windows)
             session.dense.put(key, dense)
-        if decoder is not None:
-            return decoder_map(decoder.model, dense, self.text_embedding(prompt))
-        return relevance_map(dense, self.text_embedding(prompt))
+        return dense
 
     def relevance(
         self, prompt: str, image: np.ndarray | None = None, window: int | None = None

@@ -109,10 +109,9 @@ class RelevanceSource:
         return {"prompt": self.prompt, **self.params.as_dict()}
 
     def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
-        from .guided import relevance_regions, unit_map
+        from .guided import relevance_regions
 
-        relevance = yield from engine.iter_relevance(self.prompt)
-        unit = unit_map(relevance, engine.relevance_is_probability)
+        unit = yield from engine.iter_unit_relevance(self.prompt)
         return relevance_regions(unit, self.params)
 
 
@@ -144,11 +143,11 @@ class GuidedSource:
         return {"prompt": self.prompt, **self.params.as_dict(), **self.sam_params.as_dict()}
 
     def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
-        from .guided import guided_points, point_proposals, unit_map
+        from .guided import guided_points, point_proposals
 
         embedding = yield from engine.iter_embedding(session, self.sam_params.max_side)
-        relevance = yield from engine.iter_relevance(self.prompt)
-        points = guided_points(unit_map(relevance, engine.relevance_is_probability), self.params)
+        unit = yield from engine.iter_unit_relevance(self.prompt)
+        points = guided_points(unit, self.params)
         h, w = session.image.shape
         sh, sw = embedding.original_size
         points = points * np.array([[sw / w, sh / h]])
@@ -164,11 +163,12 @@ class GuidedSource:
 class TiledGuidedSource:
     """Guided points tile by tile, for large images (tiles on).
 
-    The relevance map is made for the whole image (CLIP window by window; a lazy image
-    is read a window at a time), then each tile gets the points its part of the map
-    places (peaks and local maxima, at most ``params.peaks``, and the safety grid) and
-    SAM decodes them on that tile at full resolution; the masks are merged across tile
-    borders as SAM's tiles are (see :mod:`.tiles`). A tile whose points are all
+    CLIP reads the whole image window by window (a lazy image a window at a time); each
+    tile's part of the relevance map is made from the windows that overlap it (the map
+    of a large image is never held whole) and places the tile's points (peaks and local
+    maxima, at most ``params.peaks``, and the safety grid); SAM decodes them on that
+    tile at full resolution, and the masks are merged across tile borders as SAM's
+    tiles are (see :mod:`.tiles`). A tile whose points are all
     decoded already (another prompt) needs no image encoding at all.
     """
 
@@ -200,11 +200,9 @@ class TiledGuidedSource:
         }
 
     def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
-        from .guided import cached_proposals, decode_points, guided_points, point_keys, unit_map
+        from .guided import cached_proposals, decode_points, guided_points, point_keys
         from .tiles import merge_tiles, one_bar, shift, tile_grid
 
-        relevance = yield from engine.iter_relevance(self.prompt)
-        unit = unit_map(relevance, engine.relevance_is_probability)
         sam = yield from engine.iter_load("sam")
         shape = session.image.shape
         size = self.tiles.tile_size or sam.promptable.input_size
@@ -213,7 +211,8 @@ class TiledGuidedSource:
         for t, box in enumerate(tiles):
             what = f"tile {t + 1}/{n}"
             y0, x0, y1, x1 = box
-            keys = point_keys(guided_points(unit[y0:y1, x0:x1], self.params))
+            unit = yield from engine.iter_unit_relevance(self.prompt, region=box)
+            keys = point_keys(guided_points(unit, self.params))
             cache = _point_cache(session, engine, self.sam_params, box)
             new = 0
             if any(k not in cache for k in keys):
