@@ -17,7 +17,7 @@ match SAM's attention to float rounding (about 1e-6; tested against
 
 :class:`FastBlock` saves the other waste: SAM projects the zero padding of windowed
 blocks to queries, keys and values and projects the padding's outputs too; it projects
-only the image's tokens (about 0.2 s, 3%).
+only the image's tokens (about 0.15 s, 2%).
 
 :func:`use_fast_attention` switches a model's attention blocks either way without
 touching the weights (the benchmark's ablation uses it). Models built by
