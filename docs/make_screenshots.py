@@ -51,6 +51,13 @@ def make_viewer(weights: Path):
     return viewer, widget
 
 
+def run_and_wait(widget) -> None:
+    """Press Run and wait for the worker to finish."""
+    widget.run()
+    while widget.busy:
+        settle(0.1)
+
+
 def shoot(viewer, name: str) -> None:
     settle()
     iio.imwrite(OUT / name, viewer.screenshot(canvas_only=False, flash=False))
@@ -80,9 +87,7 @@ def tiles_and_folder(weights: Path) -> None:
     widget.min_area.value = 30
     widget.tiles.value = "on"
     widget.tile_overlap.value = 32
-    widget.run()
-    while widget.busy:
-        settle(0.1)
+    run_and_wait(widget)
     from napari_slip.core.pipeline.tiles import tile_grid
 
     # Every candidate is kept (threshold -1: the tiny CLIP's scores mean nothing), SAM's
@@ -143,9 +148,7 @@ def decoder_guided(weights: Path) -> None:
     widget.relevance_weight.value = 1.0
     widget.mode.value = "threshold"
     widget.threshold.value = 0.6
-    widget.run()
-    while widget.busy:
-        settle(0.1)
+    run_and_wait(widget)
     viewer.layers[-1].contour = 2
     viewer.reset_view()
     shoot(viewer, "widget-decoder-guided.png")
@@ -173,9 +176,7 @@ def stack_relevance(weights: Path) -> None:
     widget.scope.value = "current slice"
     for z in (1, 2):  # two slices, one at a time: their maps add up in one layer
         viewer.dims.set_current_step(0, z)
-        widget.run()
-        while widget.busy:
-            settle(0.1)
+        run_and_wait(widget)
     viewer.layers[-1].contour = 2
     viewer.reset_view()
     shoot(viewer, "widget-relevance-stack.png")
@@ -208,9 +209,7 @@ def main() -> None:
         widget.mode.value = "threshold"
         widget.threshold.value = -1.0
         widget.scope.value = "all slices"
-        widget.run()
-        while widget.busy:
-            settle(0.1)
+        run_and_wait(widget)
         viewer.dims.set_current_step(0, 4)
         shoot(viewer, "widget-stack.png")
         # The results panel: a threshold between the candidates' scores.
@@ -261,9 +260,7 @@ def main() -> None:
         widget.train.value = "all"
         widget.epochs.value = 15
         widget.lr.value = 1e-3
-        widget.run()
-        while widget.busy:
-            settle(0.1)
+        run_and_wait(widget)
         shoot(viewer, "finetune-widget.png")
         if widget.last_checkpoint is not None:
             widget.last_checkpoint.unlink()  # a demo, not a model to keep
