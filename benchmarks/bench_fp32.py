@@ -12,7 +12,8 @@ compare like with like. Printed first: the CPU's features and the precision that
   measured in the same run.
 - encoder: SAM's own attention against the fused path with the bias as a mask, then
   with global attention blocked head by head, then with windowed blocks projecting
-  only the image's tokens (napari-slip's default: all three), int8, and MobileSAM's
+  only the image's tokens, then with the blocks' residual stream contiguous
+  (napari-slip's default: all four), int8, and MobileSAM's
   light TinyViT encoder (random weights at its published size).
 - decoder, per point (batches of 16 points on one embedding): SAM's attention; the
   fused path; and the fused path with the mask head skipped for masks below SAM's
@@ -126,7 +127,8 @@ def main() -> int:
         default_min_keys = fast.BLOCKED_MIN_KEYS
         # Ablation, one change at a time: SAM's blocks, fused attention with the bias as
         # a mask everywhere; then global attention blocked head by head; then windowed
-        # blocks projecting the image's tokens only (the default: all three).
+        # blocks projecting the image's tokens only; then a contiguous residual stream
+        # (the default: all four).
         for block in blocks:
             block.__class__ = fast.Block
         fast.BLOCKED_MIN_KEYS = 1 << 30
@@ -135,14 +137,15 @@ def main() -> int:
         blocked_enc = best_time(lambda: encoder(x))
         for block in blocks:
             block.__class__ = fast.FastBlock
+        fast.CONTIGUOUS_STREAM = False
+        unpadded_enc = best_time(lambda: encoder(x))
+        fast.CONTIGUOUS_STREAM = True
         fast_enc = best_time(lambda: encoder(x))
         rows += [
             {"what": "encoder, fused attention + bias mask everywhere", "seconds": fused_enc},
             {"what": "encoder, + global attention blocked by head", "seconds": blocked_enc},
-            {
-                "what": "encoder, + windowed projections without padding (default)",
-                "seconds": fast_enc,
-            },
+            {"what": "encoder, + windowed projections without padding", "seconds": unpadded_enc},
+            {"what": "encoder, + contiguous residual stream (default)", "seconds": fast_enc},
         ]
 
         from napari_slip.core.models.tinyvit import TinyViTEncoder

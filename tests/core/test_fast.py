@@ -59,7 +59,8 @@ def test_encoder_attention_matches_sams(side, batch, block_bytes, blocked_min_ke
 def test_encoder_block_matches_sams(side, window):
     """Windowed blocks project only the image's own tokens and pad the projections
     with a zero token's (SAM pads first): the same output, padded (9 in windows of 4,
-    5 in one window of 7) or not, and global blocks unchanged."""
+    5 in one window of 7) or not, global blocks too; a permuted input (as SAM's patch
+    embedding gives) comes out contiguous with the same numbers."""
     torch.manual_seed(side + window)
     size = (window, window) if window else (side, side)
     theirs = Block(96, 4, use_rel_pos=True, window_size=window, input_size=size).eval()
@@ -70,8 +71,16 @@ def test_encoder_block_matches_sams(side, window):
     ours = copy.deepcopy(theirs)
     assert fast.use_fast_attention(ours) == 2  # the block and its attention
     x = torch.randn(2, side, side, 96)
+    # As SAM's patch embedding hands it over: a permuted view, channels last in shape
+    # but not in memory (the fast block makes the stream contiguous).
+    permuted = x.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    assert not permuted.is_contiguous()
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+        expected = theirs(x)
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-5)
+        out = ours(permuted)
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous()
     assert fast.use_fast_attention(ours, enabled=False) == 2 and type(ours) is Block
 
 

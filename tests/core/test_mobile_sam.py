@@ -82,6 +82,34 @@ def test_window_attention_is_attention_with_the_learnt_bias():
         torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_encoder_runs_channels_last_with_the_numbers_of_nchw():
+    """The encoder runs its maps channels last (faster depthwise convolutions on a CPU):
+    the convolutions see channels-last maps, and the embedding is the one the same
+    modules give on plain NCHW maps (folded batch norms with their statistics set)."""
+    torch.manual_seed(0)
+    encoder = TinyViTEncoder(img_size=256, dims=(8, 16, 16, 24), depths=(1, 1, 2, 1),
+                             heads=(1, 2, 2, 3), windows=(7, 7, 7, 7)).eval()  # fmt: skip
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    depthwise = encoder.layers[0].blocks[0].conv2
+    layouts = []
+    depthwise.register_forward_pre_hook(
+        lambda m, a: layouts.append(a[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        out = encoder(x)
+        plain = encoder.patch_embed(x)  # NCHW all the way
+        for layer in encoder.layers:
+            plain = layer(plain)
+        plain = encoder.neck(plain)
+    assert layouts == [True, False]
+    assert out.is_contiguous() and out.shape == (2, 256, 16, 16)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
+
+
 def test_tiny_mobile_sam_loads_from_its_file(tmp_path):
     path = write_tiny_mobile_sam(tmp_path / "mobile_sam.pt")
     state = read_state_dict(path)
