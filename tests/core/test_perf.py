@@ -161,11 +161,15 @@ def test_allocator_tuning_is_opt_in_and_can_be_refused(monkeypatch):
     assert out.stdout.split() == ["False", "False", "False"]
 
 
-def test_shared_first_layer_decoder_equals_sams_decoder(tiny_sam_path):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_shared_first_layer_decoder_equals_sams_decoder(tiny_sam_path, layout):
+    """Our decoder (shared first-layer projections, maps taken channels last) gives
+    SAM's masks and IoUs, whichever layout the embedding comes in (the disk cache
+    gives NCHW, SAM's encoder channels last)."""
     from napari_slip.core.models.promptable import decode_points
 
     sam, _ = load_sam(tiny_sam_path)
-    features = PromptableSam(sam).embed(_rgb()).features
+    features = PromptableSam(sam).embed(_rgb()).features.contiguous(memory_format=layout)
     pts = torch.tensor([[[10.0, 20.0]], [[100.0, 50.0]], [[200.0, 240.0]]])
     labels = torch.ones(3, 1, dtype=torch.int64)
     with torch.no_grad():
