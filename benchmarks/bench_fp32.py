@@ -17,7 +17,7 @@ compare like with like. Printed first: the CPU's features and the precision that
   light TinyViT encoder (random weights at its published size).
 - decoder, per point (batches of 16 points on one embedding): SAM's attention; the
   fused path; and the fused path with the mask head skipped for masks below SAM's
-  default IoU filter. With random weights *no* mask passes that filter (the lower
+  default IoU filter, with the image maps NCHW and then channels last (the default). With random weights *no* mask passes that filter (the lower
   bound of the mask stage's cost); with every mask passing, the cost is the fused
   path's (the upper bound).
 """
@@ -80,6 +80,7 @@ def main() -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from napari_slip.core.models import promptable
     from napari_slip.core.models.fast import use_fast_attention
     from napari_slip.core.models.promptable import ImageEmbedding, PromptableSam
     from napari_slip.core.models.sam import SamConfig, build_sam
@@ -171,6 +172,9 @@ def main() -> int:
         _, iou = sam.decode_points(emb, points)
         above = sam.decode_points_above(emb, points, 0.88)[0].shape[0]
         dec_none = best_time(lambda: sam.decode_points_above(emb, points, 0.88), 3) / 16
+        promptable.CHANNELS_LAST_MAPS = False
+        dec_nchw = best_time(lambda: sam.decode_points_above(emb, points, 0.88), 3) / 16
+        promptable.CHANNELS_LAST_MAPS = True
         int8 = sam._model("int8")
         int8_enc = best_time(lambda: int8.image_encoder(x))
         dec_int8 = best_time(lambda: sam.decode_points(emb, points, "int8"), 3) / 16
@@ -197,6 +201,10 @@ def main() -> int:
             {
                 "what": "decoder per point, fused attention (all masks pass, upper bound)",
                 "seconds": dec_fast,
+            },
+            {
+                "what": "decoder per point, as below but the maps NCHW (before)",
+                "seconds": dec_nchw,
             },
             {
                 "what": f"decoder per point, mask head only above IoU 0.88 ({above} of "

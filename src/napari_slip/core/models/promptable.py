@@ -16,6 +16,10 @@ import torch
 from ..errors import InputError
 from ..runtime.perf import autocast
 
+#: Whether :func:`decode_points` takes the image maps channels last (off only in the
+#: benchmark's ablation).
+CHANNELS_LAST_MAPS = True
+
 
 @dataclass
 class ImageEmbedding:
@@ -58,8 +62,9 @@ def decode_points(
     # Channels last: the transformer flattens these maps to (token, channel) matrices,
     # which in this layout are their memory as it is; from NCHW, every prompt's adds
     # and norms over 4,096 image tokens ran strided (15% of a point's time at 1,024 px).
-    features = features.contiguous(memory_format=torch.channels_last)
-    dense_pe = dense_pe.contiguous(memory_format=torch.channels_last)
+    if CHANNELS_LAST_MAPS:
+        features = features.contiguous(memory_format=torch.channels_last)
+        dense_pe = dense_pe.contiguous(memory_format=torch.channels_last)
     n = sparse.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
