@@ -17,9 +17,10 @@ compare like with like. Printed first: the CPU's features and the precision that
   light TinyViT encoder (random weights at its published size).
 - decoder, per point (batches of 16 points on one embedding): SAM's attention; the
   fused path; and the fused path with the mask head skipped for masks below SAM's
-  default IoU filter, with the image maps NCHW and then channels last (the default). With random weights *no* mask passes that filter (the lower
-  bound of the mask stage's cost); with every mask passing, the cost is the fused
-  path's (the upper bound).
+  default IoU filter, with the image maps NCHW and then channels last (the default).
+  With random weights *no* mask passes that filter (the lower bound of the mask
+  stage's cost); with every mask passing, the cost is the fused path's (the upper
+  bound).
 """
 
 from __future__ import annotations
