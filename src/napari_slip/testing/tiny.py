@@ -45,6 +45,56 @@ TINY_MOBILE_SAM = SamConfig(
         "num_classes": 10,
     },
 )
+_TINY_EFFICIENTVIT_L = {
+    "blocks": ["res", "fmb", "fmb", "mb", "att"],
+    "down_blocks": ["", "fmb", "fmb", "mb", "mb"],
+    "widths": [8, 8, 16, 16, 32],
+    "depths": [1, 1, 1, 1, 2],
+    "expands": [1, 2, 2, 2, 2],
+    "down_expands": [0, 4, 4, 4, 4],
+    "fewer_norm": [False, False, False, True, True],
+    "scales": [[], [], [], [], [5]],
+    "qkv_dim": 8,
+    "neck_stages": [4, 3, 2],
+    "neck_width": 16,
+    "neck_depth": 2,
+    "neck_block": "fmb",
+    "neck_expand": 1,
+    "input_size": 512,
+}
+#: A tiny EfficientViT-SAM in the L models' layout: five stages, linear attention in
+#: the last, a neck on stages 4, 3, 2; the backbone sees 512 px of SAM's 1,024.
+TINY_EFFICIENTVIT_SAM = SamConfig(
+    img_size=1024,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+    encoder="efficientvit",
+    efficientvit=_TINY_EFFICIENTVIT_L,
+)
+#: ... and in the XL models' layout: six stages (no stage-0 blocks), attention with
+#: 3x3 aggregation in the last two, a neck on stages 5, 4, 3; the backbone sees 1,024.
+TINY_EFFICIENTVIT_XL_SAM = SamConfig(
+    img_size=1024,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+    encoder="efficientvit",
+    efficientvit={
+        **_TINY_EFFICIENTVIT_L,
+        "blocks": ["res", "fmb", "fmb", "fmb", "att", "att"],
+        "down_blocks": ["", "fmb", "fmb", "fmb", "mb", "mb"],
+        "widths": [8, 8, 16, 16, 32, 32],
+        "depths": [0, 1, 1, 1, 1, 1],
+        "expands": [1, 2, 2, 2, 2, 3],
+        "down_expands": [0, 4, 4, 4, 4, 4],
+        "fewer_norm": [False, False, False, False, True, True],
+        "scales": [[], [], [], [], [3], [3]],
+        "neck_stages": [5, 4, 3],
+        "neck_expand": 2,
+        "input_size": 1024,
+    },
+)
 TINY_CLIP: dict = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
@@ -67,12 +117,24 @@ def write_tiny_sam(path: str | os.PathLike, seed: int = 0) -> Path:
 
 def write_tiny_mobile_sam(path: str | os.PathLike, seed: int = 0) -> Path:
     """Write a tiny random MobileSAM (TinyViT encoder, input 1,024) as a ``.pth``."""
+    return _write_light_sam(TINY_MOBILE_SAM, path, seed)
+
+
+def write_tiny_efficientvit_sam(
+    path: str | os.PathLike, seed: int = 0, config: SamConfig = TINY_EFFICIENTVIT_SAM
+) -> Path:
+    """Write a tiny random EfficientViT-SAM (by default in the L models' layout: the
+    backbone at 512 px in SAM's 1,024 px frame) as a ``.pt``."""
+    return _write_light_sam(config, path, seed)
+
+
+def _write_light_sam(config: SamConfig, path: str | os.PathLike, seed: int) -> Path:
     import torch
 
     from ..core.models.sam import build_sam
 
     torch.manual_seed(seed)
-    model = build_sam(TINY_MOBILE_SAM)
+    model = build_sam(config)
     for m in model.modules():  # batch norms with statistics, biases off zero
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)

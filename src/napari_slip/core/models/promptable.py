@@ -149,6 +149,12 @@ class PromptableSam:
         return int(self.transform.target_length)
 
     @property
+    def encoder_size(self) -> int:
+        """The side the image encoder sees the image at: :attr:`input_size`, but 512 px
+        for EfficientViT-SAM's L models (prompts and masks stay in the 1,024 px frame)."""
+        return int(getattr(self.model.image_encoder, "input_size", self.input_size))
+
+    @property
     def mask_threshold(self) -> float:
         return float(self.model.mask_threshold)
 
@@ -167,13 +173,23 @@ class PromptableSam:
     def embed(self, rgb: np.ndarray, precision: str = "fp32") -> ImageEmbedding:
         """Run the image encoder on an (H, W, 3) uint8 image; features kept in fp32."""
         self.check_shape(rgb.shape[:2])
-        resized = self.transform.apply_image(rgb)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        input_size = tuple(int(v) for v in x.shape[-2:])
         model = self._model(precision)
+        side = self.encoder_size
+        if side == self.input_size:
+            resized = self.transform.apply_image(rgb)
+        else:  # EfficientViT-SAM L: the encoder sees the image at 512 px, not 1,024
+            from segment_anything.utils.transforms import ResizeLongestSide
+
+            resized = ResizeLongestSide(side).apply_image(rgb)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        # Normalised, then zero-padded to the encoder's square (SAM's preprocess).
+        x = (x - model.pixel_mean) / model.pixel_std
+        x = torch.nn.functional.pad(x, (0, side - x.shape[-1], 0, side - x.shape[-2]))
+        h, w = rgb.shape[:2]
+        input_size = self.transform.get_preprocess_shape(h, w, self.input_size)
         with autocast(precision, self.device):
-            features = model.image_encoder(model.preprocess(x))
-        return ImageEmbedding(features.float(), tuple(rgb.shape[:2]), input_size)
+            features = model.image_encoder(x)
+        return ImageEmbedding(features.float(), (h, w), tuple(int(v) for v in input_size))
 
     @torch.no_grad()
     def decode_points(

@@ -38,6 +38,7 @@ class SamWeights:
 
 
 _SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+_EFFICIENTVIT_BASE = "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/"
 SAM_MODELS: dict[str, SamWeights] = {
     w.name: w
     for w in (
@@ -61,6 +62,22 @@ SAM_MODELS: dict[str, SamWeights] = {
             None,  # MobileSAM's authors publish no checksum
             39,
             "MobileSAM (TinyViT encoder, ~13x fewer FLOPs than vit_b; masks a little coarser)",
+        ),
+        *(
+            SamWeights(
+                f"efficientvit_{size}",
+                f"{_EFFICIENTVIT_BASE}efficientvit_sam_{size}.pt",
+                None,  # EfficientViT-SAM's authors publish no checksum
+                mb,
+                f"EfficientViT-SAM-{size.upper()} ({text})",
+            )
+            for size, mb, text in (
+                ("l0", 139, "encoder at 512 px, ~13x fewer FLOPs than vit_b"),
+                ("l1", 191, "encoder at 512 px, ~10x fewer FLOPs than vit_b"),
+                ("l2", 245, "encoder at 512 px, ~7x fewer FLOPs than vit_b"),
+                ("xl0", 468, "encoder at 1,024 px, ~2.5x fewer FLOPs than vit_b"),
+                ("xl1", 813, "encoder at 1,024 px, ~1.5x fewer FLOPs than vit_b"),
+            )
         ),
         SamWeights(
             "vit_h",

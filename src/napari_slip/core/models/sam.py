@@ -39,24 +39,29 @@ class SamConfig:
     iou_head_hidden_dim: int = 256
     num_multimask_outputs: int = 3
     mask_in_chans: int = 16
-    #: ``vit`` (SAM's own encoder) or ``tinyvit`` (MobileSAM's; see :mod:`.tinyvit`).
+    #: ``vit`` (SAM's own encoder), ``tinyvit`` (MobileSAM's; see :mod:`.tinyvit`) or
+    #: ``efficientvit`` (EfficientViT-SAM's; see :mod:`.efficientvit`).
     encoder: str = "vit"
     #: TinyViT's stage sizes (see :func:`.tinyvit.tinyvit_config_from_state_dict`).
     tinyvit: dict = field(default_factory=dict, compare=False)
+    #: EfficientViT's architecture (see
+    #: :func:`.efficientvit.efficientvit_config_from_state_dict`).
+    efficientvit: dict = field(default_factory=dict, compare=False)
     extra: dict = field(default_factory=dict, compare=False)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.pop("extra")
         d["global_attn_indexes"] = list(self.global_attn_indexes)
-        if self.encoder == "vit":
-            d.pop("tinyvit")
-        else:  # the ViT fields do not apply
+        light = ("tinyvit", "efficientvit")
+        for key in light:
+            d.pop(key)
+        if self.encoder in light:  # the ViT fields do not apply
             for key in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
                         "window_size", "global_attn_indexes"):  # fmt: skip
                 d.pop(key)
-            d["tinyvit"] = {k: list(v) if isinstance(v, tuple) else v
-                            for k, v in self.tinyvit.items()}  # fmt: skip
+            d[self.encoder] = {k: list(v) if isinstance(v, tuple) else v
+                               for k, v in getattr(self, self.encoder).items()}  # fmt: skip
         return d
 
 
@@ -79,6 +84,13 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
         grid = config.img_size // 16
         encoder = TinyViTEncoder(
             img_size=config.img_size, out_chans=config.prompt_embed_dim, **config.tinyvit
+        )
+    elif config.encoder == "efficientvit":
+        from .efficientvit import EfficientViTSamEncoder
+
+        grid = config.img_size // 16
+        encoder = EfficientViTSamEncoder(
+            config.efficientvit, img_size=config.img_size, out_chans=config.prompt_embed_dim
         )
     elif config.encoder == "vit":
         grid = config.img_size // config.patch_size
@@ -137,6 +149,8 @@ def sam_config_from_state_dict(state: dict[str, torch.Tensor]) -> SamConfig:
     """
     if "image_encoder.patch_embed.seq.0.c.weight" in state:
         return _tinyvit_sam_config(state)
+    if "image_encoder.backbone.stages.0.op_list.0.conv.weight" in state:
+        return _efficientvit_sam_config(state)
     try:
         patch_w = state["image_encoder.patch_embed.proj.weight"]  # (dim, 3, p, p)
         pos = state["image_encoder.pos_embed"]  # (1, grid, grid, dim)
@@ -226,6 +240,27 @@ def _tinyvit_sam_config(state: dict) -> SamConfig:
     )
 
 
+def _efficientvit_sam_config(state: dict) -> SamConfig:
+    """EfficientViT-SAM: an EfficientViT encoder in SAM's 1,024 px frame (64 x 64)."""
+    from .efficientvit import efficientvit_config_from_state_dict
+
+    try:
+        efficientvit = efficientvit_config_from_state_dict(state, grid=64)
+        out = state["image_encoder.neck.output_ops.0.op_list.0.conv.weight"]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise CheckpointError(
+            f"This EfficientViT-SAM checkpoint is incomplete or unknown ({exc}); use a "
+            "file its authors publish."
+        ) from None
+    return SamConfig(
+        **_decoder_config(state),
+        img_size=1024,
+        prompt_embed_dim=int(out.shape[0]),
+        encoder="efficientvit",
+        efficientvit=efficientvit,
+    )
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a SAM state dict from ``.pth``/``.pt`` (weights only) or ``.safetensors``.
 
@@ -287,7 +322,7 @@ def load_sam(
         shown = ", ".join((missing + unexpected)[:4])
         raise CheckpointError(
             f"{path} does not fit the SAM architecture read from it ({shown} ...). "
-            "Is this a SAM or MobileSAM checkpoint (not SAM 2)?"
+            "Is this a SAM, MobileSAM or EfficientViT-SAM checkpoint (not SAM 2)?"
         )
     sam.requires_grad_(False)  # inference only
     return sam.to(device).eval(), config
