@@ -14,7 +14,8 @@ compare like with like. Printed first: the CPU's features and the precision that
   with global attention blocked head by head, then with windowed blocks projecting
   only the image's tokens, then with the blocks' residual stream contiguous
   (napari-slip's default: all four), int8, and MobileSAM's
-  light TinyViT encoder (random weights at its published size).
+  light TinyViT encoder and EfficientViT-SAM-L0's (random weights at their published
+  sizes; the latter sees 512 px).
 - decoder, per point (batches of 16 points on one embedding): SAM's attention; the
   fused path; and the fused path with the mask head skipped for masks below SAM's
   default IoU filter, with the image maps NCHW and then channels last (the default).
@@ -163,6 +164,21 @@ def main() -> int:
                 "seconds": light_enc,
             }
         )
+        from napari_slip.core.models.efficientvit import PUBLISHED, EfficientViTSamEncoder
+
+        evit = EfficientViTSamEncoder(PUBLISHED["l0"]).eval()  # EfficientViT-SAM-L0's size
+        x512 = torch.randn(1, 3, 512, 512)  # L models see the image at 512 px
+        with FlopCounterMode(display=False) as counter:
+            evit(x512)
+        evit_flops = counter.get_total_flops()
+        evit_enc = best_time(lambda: evit(x512))
+        rows.append(
+            {
+                "what": f"light encoder: EfficientViT-SAM-L0 ({evit_flops / 1e9:.0f} GFLOP, "
+                "512 px)",
+                "seconds": evit_enc,
+            }
+        )
         sam = PromptableSam(model)
         emb = ImageEmbedding(torch.randn(1, 256, 64, 64), (1024, 1024), (1024, 1024))
         points = np.random.default_rng(0).uniform(0, 1024, size=(16, 2))
@@ -231,10 +247,11 @@ def main() -> int:
         f"decoder per point: {dec_sam / dec_fast:.2f}x faster (every mask passes), "
         f"{dec_sam / dec_none:.2f}x (none passes)"
     )
-    print(
-        f"light encoder: {fast_enc / light_enc:.1f}x below vit_b's (fused), "
-        f"{sam_enc / light_enc:.1f}x below SAM's own vit_b"
-    )
+    for name, seconds in (("TinyViT", light_enc), ("EfficientViT-SAM-L0", evit_enc)):
+        print(
+            f"light encoder {name}: {fast_enc / seconds:.1f}x below vit_b's (fused), "
+            f"{sam_enc / seconds:.1f}x below SAM's own vit_b"
+        )
     print(
         f"int8 fidelity at real size: embedding cosine {fidelity['embedding_cosine']:.4f}; "
         f"decoder masks IoU mean {fidelity['mask_iou_mean']:.3f}, min "
