@@ -19,7 +19,8 @@ match SAM's attention to float rounding (about 1e-6; tested against
 blocks to queries, keys and values and projects the padding's outputs too; it projects
 only the image's tokens (about 0.15 s, 2%). It also keeps the blocks' residual stream
 contiguous: SAM's patch embedding hands the blocks a permuted view, so each LayerNorm
-copied its input and each residual add wrote strided memory (0.27 s, 4%).
+copied its input and each residual add wrote strided memory (0-7% of the encoder in
+five measurements on 2 cores; see docs/performance.md).
 
 :func:`use_fast_attention` switches a model's attention blocks either way without
 touching the weights (the benchmark's ablation uses it). Models built by
