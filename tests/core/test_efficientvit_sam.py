@@ -24,6 +24,7 @@ from napari_slip.testing.tiny import (
     TINY_EFFICIENTVIT_SAM,
     TINY_EFFICIENTVIT_XL_SAM,
     write_tiny_efficientvit_sam,
+    write_tiny_mobile_sam,
 )
 
 # The authors' table: parameters of each whole model (encoder, prompt encoder, decoder).
@@ -204,17 +205,23 @@ def test_truncated_efficientvit_sam_is_a_clear_error(tmp_path):
         load_sam(tmp_path / "missing.pt")
 
 
-def test_segment_with_an_efficientvit_sam(tmp_path, tiny_clip_path, fast_sam_params):
+@pytest.mark.parametrize(
+    ("write", "encoder", "input_size"),
+    [(write_tiny_efficientvit_sam, "efficientvit", 512), (write_tiny_mobile_sam, "tinyvit", 1024)],
+)
+def test_segment_with_a_light_sam(tmp_path, tiny_clip_path, fast_sam_params, write, encoder,
+                                  input_size):  # fmt: skip
+    """EfficientViT-SAM and MobileSAM through the whole pipeline, from their files."""
     from napari_slip import segment
     from napari_slip.testing import blobs_image
 
-    path = write_tiny_efficientvit_sam(tmp_path / "efficientvit_sam_l0.pt")
+    path = write(tmp_path / "light_sam.pt")
     image, _ = blobs_image()
     result = segment(image, "blob", sam=str(path), clip=str(tiny_clip_path), device="cpu",
                      sam_params=fast_sam_params, mode="threshold", threshold=-1)  # fmt: skip
     architecture = result.provenance["sam"]["architecture"]
-    assert architecture["encoder"] == "efficientvit"
-    assert architecture["efficientvit"]["input_size"] == 512
+    assert architecture["encoder"] == encoder
+    assert architecture[encoder].get("input_size", 1024) == input_size
     # Random weights: plumbing only. Every candidate is kept and painted.
     assert result.n_objects >= 1
     assert np.unique(result.labels).tolist() == list(range(result.n_objects + 1))

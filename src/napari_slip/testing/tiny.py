@@ -28,12 +28,12 @@ TINY_SAM = SamConfig(
     decoder_mlp_dim=64,
     iou_head_hidden_dim=32,
 )
+#: The prompt encoder and decoder of the tiny light SAMs, in SAM's 1,024 px frame.
+_TINY_LIGHT = {"img_size": 1024, "prompt_embed_dim": 32, "decoder_mlp_dim": 64,
+               "iou_head_hidden_dim": 32}  # fmt: skip
 #: A tiny MobileSAM: TinyViT encoder (4 stages, MobileSAM's key layout) at 1,024 px.
 TINY_MOBILE_SAM = SamConfig(
-    img_size=1024,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
+    **_TINY_LIGHT,
     encoder="tinyvit",
     tinyvit={
         "dims": (8, 16, 16, 24),
@@ -65,20 +65,14 @@ _TINY_EFFICIENTVIT_L = {
 #: A tiny EfficientViT-SAM in the L models' layout: five stages, linear attention in
 #: the last, a neck on stages 4, 3, 2; the backbone sees 512 px of SAM's 1,024.
 TINY_EFFICIENTVIT_SAM = SamConfig(
-    img_size=1024,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
+    **_TINY_LIGHT,
     encoder="efficientvit",
     efficientvit=_TINY_EFFICIENTVIT_L,
 )
 #: ... and in the XL models' layout: six stages (no stage-0 blocks), attention with
 #: 3x3 aggregation in the last two, a neck on stages 5, 4, 3; the backbone sees 1,024.
 TINY_EFFICIENTVIT_XL_SAM = SamConfig(
-    img_size=1024,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    iou_head_hidden_dim=32,
+    **_TINY_LIGHT,
     encoder="efficientvit",
     efficientvit={
         **_TINY_EFFICIENTVIT_L,

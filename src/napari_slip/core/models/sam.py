@@ -221,43 +221,40 @@ def _tinyvit_sam_config(state: dict) -> SamConfig:
     """MobileSAM: a TinyViT encoder at 1,024 px (its only published input size)."""
     from .tinyvit import tinyvit_config_from_state_dict
 
-    try:
-        tinyvit = tinyvit_config_from_state_dict(state)
-        neck = state["image_encoder.neck.0.weight"]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise CheckpointError(
-            f"This MobileSAM (TinyViT) checkpoint is incomplete ({exc}); use the file "
-            "its authors publish."
-        ) from None
-    if len(tinyvit["dims"]) < 2:
+    config = _light_sam_config(state, "tinyvit", tinyvit_config_from_state_dict,
+                               "image_encoder.neck.0.weight",
+                               "MobileSAM (TinyViT)")  # fmt: skip
+    if len(config.tinyvit["dims"]) < 2:
         raise CheckpointError("This TinyViT checkpoint has fewer than two stages.")
-    return SamConfig(
-        **_decoder_config(state),
-        img_size=1024,
-        prompt_embed_dim=int(neck.shape[0]),
-        encoder="tinyvit",
-        tinyvit=tinyvit,
-    )
+    return config
 
 
 def _efficientvit_sam_config(state: dict) -> SamConfig:
     """EfficientViT-SAM: an EfficientViT encoder in SAM's 1,024 px frame (64 x 64)."""
     from .efficientvit import efficientvit_config_from_state_dict
 
+    return _light_sam_config(state, "efficientvit", efficientvit_config_from_state_dict,
+                             "image_encoder.neck.output_ops.0.op_list.0.conv.weight",
+                             "EfficientViT-SAM")  # fmt: skip
+
+
+def _light_sam_config(state: dict, encoder: str, read, out_key: str, what: str) -> SamConfig:
+    """A light encoder's SAM in the 1,024 px frame: ``read(state)`` gives the encoder's
+    architecture, ``out_key`` the weight whose rows are the embedding's channels."""
     try:
-        efficientvit = efficientvit_config_from_state_dict(state, grid=64)
-        out = state["image_encoder.neck.output_ops.0.op_list.0.conv.weight"]
+        architecture = read(state)
+        out = state[out_key]
     except (KeyError, IndexError, ValueError) as exc:
         raise CheckpointError(
-            f"This EfficientViT-SAM checkpoint is incomplete or unknown ({exc}); use a "
-            "file its authors publish."
+            f"This {what} checkpoint is incomplete or unknown ({exc}); use a file its "
+            "authors publish."
         ) from None
     return SamConfig(
         **_decoder_config(state),
         img_size=1024,
         prompt_embed_dim=int(out.shape[0]),
-        encoder="efficientvit",
-        efficientvit=efficientvit,
+        encoder=encoder,
+        **{encoder: architecture},
     )
 
 
