@@ -197,13 +197,21 @@ def real_speed(folder: Path, clip_path: str, size: int, sam: str = "vit_b") -> d
     from napari_slip.core.models.decoder import DecoderConfig, TextDecoder, save_decoder
     from napari_slip.core.models.download import file_sha256
     from napari_slip.core.models.sam import SamConfig, build_sam
+    from napari_slip.core.params import SamProposalParams
     from napari_slip.core.pipeline.segmenter import Segmenter
     from napari_slip.core.runtime.perf import tune_allocator
 
     tune_allocator()
     torch.manual_seed(0)
     sam_path = folder / f"{sam}.pth"
-    config = SamConfig() if sam == "vit_b" else SamConfig(encoder="tinyvit")  # MobileSAM
+    if sam == "vit_b":
+        config = SamConfig()
+    elif sam == "vit_t":  # MobileSAM
+        config = SamConfig(encoder="tinyvit")
+    else:  # EfficientViT-SAM, e.g. efficientvit_l0
+        from napari_slip.core.models.efficientvit import PUBLISHED
+
+        config = SamConfig(encoder="efficientvit", efficientvit=PUBLISHED[sam.split("_")[1]])
     torch.save(build_sam(config).state_dict(), sam_path)
     decoder = TextDecoder(
         DecoderConfig(taps=(3, 6, 9), width=768, embed_dim=512, grid=7, clip_size=224, window=224)
@@ -218,29 +226,43 @@ def real_speed(folder: Path, clip_path: str, size: int, sam: str = "vit_b") -> d
         "threads": torch.get_num_threads(),
         "precision": "fp32",
     }
-    grid = Segmenter(str(sam_path), clip_path, "cpu", precision="fp32", disk_cache=False)
-    grid.segment(image[:64, :64].copy(), "warm up")  # loads both models
-    before = grid.stats["sam_decoded_points"]
-    start = time.perf_counter()
-    grid.segment(image, "nucleus")
-    out["full_grid_first_prompt"] = round(time.perf_counter() - start, 2)
-    out["full_grid_points"] = grid.stats["sam_decoded_points"] - before
 
-    def first_guided_prompt(decoder_path):
+    # Counts the masks that pass SAM's IoU filter and so get the mask head (which bound
+    # a run is at): a wrapper that only adds up what the real method returns.
+    from napari_slip.core.models.promptable import PromptableSam
+
+    passed = {"masks": 0}
+    above = PromptableSam.decode_points_above
+
+    def counting(self, *args, **kwargs):
+        result = above(self, *args, **kwargs)
+        passed["masks"] += int(result[0].shape[0])
+        return result
+
+    PromptableSam.decode_points_above = counting
+
+    def first_prompt(decoder_path=None, sam_params=None):
+        """(segmenter, seconds, points decoded) of a first prompt, timed with the
+        models loaded (a warm-up prompt on a corner loads them, in both modes); the
+        masks past the IoU filter are added to ``out``."""
         seg = Segmenter(
             str(sam_path), clip_path, "cpu", precision="fp32", disk_cache=False,
-            decoder=str(decoder_path),
+            decoder=str(decoder_path) if decoder_path else None, sam_params=sam_params,
         )  # fmt: skip
-        # Loads SAM, CLIP and the decoder, as the full grid's warm-up loads its models:
-        # both first prompts are timed with the models in memory.
-        seg.segment(image[:64, :64].copy(), "warm up", proposals="guided")
-        before = seg.stats["sam_decoded_points"]
+        proposals = "guided" if decoder_path else "sam"
+        seg.segment(image[:64, :64].copy(), "warm up", proposals=proposals)
+        before, passed["masks"] = seg.stats["sam_decoded_points"], 0
         start = time.perf_counter()
-        seg.segment(image, "nucleus", proposals="guided")
+        seg.segment(image, "nucleus", proposals=proposals)
         seconds = round(time.perf_counter() - start, 2)
+        every = sam_params is not None and sam_params.pred_iou_thresh == 0
+        key = f"{proposals}{'_every_mask' if every else ''}_masks_past_iou_filter"
+        out.setdefault(key, []).append("all" if every else passed["masks"])
         return seg, seconds, seg.stats["sam_decoded_points"] - before
 
-    guided, out["guided_first_prompt"], out["guided_points"] = first_guided_prompt(decoder_path)
+    _, out["full_grid_first_prompt"], out["full_grid_points"] = first_prompt()
+
+    guided, out["guided_first_prompt"], out["guided_points"] = first_prompt(decoder_path)
     start = time.perf_counter()
     guided.relevance("mitotic nucleus")
     out["decoder_map_new_prompt"] = round(time.perf_counter() - start, 3)
@@ -260,23 +282,35 @@ def real_speed(folder: Path, clip_path: str, size: int, sam: str = "vit_b") -> d
         decoder, folder / "silent.safetensors", {"clip_sha256": file_sha256(clip_path)}
     )
     del guided
-    _, out["guided_first_prompt_no_peaks"], out["guided_points_no_peaks"] = first_guided_prompt(
+    _, out["guided_first_prompt_no_peaks"], out["guided_points_no_peaks"] = first_prompt(
         silent_path
     )
     out["speedup_first_prompt_no_peaks"] = round(
         out["full_grid_first_prompt"] / out["guided_first_prompt_no_peaks"], 2
     )
+    # The other bound on the masks: SAM's filters off, so every decoded mask gets the
+    # mask head, is upsampled, scored for stability and goes through NMS (with trained
+    # weights some masks survive: between the two bounds).
+    every = SamProposalParams(pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    _, out["full_grid_every_mask"], _ = first_prompt(None, every)
+    _, out["guided_every_mask"], _ = first_prompt(decoder_path, every)
+    out["speedup_every_mask"] = round(out["full_grid_every_mask"] / out["guided_every_mask"], 2)
+    PromptableSam.decode_points_above = above
     print(f"{size} x {size}, {sam} + ViT-B/32 (random weights), fp32, {out['threads']} "
-          "threads; no mask survives SAM's filters (random weights) in either mode",
+          "threads; masks past SAM's IoU filter (so through the mask head): full grid "
+          f"{out['sam_masks_past_iou_filter']}, guided {out['guided_masks_past_iou_filter']}",
           flush=True)  # fmt: skip
     print(f"first prompt, full 32x32 grid  {out['full_grid_first_prompt']:7.2f} s")
     print(f"first prompt, guided           {out['guided_first_prompt']:7.2f} s   "
           f"({out['guided_points']} points: every peak placed; "
-          f"{out['speedup_first_prompt']:.1f}x faster, "
+          f"{out['speedup_first_prompt']:.2f}x faster, "
           "target >= 3x)")  # fmt: skip
     print(f"first prompt, guided, no peaks {out['guided_first_prompt_no_peaks']:7.2f} s   "
           f"({out['guided_points_no_peaks']} points: the safety grid alone; "
-          f"{out['speedup_first_prompt_no_peaks']:.1f}x faster)")  # fmt: skip
+          f"{out['speedup_first_prompt_no_peaks']:.2f}x faster)")  # fmt: skip
+    print(f"every mask survives: full grid {out['full_grid_every_mask']:7.2f} s, guided "
+          f"{out['guided_every_mask']:.2f} s (every peak): "
+          f"{out['speedup_every_mask']:.2f}x faster")  # fmt: skip
     print(f"decoder map, new prompt        {out['decoder_map_new_prompt']:7.3f} s   "
           "(target < 0.5 s)")  # fmt: skip
     print(f"guided, new prompt             {out['guided_new_prompt']:7.2f} s   "
@@ -290,7 +324,12 @@ def main() -> int:
     parser.add_argument("--json")
     parser.add_argument("--skip-real", action="store_true", help="synthetic parts only")
     parser.add_argument(
-        "--speed-only", action="store_true", help="only the real-size speed (vit_b, vit_t)"
+        "--speed-only", action="store_true", help="only the real-size speed (of --sams)"
+    )
+    parser.add_argument(
+        "--sams",
+        default="vit_b,vit_t,efficientvit_l0",
+        help="the SAMs whose real-size speed is measured (comma-separated)",
     )
     args = parser.parse_args()
     import torch
@@ -317,8 +356,10 @@ def main() -> int:
             clip_path = _real_clip(folder)
             if not args.speed_only:
                 results["training_real_size"] = training_time(folder, clip_path)
-            results["speed"] = real_speed(folder, clip_path, args.size)
-            results["speed_mobile_sam"] = real_speed(folder, clip_path, args.size, "vit_t")
+            keys = {"vit_b": "speed", "vit_t": "speed_mobile_sam"}
+            for sam in args.sams.split(","):
+                key = keys.get(sam, f"speed_{sam}")
+                results[key] = real_speed(folder, clip_path, args.size, sam)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
