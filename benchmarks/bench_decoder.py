@@ -1,6 +1,7 @@
 """The text-conditioned decoder and guided mode (run by hand, not a test).
 
     python benchmarks/bench_decoder.py [--size 1024] [--json out.json] [--skip-real]
+        [--speed-only] [--sams vit_b,vit_t,efficientvit_l0]
 
 Four measurements, in one run:
 
@@ -19,9 +20,13 @@ Four measurements, in one run:
    decoder, and the decoder's map for a new prompt on the seen image. Guided mode's
    points have two bounds: the random decoder's map has regions everywhere, so all
    32 peaks are placed (the most points); a decoder whose map has no region above
-   the level places none (the safety grid alone, the fewest). With random
-   weights SAM's filters keep no mask (both modes: the no-mask-survives bound), so
-   these times are SAM's encoder, the decoding and the map, not CLIP on crops.
+   the level places none (the safety grid alone, the fewest). The masks have two
+   bounds too: with random weights SAM's default filters keep no mask (both modes:
+   the no-mask-survives bound; SAM's encoder, the decoding and the map, not CLIP on
+   crops), and with the filters off every mask gets the mask head, upsampling,
+   stability scores and NMS (every-mask bound). The masks past the IoU filter are
+   counted in each run. By default for vit_b, MobileSAM (vit_t) and
+   EfficientViT-SAM-L0 (``--sams``).
 """
 
 from __future__ import annotations
