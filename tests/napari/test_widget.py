@@ -71,6 +71,32 @@ def test_run_with_sam_proposals(setup):
     assert layer.metadata["napari_slip"][-1]["sam"]["architecture"]["img_size"] == 256
 
 
+def test_run_with_a_light_sam_file(setup, tmp_path):
+    """A light encoder's SAM (EfficientViT-SAM, in its official layout) from a file
+    chosen in the widget; the named light models are offered beside SAM's own."""
+    from napari_slip.testing.tiny import write_tiny_efficientvit_sam
+
+    viewer, widget, run = setup
+    names = [value for _, value in widget._sam_choices()]
+    assert {"vit_b", "vit_t", "efficientvit_l0", "efficientvit_xl1"} <= set(names)
+    assert "EfficientViT-SAM-L0" in widget.sam.tooltip
+    path = write_tiny_efficientvit_sam(tmp_path / "efficientvit_sam_l0.pt")
+    widget.add_sam_file(path)
+    assert widget.sam.value == str(path)
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "topk"
+    widget.top_k.value = 2
+    run()
+    layer = viewer.layers[-1]
+    assert layer.name == "cell (blobs)" and 1 <= len(layer.features) <= 2
+    assert sorted(np.unique(layer.data[layer.data > 0])) == layer.features["id"].tolist()
+    architecture = layer.metadata["napari_slip"][-1]["sam"]["architecture"]
+    assert architecture["encoder"] == "efficientvit"
+    assert architecture["efficientvit"]["input_size"] == 512
+
+
 def test_cancel_writes_nothing(setup, qtbot):
     viewer, widget, _ = setup
     image, _ = make_nuclei_stack(shape=(6, 96, 96), n=5)
