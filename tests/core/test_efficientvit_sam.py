@@ -135,6 +135,19 @@ def test_lite_mla_is_relu_linear_attention(side):
         torch.testing.assert_close(mla(x), expected, atol=1e-5, rtol=1e-4)
 
 
+def test_lite_mla_attends_in_float32_under_bf16_autocast():
+    """As EfficientViT does: the normaliser sums over every pixel, so the attention's
+    products stay float32 when the rest of the encoder runs in bf16."""
+    torch.manual_seed(0)
+    mla = LiteMLA(32, dim=8).eval()
+    qkv = torch.randn(1, 2 * 3 * 32, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mla.attend(qkv)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, _attention_by_formula(qkv, 8, mla.eps), atol=1e-5,
+                               rtol=1e-4)  # fmt: skip
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_conv_layer_folds_its_batch_norm(bias):
     torch.manual_seed(0)

@@ -31,6 +31,7 @@ GELU (EfficientViT's ``gelu``).
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -164,9 +165,15 @@ class LiteMLA(nn.Module):
         self.proj = ConvLayer(total * (1 + len(scales)), channels, 1)
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        kind = qkv.device.type  # float32 even under bf16 autocast (none on "meta")
+        off = torch.autocast(kind, enabled=False) if kind != "meta" else nullcontext()
+        with off:
+            return self._attend(qkv.float())
+
+    def _attend(self, qkv: torch.Tensor) -> torch.Tensor:
         b, _, h, w = qkv.shape
         d = self.dim
-        qkv = qkv.float().reshape(b, -1, 3 * d, h * w)  # (batch, head, q|k|v, pixel)
+        qkv = qkv.reshape(b, -1, 3 * d, h * w)  # (batch, head, q|k|v, pixel)
         q, k, v = F.relu(qkv[:, :, :d]), F.relu(qkv[:, :, d : 2 * d]), qkv[:, :, 2 * d :]
         if h * w > d:  # linear: a (d+1) x d matrix per head, then one product per pixel
             vk = torch.cat([v, torch.ones_like(v[:, :, :1])], dim=2) @ k.transpose(-1, -2)
