@@ -29,40 +29,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-FLAGS = (
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx_vnni",
-    "avx512_bf16",
-    "amx_bf16",
-    "amx_int8",
-)
-
 
 def cpu_features() -> dict:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"model": platform.processor(), "flags": []}
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
-        platform.processor(),
-    )
-    flags = set(
-        next(
-            (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
-        )
-    )
-    return {"model": model, "flags": [f for f in FLAGS if f in flags]}
+    """The CPU's model and speed-relevant features (the library's own reading)."""
+    from napari_slip.core.runtime.perf import cpu_info
+
+    return dict(cpu_info())
 
 
 def best_time(fn, repeats: int = 2) -> float:

@@ -644,7 +644,12 @@ def run_models(_args: argparse.Namespace) -> int:
     from .core.models.download import cache_dir
     from .core.models.registry import list_models
 
+    from .core.models.registry import available_devices
+    from .core.runtime.perf import describe_machine
+
     rows = list_models()
+    print(describe_machine())
+    print(f"devices: {', '.join(available_devices())}")
     print(f"cache folder: {cache_dir()}  (set NAPARI_SLIP_CACHE to move it)")
     width = max(len(r.name) for r in rows)
     for r in rows:

@@ -254,3 +254,4 @@ def test_efficientvit_sam_is_offered_by_name(capsys, tmp_path, monkeypatch):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "efficientvit_l0" in out and SAM_MODELS["efficientvit_l0"].url in out
+    assert out.startswith("CPU: ") and "precision 'auto' on the CPU gives" in out

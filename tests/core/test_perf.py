@@ -142,6 +142,41 @@ def test_precision_choices():
         resolve_precision("int8", torch.device("cuda"))
 
 
+def test_the_machine_line_says_what_auto_gives_and_why():
+    """``auto``'s CPU precision follows the CPU's flags as /proc/cpuinfo lists them,
+    and the line printed by ``napari-slip models`` says which and why."""
+    from pathlib import Path
+
+    from napari_slip.core.runtime import perf
+
+    info = perf.cpu_info()
+    listed = set(Path("/proc/cpuinfo").read_text().split())
+    assert info["flags"] == [f for f in perf.CPU_FLAGS if f in listed]
+    native = "avx512_bf16" in listed or "amx_bf16" in listed
+    assert perf.resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    line = perf.describe_machine()
+    assert info["model"] in line
+    assert f"gives {'bf16' if native else 'fp32'} (" in line
+
+
+def test_an_unknown_cpu_gets_fp32(monkeypatch):
+    """Without /proc/cpuinfo (macOS, Windows) the CPU's features are unknown: fp32."""
+    from napari_slip.core.runtime import perf
+
+    def no_cpuinfo(*args, **kwargs):
+        raise OSError("no /proc/cpuinfo on this system")
+
+    perf.cpu_info.cache_clear()
+    monkeypatch.setattr(perf, "open", no_cpuinfo, raising=False)
+    try:
+        assert perf.cpu_info()["flags"] == []
+        assert perf.resolve_precision("auto", torch.device("cpu")) == "fp32"
+        assert "gives fp32" in perf.describe_machine()
+    finally:
+        monkeypatch.undo()
+        perf.cpu_info.cache_clear()
+
+
 def test_allocator_tuning_is_opt_in_and_can_be_refused(monkeypatch):
     import subprocess
     import sys

@@ -32,15 +32,53 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
+#: The CPU features that decide our speed (reported with every benchmark and by
+#: ``napari-slip models``).
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+             "amx_int8")  # fmt: skip
+
+
 @functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX)."""
+def cpu_info() -> dict:
+    """``{"model": name, "flags": [...]}``: the CPU's model name and which of
+    :data:`CPU_FLAGS` it has (from ``/proc/cpuinfo``; elsewhere the flags are unknown,
+    an empty list)."""
+    import platform
+
     try:
         with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
+            text = fh.read()
     except OSError:
-        return sys.platform == "darwin" and "arm" in os.uname().machine.lower()
+        return {"model": platform.processor() or platform.machine(), "flags": []}
+    lines = text.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                 platform.processor() or platform.machine())  # fmt: skip
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")),
+                     []))  # fmt: skip
+    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX). Unknown CPUs
+    (no ``/proc/cpuinfo``: macOS, Windows) count as not: fp32 is exact and never slow
+    for lack of an instruction; on Apple silicon ``auto`` picks the GPU (mps) anyway."""
+    flags = cpu_info()["flags"]
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def describe_machine() -> str:
+    """One line on what this machine gives ``precision="auto"`` on its CPU, and why."""
+    info = cpu_info()
+    flags = ", ".join(info["flags"]) or "unknown"
+    if cpu_has_fast_bf16():
+        why = "bf16 (native bf16 instructions)"
+    else:
+        why = "fp32 (no native bf16; int8 is opt-in: precision='int8')"
+    vnni = {"avx512_vnni", "avx_vnni", "amx_int8"} & set(info["flags"])
+    if vnni and not cpu_has_fast_bf16():
+        why += "; this CPU has int8 dot products (VNNI/AMX), where int8 should gain most"
+    return (f"CPU: {info['model']} (features: {flags}; {torch.get_num_threads()} threads); "
+            f"precision 'auto' on the CPU gives {why}")  # fmt: skip
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
