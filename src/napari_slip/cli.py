@@ -642,9 +642,7 @@ def _sentence(result) -> str:
 
 def run_models(_args: argparse.Namespace) -> int:
     from .core.models.download import cache_dir
-    from .core.models.registry import list_models
-
-    from .core.models.registry import available_devices
+    from .core.models.registry import available_devices, list_models
     from .core.runtime.perf import describe_machine
 
     rows = list_models()

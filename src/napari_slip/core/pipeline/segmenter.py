@@ -81,7 +81,10 @@ class Segmenter:
     Parameters
     ----------
     sam
-        SAM name (``vit_b``, ``vit_l``, ``vit_h``) or path of a SAM-format checkpoint.
+        SAM name (``vit_b``, ``vit_l``, ``vit_h``; the light ``vit_t`` (MobileSAM) and
+        ``efficientvit_l0`` ... ``efficientvit_xl1`` (EfficientViT-SAM); all in
+        :data:`~napari_slip.core.models.registry.SAM_MODELS`) or path of a SAM-format
+        checkpoint (SAM, MobileSAM or EfficientViT-SAM layout, recognised from its keys).
         Not loaded at all when proposals come from a label image.
     clip
         ``MODEL:TAG`` of open_clip, or path of a napari-slip CLIP checkpoint.
