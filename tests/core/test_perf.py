@@ -151,7 +151,7 @@ def test_the_machine_line_says_what_auto_gives_and_why():
 
     info = perf.cpu_info()
     listed = set(Path("/proc/cpuinfo").read_text().split())
-    assert info["flags"] == [f for f in perf.CPU_FLAGS if f in listed]
+    assert info["flags"] == [f for f in perf.CPU_FLAGS if f in listed] and info["known"]
     native = "avx512_bf16" in listed or "amx_bf16" in listed
     assert perf.resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
     line = perf.describe_machine()
@@ -169,7 +169,8 @@ def test_an_unknown_cpu_gets_fp32(monkeypatch):
     perf.cpu_info.cache_clear()
     monkeypatch.setattr(perf, "open", no_cpuinfo, raising=False)
     try:
-        assert perf.cpu_info()["flags"] == []
+        assert perf.cpu_info()["flags"] == [] and not perf.cpu_info()["known"]
+        assert "features: unknown" in perf.describe_machine()
         assert perf.resolve_precision("auto", torch.device("cpu")) == "fp32"
         assert "gives fp32" in perf.describe_machine()
     finally:

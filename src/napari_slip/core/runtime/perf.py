@@ -40,22 +40,22 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
 
 @functools.cache
 def cpu_info() -> dict:
-    """``{"model": name, "flags": [...]}``: the CPU's model name and which of
-    :data:`CPU_FLAGS` it has (from ``/proc/cpuinfo``; elsewhere the flags are unknown,
-    an empty list)."""
+    """``{"model": name, "flags": [...], "known": bool}``: the CPU's model name and which
+    of :data:`CPU_FLAGS` it has, read from ``/proc/cpuinfo`` (``known``); elsewhere
+    (macOS, Windows) the flags are unknown and the list is empty."""
     import platform
 
     try:
         with open("/proc/cpuinfo") as fh:
             text = fh.read()
     except OSError:
-        return {"model": platform.processor() or platform.machine(), "flags": []}
+        return {"model": platform.processor() or platform.machine(), "flags": [], "known": False}
     lines = text.splitlines()
     model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
                  platform.processor() or platform.machine())  # fmt: skip
     flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")),
                      []))  # fmt: skip
-    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags]}
+    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags], "known": True}
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -69,7 +69,7 @@ def cpu_has_fast_bf16() -> bool:
 def describe_machine() -> str:
     """One line on what this machine gives ``precision="auto"`` on its CPU, and why."""
     info = cpu_info()
-    flags = ", ".join(info["flags"]) or "unknown"
+    flags = ", ".join(info["flags"]) or ("none of note" if info["known"] else "unknown")
     if cpu_has_fast_bf16():
         why = "bf16 (native bf16 instructions)"
     else:
