@@ -56,7 +56,9 @@ def test_run_writes_a_labels_layer_with_ids_features_and_provenance(setup):
     assert widget.progress.native.format() == "selection %p%"  # the bar names the stage
 
 
-def test_run_with_sam_proposals(setup):
+def _top_two_cells_with_sam(setup):
+    """Run "cell" with SAM's proposals, the top 2 kept, on the blobs; checks the layer's
+    ids against its features and returns it."""
     viewer, widget, run = setup
     _blobs(viewer)
     widget.image.value = viewer.layers["blobs"]
@@ -68,6 +70,11 @@ def test_run_with_sam_proposals(setup):
     assert layer.name == "cell (blobs)"
     assert 1 <= len(layer.features) <= 2
     assert sorted(np.unique(layer.data[layer.data > 0])) == layer.features["id"].tolist()
+    return layer
+
+
+def test_run_with_sam_proposals(setup):
+    layer = _top_two_cells_with_sam(setup)
     assert layer.metadata["napari_slip"][-1]["sam"]["architecture"]["img_size"] == 256
 
 
@@ -76,22 +83,14 @@ def test_run_with_a_light_sam_file(setup, tmp_path):
     chosen in the widget; the named light models are offered beside SAM's own."""
     from napari_slip.testing.tiny import write_tiny_efficientvit_sam
 
-    viewer, widget, run = setup
+    _, widget, _ = setup
     names = [value for _, value in widget._sam_choices()]
     assert {"vit_b", "vit_t", "efficientvit_l0", "efficientvit_xl1"} <= set(names)
     assert "EfficientViT-SAM-L0" in widget.sam.tooltip
     path = write_tiny_efficientvit_sam(tmp_path / "efficientvit_sam_l0.pt")
     widget.add_sam_file(path)
     assert widget.sam.value == str(path)
-    _blobs(viewer)
-    widget.image.value = viewer.layers["blobs"]
-    widget.prompt.value = "cell"
-    widget.mode.value = "topk"
-    widget.top_k.value = 2
-    run()
-    layer = viewer.layers[-1]
-    assert layer.name == "cell (blobs)" and 1 <= len(layer.features) <= 2
-    assert sorted(np.unique(layer.data[layer.data > 0])) == layer.features["id"].tolist()
+    layer = _top_two_cells_with_sam(setup)
     architecture = layer.metadata["napari_slip"][-1]["sam"]["architecture"]
     assert architecture["encoder"] == "efficientvit"
     assert architecture["efficientvit"]["input_size"] == 512

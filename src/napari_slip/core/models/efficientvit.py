@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tinyvit import LayerNorm2d
+from .tinyvit import LayerNorm2d, conv_bn_eval
 
 #: Every norm's epsilon (EfficientViT's model zoo sets 1e-6 on all of them).
 EPS = 1e-6
@@ -64,18 +64,12 @@ class ConvLayer(nn.Module):
         self.act = act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, bn = self.conv, self.norm
-        if bn is None:
-            x = conv(x)
+        if self.norm is None:
+            x = self.conv(x)
         elif self.training:
-            x = bn(conv(x))
+            x = self.norm(self.conv(x))
         else:
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = bn.bias - bn.running_mean * scale
-            if conv.bias is not None:
-                bias = bias + conv.bias * scale
-            weight = conv.weight * scale[:, None, None, None]
-            x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            x = conv_bn_eval(x, self.conv, self.norm)
         return gelu(x) if self.act else x
 
 

@@ -121,6 +121,7 @@ class PromptableSam:
 
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self._encoder_transform = ResizeLongestSide(self.encoder_size)
         self._dense_pe = None
         self._int8 = None
         self._lock = threading.Lock()
@@ -175,12 +176,8 @@ class PromptableSam:
         self.check_shape(rgb.shape[:2])
         model = self._model(precision)
         side = self.encoder_size
-        if side == self.input_size:
-            resized = self.transform.apply_image(rgb)
-        else:  # EfficientViT-SAM L: the encoder sees the image at 512 px, not 1,024
-            from segment_anything.utils.transforms import ResizeLongestSide
-
-            resized = ResizeLongestSide(side).apply_image(rgb)
+        # EfficientViT-SAM L: the encoder sees the image at 512 px, not 1,024.
+        resized = self._encoder_transform.apply_image(rgb)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         # Normalised, then zero-padded to the encoder's square (SAM's preprocess).
         x = (x - model.pixel_mean) / model.pixel_std

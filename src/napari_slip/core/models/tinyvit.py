@@ -49,11 +49,18 @@ class ConvBN(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return super().forward(x)
-        c, bn = self.c, self.bn
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        weight = c.weight * scale[:, None, None, None]
-        bias = bn.bias - bn.running_mean * scale
-        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
+        return conv_bn_eval(x, self.c, self.bn)
+
+
+def conv_bn_eval(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:
+    """``bn(conv(x))`` in eval mode as one convolution: the batch norm's affine map
+    folded into the convolution's weights and bias (the same map to float rounding)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    weight = conv.weight * scale[:, None, None, None]
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -316,4 +323,4 @@ def tinyvit_config_from_state_dict(state: dict) -> dict:
     }
 
 
-__all__ = ["TinyViTEncoder", "offset_index", "tinyvit_config_from_state_dict"]
+__all__ = ["TinyViTEncoder", "conv_bn_eval", "offset_index", "tinyvit_config_from_state_dict"]
