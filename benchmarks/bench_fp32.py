@@ -17,8 +17,10 @@ compare like with like. Printed first: the CPU's features and the precision that
   light TinyViT encoder and EfficientViT-SAM-L0's (random weights at their published
   sizes; the latter sees 512 px).
 - decoder, per point (batches of 16 points on one embedding): SAM's attention; the
-  fused path; and the fused path with the mask head skipped for masks below SAM's
-  default IoU filter, with the image maps NCHW and then channels last (the default).
+  fused path with the image side's projections computed, then folded into the
+  prompt's tokens (the default); and the fused path with the mask head skipped for
+  masks below SAM's default IoU filter, with the image maps NCHW, then channels last,
+  then with the projections folded (the default).
   With random weights *no* mask passes that filter (the lower bound of the mask
   stage's cost); with every mask passing, the cost is the fused path's (the upper
   bound).
@@ -60,7 +62,7 @@ def main() -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from napari_slip.core.models import promptable
+    from napari_slip.core.models import fast, promptable
     from napari_slip.core.models.fast import use_fast_attention
     from napari_slip.core.models.promptable import ImageEmbedding, PromptableSam
     from napari_slip.core.models.sam import SamConfig, build_sam
@@ -170,6 +172,10 @@ def main() -> int:
         promptable.CHANNELS_LAST_MAPS = False
         dec_nchw = best_time(lambda: sam.decode_points_above(emb, points, 0.88), 3) / 16
         promptable.CHANNELS_LAST_MAPS = True
+        fast.FOLD_PROJECTIONS = False
+        dec_unfolded = best_time(lambda: sam.decode_points(emb, points), 3) / 16
+        dec_unfolded_none = best_time(lambda: sam.decode_points_above(emb, points, 0.88), 3) / 16
+        fast.FOLD_PROJECTIONS = True
         int8 = sam._model("int8")
         int8_enc = best_time(lambda: int8.image_encoder(x))
         dec_int8 = best_time(lambda: sam.decode_points(emb, points, "int8"), 3) / 16
@@ -194,12 +200,20 @@ def main() -> int:
             {"what": "encoder, int8 linear layers (+ fused attention)", "seconds": int8_enc},
             {"what": "decoder per point, SAM's attention", "seconds": dec_sam},
             {
-                "what": "decoder per point, fused attention (all masks pass, upper bound)",
+                "what": "decoder per point, fused, image side projected (all masks pass)",
+                "seconds": dec_unfolded,
+            },
+            {
+                "what": "decoder per point, as that with projections folded (all pass)",
                 "seconds": dec_fast,
             },
             {
-                "what": "decoder per point, as below but the maps NCHW (before)",
+                "what": "decoder per point, as below but the maps NCHW, not folded",
                 "seconds": dec_nchw,
+            },
+            {
+                "what": "decoder per point, as below but not folded (before)",
+                "seconds": dec_unfolded_none,
             },
             {
                 "what": f"decoder per point, mask head only above IoU 0.88 ({above} of "

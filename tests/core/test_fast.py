@@ -99,15 +99,59 @@ def test_decoder_attention_matches_sams(queries, keys, broadcast):
         torch.testing.assert_close(ours(q, kv, kv), theirs(q, kv, kv), atol=1e-5, rtol=1e-5)
 
 
-def test_decoder_attention_trains():
-    """The fixture's training recipe runs through the same modules: gradients agree."""
-    torch.manual_seed(0)
-    theirs = DecoderAttention(32, 4)
+def _sams_width_attention(seed: int) -> tuple[DecoderAttention, DecoderAttention]:
+    """SAM's cross-attention at its real width (256, 8 heads, internal 128) with biases
+    far from zero (folding has to carry each bias), and a fast copy."""
+    torch.manual_seed(seed)
+    theirs = DecoderAttention(256, 8, downsample_rate=2).eval()
+    with torch.no_grad():
+        for layer in (theirs.q_proj, theirs.k_proj, theirs.v_proj, theirs.out_proj):
+            layer.bias.normal_(0, 1.0)
     ours = copy.deepcopy(theirs)
     fast.use_fast_attention(ours)
-    q, kv = torch.randn(2, 100, 32), torch.randn(2, 5, 32)
+    return theirs, ours
+
+
+@pytest.mark.parametrize("direction", ["tokens_to_image", "image_to_tokens"])
+@pytest.mark.parametrize("image_batch", [1, 5])
+@pytest.mark.parametrize("fold", [True, False])
+def test_decoder_attention_folded_at_sams_width(direction, image_batch, fold, monkeypatch):
+    """At SAM's decoder width, 7 prompt tokens x 8 heads (56) are fewer than the 128
+    internal channels, so the image side's projections are folded into the tokens
+    (per prompt) or projected once (an image side shared by the batch, as the first
+    layer passes it): SAM's numbers either way, and with folding switched off; keys
+    and values differ, as in SAM (image + positions, image)."""
+    monkeypatch.setattr(fast, "FOLD_PROJECTIONS", fold)
+    theirs, ours = _sams_width_attention(image_batch + fold)
+    assert ours._fold(7) is fold and not ours._fold(16)  # 8 x 16 = 128: no saving
+    tokens, token_values = torch.randn(5, 7, 256), torch.randn(5, 7, 256)
+    image = torch.randn(image_batch, 300, 256)
+    image_keys = image + torch.randn(1, 300, 256)
+    if direction == "tokens_to_image":
+        args = (tokens, image_keys, image)
+    else:
+        args = (image_keys, tokens, token_values)
+    with torch.no_grad():
+        expected = theirs(*args)
+        assert expected.shape == (5, *args[0].shape[1:])
+        torch.testing.assert_close(ours(*args), expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("width", [32, 256])
+def test_decoder_attention_trains(width):
+    """The fixture's training recipe runs through the same modules: gradients agree
+    (at SAM's width through the folded projections, both directions)."""
+    torch.manual_seed(0)
+    if width == 256:
+        theirs, ours = _sams_width_attention(0)
+        theirs.train(), ours.train()
+    else:
+        theirs = DecoderAttention(32, 4)
+        ours = copy.deepcopy(theirs)
+        fast.use_fast_attention(ours)
+    q, kv = torch.randn(2, 100, width), torch.randn(2, 5, width)
     for module in (theirs, ours):
-        module(q, kv, kv).square().sum().backward()
+        (module(q, kv, kv).square().sum() + module(kv, q, q).square().sum()).backward()
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4)
 

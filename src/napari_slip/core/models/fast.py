@@ -158,36 +158,124 @@ def _blocked_rel_pos_attention(q, k, v, rel_h, rel_w, scale) -> torch.Tensor:
     return out
 
 
-#: Up to this many keys, attention runs with keys along rows (see FastDecoderAttention).
-FEW_KEYS = 32
+#: Up to this many tokens on one side, decoder attention works with that side along rows
+#: and folds the projections of the other (many-token) side into it (see
+#: FastDecoderAttention).
+FEW_TOKENS = 32
+
+#: Whether the decoder's attention folds the image-side projections into the few prompt
+#: tokens (off only in the benchmark's ablation and a test).
+FOLD_PROJECTIONS = True
 
 
 class FastDecoderAttention(DecoderAttention):
     """The mask decoder's ``Attention`` (token/image cross-attention), same weights.
 
-    Image-to-token attention has 4,096 queries and only 7 keys (the prompt's tokens):
-    a softmax over rows of 7 numbers does not vectorise, so with few keys the scores
-    are laid out keys x queries and normalised across the short axis, which does.
-    Otherwise fused attention. Batches of 1 broadcast against the prompts' batch, as
-    in SAM's matrix products.
+    Cross-attention between a prompt's 7 tokens and the image's 4,096 tokens spends
+    nearly all its work projecting the image side: SAM multiplies every image token by
+    the key and value (or query and output) weights, 4,096 x 256 x 128 multiply-adds
+    each, per prompt. Only 7 tokens x 8 heads = 56 vectors meet those projections, so
+    the weights are folded into the prompt side instead (associativity: ``(X Wk^T) q``
+    = ``X (Wk^T q)``; attention rows sum to one, so ``A (X Wv^T + b)`` =
+    ``(A X) Wv^T + b``; and the output projection applied to the 7 value vectors before
+    the attention weights mix them). Each image-side product then costs 4,096 x 256 x
+    56: less than half. Where the image side is shared by every prompt (batch 1: the
+    first layer, see :func:`~.promptable.decode_points`) it is projected once, as SAM
+    does, and broadcast.
+
+    Image-to-token attention has only 7 keys: a softmax over rows of 7 numbers does not
+    vectorise, so the scores are laid out keys x queries and normalised across the
+    short axis. Otherwise (many tokens on both sides) fused attention.
     """
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q = self._separate_heads(self.q_proj(q), self.num_heads)
-        k = self._separate_heads(self.k_proj(k), self.num_heads)
-        v = self._separate_heads(self.v_proj(v), self.num_heads)
-        scale = q.shape[-1] ** -0.5
-        if k.shape[-2] <= FEW_KEYS < q.shape[-2]:
-            scores = torch.matmul(k, q.transpose(-1, -2)).mul_(scale)  # keys x queries
-            scores = scores - scores.amax(-2, keepdim=True)
-            scores.exp_()
-            scores = scores / scores.sum(-2, keepdim=True)
-            out = torch.matmul(scores.transpose(-1, -2), v)
-        else:
-            n = max(q.shape[0], k.shape[0])
-            q, k, v = (t.expand(n, -1, -1, -1) for t in (q, k, v))
-            out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+        if q.shape[-2] <= FEW_TOKENS < k.shape[-2]:
+            return self._tokens_to_image(q, k, v)
+        if k.shape[-2] <= FEW_TOKENS < q.shape[-2]:
+            return self._image_to_tokens(q, k, v)
+        qh = self._separate_heads(self.q_proj(q), self.num_heads)
+        kh = self._separate_heads(self.k_proj(k), self.num_heads)
+        vh = self._separate_heads(self.v_proj(v), self.num_heads)
+        n = max(qh.shape[0], kh.shape[0])
+        qh, kh, vh = (t.expand(n, -1, -1, -1) for t in (qh, kh, vh))
+        out = F.scaled_dot_product_attention(qh, kh, vh, scale=qh.shape[-1] ** -0.5)
         return self.out_proj(self._recombine_heads(out))
+
+    def _fold(self, few: int) -> bool:
+        """Whether to fold the image-side projections into ``few`` tokens: it saves
+        work (heads x tokens under the internal width) and the projections are plain
+        linear layers (not int8 ones)."""
+        layers = (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
+        return (
+            FOLD_PROJECTIONS
+            and all(type(m) is torch.nn.Linear for m in layers)
+            and self.num_heads * few < self.internal_dim
+        )
+
+    def _tokens_to_image(self, q, k, v) -> torch.Tensor:
+        """Few queries (the prompt's tokens), many keys and values (the image's)."""
+        heads = self.num_heads
+        qh = self._separate_heads(self.q_proj(q), heads)  # (B, h, n, c)
+        b, _, n, c = qh.shape
+        qh = qh * c**-0.5
+        if k.shape[0] == 1 == v.shape[0] or not self._fold(n):
+            kh = self._separate_heads(self.k_proj(k), heads)  # (1 or B, h, N, c)
+            vh = self._separate_heads(self.v_proj(v), heads)
+            if kh.shape[0] == vh.shape[0] == 1:  # one image for every prompt
+                rows = qh.transpose(0, 1).reshape(heads, b * n, c)
+                attn = torch.softmax(rows @ kh[0].transpose(-1, -2), dim=-1)
+                out = (attn @ vh[0]).view(heads, b, n, c).transpose(0, 1)
+            else:
+                out = F.scaled_dot_product_attention(qh, kh, vh, scale=1.0)
+            return self.out_proj(self._recombine_heads(out))
+        # Folded: scores (q_h Wk_h) X^T (the key bias adds q_h . bk_h to a whole row of
+        # scores, which softmax ignores); outputs (A X) Wv_h^T + bv_h.
+        dim = k.shape[-1]
+        folded = (qh @ self.k_proj.weight.view(heads, c, dim)).flatten(1, 2)  # (B, h*n, D)
+        attn = torch.softmax(folded @ k.transpose(-1, -2), dim=-1)  # (B, h*n, N)
+        mixed = (attn @ v).view(-1, heads, n, dim)
+        out = mixed @ self.v_proj.weight.view(heads, c, dim).transpose(-1, -2)
+        out = out + self.v_proj.bias.view(heads, 1, c)
+        return self.out_proj(self._recombine_heads(out))
+
+    def _image_to_tokens(self, q, k, v) -> torch.Tensor:
+        """Many queries (the image's), few keys and values (the prompt's tokens). A
+        softmax over rows of 7 scores does not vectorise: scores are laid out keys x
+        queries and normalised across the short axis."""
+        heads = self.num_heads
+        kh = self._separate_heads(self.k_proj(k), heads)  # (B, h, m, c)
+        vh = self._separate_heads(self.v_proj(v), heads)
+        b, _, m, c = kh.shape
+        kh = kh * c**-0.5
+        fold = self._fold(m)
+        if q.shape[0] == 1:  # one image for every prompt: its queries projected once
+            qh = self._separate_heads(self.q_proj(q), heads)[0]  # (h, N, c)
+            rows = kh.transpose(0, 1).reshape(heads, b * m, c)
+            scores = (rows @ qh.transpose(-1, -2)).view(heads, b, m, -1).transpose(0, 1)
+        elif fold:  # scores X (Wq_h^T k_h) + bq_h . k_h
+            dim = q.shape[-1]
+            folded = (kh @ self.q_proj.weight.view(heads, c, dim)).flatten(1, 2)
+            bias = (kh @ self.q_proj.bias.view(heads, c, 1)).flatten(1, 2)  # (B, h*m, 1)
+            scores = torch.baddbmm(bias, folded, q.transpose(-1, -2)).view(b, heads, m, -1)
+        else:
+            qh = self._separate_heads(self.q_proj(q), heads)
+            scores = kh @ qh.transpose(-1, -2)
+        attn = _softmax_over_rows(scores)  # (B, h, m, N)
+        if not fold:
+            out = attn.transpose(-1, -2) @ vh
+            return self.out_proj(self._recombine_heads(out))
+        # The output projection applied to the 7 values before attention mixes them.
+        weight = self.out_proj.weight.t().reshape(heads, c, -1)  # (h, c, D_out)
+        values = (vh @ weight).flatten(1, 2)  # (B, h*m, D_out)
+        mixed = attn.reshape(b, heads * m, -1).transpose(-1, -2)  # (B, N, h*m)
+        return (mixed @ values).add_(self.out_proj.bias)
+
+
+def _softmax_over_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over dimension -2 (keys along rows, queries along columns)."""
+    scores = scores - scores.amax(-2, keepdim=True)
+    scores.exp_()
+    return scores / scores.sum(-2, keepdim=True)
 
 
 _PAIRS = (
