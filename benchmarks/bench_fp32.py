@@ -208,7 +208,7 @@ def main() -> int:
                 "seconds": dec_fast,
             },
             {
-                "what": "decoder per point, as below but the maps NCHW, not folded",
+                "what": "decoder per point, as below but the maps NCHW",
                 "seconds": dec_nchw,
             },
             {

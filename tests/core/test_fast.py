@@ -255,3 +255,38 @@ def test_int8_quantizes_a_copy_and_the_linear_layers(trained_sam_path):
     assert not torch.equal(a, b)
     cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
     assert cos > 0.99
+
+
+def test_int8_keeps_folding_attention_in_fp32():
+    """At SAM's decoder width the cross-attention layers that fold stay fp32 in the int8
+    copy (folded they are faster than int8 unfolded) and give fp32's output; the rest
+    of the decoder and the encoder are quantized; the fp32 model is untouched."""
+    import dataclasses
+
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    from napari_slip.core.models.promptable import int8_copy
+    from napari_slip.core.models.sam import build_sam
+    from napari_slip.testing.tiny import TINY_SAM
+
+    torch.manual_seed(3)
+    model = build_sam(dataclasses.replace(TINY_SAM, prompt_embed_dim=256)).eval()
+    int8 = int8_copy(model)
+    attention = {
+        name: m for name, m in int8.named_modules() if isinstance(m, fast.FastDecoderAttention)
+    }
+    folded = {name for name, m in attention.items() if m.folding_saves()}
+    # Cross-attention (internal 128) qualifies; so does the tokens' self-attention
+    # (internal 256), which is tiny either way.
+    assert folded and folded == set(attention)
+    for name in folded:
+        layer = int8.get_submodule(name)
+        assert type(layer.k_proj) is torch.nn.Linear and layer._fold(7)
+        q, k = torch.randn(3, 7, 256), torch.randn(3, 50, 256)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(q, k, k), model.get_submodule(name)(q, k, k))
+    assert any(isinstance(m, Int8Linear) for m in int8.image_encoder.modules())
+    assert any(
+        isinstance(m, Int8Linear) for m in int8.mask_decoder.output_hypernetworks_mlps.modules()
+    )
+    assert not any(isinstance(m, Int8Linear) for m in model.modules())

@@ -163,6 +163,10 @@ def _blocked_rel_pos_attention(q, k, v, rel_h, rel_w, scale) -> torch.Tensor:
 #: FastDecoderAttention).
 FEW_TOKENS = 32
 
+#: The tokens of a one-point prompt in SAM's decoder: the IoU token, 4 mask tokens, the
+#: point and the padding point.
+PROMPT_TOKENS = 7
+
 #: Whether the decoder's attention folds the image-side projections into the few prompt
 #: tokens (off only in the benchmark's ablation and a test).
 FOLD_PROJECTIONS = True
@@ -201,15 +205,19 @@ class FastDecoderAttention(DecoderAttention):
         out = F.scaled_dot_product_attention(qh, kh, vh, scale=qh.shape[-1] ** -0.5)
         return self.out_proj(self._recombine_heads(out))
 
+    def folding_saves(self, few: int = PROMPT_TOKENS) -> bool:
+        """Whether folding the image-side projections into ``few`` tokens saves work
+        (heads x tokens under the internal width: SAM's 8 x 7 against 128)."""
+        return self.num_heads * few < self.internal_dim
+
     def _fold(self, few: int) -> bool:
-        """Whether to fold the image-side projections into ``few`` tokens: it saves
-        work (heads x tokens under the internal width) and the projections are plain
-        linear layers (not int8 ones)."""
+        """Whether to fold: it saves work and the projections are plain linear layers
+        (not int8 ones)."""
         layers = (self.q_proj, self.k_proj, self.v_proj, self.out_proj)
         return (
             FOLD_PROJECTIONS
             and all(type(m) is torch.nn.Linear for m in layers)
-            and self.num_heads * few < self.internal_dim
+            and self.folding_saves(few)
         )
 
     def _tokens_to_image(self, q, k, v) -> torch.Tensor:
