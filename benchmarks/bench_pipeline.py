@@ -271,30 +271,25 @@ def _flops(seg, image, crops) -> dict:
     counts["decoder_per_point"] = fc.get_total_flops()
     from napari_slip.core.models.promptable import decode_points
 
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        # Two points, to count the shared first layer once between them.
-        two = torch.cat([sparse, sparse])
-        decode_points(
-            model,
-            embedding.features,
-            model.prompt_encoder.get_dense_pe(),
-            two,
-            dense.expand(2, -1, -1, -1),
-        )
-    counts["shared_decoder_per_point"] = fc.get_total_flops() / 2
+    def per_point(*thresh) -> float:
+        """FLOPs per point of our decoder, over two points (so the shared first layer
+        counts once between them)."""
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            decode_points(
+                model,
+                embedding.features,
+                model.prompt_encoder.get_dense_pe(),
+                torch.cat([sparse, sparse]),
+                dense.expand(2, -1, -1, -1),
+                *thresh,
+            )
+        return fc.get_total_flops() / 2
+
+    counts["shared_decoder_per_point"] = per_point()
     use_fast_attention(model)
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        # As the fast path runs: projections folded into the prompt's tokens, the mask
-        # head only above the IoU filter (random weights: none passes, bound 1).
-        decode_points(
-            model,
-            embedding.features,
-            model.prompt_encoder.get_dense_pe(),
-            two,
-            dense.expand(2, -1, -1, -1),
-            seg.sam_params.pred_iou_thresh,
-        )
-    counts["fast_decoder_per_point"] = fc.get_total_flops() / 2
+    # As the fast path runs: projections folded into the prompt's tokens, the mask head
+    # only above the IoU filter (random weights: none passes, bound 1).
+    counts["fast_decoder_per_point"] = per_point(seg.sam_params.pred_iou_thresh)
     clip = seg.clip.clip
     clip.set_precision("fp32")
     # The counter cannot see inside PyTorch's fused attention fast path: turn it off.
