@@ -261,16 +261,14 @@ def test_int8_keeps_folding_attention_in_fp32():
     """At SAM's decoder width the cross-attention layers that fold stay fp32 in the int8
     copy (folded they are faster than int8 unfolded) and give fp32's output; the rest
     of the decoder and the encoder are quantized; the fp32 model is untouched."""
-    import dataclasses
-
     from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
     from napari_slip.core.models.promptable import int8_copy
     from napari_slip.core.models.sam import build_sam
-    from napari_slip.testing.tiny import TINY_SAM
+    from napari_slip.testing.tiny import TINY_SAM_FULL_WIDTH
 
     torch.manual_seed(3)
-    model = build_sam(dataclasses.replace(TINY_SAM, prompt_embed_dim=256)).eval()
+    model = build_sam(TINY_SAM_FULL_WIDTH).eval()
     int8 = int8_copy(model)
     attention = {
         name: m for name, m in int8.named_modules() if isinstance(m, fast.FastDecoderAttention)

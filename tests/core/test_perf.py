@@ -201,15 +201,12 @@ def test_allocator_tuning_is_opt_in_and_can_be_refused(monkeypatch):
 def sams_width_sam_path(tmp_path_factory):
     """A tiny SAM whose prompt encoder and mask decoder have SAM's real width (256), so
     the decoder folds the image-side projections as it does for vit_b/vit_l/vit_h."""
-    import dataclasses
-
     from napari_slip.core.models.sam import build_sam
-    from napari_slip.testing.tiny import TINY_SAM
+    from napari_slip.testing.tiny import TINY_SAM_FULL_WIDTH
 
     torch.manual_seed(5)
-    config = dataclasses.replace(TINY_SAM, prompt_embed_dim=256, iou_head_hidden_dim=256)
     path = tmp_path_factory.mktemp("sam256") / "sam256.pth"
-    torch.save(build_sam(config).state_dict(), path)
+    torch.save(build_sam(TINY_SAM_FULL_WIDTH).state_dict(), path)
     return path
 
 

@@ -9,6 +9,7 @@ are meaningless: use them to test plumbing, never to judge quality.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 
@@ -28,6 +29,10 @@ TINY_SAM = SamConfig(
     decoder_mlp_dim=64,
     iou_head_hidden_dim=32,
 )
+#: TINY_SAM with SAM's real prompt-encoder and decoder width (256): its decoder folds the
+#: image-side projections into the prompt's tokens as vit_b/l/h's does (TINY_SAM's 32
+#: is too narrow for that to save work).
+TINY_SAM_FULL_WIDTH = dataclasses.replace(TINY_SAM, prompt_embed_dim=256, iou_head_hidden_dim=256)
 #: The prompt encoder and decoder of the tiny light SAMs, in SAM's 1,024 px frame.
 _TINY_LIGHT = {"img_size": 1024, "prompt_embed_dim": 32, "decoder_mlp_dim": 64,
                "iou_head_hidden_dim": 32}  # fmt: skip
