@@ -20,6 +20,26 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def fresh_process_state():
+    """Every test starts with an empty model hub and no shared segmenters, so what a
+    test counts (loads, encodings) never depends on the tests before it or the CPU."""
+    from napari_slip.core import batches
+    from napari_slip.core.models.hub import default_hub
+    from napari_slip.core.pipeline import segmenter
+
+    def reset():
+        hub = default_hub()
+        hub.clear()
+        hub.loads.update({"sam": 0, "clip": 0})
+        segmenter._SHARED.clear()
+        batches._WORKER_SEGMENTERS.clear()
+
+    reset()
+    yield
+    reset()
+
+
 @pytest.fixture(scope="session")
 def tiny_sam_path(tmp_path_factory):
     return write_tiny_sam(tmp_path_factory.mktemp("weights") / "tiny_sam.pth")

@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on an existing Dask cluster, e.g. tcp://host:8786 (see docs/batch.md)",
     )
+    bat.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in OUT_DIR that no earlier batch there wrote (a batch's own "
+        "outputs are always updated; inputs are never replaced)",
+    )
     _segment_options(bat, proposals_from=False)
     bat.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
@@ -597,7 +603,7 @@ def run_batch(args: argparse.Namespace) -> int:
     )
     progress = _progress_printer(args.quiet)
     gen = iter_batch(args.inputs, args.output, config, workers=args.workers,
-                     scheduler=args.scheduler)  # fmt: skip
+                     scheduler=args.scheduler, overwrite=args.overwrite)  # fmt: skip
     try:
         summary = drain(gen, progress)
     except KeyboardInterrupt:
@@ -784,6 +790,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("napari-slip: interrupted; nothing was written.", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(
+            "napari-slip: error: out of memory; try a smaller --max-side, --tiles on, or "
+            "fewer --points-per-batch.",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as exc:  # a bug of ours: one line here, the traceback in the log
+        log = _log_traceback(args.command)
+        print(
+            f"napari-slip: error: unexpected {type(exc).__name__}: {exc} (a bug: the "
+            f"traceback is in {log}; please report it).",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _log_traceback(command: str) -> Path:
+    """Append the current exception's traceback to the log in the cache folder."""
+    import datetime
+    import traceback
+
+    from .core.models.download import cache_dir
+
+    try:
+        log = cache_dir() / "napari-slip.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            f.write(f"--- {stamp} napari-slip {command} ({__version__})\n")
+            f.write(traceback.format_exc())
+        return log
+    except OSError:
+        traceback.print_exc()
+        return Path("stderr above")
 
 
 if __name__ == "__main__":

@@ -108,9 +108,18 @@ def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_pat
                               **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
     assert len(again.skipped) == 5 and list(again.failed) == ["broken.tif"] and not again.done
     assert (out / "a.tif").stat().st_mtime_ns == stamp
-    # Half-written (labels without a record) and stale (other parameters) are redone.
-    (out / ".napari-slip" / "row2" / "c.tif.json").unlink()
+    # Interrupted (labels claimed, never finished) and stale (other parameters) are
+    # redone; labels with no record at all are not ours: replaced only with overwrite.
+    record = out / ".napari-slip" / "row2" / "c.tif.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "status": "writing"}))
     redo = napari_slip.batch(folder / "in", out, "object", workers=1,
+                             **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    assert redo.done == ["row2/c.tif"]
+    record.unlink()
+    with pytest.raises(InputError, match=r"not written by a napari-slip batch.*c\.tif"):
+        napari_slip.batch(folder / "in", out, "object", workers=1,
+                          **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    redo = napari_slip.batch(folder / "in", out, "object", workers=1, overwrite=True,
                              **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
     assert redo.done == ["row2/c.tif"]
     options = {**_options(trained_sam_path, tiny_clip_path), "top_k": 1}

@@ -9,11 +9,14 @@ under one output folder:
 - ``summary.json``: the parameters, their hash, and each input's outcome (done,
   skipped, failed with the reason).
 
-Each input also gets a small record in ``OUT/.napari-slip/`` written *after* its
-labels; both are written atomically (a temporary file renamed when complete). A
-second run skips inputs whose record says done with the same parameter hash and
-whose labels exist, and redoes the others: stale (other parameters), failed, or
-interrupted ones. One bad input is reported and does not stop the batch.
+Each input also gets a small record in ``OUT/.napari-slip/``: it claims the labels
+file before it is written and says done after; both are written atomically (a
+temporary file renamed when complete). A second run skips inputs whose record says
+done with the same parameter hash and whose labels exist, and redoes the others:
+stale (other parameters), failed, or interrupted ones. A file in ``OUT`` that no
+record claims (a raw image with an output's name, another tool's results) is never
+replaced without ``overwrite``; temporaries a killed run left are removed when the
+next one starts. One bad input is reported and does not stop the batch.
 
 Work runs in this process (one worker), on a local Dask cluster of worker processes
 (more workers), or on an existing cluster (``scheduler="tcp://host:8786"``). A
@@ -256,6 +259,8 @@ def process(
         "labels": item.labels_name,
         "params": config.digest(),
     }
+    previous = read_record(out_dir, item) or {}
+    wrote_before = bool(previous.get("wrote") or previous.get("status") == "done")
     try:
         if reader is not None:
             image = reader(item.path)
@@ -270,26 +275,45 @@ def process(
             **config.normalisation.kwargs(),
             **guided,
         )
+        # Claimed before it is written: killed between the two, the labels stay ours.
+        _write_record(out_dir, item, {**record, "status": "writing", "wrote": True})
         write_labels(out_dir / item.labels_name, result.labels)
         record.update(
             status="done",
+            wrote=True,
             n_objects=result.n_objects,
             message=result.message,
             objects=json.loads(result.table.to_json(orient="records")),
         )
     except SlipError as exc:
         record.update(status="failed", error=exc.for_surface("cli"))
+    except MemoryError:
+        record.update(status="failed", error="out of memory on this image")
     except Exception as exc:  # one bad image must not stop the batch
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    if record["status"] != "done":
+        # The labels file there (if any) is still ours if an earlier run wrote it.
+        record["wrote"] = wrote_before and (out_dir / item.labels_name).is_file()
     record["seconds"] = round(time.perf_counter() - start, 3)
     # Which process did the work, and how often it has loaded models so far.
     from .models.hub import default_hub
 
     record["worker"] = {"pid": os.getpid(), "model_loads": dict(default_hub().loads)}
+    try:
+        _write_record(out_dir, item, record)
+    except (OSError, SlipError) as exc:  # the item failed; the batch goes on
+        message = exc.for_surface("cli") if isinstance(exc, SlipError) else str(exc)
+        if record["status"] == "done":  # labels without a record would look foreign
+            (out_dir / item.labels_name).unlink(missing_ok=True)
+        error = f"could not write its record ({message})"
+        record.update(status="failed", wrote=False, error=error)
+    return record
+
+
+def _write_record(out_dir: Path, item: BatchItem, record: dict) -> None:
     path = _record_path(out_dir, item)
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_text(path, json.dumps(record, indent=1))
-    return record
 
 
 def read_record(out_dir: Path, item: BatchItem) -> dict | None:
@@ -392,13 +416,52 @@ def _client(scheduler: str | None, workers: int, threads: int):
 def _check_out_dir(out_dir: Path, items: list[BatchItem]) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"The output folder {out_dir} is a file; give a folder.")
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"The output folder {out_dir}: {existing} is a file, not a folder.")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"The output folder {out_dir} cannot be written ({existing}).")
+    real_out = out_dir.resolve()
     for item in items:
         target = (out_dir / item.labels_name).resolve()
-        if target == item.path.resolve():
+        source = item.path.resolve()
+        if target == source or source in target.parents:
             raise InputError(
                 f"Writing {out_dir / item.labels_name} would replace the input {item.path}: "
                 "choose another output folder."
             )
+        if source.is_dir() and (source == real_out or source in real_out.parents):
+            raise InputError(
+                f"The output folder {out_dir} lies inside the input {item.path}: choose "
+                "another output folder."
+            )
+
+
+def _not_ours(out_dir: Path, items: list[BatchItem]) -> list[Path]:
+    """Files this batch would replace that no earlier batch in ``out_dir`` wrote."""
+    foreign = []
+    for item in items:
+        target = out_dir / item.labels_name
+        if target.exists() or target.is_symlink():
+            record = read_record(out_dir, item) or {}
+            if not (record.get("wrote") or record.get("status") == "done"):
+                foreign.append(target)
+    ours = (out_dir / RECORDS).is_dir() and _is_our_summary(out_dir / "summary.json")
+    for name in ("objects.csv", "summary.json"):
+        target = out_dir / name
+        if (target.exists() or target.is_symlink()) and not ours:
+            foreign.append(target)
+    return foreign
+
+
+def _is_our_summary(path: Path) -> bool:
+    if not path.exists():
+        return True
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "params_hash" in data
 
 
 def iter_batch(
@@ -409,6 +472,7 @@ def iter_batch(
     workers: int | None = None,
     scheduler: str | None = None,
     reader: Callable[[Path], Any] | None = None,
+    overwrite: bool = False,
 ) -> Generator[Progress, None, BatchSummary]:
     """:func:`batch` as a generator of :class:`Progress` (one event per image).
 
@@ -417,6 +481,14 @@ def iter_batch(
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    inputs = None if hasattr(inputs, "shape") else list(inputs)
+    if not inputs or not all(isinstance(i, (str, os.PathLike)) for i in inputs):
+        raise InputError(
+            "batch() takes image files, folders and globs (paths); for arrays already in "
+            "memory, call napari_slip.segment() on each."
+        )
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise InputError(f"out_dir must be a folder path; got {type(out_dir).__name__}.")
     out_dir = Path(out_dir).expanduser()
     items = collect_inputs(inputs, exclude=out_dir)
     _check_out_dir(out_dir, items)
@@ -424,6 +496,18 @@ def iter_batch(
     digest = config.digest()
     todo = [item for item in items if not is_done(out_dir, item, digest)]
     skipped = [item.name for item in items if item not in todo]
+    foreign = [] if overwrite else _not_ours(out_dir, todo)
+    if foreign:
+        shown = ", ".join(str(p) for p in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise InputError(
+            f"{len(foreign)} file(s) in {out_dir} were not written by a napari-slip batch "
+            f"and would be replaced: {shown}{more}. Choose another output folder, or pass "
+            "--overwrite (overwrite=True) to replace them."
+        )
+    from .io import remove_stale_temporaries
+
+    remove_stale_temporaries(out_dir)  # what a killed run left half-written
     n = len(items)
     workers = workers or (1 if scheduler else default_workers())
     if workers < 1:
@@ -471,7 +555,7 @@ def iter_batch(
         seconds=round(time.perf_counter() - start, 3),
         workers=workers,
     )
-    _write_summary(out_dir, items, config, summary)
+    _write_summary(out_dir, items, config, summary, records)
     return summary
 
 
@@ -485,7 +569,9 @@ def _line(record: dict) -> str:
     return f"{record['name']}: failed: {record.get('error', '')}"
 
 
-def _write_summary(out_dir: Path, items: list[BatchItem], config: BatchConfig, summary) -> None:
+def _write_summary(
+    out_dir: Path, items: list[BatchItem], config: BatchConfig, summary, records: dict
+) -> None:
     import pandas as pd
 
     from .._version import __version__
@@ -494,7 +580,7 @@ def _write_summary(out_dir: Path, items: list[BatchItem], config: BatchConfig, s
 
     tables, outcomes = [], []
     for item in items:
-        record = read_record(out_dir, item) or {}
+        record = records.get(item.name) or read_record(out_dir, item) or {}
         ok = record.get("status") == "done" and record.get("params") == summary.params
         status = "skipped" if item.name in summary.skipped else record.get("status", "missing")
         outcomes.append(
@@ -601,6 +687,7 @@ def batch(
     scheduler: str | None = None,
     reader: Callable[[Path], Any] | None = None,
     progress: Callable[[Progress], None] | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> BatchSummary:
     """Segment every image of ``inputs`` into ``out_dir``, resumably.
@@ -624,6 +711,10 @@ def batch(
         ``f(path) -> array`` for formats napari-slip does not read itself.
     progress
         Called with a :class:`Progress` per image.
+    overwrite
+        Replace files in ``out_dir`` that no earlier batch there wrote (a label image
+        of another tool, a raw image with an output's name). Without it such files are
+        refused before any work; a batch's own outputs are always updated.
     **options
         As for :func:`~napari_slip.segment`: selection (``mode``, ``threshold``, ...),
         normalisation (``channel_axis``, ...), ``sam_params``, ``crop_params``,
@@ -635,7 +726,15 @@ def batch(
     BatchSummary
     """
     config = make_config(prompt, sam, clip, device, **options)
-    gen = iter_batch(inputs, out_dir, config, workers=workers, scheduler=scheduler, reader=reader)
+    gen = iter_batch(
+        inputs,
+        out_dir,
+        config,
+        workers=workers,
+        scheduler=scheduler,
+        reader=reader,
+        overwrite=overwrite,
+    )
     return drain(gen, progress)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -141,7 +143,8 @@ class Outputs:
     paths
         Name -> output path (None entries are skipped).
     inputs
-        Files the run reads: an output may never be one of them.
+        Files and folders the run reads: an output may never be one of them, hold one
+        (a folder output replaces its contents) or lie inside an input store.
     overwrite
         Whether an existing output may be replaced.
     """
@@ -162,21 +165,46 @@ class Outputs:
         ``flags`` names each output as the user gave it (``--output``), for messages.
         """
         flags = flags or {}
-        seen: dict[Path, str] = {}
+        seen: dict[Path, tuple[str, Path]] = {}
+        sources = [(p, p.resolve()) for p in self.inputs if p.exists() or p.is_symlink()]
         for name, path in self.paths.items():
             what = flags.get(name, name)
+            if len(path.name.encode()) > 255:
+                raise InputError(
+                    f"{what} {path}: the file name is {len(path.name.encode())} bytes long; "
+                    "file systems allow 255. Choose a shorter name."
+                )
+            if path.is_dir() and not is_store(path):
+                raise InputError(f"{what} {path} is a folder; give a file name.")
             resolved = path.resolve()
-            for source in self.inputs:
-                if source.exists() and resolved == source.resolve():
+            for source, real in sources:
+                if resolved == real:
                     raise InputError(
                         f"{what} {path} is also an input: refusing to write over it. "
                         "Choose another output name."
                     )
-            if resolved in seen:
-                raise InputError(f"{what} and {seen[resolved]} are the same file ({path}).")
-            seen[resolved] = what
-            if path.is_dir() and not is_store(path):
-                raise InputError(f"{what} {path} is a folder; give a file name.")
+                if _within(real, resolved):
+                    raise InputError(
+                        f"{what} {path} holds the input {source}: writing it would delete "
+                        "the input. Choose another output name."
+                    )
+                if is_store(real) and _within(resolved, real):
+                    raise InputError(
+                        f"{what} {path} lies inside the input {source}: refusing to write "
+                        "into an input. Choose another output name."
+                    )
+            for other, (other_what, other_path) in seen.items():
+                if resolved == other:
+                    raise InputError(f"{what} and {other_what} are the same file ({path}).")
+                if _within(resolved, other) or _within(other, resolved):
+                    inner, outer = (
+                        (what, other_what) if _within(resolved, other) else (other_what, what)
+                    )
+                    raise InputError(
+                        f"{inner} lies inside {outer} ({path} and {other_path}): give each "
+                        "output its own place."
+                    )
+            seen[resolved] = (what, path)
             if path.exists() and not self.overwrite:
                 raise InputError(
                     f"{what} {path} exists already; pass --overwrite to replace it, or "
@@ -190,28 +218,24 @@ class Outputs:
                 raise InputError(f"{what} {path}: the folder {existing} is not writable.")
 
     def write(self, writers: dict[str, object]) -> list[Path]:
-        """Write every output through ``writers[name](temporary_path)``, then rename all.
+        """Write every output through ``writers[name](temporary_path)``, then put all in
+        place together.
 
-        Any failure (or Ctrl-C) removes every temporary file and leaves every output as
-        it was; the exception propagates.
+        Each output is staged beside its final place (a zarr store as a whole folder);
+        only when every one is complete are the old versions moved aside and the new
+        ones moved in. Any failure (or Ctrl-C) before that leaves every output as it
+        was; a failure while moving them in puts the old versions back. The exception
+        propagates (an ``OSError`` as an :class:`InputError` saying what happened).
         """
         temps: dict[str, Path] = {}
         try:
             for name, path in self.paths.items():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                if is_store(path):  # a zarr store is a folder: staged as one
-                    tmp = tempfile.mkdtemp(
-                        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
-                    )
-                else:
-                    fd, tmp = tempfile.mkstemp(
-                        dir=path.parent, prefix=f".{path.name}.", suffix=".part"
-                    )
-                    os.close(fd)
-                temps[name] = Path(tmp)
+                temps[name] = _staging(path)
                 writers[name](temps[name])
-            for name, path in self.paths.items():
-                _replace(temps.pop(name), path)
+                _readable(temps[name])
+            _swap_in({path: temps[name] for name, path in self.paths.items()})
+            temps.clear()
         except OSError as exc:
             names = ", ".join(str(p) for p in self.paths.values())
             raise InputError(
@@ -221,6 +245,107 @@ class Outputs:
             for tmp in temps.values():
                 _remove(tmp)
         return list(self.paths.values())
+
+
+#: How the temporary files of napari-slip begin (see :func:`remove_stale_temporaries`).
+TEMP_PREFIX = ".slip-"
+
+
+def _staging(path: Path) -> Path:
+    """A new, empty temporary file (or folder, for a store) beside ``path``.
+
+    Its name is short whatever the output's (a 250-character output name must not
+    fail for the temporary's sake): at most 40 characters of the name are kept.
+    """
+    prefix = f"{TEMP_PREFIX}{path.name[:40]}."
+    if is_store(path):  # a zarr store is a folder: staged as one
+        return Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix, suffix=".part"))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".part")
+    os.close(fd)
+    return Path(tmp)
+
+
+def _umask() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _readable(path: Path) -> None:
+    """Give a staged output the mode a new file gets under the umask (temporary files
+    are created private, 0600, which colleagues and cluster jobs could not read)."""
+    mask = _umask()
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _swap_in(staged: dict[Path, Path]) -> None:
+    """Move every staged output to its place, old versions aside first; on failure
+    undo what was done, or say exactly what could not be undone."""
+    moved_aside: dict[Path, Path] = {}
+    placed: list[Path] = []
+    try:
+        for path, tmp in staged.items():
+            if path.exists() or path.is_symlink():
+                backup = path.with_name(
+                    f"{TEMP_PREFIX}{path.name[:40]}.{next(tempfile._get_candidate_names())}.old"
+                )
+                os.replace(path, backup)
+                moved_aside[path] = backup
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException as exc:
+        lost = []
+        for path in placed:
+            _remove(path)
+        for path, backup in moved_aside.items():
+            try:
+                os.replace(backup, path)
+            except OSError:
+                lost.append(f"{path} (its old version is at {backup})")
+        if lost:
+            raise InputError(
+                f"Writing the outputs failed ({exc}) after replacing {', '.join(lost)}; "
+                "move the old version back by hand."
+            ) from None
+        raise
+    for backup in moved_aside.values():
+        _remove(backup)
+
+
+_STALE = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders an interrupted run left under ``folder``
+    (``.NAME.XXXXXXXX.part``, which napari-slip writes and renames when complete).
+
+    Returns what was removed. Old versions kept aside while outputs are swapped in
+    (``.old``) are never removed: after a crash at that moment they are the only copy.
+    """
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        for name in [*files, *dirs]:
+            if _STALE.match(name):
+                target = Path(root) / name
+                _remove(target)
+                removed.append(target)
+        dirs[:] = [d for d in dirs if not _STALE.match(d) and not d.lower().endswith(".zarr")]
+    return removed
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    """Whether resolved ``inner`` lies inside resolved ``outer`` (not equal to it)."""
+    return outer in inner.parents
 
 
 def is_store(path: str | os.PathLike) -> bool:
@@ -233,14 +358,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` to ``path``; a folder (zarr store) replaces the old one whole."""
-    if tmp.is_dir() and path.exists():
-        old = path.with_name(f".{path.name}.{os.getpid()}.old")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        _remove(old)
-    else:
-        os.replace(tmp, path)
