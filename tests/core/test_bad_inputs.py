@@ -304,7 +304,9 @@ def test_a_clip_file_that_is_not_ours(tmp_path):
         seg.segment(IMAGE, "x", labels=LABELS)
 
 
-def test_a_truncated_cached_model_is_called_incomplete(isolated_cache, monkeypatch):
+def test_a_truncated_cached_model_is_called_incomplete(
+    isolated_cache, monkeypatch, tiny_clip_path
+):
     from napari_slip.core.models import registry
 
     entry = registry.SamWeights(
@@ -314,7 +316,7 @@ def test_a_truncated_cached_model_is_called_incomplete(isolated_cache, monkeypat
     cached = isolated_cache / "sam" / "sam_vit_b_01ec64.pth"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"half a file")
-    seg = Segmenter("vit_b", "/none.safetensors", "cpu", hub=ModelHub())
+    seg = Segmenter("vit_b", str(tiny_clip_path), "cpu", hub=ModelHub())
     with pytest.raises(SlipError, match="incomplete or corrupt") as info:
         seg.segment(IMAGE, "x")
     assert str(cached) in _one_line(info.value) and "put it at" not in str(info.value)

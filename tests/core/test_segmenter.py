@@ -128,7 +128,10 @@ def test_inputs_are_checked(segmenter):
         segmenter.segment(image, "cell", mode="everything")
     with pytest.raises(InputError, match=r"shape \(3, 96, 96\)"):
         segmenter.segment(np.stack([image] * 3), "cell")
-    fresh = Segmenter("/x.pth", "/y.safetensors", "cpu")
+    missing = Segmenter("/x.pth", "/y.safetensors", "cpu")
+    with pytest.raises(InputError, match="CLIP checkpoint '/y.safetensors' does not exist"):
+        missing.segment(None, "cell")  # the model files first: nothing else could work
+    fresh = Segmenter(segmenter.sam_spec, segmenter.clip_spec, "cpu")
     with pytest.raises(InputError, match="No image"):
         fresh.segment(None, "cell")
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.config import Models, RunConfig
 from ..core.errors import InputError
 from ..core.params import (
     DEFAULT_CLIP,
@@ -73,6 +73,21 @@ class Request:
     @property
     def models(self) -> tuple[str, str, str, str]:
         return (self.sam, self.clip, self.device, self.precision)
+
+    def config(self) -> RunConfig:
+        """The run this request asks for, validated as a whole (loads nothing)."""
+        return RunConfig(
+            prompt=self.prompt,
+            models=Models(self.sam, self.clip, self.device, self.precision, self.decoder),
+            proposals="labels" if self.labels_layer is not None else self.proposals,
+            selection=self.selection(),
+            templates=self.templates,
+            sam_params=self.sam_params,
+            tile_params=self.tile_params,
+            guided_params=self.guided_params,
+            crop_params=self.crop_params,
+            relevance=self.relevance,
+        )
 
     def selection(self) -> SelectionParams:
         """The selection settings (validated)."""
@@ -199,6 +214,7 @@ def engine_options(request: Request) -> dict:
 
 def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 64) -> Segmenter:
     """The segmenter for a request, switched to its models (loaded once, in the hub)."""
+    config = request.config()
     if segmenter is None:
         segmenter = Segmenter(
             request.sam,
@@ -207,14 +223,7 @@ def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 6
             cache_size=cache_size,
             precision=request.precision,
         )
-    else:
-        segmenter.set_models(*request.models)
-    segmenter.set_sam_params(request.sam_params)
-    segmenter.set_crop_params(request.crop_params)
-    segmenter.set_tile_params(request.tile_params)
-    segmenter.templates = request.templates
-    segmenter.set_decoder(request.decoder)
-    segmenter.guided_params = request.guided_params
+    segmenter.configure(config)
     return segmenter
 
 
@@ -224,13 +233,11 @@ def check(request: Request) -> None:
         raise InputError("Choose an image layer to segment.")
     if not request.prompt.strip():
         raise InputError("Type what to segment in the prompt field, e.g. 'nucleus'.")
-    request.selection()
     if request.proposals not in ("sam", "relevance", "guided"):
         raise InputError(f"Unknown proposals {request.proposals!r}.")
     if request.proposals != "sam" and request.labels_layer is not None:
         raise InputError("Proposals come from a labels layer or the prompt, not both.")
-    if request.decoder is not None and not Path(request.decoder).is_file():
-        raise InputError(f"The decoder file {request.decoder} is missing.")
+    request.config()  # the combinations, the model files: all before any model loads
     expected = output_shape(request)
     if request.labels_layer is not None and tuple(request.labels_layer.data.shape) != expected:
         raise InputError(

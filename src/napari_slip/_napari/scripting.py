@@ -13,11 +13,12 @@ from ..core.params import (
     SamProposalParams,
     SelectionParams,
     TileParams,
+    check_options,
     parse_phrases,
 )
 from ..core.pipeline.segmenter import shared_lock, shared_segmenter
 from ..core.runtime.generators import drain
-from .job import Request, iter_job, spatial_axes
+from .job import Request, check, configure, iter_job, spatial_axes
 from .layers import new_labels_layer, show_relevance_layer, write_into_layer
 
 
@@ -68,6 +69,7 @@ def segment_in_viewer(
     relevance_weight: float = SelectionParams.default("relevance_weight"),
     guided_params=None,
     progress=None,
+    **unknown: Any,
 ) -> Any:
     """Segment ``prompt`` in an image layer and return the Labels layer written.
 
@@ -128,6 +130,11 @@ def segment_in_viewer(
         layer = napari_slip.segment_in_viewer(viewer, "coin", mode="threshold", threshold=0.22)
         layer.features
     """
+    if unknown:  # one line naming it, as segment() answers
+        import inspect
+
+        known = [p for p in inspect.signature(segment_in_viewer).parameters if p != "unknown"]
+        check_options(unknown, known[1:], "segment_in_viewer()")
     if image is None:
         active = viewer.layers.selection.active
         images = [x for x in viewer.layers if type(x).__name__ == "Image"]
@@ -170,14 +177,9 @@ def segment_in_viewer(
         relevance=bool(relevance),
     )
     target = _layer(viewer, output, "Labels", "output")
+    check(request)  # every check before the shared segmenter or any model
     with shared_lock:
-        segmenter = shared_segmenter(sam, clip, device, precision)
-        segmenter.set_sam_params(request.sam_params)
-        segmenter.set_crop_params(request.crop_params)
-        segmenter.templates = request.templates
-        segmenter.set_tile_params(request.tile_params)
-        segmenter.set_decoder(request.decoder)
-        segmenter.guided_params = request.guided_params
+        segmenter = configure(shared_segmenter(sam, clip, device, precision), request)
         result = drain(iter_job(segmenter, request), progress)
     if result.relevance is not None:
         show_relevance_layer(

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import Models, RunConfig
 from .errors import InputError, SlipError
 from .params import (
     DEFAULT_CLIP,
@@ -175,6 +176,21 @@ class BatchConfig:
                 f"A batch's proposals are sam, relevance or guided; got {self.proposals!r}."
             )
 
+    def run_config(self) -> RunConfig:
+        """The run each image gets, validated as a whole (loads nothing)."""
+        return RunConfig(
+            prompt=self.prompt,
+            models=Models(self.sam, self.clip, self.device, self.precision, self.decoder),
+            proposals=self.proposals,
+            selection=self.selection,
+            templates=self.templates,
+            sam_params=self.sam_params,
+            tile_params=self.tile_params,
+            guided_params=self.guided_params,
+            crop_params=self.crop_params,
+            normalisation=self.normalisation,
+        )
+
     def describe(self) -> dict:
         """The parameters as JSON-able data, models by identity."""
         data = asdict(self)
@@ -220,12 +236,6 @@ def _segmenter(config: BatchConfig):
         )
         _WORKER_SEGMENTERS.clear()
         _WORKER_SEGMENTERS[key] = seg
-    seg.sam_params = config.sam_params
-    seg.crop_params = config.crop_params
-    seg.tile_params = config.tile_params
-    seg.templates = config.templates
-    seg.set_decoder(config.decoder)
-    seg.guided_params = config.guided_params
     return seg
 
 
@@ -266,15 +276,7 @@ def process(
             image = reader(item.path)
         else:
             image = open_image(item.path, lazy=config.tile_params.tiles != "off")
-        seg = _segmenter(config)
-        guided = {} if config.proposals == "sam" else {"proposals": config.proposals}
-        result = seg.segment(
-            image,
-            config.prompt,
-            **asdict(config.selection),
-            **config.normalisation.kwargs(),
-            **guided,
-        )
+        result = drain(_segmenter(config).iter_run(image, config.run_config()))
         # Claimed before it is written: killed between the two, the labels stay ours.
         _write_record(out_dir, item, {**record, "status": "writing", "wrote": True})
         write_labels(out_dir / item.labels_name, result.labels)
@@ -490,6 +492,7 @@ def iter_batch(
     if not isinstance(out_dir, (str, os.PathLike)):
         raise InputError(f"out_dir must be a folder path; got {type(out_dir).__name__}.")
     out_dir = Path(out_dir).expanduser()
+    config.run_config()  # every check before the first image, not once per image
     items = collect_inputs(inputs, exclude=out_dir)
     _check_out_dir(out_dir, items)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -656,7 +659,7 @@ def make_config(
     normalisation = NormalisationParams(**NormalisationParams.pick(options))
     tile_params = TileParams.choose(options.pop("tile_params", None), options.pop("tiles", None))
     templates = options.pop("templates", None)
-    return BatchConfig(
+    config = BatchConfig(
         prompt=prompt,
         sam=str(sam),
         clip=str(clip),
@@ -673,6 +676,8 @@ def make_config(
         decoder=_optional_str(options.pop("decoder", None)),
         guided_params=options.pop("guided_params", None) or GuidedParams(),
     )
+    config.run_config()  # the combinations and the model files, once, before any image
+    return config
 
 
 def batch(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,10 @@ class SegmentationResult:
         With ``relevance=True``: (H, W) float32 map of where the prompt matches (cosine
         similarity of each pixel's CLIP patch to the prompt; see
         :mod:`~napari_slip.core.pipeline.relevance`); None otherwise.
+    candidates
+        The candidates the objects were chosen from
+        (:meth:`Segmenter.select <napari_slip.core.pipeline.segmenter.Segmenter.select>`
+        takes them again with other selection settings).
     """
 
     labels: np.ndarray
@@ -56,6 +61,10 @@ class SegmentationResult:
     message: str = ""
     candidate_table: pd.DataFrame = field(default_factory=lambda: candidates_table(None))
     relevance: np.ndarray | None = None
+    #: The candidates selection chose from (:class:`~.session.Candidates`), for new
+    #: selection settings without image work; and the relevance map it used, if any.
+    candidates: Any = field(default=None, repr=False, compare=False)
+    used_relevance: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def found(self) -> bool:

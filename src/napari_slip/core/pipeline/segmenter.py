@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..._version import __version__
+from ..config import RunConfig
 from ..errors import InputError
 from ..models.hub import ModelHub, default_hub
 from ..models.promptable import ImageEmbedding
@@ -31,7 +32,6 @@ from ..models.registry import LoadedClip, LoadedSam, resolve_device
 from ..params import (
     DEFAULT_CLIP,
     DEFAULT_SAM,
-    PROPOSALS,
     CropParams,
     GuidedParams,
     NormalisationParams,
@@ -69,6 +69,18 @@ SEGMENT_OPTIONS = (
     "proposals",
     "relevance",
 )
+
+
+def proposals_of(proposals: str | None, labels: Any = None, source: Any = None) -> str:
+    """The proposals a call means: as named, else from its labels, else SAM's grid (or
+    a source of the caller's own, which may not need SAM)."""
+    if proposals is not None:
+        return proposals
+    if labels is not None:
+        return "labels"
+    if source is not None and not getattr(source, "needs_sam", True):
+        return "labels"
+    return "sam"
 
 
 class Segmenter:
@@ -644,51 +656,107 @@ class Segmenter:
 
     # --- both steps ----------------------------------------------------------------
 
+    def settings(self) -> dict:
+        """This segmenter's models and options as keyword options of
+        :meth:`RunConfig.build <napari_slip.core.config.RunConfig.build>`."""
+        return {
+            "sam": self.sam_spec,
+            "clip": self.clip_spec,
+            "device": self.device_spec,
+            "precision": self.precision_spec,
+            "decoder": self.decoder_spec,
+            "templates": self._templates,
+            "sam_params": self.sam_params,
+            "tile_params": self.tile_params,
+            "guided_params": self.guided_params,
+            "crop_params": self.crop_params,
+        }
+
+    def run_config(self, prompt: str, where: str = "segment()", **options: Any) -> RunConfig:
+        """A validated :class:`~..config.RunConfig`: this segmenter's models and options
+        with the per-call ``options`` (selection, normalisation, ``proposals``,
+        ``relevance``). Loads nothing."""
+        options.setdefault("background", self.background)
+        return RunConfig.build(prompt, where, **{**self.settings(), **options})
+
+    def configure(self, config: RunConfig) -> None:
+        """Take a run's models and options. Caches stay valid: they are keyed by the
+        models and options that made them."""
+        models = config.models
+        self.set_models(models.sam, models.clip, models.device, models.precision)
+        self.set_decoder(models.decoder)
+        self.sam_params = config.sam_params
+        self.tile_params = config.tile_params
+        self.guided_params = config.guided_params
+        self.crop_params = config.crop_params
+        self._templates = config.templates
+
     def iter_segment(
         self, image: np.ndarray | None, prompt: str, **options: Any
     ) -> Generator[Progress, None, SegmentationResult]:
         """:meth:`segment` as a generator of :class:`Progress` (for GUIs and cancelling)."""
         check_options(options, SEGMENT_OPTIONS, "segment()")
-        with_relevance = bool(options.pop("relevance", False))
-        proposals = options.pop("proposals", None)
-        options.setdefault("background", self.background)
-        selection = SelectionParams(**SelectionParams.pick(options))
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
-        if proposals is not None:
+        labels, source = options.pop("labels", None), options.pop("source", None)
+        options["proposals"] = proposals_of(options.get("proposals"), labels, source)
+        config = self.run_config(prompt, **options)  # every check before any model loads
+        return (yield from self.iter_run(image, config, labels=labels, source=source))
+
+    def iter_run(
+        self,
+        image: np.ndarray | None,
+        config: RunConfig,
+        *,
+        labels: np.ndarray | None = None,
+        source: ProposalSource | None = None,
+        labels_out: Any = None,
+    ) -> Generator[Progress, None, SegmentationResult]:
+        """One run, as every entry point puts it together: image -> proposals ->
+        candidates -> (relevance) -> selection -> result.
+
+        Parameters
+        ----------
+        image
+            The 2D image, or None for the last one.
+        config
+            The run's settings (validated when it was made).
+        labels
+            A label image whose objects are the proposals (``proposals="labels"``).
+        source
+            A proposal source of your own instead of the configured proposals.
+        labels_out
+            Where to paint the labels instead of memory (see :meth:`select`).
+
+        The result also carries the candidates (``result.candidates``) and the
+        relevance map it used, so that new selection settings need no image work.
+        """
+        self.configure(config)
+        prompt, selection = config.prompt, config.selection
+        normalisation = config.normalisation.kwargs()
+        if config.proposals in ("relevance", "guided"):
+            if labels is not None or source is not None:
+                raise InputError(
+                    f"proposals={config.proposals!r} makes its own candidates: give no "
+                    "labels or source."
+                )
             if image is not None:  # the source needs to know the image (tiled or not)
-                self.set_image(image, **NormalisationParams.pick(options))
-                image = None
-            options["source"] = self._named_source(proposals, prompt, options)
-        candidates = yield from self.iter_candidates(image, **options)
+                self.set_image(image, **normalisation)
+                image, normalisation = None, {}
+            source = self.proposal_source(config.proposals, prompt)
+        elif config.proposals == "labels" and labels is None and source is None:
+            raise InputError("proposals='labels' needs the label image: labels=...")
+        candidates = yield from self.iter_candidates(image, source, labels=labels, **normalisation)
         relevance = None
-        if with_relevance or selection.relevance_weight:
+        if config.relevance or selection.relevance_weight:
             relevance = yield from self.iter_relevance(prompt)
         yield Progress("selection", 0, 1, prompt)
-        result = self.select(candidates, prompt, selection, relevance=relevance)
+        result = self.select(
+            candidates, prompt, selection, relevance=relevance, labels_out=labels_out
+        )
         yield Progress("selection", 1, 1, result.message)
-        if with_relevance:
+        result.candidates, result.used_relevance = candidates, relevance
+        if config.relevance:
             result.relevance = relevance
         return result
-
-    def _named_source(self, proposals: str, prompt: str, options: dict):
-        if not isinstance(proposals, str) or proposals not in PROPOSALS:
-            shown = proposals if isinstance(proposals, str) else type(proposals).__name__
-            raise InputError(
-                f"proposals must be one of {', '.join(PROPOSALS)}; got {shown!r}. To use "
-                "a label image's objects, pass it as labels=..."
-            )
-        if proposals == "labels":
-            if options.get("labels") is None:
-                raise InputError("proposals='labels' needs the label image: labels=...")
-            return None
-        if options.get("labels") is not None or options.get("source") is not None:
-            raise InputError(
-                f"proposals={proposals!r} makes its own candidates: give no labels or source."
-            )
-        if proposals == "sam":
-            return None
-        return self.proposal_source(proposals, prompt)
 
     def iter_relevance(
         self, prompt: str, window: int | None = None
@@ -863,15 +931,29 @@ def segment(
     Safe to call from several threads (calls run one at a time).
     """
     check_options(options, SEGMENT_OPTIONS, "segment()")
+    labels, source = options.pop("labels", None), options.pop("source", None)
+    options["proposals"] = proposals_of(options.get("proposals"), labels, source)
+    # Every check, the combinations included, before the shared segmenter or a model.
+    config = RunConfig.build(
+        prompt,
+        "segment()",
+        sam=sam,
+        clip=clip,
+        device=device,
+        precision=precision,
+        decoder=decoder,
+        sam_params=sam_params,
+        crop_params=crop_params,
+        tile_params=tile_params,
+        tiles=tiles,
+        templates=templates,
+        guided_params=guided_params,
+        **options,
+    )
     with shared_lock:
         seg = shared_segmenter(sam, clip, device, precision)
-        seg.sam_params = sam_params or SamProposalParams()
-        seg.crop_params = crop_params or CropParams()
-        seg.tile_params = TileParams.choose(tile_params, tiles)
-        seg.templates = templates
-        seg.set_decoder(decoder)
-        seg.guided_params = guided_params or GuidedParams()
-        return seg.segment(image, prompt, progress=progress, **options)
+        run = seg.iter_run(image, config, labels=labels, source=source)
+        return drain(run, progress)
 
 
-__all__ = ["Segmenter", "segment", "shared_segmenter"]
+__all__ = ["Segmenter", "proposals_of", "segment", "shared_segmenter"]

@@ -22,7 +22,7 @@ from ..runtime.generators import relabel
 from ..runtime.progress import Progress
 from .images import plane_of
 from .results import TABLE_COLUMNS, SegmentationResult
-from .segmenter import Segmenter
+from .segmenter import Segmenter, proposals_of
 from .session import Candidates
 
 
@@ -167,58 +167,45 @@ def iter_segment_stack(
         Selection and normalisation options, as for :meth:`Segmenter.segment`.
     """
     check_options(options, (*SelectionParams.names(), *NormalisationParams.names()), "segment")
-    options.setdefault("background", segmenter.background)
-    selection = SelectionParams(**SelectionParams.pick(options))
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+    if rgb:
+        options.setdefault("rgb", True)
+    kind = proposals_of(proposals, labels)
+    # The whole run is checked once, before any model loads; each plane is one run.
+    config = segmenter.run_config(
+        prompt, "segment", proposals=kind, relevance=relevance, **options
+    )
     lead = leading_shape(image.shape, rgb)
     out_shape = tuple(image.shape[:-1] if rgb else image.shape)
     if labels is not None and tuple(np.shape(labels)) != out_shape:
         raise InputError(
             f"Proposal labels have shape {tuple(np.shape(labels))}, the image needs {out_shape}."
         )
+    if kind in ("relevance", "guided") and labels is not None:
+        raise InputError(f"proposals={kind!r} makes its own candidates: give no labels.")
     if planes is None:
         planes = list(itertools.product(*(range(n) for n in lead)))
     planes = [tuple(int(i) for i in p) for p in planes]
     for p in planes:
         if len(p) != len(lead) or any(not 0 <= i < n for i, n in zip(p, lead, strict=True)):
             raise InputError(f"Plane {p} is outside the image's leading shape {lead}.")
-    if rgb:
-        options.setdefault("rgb", True)
-    guided = proposals in ("relevance", "guided")
-    if proposals not in (None, "sam", "labels", "relevance", "guided"):
-        raise InputError(
-            f"proposals must be one of sam, labels, relevance, guided; got {proposals!r}."
-        )
-    if guided and labels is not None:
-        raise InputError(f"proposals={proposals!r} makes its own candidates: give no labels.")
-    if proposals == "labels" and labels is None:
-        raise InputError("proposals='labels' needs the label image: labels=...")
+    keep_maps = relevance or bool(config.selection.relevance_weight)
     results, candidates, maps = [], {}, {}
     for n, plane in enumerate(planes, start=1):
         if lead:  # a plain 2D image has no slices to report
             yield Progress("slice", n - 1, len(planes), f"slice {plane}")
-        gen = _plane_candidates(
-            segmenter,
+        gen = segmenter.iter_run(
             plane_of(image, plane),
-            None if labels is None else np.asarray(labels[plane]),
-            proposals if guided else None,
-            prompt,
-            options,
+            config,
+            labels=None if labels is None else np.asarray(labels[plane]),
         )
         if len(planes) > 1:
             tag = f"slice {n}/{len(planes)} {plane}"
             gen = relabel(gen, lambda e, tag=tag: f"{tag}: {e.message}")
-        candidates[plane] = yield from gen
-        if selection.relevance_weight or relevance:
-            # The segmenter's image is this plane: its CLIP features are cached, so
-            # the map is a text encoding (and the decoder) away.
-            maps[plane] = yield from segmenter.iter_relevance(prompt)
-        yield Progress("selection", 0, 1, prompt)
-        results.append(
-            segmenter.select(candidates[plane], prompt, selection, relevance=maps.get(plane))
-        )
-        yield Progress("selection", 1, 1, results[-1].message)
+        result = yield from gen
+        candidates[plane] = result.candidates
+        if keep_maps:
+            maps[plane] = result.used_relevance
+        results.append(result)
     result = _assemble(out_shape, planes, results, prompt, len(lead), start_id, candidates)
     result.plane_relevance = maps
     if relevance:
@@ -239,14 +226,6 @@ def relevance_volume(
     for plane, values in maps.items():
         out[plane] = values
     return out
-
-
-def _plane_candidates(segmenter, plane_image, plane_labels, proposals, prompt, options):
-    if proposals is None:
-        return (yield from segmenter.iter_candidates(plane_image, labels=plane_labels, **options))
-    segmenter.set_image(plane_image, **options)
-    source = segmenter.proposal_source(proposals, prompt)
-    return (yield from segmenter.iter_candidates(None, source))
 
 
 def reselect_stack(

@@ -1,0 +1,305 @@
+"""One run, one configuration: every setting of a segmentation run in one frozen object.
+
+:class:`RunConfig` gathers what a run uses (models, what to find, where candidates
+come from, selection, crops, tiles, normalisation) and checks the whole of it when it
+is made, the combinations included, so that a bad run is refused with one line
+*before any model loads*. Every entry point builds one: :func:`napari_slip.segment`,
+:meth:`Segmenter.segment <napari_slip.core.pipeline.segmenter.Segmenter.segment>`,
+the widget and ``segment_in_viewer`` (through their request), :func:`napari_slip.batch`
+and the command line; the engine then takes it whole
+(:meth:`~napari_slip.core.pipeline.segmenter.Segmenter.configure`).
+
+A new option is one field in one parameter dataclass of :mod:`.params` (the command
+line's flag and the widget's field are generated from its metadata), its check here if
+it interacts with another, and the code that uses it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .params import (
+    DEFAULT_CLIP,
+    DEFAULT_SAM,
+    DEVICES,
+    PRECISIONS,
+    PROPOSALS,
+    CropParams,
+    GuidedParams,
+    NormalisationParams,
+    SamProposalParams,
+    SelectionParams,
+    TileParams,
+    check_options,
+)
+
+#: The side SAM's own models (every registry name) work at; a file's is read when it loads.
+SAM_INPUT_SIZE = 1024
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or "/" in spec or spec.endswith((".pth", ".pt", ".safetensors", ".bin"))
+
+
+@dataclass(frozen=True)
+class Models:
+    """Which models a run uses, where, and in which arithmetic.
+
+    ``sam`` and ``clip`` are registry names or paths of local files; ``decoder`` is the
+    path of a trained decoder (or None). Files are checked to exist here; their
+    contents when they load.
+    """
+
+    sam: str = DEFAULT_SAM
+    clip: str = DEFAULT_CLIP
+    device: str = "auto"
+    precision: str = "auto"
+    decoder: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("sam", "clip"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+            elif not isinstance(value, str) or not value.strip():
+                raise InputError(f"{name} must be a model name or a file path; got {value!r}.")
+        if isinstance(self.decoder, os.PathLike):
+            object.__setattr__(self, "decoder", os.fspath(self.decoder))
+        if self.decoder == "":
+            object.__setattr__(self, "decoder", None)
+        if self.decoder is not None and not isinstance(self.decoder, str):
+            raise InputError(f"decoder must be a file path; got {self.decoder!r}.")
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}; got {self.device!r}.")
+        if self.precision not in PRECISIONS:
+            raise InputError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}."
+            )
+        if _looks_like_path(self.clip) and not Path(self.clip).expanduser().is_file():
+            raise InputError(f"CLIP checkpoint {self.clip!r} does not exist.")
+        if not _looks_like_path(self.clip) and ":" not in self.clip:
+            raise InputError(
+                f"CLIP model {self.clip!r}: give MODEL:TAG (e.g. {DEFAULT_CLIP}) or the path "
+                "of a .safetensors checkpoint."
+            )
+        if self.decoder is not None and not Path(self.decoder).expanduser().is_file():
+            raise InputError(f"The decoder file {self.decoder} does not exist.")
+
+    def check_sam(self) -> None:
+        """Refuse a SAM that is neither a known name nor an existing file."""
+        from .models.registry import SAM_MODELS
+
+        if self.sam not in SAM_MODELS and not Path(self.sam).expanduser().is_file():
+            raise InputError(
+                f"SAM model {self.sam!r} is neither a known name ({', '.join(SAM_MODELS)}) "
+                "nor an existing file."
+            )
+
+    @property
+    def sam_input_size(self) -> int | None:
+        """The side SAM works at, where known without loading it (registry names)."""
+        return None if _looks_like_path(self.sam) else SAM_INPUT_SIZE
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one segmentation run, validated as a whole.
+
+    Parameters
+    ----------
+    prompt
+        What to find, e.g. ``"nucleus"``.
+    models
+        The models (:class:`Models`).
+    proposals
+        Where candidates come from: one of :data:`~.params.PROPOSALS`.
+    selection
+        Which candidates are kept, and the phrases that compete with the prompt.
+    templates
+        Prompt templates (each with one ``{}``); None: the CLIP's own, else
+        ``"a photo of {}."``.
+    sam_params, tile_params, guided_params, crop_params, normalisation
+        The options of SAM's grid, of tiles, of guided proposals, of crops and of the
+        image's intensities.
+    relevance
+        Also make the prompt's relevance map.
+    """
+
+    prompt: str
+    models: Models = field(default_factory=Models)
+    proposals: str = "sam"
+    selection: SelectionParams = field(default_factory=SelectionParams)
+    templates: tuple[str, ...] | None = None
+    sam_params: SamProposalParams = field(default_factory=SamProposalParams)
+    tile_params: TileParams = field(default_factory=TileParams)
+    guided_params: GuidedParams = field(default_factory=GuidedParams)
+    crop_params: CropParams = field(default_factory=CropParams)
+    normalisation: NormalisationParams = field(default_factory=NormalisationParams)
+    relevance: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+        kinds = {
+            "models": Models,
+            "selection": SelectionParams,
+            "sam_params": SamProposalParams,
+            "tile_params": TileParams,
+            "guided_params": GuidedParams,
+            "crop_params": CropParams,
+            "normalisation": NormalisationParams,
+        }
+        for name, kind in kinds.items():
+            if not isinstance(getattr(self, name), kind):
+                raise InputError(
+                    f"{name} must be a {kind.__name__}; got {type(getattr(self, name)).__name__}."
+                )
+        if not isinstance(self.proposals, str) or self.proposals not in PROPOSALS:
+            given = self.proposals
+            shown = given if isinstance(given, str) else type(given).__name__
+            raise InputError(
+                f"proposals must be one of {', '.join(PROPOSALS)}; got {shown!r}. To use "
+                "a label image's objects, pass it as labels=..."
+            )
+        if self.templates is not None:
+            from .pipeline.scoring import check_templates
+
+            if isinstance(self.templates, str):
+                object.__setattr__(self, "templates", (self.templates,))
+            object.__setattr__(self, "templates", check_templates(self.templates))
+        self._check_selection()
+        self._check_tiles()
+        if self.needs_sam:
+            self.models.check_sam()
+
+    def _check_selection(self) -> None:
+        selection, prompt = self.selection, self.prompt.strip().casefold()
+        if selection.mode != "distractors":
+            return
+        same = [d for d in selection.distractors if d.casefold() == prompt]
+        if same:
+            raise InputError(
+                f"The distractor {same[0]!r} is the prompt itself, so nothing could beat "
+                "it; remove it from the distractors."
+            )
+        if selection.background.strip().casefold() == prompt:
+            raise InputError(
+                f"The background phrase {selection.background!r} is the prompt itself; "
+                "choose another background phrase."
+            )
+
+    def _check_tiles(self) -> None:
+        tiles = self.tile_params
+        if tiles.tiles == "off" or not self.needs_sam:
+            return
+        size = tiles.tile_size or self.models.sam_input_size
+        if size is not None and 2 * tiles.overlap >= size:
+            whose = "" if tiles.tile_size else ", SAM's input size"
+            raise InputError(
+                f"overlap ({tiles.overlap} px) must be less than half the tile ({size} px"
+                f"{whose}): lower the overlap or raise the tile size."
+            )
+
+    @property
+    def needs_sam(self) -> bool:
+        """Whether the run decodes SAM (its grid, its tiles, or guided points)."""
+        return self.proposals in ("sam", "guided")
+
+    @property
+    def uses_relevance(self) -> bool:
+        """Whether the run needs the prompt's relevance map."""
+        return (
+            self.relevance
+            or bool(self.selection.relevance_weight)
+            or self.proposals in ("relevance", "guided")
+        )
+
+    def with_prompt(self, prompt: str) -> RunConfig:
+        """The same run for another prompt (validated again)."""
+        return replace(self, prompt=prompt)
+
+    def engine_options(self) -> dict:
+        """Selection and normalisation options as keyword arguments of the engine."""
+        return {**self.selection.as_dict(), **self.normalisation.kwargs()}
+
+    # --- from keyword options ------------------------------------------------------
+
+    @classmethod
+    def build(cls, prompt: str, where: str = "segment()", **options: Any) -> RunConfig:
+        """A config from the flat keyword options of the entry points.
+
+        Options: ``sam``, ``clip``, ``device``, ``precision``, ``decoder``; ``proposals``;
+        the fields of :class:`~.params.SelectionParams` and of
+        :class:`~.params.NormalisationParams`; ``templates``; ``sam_params``,
+        ``tile_params`` (or ``tiles``), ``guided_params``, ``crop_params``;
+        ``relevance``. An unknown option is refused with one line naming it and the
+        known ones (``where`` names the entry point in that line).
+        """
+        check_options(options, OPTIONS, where)
+        models = Models(**{k: options.pop(k) for k in list(options) if k in _MODEL_FIELDS})
+        selection = SelectionParams(**SelectionParams.pick(options))
+        normalisation = NormalisationParams(
+            **{k: v for k, v in NormalisationParams.pick(options).items() if v is not None}
+        )
+        tile_params = TileParams.choose(
+            options.pop("tile_params", None), options.pop("tiles", None)
+        )
+        templates = options.pop("templates", None)
+        proposals = options.pop("proposals", None)
+        return cls(
+            prompt=prompt,
+            models=models,
+            proposals="sam" if proposals is None else proposals,
+            selection=selection,
+            templates=tuple(templates) if templates is not None else None,
+            sam_params=options.pop("sam_params", None) or SamProposalParams(),
+            tile_params=tile_params,
+            guided_params=options.pop("guided_params", None) or GuidedParams(),
+            crop_params=options.pop("crop_params", None) or CropParams(),
+            normalisation=normalisation,
+            relevance=bool(options.pop("relevance", False)),
+        )
+
+    def describe(self) -> dict:
+        """The settings as plain data (for provenance and logs)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.as_dict() if hasattr(value, "as_dict") else value
+        out["models"] = {f.name: getattr(self.models, f.name) for f in fields(Models)}
+        return out
+
+
+_MODEL_FIELDS = tuple(f.name for f in fields(Models))
+
+#: Every keyword option :meth:`RunConfig.build` takes besides the prompt.
+OPTIONS = (
+    *_MODEL_FIELDS,
+    "proposals",
+    *SelectionParams.names(),
+    *NormalisationParams.names(),
+    "templates",
+    "sam_params",
+    "tile_params",
+    "tiles",
+    "guided_params",
+    "crop_params",
+    "relevance",
+)
+
+
+def split_options(options: Mapping[str, Any], names) -> tuple[dict, dict]:
+    """``options`` split into those named in ``names`` and the rest."""
+    names = set(names)
+    return (
+        {k: v for k, v in options.items() if k in names},
+        {k: v for k, v in options.items() if k not in names},
+    )
+
+
+__all__ = ["OPTIONS", "SAM_INPUT_SIZE", "Models", "RunConfig", "split_options"]
