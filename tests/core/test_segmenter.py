@@ -129,7 +129,7 @@ def test_inputs_are_checked(segmenter):
     with pytest.raises(InputError, match=r"shape \(3, 96, 96\)"):
         segmenter.segment(np.stack([image] * 3), "cell")
     missing = Segmenter("/x.pth", "/y.safetensors", "cpu")
-    with pytest.raises(InputError, match="CLIP checkpoint '/y.safetensors' does not exist"):
+    with pytest.raises(InputError, match=r"CLIP checkpoint '/y\.safetensors' does not exist"):
         missing.segment(None, "cell")  # the model files first: nothing else could work
     fresh = Segmenter(segmenter.sam_spec, segmenter.clip_spec, "cpu")
     with pytest.raises(InputError, match="No image"):

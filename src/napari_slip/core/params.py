@@ -1,6 +1,6 @@
 """Parameter dataclasses: the one source of defaults, choices and help texts.
 
-The engine's arguments, the command line's flags (:func:`add_arguments`) and the
+The engine's arguments, the command line's flags (``napari_slip.cli._args``) and the
 widget's fields read their defaults, ranges and choices from these classes, so a
 default lives in exactly one place. Each class validates itself on construction and
 raises :class:`~napari_slip.core.errors.InputError` naming the bad value.
@@ -8,7 +8,6 @@ raises :class:`~napari_slip.core.errors.InputError` naming the bad value.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -422,55 +421,6 @@ def check_options(options: Mapping[str, Any], allowed: Iterable[str], where: str
         )
 
 
-# --- the command line ------------------------------------------------------------------
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_arguments(
-    parser: argparse._ActionsContainer,
-    cls: type[_Params],
-    only: Sequence[str] | None = None,
-    types: Mapping[str, Any] | None = None,
-) -> None:
-    """Add a ``--flag`` per field of ``cls`` with its default, choices and help."""
-    types = dict(types or {})
-    for f in fields(cls):
-        if only is not None and f.name not in only:
-            continue
-        default = cls.default(f.name)
-        help_text = f.metadata.get("help", "")
-        choices = f.metadata.get("choices")
-        kwargs: dict = {"dest": f.name, "default": default}
-        if f.name in types:
-            kwargs["type"] = types[f.name]
-        elif isinstance(default, bool):
-            parser.add_argument(_flag(f.name), action="store_true", help=help_text, dest=f.name)
-            continue
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            kwargs["type"] = type(default)
-        elif f.type in ("int | None", "float | None"):
-            kwargs["type"] = int if f.type.startswith("int") else float
-        if choices and f.name in types:  # a parsed value: name the choices in the help
-            help_text = f"{help_text}: {', '.join(map(str, choices))} or R,G,B"
-        elif choices:
-            kwargs["choices"] = choices
-        shown = "none" if default is None else default
-        kwargs["help"] = f"{help_text} (default: %(default)s)" if shown != () else help_text
-        if default is None:
-            kwargs["help"] = f"{help_text}"
-        parser.add_argument(_flag(f.name), **kwargs)
-
-
-def from_args(cls: type[_Params], args: argparse.Namespace, **overrides) -> Any:
-    """An instance of ``cls`` from parsed arguments (fields absent there keep defaults)."""
-    values = {n: getattr(args, n) for n in cls.names() if hasattr(args, n)}
-    values.update(overrides)
-    return cls(**values)
-
-
 __all__ = [
     "DEFAULT_CLIP",
     "DEFAULT_SAM",
@@ -491,8 +441,6 @@ __all__ = [
     "SamProposalParams",
     "SelectionParams",
     "TileParams",
-    "add_arguments",
     "check_options",
-    "from_args",
     "parse_phrases",
 ]

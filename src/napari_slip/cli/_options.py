@@ -1,0 +1,123 @@
+"""The options ``segment`` and ``batch`` share, and the one run configuration they make."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..core.config import Models, RunConfig
+from ._args import (
+    _device_argument,
+    _parse_channels,
+    _parse_fill,
+    _parse_limits,
+    add_arguments,
+    from_args,
+)
+
+
+def _segment_options(seg, proposals_from: bool = True) -> None:
+    """The options of ``segment`` that ``batch`` shares: selection, models, image,
+    SAM, tiles, crops."""
+    from ..core.params import (
+        DEFAULT_CLIP,
+        DEFAULT_SAM,
+        PRECISIONS,
+        PROPOSALS,
+        CropParams,
+        GuidedParams,
+        NormalisationParams,
+        SamProposalParams,
+        SelectionParams,
+        TileParams,
+        parse_phrases,
+    )
+
+    add_arguments(seg, SelectionParams, types={"distractors": parse_phrases})
+    seg.add_argument(
+        "--sam", default=DEFAULT_SAM, help=f"SAM name or checkpoint path (default {DEFAULT_SAM})"
+    )
+    seg.add_argument(
+        "--clip",
+        default=DEFAULT_CLIP,
+        help=f"CLIP MODEL:TAG or checkpoint path (default {DEFAULT_CLIP})",
+    )
+    seg.add_argument(
+        "--proposals",
+        choices=PROPOSALS if proposals_from else [p for p in PROPOSALS if p != "labels"],
+        default=None,
+        help="where candidates come from: SAM's grid"
+        + (", a label image (--proposals-from)" if proposals_from else "")
+        + ", the relevance map's regions (no SAM), or SAM at points the map places (fast) "
+        "(default: sam" + (", or labels with --proposals-from)" if proposals_from else ")"),
+    )
+    if proposals_from:
+        seg.add_argument(
+            "--proposals-from",
+            metavar="LABELS",
+            help="label image whose labels are the proposals (no SAM)",
+        )
+    seg.add_argument(
+        "--decoder",
+        metavar="PATH",
+        help="trained decoder (napari-slip train-decoder) whose map guides relevance, "
+        "guided and --relevance-weight; it must match --clip",
+    )
+    guided = seg.add_argument_group("relevance and guided proposals")
+    add_arguments(guided, GuidedParams)
+    _device_argument(seg)
+    seg.add_argument(
+        "--template",
+        action="append",
+        dest="templates",
+        help="prompt template with {} (repeatable; default 'a photo of {}.')",
+    )
+    img = seg.add_argument_group("image normalisation")
+    add_arguments(
+        img,
+        NormalisationParams,
+        only=("channel_axis", "channels", "contrast_limits"),
+        types={"channels": _parse_channels, "contrast_limits": _parse_limits},
+    )
+    sam = seg.add_argument_group("SAM proposals")
+    add_arguments(sam, SamProposalParams, types={"max_side": int})
+    tiles = seg.add_argument_group("tiles (large images)")
+    add_arguments(tiles, TileParams, types={"tile_size": int})
+    sam.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32: exact (default: auto)",
+    )
+    crops = seg.add_argument_group("crops")
+    add_arguments(crops, CropParams, types={"fill": _parse_fill})
+
+
+def run_config(args: argparse.Namespace, proposals: str) -> RunConfig:
+    """The run the arguments ask for, validated as a whole (before any model loads)."""
+    from ..core.params import (
+        CropParams,
+        GuidedParams,
+        NormalisationParams,
+        SamProposalParams,
+        SelectionParams,
+        TileParams,
+    )
+
+    norm = {
+        k: getattr(args, k)
+        for k in NormalisationParams.names()
+        if getattr(args, k, None) is not None
+    }
+    return RunConfig(
+        prompt=args.prompt,
+        models=Models(args.sam, args.clip, args.device, args.precision, args.decoder or None),
+        proposals=proposals,
+        selection=from_args(SelectionParams, args),
+        templates=tuple(args.templates) if args.templates else None,
+        sam_params=from_args(SamProposalParams, args, max_side=args.max_side or None),
+        tile_params=from_args(TileParams, args),
+        guided_params=from_args(GuidedParams, args),
+        crop_params=from_args(CropParams, args),
+        normalisation=NormalisationParams(**norm),
+        relevance=bool(getattr(args, "relevance_out", None)),
+    )

@@ -1,0 +1,89 @@
+"""``napari-slip batch``: every image of files, folders and globs; resumable; Dask."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._options import _segment_options, run_config
+from ._progress import _progress_printer
+
+
+def add_parser(sub) -> None:
+    bat = sub.add_parser(
+        "batch",
+        help="segment every image of files, folders and globs (resumable; Dask)",
+        description="Segment every image of INPUTS (files, folders searched recursively, "
+        "globs; .tif, .png, .jpg, OME-TIFF, .zarr) into OUT_DIR: a label image per input "
+        "at its relative name (.tif), objects.csv with an image column, and summary.json. "
+        "Run it again to resume: inputs done with the same parameters are skipped.",
+    )
+    bat.add_argument("inputs", nargs="+", help="image files, folders or globs")
+    bat.add_argument("--prompt", "-p", required=True, help="what to segment, e.g. 'nucleus'")
+    bat.add_argument("-o", "--output", required=True, help="output folder")
+    bat.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes of a local Dask cluster (default: one per 2 cores and 4 GB; "
+        "1 runs in this process)",
+    )
+    bat.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on an existing Dask cluster, e.g. tcp://host:8786 (see docs/batch.md)",
+    )
+    bat.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files in OUT_DIR that no earlier batch there wrote (a batch's own "
+        "outputs are always updated; inputs are never replaced)",
+    )
+    _segment_options(bat, proposals_from=False)
+    bat.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.batches import BatchConfig, iter_batch
+    from ..core.runtime.generators import drain
+
+    run = run_config(args, args.proposals or "sam")  # every check before any image
+    models = run.models
+    config = BatchConfig(
+        prompt=run.prompt,
+        sam=models.sam,
+        clip=models.clip,
+        device=models.device,
+        precision=models.precision,
+        sam_params=run.sam_params,
+        crop_params=run.crop_params,
+        tile_params=run.tile_params,
+        selection=run.selection,
+        normalisation=run.normalisation,
+        templates=run.templates,
+        proposals=run.proposals,
+        decoder=models.decoder,
+        guided_params=run.guided_params,
+    )
+    progress = _progress_printer(args.quiet)
+    gen = iter_batch(args.inputs, args.output, config, workers=args.workers,
+                     scheduler=args.scheduler, overwrite=args.overwrite)  # fmt: skip
+    try:
+        summary = drain(gen, progress)
+    except KeyboardInterrupt:
+        gen.close()
+        progress.close()
+        print(
+            "napari-slip: interrupted; images written so far are kept and a new run "
+            "resumes after them.",
+            file=sys.stderr,
+        )
+        return 130
+    progress.close()
+    for name, error in summary.failed.items():
+        print(f"napari-slip: {name}: {error}", file=sys.stderr)
+    print(
+        f"napari-slip: {summary.sentence()} Wrote {summary.out_dir / 'objects.csv'} and "
+        f"{summary.out_dir / 'summary.json'}.",
+        file=sys.stderr,
+    )
+    return 1 if summary.failed else 0

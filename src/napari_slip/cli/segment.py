@@ -1,0 +1,140 @@
+"""``napari-slip segment``: one image, one prompt, a label image (and its table)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..core.errors import SlipError
+from ._options import _segment_options, run_config
+from ._progress import _and, _download_printer, _progress_printer, _sentence
+
+
+def add_parser(sub) -> None:
+    seg = sub.add_parser(
+        "segment",
+        help="segment one image from a text prompt",
+        description="Segment what PROMPT describes in IMAGE and write a label image.",
+    )
+    seg.add_argument("image", help="image file (.tif, .png, .jpg)")
+    seg.add_argument("--prompt", "-p", required=True, help="what to segment, e.g. 'nucleus'")
+    seg.add_argument(
+        "-o", "--output", required=True, help="label image to write (.tif, .png or .zarr)"
+    )
+    seg.add_argument("--table", help="per-object table to write (.csv)")
+    seg.add_argument("--provenance", help="provenance to write (.json)")
+    seg.add_argument(
+        "--relevance-out",
+        metavar="MAP.tif",
+        help="also write where the prompt matches: a float32 relevance map (.tif)",
+    )
+    seg.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (inputs are never overwritten)",
+    )
+    _segment_options(seg)
+    seg.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.io import Outputs, _write_labels_to, open_image, read_image
+    from ..core.pipeline.segmenter import Segmenter
+    from ..core.runtime.generators import drain
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".tif", ".tiff", ".png", ".zarr"):
+        raise SlipError(f"--output must end in .tif, .png or .zarr, not {out.name!r}.")
+    relevance_out = args.relevance_out
+    if relevance_out and Path(relevance_out).suffix.lower() not in (".tif", ".tiff"):
+        raise SlipError(f"--relevance-out must end in .tif, not {Path(relevance_out).name!r}.")
+    outputs = Outputs(
+        {
+            "labels": out,
+            "table": args.table,
+            "provenance": args.provenance,
+            "relevance": relevance_out,
+        },
+        inputs=[args.image, args.proposals_from, args.sam, args.clip, args.decoder],
+        overwrite=args.overwrite,
+    )
+    # Before any model work: a run must not end in "cannot write" or destroy an input.
+    outputs.check(
+        {
+            "labels": "--output",
+            "table": "--table",
+            "provenance": "--provenance",
+            "relevance": "--relevance-out",
+        }
+    )
+    proposals = args.proposals or ("labels" if args.proposals_from else "sam")
+    if proposals == "labels" and not args.proposals_from:
+        raise SlipError("--proposals labels needs the label image: --proposals-from LABELS.")
+    if proposals != "labels" and args.proposals_from:
+        raise SlipError(
+            f"--proposals-from gives label proposals; it cannot be combined with "
+            f"--proposals {proposals}."
+        )
+    config = run_config(args, proposals)  # every option and combination, before any model
+    # Tiled runs read the image region by region (tif and zarr), never whole.
+    image = open_image(args.image, lazy=config.tile_params.tiles != "off")
+    labels = read_image(args.proposals_from) if args.proposals_from else None
+    progress = _progress_printer(args.quiet)
+    models = config.models
+    segmenter = Segmenter(
+        models.sam,
+        models.clip,
+        models.device,
+        precision=models.precision,
+        download_progress=_download_printer(args.quiet),
+    )
+    if models.decoder:
+        segmenter.configure(config)
+        _ = segmenter.decoder  # the file and its CLIP are checked before any image work
+
+    def segment(labels_out=None):
+        run = segmenter.iter_run(image, config, labels=labels, labels_out=labels_out)
+        result = drain(run, progress)
+        progress.close()
+        return result
+
+    zarr_out = out.suffix.lower() == ".zarr"
+    # A .zarr output is painted straight into its (staged) store: no full-size array.
+    result = None if zarr_out else segment()
+    state = {}
+
+    def write_labels(tmp):
+        if zarr_out:
+            state["result"] = segment(labels_out=tmp)
+        else:
+            _write_labels_to(tmp, result.labels, out.suffix.lower())
+
+    def done():
+        return state.get("result", result)
+
+    written = outputs.write(
+        {
+            "labels": write_labels,
+            # Nothing found: the table lists the candidates and their scores instead.
+            "table": lambda tmp: (done().table if done().found else done().candidate_table).to_csv(
+                tmp, index=False
+            ),
+            "provenance": lambda tmp: Path(tmp).write_text(
+                json.dumps(done().provenance, indent=2, default=str)
+            ),
+            "relevance": lambda tmp: _write_relevance(tmp, done().relevance),
+        }
+    )
+    result = done()
+    written = [str(p) for p in written]
+    print(f"napari-slip: {_sentence(result)} Wrote {_and(written)}.", file=sys.stderr)
+    return 0
+
+
+def _write_relevance(path, relevance) -> None:
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(path, np.asarray(relevance, dtype=np.float32))
