@@ -49,28 +49,48 @@ CONSOLE_CASES = {
     "channel axis 5": ({"image": "small stack", "channel_axis": 5}, "Channel axis 5"),
     "output not labels": ({"image": "blobs", "output": "blobs"}, "must be a Labels layer"),
     "ambiguous image": ({}, "Select an Image layer or pass image="),
+    "unknown option": (
+        {"image": "blobs", "colour": "red"},
+        "segment_in_viewer\\(\\) got an unknown option 'colour'; known options:",
+    ),
+    "background is prompt": (
+        {"image": "blobs", "mode": "distractors", "distractors": "dust"},
+        "background phrase 'background' is the prompt itself",
+        "background",
+    ),
+    "overlap against SAM's input": (
+        {"image": "blobs", "sam": "vit_b", "tiles": "on", "tile_params": None, "overlap": 600},
+        r"overlap \(600 px\) must be less than half the tile \(1024 px",
+    ),
+    "template braces": ({"image": "blobs", "templates": ["a {} {x}"]}, "no other braces"),
+    "missing decoder": (
+        {"image": "blobs", "decoder": "/no/such.safetensors", "proposals": "guided"},
+        "decoder file /no/such.safetensors does not exist",
+    ),
+    "missing SAM": ({"image": "blobs", "sam": "/no/sam.pth"}, "neither a known name"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(CONSOLE_CASES))
 def test_console_call_bad_input(scene, tiny_sam_path, tiny_clip_path, name):
     viewer, _, _ = scene
-    options, pattern = CONSOLE_CASES[name]
-    options = dict(options)
-    prompt = options.pop("prompt", "cell")
+    from napari_slip.core.models.hub import default_hub
+    from napari_slip.core.params import TileParams
+
+    options, pattern, *prompt = CONSOLE_CASES[name]
+    options = {"sam": str(tiny_sam_path), **options}
+    prompt = prompt[0] if prompt else options.pop("prompt", "cell")
+    if "overlap" in options:
+        options["tile_params"] = TileParams(overlap=options.pop("overlap"))
     viewer.layers.selection.clear()
     before = _state(viewer)
     with pytest.raises(SlipError) as info:
         napari_slip.segment_in_viewer(
-            viewer,
-            prompt,
-            sam=str(tiny_sam_path),
-            clip=str(tiny_clip_path),
-            device="cpu",
-            **options,
+            viewer, prompt, clip=str(tiny_clip_path), device="cpu", **options
         )
     assert "\n" not in str(info.value) and re.search(pattern, str(info.value)), str(info.value)
     assert _state(viewer) == before
+    assert default_hub().loads == {"sam": 0, "clip": 0}  # refused before any model loads
 
 
 WIDGET_CASES = {

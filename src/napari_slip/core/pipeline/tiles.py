@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
 from ..params import SamProposalParams, TileParams
 from ..runtime.progress import Progress
 from .proposals import Proposals, sam_proposals
@@ -41,13 +42,39 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def tile_grid(shape: tuple[int, int], tile: int, overlap: int) -> list[Box]:
-    """Tiles ``(y0, x0, y1, x1)`` (exclusive ends) covering an image of ``shape``."""
+    """Tiles ``(y0, x0, y1, x1)`` (exclusive ends) covering an image of ``shape``.
+
+    Raises
+    ------
+    InputError
+        If the overlap is not less than the tile: the tiles would not advance (all but
+        one corner tile would stay unseen).
+    """
+    if overlap >= tile:
+        raise InputError(
+            f"overlap ({overlap} px) must be less than the tile ({tile} px): lower the "
+            "overlap or raise the tile size."
+        )
     h, w = shape
     return [
         (y, x, min(h, y + tile), min(w, x + tile))
         for y in tile_starts(h, tile, overlap)
         for x in tile_starts(w, tile, overlap)
     ]
+
+
+def checked_tile_size(tiles: TileParams, sam_input_size: int) -> int:
+    """The tile side SAM works on (the given one, else SAM's input size), refused when
+    the overlap is not under half of it. A run's config checks this before any model
+    loads where SAM's size is known from its name; a SAM file's is known once loaded."""
+    size = tiles.tile_size or int(sam_input_size)
+    if 2 * tiles.overlap >= size:
+        whose = "" if tiles.tile_size else ", this SAM's input size"
+        raise InputError(
+            f"overlap ({tiles.overlap} px) must be less than half the tile ({size} px"
+            f"{whose}): lower the overlap or raise the tile size."
+        )
+    return size
 
 
 def _intersection(a, b) -> Box | None:
@@ -262,7 +289,7 @@ class TiledSamSource:
         return {**self.params.as_dict(), **self.tiles.as_dict()}
 
     def tile_size(self, engine) -> int:
-        return self.tiles.tile_size or engine.sam.promptable.input_size
+        return checked_tile_size(self.tiles, engine.sam.promptable.input_size)
 
     def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
         yield from engine.iter_load("sam")
