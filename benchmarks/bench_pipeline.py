@@ -175,7 +175,7 @@ def worker(kind: str, sam_path: str, clip_path: str, size: int, points: int, n_c
             disk_cache=False,
             sam_params=SamProposalParams(points_per_side=points),
         )
-        seg.sam, seg.clip  # load before timing  # noqa: B018
+        seg.load("sam", "clip")  # load before timing
         out["precision"] = seg.precision
         out["cpu_bf16"] = cpu_has_fast_bf16()
         stages: dict = {}
@@ -436,7 +436,7 @@ def fixture_worker(clip_path: str, n_scenes: int = 10) -> dict:
     for name, extra in (("full grid", {}), ("skip covered points", {"skip_covered": True})):
         params = SamProposalParams(**{**FIXTURE_AMG, **extra})
         seg = Segmenter(str(FIXTURE_PATH), clip_path, "cpu", sam_params=params, disk_cache=False)
-        seg.sam, seg.clip  # load before timing  # noqa: B018
+        seg.load("sam", "clip")  # load before timing
         first, enc, found, total, matched, masks, decoded = [], [], 0, 0, 0, 0, 0
         for rgb, lab in zip(rgbs, labels, strict=True):
             times = {}

@@ -26,13 +26,13 @@ def fresh_process_state():
     test counts (loads, encodings) never depends on the tests before it or the CPU."""
     from napari_slip.core import batches
     from napari_slip.core.models.hub import default_hub
-    from napari_slip.core.pipeline import segmenter
+    from napari_slip.core.pipeline import api
 
     def reset():
         hub = default_hub()
         hub.clear()
         hub.loads.update({"sam": 0, "clip": 0})
-        segmenter._SHARED.clear()
+        api._SHARED.clear()
         batches._WORKER_SEGMENTERS.clear()
 
     reset()

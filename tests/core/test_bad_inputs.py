@@ -641,7 +641,7 @@ import os, sys, torch
 from pathlib import Path
 from napari_slip.core.models.download import file_sha256, sha256_of
 from napari_slip.core.models.promptable import ImageEmbedding
-from napari_slip.core.runtime.embedding_cache import load_embedding, save_embedding
+from napari_slip.core.pipeline.embedding_cache import load_embedding, save_embedding
 me = int(sys.argv[1])
 folder = Path(os.environ["NAPARI_SLIP_CACHE"])
 weights = folder.parent / "w.bin"

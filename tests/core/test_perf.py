@@ -123,7 +123,7 @@ def test_embeddings_are_reused_from_disk(
 
 
 def test_disk_cache_is_pruned_to_its_limit(tmp_path):
-    from napari_slip.core.runtime.embedding_cache import prune
+    from napari_slip.core.pipeline.embedding_cache import prune
 
     for i in range(5):
         (tmp_path / f"{i}.safetensors").write_bytes(b"x" * 1000)

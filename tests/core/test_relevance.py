@@ -85,12 +85,13 @@ def test_a_region_of_the_map_is_that_part_of_the_whole_map(clip, decoder_fixture
 
     seg = Segmenter("/no/sam.pth", str(decoder_fixture.clip), "cpu", disk_cache=False)
     seg.set_image(image)
-    unit = drain(seg.iter_unit_relevance("circle", region=region))
+    maps, session = seg.context().relevance, seg._current()  # what guided sources see
+    unit = drain(maps.iter_unit(session, "circle", region=region))
     part = drain(seg.iter_relevance("circle"))[10:90, 70:140]
-    low, high = relevance_range(drain(seg._iter_dense(None)), seg.text_embedding("circle"))
+    low, high = relevance_range(drain(maps.iter_dense(session)), seg.text_embedding("circle"))
     np.testing.assert_allclose(unit, (part - low) / (high - low), atol=1e-6)
     seg.set_decoder(decoder_fixture.decoder)
-    decoded = drain(seg.iter_unit_relevance("circle", region=region))
+    decoded = drain(seg.context().relevance.iter_unit(session, "circle", region=region))
     part = drain(seg.iter_relevance("circle"))[10:90, 70:140]
     np.testing.assert_allclose(decoded, part, atol=1e-6)  # the decoder's batches differ
     decoder = load_decoder(decoder_fixture.decoder)

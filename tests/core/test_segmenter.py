@@ -140,13 +140,13 @@ def test_one_call_api_reuses_loaded_models(tiny_sam_path, tiny_clip_path):
     image, labels = blobs_image(seed=4321)  # pixels no other test gives the shared segmenter
     kwargs = {"sam": str(tiny_sam_path), "clip": str(tiny_clip_path), "device": "cpu"}
     # The shared segmenter lives for the whole process: count from here.
-    seg = napari_slip.core.pipeline.segmenter.shared_segmenter(**kwargs)
+    seg = napari_slip.core.pipeline.api.shared_segmenter(**kwargs)
     before = seg.stats["clip_crop_embeddings"]
     first = napari_slip.segment(image, "cell", labels=labels, mode="topk", top_k=4, **kwargs)
     second = napari_slip.segment(image, "cell", labels=labels, mode="topk", top_k=4, **kwargs)
     assert first.n_objects == 4
     assert np.array_equal(first.labels, second.labels)
-    assert napari_slip.core.pipeline.segmenter.shared_segmenter(**kwargs) is seg
+    assert napari_slip.core.pipeline.api.shared_segmenter(**kwargs) is seg
     assert seg.stats["clip_crop_embeddings"] - before == 4  # embedded once for both calls
 
 
@@ -190,9 +190,7 @@ def test_cache_queries_do_no_image_work(segmenter):
     other = image[::-1].copy()
     assert drain_cached(segmenter.iter_segment(image, "cell")) is None  # would load SAM
     assert segmenter.hub.loads == {"sam": 0, "clip": 0}
-    assert not segmenter.is_cached(image)
     segmenter.segment(image, "cell", mode="topk", top_k=2)
-    assert segmenter.is_cached(image) and not segmenter.is_cached(other)
     encoder_calls = _count_forwards(segmenter.sam.model.image_encoder)
     stats = dict(segmenter.stats)
     again = drain_cached(segmenter.iter_segment(image, "nucleus", mode="topk", top_k=2))

@@ -106,7 +106,7 @@ def test_cancel_writes_nothing(setup, qtbot):
     n_layers = len(viewer.layers)
     from napari_slip._napari.job import configure
 
-    seg = widget._segmenter = configure(None, widget.request())
+    seg = widget._segmenter = configure(None, widget.request()).load()
     encoded = []
     seg.sam.model.image_encoder.register_forward_hook(lambda *a: encoded.append(1))
     widget.run()
@@ -442,7 +442,7 @@ def test_no_image_or_model_work_on_the_gui_thread(setup, monkeypatch, qtbot):
     widget.image.value = viewer.layers["blobs"]
     widget.prompt.value = "cell"
     widget.mode.value = "topk"
-    seg = widget._segmenter = configure(None, widget.request())
+    seg = widget._segmenter = configure(None, widget.request()).load()
     on_gui = []
 
     def record(*_args):
@@ -532,7 +532,10 @@ def test_console_call_with_relevance_and_tiles(
     relevance = viewer.layers["relevance: cell (blobs)"]
     assert relevance.data.shape == layer.data.shape
     assert viewer.layers.selection.active is layer
-    tiled = napari_slip.segment_in_viewer(viewer, "cell", tiles="on", sam_params=fast_sam_params,
-                                          **common)  # fmt: skip
+    from napari_slip.core.params import TileParams
+
+    # The tiny SAM works at 256 px: the overlap must stay under half of it.
+    tiled = napari_slip.segment_in_viewer(viewer, "cell", tile_params=TileParams("on", overlap=32),
+                                          sam_params=fast_sam_params, **common)  # fmt: skip
     provenance = tiled.metadata["napari_slip"][-1]
     assert provenance["proposals"]["source"] == "sam-tiles"

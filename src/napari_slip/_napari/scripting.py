@@ -16,7 +16,7 @@ from ..core.params import (
     check_options,
     parse_phrases,
 )
-from ..core.pipeline.segmenter import shared_lock, shared_segmenter
+from ..core.pipeline.api import shared_lock, shared_segmenter
 from ..core.runtime.generators import drain
 from .job import Request, check, configure, iter_job, spatial_axes
 from .layers import new_labels_layer, show_relevance_layer, write_into_layer

@@ -90,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
         precision=models.precision,
         download_progress=_download_printer(args.quiet),
     )
-    if models.decoder:
+    if models.decoder:  # the file and its CLIP are checked before any image work
         segmenter.configure(config)
-        _ = segmenter.decoder  # the file and its CLIP are checked before any image work
+        segmenter.load("decoder", progress=progress)
 
     def segment(labels_out=None):
         run = segmenter.iter_run(image, config, labels=labels, labels_out=labels_out)

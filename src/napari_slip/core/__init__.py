@@ -83,7 +83,8 @@ _EXPORTS = {
     "pipeline.tiles": ("TiledSamSource", "merge_tiles", "tile_grid"),
     "pipeline.session": ("Candidates",),
     "pipeline.results": ("SegmentationResult",),
-    "pipeline.segmenter": ("Segmenter", "segment"),
+    "pipeline.segmenter": ("Segmenter",),
+    "pipeline.api": ("segment",),
     "pipeline.selection": ("Selection", "select"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -21,7 +21,7 @@ from .proposals import Proposals, proposals_from_labels, sam_proposals, upscale_
 from .session import ImageSession, digest
 
 if TYPE_CHECKING:
-    from .segmenter import Segmenter
+    from .context import RunContext
 
 
 @runtime_checkable
@@ -42,7 +42,7 @@ class ProposalSource(Protocol):
         ...
 
     def generate(
-        self, session: ImageSession, engine: Segmenter
+        self, session: ImageSession, context: RunContext
     ) -> Generator[Progress, None, Proposals]:
         """Yield progress, return the proposals for ``session``'s image."""
         ...
@@ -62,10 +62,11 @@ class SamGridSource:
     def describe(self) -> dict:
         return self.params.as_dict()
 
-    def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
-        embedding = yield from engine.iter_embedding(session, self.params.max_side)
+    def generate(self, session, context) -> Generator[Progress, None, Proposals]:
+        embedding = yield from context.iter_embedding(session, self.params.max_side)
+        sam = yield from context.iter_load("sam")
         proposals = yield from sam_proposals(
-            engine.sam.promptable, embedding, self.params, engine.precision
+            sam.promptable, embedding, self.params, context.precision
         )
         return upscale_proposals(proposals, session.image.shape)
 
@@ -86,7 +87,7 @@ class LabelSource:
     def describe(self) -> dict:
         return {}
 
-    def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
+    def generate(self, session, context) -> Generator[Progress, None, Proposals]:
         return proposals_from_labels(self.labels, session.image.shape)
         yield  # a generator like every source
 
@@ -108,10 +109,10 @@ class RelevanceSource:
     def describe(self) -> dict:
         return {"prompt": self.prompt, **self.params.as_dict()}
 
-    def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
+    def generate(self, session, context) -> Generator[Progress, None, Proposals]:
         from .guided import relevance_regions
 
-        unit = yield from engine.iter_unit_relevance(self.prompt)
+        unit = yield from context.iter_unit_relevance(session, self.prompt)
         return relevance_regions(unit, self.params)
 
 
@@ -142,19 +143,19 @@ class GuidedSource:
     def describe(self) -> dict:
         return {"prompt": self.prompt, **self.params.as_dict(), **self.sam_params.as_dict()}
 
-    def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
+    def generate(self, session, context) -> Generator[Progress, None, Proposals]:
         from .guided import guided_points, point_proposals
 
-        embedding = yield from engine.iter_embedding(session, self.sam_params.max_side)
-        unit = yield from engine.iter_unit_relevance(self.prompt)
+        embedding = yield from context.iter_embedding(session, self.sam_params.max_side)
+        unit = yield from context.iter_unit_relevance(session, self.prompt)
         points = guided_points(unit, self.params)
         h, w = session.image.shape
         sh, sw = embedding.original_size
         points = points * np.array([[sw / w, sh / h]])
-        cache = _point_cache(session, engine, self.sam_params, None)
-        sam = yield from engine.iter_load("sam")
+        cache = _point_cache(session, context, self.sam_params, None)
+        sam = yield from context.iter_load("sam")
         proposals = yield from point_proposals(
-            sam.promptable, embedding, points, self.sam_params, engine.precision, cache
+            sam.promptable, embedding, points, self.sam_params, context.precision, cache
         )
         return upscale_proposals(proposals, session.image.shape)
 
@@ -199,11 +200,11 @@ class TiledGuidedSource:
             **self.tiles.as_dict(),
         }
 
-    def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
+    def generate(self, session, context) -> Generator[Progress, None, Proposals]:
         from .guided import cached_proposals, decode_points, guided_points, point_keys
         from .tiles import checked_tile_size, merge_tiles, one_bar, shift, tile_grid
 
-        sam = yield from engine.iter_load("sam")
+        sam = yield from context.iter_load("sam")
         shape = session.image.shape
         size = checked_tile_size(self.tiles, sam.promptable.input_size)
         tiles = tile_grid(shape, size, self.tiles.overlap)
@@ -211,18 +212,18 @@ class TiledGuidedSource:
         for t, box in enumerate(tiles):
             what = f"tile {t + 1}/{n}"
             y0, x0, y1, x1 = box
-            unit = yield from engine.iter_unit_relevance(self.prompt, region=box)
+            unit = yield from context.iter_unit_relevance(session, self.prompt, region=box)
             keys = point_keys(guided_points(unit, self.params))
-            cache = _point_cache(session, engine, self.sam_params, box)
+            cache = _point_cache(session, context, self.sam_params, box)
             new = 0
             if any(k not in cache for k in keys):
                 yield Progress("tiles", t, n, f"{what}: SAM image encoder", heavy=True)
                 embedding = yield from one_bar(
-                    engine.iter_embedding(session, None, region=box), t, n, what
+                    context.iter_embedding(session, None, region=box), t, n, what
                 )
                 new = yield from one_bar(
                     decode_points(
-                        sam.promptable, embedding, keys, self.sam_params, engine.precision, cache
+                        sam.promptable, embedding, keys, self.sam_params, context.precision, cache
                     ),
                     t,
                     n,
@@ -238,12 +239,12 @@ class TiledGuidedSource:
         )
 
 
-def _point_cache(session, engine, sam_params: SamProposalParams, region) -> dict:
+def _point_cache(session, context, sam_params: SamProposalParams, region) -> dict:
     """The image's (or a tile's) masks per decoded point, for this SAM and decoding."""
     decoding = {k: v for k, v in sam_params.as_dict().items() if k != "points_per_side"}
     if region is not None:
         decoding.pop("max_side")  # tiles are never shrunk
-    key = (engine.sam_spec, engine.precision, tuple(sorted(decoding.items())))
+    key = (context.sam_spec, context.precision, tuple(sorted(decoding.items())))
     regions = session.point_masks.get_fresh(key)  # region (None: whole image) -> cache
     if regions is None:
         regions = {}

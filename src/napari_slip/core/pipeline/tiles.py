@@ -288,13 +288,11 @@ class TiledSamSource:
     def describe(self) -> dict:
         return {**self.params.as_dict(), **self.tiles.as_dict()}
 
-    def tile_size(self, engine) -> int:
-        return checked_tile_size(self.tiles, engine.sam.promptable.input_size)
-
-    def generate(self, session, engine) -> Generator[Progress, None, Proposals]:
-        yield from engine.iter_load("sam")
+    def generate(self, session, context) -> Generator[Progress, None, Proposals]:
+        sam = yield from context.iter_load("sam")
         shape = session.image.shape
-        tiles = tile_grid(shape, self.tile_size(engine), self.tiles.overlap)
+        size = checked_tile_size(self.tiles, sam.promptable.input_size)
+        tiles = tile_grid(shape, size, self.tiles.overlap)
         n = len(tiles)
         found: list[Proposals] = []
         count = 0
@@ -302,10 +300,10 @@ class TiledSamSource:
             what = f"tile {t + 1}/{n}"
             yield Progress("tiles", t, n, f"{what}: SAM image encoder", heavy=True)
             embedding = yield from one_bar(
-                engine.iter_embedding(session, None, region=box), t, n, what
+                context.iter_embedding(session, None, region=box), t, n, what
             )
             props = yield from one_bar(
-                sam_proposals(engine.sam.promptable, embedding, self.params, engine.precision),
+                sam_proposals(sam.promptable, embedding, self.params, context.precision),
                 t,
                 n,
                 what,

@@ -1,0 +1,165 @@
+"""The models one segmenter works with: named, switched, and loaded as an explicit step.
+
+Loading is never a side effect of reading an attribute: :meth:`ModelSet.iter_load`
+loads one model and yields a progress event first when it is not loaded yet (the
+progress contract of every long step); :meth:`ModelSet.load` drains it, for scripts.
+Models come from a :class:`~..models.hub.ModelHub`, so two segmenters share them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator
+from typing import Any
+
+from ..errors import InputError
+from ..models.hub import ModelHub
+from ..models.registry import LoadedClip, LoadedSam, resolve_device
+from ..runtime.generators import drain
+from ..runtime.perf import resolve_precision
+from ..runtime.progress import Progress
+from .session import LRU
+
+#: What :meth:`ModelSet.iter_load` loads.
+KINDS = ("sam", "clip", "decoder")
+
+
+class ModelSet:
+    """SAM, CLIP and an optional trained decoder by name or path, on one device.
+
+    Parameters
+    ----------
+    hub
+        Where models are loaded (and shared).
+    sam, clip, device, precision
+        As for :class:`~.segmenter.Segmenter`.
+    decoder
+        Path of a trained decoder, or None.
+    download_progress
+        Called as ``f(bytes_done, bytes_total)`` while weights download.
+    """
+
+    def __init__(
+        self,
+        hub: ModelHub,
+        sam: str,
+        clip: str,
+        device: str = "auto",
+        precision: str = "auto",
+        decoder: str | os.PathLike | None = None,
+        download_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.download_progress = download_progress
+        self._decoders = LRU(2)
+        self.sam_spec, self.clip_spec = str(sam), str(clip)
+        self.device_spec, self.precision_spec = str(device), str(precision)
+        self.set(sam, clip, device, precision)
+        self.decoder_spec: str | None = None
+        self.set_decoder(decoder)
+
+    def set(
+        self,
+        sam: str | None = None,
+        clip: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+    ) -> None:
+        """Switch models (None keeps one); nothing is loaded here."""
+        self.sam_spec = str(sam if sam is not None else self.sam_spec)
+        self.clip_spec = str(clip if clip is not None else self.clip_spec)
+        self.device_spec = str(device if device is not None else self.device_spec)
+        self.precision_spec = str(precision if precision is not None else self.precision_spec)
+        self.device = resolve_device(self.device_spec)
+        self.precision = resolve_precision(self.precision_spec, self.device)
+
+    def set_decoder(self, decoder: str | os.PathLike | None) -> None:
+        """Use a trained decoder's map for relevance (None: CLIP's untrained map)."""
+        self.decoder_spec = None if decoder in (None, "") else str(decoder)
+
+    @property
+    def models(self) -> tuple[str, str, str, str]:
+        """``(sam, clip, device, precision)`` as given."""
+        return (self.sam_spec, self.clip_spec, self.device_spec, self.precision_spec)
+
+    @property
+    def relevance_is_probability(self) -> bool:
+        """Whether relevance maps are a decoder's probabilities, not CLIP's cosines."""
+        return self.decoder_spec is not None
+
+    def _decoder_key(self) -> tuple:
+        path = os.path.abspath(os.path.expanduser(self.decoder_spec))
+        stamp = os.stat(path).st_mtime_ns if os.path.isfile(path) else None
+        return (path, stamp, str(self.device))
+
+    def is_loaded(self, kind: str) -> bool:
+        """Whether ``kind`` (``sam``, ``clip`` or ``decoder``) needs no loading."""
+        if kind == "sam":
+            return self.hub.has_sam(self.sam_spec, self.device)
+        if kind == "clip":
+            return self.hub.has_clip(self.clip_spec, self.device, self.precision)
+        if kind == "decoder":
+            return self.decoder_spec is None or self._decoder_key() in self._decoders
+        raise InputError(f"Models to load are {', '.join(KINDS)}; got {kind!r}.")
+
+    def iter_load(self, kind: str) -> Generator[Progress, None, Any]:
+        """Load ``sam``, ``clip`` or ``decoder`` (announced first when not loaded yet);
+        return it (the decoder: None when there is none).
+
+        Raises
+        ------
+        InputError
+            If the decoder was trained on another CLIP than the one in use.
+        """
+        if not self.is_loaded(kind):
+            shown = {"sam": self.sam_spec, "clip": self.clip_spec, "decoder": self.decoder_spec}
+            label = {"sam": "SAM", "clip": "CLIP", "decoder": "decoder"}[kind]
+            yield Progress("loading models", 0, 1, f"{label} {shown[kind]}", heavy=True)
+        if kind == "sam":
+            return self.hub.sam(self.sam_spec, self.device, self.download_progress)
+        if kind == "clip":
+            return self.hub.clip(
+                self.clip_spec, self.device, self.precision, self.download_progress
+            )
+        if self.decoder_spec is None:
+            return None
+        clip = yield from self.iter_load("clip")
+        key = self._decoder_key()
+        loaded = self._decoders.get_fresh(key)
+        if loaded is None:
+            from ..models.decoder import load_decoder
+
+            loaded = load_decoder(key[0], self.device)
+            self._decoders.put(key, loaded)
+        loaded.check_clip(clip.sha256, self.clip_spec)
+        return loaded
+
+    def load(self, kind: str) -> Any:
+        """:meth:`iter_load` drained: the model, loaded now if it was not."""
+        return drain(self.iter_load(kind))
+
+    def loaded(self, kind: str) -> Any:
+        """The model of ``kind`` if it is loaded; never loads.
+
+        Raises
+        ------
+        InputError
+            If it is not loaded yet (call ``load`` first).
+        """
+        if not self.is_loaded(kind):
+            raise InputError(
+                f"The {kind} model is not loaded yet: call load() first (or run a "
+                "segmentation, which loads what it needs)."
+            )
+        return self.load(kind)
+
+    def sam(self) -> LoadedSam:
+        """The loaded SAM (see :meth:`loaded`)."""
+        return self.loaded("sam")
+
+    def clip(self) -> LoadedClip:
+        """The loaded CLIP (see :meth:`loaded`)."""
+        return self.loaded("clip")
+
+
+__all__ = ["KINDS", "ModelSet"]

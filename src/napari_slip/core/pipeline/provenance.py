@@ -1,0 +1,55 @@
+"""What a result records about how it was made: models and their hashes, every setting."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+
+from ..._version import __version__
+from ..params import CropParams, SelectionParams
+from .modelset import ModelSet
+from .session import Candidates
+
+#: Proposal sources whose candidates come from SAM (their provenance names the SAM).
+FROM_SAM = ("sam", "sam-tiles", "guided", "guided-tiles")
+#: Proposal sources made from the relevance map (their provenance names the decoder).
+FROM_MAP = ("relevance", "guided", "guided-tiles")
+
+
+def provenance(
+    prompt: str,
+    selection: SelectionParams,
+    candidates: Candidates,
+    models: ModelSet,
+    templates: Sequence[str],
+    crop_params: CropParams,
+) -> dict:
+    """The provenance of one selection from ``candidates`` (the models are loaded)."""
+    name = candidates.source.get("source")
+    uses_map = selection.relevance_weight or name in FROM_MAP
+    decoder = models.load("decoder") if uses_map else None
+    return {
+        "napari_slip_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "prompt": prompt,
+        "selection": {
+            "mode": selection.mode,
+            "threshold": selection.threshold,
+            "top_k": selection.top_k,
+            "distractors": list(selection.distractors),
+            "background": selection.background if selection.mode == "distractors" else None,
+            "relevance_weight": selection.relevance_weight,
+        },
+        "templates": list(templates),
+        "proposals": dict(candidates.source),
+        "crops": {"fill": crop_params.fill, "margin": crop_params.margin},
+        "sam": models.load("sam").describe() if name in FROM_SAM else None,
+        "clip": models.load("clip").describe(),
+        "decoder": None if decoder is None else decoder.describe(),
+        "normalisation": dict(candidates.normalisation),
+        "device": str(models.device),
+        "precision": models.precision,
+    }
+
+
+__all__ = ["FROM_MAP", "FROM_SAM", "provenance"]
