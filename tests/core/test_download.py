@@ -166,6 +166,8 @@ def test_named_sam_downloads_into_cache_and_loads(
     assert loaded.path == isolated_cache / "sam" / "sam_tiny_abc.pth"
     assert loaded.sha256 == hashlib.sha256(data).hexdigest()
     assert loaded.config.img_size == 256
-    rows = {r.name: r for r in models.list_models()}
+    from napari_slip.core.models.listing import list_models
+
+    rows = {r.name: r for r in list_models()}
     assert rows["vit_b"].cached and rows["vit_b"].path == str(loaded.path)
     assert not rows["vit_l"].cached

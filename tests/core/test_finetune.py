@@ -13,7 +13,7 @@ from PIL import Image
 from napari_slip.cli import main
 from napari_slip.core.errors import InputError
 from napari_slip.core.models.clip import build_clip, load_clip_checkpoint, read_clip_metadata
-from napari_slip.core.models.registry import describe_checkpoint, find_clip_checkpoints
+from napari_slip.core.models.listing import describe_checkpoint, find_clip_checkpoints
 from napari_slip.core.training.datasets import Pairs, load_pairs, read_dataset_folder
 from napari_slip.core.training.evaluate import evaluate
 from napari_slip.core.training.finetune import (

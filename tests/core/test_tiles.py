@@ -236,7 +236,10 @@ def test_auto_tiles_only_above_max_side(tiny_sam_path, tiny_clip_path):
     assert not seg.tiled((256, 200))
     assert seg.tiled((300, 200))
     seg.set_image(np.zeros((300, 200), np.uint8))
-    assert isinstance(seg._source(None, None), TiledSamSource)
+    from napari_slip.core.pipeline.collect import pick_source
+
+    assert isinstance(pick_source(None, None, seg._current(), seg.sam_params, seg.tile_params),
+                      TiledSamSource)  # fmt: skip
 
 
 def test_cli_tiles_a_tif_into_a_zarr_store(trained_sam_path, tiny_clip_path, tmp_path, capsys):

@@ -434,7 +434,7 @@ def test_no_image_or_model_work_on_the_gui_thread(setup, monkeypatch, qtbot):
     re-selection on the GUI thread touches neither."""
     import threading
 
-    import napari_slip.core.pipeline.segmenter as segmenter_module
+    import napari_slip.core.pipeline.images as segmenter_module
     from napari_slip._napari.job import configure
 
     viewer, widget, run = setup

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from psygnal import Signal
 
-from ..core.models.registry import CLIP_PRETRAINED, describe_checkpoint, find_clip_checkpoints
+from ..core.models.listing import describe_checkpoint, find_clip_checkpoints
+from ..core.models.registry import CLIP_PRETRAINED
 
 CHOOSE_FILE = "__choose_file__"
 ADD_FOLDER = "__add_folder__"
@@ -50,7 +51,7 @@ def clip_tooltip(value) -> str:
 def decoder_choices(files: list[str], folders: list[str]) -> list[tuple[str, object]]:
     """(label, value) pairs of the decoder picker: none (CLIP's untrained map), the
     trained decoders found in the checkpoint folders, files added by hand, "choose"."""
-    from ..core.models.decoder import find_decoders
+    from ..core.models.listing import find_decoders
 
     choices: list[tuple[str, object]] = [("none (CLIP's untrained map)", None)]
     for path, _meta in find_decoders(folders):

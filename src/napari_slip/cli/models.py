@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
 
 def run(_args: argparse.Namespace) -> int:
     from ..core.models.download import cache_dir
-    from ..core.models.registry import available_devices, list_models
+    from ..core.models.listing import list_models
+    from ..core.models.registry import available_devices
     from ..core.runtime.perf import describe_machine
 
     rows = list_models()

@@ -231,13 +231,6 @@ def read_decoder_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
-def find_decoders(folders: list[str | os.PathLike] | None = None) -> list[tuple[Path, dict]]:
-    """Trained decoders in the checkpoint folder (and ``folders``), with their metadata."""
-    from .registry import find_checkpoints
-
-    return find_checkpoints(read_decoder_metadata, folders)
-
-
 def describe_decoder(meta: dict) -> str:
     """One line about what a decoder learnt."""
     parts = []
@@ -294,7 +287,6 @@ __all__ = [
     "TextDecoder",
     "default_taps",
     "describe_decoder",
-    "find_decoders",
     "is_decoder_file",
     "load_decoder",
     "read_decoder_metadata",

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..params import DEFAULT_CLIP, DEVICES
-from .clip import ClipModel, load_clip_checkpoint, load_open_clip, read_clip_metadata
-from .download import cache_dir, checkpoint_dir, download, file_sha256
+from .clip import ClipModel, load_clip_checkpoint, load_open_clip
+from .download import cache_dir, download, file_sha256
 from .promptable import PromptableSam
 from .sam import SamConfig, load_sam
 
@@ -300,98 +300,3 @@ def load_clip_model(
     else:
         clip = load_open_clip(name, path, pcfg, device)
     return LoadedClip(clip, spec, path, file_sha256(path))
-
-
-# --- listing -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One row of :func:`list_models`."""
-
-    kind: str  # "sam", "clip" or "clip-checkpoint"
-    name: str
-    cached: bool
-    path: str
-    description: str = ""
-
-
-def find_checkpoints(
-    read: Callable[[Path], dict], folders: list[str | os.PathLike] | None = None
-) -> list[tuple[Path, dict]]:
-    """``(path, read(path))`` of every ``.safetensors`` file in the checkpoint folder (and
-    ``folders``) that ``read`` accepts; files it refuses (``CheckpointError``) are
-    skipped silently."""
-    found = []
-    seen = set()
-    for folder in [checkpoint_dir(), *(folders or [])]:
-        folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.safetensors")):
-            if path.resolve() in seen:
-                continue
-            try:
-                meta = read(path)
-            except CheckpointError:
-                continue
-            seen.add(path.resolve())
-            found.append((path, meta))
-    return found
-
-
-def find_clip_checkpoints(
-    folders: list[str | os.PathLike] | None = None,
-) -> list[tuple[Path, dict]]:
-    """Our CLIP checkpoints in the checkpoint folder (and ``folders``), with metadata.
-
-    Files that are not napari-slip checkpoints are skipped silently.
-    """
-    return find_checkpoints(read_clip_metadata, folders)
-
-
-def describe_checkpoint(meta: dict) -> str:
-    """A one-line summary of what a checkpoint was trained on."""
-    parts = []
-    if meta.get("base_model"):
-        parts.append(f"from {meta['base_model']}")
-    classes = meta.get("class_names")
-    if isinstance(classes, list) and classes:
-        shown = ", ".join(map(str, classes[:5])) + (" ..." if len(classes) > 5 else "")
-        parts.append(f"classes: {shown}")
-    if meta.get("date"):
-        parts.append(str(meta["date"])[:10])
-    return "; ".join(parts) or "fine-tuned CLIP"
-
-
-def list_models(checkpoint_folders: list[str | os.PathLike] | None = None) -> list[ModelEntry]:
-    """Every model napari-slip knows: SAM names, CLIP names, fine-tuned checkpoints and
-    trained decoders."""
-    rows = []
-    for name, w in SAM_MODELS.items():
-        path = sam_cache_path(name)
-        checksum = f"sha256 {w.sha256[:16]}..." if w.sha256 else "no published checksum"
-        rows.append(
-            ModelEntry(
-                "sam",
-                name,
-                path.is_file(),
-                str(path),
-                f"{w.description}, {w.size_mb} MB; {w.url} ({checksum})",
-            )
-        )
-    for spec in CLIP_PRETRAINED:
-        cached = clip_cached_file(spec)
-        where = cached or _clip_source(spec)[3]
-        rows.append(
-            ModelEntry("clip", spec, cached is not None, str(where), "open_clip pretrained")
-        )
-    for path, meta in find_clip_checkpoints(checkpoint_folders):
-        rows.append(
-            ModelEntry("clip-checkpoint", path.stem, True, str(path), describe_checkpoint(meta))
-        )
-    from .decoder import describe_decoder, find_decoders
-
-    for path, meta in find_decoders(checkpoint_folders):
-        rows.append(ModelEntry("decoder", path.stem, True, str(path), describe_decoder(meta)))
-    return rows

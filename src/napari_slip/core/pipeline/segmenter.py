@@ -42,24 +42,17 @@ from ..params import (
 )
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
+from .choose import choose
+from .collect import is_tiled, iter_candidates, iter_proposals, pick_source, prompt_source
 from .context import RelevanceMaps, RunContext, SamEmbeddings, TextEmbeddings
-from .images import LazyImage, PreparedImage, is_lazy, prepare_image
+from .images import LazyImage, PreparedImage
 from .modelset import ModelSet
 from .proposals import Proposals
-from .provenance import provenance
-from .results import SegmentationResult, candidates_table, mean_inside, paint_labels
-from .scoring import check_templates, cosine, embed_proposals
-from .selection import select
-from .session import LRU, Candidates, ImageSession, digest
-from .sources import (
-    GuidedSource,
-    LabelSource,
-    ProposalSource,
-    RelevanceSource,
-    SamGridSource,
-    TiledGuidedSource,
-)
-from .tiles import TiledSamSource
+from .results import SegmentationResult
+from .run import configure, iter_run, settings_of
+from .scoring import check_templates
+from .session import LRU, Candidates, ImageSession, open_session
+from .sources import ProposalSource
 
 #: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
 SEGMENT_OPTIONS = (
@@ -96,10 +89,9 @@ class Segmenter:
     Parameters
     ----------
     sam
-        SAM name (``vit_b``, ``vit_l``, ``vit_h``; the light ``vit_t`` (MobileSAM) and
-        ``efficientvit_l0`` ... ``efficientvit_xl1`` (EfficientViT-SAM); all in
-        :data:`~napari_slip.core.models.registry.SAM_MODELS`) or path of a SAM-format
-        checkpoint (SAM, MobileSAM or EfficientViT-SAM layout, recognised from its keys).
+        SAM name (``vit_b``, ``vit_l``, ``vit_h``, the light ``vit_t`` and
+        ``efficientvit_l0`` ... ``efficientvit_xl1``: see ``napari-slip models``) or path
+        of a SAM, MobileSAM or EfficientViT-SAM checkpoint (recognised from its keys).
         Not loaded at all when proposals come from a label image.
     clip
         ``MODEL:TAG`` of open_clip, or path of a napari-slip CLIP checkpoint.
@@ -229,13 +221,6 @@ class Segmenter:
     def templates(self, value: Sequence[str] | None) -> None:
         self._texts.given = check_templates(value) if value is not None else None
 
-    def set_sam_params(self, params: SamProposalParams) -> None:
-        """Change proposal options; the cached SAM image embeddings stay valid."""
-        self.sam_params = params
-
-    def set_crop_params(self, params: CropParams) -> None:
-        self.crop_params = params
-
     def set_tile_params(self, params: TileParams) -> None:
         """Change tiling; cached embeddings stay valid (tiles are cached per tile)."""
         self.tile_params = params
@@ -256,20 +241,9 @@ class Segmenter:
         ``auto``, is kept lazy: SAM and CLIP read it region by region.
         """
         check_options(normalisation, NormalisationParams.names(), "set_image()")
-        if isinstance(image, LazyImage) or (is_lazy(image) and self.tile_params.tiles != "off"):
-            prepared = LazyImage(image, **normalisation)
-            key = prepared.key
-        else:
-            prepared = prepare_image(image, **normalisation)
-            key = digest(prepared.rgb)
-        session = self._sessions.get_fresh(key)
-        if session is None:
-            session = ImageSession(prepared, key)
-            self._sessions.put(key, session)
-        else:
-            session.image = prepared  # same pixels; keep the latest provenance
-        self._session = session
-        return prepared
+        lazy = self.tile_params.tiles != "off"
+        self._session = open_session(self._sessions, image, normalisation, lazy)
+        return self._session.image
 
     @property
     def image(self) -> PreparedImage | LazyImage | None:
@@ -284,63 +258,23 @@ class Segmenter:
 
     def tiled(self, shape: tuple[int, int] | None = None) -> bool:
         """Whether SAM works tile by tile on an image of ``shape`` (default: current)."""
-        mode = self.tile_params.tiles
-        if mode != "auto":
-            return mode == "on"
-        if shape is None:
-            shape = self._current().image.shape
-        return self.sam_params.max_side is not None and max(shape) > self.sam_params.max_side
+        shape = self._current().image.shape if shape is None else shape
+        return is_tiled(self.tile_params, self.sam_params, shape)
 
     def proposal_source(self, proposals: str, prompt: str | None = None) -> ProposalSource:
         """The source of ``proposals="relevance"`` or ``"guided"`` for ``prompt``."""
-        if proposals not in ("relevance", "guided"):
-            raise InputError(f"proposal_source() makes relevance or guided; got {proposals!r}.")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
-        models = self.context().relevance.key()
-        if proposals == "relevance":
-            return RelevanceSource(prompt, self.guided_params, models)
-        session = self._session
-        if session is not None and self.tiled(session.image.shape):
-            return TiledGuidedSource(
-                prompt, self.guided_params, self.sam_params, self.tile_params, models
-            )
-        return GuidedSource(prompt, self.guided_params, self.sam_params, models)
-
-    def _source(self, source: ProposalSource | None, labels: np.ndarray | None):
-        if source is not None and labels is not None:
-            raise InputError("Give either labels or a proposal source, not both.")
-        if labels is not None:
-            return LabelSource(labels)
-        if source is None:
-            if self._session is not None and self.tiled(self._session.image.shape):
-                return TiledSamSource(self.sam_params, self.tile_params)
-            return SamGridSource(self.sam_params)
-        if not isinstance(source, ProposalSource):
-            raise InputError(f"source must be a proposal source; got {type(source).__name__}.")
-        return source
-
-    def _proposals_key(self, source: ProposalSource) -> tuple:
-        if source.needs_sam:
-            return (source.key(), self.sam_spec, self.precision)
-        return source.key()
+        return prompt_source(
+            proposals, prompt, self._session, self.context(), self.guided_params,
+            self.sam_params, self.tile_params,
+        )  # fmt: skip
 
     def iter_proposals(
         self, source: ProposalSource | None = None, *, labels: np.ndarray | None = None
     ) -> Generator[Progress, None, Proposals]:
         """Proposals for the current image from ``source`` (default SAM's grid), cached."""
         session = self._current()
-        source = self._source(source, labels)
-        key = self._proposals_key(source)
-        cached = session.proposals.get_fresh(key)
-        if cached is not None:
-            return cached
-        proposals = yield from source.generate(session, self.context())
-        if source.needs_sam:
-            self.stats["sam_decoded_points"] += proposals.decoded_points
-            self.stats["sam_proposal_runs"] += 1
-        session.proposals.put(key, proposals)
-        return proposals
+        source = pick_source(source, labels, session, self.sam_params, self.tile_params)
+        return (yield from iter_proposals(session, source, self.context(), self.stats))
 
     def iter_candidates(
         self,
@@ -362,29 +296,10 @@ class Segmenter:
         elif normalisation:
             raise InputError("Normalisation options need the image they apply to.")
         session = self._current()
-        source = self._source(source, labels)
-        proposals = yield from self.iter_proposals(source)
-        clip = yield from self.iter_load("clip")
-        embeddings = np.zeros((0, clip.clip.embed_dim), dtype=np.float32)
-        if len(proposals):
-            key = (self._proposals_key(source), self.crop_params, self.clip_spec, self.precision)
-            embeddings = session.crop_embeddings.get_fresh(key)
-            if embeddings is None:
-                embeddings = yield from embed_proposals(
-                    clip.clip, session.image, proposals, self.crop_params, self.batch_size
-                )
-                self.stats["clip_crop_embeddings"] += len(proposals)
-                session.crop_embeddings.put(key, embeddings)
-        return Candidates(
-            proposals=proposals,
-            embeddings=embeddings,
-            clip=(self.clip_spec, self.precision),
-            source={"source": source.name, "n": len(proposals), **source.describe()},
-            normalisation=dict(session.image.normalisation),
-            image_key=session.key,
-        )
-
-    # --- selection -----------------------------------------------------------------
+        source = pick_source(source, labels, session, self.sam_params, self.tile_params)
+        context, crops = self.context(), self.crop_params
+        return (yield from iter_candidates(session, source, context, crops, self.batch_size,
+                                           self.stats))  # fmt: skip
 
     def text_embedding(self, phrase: str) -> np.ndarray:
         """Embedding of one phrase through the templates (cached; loads CLIP if needed)."""
@@ -424,102 +339,19 @@ class Segmenter:
             selection = SelectionParams(**options)
         elif options:
             raise InputError("Give selection options either as SelectionParams or keywords.")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
-        if candidates.clip != (self.clip_spec, self.precision):
-            raise InputError(
-                "These candidates were embedded with another CLIP; collect them again."
-            )
-        same = [d for d in selection.distractors if d.casefold() == prompt.strip().casefold()]
-        if selection.mode == "distractors" and same:
-            raise InputError(
-                f"The distractor {same[0]!r} is the prompt itself, so nothing could beat "
-                "it; remove it from the distractors."
-            )
-        phrases = [prompt, *selection.distractors]
-        if selection.mode == "distractors" and selection.background.strip():
-            phrases.append(selection.background)
-        proposals = candidates.proposals
-        if len(proposals):
-            texts = np.stack([self.text_embedding(p) for p in phrases])
-            sims = cosine(candidates.embeddings, texts)
-        else:
-            sims = np.zeros((0, len(phrases)))
-        if selection.relevance_weight and len(proposals):
-            if relevance is None:
-                raise InputError("relevance_weight needs the prompt's relevance map.")
-            from .guided import unit_map
-
-            inside = mean_inside(proposals, unit_map(relevance, self.relevance_is_probability))
-            sims = sims.copy()
-            sims[:, 0] += selection.relevance_weight * inside
-        logit_scale = self.model_set.load("clip").clip.logit_scale
-        chosen = select(sims, selection.mode, selection.threshold, selection.top_k, logit_scale)
-        similarity = sims[:, 0] if len(sims) else np.zeros(0)
-        if isinstance(labels_out, (str, os.PathLike)):
-            from ..io import create_zarr_labels
-
-            labels_out = create_zarr_labels(labels_out, proposals.shape)
-        label_image, table, ids = paint_labels(
-            proposals, chosen.indices, chosen.scores, similarity, prompt, out=labels_out
-        )
-        message = (
-            f"{len(table)} object(s) matching {prompt!r}"
-            if len(table)
-            else f"Nothing found for {prompt!r}: {chosen.reason}"
-        )
-        shrunk = candidates.source.get("max_side")
-        if candidates.source.get("source") == "sam" and shrunk and max(proposals.shape) > shrunk:
-            message += (
-                f" (SAM saw the image shrunk {max(proposals.shape) / shrunk:.1f}x; "
-                "tiles keep small objects)"
-            )
-        return SegmentationResult(
-            labels=label_image,
-            table=table,
-            provenance=provenance(
-                prompt, selection, candidates, self.model_set, self.templates, self.crop_params
-            ),
-            message=message,
-            candidate_table=candidates_table(
-                proposals, chosen.all_scores, similarity, ids, prompt
-            ),
-        )
-
-    def settings(self) -> dict:
-        """This segmenter's models and options as keyword options of
-        :meth:`RunConfig.build <napari_slip.core.config.RunConfig.build>`."""
-        return {
-            "sam": self.sam_spec,
-            "clip": self.clip_spec,
-            "device": self.device_spec,
-            "precision": self.precision_spec,
-            "decoder": self.decoder_spec,
-            "templates": self._texts.given,
-            "sam_params": self.sam_params,
-            "tile_params": self.tile_params,
-            "guided_params": self.guided_params,
-            "crop_params": self.crop_params,
-        }
+        return choose(candidates, prompt, selection, self.model_set, self._texts,
+                      self.crop_params, relevance=relevance, labels_out=labels_out)  # fmt: skip
 
     def run_config(self, prompt: str, where: str = "segment()", **options: Any) -> RunConfig:
         """A validated :class:`~..config.RunConfig`: this segmenter's models and options
         with the per-call ``options`` (selection, normalisation, ``proposals``,
         ``relevance``). Loads nothing."""
         options.setdefault("background", self.background)
-        return RunConfig.build(prompt, where, **{**self.settings(), **options})
+        return RunConfig.build(prompt, where, **{**settings_of(self), **options})
 
     def configure(self, config: RunConfig) -> None:
-        """Take a run's models and options. Caches stay valid: they are keyed by the
-        models and options that made them."""
-        models = config.models
-        self.model_set.set(models.sam, models.clip, models.device, models.precision)
-        self.model_set.set_decoder(models.decoder)
-        self.sam_params = config.sam_params
-        self.tile_params = config.tile_params
-        self.guided_params = config.guided_params
-        self.crop_params = config.crop_params
-        self._texts.given = config.templates
+        """Take a run's models and options (caches stay valid: keyed by what made them)."""
+        configure(self, config)
 
     def iter_segment(
         self, image: np.ndarray | None, prompt: str, **options: Any
@@ -540,64 +372,18 @@ class Segmenter:
         source: ProposalSource | None = None,
         labels_out: Any = None,
     ) -> Generator[Progress, None, SegmentationResult]:
-        """One run, as every entry point puts it together: image -> proposals ->
-        candidates -> (relevance) -> selection -> result.
-
-        Parameters
-        ----------
-        image
-            The 2D image, or None for the last one.
-        config
-            The run's settings (validated when it was made).
-        labels
-            A label image whose objects are the proposals (``proposals="labels"``).
-        source
-            A proposal source of your own instead of the configured proposals.
-        labels_out
-            Where to paint the labels instead of memory (see :meth:`select`).
-
-        The result also carries the candidates (``result.candidates``) and the
-        relevance map it used, so that new selection settings need no image work.
-        """
-        self.configure(config)
-        prompt, selection = config.prompt, config.selection
-        normalisation = config.normalisation.kwargs()
-        if config.proposals in ("relevance", "guided"):
-            if labels is not None or source is not None:
-                raise InputError(
-                    f"proposals={config.proposals!r} makes its own candidates: give no "
-                    "labels or source."
-                )
-            if image is not None:  # the source needs to know the image (tiled or not)
-                self.set_image(image, **normalisation)
-                image, normalisation = None, {}
-            source = self.proposal_source(config.proposals, prompt)
-        elif config.proposals == "labels" and labels is None and source is None:
-            raise InputError("proposals='labels' needs the label image: labels=...")
-        candidates = yield from self.iter_candidates(image, source, labels=labels, **normalisation)
-        relevance = None
-        if config.relevance or selection.relevance_weight:
-            relevance = yield from self.iter_relevance(prompt)
-        yield Progress("selection", 0, 1, prompt)
-        result = self.select(
-            candidates, prompt, selection, relevance=relevance, labels_out=labels_out
-        )
-        yield Progress("selection", 1, 1, result.message)
-        result.candidates, result.used_relevance = candidates, relevance
-        if config.relevance:
-            result.relevance = relevance
-        return result
+        """One run of a validated ``config`` (see :func:`.run.iter_run`): image ->
+        proposals -> candidates -> (relevance) -> selection -> result."""
+        run = iter_run(self, image, config, labels=labels, source=source, labels_out=labels_out)
+        return (yield from run)
 
     def iter_relevance(
         self, prompt: str, window: int | None = None
     ) -> Generator[Progress, None, np.ndarray]:
-        """The current image's relevance map for ``prompt`` (see :mod:`.relevance`):
-        with a trained decoder its probabilities (0-1), else CLIP's untrained cosines.
-
-        CLIP's features of the image are computed once per (CLIP, window or decoder)
-        and kept with the image: another prompt costs one text encoding and, with a
-        decoder, one pass of the decoder. ``window``: the side (8 to 4,096 pixels) of
-        the windows CLIP sees (default: its input size, larger for big images).
+        """The current image's relevance map for ``prompt`` (see :mod:`.relevance`): a
+        decoder's probabilities (0-1), else CLIP's untrained cosines. CLIP's features are
+        kept with the image, so another prompt costs a text encoding. ``window``: the
+        side (8 to 4,096 px) of the windows CLIP sees (default: its input size or more).
         """
         session = self._current()
         return (yield from self.context().relevance.iter_map(session, prompt, window))
@@ -631,16 +417,13 @@ class Segmenter:
         progress
             Called with every :class:`Progress` event.
         **options
-            Selection (:class:`~napari_slip.core.params.SelectionParams`: ``mode``,
-            ``threshold``, ``top_k``, ``distractors``, ``background``), normalisation
-            (:class:`~napari_slip.core.params.NormalisationParams`: ``rgb``,
-            ``channel_axis``, ``channels``, ``contrast_limits``, ``percentiles``),
-            ``labels`` (a 2D label image whose labels are the proposals) or ``source``
-            (a proposal source). Anything else is refused with the list of options.
-
-        Returns
-        -------
-        SegmentationResult
+            Selection (:class:`~..params.SelectionParams`: ``mode``, ``threshold``,
+            ``top_k``, ``distractors``, ``background``, ``relevance_weight``),
+            normalisation (:class:`~..params.NormalisationParams`), ``proposals``
+            (:data:`~..params.PROPOSALS`), ``labels`` (a label image whose labels are the
+            proposals), ``source`` (a proposal source), ``relevance`` (also return the
+            map). Anything else, or a bad combination, is refused in one line before any
+            model loads. Returns a :class:`SegmentationResult`.
         """
         return drain(self.iter_segment(image, prompt, **options), progress)
 

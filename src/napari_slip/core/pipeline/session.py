@@ -103,3 +103,23 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.proposals)
+
+
+def open_session(sessions: LRU, image, normalisation: dict, lazy: bool) -> ImageSession:
+    """The session of ``image`` (prepared with ``normalisation``), from ``sessions`` or
+    new. With ``lazy``, a dask/zarr array stays lazy (a :class:`~.images.LazyImage`)."""
+    from .images import LazyImage, is_lazy, prepare_image
+
+    if isinstance(image, LazyImage) or (lazy and is_lazy(image)):
+        prepared = LazyImage(image, **normalisation)
+        key = prepared.key
+    else:
+        prepared = prepare_image(image, **normalisation)
+        key = digest(prepared.rgb)
+    session = sessions.get_fresh(key)
+    if session is None:
+        session = ImageSession(prepared, key)
+        sessions.put(key, session)
+    else:
+        session.image = prepared  # same pixels; keep the latest provenance
+    return session

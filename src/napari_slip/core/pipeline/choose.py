@@ -1,0 +1,94 @@
+"""Selection over candidates: score them against the prompt and its competitors, keep
+what the mode says, paint the labels. A text encoding at most: no image work."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..params import CropParams, SelectionParams
+from .context import TextEmbeddings
+from .modelset import ModelSet
+from .provenance import provenance
+from .results import SegmentationResult, candidates_table, mean_inside, paint_labels
+from .scoring import cosine
+from .selection import select
+from .session import Candidates
+
+
+def choose(
+    candidates: Candidates,
+    prompt: str,
+    selection: SelectionParams,
+    models: ModelSet,
+    texts: TextEmbeddings,
+    crop_params: CropParams,
+    *,
+    relevance: np.ndarray | None = None,
+    labels_out: Any = None,
+) -> SegmentationResult:
+    """The result of ``selection`` over ``candidates`` for ``prompt`` (see
+    :meth:`Segmenter.select <napari_slip.core.pipeline.segmenter.Segmenter.select>`)."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+    if candidates.clip != (models.clip_spec, models.precision):
+        raise InputError("These candidates were embedded with another CLIP; collect them again.")
+    same = [d for d in selection.distractors if d.casefold() == prompt.strip().casefold()]
+    if selection.mode == "distractors" and same:
+        raise InputError(
+            f"The distractor {same[0]!r} is the prompt itself, so nothing could beat "
+            "it; remove it from the distractors."
+        )
+    phrases = [prompt, *selection.distractors]
+    if selection.mode == "distractors" and selection.background.strip():
+        phrases.append(selection.background)
+    proposals = candidates.proposals
+    if len(proposals):
+        vectors = np.stack([texts.embed(p) for p in phrases])
+        sims = cosine(candidates.embeddings, vectors)
+    else:
+        sims = np.zeros((0, len(phrases)))
+    if selection.relevance_weight and len(proposals):
+        if relevance is None:
+            raise InputError("relevance_weight needs the prompt's relevance map.")
+        from .guided import unit_map
+
+        inside = mean_inside(proposals, unit_map(relevance, models.relevance_is_probability))
+        sims = sims.copy()
+        sims[:, 0] += selection.relevance_weight * inside
+    logit_scale = models.load("clip").clip.logit_scale
+    chosen = select(sims, selection.mode, selection.threshold, selection.top_k, logit_scale)
+    similarity = sims[:, 0] if len(sims) else np.zeros(0)
+    if isinstance(labels_out, (str, os.PathLike)):
+        from ..io import create_zarr_labels
+
+        labels_out = create_zarr_labels(labels_out, proposals.shape)
+    label_image, table, ids = paint_labels(
+        proposals, chosen.indices, chosen.scores, similarity, prompt, out=labels_out
+    )
+    message = (
+        f"{len(table)} object(s) matching {prompt!r}"
+        if len(table)
+        else f"Nothing found for {prompt!r}: {chosen.reason}"
+    )
+    shrunk = candidates.source.get("max_side")
+    if candidates.source.get("source") == "sam" and shrunk and max(proposals.shape) > shrunk:
+        message += (
+            f" (SAM saw the image shrunk {max(proposals.shape) / shrunk:.1f}x; "
+            "tiles keep small objects)"
+        )
+    return SegmentationResult(
+        labels=label_image,
+        table=table,
+        provenance=provenance(
+            prompt, selection, candidates, models, texts.templates(), crop_params
+        ),
+        message=message,
+        candidate_table=candidates_table(proposals, chosen.all_scores, similarity, ids, prompt),
+    )
+
+
+__all__ = ["choose"]
