@@ -24,7 +24,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 def fresh_process_state():
     """Every test starts with an empty model hub and no shared segmenters, so what a
     test counts (loads, encodings) never depends on the tests before it or the CPU."""
-    from napari_slip.core import batches
+    from napari_slip.core import batch_worker
     from napari_slip.core.models.hub import default_hub
     from napari_slip.core.pipeline import api
 
@@ -33,7 +33,7 @@ def fresh_process_state():
         hub.clear()
         hub.loads.update({"sam": 0, "clip": 0})
         api._SHARED.clear()
-        batches._WORKER_SEGMENTERS.clear()
+        batch_worker._WORKER_SEGMENTERS.clear()
 
     reset()
     yield

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..core.batch_cluster import CONNECT_TIMEOUT, WORKER_TIMEOUT
 from ._options import _segment_options, run_config
 from ._progress import _progress_printer
 
@@ -31,6 +32,21 @@ def add_parser(sub) -> None:
         "--scheduler",
         metavar="ADDRESS",
         help="run on an existing Dask cluster, e.g. tcp://host:8786 (see docs/batch.md)",
+    )
+    bat.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long --scheduler has to answer (default: %(default)s)",
+    )
+    bat.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=WORKER_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for the first worker of --scheduler, saying so every few "
+        "seconds (default: %(default)s)",
     )
     bat.add_argument(
         "--overwrite",
@@ -66,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     )
     progress = _progress_printer(args.quiet)
     gen = iter_batch(args.inputs, args.output, config, workers=args.workers,
-                     scheduler=args.scheduler, overwrite=args.overwrite)  # fmt: skip
+                     scheduler=args.scheduler, overwrite=args.overwrite,
+                     connect_timeout=args.connect_timeout,
+                     worker_timeout=args.worker_timeout)  # fmt: skip
     try:
         summary = drain(gen, progress)
     except KeyboardInterrupt:

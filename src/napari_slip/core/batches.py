@@ -27,19 +27,34 @@ worker, and the atomic writes leave nothing half-written behind.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .batch_cluster import (
+    CONNECT_TIMEOUT,
+    WORKER_TIMEOUT,
+    check_scheduler,
+    check_workers,
+    client_for,
+    default_workers,
+    iter_wait_for_workers,
+)
+from .batch_files import (
+    _check_out_dir,
+    _not_ours,
+    _write_summary,
+    collect_inputs,
+    is_done,
+)
+from .batch_worker import process
 from .config import Models, RunConfig
-from .errors import InputError, SlipError
+from .errors import InputError
 from .params import (
     DEFAULT_CLIP,
     DEFAULT_SAM,
@@ -53,88 +68,6 @@ from .params import (
 )
 from .runtime.generators import drain
 from .runtime.progress import Progress
-
-#: Inputs a batch picks up in folders (a ``.zarr`` folder is one image).
-SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
-#: Where per-input records live inside the output folder.
-RECORDS = ".napari-slip"
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One input: its path and its name relative to what was given (posix)."""
-
-    path: Path
-    name: str
-
-    @property
-    def labels_name(self) -> str:
-        """The output's relative name: the input's with ``.tif``."""
-        name = (
-            self.name[: -len(".ome.tif")] if self.name.lower().endswith(".ome.tif") else self.name
-        )
-        return str(Path(name).with_suffix(".tif").as_posix())
-
-
-def _wanted(path: Path) -> bool:
-    return path.suffix.lower() in SUFFIXES and not path.name.startswith(".")
-
-
-def collect_inputs(
-    inputs: Iterable[str | os.PathLike], exclude: Path | None = None
-) -> list[BatchItem]:
-    """Files, folders (searched recursively) and globs -> inputs with unique names.
-
-    Raises
-    ------
-    InputError
-        For an input that does not exist or matches nothing, or two inputs that would
-        write the same output.
-    """
-    exclude = exclude.resolve() if exclude is not None else None
-    items: list[BatchItem] = []
-    for given in inputs:
-        path = Path(given).expanduser()
-        if path.is_dir() and path.suffix.lower() != ".zarr":
-            found = []
-            for root, dirs, files in os.walk(path):
-                here = Path(root)
-                if exclude is not None and (
-                    here.resolve() == exclude or exclude in here.resolve().parents
-                ):
-                    dirs[:] = []
-                    continue
-                keep = [d for d in dirs if not d.startswith(".")]
-                found += [here / d for d in keep if d.lower().endswith(".zarr")]
-                dirs[:] = sorted(d for d in keep if not d.lower().endswith(".zarr"))
-                found += [here / f for f in files if _wanted(Path(f))]
-            items += [BatchItem(p, p.relative_to(path).as_posix()) for p in sorted(found)]
-            if not found:
-                raise InputError(f"The folder {path} holds no images ({', '.join(SUFFIXES)}).")
-        elif path.exists():
-            items.append(BatchItem(path, path.name))
-        else:
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            matches = [m for m in matches if _wanted(m)]
-            if not matches:
-                raise InputError(f"{given} is not a file or folder and matches no image.")
-            items += [BatchItem(m, m.name) for m in matches]
-    seen: dict[str, Path] = {}
-    unique = []
-    for item in items:
-        other = seen.get(item.labels_name)
-        if other is not None and other.resolve() == item.path.resolve():
-            continue  # the same file given twice
-        if other is not None:
-            raise InputError(
-                f"{other} and {item.path} would both write {item.labels_name}: give their "
-                "folder instead, so their relative names stay apart."
-            )
-        seen[item.labels_name] = item.path
-        unique.append(item)
-    if not unique:
-        raise InputError("No inputs given.")
-    return unique
 
 
 def _model_identity(spec: str) -> str:
@@ -211,132 +144,6 @@ class BatchConfig:
 
 # --- one image, in whichever process runs it -------------------------------------------
 
-_WORKER_SEGMENTERS: dict[tuple, Any] = {}
-
-
-def _segmenter(config: BatchConfig):
-    """This process's segmenter for the config's models (loaded once per process)."""
-    from .pipeline.segmenter import Segmenter
-
-    key = (config.sam, config.clip, config.device, config.precision)
-    seg = _WORKER_SEGMENTERS.get(key)
-    if seg is None:
-        if config.threads:
-            import torch
-
-            torch.set_num_threads(config.threads)
-        # One image at a time, never revisited: no per-image caches to keep.
-        seg = Segmenter(
-            config.sam,
-            config.clip,
-            config.device,
-            precision=config.precision,
-            cache_size=1,
-            disk_cache=False,
-        )
-        _WORKER_SEGMENTERS.clear()
-        _WORKER_SEGMENTERS[key] = seg
-    return seg
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from .io import Outputs
-
-    Outputs({"file": path}, overwrite=True).write({"file": lambda tmp: Path(tmp).write_text(text)})
-
-
-def _record_path(out_dir: Path, item: BatchItem) -> Path:
-    return out_dir / RECORDS / f"{item.labels_name}.json"
-
-
-def process(
-    item: BatchItem,
-    config: BatchConfig,
-    out_dir: str | os.PathLike,
-    reader: Callable[[Path], Any] | None = None,
-) -> dict:
-    """Segment one input and write its labels, then its record; return the record.
-
-    Never raises for a bad input: the record says ``failed`` and why.
-    """
-    from .io import open_image, write_labels
-
-    out_dir = Path(out_dir)
-    start = time.perf_counter()
-    record: dict[str, Any] = {
-        "input": str(item.path),
-        "name": item.name,
-        "labels": item.labels_name,
-        "params": config.digest(),
-    }
-    previous = read_record(out_dir, item) or {}
-    wrote_before = bool(previous.get("wrote") or previous.get("status") == "done")
-    try:
-        if reader is not None:
-            image = reader(item.path)
-        else:
-            image = open_image(item.path, lazy=config.tile_params.tiles != "off")
-        result = drain(_segmenter(config).iter_run(image, config.run_config()))
-        # Claimed before it is written: killed between the two, the labels stay ours.
-        _write_record(out_dir, item, {**record, "status": "writing", "wrote": True})
-        write_labels(out_dir / item.labels_name, result.labels)
-        record.update(
-            status="done",
-            wrote=True,
-            n_objects=result.n_objects,
-            message=result.message,
-            objects=json.loads(result.table.to_json(orient="records")),
-        )
-    except SlipError as exc:
-        record.update(status="failed", error=exc.for_surface("cli"))
-    except MemoryError:
-        record.update(status="failed", error="out of memory on this image")
-    except Exception as exc:  # one bad image must not stop the batch
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-    if record["status"] != "done":
-        # The labels file there (if any) is still ours if an earlier run wrote it.
-        record["wrote"] = wrote_before and (out_dir / item.labels_name).is_file()
-    record["seconds"] = round(time.perf_counter() - start, 3)
-    # Which process did the work, and how often it has loaded models so far.
-    from .models.hub import default_hub
-
-    record["worker"] = {"pid": os.getpid(), "model_loads": dict(default_hub().loads)}
-    try:
-        _write_record(out_dir, item, record)
-    except (OSError, SlipError) as exc:  # the item failed; the batch goes on
-        message = exc.for_surface("cli") if isinstance(exc, SlipError) else str(exc)
-        if record["status"] == "done":  # labels without a record would look foreign
-            (out_dir / item.labels_name).unlink(missing_ok=True)
-        error = f"could not write its record ({message})"
-        record.update(status="failed", wrote=False, error=error)
-    return record
-
-
-def _write_record(out_dir: Path, item: BatchItem, record: dict) -> None:
-    path = _record_path(out_dir, item)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_text(path, json.dumps(record, indent=1))
-
-
-def read_record(out_dir: Path, item: BatchItem) -> dict | None:
-    """An input's record, or None if it is missing or unreadable."""
-    try:
-        record = json.loads(_record_path(out_dir, item).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def is_done(out_dir: Path, item: BatchItem, digest: str) -> bool:
-    """Whether an earlier run made this input's outputs with these parameters."""
-    record = read_record(out_dir, item)
-    return (
-        record is not None
-        and record.get("status") == "done"
-        and record.get("params") == digest
-        and (out_dir / item.labels_name).is_file()
-    )
-
 
 # --- many images -----------------------------------------------------------------------
 
@@ -366,106 +173,6 @@ class BatchSummary:
         return f"{self.n_inputs} images: " + ", ".join(parts) + "."
 
 
-def default_workers() -> int:
-    """Worker processes for this machine: one per 2 cores and 4 GB of memory, at least 1."""
-    cores = os.cpu_count() or 1
-    try:
-        import psutil
-
-        memory_gb = psutil.virtual_memory().total / 2**30
-    except ImportError:  # pragma: no cover - psutil comes with distributed
-        memory_gb = 4.0 * cores
-    return max(1, min(cores // 2, int(memory_gb // 4)))
-
-
-@contextlib.contextmanager
-def _client(scheduler: str | None, workers: int, threads: int):
-    """A Dask client: on ``scheduler``, or on a LocalCluster this context shuts down."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:  # pragma: no cover - a dependency
-        raise InputError(
-            "Batches on several workers need Dask distributed: pip install distributed"
-        ) from None
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise InputError(
-                f"Could not reach the Dask scheduler at {scheduler} ({exc})."
-            ) from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        memory_limit=0,
-    )
-    client = Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
-
-
-def _check_out_dir(out_dir: Path, items: list[BatchItem]) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"The output folder {out_dir} is a file; give a folder.")
-    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise InputError(f"The output folder {out_dir}: {existing} is a file, not a folder.")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"The output folder {out_dir} cannot be written ({existing}).")
-    real_out = out_dir.resolve()
-    for item in items:
-        target = (out_dir / item.labels_name).resolve()
-        source = item.path.resolve()
-        if target == source or source in target.parents:
-            raise InputError(
-                f"Writing {out_dir / item.labels_name} would replace the input {item.path}: "
-                "choose another output folder."
-            )
-        if source.is_dir() and (source == real_out or source in real_out.parents):
-            raise InputError(
-                f"The output folder {out_dir} lies inside the input {item.path}: choose "
-                "another output folder."
-            )
-
-
-def _not_ours(out_dir: Path, items: list[BatchItem]) -> list[Path]:
-    """Files this batch would replace that no earlier batch in ``out_dir`` wrote."""
-    foreign = []
-    for item in items:
-        target = out_dir / item.labels_name
-        if target.exists() or target.is_symlink():
-            record = read_record(out_dir, item) or {}
-            if not (record.get("wrote") or record.get("status") == "done"):
-                foreign.append(target)
-    ours = (out_dir / RECORDS).is_dir() and _is_our_summary(out_dir / "summary.json")
-    for name in ("objects.csv", "summary.json"):
-        target = out_dir / name
-        if (target.exists() or target.is_symlink()) and not ours:
-            foreign.append(target)
-    return foreign
-
-
-def _is_our_summary(path: Path) -> bool:
-    if not path.exists():
-        return True
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "params_hash" in data
-
-
 def iter_batch(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -475,12 +182,19 @@ def iter_batch(
     scheduler: str | None = None,
     reader: Callable[[Path], Any] | None = None,
     overwrite: bool = False,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    worker_timeout: float = WORKER_TIMEOUT,
 ) -> Generator[Progress, None, BatchSummary]:
     """:func:`batch` as a generator of :class:`Progress` (one event per image).
 
     Closing the generator (cancelling) stops handing out images; images already
     written stay, and the next run resumes after them.
     """
+    if scheduler is not None:
+        scheduler = check_scheduler(scheduler)
+    for name, value in (("connect_timeout", connect_timeout), ("worker_timeout", worker_timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InputError(f"{name} must be a positive number of seconds; got {value!r}.")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     inputs = None if hasattr(inputs, "shape") else list(inputs)
@@ -512,13 +226,15 @@ def iter_batch(
 
     remove_stale_temporaries(out_dir)  # what a killed run left half-written
     n = len(items)
-    workers = workers or (1 if scheduler else default_workers())
-    if workers < 1:
-        raise InputError(f"workers must be at least 1; got {workers}.")
+    workers, warning = check_workers(
+        workers or (1 if scheduler else default_workers()), max(1, len(todo))
+    )
     start = time.perf_counter()
     records: dict[str, dict] = {}
     done = len(skipped)
     yield Progress("batch", done, n, f"{len(skipped)} already done" if skipped else "starting")
+    if warning and not scheduler:
+        yield Progress("batch", done, n, f"warning: {warning}")
     if todo and workers == 1 and not scheduler:
         for item in todo:
             yield Progress("batch", done, n, item.name, heavy=True)
@@ -531,8 +247,11 @@ def iter_batch(
         cores = os.cpu_count() or 1
         if config.threads is None and not scheduler:
             config = BatchConfig(**{**_fields(config), "threads": max(1, cores // workers)})
-        yield Progress("batch", done, n, f"starting {workers} workers", heavy=True)
-        with _client(scheduler, workers, 1) as client:
+        what = f"connecting to {scheduler}" if scheduler else f"starting {workers} workers"
+        yield Progress("batch", done, n, what, heavy=True)
+        with client_for(scheduler, workers, connect_timeout) as client:
+            if scheduler:
+                yield from iter_wait_for_workers(client, scheduler, worker_timeout, done, n)
             futures = [
                 client.submit(process, item, config, str(out_dir), reader, pure=False, retries=2)
                 for item in todo
@@ -570,61 +289,6 @@ def _line(record: dict) -> str:
     if record.get("status") == "done":
         return f"{record['name']}: {record.get('n_objects', 0)} object(s)"
     return f"{record['name']}: failed: {record.get('error', '')}"
-
-
-def _write_summary(
-    out_dir: Path, items: list[BatchItem], config: BatchConfig, summary, records: dict
-) -> None:
-    import pandas as pd
-
-    from .._version import __version__
-    from .io import Outputs
-    from .pipeline.results import TABLE_COLUMNS
-
-    tables, outcomes = [], []
-    for item in items:
-        record = records.get(item.name) or read_record(out_dir, item) or {}
-        ok = record.get("status") == "done" and record.get("params") == summary.params
-        status = "skipped" if item.name in summary.skipped else record.get("status", "missing")
-        outcomes.append(
-            {
-                "input": str(item.path),
-                "labels": item.labels_name if ok else None,
-                "status": status,
-                "n_objects": record.get("n_objects") if ok else None,
-                "error": record.get("error"),
-                "seconds": record.get("seconds"),
-            }
-        )
-        if ok and record.get("objects"):
-            table = pd.DataFrame(record["objects"])
-            table.insert(0, "image", item.name)
-            tables.append(table)
-    objects = (
-        pd.concat(tables, ignore_index=True)
-        if tables
-        else pd.DataFrame(columns=["image", *TABLE_COLUMNS])
-    )
-    info = {
-        "napari_slip_version": __version__,
-        "params_hash": summary.params,
-        "params": config.describe(),
-        "inputs": len(items),
-        "done": len(summary.done),
-        "skipped": len(summary.skipped),
-        "failed": len(summary.failed),
-        "workers": summary.workers,
-        "seconds": summary.seconds,
-        "images": outcomes,
-    }
-    Outputs(
-        {"objects": out_dir / "objects.csv", "summary": out_dir / "summary.json"}, overwrite=True
-    ).write(
-        {
-            "objects": lambda tmp: objects.to_csv(tmp, index=False),
-            "summary": lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1, default=str)),
-        }
-    )
 
 
 #: Keyword options of :func:`batch` that build its :class:`BatchConfig`.
@@ -693,6 +357,8 @@ def batch(
     reader: Callable[[Path], Any] | None = None,
     progress: Callable[[Progress], None] | None = None,
     overwrite: bool = False,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    worker_timeout: float = WORKER_TIMEOUT,
     **options: Any,
 ) -> BatchSummary:
     """Segment every image of ``inputs`` into ``out_dir``, resumably.
@@ -709,13 +375,17 @@ def batch(
     prompt
         What to segment.
     workers
-        Worker processes (default: one per 2 cores and 4 GB; 1 runs in this process).
+        Worker processes (default: one per 2 cores and 4 GB; 1 runs in this process;
+        never more than images to do, at most four per core).
     scheduler
         Address of a running Dask scheduler (``tcp://host:8786``) to run on instead.
     reader
         ``f(path) -> array`` for formats napari-slip does not read itself.
     progress
         Called with a :class:`Progress` per image.
+    connect_timeout, worker_timeout
+        Seconds a ``scheduler`` has to answer, and to get its first worker (a progress
+        line says it is waiting); then the batch stops with one line.
     overwrite
         Replace files in ``out_dir`` that no earlier batch there wrote (a label image
         of another tool, a raw image with an output's name). Without it such files are
@@ -739,6 +409,8 @@ def batch(
         scheduler=scheduler,
         reader=reader,
         overwrite=overwrite,
+        connect_timeout=connect_timeout,
+        worker_timeout=worker_timeout,
     )
     return drain(gen, progress)
 

@@ -1,0 +1,108 @@
+"""One image of a batch, in whichever process runs it (this one or a Dask worker): its
+segmentation, its labels file and its record. A worker loads its models once."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .batch_files import BatchItem, _write_record, read_record
+from .errors import SlipError
+from .runtime.generators import drain
+
+_WORKER_SEGMENTERS: dict[tuple, Any] = {}
+
+
+def _segmenter(config: Any):
+    """This process's segmenter for the config's models (loaded once per process)."""
+    from .pipeline.segmenter import Segmenter
+
+    key = (config.sam, config.clip, config.device, config.precision)
+    seg = _WORKER_SEGMENTERS.get(key)
+    if seg is None:
+        if config.threads:
+            import torch
+
+            torch.set_num_threads(config.threads)
+        # One image at a time, never revisited: no per-image caches to keep.
+        seg = Segmenter(
+            config.sam,
+            config.clip,
+            config.device,
+            precision=config.precision,
+            cache_size=1,
+            disk_cache=False,
+        )
+        _WORKER_SEGMENTERS.clear()
+        _WORKER_SEGMENTERS[key] = seg
+    return seg
+
+
+def process(
+    item: BatchItem,
+    config: Any,
+    out_dir: str | os.PathLike,
+    reader: Callable[[Path], Any] | None = None,
+) -> dict:
+    """Segment one input and write its labels, then its record; return the record.
+
+    Never raises for a bad input: the record says ``failed`` and why.
+    """
+    from .io import open_image, write_labels
+
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    record: dict[str, Any] = {
+        "input": str(item.path),
+        "name": item.name,
+        "labels": item.labels_name,
+        "params": config.digest(),
+    }
+    previous = read_record(out_dir, item) or {}
+    wrote_before = bool(previous.get("wrote") or previous.get("status") == "done")
+    try:
+        if reader is not None:
+            image = reader(item.path)
+        else:
+            image = open_image(item.path, lazy=config.tile_params.tiles != "off")
+        result = drain(_segmenter(config).iter_run(image, config.run_config()))
+        # Claimed before it is written: killed between the two, the labels stay ours.
+        _write_record(out_dir, item, {**record, "status": "writing", "wrote": True})
+        write_labels(out_dir / item.labels_name, result.labels)
+        record.update(
+            status="done",
+            wrote=True,
+            n_objects=result.n_objects,
+            message=result.message,
+            objects=json.loads(result.table.to_json(orient="records")),
+        )
+    except SlipError as exc:
+        record.update(status="failed", error=exc.for_surface("cli"))
+    except MemoryError:
+        record.update(status="failed", error="out of memory on this image")
+    except Exception as exc:  # one bad image must not stop the batch
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    if record["status"] != "done":
+        # The labels file there (if any) is still ours if an earlier run wrote it.
+        record["wrote"] = wrote_before and (out_dir / item.labels_name).is_file()
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    # Which process did the work, and how often it has loaded models so far.
+    from .models.hub import default_hub
+
+    record["worker"] = {"pid": os.getpid(), "model_loads": dict(default_hub().loads)}
+    try:
+        _write_record(out_dir, item, record)
+    except (OSError, SlipError) as exc:  # the item failed; the batch goes on
+        message = exc.for_surface("cli") if isinstance(exc, SlipError) else str(exc)
+        if record["status"] == "done":  # labels without a record would look foreign
+            (out_dir / item.labels_name).unlink(missing_ok=True)
+        error = f"could not write its record ({message})"
+        record.update(status="failed", wrote=False, error=error)
+    return record
+
+
+__all__ = ["process"]
