@@ -217,3 +217,29 @@ def test_config_fields_are_checked(kwargs, message):
             RunConfig("cell", **kwargs)
         else:
             Models(**kwargs)
+
+
+def test_a_run_reports_the_stages_it_promises(tiny_sam_path, tiny_clip_path, fast_sam_params):
+    from napari_slip.core.runtime.progress import STAGES
+
+    image, labels = blobs_image()
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params,
+                    disk_cache=False)  # fmt: skip
+    events = []
+    seg.segment(image, "cell", mode="topk", relevance=True, progress=events.append)
+    seg.segment(image, "cell", labels=labels, progress=events.append)
+    stages = [e.stage for e in events]
+    assert set(stages) <= set(STAGES), set(stages) - set(STAGES)
+    assert {"loading models", "embedding", "proposals", "scoring", "selection"} <= set(stages)
+    firsts = sorted({s: stages.index(s) for s in set(stages)}.items(), key=lambda x: x[1])
+    order = [s for s, _ in firsts]
+    assert order == [s for s in STAGES if s in order]  # in the order STAGES gives
+
+
+def test_exact_is_sams_own_generator():
+    from napari_slip.core.params import SamProposalParams
+
+    exact = SamProposalParams.exact()
+    assert exact.max_side is None and not exact.skip_covered
+    assert exact != SamProposalParams()  # the promise has content: nothing is shrunk
+    assert SamProposalParams.exact(points_per_side=8).points_per_side == 8

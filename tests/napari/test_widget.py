@@ -106,7 +106,7 @@ def test_cancel_writes_nothing(setup, qtbot):
     n_layers = len(viewer.layers)
     from napari_slip._napari.job import configure
 
-    seg = widget._segmenter = configure(None, widget.request()).load()
+    seg = widget.session.segmenter = configure(None, widget.request()).load()
     encoded = []
     seg.sam.model.image_encoder.register_forward_hook(lambda *a: encoded.append(1))
     widget.run()
@@ -208,7 +208,7 @@ def test_selection_changes_reselect_instantly_without_image_work(setup, qtbot):
     widget.top_k.value = 2
     run()
     layer = viewer.layers[-1]
-    seg = widget._segmenter
+    seg = widget.session.segmenter
     sam_calls = _count(seg.sam.model.image_encoder)
     decoder_calls = _count(seg.sam.model.mask_decoder.transformer)
     clip_calls = _count(seg.clip.clip.model.visual)
@@ -353,7 +353,7 @@ def test_exact_mode_runs_sam_unchanged_in_fp32(setup):
     provenance = viewer.layers[-1].metadata["napari_slip"][-1]
     assert provenance["precision"] == "fp32"
     assert provenance["proposals"]["skip_covered"] is False
-    assert widget._segmenter.stats["sam_decoded_points"] == 16  # every point of the grid
+    assert widget.session.segmenter.stats["sam_decoded_points"] == 16  # every point of the grid
     widget.exact.value = False
     widget.skip_covered.value = True
     request = widget.request()
@@ -442,7 +442,7 @@ def test_no_image_or_model_work_on_the_gui_thread(setup, monkeypatch, qtbot):
     widget.image.value = viewer.layers["blobs"]
     widget.prompt.value = "cell"
     widget.mode.value = "topk"
-    seg = widget._segmenter = configure(None, widget.request()).load()
+    seg = widget.session.segmenter = configure(None, widget.request()).load()
     on_gui = []
 
     def record(*_args):
@@ -475,7 +475,7 @@ def test_exact_mode_switch_keeps_models_and_caches(setup):
     widget.prompt.value = "cell"
     widget.mode.value = "topk"
     run()
-    seg = widget._segmenter
+    seg = widget.session.segmenter
     loads = dict(default_hub().loads)
     precisions = {seg.precision}
     widget.exact.value = True
@@ -483,7 +483,7 @@ def test_exact_mode_switch_keeps_models_and_caches(setup):
     precisions.add(seg.precision)
     widget.exact.value = False
     run()
-    assert widget._segmenter is seg  # one engine: its caches survive the switch
+    assert widget.session.segmenter is seg  # one engine: its caches survive the switch
     assert default_hub().loads["sam"] == loads["sam"]  # SAM is never loaded again
     assert default_hub().loads["clip"] - loads["clip"] == len(precisions) - 1
     # One image encoding per precision actually used; switching back costs nothing.

@@ -62,7 +62,7 @@ def test_guided_proposals_with_a_picked_decoder(
     assert relevance.data[truth[name]].mean() > relevance.data[~truth[name]].mean()
     chosen = labels.data > 0
     assert np.logical_and(chosen, truth[name]).sum() > 0.5 * truth[name].sum()
-    decoded = widget._segmenter.stats["sam_decoded_points"]
+    decoded = widget.session.segmenter.stats["sam_decoded_points"]
     assert 0 < decoded < 16 * 16  # fewer points than the full grid of this SAM
 
 
@@ -83,10 +83,10 @@ def test_relevance_regions_and_the_weight_reselect_instantly(
     widget.run()
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     layer = viewer.layers[-1]
-    stats = dict(widget._segmenter.stats)
+    stats = dict(widget.session.segmenter.stats)
     widget.relevance_weight.value = 1.0  # re-selection: no image or model work
-    assert widget._last.request.relevance_weight == 1.0
-    assert widget._segmenter.stats["relevance_windows"] == stats["relevance_windows"]
+    assert widget.session.last.request.relevance_weight == 1.0
+    assert widget.session.segmenter.stats["relevance_windows"] == stats["relevance_windows"]
     kept = layer.data > 0
     assert item.classes[int(np.bincount(item.labels[kept]).argmax())] == name
 

@@ -28,10 +28,12 @@ from ..core.models.download import checkpoint_dir
 from ..core.models.registry import available_devices
 from ..core.params import DEFAULT_CLIP, CropParams, DecoderParams
 from ..core.pipeline.stack import leading_shape
+from ..core.runtime.progress import Progress
 from ..core.training.datasets import DatasetImage, Pairs, pairs_from_arrays
 from ..core.training.decoder import iter_train_decoder_to_file
 from ..core.training.finetune import FinetuneParams, iter_finetune_to_file
 from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
+from .fields import param_widget, params_from
 from .job import image_data
 from .panel import WorkerPanel, compact, wrap
 
@@ -98,6 +100,76 @@ def class_counts(pairs_plan: list[tuple[np.ndarray, dict[int, str]]]) -> dict[st
     return dict(sorted(counts.items()))
 
 
+def make_pairs(image_layer, plan, crops: CropParams) -> Pairs:
+    """Crops of every classified object in every plane of ``image_layer``, with their
+    classes (``plan``: the labels layers and their classes)."""
+    data = image_data(image_layer)
+    limits = tuple(float(v) for v in image_layer.contrast_limits)
+    lead = leading_shape(data.shape, bool(image_layer.rgb))
+    pairs = Pairs()
+    for layer, mapping in plan:
+        for plane in np.ndindex(*lead) if lead else [()]:
+            labels = np.asarray(layer.data[plane])
+            if not labels.any():
+                continue
+            pairs.extend(
+                pairs_from_arrays(
+                    np.asarray(data[plane]),
+                    labels,
+                    mapping,
+                    crops,
+                    group=f"{image_layer.name}{plane}",
+                    contrast_limits=limits,
+                    rgb=bool(image_layer.rgb) or None,
+                )
+            )
+    if len(set(pairs.classes)) < 2:
+        raise InputError(
+            f"Found {len(pairs)} classified object(s) of {len(set(pairs.classes))} class(es); "
+            "fine-tuning needs objects of at least two classes."
+        )
+    return pairs
+
+
+def make_dataset_images(image_layer, plan) -> list[DatasetImage]:
+    """Every plane with classified objects, as the decoder trains on it: the image
+    through the layer's contrast limits (as segmenting sees it), its labels and their
+    classes."""
+    from ..core.pipeline.images import prepare_image
+
+    data = image_data(image_layer)
+    limits = tuple(float(v) for v in image_layer.contrast_limits)
+    lead = leading_shape(data.shape, bool(image_layer.rgb))
+    items = []
+    for plane in np.ndindex(*lead) if lead else [()]:
+        planes = [(np.asarray(layer.data[plane]), mapping) for layer, mapping in plan]
+        planes = [(labels, mapping) for labels, mapping in planes if labels.any()]
+        if not planes:
+            continue
+        rgb = prepare_image(
+            np.asarray(data[plane]),
+            contrast_limits=limits,
+            rgb=bool(image_layer.rgb) or None,
+        ).rgb
+        for n, (labels, mapping) in enumerate(planes):
+            present = {int(v) for v in np.unique(labels) if v}
+            classes = {k: v for k, v in mapping.items() if k in present}
+            if classes:
+                name = f"{image_layer.name}{plane}" + (f"-{n}" if len(planes) > 1 else "")
+                items.append(DatasetImage(name, rgb, labels, classes))
+    if not items:
+        raise InputError("No classified objects yet: label some and name their classes.")
+    return items
+
+
+def _iter_built(build, train, *args, **kwargs):
+    """In the worker: make the training data (crops or planes), then train on it."""
+    yield Progress("preparing", 0, 1, "making the crops of every object", heavy=True)
+    data = build()
+    yield Progress("preparing", 1, 1, f"{len(data)} examples")
+    return (yield from train(data, *args, **kwargs))
+
+
 class FinetuneWidget(WorkerPanel):
     """Fine-tune CLIP from the objects of a Labels layer and their class names."""
 
@@ -159,31 +231,17 @@ class FinetuneWidget(WorkerPanel):
         self.lr = FloatSpinBox(label="Learning rate", min=1e-7, max=1.0, step=1e-6, value=1e-5)
         self.lr.native.setDecimals(7)
         self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        # The crops CLIP learns from are made as segmentation makes them (same fields).
+        self.fill = param_widget(CropParams, "fill", "Crop fill")
+        self.margin = param_widget(CropParams, "margin", "Crop margin")
         self.show_advanced = CheckBox(text="Training settings", value=False)
-        self.extend(
-            [
-                self.image,
-                self.labels,
-                self.classes,
-                self.preview,
-                self.target,
-                self.base,
-                self.name,
-                self.show_advanced,
-                *self.controls(),
-            ]
-        )
+        self.extend([self.image, self.labels, self.classes, self.preview, self.target,
+                     self.base, self.name, self.show_advanced, *self.controls()])  # fmt: skip
         self.advanced = Container(
-            widgets=[
-                self.train,
-                self.template,
-                self.paraphrases,
-                self.epochs,
-                self.lr,
-                self.device,
-            ],
+            widgets=[self.train, self.template, self.paraphrases, self.epochs, self.lr,
+                     self.device, self.fill, self.margin],
             labels=True,
-        )
+        )  # fmt: skip
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self.native.layout().addStretch(1)  # spare height goes below, not between rows
         self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
@@ -286,68 +344,28 @@ class FinetuneWidget(WorkerPanel):
             return
         self.preview.value = "; ".join(f"{cls}: {n}" for cls, n in counts.items())
 
-    def pairs(self) -> Pairs:
-        """Crops of every classified object in every plane, with their classes."""
-        image_layer = self.image.value
-        plan = self.plan()
-        data = image_data(image_layer)
-        limits = tuple(float(v) for v in image_layer.contrast_limits)
-        lead = leading_shape(data.shape, bool(image_layer.rgb))
-        pairs = Pairs()
-        for layer, mapping in plan:
-            for plane in np.ndindex(*lead) if lead else [()]:
-                labels = np.asarray(layer.data[plane])
-                if not labels.any():
-                    continue
-                pairs.extend(
-                    pairs_from_arrays(
-                        np.asarray(data[plane]),
-                        labels,
-                        mapping,
-                        CropParams(),
-                        group=f"{image_layer.name}{plane}",
-                        contrast_limits=limits,
-                        rgb=bool(image_layer.rgb) or None,
-                    )
-                )
-        if len(set(pairs.classes)) < 2:
+    def crop_params(self) -> CropParams:
+        """The crop settings (the segmentation widget's fields, the same defaults)."""
+        return params_from(CropParams, {"fill": self.fill, "margin": self.margin})
+
+    def check_classes(self) -> dict[str, int]:
+        """Objects per class, refused when fewer than two classes have any (quick: label
+        values only, so the GUI thread can say it at once)."""
+        counts = class_counts([(layer.data, mapping) for layer, mapping in self.plan()])
+        if len(counts) < 2:
             raise InputError(
-                f"Found {len(pairs)} classified object(s) of {len(set(pairs.classes))} class(es); "
-                "fine-tuning needs objects of at least two classes."
+                f"Found {sum(counts.values())} classified object(s) of {len(counts)} "
+                "class(es); fine-tuning needs objects of at least two classes."
             )
-        return pairs
+        return counts
+
+    def pairs(self, crops: CropParams | None = None) -> Pairs:
+        """Crops of every classified object in every plane, with their classes."""
+        return make_pairs(self.image.value, self.plan(), crops or self.crop_params())
 
     def dataset_images(self) -> list[DatasetImage]:
-        """Every plane with classified objects, as the decoder trains on it: the image
-        through the layer's contrast limits (as segmenting sees it), its labels and
-        their classes."""
-        from ..core.pipeline.images import prepare_image
-
-        image_layer = self.image.value
-        plan = self.plan()
-        data = image_data(image_layer)
-        limits = tuple(float(v) for v in image_layer.contrast_limits)
-        lead = leading_shape(data.shape, bool(image_layer.rgb))
-        items = []
-        for plane in np.ndindex(*lead) if lead else [()]:
-            planes = [(np.asarray(layer.data[plane]), mapping) for layer, mapping in plan]
-            planes = [(labels, mapping) for labels, mapping in planes if labels.any()]
-            if not planes:
-                continue
-            rgb = prepare_image(
-                np.asarray(data[plane]),
-                contrast_limits=limits,
-                rgb=bool(image_layer.rgb) or None,
-            ).rgb
-            for n, (labels, mapping) in enumerate(planes):
-                present = {int(v) for v in np.unique(labels) if v}
-                classes = {k: v for k, v in mapping.items() if k in present}
-                if classes:
-                    name = f"{image_layer.name}{plane}" + (f"-{n}" if len(planes) > 1 else "")
-                    items.append(DatasetImage(name, rgb, labels, classes))
-        if not items:
-            raise InputError("No classified objects yet: label some and name their classes.")
-        return items
+        """Every plane with classified objects, as the decoder trains on it."""
+        return make_dataset_images(self.image.value, self.plan())
 
     def paraphrase_map(self) -> dict[str, list[str]]:
         """``"circle: round blob, disc; ring: annulus"`` -> ``{"circle": [...], ...}``."""
@@ -386,41 +404,36 @@ class FinetuneWidget(WorkerPanel):
     # --- running ---------------------------------------------------------------------
 
     def run(self, *_args) -> None:
-        """Fine-tune CLIP, or train a decoder, in a worker (progress and Cancel)."""
+        """Fine-tune CLIP, or train a decoder, in a worker (progress and Cancel): the
+        inputs are checked here, the crops (or planes) are made in the worker."""
         if self.busy:
             return
         try:
             output = self.output_path()
+            counts = self.check_classes()
             extra = {}
+            image_layer, plan = self.image.value, self.plan()  # read here, used there
             if self.target.value == "decoder":
-                data, params, train = (
-                    self.dataset_images(),
-                    self.decoder_params(),
-                    iter_train_decoder_to_file,
-                )
+                build, params, train = (lambda: make_dataset_images(image_layer, plan)), (
+                    self.decoder_params()
+                ), iter_train_decoder_to_file  # fmt: skip
                 extra["paraphrases"] = self.paraphrase_map()
-                names = {c for item in data for c in item.classes.values()}
-                status = f"decoder: {len(data)} plane(s), {len(names)} class(es)…"
+                status = f"decoder: {len(counts)} class(es)…"
             else:
-                data, params, train = self.pairs(), self.params(), iter_finetune_to_file
-                status = f"{len(data)} objects of {len(set(data.classes))} classes…"
+                crops = self.crop_params()
+                build, params, train = (lambda: make_pairs(image_layer, plan, crops)), (
+                    self.params()
+                ), iter_finetune_to_file  # fmt: skip
+                status = f"{sum(counts.values())} objects of {len(counts)} classes…"
         except Exception as exc:  # shown to the user as one line, never a traceback
             self.show_error(exc)
             return
         if output.exists() and not self.confirm_replace(output):
             self.status.value = f"{output.name} exists; choose another name in 'Save as'."
             return
-        self.start_worker(
-            train,
-            data,
-            str(self.base.value),
-            output,
-            params,
-            device=str(self.device.value),
-            on_result=self._on_saved,
-            status=status,
-            **extra,
-        )
+        self.start_worker(_iter_built, build, train, str(self.base.value), output, params,
+                          device=str(self.device.value), on_result=self._on_saved,
+                          status=status, **extra)  # fmt: skip
 
     def confirm_replace(self, path) -> bool:
         """Ask before a new checkpoint replaces an existing one of the same name."""

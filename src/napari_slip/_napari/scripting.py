@@ -1,4 +1,5 @@
-"""``napari_slip.segment_in_viewer``: what the widget's Run button does, from the console."""
+"""``napari_slip.segment_in_viewer``: what the widget's Run button does, from the console:
+one call on a :class:`~.session.ViewerSession`, the scripting object the widget drives."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ from ..core.params import (
     parse_phrases,
 )
 from ..core.pipeline.api import shared_lock, shared_segmenter
-from ..core.runtime.generators import drain
-from .job import Request, check, configure, iter_job, spatial_axes
-from .layers import new_labels_layer, show_relevance_layer, write_into_layer
+from .job import Request, check
+from .session import ViewerSession
 
 
 def _layer(viewer, value, kind: str, what: str):
@@ -179,25 +179,12 @@ def segment_in_viewer(
     target = _layer(viewer, output, "Labels", "output")
     check(request)  # every check before the shared segmenter or any model
     with shared_lock:
-        segmenter = configure(shared_segmenter(sam, clip, device, precision), request)
-        result = drain(iter_job(segmenter, request), progress)
-    if result.relevance is not None:
-        show_relevance_layer(
-            viewer,
-            image,
-            prompt,
-            result.relevance,
-            probability=request.decoder is not None,
-            axes=spatial_axes(request),
-            planes=list(result.plane_relevance),
-        )
-    if not result.n_objects:
+        session = ViewerSession(viewer, shared_segmenter(sam, clip, device, precision))
+        result = session.segment(request, progress)
+    if not result.n_objects:  # no layer added or changed; the map is shown if asked for
+        session.deliver(request, result, hide_proposals=False)
         from napari.utils.notifications import show_info
 
         show_info(f"{result.message} No layer was added.")
         return None
-    if target is None:
-        name = f"{prompt} ({image.name})"
-        return new_labels_layer(viewer, result, image, name, spatial_axes(request))
-    write_into_layer(target, result, replace=replace)
-    return target
+    return session.deliver(request, result, target, replace_labels=replace, hide_proposals=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.config import Models, RunConfig
+from ..core.config import RunConfig
 from ._args import (
     _device_argument,
     _parse_channels,
@@ -103,21 +103,19 @@ def run_config(args: argparse.Namespace, proposals: str) -> RunConfig:
         TileParams,
     )
 
-    norm = {
-        k: getattr(args, k)
-        for k in NormalisationParams.names()
-        if getattr(args, k, None) is not None
-    }
-    return RunConfig(
-        prompt=args.prompt,
-        models=Models(args.sam, args.clip, args.device, args.precision, args.decoder or None),
+    flat = {k: getattr(args, k) for k in (*SelectionParams.names(), *NormalisationParams.names())
+            if getattr(args, k, None) is not None}  # fmt: skip
+    models = {k: getattr(args, k) for k in ("sam", "clip", "device", "precision", "decoder")}
+    return RunConfig.build(
+        args.prompt,
+        "napari-slip",
+        **models,
+        **flat,
         proposals=proposals,
-        selection=from_args(SelectionParams, args),
         templates=tuple(args.templates) if args.templates else None,
         sam_params=from_args(SamProposalParams, args, max_side=args.max_side or None),
         tile_params=from_args(TileParams, args),
         guided_params=from_args(GuidedParams, args),
         crop_params=from_args(CropParams, args),
-        normalisation=NormalisationParams(**norm),
         relevance=bool(getattr(args, "relevance_out", None)),
     )

@@ -62,24 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.batches import BatchConfig, iter_batch
     from ..core.runtime.generators import drain
 
-    run = run_config(args, args.proposals or "sam")  # every check before any image
-    models = run.models
-    config = BatchConfig(
-        prompt=run.prompt,
-        sam=models.sam,
-        clip=models.clip,
-        device=models.device,
-        precision=models.precision,
-        sam_params=run.sam_params,
-        crop_params=run.crop_params,
-        tile_params=run.tile_params,
-        selection=run.selection,
-        normalisation=run.normalisation,
-        templates=run.templates,
-        proposals=run.proposals,
-        decoder=models.decoder,
-        guided_params=run.guided_params,
-    )
+    # Every check (models, combinations) once, before any image.
+    config = BatchConfig.from_run(run_config(args, args.proposals or "sam"))
     progress = _progress_printer(args.quiet)
     gen = iter_batch(args.inputs, args.output, config, workers=args.workers,
                      scheduler=args.scheduler, overwrite=args.overwrite,

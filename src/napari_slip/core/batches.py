@@ -109,6 +109,28 @@ class BatchConfig:
                 f"A batch's proposals are sam, relevance or guided; got {self.proposals!r}."
             )
 
+    @classmethod
+    def from_run(cls, run: RunConfig, threads: int | None = None) -> BatchConfig:
+        """The batch of ``run``'s settings (``threads``: torch threads per worker)."""
+        models = run.models
+        return cls(
+            prompt=run.prompt,
+            sam=models.sam,
+            clip=models.clip,
+            device=models.device,
+            precision=models.precision,
+            sam_params=run.sam_params,
+            crop_params=run.crop_params,
+            tile_params=run.tile_params,
+            selection=run.selection,
+            normalisation=run.normalisation,
+            templates=run.templates,
+            threads=threads,
+            proposals=run.proposals,
+            decoder=models.decoder,
+            guided_params=run.guided_params,
+        )
+
     def run_config(self) -> RunConfig:
         """The run each image gets, validated as a whole (loads nothing)."""
         return RunConfig(
@@ -315,33 +337,12 @@ def _optional_str(value) -> str | None:
 def make_config(
     prompt: str, sam: str = DEFAULT_SAM, clip: str = DEFAULT_CLIP, device: str = "auto", **options
 ) -> BatchConfig:
-    """A :class:`BatchConfig` from the keyword options of :func:`batch`."""
+    """A :class:`BatchConfig` from the keyword options of :func:`batch`, every check
+    (models, combinations) made once, before any image."""
     check_options(options, BATCH_OPTIONS, "batch()")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
-    selection = SelectionParams(**SelectionParams.pick(options))
-    normalisation = NormalisationParams(**NormalisationParams.pick(options))
-    tile_params = TileParams.choose(options.pop("tile_params", None), options.pop("tiles", None))
-    templates = options.pop("templates", None)
-    config = BatchConfig(
-        prompt=prompt,
-        sam=str(sam),
-        clip=str(clip),
-        device=device,
-        precision=options.pop("precision", "auto"),
-        sam_params=options.pop("sam_params", None) or SamProposalParams(),
-        crop_params=options.pop("crop_params", None) or CropParams(),
-        tile_params=tile_params,
-        selection=selection,
-        normalisation=normalisation,
-        templates=tuple(templates) if templates is not None else None,
-        threads=options.pop("threads", None),
-        proposals=options.pop("proposals", None) or "sam",
-        decoder=_optional_str(options.pop("decoder", None)),
-        guided_params=options.pop("guided_params", None) or GuidedParams(),
-    )
-    config.run_config()  # the combinations and the model files, once, before any image
-    return config
+    threads = options.pop("threads", None)
+    run = RunConfig.build(prompt, "batch()", sam=sam, clip=clip, device=device, **options)
+    return BatchConfig.from_run(run, threads=threads)
 
 
 def batch(

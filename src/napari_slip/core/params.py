@@ -30,9 +30,17 @@ FILLS = ("black", "white", "gray", "mean", "none")
 DEFAULT_THRESHOLD = 0.25
 
 
-def option(default: Any = MISSING, help: str = "", choices: Sequence | None = None, **kw):
-    """A dataclass field with a help text and optional choices (read by the CLI)."""
-    meta = {"help": help, "choices": tuple(choices) if choices else None}
+def option(
+    default: Any = MISSING,
+    help: str = "",
+    choices: Sequence | None = None,
+    bounds: tuple[float, float] | None = None,
+    **kw,
+):
+    """A dataclass field with a help text, optional choices and optional ``bounds``
+    ``(low, high)`` (inclusive; checked on construction, the widget's range). Read by
+    the command line's flags and the widget's fields."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "bounds": bounds}
     if callable(default) and not isinstance(default, (int, float, str, tuple)):
         return field(default_factory=default, metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -60,6 +68,22 @@ def _check_unit(name: str, value: float) -> None:
 
 class _Params:
     """Shared helpers of the parameter dataclasses."""
+
+    def _check_bounds(self) -> None:
+        """Refuse a number outside its field's bounds, before anything is allocated."""
+        for f in fields(self):
+            bounds = f.metadata.get("bounds")
+            value = getattr(self, f.name)
+            if bounds is None or value is None:
+                continue
+            low, high = bounds
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not low <= value <= high:
+                raise InputError(f"{f.name} must be between {low} and {high}; got {value!r}.")
+
+    @classmethod
+    def bounds(cls, name: str) -> tuple[float, float] | None:
+        return {f.name: f for f in fields(cls)}[name].metadata.get("bounds")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -91,19 +115,22 @@ class _Params:
 class SamProposalParams(_Params):
     """Options of SAM's automatic mask generation (SAM's own names and defaults).
 
-    ``SamProposalParams.exact()`` spells out SAM's own generator (every grid point).
+    ``SamProposalParams.exact()`` is SAM's own generator (every grid point, the image
+    not shrunk first); the defaults differ from it only in ``max_side``.
     """
 
-    points_per_side: int = option(32, "grid density: points per image side")
+    points_per_side: int = option(32, "grid density: points per image side", bounds=(1, 256))
     #: None: 16 on a CPU (as fast as 64, 0.5 GB less memory at 1024 px), 64 on a GPU.
     points_per_batch: int | None = option(
         None, "points decoded together (default 16 on a CPU, 64 on a GPU)"
     )
-    pred_iou_thresh: float = option(0.88, "drop masks whose predicted IoU is not above this")
-    stability_score_thresh: float = option(0.95, "drop masks less stable than this")
+    pred_iou_thresh: float = option(
+        0.88, "drop masks whose predicted IoU is not above this", bounds=(0, 1)
+    )
+    stability_score_thresh: float = option(0.95, "drop masks less stable than this", bounds=(0, 1))
     stability_score_offset: float = option(1.0, "logit offset of the stability score")
     box_nms_thresh: float = option(0.7, "box IoU above which the weaker mask is dropped")
-    min_area: int = option(0, "drop masks smaller than this many pixels")
+    min_area: int = option(0, "drop masks smaller than this many pixels", bounds=(0, 10**9))
     skip_covered: bool = option(
         False, "skip grid points inside masks already found (faster; may miss nested objects)"
     )
@@ -113,8 +140,10 @@ class SamProposalParams(_Params):
 
     @classmethod
     def exact(cls, **overrides) -> SamProposalParams:
-        """SAM's automatic mask generator exactly: every grid point is decoded."""
-        return cls(**{"skip_covered": False, **overrides})
+        """SAM's automatic mask generator exactly: every grid point is decoded and the
+        image is not shrunk first (SAM's encoder still sees it at its input size). With
+        ``precision="fp32"`` the masks are SAM's own."""
+        return cls(**{"skip_covered": False, "max_side": None, **overrides})
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1:
@@ -127,6 +156,7 @@ class SamProposalParams(_Params):
             _check_unit(name, getattr(self, name))
         if self.min_area < 0:
             raise InputError(f"min_area must not be negative; got {self.min_area}.")
+        self._check_bounds()
 
 
 #: When SAM works tile by tile: ``off`` (one pass over the image, shrunk above
@@ -148,7 +178,9 @@ class TileParams(_Params):
     tile_size: int | None = option(
         None, "tile side in pixels (default: SAM's own input size, 1024 for SAM)"
     )
-    overlap: int = option(128, "pixels shared by neighbouring tiles (> the largest object)")
+    overlap: int = option(
+        128, "pixels shared by neighbouring tiles (> the largest object)", bounds=(0, 8192)
+    )
     merge_iou: float = option(
         0.7, "masks of two tiles are one object when their IoU inside the shared band is above"
     )
@@ -168,6 +200,7 @@ class TileParams(_Params):
                 f"({self.tile_size})."
             )
         _check_unit("merge_iou", self.merge_iou)
+        self._check_bounds()
 
     @classmethod
     def choose(cls, params: TileParams | None = None, tiles: str | None = None) -> TileParams:
@@ -187,7 +220,9 @@ class CropParams(_Params):
     """
 
     fill: str | tuple[int, int, int] = option("black", "colour outside the mask", FILLS)
-    margin: float = option(0.1, "context around the box, a fraction of its larger side")
+    margin: float = option(
+        0.1, "context around the box, a fraction of its larger side", bounds=(0, 2)
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.fill, str):
@@ -202,6 +237,7 @@ class CropParams(_Params):
             object.__setattr__(self, "fill", fill)
         if not 0 <= self.margin <= 2:
             raise InputError(f"margin must be between 0 and 2; got {self.margin}.")
+        self._check_bounds()
 
 
 @dataclass(frozen=True)
@@ -219,6 +255,7 @@ class SelectionParams(_Params):
         0.0,
         "second opinion of the relevance map: a candidate's similarity gains this times "
         "its mean relevance (0-1) inside its mask",
+        bounds=(0, 1),
     )
 
     def __post_init__(self) -> None:
@@ -352,9 +389,11 @@ class DecoderParams(_Params):
     lr: float = option(2e-3, "learning rate")
     batch_size: int = option(32, "views per step")
     loss: str = option("bce", "bce, dice, or their sum (both)", LOSSES)
-    dim: int = option(64, "width of the decoder")
+    dim: int = option(64, "width of the decoder", bounds=(8, 1024))
     window: int | None = option(
-        None, "view side in image pixels the decoder learns at (default: CLIP's input size)"
+        None,
+        "view side in image pixels the decoder learns at (default: CLIP's input size)",
+        bounds=(8, 4096),
     )
     val_fraction: float = option(0.2, "share of images held out for validation")
     patience: int = option(6, "stop after this many epochs without a better validation IoU")
@@ -379,6 +418,7 @@ class DecoderParams(_Params):
             raise InputError(f"patience must be at least 1; got {self.patience}.")
         if self.template.count("{}") != 1:
             raise InputError(f"The template {self.template!r} must contain '{{}}' once.")
+        self._check_bounds()
 
 
 #: Where candidate masks come from (see ``Segmenter.segment(proposals=...)``).
@@ -399,8 +439,12 @@ class GuidedParams(_Params):
     """
 
     level: float = option(0.5, "relevance (0-1) above which a pixel counts as matching")
-    peaks: int = option(32, "at most this many SAM points placed on the relevance map")
-    safety_grid: int = option(6, "a sparse grid of this many points per side is added (0: none)")
+    peaks: int = option(
+        32, "at most this many SAM points placed on the relevance map", bounds=(0, 4096)
+    )
+    safety_grid: int = option(
+        6, "a sparse grid of this many points per side is added (0: none)", bounds=(0, 256)
+    )
     min_region: int = option(16, "regions of the map smaller than this many pixels are ignored")
 
     def __post_init__(self) -> None:
@@ -409,6 +453,7 @@ class GuidedParams(_Params):
             raise InputError("peaks, safety_grid and min_region must not be negative.")
         if self.peaks == 0 and self.safety_grid == 0:
             raise InputError("Guided mode needs peaks or a safety grid: both are 0.")
+        self._check_bounds()
 
 
 def check_options(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:

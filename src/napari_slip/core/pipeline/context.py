@@ -49,6 +49,8 @@ class SamEmbeddings:
         resolution (kept on disk only, so a tiled run does not fill the memory).
         """
         precision = self.models.precision
+        if region is None and max_side is not None and max(session.image.shape) <= max_side:
+            max_side = None  # not shrunk either way: one embedding, whatever the limit
         key = (self.models.sam_spec, precision, max_side)
         if region is None:
             embedding = session.embeddings.get_fresh(key)

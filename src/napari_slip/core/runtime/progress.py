@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: The stages a run goes through, in order; the widget shows their names.
-STAGES = ("preparing image", "loading models", "embedding", "proposals", "scoring", "selection")
+#: The stages of one segmentation run, in the order they come (tiled runs report
+#: "tiles" instead of "embedding" and "proposals"; stacks add "slice", batches "batch").
+#: Progress bars show the stage's name; ``tests/core/test_run_config.py`` checks that a
+#: run reports these and no others.
+STAGES = ("loading models", "embedding", "proposals", "scoring", "relevance", "selection")
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,8 @@ class Progress:
     Attributes
     ----------
     stage
-        One of :data:`STAGES` (or a caller-defined stage such as ``"slice"``).
+        One of :data:`STAGES`, or of the other long work (``"tiles"``, ``"slice"``,
+        ``"batch"``, ``"training"``, ...).
     done, total
         Units of work finished and expected in this stage (``total`` 0 if unknown).
     message

@@ -1,0 +1,223 @@
+"""The segmentation dock's fields and choices, made from the parameter dataclasses.
+
+The SAM, tile and crop fields are generated from :mod:`..core.params` (their defaults,
+ranges, choices and help texts live there once, as the command line's flags do); the
+layer pickers list the viewer's layers of a kind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    FileEdit,
+    FloatSlider,
+    LineEdit,
+    PushButton,
+    SpinBox,
+)
+
+from ..core.errors import InputError, SlipError
+from ..core.models.registry import SAM_MODELS
+from ..core.params import (
+    DEFAULT_THRESHOLD,
+    CropParams,
+    SamProposalParams,
+    SelectionParams,
+    TileParams,
+)
+from ..core.pipeline.stack import leading_shape
+from .choices import CHOOSE_FILE
+from .fields import param_widget, param_widgets
+from .job import source
+
+MODE_CHOICES = [
+    ("best match", "best"),
+    ("above threshold", "threshold"),
+    ("beats distractors", "distractors"),
+    ("top k", "topk"),
+]
+MODE_TIPS = {
+    "best": "The single candidate most similar to the prompt (SLIP).",
+    "threshold": "Every candidate whose similarity is at least the threshold.",
+    "distractors": "Every candidate more like the prompt than like any distractor phrase or "
+    "the background.",
+    "topk": "The k candidates most similar to the prompt.",
+}
+
+#: Widget attribute -> field of SamProposalParams, with its label.
+SAM_FIELDS = {
+    "points_per_side": ("points_per_side", "Points/side"),
+    "pred_iou": ("pred_iou_thresh", "Min IoU"),
+    "stability": ("stability_score_thresh", "Min stability"),
+    "min_area": ("min_area", "Min area (px)"),
+    "skip_covered": ("skip_covered", "Skip covered points"),
+}
+#: Widget attribute -> field of CropParams / TileParams, with its label.
+CROP_FIELDS = {"fill": ("fill", "Crop fill"), "margin": ("margin", "Crop margin")}
+TILE_FIELDS = {"tiles": ("tiles", "Tiles"), "tile_overlap": ("overlap", "Tile overlap (px)")}
+
+
+def selection_fields() -> dict:
+    """The prompt and the selection settings."""
+    prompt = LineEdit(label="Prompt", value="")
+    prompt.native.setPlaceholderText("what to segment, e.g. nucleus (Enter runs)")
+    threshold = FloatSlider(
+        label="Threshold", min=-1.0, max=1.0, step=0.005, value=DEFAULT_THRESHOLD
+    )
+    threshold.tooltip = SelectionParams.help("threshold")
+    use_floor = CheckBox(text="Use threshold as a floor", value=False)
+    use_floor.tooltip = (
+        "In best, top-k and distractors modes: keep nothing that scores below the "
+        "threshold (so an absent object gives 'nothing found')."
+    )
+    distractors = LineEdit(label="Distractors", value="")
+    distractors.native.setPlaceholderText("comma-separated, e.g. debris, dust")
+    top_k = SpinBox(label="Top k", min=1, max=10000, value=SelectionParams.default("top_k"))
+    mode = ComboBox(label="Selection", choices=MODE_CHOICES, value="best")
+    mode.tooltip = "\n".join(f"{label}: {MODE_TIPS[v]}" for label, v in MODE_CHOICES)
+    return {"prompt": prompt, "mode": mode, "threshold": threshold, "use_floor": use_floor,
+            "distractors": distractors, "top_k": top_k}  # fmt: skip
+
+
+def _generated(cls, table: dict) -> dict:
+    return {attr: param_widget(cls, name, label) for attr, (name, label) in table.items()}
+
+
+def advanced_fields() -> dict:
+    """SAM's grid and filters, precision, the relevance map, tiles, crops, template."""
+    fields = _generated(SamProposalParams, SAM_FIELDS)
+    fields["exact"] = CheckBox(text="Exact SAM (fp32)", value=False)
+    fields["exact"].tooltip = "Slower; gives SAM's own masks (default: bf16 where the CPU has it)."
+    fields["show_relevance"] = CheckBox(text="Relevance map layer", value=False)
+    fields["show_relevance"].tooltip = (
+        "Also show where the prompt matches, pixel by pixel: the trained decoder's "
+        "probability, or without one CLIP's untrained, coarse patch similarity (2D "
+        "images; the next prompt on the same image is quick)."
+    )
+    fields.update(param_widgets(SelectionParams, {"relevance_weight": "Relevance weight"}))
+    tiles = _generated(TileParams, TILE_FIELDS)
+    tiles["tiles"].tooltip = (
+        "SAM tile by tile at full resolution, for large images whose small objects "
+        "vanish when the image is shrunk (auto: above 2,048 px)."
+    )
+    fields.update(tiles)
+    fields.update(_generated(CropParams, CROP_FIELDS))
+    fields["template"] = LineEdit(label="Template", value="")
+    fields["template"].native.setPlaceholderText("a photo of {}.")
+    fields[
+        "template"
+    ].tooltip = "How the prompt becomes text for CLIP; empty: the checkpoint's own."
+    fields["rescan"] = PushButton(text="Rescan checkpoints")
+    for widget in fields.values():
+        native = widget.native
+        if hasattr(native, "setMinimumWidth") and hasattr(native, "setMaximumWidth"):
+            native.setMinimumWidth(60)
+    return fields
+
+
+def folder_fields() -> dict:
+    """Folder mode: the same prompt, selection and models over a folder of images."""
+    folder_in = FileEdit(label="Images", mode="d")
+    folder_in.tooltip = "A folder of .tif, .png, .jpg or .zarr images (searched recursively)."
+    folder_out = FileEdit(label="Save to", mode="d")
+    folder_out.tooltip = (
+        "Label images (same relative names, .tif), objects.csv and summary.json. "
+        "Running again resumes: images done with the same settings are skipped."
+    )
+    workers = SpinBox(label="Workers", min=1, max=64, value=1)
+    workers.tooltip = "Worker processes (a local Dask cluster); 1 runs inside napari."
+    return {"folder_in": folder_in, "folder_out": folder_out, "folder_workers": workers,
+            "run_folder": PushButton(text="Run on folder")}  # fmt: skip
+
+
+def layers_of(viewer, kind: str) -> list:
+    return [layer for layer in viewer.layers if type(layer).__name__ == kind]
+
+
+def image_choices(viewer) -> list:
+    return [(layer.name, layer) for layer in layers_of(viewer, "Image")]
+
+
+def proposal_choices(viewer) -> list:
+    return [
+        ("SAM automatic masks", None),
+        ("Fast: guided by the prompt", "guided"),
+        ("Relevance map regions (no SAM)", "relevance"),
+    ] + [(f"labels: {layer.name}", layer) for layer in layers_of(viewer, "Labels")]
+
+
+def output_choices(viewer) -> list:
+    return [("New Labels layer", None)] + [
+        (f"add to: {layer.name}", layer) for layer in layers_of(viewer, "Labels")
+    ]
+
+
+def colour_choices(viewer, image) -> list:
+    """Other single-channel Image layers that can join the image as green or blue."""
+    others = [x for x in layers_of(viewer, "Image") if x is not image and not x.rgb]
+    return [("none", None)] + [(x.name, x) for x in others]
+
+
+def channel_axis_choices(layer) -> list:
+    choices = [("none (grayscale or RGB)", None)]
+    if layer is not None and not layer.rgb and layer.ndim >= 3:
+        shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+        choices += [(f"axis {a} ({shape[a]} channels)", a) for a in range(layer.ndim - 2)]
+    return choices
+
+
+def sam_choices(files: list[str]) -> list:
+    return (
+        [(name, name) for name in SAM_MODELS]
+        + [(Path(p).name, p) for p in files]
+        + [("Choose a file…", CHOOSE_FILE)]
+    )
+
+
+def parse_channels(text: str) -> tuple[int, ...] | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return tuple(int(c) for c in text.split(",") if c.strip())
+    except ValueError:
+        raise InputError(
+            f"Channels must be comma-separated numbers, e.g. 0,2; got {text!r}."
+        ) from None
+
+
+def update_visibility(w) -> None:
+    """Show each field of the segmentation dock only where it does something."""
+    mode = w.mode.value
+    w.distractors.visible = mode == "distractors"
+    w.top_k.visible = mode == "topk"
+    w.use_floor.visible = mode != "threshold"
+    # The threshold does something only in threshold mode or as a floor.
+    w.threshold.enabled = mode == "threshold" or bool(w.use_floor.value)
+    w.replace_existing.visible = w.output.value is not None
+    layer = w.image.value
+    single = layer is not None and not layer.rgb
+    w.green.visible = single and len(w.green.choices) > 1
+    w.blue.visible = w.green.visible and w.green.value is not None
+    w.channel_axis.visible = len(w.channel_axis.choices) > 1
+    w.channels.visible = w.channel_axis.value is not None
+    # The decoder matters only where the relevance map is used.
+    w.decoder.visible = (
+        isinstance(w.proposals.value, str)
+        or bool(w.show_relevance.value)
+        or float(w.relevance_weight.value) > 0
+    )
+    if layer is None:
+        w.scope.visible = False
+        return
+    try:
+        data, colour = source(w.request())
+        w.scope.visible = bool(leading_shape(data.shape, colour))
+    except SlipError:  # e.g. an invalid channel choice: the Run button will say why
+        w.scope.visible = layer.ndim > 2
+
+
+__all__ = ["MODE_CHOICES", "MODE_TIPS", "advanced_fields", "folder_fields", "selection_fields"]

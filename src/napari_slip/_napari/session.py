@@ -1,0 +1,161 @@
+"""The scripting object of the napari side: one viewer, one engine, the last output.
+
+:class:`ViewerSession` is what the dock widget drives (as napari-animation's widget
+drives its ``Animation``): each widget callback is one call on it (check and prepare
+a run, the run itself in a worker, deliver the result into layers, re-select, forget,
+a folder's settings), and :func:`~.scripting.segment_in_viewer` is one call on one too.
+It holds no Qt widget; every layer it touches is a napari layer of its viewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..core.pipeline.segmenter import Segmenter
+from ..core.pipeline.stack import StackResult, reselect_stack
+from ..core.runtime.generators import drain
+from ..core.runtime.progress import Progress
+from .job import Request, check, configure, iter_job, spatial_axes
+from .layers import new_labels_layer, replace_layer_data, show_relevance_layer, write_into_layer
+
+#: The selection settings a re-selection takes from the current inputs.
+SELECTION_FIELDS = ("mode", "threshold", "top_k", "distractors", "relevance_weight")
+
+
+@dataclass
+class Output:
+    """The last run's output, so re-selection can update it.
+
+    ``layer`` is None when nothing was found (no empty layer is added); a later
+    re-selection that finds objects creates it.
+    """
+
+    request: Request
+    layer: Any
+    created: bool
+    result: StackResult
+
+
+class ViewerSession:
+    """Segment in a napari viewer: what the widget's buttons and the console call do.
+
+    Parameters
+    ----------
+    viewer
+        The viewer whose layers are read and written.
+    segmenter
+        The engine (default: one made for the first request, caches for 64 images).
+    """
+
+    def __init__(self, viewer, segmenter: Segmenter | None = None) -> None:
+        self.viewer = viewer
+        self.segmenter = segmenter
+        self.last: Output | None = None
+
+    def prepare(self, request: Request) -> Segmenter:
+        """Check a request whole (before any model loads) and give the engine its
+        settings; the GUI thread may call it (no image or model work)."""
+        check(request)
+        self.segmenter = configure(self.segmenter, request)
+        return self.segmenter
+
+    def iter_segment(self, request: Request) -> Generator[Progress, None, StackResult]:
+        """The run of a prepared request: what the widget's worker drains."""
+        return (yield from iter_job(self.segmenter, request))
+
+    def segment(self, request: Request, progress: Callable | None = None) -> StackResult:
+        """Prepare and run a request here (blocking), as the console call does."""
+        self.prepare(request)
+        return drain(self.iter_segment(request), progress)
+
+    def deliver(
+        self,
+        request: Request,
+        result: StackResult,
+        output=None,
+        replace_labels: bool = False,
+        hide_proposals: bool = True,
+    ):
+        """Put a result into the viewer: a new Labels layer (none when nothing was
+        found), or its objects into ``output``; the relevance map layer if asked for.
+        Returns the Labels layer written, or None."""
+        if output is None:
+            layer = self.new_layer(request, result) if result.n_objects else None
+            self.last = Output(request, layer, created=True, result=result)
+        else:
+            write_into_layer(output, result, replace=replace_labels)
+            layer = output
+            self.last = Output(request, output, created=False, result=result)
+        labels = request.labels_layer
+        if hide_proposals and labels is not None and labels in self.viewer.layers:
+            labels.visible = False  # dropped proposals would look selected
+        if getattr(result, "relevance", None) is not None:
+            show_relevance_layer(
+                self.viewer,
+                request.image_layer,
+                request.prompt,
+                result.relevance,
+                probability=request.decoder is not None,
+                axes=spatial_axes(request),
+                planes=list(result.plane_relevance),
+            )
+        return layer
+
+    def new_layer(self, request: Request, result: StackResult):
+        """A new Labels layer of ``result`` above the image, named after the prompt."""
+        name = f"{request.prompt} ({request.image_layer.name})"
+        return new_labels_layer(
+            self.viewer, result, request.image_layer, name, spatial_axes(request)
+        )
+
+    def reselect(self, current: Request) -> tuple[StackResult, Request] | str | None:
+        """The last created layer with ``current``'s selection settings: no image or
+        model work, a text encoding at most. Returns (result, request), None when
+        nothing changes, or a line saying why it cannot be done here."""
+        last = self.last
+        if last is None or not last.created:
+            return None
+        if last.layer is not None and last.layer not in self.viewer.layers:
+            return None
+        # The layer keeps its prompt; a new prompt (Enter) makes a new layer.
+        request = replace(last.request, **{k: getattr(current, k) for k in SELECTION_FIELDS})
+        if request.selection() == last.request.selection():
+            return None
+        if self.segmenter is None or self.segmenter.models != request.models:
+            return "Settings changed: press Run to apply."
+        result = reselect_stack(self.segmenter, last.result, request.selection())
+        if last.layer is not None:
+            replace_layer_data(last.layer, result)
+        elif result.n_objects:  # the first run found nothing; now something passes
+            last.layer = self.new_layer(request, result)
+        last.request, last.result = request, result
+        return result, request
+
+    def forget(self, layer=None) -> bool:
+        """Forget the last output (always, or with ``layer`` only if that is its layer or
+        its image); returns whether it was forgotten."""
+        last = self.last
+        if layer is not None and (
+            last is None or layer not in (last.layer, last.request.image_layer)
+        ):
+            return False
+        self.last = None
+        return True
+
+    @staticmethod
+    def folder_config(request: Request):
+        """The settings of a folder run with this request's prompt, selection, models."""
+        from ..core.batches import BatchConfig
+        from ..core.errors import InputError
+
+        if not request.prompt:
+            raise InputError("Type a prompt first: what to segment in every image.")
+        run = request.config()  # validated as a whole, as a run is
+        if run.proposals == "labels":  # a labels layer belongs to one image, not a folder
+            run = replace(run, proposals="sam")
+        return BatchConfig.from_run(run)
+
+
+__all__ = ["Output", "ViewerSession"]

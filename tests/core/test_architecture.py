@@ -1,0 +1,137 @@
+"""The layout keeps its promises: small modules and classes, no import cycles (imports
+under TYPE_CHECKING and inside functions count), an engine with no Qt or napari import,
+selection settings built in few places, and no argparse in the engine."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "napari_slip"
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 350
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module of the package that ``name`` imports, wherever the import is."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for candidate in (target, *(f"{target}.{a.name}" for a in node.names)):
+                if candidate in MODULES and candidate != name:
+                    found.add(candidate)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in MODULES and a.name != name}
+    return found
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_module_over_500_lines():
+    big = {n: len(p.read_text().splitlines()) for n, p in MODULES.items()}
+    assert {n: k for n, k in big.items() if k > MAX_MODULE_LINES} == {}
+
+
+def test_no_class_over_350_lines():
+    big = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    big[f"{name}.{node.name}"] = lines
+    assert big == {}
+
+
+def test_no_import_cycles():
+    graph = {name: _imports(name, path) for name, path in MODULES.items()}
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("forbidden", ["qtpy", "napari", "magicgui", "PyQt6", "argparse"])
+def test_the_engine_imports_no_gui_and_no_argparse(forbidden):
+    offenders = []
+    for name, path in MODULES.items():
+        if not name.startswith("napari_slip.core"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if any(n == forbidden or n.startswith(forbidden + ".") for n in names):
+                offenders.append(name)
+    assert offenders == []
+
+
+def test_selection_settings_are_built_in_at_most_three_places():
+    places = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = getattr(func, "id", getattr(func, "attr", None))
+                args = [getattr(a, "id", None) for a in node.args]
+                if (called == "SelectionParams" and (node.args or node.keywords)) or (
+                    called == "from_args" and "SelectionParams" in args
+                ):
+                    places.append(name)
+    assert len(places) <= 3, places
