@@ -61,6 +61,19 @@ def parse_phrases(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _check_template(template: str) -> None:
+    """A prompt template: text with one ``{}`` and no other braces."""
+    if not isinstance(template, str) or template.count("{}") != 1:
+        raise InputError(f"The template {template!r} must contain '{{}}' once.")
+    try:
+        template.format("x")
+    except (KeyError, IndexError, ValueError):
+        raise InputError(
+            f"The template {template!r} may hold only one '{{}}' and no other braces "
+            "(write '{{' for a literal brace)."
+        ) from None
+
+
 def _check_unit(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise InputError(f"{name} must be between 0 and 1; got {value!r}.")
@@ -367,8 +380,7 @@ class FinetuneParams(_Params):
             raise InputError(f"val_fraction must be in [0, 1); got {self.val_fraction}.")
         if self.lr <= 0:
             raise InputError(f"lr must be positive; got {self.lr}.")
-        if self.template.count("{}") != 1:
-            raise InputError(f"The template {self.template!r} must contain '{{}}' once.")
+        _check_template(self.template)
 
 
 #: Losses a decoder can be trained with (see :class:`DecoderParams`).
@@ -416,8 +428,7 @@ class DecoderParams(_Params):
             raise InputError(f"val_fraction must be in [0, 1); got {self.val_fraction}.")
         if self.patience < 1:
             raise InputError(f"patience must be at least 1; got {self.patience}.")
-        if self.template.count("{}") != 1:
-            raise InputError(f"The template {self.template!r} must contain '{{}}' once.")
+        _check_template(self.template)
         self._check_bounds()
 
 

@@ -70,9 +70,18 @@ class DecoderConfig:
     upsample: int = 4
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "taps", tuple(int(t) for t in self.taps))
-        if not self.taps or min(self.taps) < 0:
-            raise InputError(f"taps must be block indices >= 0; got {self.taps}.")
+        taps = self.taps
+        if isinstance(taps, (str, bytes)) or not isinstance(taps, (list, tuple)):
+            raise InputError(f"taps must be a list of block indices; got {taps!r}.")
+        if not taps or len(taps) > 16 or not all(_whole(t, 0, 256) for t in taps):
+            raise InputError(f"taps must be 1 to 16 block indices from 0 to 256; got {taps!r}.")
+        object.__setattr__(self, "taps", tuple(int(t) for t in taps))
+        for name, (low, high) in _RANGES.items():
+            value = getattr(self, name)
+            if not _whole(value, low, high):
+                raise InputError(
+                    f"{name} must be a whole number from {low} to {high}; got {value!r}."
+                )
         if self.dim % self.heads:
             raise InputError(f"dim ({self.dim}) must be a multiple of heads ({self.heads}).")
         if self.window < 8:
@@ -82,6 +91,24 @@ class DecoderConfig:
     def out_size(self) -> int:
         """Side of the decoder's output grid for one view."""
         return self.grid * self.upsample
+
+
+#: What a decoder config may say, field by field (checked before anything is built: a
+#: width of 10**9 would ask for a 32 GB layer).
+_RANGES = {
+    "width": (8, 8192),
+    "embed_dim": (8, 8192),
+    "grid": (1, 256),
+    "clip_size": (8, 4096),
+    "window": (8, 4096),
+    "dim": (8, 1024),
+    "heads": (1, 64),
+    "upsample": (1, 16),
+}
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def default_taps(depth: int) -> tuple[int, ...]:
@@ -156,7 +183,7 @@ class LoadedDecoder:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.metadata.get("class_names") or [])
+        return _names(self.metadata)
 
     def check_clip(self, clip_sha256: str, clip_spec: str = "") -> None:
         """Refuse a CLIP other than the one this decoder was trained on."""
@@ -167,6 +194,27 @@ class LoadedDecoder:
                 f"{self.clip_sha256[:12]}...), but the CLIP in use is "
                 f"{clip_spec or 'a different one'} (sha256 {clip_sha256[:12]}...). Choose "
                 "the CLIP it was trained on, or train a decoder for this CLIP."
+            )
+
+    def check_fits(self, clip) -> None:
+        """Refuse a CLIP whose shapes this decoder cannot read (its width, depth or
+        joint embedding), also when the file records no CLIP hash to compare."""
+        config = self.config
+        visual = clip.model.visual.transformer
+        depth, width = len(visual.resblocks), int(visual.width)
+        problems = []
+        if config.width != width:
+            problems.append(f"reads a CLIP of width {config.width}, this one has {width}")
+        if max(config.taps) > depth:
+            problems.append(f"taps block {max(config.taps)}, this CLIP has {depth}")
+        if config.embed_dim != clip.embed_dim:
+            problems.append(
+                f"embeds text in {config.embed_dim} dimensions, this CLIP in {clip.embed_dim}"
+            )
+        if problems:
+            raise InputError(
+                f"The decoder {self.path.name} does not fit this CLIP: {'; '.join(problems)}. "
+                "Choose the CLIP it was trained on."
             )
 
     def describe(self) -> dict:
@@ -231,18 +279,30 @@ def read_decoder_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
+def _names(meta: dict) -> list[str]:
+    names = meta.get("class_names")
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _val_iou(meta: dict) -> float | None:
+    metrics = meta.get("metrics")
+    val = metrics.get("val") if isinstance(metrics, dict) else None
+    iou = val.get("mean_iou") if isinstance(val, dict) else None
+    return float(iou) if isinstance(iou, (int, float)) and not isinstance(iou, bool) else None
+
+
 def describe_decoder(meta: dict) -> str:
-    """One line about what a decoder learnt."""
+    """One line about what a decoder learnt (metadata of the wrong types is left out)."""
     parts = []
-    if meta.get("clip_spec"):
-        parts.append(f"reads CLIP {Path(str(meta['clip_spec'])).name}")
-    names = meta.get("class_names") or []
+    if isinstance(meta.get("clip_spec"), str) and meta["clip_spec"]:
+        parts.append(f"reads CLIP {Path(meta['clip_spec']).name}")
+    names = _names(meta)
     if names:
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
         parts.append(f"classes: {shown}")
-    val = ((meta.get("metrics") or {}).get("val") or {}).get("mean_iou")
-    if val is not None:
-        parts.append(f"validation IoU {val:.2f}")
+    iou = _val_iou(meta)
+    if iou is not None:
+        parts.append(f"validation IoU {iou:.2f}")
     return "; ".join(parts) or "a trained decoder"
 
 
@@ -270,9 +330,12 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({type(exc).__name__})."
         ) from None
+    fields = meta.pop(DECODER_KEY)
     try:
-        config = DecoderConfig(**meta.pop(DECODER_KEY))
-    except (TypeError, InputError) as exc:
+        if not isinstance(fields, dict):
+            raise InputError(f"it is {type(fields).__name__}, not a mapping")
+        config = DecoderConfig(**fields)
+    except (TypeError, ValueError, InputError) as exc:
         raise CheckpointError(f"{path}: its decoder config is not valid ({exc}).") from None
     model = TextDecoder(config)
     _load_state(model, state, path, "decoder config")

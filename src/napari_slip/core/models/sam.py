@@ -290,18 +290,64 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+#: At most this many numbered blocks under one prefix (SAM ViT-H has 32; EfficientViT-XL1
+#: 12): a key ``...op_list.250000...`` must not build 250,001 blocks.
+MAX_BLOCKS = 256
+#: An architecture read from a file may hold at most this many times its weights'
+#: values, plus this slack (buffers, position tables): a few wrong shapes must not ask
+#: for gigabytes before the weights are compared.
+SIZE_FACTOR, SIZE_SLACK = 1.5, 50_000_000
+
+
+def check_state_dict(state: dict, path) -> None:
+    """Refuse, before any architecture is read, keys that are not names, values that
+    are not tensors, empty tensors and absurdly numbered blocks."""
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(
+                f"{path} is not a SAM checkpoint: the key {key!r} is not a name."
+            )
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{path} is not a SAM checkpoint: {key!r} is not a tensor of weights."
+            )
+        if value.numel() == 0:
+            raise CheckpointError(f"{path} holds an empty tensor {key!r} {tuple(value.shape)}.")
+    for key in state:  # numbered blocks: the highest index decides how many are built
+        for match in re.finditer(r"\.(\d+)\.", key):
+            if int(match.group(1)) >= MAX_BLOCKS:
+                raise CheckpointError(
+                    f"{path} does not hold consistent SAM weights: {key!r} numbers a block "
+                    f"{match.group(1)} (at most {MAX_BLOCKS} are read)."
+                )
+
+
+def check_size(config, state: dict, path) -> None:
+    """Refuse an architecture much larger than the file's weights, before building it
+    (it is built on the meta device: no memory)."""
+    values = sum(int(v.numel()) for v in state.values())
+    try:
+        with torch.device("meta"):
+            model = build_sam(config)
+    except (RuntimeError, NotImplementedError):  # a builder that computes: checked later
+        return
+    wanted = sum(int(p.numel()) for p in model.parameters())
+    if wanted > SIZE_FACTOR * values + SIZE_SLACK:
+        raise CheckpointError(
+            f"{path} does not hold consistent SAM weights: the architecture read from it "
+            f"has {wanted:,} parameters, its weights {values:,} values."
+        )
+
+
 def load_sam(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, SamConfig]:
     """Load any SAM-format checkpoint; returns the model (eval mode) and its architecture."""
     state = read_state_dict(path)
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(
-            f"{path} is not a SAM checkpoint: {bad[0]!r} is not a tensor of weights."
-        )
+    check_state_dict(state, path)
     try:
         config = sam_config_from_state_dict(state)
+        check_size(config, state, path)
         sam = build_sam(config)
         missing, unexpected = sam.load_state_dict(state, strict=False)
     except CheckpointError:

@@ -132,6 +132,7 @@ class ModelSet:
             loaded = load_decoder(key[0], self.device)
             self._decoders.put(key, loaded)
         loaded.check_clip(clip.sha256, self.clip_spec)
+        loaded.check_fits(clip.clip)
         return loaded
 
     def load(self, kind: str) -> Any:

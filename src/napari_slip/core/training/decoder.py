@@ -143,6 +143,22 @@ def iter_train_decoder(
     class_names = sorted({name for item in items for name in item.classes.values()})
     if not class_names:
         raise InputError("The training data names no classes: nothing to learn.")
+    pixels = {name: 0 for name in class_names}
+    for item in items:
+        labels = np.asarray(item.labels)
+        if labels.ndim != 2:
+            raise InputError(
+                f"The label image of {item.name} has shape {labels.shape}: give one 2D "
+                "label image per image (not RGB)."
+            )
+        for label, name in item.classes.items():
+            pixels[name] += int(np.count_nonzero(labels == int(label)))
+    empty = [name for name, n in pixels.items() if n == 0]
+    if empty:
+        raise InputError(
+            f"No pixel of the label images belongs to {', '.join(map(repr, empty))}: check "
+            "classes.csv against the label images (a decoder would learn nothing of them)."
+        )
     paraphrases = {k: [p.strip() for p in v if p.strip()] for k, v in (paraphrases or {}).items()}
     unknown = sorted(set(paraphrases) - set(class_names))
     if unknown:

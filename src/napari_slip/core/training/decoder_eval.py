@@ -144,6 +144,7 @@ def evaluate_decoder(
     the decoder's training template).
     """
     decoder.check_clip(loaded_clip.sha256, loaded_clip.spec)
+    decoder.check_fits(loaded_clip.clip)
     names = sorted({n for item in items for n in item.classes.values()} | set(decoder.class_names))
     template = str(decoder.metadata.get("prompt_template") or "a photo of {}.")
     if phrase is None:
