@@ -243,3 +243,19 @@ def test_exact_is_sams_own_generator():
     assert exact.max_side is None and not exact.skip_covered
     assert exact != SamProposalParams()  # the promise has content: nothing is shrunk
     assert SamProposalParams.exact(points_per_side=8).points_per_side == 8
+
+
+def test_what_to_find_is_one_object_and_selection_follows_it():
+    from napari_slip.core.config import Target
+
+    config = RunConfig.build("cell", distractors="dust, debris", background="", templates=["a {}"])
+    assert config.target == Target("cell", ("dust", "debris"), "", ("a {}",))
+    assert config.selection.distractors == ("dust", "debris") and config.selection.background == ""
+    assert config.prompt == "cell" and config.templates == ("a {}",)
+    made = RunConfig(Target("cell", "dust"), selection=SelectionParams(mode="distractors"))
+    assert made.selection.distractors == ("dust",)  # taken from the target
+    with pytest.raises(InputError, match="once, in the target"):
+        RunConfig(Target("cell"), selection=SelectionParams(distractors=("dust",)))
+    with pytest.raises(InputError, match="no other braces"):
+        Target("cell", templates=("a {} {x}",))
+    assert config.with_prompt("nucleus").target.distractors == ("dust", "debris")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.config import Models, RunConfig
+from ..core.config import Models, RunConfig, Target
 from ..core.errors import InputError
 from ..core.params import (
     DEFAULT_CLIP,
@@ -76,12 +76,14 @@ class Request:
 
     def config(self) -> RunConfig:
         """The run this request asks for, validated as a whole (loads nothing)."""
+        selection = self.selection()
         return RunConfig(
-            prompt=self.prompt,
+            target=Target(
+                self.prompt, selection.distractors, selection.background, self.templates
+            ),
             models=Models(self.sam, self.clip, self.device, self.precision, self.decoder),
             proposals="labels" if self.labels_layer is not None else self.proposals,
-            selection=self.selection(),
-            templates=self.templates,
+            selection=selection,
             sam_params=self.sam_params,
             tile_params=self.tile_params,
             guided_params=self.guided_params,

@@ -53,7 +53,7 @@ from .batch_files import (
     is_done,
 )
 from .batch_worker import process
-from .config import Models, RunConfig
+from .config import Models, RunConfig, Target
 from .errors import InputError
 from .params import (
     DEFAULT_CLIP,
@@ -133,12 +133,14 @@ class BatchConfig:
 
     def run_config(self) -> RunConfig:
         """The run each image gets, validated as a whole (loads nothing)."""
+        selection = self.selection
         return RunConfig(
-            prompt=self.prompt,
+            target=Target(
+                self.prompt, selection.distractors, selection.background, self.templates
+            ),
             models=Models(self.sam, self.clip, self.device, self.precision, self.decoder),
             proposals=self.proposals,
-            selection=self.selection,
-            templates=self.templates,
+            selection=selection,
             sam_params=self.sam_params,
             tile_params=self.tile_params,
             guided_params=self.guided_params,

@@ -36,6 +36,7 @@ from .params import (
     SelectionParams,
     TileParams,
     check_options,
+    parse_phrases,
 )
 
 #: The side SAM's own models (every registry name) work at; a file's is read when it loads.
@@ -107,22 +108,55 @@ class Models:
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Every setting of one segmentation run, validated as a whole.
+class Target:
+    """What to find: the prompt, the phrases that compete with it, and how text is made
+    of them. (Examples, classes and concepts are to join it here.)
 
     Parameters
     ----------
     prompt
         What to find, e.g. ``"nucleus"``.
+    distractors
+        Phrases that compete with the prompt in ``distractors`` mode.
+    background
+        The phrase every object competes with too in that mode ("" for none).
+    templates
+        Prompt templates (each with one ``{}``); None: the CLIP's own, else
+        ``"a photo of {}."``.
+    """
+
+    prompt: str
+    distractors: tuple[str, ...] = ()
+    background: str = SelectionParams.default("background")
+    templates: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+        object.__setattr__(self, "distractors", parse_phrases(self.distractors))
+        if not isinstance(self.background, str):
+            raise InputError(f"background must be a phrase; got {self.background!r}.")
+        if self.templates is not None:
+            from .pipeline.scoring import check_templates
+
+            templates = (self.templates,) if isinstance(self.templates, str) else self.templates
+            object.__setattr__(self, "templates", check_templates(templates))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one segmentation run, validated as a whole.
+
+    Parameters
+    ----------
+    target
+        What to find (:class:`Target`): the prompt, its competitors, the templates.
     models
         The models (:class:`Models`).
     proposals
         Where candidates come from: one of :data:`~.params.PROPOSALS`.
     selection
-        Which candidates are kept, and the phrases that compete with the prompt.
-    templates
-        Prompt templates (each with one ``{}``); None: the CLIP's own, else
-        ``"a photo of {}."``.
+        Which candidates are kept (its distractors and background are the target's).
     sam_params, tile_params, guided_params, crop_params, normalisation
         The options of SAM's grid, of tiles, of guided proposals, of crops and of the
         image's intensities.
@@ -130,11 +164,10 @@ class RunConfig:
         Also make the prompt's relevance map.
     """
 
-    prompt: str
+    target: Target
     models: Models = field(default_factory=Models)
     proposals: str = "sam"
     selection: SelectionParams = field(default_factory=SelectionParams)
-    templates: tuple[str, ...] | None = None
     sam_params: SamProposalParams = field(default_factory=SamProposalParams)
     tile_params: TileParams = field(default_factory=TileParams)
     guided_params: GuidedParams = field(default_factory=GuidedParams)
@@ -143,9 +176,10 @@ class RunConfig:
     relevance: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+        if isinstance(self.target, str):  # RunConfig("nucleus", ...): the prompt alone
+            object.__setattr__(self, "target", Target(self.target))
         kinds = {
+            "target": Target,
             "models": Models,
             "selection": SelectionParams,
             "sam_params": SamProposalParams,
@@ -166,12 +200,20 @@ class RunConfig:
                 f"proposals must be one of {', '.join(PROPOSALS)}; got {shown!r}. To use "
                 "a label image's objects, pass it as labels=..."
             )
-        if self.templates is not None:
-            from .pipeline.scoring import check_templates
-
-            if isinstance(self.templates, str):
-                object.__setattr__(self, "templates", (self.templates,))
-            object.__setattr__(self, "templates", check_templates(self.templates))
+        target, selection = self.target, self.selection
+        if (selection.distractors, selection.background) != (
+            target.distractors,
+            target.background,
+        ):
+            if selection.distractors or selection.background != SelectionParams.default(
+                "background"
+            ):
+                raise InputError(
+                    "Give the distractors and the background phrase once, in the target "
+                    "(Target(prompt, distractors=..., background=...))."
+                )
+            phrases = {"distractors": target.distractors, "background": target.background}
+            object.__setattr__(self, "selection", replace(selection, **phrases))
         self._check_selection()
         self._check_tiles()
         if self.needs_sam:
@@ -206,6 +248,14 @@ class RunConfig:
             )
 
     @property
+    def prompt(self) -> str:
+        return self.target.prompt
+
+    @property
+    def templates(self) -> tuple[str, ...] | None:
+        return self.target.templates
+
+    @property
     def needs_sam(self) -> bool:
         """Whether the run decodes SAM (its grid, its tiles, or guided points)."""
         return self.proposals in ("sam", "guided")
@@ -221,7 +271,7 @@ class RunConfig:
 
     def with_prompt(self, prompt: str) -> RunConfig:
         """The same run for another prompt (validated again)."""
-        return replace(self, prompt=prompt)
+        return replace(self, target=replace(self.target, prompt=prompt))
 
     def engine_options(self) -> dict:
         """Selection and normalisation options as keyword arguments of the engine."""
@@ -251,12 +301,17 @@ class RunConfig:
         )
         templates = options.pop("templates", None)
         proposals = options.pop("proposals", None)
+        target = Target(
+            prompt,
+            selection.distractors,
+            selection.background,
+            tuple(templates) if templates is not None else None,
+        )
         return cls(
-            prompt=prompt,
+            target=target,
             models=models,
             proposals="sam" if proposals is None else proposals,
             selection=selection,
-            templates=tuple(templates) if templates is not None else None,
             sam_params=options.pop("sam_params", None) or SamProposalParams(),
             tile_params=tile_params,
             guided_params=options.pop("guided_params", None) or GuidedParams(),
@@ -272,6 +327,7 @@ class RunConfig:
             value = getattr(self, f.name)
             out[f.name] = value.as_dict() if hasattr(value, "as_dict") else value
         out["models"] = {f.name: getattr(self.models, f.name) for f in fields(Models)}
+        out["target"] = {f.name: getattr(self.target, f.name) for f in fields(Target)}
         return out
 
 
@@ -302,4 +358,4 @@ def split_options(options: Mapping[str, Any], names) -> tuple[dict, dict]:
     )
 
 
-__all__ = ["OPTIONS", "SAM_INPUT_SIZE", "Models", "RunConfig", "split_options"]
+__all__ = ["OPTIONS", "SAM_INPUT_SIZE", "Models", "RunConfig", "Target", "split_options"]

@@ -331,14 +331,12 @@ TRAINABLE = ("all", "last", "proj")
 class FinetuneParams(_Params):
     """Training options.
 
+    ``train``: ``all`` (every weight), ``last`` (the last ``last_blocks`` transformer
+    blocks of both towers, their final norms and the projections) or ``proj``
+    (projections and temperature only: fastest, least risk of forgetting).
+
     Attributes
     ----------
-    epochs, lr, batch_size, weight_decay
-        The usual.
-    train
-        ``all`` (every weight), ``last`` (the last ``last_blocks`` transformer blocks of
-        both towers, their final norms and the projections) or ``proj`` (projections
-        and temperature only: fastest, least risk of forgetting).
     last_blocks
         Blocks per tower trained with ``train="last"``.
     val_fraction

@@ -93,10 +93,13 @@ class TextEmbeddings:
 
     def templates(self) -> tuple[str, ...]:
         """The templates in use: as given, else the one the CLIP recorded, else the
-        default. Loads CLIP when no templates were given (its file says)."""
+        default. Never loads a model: an unloaded checkpoint's header is read."""
         if self.given is not None:
             return self.given
-        recorded = self.models.load("clip").clip.metadata.get("prompt_template")
+        if self.models.is_loaded("clip"):
+            recorded = self.models.loaded("clip").clip.metadata.get("prompt_template")
+        else:
+            recorded = _recorded_template(self.models.clip_spec)
         if isinstance(recorded, str) and recorded.count("{}") == 1:
             return (recorded,)
         return DEFAULT_TEMPLATES
@@ -111,6 +114,22 @@ class TextEmbeddings:
             self.stats["text_encodings"] += 1
             self.cache.put(key, cached)
         return cached
+
+
+def _recorded_template(spec: str) -> str | None:
+    """The template a napari-slip CLIP checkpoint recorded (its header only), if any."""
+    from pathlib import Path
+
+    from ..errors import SlipError
+    from ..models.clip import read_clip_metadata
+
+    path = Path(spec).expanduser()
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        return read_clip_metadata(path).get("prompt_template")
+    except (SlipError, OSError):
+        return None
 
 
 class RelevanceMaps:
