@@ -82,11 +82,11 @@ def tiles_and_folder(weights: Path) -> None:
     widget.mode.value = "threshold"
     widget.threshold.value = -1.0
     widget.points_per_side.value = FIXTURE_AMG["points_per_side"]
-    widget.pred_iou.value = FIXTURE_AMG["pred_iou_thresh"]
-    widget.stability.value = FIXTURE_AMG["stability_score_thresh"]
+    widget.pred_iou_thresh.value = FIXTURE_AMG["pred_iou_thresh"]
+    widget.stability_score_thresh.value = FIXTURE_AMG["stability_score_thresh"]
     widget.min_area.value = 30
     widget.tiles.value = "on"
-    widget.tile_overlap.value = 32
+    widget.overlap.value = 32
     run_and_wait(widget)
     from napari_slip.core.pipeline.tiles import tile_grid
 
@@ -140,8 +140,8 @@ def decoder_guided(weights: Path) -> None:
     widget.add_decoder_file(fixture.decoder)
     widget.show_relevance.value = True
     widget.points_per_side.value = FIXTURE_AMG["points_per_side"]
-    widget.pred_iou.value = FIXTURE_AMG["pred_iou_thresh"]
-    widget.stability.value = FIXTURE_AMG["stability_score_thresh"]
+    widget.pred_iou_thresh.value = FIXTURE_AMG["pred_iou_thresh"]
+    widget.stability_score_thresh.value = FIXTURE_AMG["stability_score_thresh"]
     widget.prompt.value = "circle"
     # The tiny CLIP is random, so its crop scores mean nothing: the decoder's second
     # opinion (relevance weight 1) decides, with a threshold above CLIP's noise.

@@ -24,8 +24,8 @@ def test_folder_mode_segments_every_image_and_resumes(slip, qtbot, tmp_path, fas
     widget.mode.value = "topk"
     widget.top_k.value = 2
     widget.points_per_side.value = fast_sam_params.points_per_side
-    widget.pred_iou.value = 0.0
-    widget.stability.value = 0.0
+    widget.pred_iou_thresh.value = 0.0
+    widget.stability_score_thresh.value = 0.0
     widget.min_area.value = 20
     widget.show_folder.value = True
     assert widget.folder_area.isVisibleTo(widget.native)

@@ -18,8 +18,8 @@ def setup(slip):
     """The widget with a sparse grid and SAM's filters off (random weights keep masks)."""
     viewer, widget, run = slip
     widget.points_per_side.value = 4
-    widget.pred_iou.value = 0.0
-    widget.stability.value = 0.0
+    widget.pred_iou_thresh.value = 0.0
+    widget.stability_score_thresh.value = 0.0
     widget.min_area.value = 20
     return viewer, widget, run
 
@@ -539,3 +539,42 @@ def test_console_call_with_relevance_and_tiles(
                                           sam_params=fast_sam_params, **common)  # fmt: skip
     provenance = tiled.metadata["napari_slip"][-1]
     assert provenance["proposals"]["source"] == "sam-tiles"
+
+
+def test_labelled_fields_of_the_dataclasses_are_the_widgets_fields(slip):
+    """A field with a label in core.params is a widget field, with its default, range and
+    help, and is read back into the run's settings."""
+    from dataclasses import fields
+
+    from napari_slip._napari.form import SHOWN
+    from napari_slip.core.params import CropParams, SamProposalParams, TileParams
+
+    viewer, widget, _ = slip
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    for cls in SHOWN:
+        for f in fields(cls):
+            if f.metadata.get("label"):
+                field_widget = getattr(widget, f.name)
+                assert field_widget.value == cls.default(f.name)
+                assert field_widget.tooltip == cls.help(f.name)
+                if cls.bounds(f.name):
+                    assert (field_widget.min, field_widget.max) == cls.bounds(f.name)
+    widget.points_per_side.value = 7
+    widget.pred_iou_thresh.value = 0.0
+    widget.stability_score_thresh.value = 0.0
+    widget.min_area.value = 20
+    widget.overlap.value = 40
+    widget.fill.value = "white"
+    widget.margin.value = 0.25
+    request = widget.request()
+    assert request.sam_params == SamProposalParams(
+        points_per_side=7, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_area=20
+    )
+    assert request.tile_params == TileParams(overlap=40)
+    assert request.crop_params == CropParams(fill="white", margin=0.25)
+    widget.exact.value = True  # SAM's own generator: every point, nothing shrunk
+    assert widget.request().sam_params == SamProposalParams.exact(
+        points_per_side=7, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_area=20
+    )

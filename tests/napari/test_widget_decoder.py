@@ -27,8 +27,8 @@ def _widget(make_napari_viewer, trained_sam_path, decoder_fixture):
     widget.add_clip_file(decoder_fixture.clip)
     widget.device.value = "cpu"
     widget.points_per_side.value = FIXTURE_AMG["points_per_side"]
-    widget.pred_iou.value = FIXTURE_AMG["pred_iou_thresh"]
-    widget.stability.value = FIXTURE_AMG["stability_score_thresh"]
+    widget.pred_iou_thresh.value = FIXTURE_AMG["pred_iou_thresh"]
+    widget.stability_score_thresh.value = FIXTURE_AMG["stability_score_thresh"]
     return viewer, widget
 
 

@@ -38,11 +38,11 @@ def test_multiscale_lazy_layer_is_segmented_tile_by_tile_at_level_0(
     widget.device.value = "cpu"
     widget.exact.value = True
     widget.points_per_side.value = FIXTURE_AMG["points_per_side"]
-    widget.pred_iou.value = FIXTURE_AMG["pred_iou_thresh"]
-    widget.stability.value = FIXTURE_AMG["stability_score_thresh"]
+    widget.pred_iou_thresh.value = FIXTURE_AMG["pred_iou_thresh"]
+    widget.stability_score_thresh.value = FIXTURE_AMG["stability_score_thresh"]
     widget.min_area.value = 30
     widget.tiles.value = "on"
-    widget.tile_overlap.value = 32
+    widget.overlap.value = 32
     widget.prompt.value = "nucleus"
     widget.mode.value = "threshold"
     widget.threshold.value = -1.0  # every candidate: judge SAM's tiles, not random CLIP

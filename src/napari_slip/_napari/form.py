@@ -30,7 +30,7 @@ from ..core.params import (
 )
 from ..core.pipeline.stack import leading_shape
 from .choices import CHOOSE_FILE
-from .fields import param_widget, param_widgets
+from .fields import param_widgets
 from .job import source
 
 MODE_CHOICES = [
@@ -47,17 +47,9 @@ MODE_TIPS = {
     "topk": "The k candidates most similar to the prompt.",
 }
 
-#: Widget attribute -> field of SamProposalParams, with its label.
-SAM_FIELDS = {
-    "points_per_side": ("points_per_side", "Points/side"),
-    "pred_iou": ("pred_iou_thresh", "Min IoU"),
-    "stability": ("stability_score_thresh", "Min stability"),
-    "min_area": ("min_area", "Min area (px)"),
-    "skip_covered": ("skip_covered", "Skip covered points"),
-}
-#: Widget attribute -> field of CropParams / TileParams, with its label.
-CROP_FIELDS = {"fill": ("fill", "Crop fill"), "margin": ("margin", "Crop margin")}
-TILE_FIELDS = {"tiles": ("tiles", "Tiles"), "tile_overlap": ("overlap", "Tile overlap (px)")}
+#: The dataclasses whose labelled fields the advanced settings show: a field with a
+#: ``label`` in :mod:`..core.params` appears there, as the widget attribute of its name.
+SHOWN = (SamProposalParams, TileParams, CropParams)
 
 
 def selection_fields() -> dict:
@@ -82,13 +74,14 @@ def selection_fields() -> dict:
             "distractors": distractors, "top_k": top_k}  # fmt: skip
 
 
-def _generated(cls, table: dict) -> dict:
-    return {attr: param_widget(cls, name, label) for attr, (name, label) in table.items()}
+def generated(cls) -> dict:
+    """Field name -> widget, for the labelled fields of ``cls``."""
+    return param_widgets(cls, cls.shown())
 
 
 def advanced_fields() -> dict:
     """SAM's grid and filters, precision, the relevance map, tiles, crops, template."""
-    fields = _generated(SamProposalParams, SAM_FIELDS)
+    fields = generated(SamProposalParams)
     fields["exact"] = CheckBox(text="Exact SAM (fp32)", value=False)
     fields["exact"].tooltip = "Slower; gives SAM's own masks (default: bf16 where the CPU has it)."
     fields["show_relevance"] = CheckBox(text="Relevance map layer", value=False)
@@ -98,13 +91,8 @@ def advanced_fields() -> dict:
         "images; the next prompt on the same image is quick)."
     )
     fields.update(param_widgets(SelectionParams, {"relevance_weight": "Relevance weight"}))
-    tiles = _generated(TileParams, TILE_FIELDS)
-    tiles["tiles"].tooltip = (
-        "SAM tile by tile at full resolution, for large images whose small objects "
-        "vanish when the image is shrunk (auto: above 2,048 px)."
-    )
-    fields.update(tiles)
-    fields.update(_generated(CropParams, CROP_FIELDS))
+    fields.update(generated(TileParams))
+    fields.update(generated(CropParams))
     fields["template"] = LineEdit(label="Template", value="")
     fields["template"].native.setPlaceholderText("a photo of {}.")
     fields[

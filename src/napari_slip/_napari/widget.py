@@ -246,8 +246,8 @@ class SlipWidget(WorkerPanel):
         mode, proposals = self.mode.value, self.proposals.value
         threshold = self.threshold.value if (mode == "threshold" or self.use_floor.value) else None
         template = self.template.value.strip()
-        sam_widgets = {name: getattr(self, a) for a, (name, _) in form.SAM_FIELDS.items()}
         exact = {"skip_covered": False, "max_side": None} if self.exact.value else {}
+        given = {cls: {n: getattr(self, n) for n in cls.shown()} for cls in form.SHOWN}
         return Request(
             image_layer=self.image.value,
             prompt=self.prompt.value.strip(),
@@ -269,11 +269,9 @@ class SlipWidget(WorkerPanel):
             device=str(self.device.value),
             precision="fp32" if self.exact.value else "auto",
             # Exact: SAM's own generator (SamProposalParams.exact()), in fp32.
-            sam_params=params_from(SamProposalParams, sam_widgets, **exact),
-            crop_params=params_from(CropParams, {"fill": self.fill, "margin": self.margin}),
-            tile_params=params_from(
-                TileParams, {"tiles": self.tiles, "overlap": self.tile_overlap}
-            ),
+            sam_params=params_from(SamProposalParams, given[SamProposalParams], **exact),
+            crop_params=params_from(CropParams, given[CropParams]),
+            tile_params=params_from(TileParams, given[TileParams]),
             templates=(template,) if template else None,
             relevance=bool(self.show_relevance.value),
         )

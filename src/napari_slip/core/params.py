@@ -35,12 +35,19 @@ def option(
     help: str = "",
     choices: Sequence | None = None,
     bounds: tuple[float, float] | None = None,
+    label: str | None = None,
     **kw,
 ):
-    """A dataclass field with a help text, optional choices and optional ``bounds``
-    ``(low, high)`` (inclusive; checked on construction, the widget's range). Read by
-    the command line's flags and the widget's fields."""
-    meta = {"help": help, "choices": tuple(choices) if choices else None, "bounds": bounds}
+    """A dataclass field with a help text, optional choices, optional ``bounds``
+    ``(low, high)`` (inclusive; checked on construction, the widget's range) and an
+    optional ``label`` (the field then shows in the widget's advanced settings under
+    that label). Read by the command line's flags and the widget's fields."""
+    meta = {
+        "help": help,
+        "choices": tuple(choices) if choices else None,
+        "bounds": bounds,
+        "label": label,
+    }
     if callable(default) and not isinstance(default, (int, float, str, tuple)):
         return field(default_factory=default, metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -95,6 +102,11 @@ class _Params:
                 raise InputError(f"{f.name} must be between {low} and {high}; got {value!r}.")
 
     @classmethod
+    def shown(cls) -> dict[str, str]:
+        """Field name -> widget label, for the fields the widget shows."""
+        return {f.name: f.metadata["label"] for f in fields(cls) if f.metadata.get("label")}
+
+    @classmethod
     def bounds(cls, name: str) -> tuple[float, float] | None:
         return {f.name: f for f in fields(cls)}[name].metadata.get("bounds")
 
@@ -132,20 +144,28 @@ class SamProposalParams(_Params):
     not shrunk first); the defaults differ from it only in ``max_side``.
     """
 
-    points_per_side: int = option(32, "grid density: points per image side", bounds=(1, 256))
+    points_per_side: int = option(
+        32, "grid density: points per image side", bounds=(1, 256), label="Points/side"
+    )
     #: None: 16 on a CPU (as fast as 64, 0.5 GB less memory at 1024 px), 64 on a GPU.
     points_per_batch: int | None = option(
         None, "points decoded together (default 16 on a CPU, 64 on a GPU)"
     )
     pred_iou_thresh: float = option(
-        0.88, "drop masks whose predicted IoU is not above this", bounds=(0, 1)
+        0.88, "drop masks whose predicted IoU is not above this", bounds=(0, 1), label="Min IoU"
     )
-    stability_score_thresh: float = option(0.95, "drop masks less stable than this", bounds=(0, 1))
+    stability_score_thresh: float = option(
+        0.95, "drop masks less stable than this", bounds=(0, 1), label="Min stability"
+    )
     stability_score_offset: float = option(1.0, "logit offset of the stability score")
     box_nms_thresh: float = option(0.7, "box IoU above which the weaker mask is dropped")
-    min_area: int = option(0, "drop masks smaller than this many pixels", bounds=(0, 10**9))
+    min_area: int = option(
+        0, "drop masks smaller than this many pixels", bounds=(0, 10**9), label="Min area (px)"
+    )
     skip_covered: bool = option(
-        False, "skip grid points inside masks already found (faster; may miss nested objects)"
+        False,
+        "skip grid points inside masks already found (faster; may miss nested objects)",
+        label="Skip covered points",
     )
     max_side: int | None = option(
         2048, "SAM works on a copy at most this long; masks come back at full size (0: off)"
@@ -187,12 +207,21 @@ class TileParams(_Params):
     every object lies whole inside at least one tile.
     """
 
-    tiles: str = option("off", "SAM tile by tile: off, auto (above max-side) or on", TILING)
+    tiles: str = option(
+        "off",
+        "SAM tile by tile at full resolution, for large images whose small objects vanish "
+        "when shrunk: off, auto (above max-side) or on",
+        TILING,
+        label="Tiles",
+    )
     tile_size: int | None = option(
         None, "tile side in pixels (default: SAM's own input size, 1024 for SAM)"
     )
     overlap: int = option(
-        128, "pixels shared by neighbouring tiles (> the largest object)", bounds=(0, 8192)
+        128,
+        "pixels shared by neighbouring tiles (> the largest object)",
+        bounds=(0, 8192),
+        label="Tile overlap (px)",
     )
     merge_iou: float = option(
         0.7, "masks of two tiles are one object when their IoU inside the shared band is above"
@@ -232,9 +261,14 @@ class CropParams(_Params):
     ``margin`` is the context around the box, a fraction of the box's larger side.
     """
 
-    fill: str | tuple[int, int, int] = option("black", "colour outside the mask", FILLS)
+    fill: str | tuple[int, int, int] = option(
+        "black", "colour outside the mask", FILLS, label="Crop fill"
+    )
     margin: float = option(
-        0.1, "context around the box, a fraction of its larger side", bounds=(0, 2)
+        0.1,
+        "context around the box, a fraction of its larger side",
+        bounds=(0, 2),
+        label="Crop margin",
     )
 
     def __post_init__(self) -> None:
