@@ -269,3 +269,73 @@ def test_memory_error_and_a_bug_are_one_line_with_the_traceback_logged(
     log = isolated_cache / "napari-slip.log"
     assert log.is_file() and "ZeroDivisionError" in log.read_text()
     assert str(log) in line
+
+
+# --- the rest of the catalogue: CLIP configs, reports, decoders in batches -----------------
+
+
+def _rewrite_metadata(path, out, key, change):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = dict(fh.metadata())
+        state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+    meta[key] = json.dumps(change(json.loads(meta[key])))
+    save_file(state, str(out), metadata=meta)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("tower", "name", "value"),
+    [("vision_cfg", "width", -32), ("text_cfg", "layers", 0), ("vision_cfg", "patch_size", -8)],
+)
+def test_a_clip_config_with_a_negative_size_is_one_line(
+    tiny_clip_path, tmp_path, tower, name, value
+):
+    from napari_slip.core.models.clip import CONFIG_KEY, load_clip_checkpoint
+
+    def change(config):
+        config[tower][name] = value
+        return config
+
+    bad = _rewrite_metadata(tiny_clip_path, tmp_path / "neg.safetensors", CONFIG_KEY, change)
+    with pytest.raises(CheckpointError, match=rf"{tower}\.{name} must be a positive number"):
+        load_clip_checkpoint(bad)
+
+
+def test_evaluate_json_naming_a_folder_is_refused_before_any_work(
+    tmp_path, tiny_clip_path, capsys
+):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "keep.txt").write_text("mine")
+    code = main(["evaluate", str(tmp_path / "data"), "--clip", str(tiny_clip_path),
+                 "--json", str(tmp_path / "report"), "-q"])  # fmt: skip
+    assert code == 2 and "--json" in _error(capsys)
+    assert (tmp_path / "report" / "keep.txt").read_text() == "mine"
+
+
+def test_a_batch_with_a_decoder_of_another_clip_stops_before_the_first_image(
+    tmp_path, tiny_clip_path, decoder_fixture
+):
+    import napari_slip
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((64, 64), np.uint8))
+    tifffile.imwrite(tmp_path / "b.tif", np.zeros((64, 64), np.uint8))
+    with pytest.raises(InputError, match=r"was trained on .* not on"):
+        napari_slip.batch([tmp_path / "a.tif", tmp_path / "b.tif"], tmp_path / "out", "cell",
+                          clip=str(tiny_clip_path), decoder=str(decoder_fixture.decoder),
+                          proposals="relevance", device="cpu")  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_rgb_label_images_for_train_decoder_are_one_line(tmp_path, tiny_clip_path, capsys):
+    labels = np.zeros((32, 32, 3), np.uint8)
+    labels[4:12, 4:12] = 1
+    data = _dataset(tmp_path / "data", labels, "image,label,class\na.tif,1,cell\n")
+    out = tmp_path / "d.safetensors"
+    code = main(["train-decoder", str(data), "--clip", str(tiny_clip_path), "-o", str(out),
+                 "--device", "cpu", "--epochs", "1", "-q"])  # fmt: skip
+    line = _error(capsys)
+    assert code == 2 and ("2D label image" in line or "label image" in line), line
+    assert not out.exists()

@@ -54,6 +54,17 @@ def add_parser(sub) -> None:
     ev.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
 
+def _outputs(args: argparse.Namespace):
+    """The --json report: checked before any work (not a folder, not an input; an
+    existing one is replaced, as a report is), written atomically."""
+    from ..core.io import Outputs
+
+    inputs = [args.data, *args.clip, args.decoder, args.sam]
+    outputs = Outputs({"json": args.json}, inputs, overwrite=True)
+    outputs.check({"json": "--json"})
+    return outputs
+
+
 def run_evaluate_decoder(args: argparse.Namespace) -> int:
     from ..core.models.decoder import load_decoder
     from ..core.models.hub import default_hub
@@ -61,6 +72,8 @@ def run_evaluate_decoder(args: argparse.Namespace) -> int:
     from ..core.training.datasets import read_dataset_folder
     from ..core.training.decoder import evaluate_decoder, format_decoder_report
 
+    if args.json:
+        _outputs(args)  # before any work
     if len(args.clip) != 1:
         raise SlipError("--decoder is evaluated with one --clip: the one it was trained on.")
     items = read_dataset_folder(args.data)
@@ -70,8 +83,9 @@ def run_evaluate_decoder(args: argparse.Namespace) -> int:
     report = {"decoder": str(args.decoder), "clip": args.clip[0], **report}
     print(format_decoder_report(report))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        _outputs(args).write(
+            {"json": lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2))}
+        )
     return 0
 
 
@@ -80,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.decoder:
         return run_evaluate_decoder(args)
+    if args.json:
+        _outputs(args)  # before any work
 
     report = evaluate(
         args.data,
@@ -95,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_report(report))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        _outputs(args).write(
+            {"json": lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2))}
+        )
     return 0

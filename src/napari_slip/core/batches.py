@@ -197,6 +197,25 @@ class BatchSummary:
         return f"{self.n_inputs} images: " + ", ".join(parts) + "."
 
 
+def _check_decoder_clip(config: BatchConfig) -> None:
+    """A decoder trained on another CLIP than the batch's is one line before the first
+    image (compared by the CLIP file's SHA-256, where the file is here)."""
+    if not config.decoder:
+        return
+    from .models.decoder import read_decoder_metadata
+    from .models.download import file_sha256
+
+    meta = read_decoder_metadata(config.decoder)
+    trained = meta.get("clip_sha256")
+    clip = Path(config.clip).expanduser()
+    if isinstance(trained, str) and trained and clip.is_file() and file_sha256(clip) != trained:
+        raise InputError(
+            f"The decoder {Path(config.decoder).name} was trained on "
+            f"{meta.get('clip_spec') or 'another CLIP'}, not on {config.clip}: choose the "
+            "CLIP it was trained on, or train a decoder for this CLIP."
+        )
+
+
 def iter_batch(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -231,6 +250,7 @@ def iter_batch(
         raise InputError(f"out_dir must be a folder path; got {type(out_dir).__name__}.")
     out_dir = Path(out_dir).expanduser()
     config.run_config()  # every check before the first image, not once per image
+    _check_decoder_clip(config)
     items = collect_inputs(inputs, exclude=out_dir)
     _check_out_dir(out_dir, items)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,18 @@ raises :class:`~napari_slip.core.errors.InputError` naming the bad value.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError
+from .params_base import (
+    _check_template,
+    _check_unit,
+    _Params,
+    check_options,
+    option,
+    parse_phrases,
+)
 
 #: The models used when none is named (registry names: see ``napari-slip models``).
 DEFAULT_SAM = "vit_b"
@@ -28,112 +35,6 @@ MODES = ("best", "threshold", "distractors", "topk")
 FILLS = ("black", "white", "gray", "mean", "none")
 #: Default cosine floor of ``threshold`` mode (CLIP cosines of matches are ~0.2-0.35).
 DEFAULT_THRESHOLD = 0.25
-
-
-def option(
-    default: Any = MISSING,
-    help: str = "",
-    choices: Sequence | None = None,
-    bounds: tuple[float, float] | None = None,
-    label: str | None = None,
-    **kw,
-):
-    """A dataclass field with a help text, optional choices, optional ``bounds``
-    ``(low, high)`` (inclusive; checked on construction, the widget's range) and an
-    optional ``label`` (the field then shows in the widget's advanced settings under
-    that label). Read by the command line's flags and the widget's fields."""
-    meta = {
-        "help": help,
-        "choices": tuple(choices) if choices else None,
-        "bounds": bounds,
-        "label": label,
-    }
-    if callable(default) and not isinstance(default, (int, float, str, tuple)):
-        return field(default_factory=default, metadata=meta, **kw)
-    return field(default=default, metadata=meta, **kw)
-
-
-def parse_phrases(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    """Distractor phrases from a comma-separated string or a list; blanks dropped."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = value.split(",")
-    out = []
-    for p in value:
-        if not isinstance(p, str):
-            raise InputError(f"Phrases must be text; got {p!r}.")
-        if p.strip():
-            out.append(p.strip())
-    return tuple(out)
-
-
-def _check_template(template: str) -> None:
-    """A prompt template: text with one ``{}`` and no other braces."""
-    if not isinstance(template, str) or template.count("{}") != 1:
-        raise InputError(f"The template {template!r} must contain '{{}}' once.")
-    try:
-        template.format("x")
-    except (KeyError, IndexError, ValueError):
-        raise InputError(
-            f"The template {template!r} may hold only one '{{}}' and no other braces "
-            "(write '{{' for a literal brace)."
-        ) from None
-
-
-def _check_unit(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise InputError(f"{name} must be between 0 and 1; got {value!r}.")
-
-
-class _Params:
-    """Shared helpers of the parameter dataclasses."""
-
-    def _check_bounds(self) -> None:
-        """Refuse a number outside its field's bounds, before anything is allocated."""
-        for f in fields(self):
-            bounds = f.metadata.get("bounds")
-            value = getattr(self, f.name)
-            if bounds is None or value is None:
-                continue
-            low, high = bounds
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not number or not low <= value <= high:
-                raise InputError(f"{f.name} must be between {low} and {high}; got {value!r}.")
-
-    @classmethod
-    def shown(cls) -> dict[str, str]:
-        """Field name -> widget label, for the fields the widget shows."""
-        return {f.name: f.metadata["label"] for f in fields(cls) if f.metadata.get("label")}
-
-    @classmethod
-    def bounds(cls, name: str) -> tuple[float, float] | None:
-        return {f.name: f for f in fields(cls)}[name].metadata.get("bounds")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def default(cls, name: str) -> Any:
-        f = {f.name: f for f in fields(cls)}[name]
-        return f.default if f.default is not MISSING else f.default_factory()
-
-    @classmethod
-    def help(cls, name: str) -> str:
-        return {f.name: f for f in fields(cls)}[name].metadata.get("help", "")
-
-    @classmethod
-    def choices(cls, name: str) -> tuple | None:
-        return {f.name: f for f in fields(cls)}[name].metadata.get("choices")
-
-    @classmethod
-    def pick(cls, options: dict) -> dict:
-        """Remove and return the entries of ``options`` that are fields of this class."""
-        return {k: options.pop(k) for k in list(options) if k in cls.names()}
 
 
 @dataclass(frozen=True)
@@ -497,16 +398,6 @@ class GuidedParams(_Params):
         if self.peaks == 0 and self.safety_grid == 0:
             raise InputError("Guided mode needs peaks or a safety grid: both are 0.")
         self._check_bounds()
-
-
-def check_options(options: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
-    """Refuse unknown keyword arguments with the list of known ones."""
-    allowed = sorted(set(allowed))
-    unknown = [k for k in options if k not in allowed]
-    if unknown:
-        raise InputError(
-            f"{where} got an unknown option {unknown[0]!r}; known options: {', '.join(allowed)}."
-        )
 
 
 __all__ = [

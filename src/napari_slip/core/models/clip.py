@@ -129,13 +129,29 @@ class ClipModel:
 MAX_CLIP_PARAMETERS = 4_000_000_000
 
 
+#: Sizes of an open_clip tower that must be positive numbers where given.
+_SIZES = ("width", "layers", "heads", "patch_size", "image_size", "context_length",
+          "vocab_size", "head_width", "mlp_ratio")  # fmt: skip
+
+
 def estimated_parameters(config: dict) -> int:
     """A rough parameter count of an open_clip config, from widths and depths alone."""
     total = 0
+    embed = config.get("embed_dim", 512)
+    if isinstance(embed, bool) or not isinstance(embed, int) or embed <= 0:
+        raise CheckpointError(
+            f"The CLIP config's embed_dim must be a positive number; got {embed!r}."
+        )
     for key in ("vision_cfg", "text_cfg"):
         cfg = config.get(key) or {}
         if not isinstance(cfg, dict):
             raise CheckpointError(f"The CLIP config's {key!r} is not a mapping.")
+        for name in _SIZES:
+            value = cfg.get(name)
+            if isinstance(value, (int, float)) and (isinstance(value, bool) or value <= 0):
+                raise CheckpointError(
+                    f"The CLIP config's {key}.{name} must be a positive number; got {value!r}."
+                )
         width, layers = (
             cfg.get("width", 768 if key == "vision_cfg" else 512),
             cfg.get("layers", 12),
@@ -180,7 +196,7 @@ def build_clip(config: dict) -> torch.nn.Module:
     cls = CustomTextCLIP if custom else CLIP
     try:
         model = cls(**cfg)
-    except (TypeError, ValueError, AssertionError, AttributeError, KeyError) as exc:
+    except (TypeError, ValueError, AssertionError, AttributeError, KeyError, RuntimeError) as exc:
         raise CheckpointError(
             f"The CLIP config does not describe an open_clip model ({str(exc)[:160]})."
         ) from None
