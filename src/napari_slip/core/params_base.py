@@ -52,12 +52,12 @@ def parse_phrases(value: str | Iterable[str] | None) -> tuple[str, ...]:
 def _check_template(template: str) -> None:
     """A prompt template: text with one ``{}`` and no other braces."""
     if not isinstance(template, str) or template.count("{}") != 1:
-        raise InputError(f"The template {template!r} must contain '{{}}' once.")
+        raise InputError(f"Prompt template {template!r} must contain '{{}}' exactly once.")
     try:
         template.format("x")
     except (KeyError, IndexError, ValueError):
         raise InputError(
-            f"The template {template!r} may hold only one '{{}}' and no other braces "
+            f"Prompt template {template!r} may hold only one '{{}}' and no other braces "
             "(write '{{' for a literal brace)."
         ) from None
 

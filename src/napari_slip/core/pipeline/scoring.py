@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import InputError
 from ..models.clip import ClipModel
 from ..params import CropParams
+from ..params_base import _check_template
 from ..runtime.progress import Progress
 from .crops import make_crops
 from .proposals import Proposals
@@ -17,20 +18,12 @@ DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of {}.",)
 
 
 def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    """Validate prompt templates: each must contain ``{}`` exactly once."""
+    """Validate prompt templates: each holds ``{}`` exactly once and no other braces."""
     templates = tuple(templates)
     if not templates:
         raise InputError("Give at least one prompt template, e.g. 'a photo of {}.'.")
     for t in templates:
-        if not isinstance(t, str) or t.count("{}") != 1:
-            raise InputError(f"Prompt template {t!r} must contain '{{}}' exactly once.")
-        try:
-            t.format("x")
-        except (KeyError, IndexError, ValueError):
-            raise InputError(
-                f"Prompt template {t!r} may hold only one '{{}}' and no other braces "
-                "(write '{{' for a literal brace)."
-            ) from None
+        _check_template(t)
     return templates
 
 
