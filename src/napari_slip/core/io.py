@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -296,9 +297,7 @@ def _swap_in(staged: dict[Path, Path]) -> None:
     try:
         for path, tmp in staged.items():
             if path.exists() or path.is_symlink():
-                backup = path.with_name(
-                    f"{TEMP_PREFIX}{path.name[:40]}.{next(tempfile._get_candidate_names())}.old"
-                )
+                backup = path.with_name(f"{TEMP_PREFIX}{path.name[:40]}.{secrets.token_hex(4)}.old")
                 os.replace(path, backup)
                 moved_aside[path] = backup
             os.replace(tmp, path)
