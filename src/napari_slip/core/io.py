@@ -297,7 +297,8 @@ def _swap_in(staged: dict[Path, Path]) -> None:
     try:
         for path, tmp in staged.items():
             if path.exists() or path.is_symlink():
-                backup = path.with_name(f"{TEMP_PREFIX}{path.name[:40]}.{secrets.token_hex(4)}.old")
+                name = f"{TEMP_PREFIX}{path.name[:40]}.{secrets.token_hex(4)}.old"
+                backup = path.with_name(name)
                 os.replace(path, backup)
                 moved_aside[path] = backup
             os.replace(tmp, path)
