@@ -259,3 +259,21 @@ def test_what_to_find_is_one_object_and_selection_follows_it():
     with pytest.raises(InputError, match="no other braces"):
         Target("cell", templates=("a {} {x}",))
     assert config.with_prompt("nucleus").target.distractors == ("dust", "debris")
+
+
+def test_reading_a_model_attribute_never_loads_it(tiny_sam_path, tiny_clip_path):
+    from napari_slip.core.models.hub import ModelHub
+
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", hub=ModelHub())
+    for name in ("sam", "clip"):
+        with pytest.raises(InputError, match=f"The {name} model is not loaded yet: call load"):
+            getattr(seg, name)
+    assert seg.templates == ("a photo of {}.",)  # read from the checkpoint's header
+    assert seg.hub.loads == {"sam": 0, "clip": 0}
+    events = []
+    assert seg.load(progress=events.append) is seg
+    assert seg.hub.loads == {"sam": 1, "clip": 1}
+    assert [e.message for e in events] == [f"SAM {tiny_sam_path}", f"CLIP {tiny_clip_path}"]
+    assert seg.sam.sha256 and seg.clip.sha256  # loaded now: the attributes answer
+    seg.load()  # loading again announces and loads nothing
+    assert seg.hub.loads == {"sam": 1, "clip": 1}

@@ -183,3 +183,30 @@ def test_an_existing_checkpoint_is_replaced_only_when_the_user_agrees(scene, qtb
     assert target.read_bytes() != b"an earlier checkpoint"
     assert read_clip_metadata(target)["class_names"]
     assert not list(target.parent.glob("*.part"))
+
+
+def test_crops_are_made_in_the_worker_with_the_crop_settings(scene, qtbot, monkeypatch):
+    import threading
+
+    from napari_slip._napari import finetune_widget as module
+
+    _, widget, spec, _ = scene
+    widget.classes.value = spec
+    widget.name.value = "crops"
+    widget.fill.value = "white"
+    widget.margin.value = 0.3
+    seen = []
+    make = module.make_pairs
+
+    def recorded(image_layer, plan, crops):
+        seen.append((threading.current_thread() is threading.main_thread(), crops))
+        return make(image_layer, plan, crops)
+
+    monkeypatch.setattr(module, "make_pairs", recorded)
+    widget.run()
+    assert widget.busy and not seen  # checked here, the crops are still to be made
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert (checkpoint_dir() / "crops.safetensors").is_file(), widget.status.value
+    [(on_gui, crops)] = seen
+    assert not on_gui  # made in the worker, not on napari's thread
+    assert (crops.fill, crops.margin) == ("white", 0.3)

@@ -36,7 +36,19 @@ def drain_cached(gen: Generator[Progress, Any, T]) -> T | None:
 
     At the first event with ``heavy=True`` the generator is closed and None returned;
     otherwise its result is returned, computed from caches (plus text encodings).
+
+    .. deprecated:: 0.x
+        Nothing in napari-slip uses it any more; drain the generator and stop at the
+        first event whose ``heavy`` is True yourself. It will be removed.
     """
+    import warnings
+
+    warnings.warn(
+        "drain_cached() is deprecated and will be removed: stop at the first heavy "
+        "Progress event yourself.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     while True:
         try:
             event = next(gen)
