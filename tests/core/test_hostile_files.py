@@ -242,6 +242,12 @@ def test_a_relevance_window_past_its_bound_is_one_line(tiny_clip_path):
     seg = Segmenter("/no/sam.pth", str(tiny_clip_path), "cpu", disk_cache=False)
     with pytest.raises(InputError, match="relevance window must be 8 to 4096 pixels"):
         seg.relevance("cell", np.zeros((64, 64), np.uint8), window=100000)
+    seg.relevance_window = 100000  # the attribute is bounded the same way
+    with pytest.raises(InputError, match="got 100000"):
+        seg.relevance("cell")
+    seg.relevance_window = 32
+    assert seg.relevance("cell").shape == (64, 64)
+    assert seg.stats["relevance_windows"] > 1  # 32 px windows over a 64 px image
 
 
 # --- what escapes: one line, the traceback in the log --------------------------------------

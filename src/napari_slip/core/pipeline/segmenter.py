@@ -172,10 +172,11 @@ class Segmenter:
         self.guided_params = guided_params or GuidedParams()
         self.background = background
         self.batch_size = batch_size
+        #: Side (8-4096 px) of the windows CLIP sees for relevance maps; None: its input
+        #: size, larger for big images. ``relevance(window=...)`` overrides it per call.
+        self.relevance_window: int | None = None
         self._sessions = LRU(max(1, cache_size))
         self._session: ImageSession | None = None
-
-    # --- models: named here, loaded as a step of their own ---------------------------
 
     hub = property(lambda self: self.model_set.hub)
     sam_spec = property(lambda self: self.model_set.sam_spec)
@@ -187,8 +188,7 @@ class Segmenter:
     decoder_spec = property(lambda self: self.model_set.decoder_spec)
     models = property(lambda self: self.model_set.models, doc="(sam, clip, device, precision)")
     relevance_is_probability = property(lambda self: self.model_set.relevance_is_probability)
-    #: The loaded SAM, CLIP, decoder: these never load (see :meth:`load`).
-    sam = property(lambda self: self.model_set.loaded("sam"))
+    sam = property(lambda self: self.model_set.loaded("sam"))  # loaded ones: never load
     clip = property(lambda self: self.model_set.loaded("clip"))
     decoder = property(lambda self: self.model_set.loaded("decoder"))
 
@@ -227,7 +227,7 @@ class Segmenter:
 
     def context(self) -> RunContext:
         """What proposal sources may use (see :mod:`.context`)."""
-        relevance = RelevanceMaps(self.model_set, self._texts, self.stats)
+        relevance = RelevanceMaps(self.model_set, self._texts, self.stats, self.relevance_window)
         return RunContext(
             self.model_set, SamEmbeddings(self.model_set, self.disk_cache, self.stats), relevance
         )
