@@ -17,7 +17,6 @@ it interacts with another, and the code that uses it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -260,24 +259,9 @@ class RunConfig:
         """Whether the run decodes SAM (its grid, its tiles, or guided points)."""
         return self.proposals in ("sam", "guided")
 
-    @property
-    def uses_relevance(self) -> bool:
-        """Whether the run needs the prompt's relevance map."""
-        return (
-            self.relevance
-            or bool(self.selection.relevance_weight)
-            or self.proposals in ("relevance", "guided")
-        )
-
     def with_prompt(self, prompt: str) -> RunConfig:
         """The same run for another prompt (validated again)."""
         return replace(self, target=replace(self.target, prompt=prompt))
-
-    def engine_options(self) -> dict:
-        """Selection and normalisation options as keyword arguments of the engine."""
-        return {**self.selection.as_dict(), **self.normalisation.kwargs()}
-
-    # --- from keyword options ------------------------------------------------------
 
     @classmethod
     def build(cls, prompt: str, where: str = "segment()", **options: Any) -> RunConfig:
@@ -349,13 +333,4 @@ OPTIONS = (
 )
 
 
-def split_options(options: Mapping[str, Any], names) -> tuple[dict, dict]:
-    """``options`` split into those named in ``names`` and the rest."""
-    names = set(names)
-    return (
-        {k: v for k, v in options.items() if k in names},
-        {k: v for k, v in options.items() if k not in names},
-    )
-
-
-__all__ = ["OPTIONS", "SAM_INPUT_SIZE", "Models", "RunConfig", "Target", "split_options"]
+__all__ = ["OPTIONS", "SAM_INPUT_SIZE", "Models", "RunConfig", "Target"]

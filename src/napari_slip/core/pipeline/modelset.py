@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..models.hub import ModelHub
-from ..models.registry import LoadedClip, LoadedSam, resolve_device
+from ..models.registry import resolve_device
 from ..runtime.generators import drain
 from ..runtime.perf import resolve_precision
 from ..runtime.progress import Progress
@@ -153,14 +153,6 @@ class ModelSet:
                 "segmentation, which loads what it needs)."
             )
         return self.load(kind)
-
-    def sam(self) -> LoadedSam:
-        """The loaded SAM (see :meth:`loaded`)."""
-        return self.loaded("sam")
-
-    def clip(self) -> LoadedClip:
-        """The loaded CLIP (see :meth:`loaded`)."""
-        return self.loaded("clip")
 
 
 __all__ = ["KINDS", "ModelSet"]
