@@ -41,6 +41,22 @@ def _parse_limits(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _parse_pixel_size(text: str) -> dict[str, float]:
+    """``--pixel-size``: ``Z=2,Y=0.5,X=0.5`` (checked against the image's axes later)."""
+    out = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip().upper()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"pixel sizes are AXIS=SIZE pairs such as Z=2,Y=0.5,X=0.5, not {text!r}"
+            ) from None
+    return out
+
+
 def _parse_fill(text: str) -> str | tuple[int, ...]:
     """``--fill``: a name or R,G,B, checked by CropParams."""
     from ..core.params import CropParams

@@ -10,6 +10,7 @@ from ._args import (
     _parse_channels,
     _parse_fill,
     _parse_limits,
+    _parse_pixel_size,
     add_arguments,
     from_args,
 )
@@ -90,6 +91,26 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
     )
     crops = seg.add_argument_group("crops")
     add_arguments(crops, CropParams, types={"fill": _parse_fill})
+    stacks = seg.add_argument_group("stacks (z-stacks, time series)")
+    stacks.add_argument(
+        "--axes",
+        metavar="AXES",
+        help="the image's axes where its file does not record them (OME-TIFF, ImageJ "
+        "TIFF and OME-Zarr do): ZYX, TYX, TZYX, CYX, ZCYX, TCZYX, YXS (T time, Z depth, "
+        "C channels, S RGB samples)",
+    )
+    stacks.add_argument(
+        "--pixel-size",
+        metavar="Z=..,Y=..,X=..",
+        type=_parse_pixel_size,
+        help="pixel sizes in micrometres (default: the file's), for physical sizes in the table",
+    )
+    stacks.add_argument(
+        "--per-plane",
+        action="store_true",
+        help="give each plane's objects their own ids (default: objects are linked "
+        "across Z planes into 3D objects and across T frames into tracks)",
+    )
 
 
 def run_config(args: argparse.Namespace, proposals: str) -> RunConfig:
@@ -118,4 +139,5 @@ def run_config(args: argparse.Namespace, proposals: str) -> RunConfig:
         guided_params=from_args(GuidedParams, args),
         crop_params=from_args(CropParams, args),
         relevance=bool(getattr(args, "relevance_out", None)),
+        link=not getattr(args, "per_plane", False),
     )

@@ -63,12 +63,20 @@ def run(args: argparse.Namespace) -> int:
     from ..core.runtime.generators import drain
 
     # Every check (models, combinations) once, before any image.
-    config = BatchConfig.from_run(run_config(args, args.proposals or "sam"))
+    config = BatchConfig.from_run(
+        run_config(args, args.proposals or "sam"), axes=args.axes, pixel_size=args.pixel_size
+    )
     progress = _progress_printer(args.quiet)
-    gen = iter_batch(args.inputs, args.output, config, workers=args.workers,
-                     scheduler=args.scheduler, overwrite=args.overwrite,
-                     connect_timeout=args.connect_timeout,
-                     worker_timeout=args.worker_timeout)  # fmt: skip
+    gen = iter_batch(
+        args.inputs,
+        args.output,
+        config,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        overwrite=args.overwrite,
+        connect_timeout=args.connect_timeout,
+        worker_timeout=args.worker_timeout,
+    )
     try:
         summary = drain(gen, progress)
     except KeyboardInterrupt:

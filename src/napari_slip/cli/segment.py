@@ -40,7 +40,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.io import Outputs, _write_labels_to, open_image, read_image
+    from ..core.io import (
+        Outputs,
+        _write_labels_to,
+        open_image,
+        read_image,
+        write_stack_labels_to,
+    )
+    from ..core.pipeline.dispatch import image_axes, iter_segment_image
     from ..core.pipeline.segmenter import Segmenter
     from ..core.runtime.generators import drain
 
@@ -81,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
     # Tiled runs read the image region by region (tif and zarr), never whole.
     image = open_image(args.image, lazy=config.tile_params.tiles != "off")
     labels = read_image(args.proposals_from) if args.proposals_from else None
+    # A stack's axes: given, or its file's; refused with the choices before any model.
+    axes = image_axes(image, config, args.axes, args.pixel_size, args.image)
+    stack = bool(axes.lead)
+    if stack and out.suffix.lower() == ".png":
+        raise SlipError("A stack's labels are written as .tif or .zarr, not .png.")
     progress = _progress_printer(args.quiet)
     models = config.models
     segmenter = Segmenter(
@@ -95,12 +107,14 @@ def run(args: argparse.Namespace) -> int:
         segmenter.load("decoder", progress=progress)
 
     def segment(labels_out=None):
-        run = segmenter.iter_run(image, config, labels=labels, labels_out=labels_out)
+        run = iter_segment_image(
+            segmenter, image, config, axes=axes, labels=labels, labels_out=labels_out
+        )
         result = drain(run, progress)
         progress.close()
         return result
 
-    zarr_out = out.suffix.lower() == ".zarr"
+    zarr_out = out.suffix.lower() == ".zarr" and not stack
     # A .zarr output is painted straight into its (staged) store: no full-size array.
     result = None if zarr_out else segment()
     state = {}
@@ -108,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     def write_labels(tmp):
         if zarr_out:
             state["result"] = segment(labels_out=tmp)
+        elif stack:
+            write_stack_labels_to(
+                tmp, result.labels, out.suffix.lower(), result.axes, result.scale, result.unit
+            )
         else:
             _write_labels_to(tmp, result.labels, out.suffix.lower())
 

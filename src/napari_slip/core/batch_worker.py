@@ -52,7 +52,8 @@ def process(
 
     Never raises for a bad input: the record says ``failed`` and why.
     """
-    from .io import open_image, write_labels
+    from .io import Outputs, open_image, write_labels, write_stack_labels_to
+    from .pipeline.dispatch import iter_segment_image
 
     out_dir = Path(out_dir)
     start = time.perf_counter()
@@ -69,10 +70,34 @@ def process(
             image = reader(item.path)
         else:
             image = open_image(item.path, lazy=config.tile_params.tiles != "off")
-        result = drain(_segmenter(config).iter_run(image, config.run_config()))
+        pixel_size = dict(config.pixel_size) if config.pixel_size else None
+        run = iter_segment_image(
+            _segmenter(config),
+            image,
+            config.run_config(),
+            axes=config.axes,
+            pixel_size=pixel_size,
+            path=item.path,
+        )
+        result = drain(run)
         # Claimed before it is written: killed between the two, the labels stay ours.
         _write_record(out_dir, item, {**record, "status": "writing", "wrote": True})
-        write_labels(out_dir / item.labels_name, result.labels)
+        target = out_dir / item.labels_name
+        if getattr(result, "axes", "YX") != "YX":  # a stack: one label image, its axes
+            Outputs({"labels": target}, overwrite=True).write(
+                {
+                    "labels": lambda tmp: write_stack_labels_to(
+                        tmp,
+                        result.labels,
+                        target.suffix.lower(),
+                        result.axes,
+                        result.scale,
+                        result.unit,
+                    )
+                }
+            )
+        else:
+            write_labels(target, result.labels)
         record.update(
             status="done",
             wrote=True,

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .axes import check_scale, parse_axes
 from .batch_cluster import (
     CONNECT_TIMEOUT,
     WORKER_TIMEOUT,
@@ -63,6 +64,7 @@ from .params import (
     NormalisationParams,
     SamProposalParams,
     SelectionParams,
+    StackParams,
     TileParams,
     check_options,
 )
@@ -102,18 +104,40 @@ class BatchConfig:
     #: A trained decoder file for the relevance map (None: CLIP's untrained map).
     decoder: str | None = None
     guided_params: GuidedParams = field(default_factory=GuidedParams)
+    stack_params: StackParams = field(default_factory=StackParams)
+    #: Axes of inputs whose files do not record them (e.g. ``"ZYX"``), and pixel sizes
+    #: that replace the files' (see :func:`napari_slip.core.axes.resolve_axes`).
+    axes: str | None = None
+    pixel_size: tuple[tuple[str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.proposals not in ("sam", "relevance", "guided"):
             raise InputError(
                 f"A batch's proposals are sam, relevance or guided; got {self.proposals!r}."
             )
+        if self.axes is not None:
+            object.__setattr__(self, "axes", parse_axes(self.axes, where="axes"))
+        if self.pixel_size is not None:
+            sizes = dict(self.pixel_size)
+            letters = self.axes or "".join(a for a in "TZYX" if a in sizes or a in "YX")
+            sizes = check_scale(sizes, letters)
+            object.__setattr__(self, "pixel_size", tuple(sorted(sizes.items())))
 
     @classmethod
-    def from_run(cls, run: RunConfig, threads: int | None = None) -> BatchConfig:
-        """The batch of ``run``'s settings (``threads``: torch threads per worker)."""
+    def from_run(
+        cls,
+        run: RunConfig,
+        threads: int | None = None,
+        axes: str | None = None,
+        pixel_size: Any = None,
+    ) -> BatchConfig:
+        """The batch of ``run``'s settings (``threads``: torch threads per worker;
+        ``axes``, ``pixel_size``: for stacks whose files do not record them)."""
         models = run.models
         return cls(
+            stack_params=run.stack_params,
+            axes=axes,
+            pixel_size=pixel_size,
             prompt=run.prompt,
             sam=models.sam,
             clip=models.clip,
@@ -146,12 +170,18 @@ class BatchConfig:
             guided_params=self.guided_params,
             crop_params=self.crop_params,
             normalisation=self.normalisation,
+            stack_params=self.stack_params,
         )
 
     def describe(self) -> dict:
         """The parameters as JSON-able data, models by identity."""
         data = asdict(self)
         data.pop("threads")
+        for name in ("axes", "pixel_size"):  # absent as before stacks: old digests hold
+            if data[name] is None:
+                data.pop(name)
+        if self.stack_params == StackParams():
+            data.pop("stack_params")
         data["sam"] = _model_identity(self.sam)
         data["clip"] = _model_identity(self.clip)
         if self.decoder is not None:
@@ -349,6 +379,10 @@ BATCH_OPTIONS = (
     "proposals",
     "decoder",
     "guided_params",
+    "link",
+    "stack_params",
+    "axes",
+    "pixel_size",
 )
 
 
@@ -363,8 +397,9 @@ def make_config(
     (models, combinations) made once, before any image."""
     check_options(options, BATCH_OPTIONS, "batch()")
     threads = options.pop("threads", None)
+    axes, pixel_size = options.pop("axes", None), options.pop("pixel_size", None)
     run = RunConfig.build(prompt, "batch()", sam=sam, clip=clip, device=device, **options)
-    return BatchConfig.from_run(run, threads=threads)
+    return BatchConfig.from_run(run, threads=threads, axes=axes, pixel_size=pixel_size)
 
 
 def batch(

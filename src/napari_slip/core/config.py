@@ -33,6 +33,7 @@ from .params import (
     NormalisationParams,
     SamProposalParams,
     SelectionParams,
+    StackParams,
     TileParams,
     check_options,
     parse_phrases,
@@ -161,6 +162,8 @@ class RunConfig:
         image's intensities.
     relevance
         Also make the prompt's relevance map.
+    stack_params
+        How a stack's planes' objects become its objects (linked across Z and T).
     """
 
     target: Target
@@ -173,6 +176,7 @@ class RunConfig:
     crop_params: CropParams = field(default_factory=CropParams)
     normalisation: NormalisationParams = field(default_factory=NormalisationParams)
     relevance: bool = False
+    stack_params: StackParams = field(default_factory=StackParams)
 
     def __post_init__(self) -> None:
         if isinstance(self.target, str):  # RunConfig("nucleus", ...): the prompt alone
@@ -186,6 +190,7 @@ class RunConfig:
             "guided_params": GuidedParams,
             "crop_params": CropParams,
             "normalisation": NormalisationParams,
+            "stack_params": StackParams,
         }
         for name, kind in kinds.items():
             if not isinstance(getattr(self, name), kind):
@@ -271,7 +276,8 @@ class RunConfig:
         the fields of :class:`~.params.SelectionParams` and of
         :class:`~.params.NormalisationParams`; ``templates``; ``sam_params``,
         ``tile_params`` (or ``tiles``), ``guided_params``, ``crop_params``;
-        ``relevance``. An unknown option is refused with one line naming it and the
+        ``relevance``; ``stack_params`` or ``link`` (False: a stack's objects per
+        plane). An unknown option is refused with one line naming it and the
         known ones (``where`` names the entry point in that line).
         """
         check_options(options, OPTIONS, where)
@@ -302,6 +308,9 @@ class RunConfig:
             crop_params=options.pop("crop_params", None) or CropParams(),
             normalisation=normalisation,
             relevance=bool(options.pop("relevance", False)),
+            stack_params=_stack_params(
+                options.pop("stack_params", None), options.pop("link", None)
+            ),
         )
 
     def describe(self) -> dict:
@@ -313,6 +322,13 @@ class RunConfig:
         out["models"] = {f.name: getattr(self.models, f.name) for f in fields(Models)}
         out["target"] = {f.name: getattr(self.target, f.name) for f in fields(Target)}
         return out
+
+
+def _stack_params(params: StackParams | None, link: bool | None) -> StackParams:
+    if params is not None and link is not None and params.link != link:
+        raise InputError("Give link either as link=... or in stack_params, not both.")
+    params = params or StackParams()
+    return params if link is None else replace(params, link=link)
 
 
 _MODEL_FIELDS = tuple(f.name for f in fields(Models))
@@ -330,6 +346,8 @@ OPTIONS = (
     "guided_params",
     "crop_params",
     "relevance",
+    "stack_params",
+    "link",
 )
 
 

@@ -113,6 +113,65 @@ def _write_labels_to(target: Path, labels: np.ndarray, suffix: str) -> None:
         raise InputError(f"Labels can be written as .tif or .png, not {suffix!r} ({target}).")
 
 
+def write_stack_labels_to(
+    target: Path,
+    labels: np.ndarray,
+    suffix: str,
+    axes: str,
+    scale: dict | None = None,
+    unit: str | None = None,
+) -> None:
+    """A stack's labels with their axes (and pixel sizes): an OME-TIFF, or an OME-Zarr
+    (NGFF 0.4) group with one level, chunked by plane."""
+    labels = np.asarray(labels)
+    dtype = np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
+    scale = dict(scale or {})
+    ome_unit = {"um": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}
+    if suffix in _TIFF:
+        import tifffile
+
+        meta: dict = {"axes": axes}
+        for a in "ZYX":
+            if a in scale and a in axes:
+                meta[f"PhysicalSize{a}"] = scale[a]
+                meta[f"PhysicalSize{a}Unit"] = "µm" if unit in (None, "um") else unit
+        if "T" in scale and "T" in axes:
+            meta["TimeIncrement"] = scale["T"]
+        tifffile.imwrite(target, labels.astype(dtype), ome=True, metadata=meta, compression="zlib")
+    elif suffix == ".zarr":
+        import zarr
+
+        group = zarr.open_group(str(target), mode="w", zarr_format=2)
+        chunks = tuple(
+            1 if a in "TZ" else min(1024, n) for a, n in zip(axes, labels.shape, strict=True)
+        )
+        array = group.create_array(
+            "0", shape=labels.shape, dtype=dtype, chunks=chunks, fill_value=0
+        )
+        array[...] = labels.astype(dtype)
+        kinds = {"T": "time", "Z": "space", "Y": "space", "X": "space"}
+        axes_meta = []
+        for a in axes:
+            entry = {"name": a.lower(), "type": kinds[a]}
+            if kinds[a] == "space" and unit in ome_unit:
+                entry["unit"] = ome_unit[unit]
+            axes_meta.append(entry)
+        transform = [{"type": "scale", "scale": [float(scale.get(a, 1.0)) for a in axes]}]
+        group.attrs["multiscales"] = [
+            {
+                "version": "0.4",
+                "name": "labels",
+                "axes": axes_meta,
+                "datasets": [{"path": "0", "coordinateTransformations": transform}],
+            }
+        ]
+    else:
+        raise InputError(
+            f"A stack's labels are written as .tif (OME-TIFF) or .zarr (OME-Zarr), not "
+            f"{suffix!r} ({target})."
+        )
+
+
 def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
     """Write a label image as tif (uint16 when ids fit, else uint32) or png (uint16 max),
     atomically (a temporary file beside it, renamed when complete)."""

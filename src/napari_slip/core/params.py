@@ -241,6 +241,31 @@ class SelectionParams(_Params):
 
 
 @dataclass(frozen=True)
+class StackParams(_Params):
+    """How a stack's objects are made of its planes' objects (see
+    :mod:`napari_slip.core.pipeline.linked`): linked across Z planes into 3D objects and
+    across T frames into tracks, or kept plane by plane."""
+
+    link: bool = option(True, "link objects across Z planes and T frames (False: per-plane ids)")
+    min_overlap: float = option(
+        0.5, "share of the smaller of two objects that must overlap to link them", bounds=(0.05, 1)
+    )
+    max_gap: int = option(
+        1, "planes an object may be missed in and still be linked", bounds=(0, 5)
+    )
+    dedup_iou: float = option(
+        0.8, "masks of one plane more alike than this IoU are one object", bounds=(0.3, 1)
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.link, bool):
+            raise InputError(f"link must be True or False; got {self.link!r}.")
+        if isinstance(self.max_gap, bool) or not isinstance(self.max_gap, int):
+            raise InputError(f"max_gap must be a whole number; got {self.max_gap!r}.")
+        self._check_bounds()
+
+
+@dataclass(frozen=True)
 class NormalisationParams(_Params):
     """How an image's intensities become the 8-bit RGB the models see.
 
@@ -419,6 +444,7 @@ __all__ = [
     "NormalisationParams",
     "SamProposalParams",
     "SelectionParams",
+    "StackParams",
     "TileParams",
     "check_options",
     "parse_phrases",

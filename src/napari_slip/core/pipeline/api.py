@@ -25,6 +25,7 @@ from ..params import (
 )
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
+from .dispatch import iter_segment_image
 from .results import SegmentationResult
 from .segmenter import SEGMENT_OPTIONS, Segmenter, proposals_of
 
@@ -74,6 +75,12 @@ def segment(
 ) -> SegmentationResult:
     """One call: segment what ``prompt`` describes in ``image``.
 
+    A stack (z-stack, time series, with or without channels) needs its axes:
+    ``axes="ZYX"`` (``TYX``, ``TZCYX``, ``CYX``...; a 2D or RGB image needs none), and
+    optionally ``pixel_size={"Z": 2.0, "Y": 0.5, "X": 0.5}`` for physical sizes. Objects
+    are linked across Z planes and T frames (``link=False``: each plane's own), and a
+    :class:`~.stack.StackResult` comes back.
+
     ``tiles="on"`` (or ``"auto"``: above ``max_side``) runs SAM tile by tile at full
     resolution, for large images; ``tile_params`` sets the tile size and overlap. A
     dask or zarr image is then read tile by tile, never whole.
@@ -89,6 +96,7 @@ def segment(
     """
     check_options(options, SEGMENT_OPTIONS, "segment()")
     labels, source = options.pop("labels", None), options.pop("source", None)
+    axes, pixel_size = options.pop("axes", None), options.pop("pixel_size", None)
     options["proposals"] = proposals_of(options.get("proposals"), labels, source)
     # Every check, the combinations included, before the shared segmenter or a model.
     config = RunConfig.build(
@@ -109,7 +117,8 @@ def segment(
     )
     with shared_lock:
         seg = shared_segmenter(sam, clip, device, precision)
-        run = seg.iter_run(image, config, labels=labels, source=source)
+        run = iter_segment_image(seg, image, config, axes=axes, pixel_size=pixel_size,
+                                 labels=labels, source=source)  # fmt: skip
         return drain(run, progress)
 
 

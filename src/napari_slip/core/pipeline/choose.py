@@ -42,23 +42,8 @@ def choose(
             f"The distractor {same[0]!r} is the prompt itself, so nothing could beat "
             "it; remove it from the distractors."
         )
-    phrases = [prompt, *selection.distractors]
-    if selection.mode == "distractors" and selection.background.strip():
-        phrases.append(selection.background)
+    sims = similarities(candidates, prompt, selection, models, texts, relevance)
     proposals = candidates.proposals
-    if len(proposals):
-        vectors = np.stack([texts.embed(p) for p in phrases])
-        sims = cosine(candidates.embeddings, vectors)
-    else:
-        sims = np.zeros((0, len(phrases)))
-    if selection.relevance_weight and len(proposals):
-        if relevance is None:
-            raise InputError("relevance_weight needs the prompt's relevance map.")
-        from .guided import unit_map
-
-        inside = mean_inside(proposals, unit_map(relevance, models.relevance_is_probability))
-        sims = sims.copy()
-        sims[:, 0] += selection.relevance_weight * inside
     logit_scale = models.load("clip").clip.logit_scale
     chosen = select(sims, selection.mode, selection.threshold, selection.top_k, logit_scale)
     similarity = sims[:, 0] if len(sims) else np.zeros(0)
@@ -91,4 +76,35 @@ def choose(
     )
 
 
-__all__ = ["choose"]
+def similarities(
+    candidates: Candidates,
+    prompt: str,
+    selection: SelectionParams,
+    models: ModelSet,
+    texts: TextEmbeddings,
+    relevance: np.ndarray | None = None,
+) -> np.ndarray:
+    """(N, phrases) cosine similarity of each candidate to the prompt (column 0, plus the
+    relevance weight times its mean relevance where one is set), the distractors and, in
+    distractors mode, the background phrase."""
+    phrases = [prompt, *selection.distractors]
+    if selection.mode == "distractors" and selection.background.strip():
+        phrases.append(selection.background)
+    proposals = candidates.proposals
+    if len(proposals):
+        vectors = np.stack([texts.embed(p) for p in phrases])
+        sims = cosine(candidates.embeddings, vectors)
+    else:
+        sims = np.zeros((0, len(phrases)))
+    if selection.relevance_weight and len(proposals):
+        if relevance is None:
+            raise InputError("relevance_weight needs the prompt's relevance map.")
+        from .guided import unit_map
+
+        inside = mean_inside(proposals, unit_map(relevance, models.relevance_is_probability))
+        sims = sims.copy()
+        sims[:, 0] += selection.relevance_weight * inside
+    return sims
+
+
+__all__ = ["choose", "similarities"]

@@ -21,6 +21,18 @@ from ..runtime.progress import Progress
 from .results import SegmentationResult
 
 
+def proposals_of(proposals: str | None, labels: Any = None, source: Any = None) -> str:
+    """The proposals a call means: as named, else from its labels, else SAM's grid (or
+    a source of the caller's own, which may not need SAM)."""
+    if proposals is not None:
+        return proposals
+    if labels is not None:
+        return "labels"
+    if source is not None and not getattr(source, "needs_sam", True):
+        return "labels"
+    return "sam"
+
+
 def settings_of(segmenter: Any) -> dict:
     """A segmenter's models and options as keyword options of :meth:`RunConfig.build`."""
     return {
@@ -57,6 +69,9 @@ def iter_run(
     labels: np.ndarray | None = None,
     source: Any = None,
     labels_out: Any = None,
+    measure: bool = True,
+    scale: dict | None = None,
+    unit: str | None = None,
 ) -> Generator[Progress, None, SegmentationResult]:
     """One run of ``config`` on ``segmenter`` (a :class:`~.segmenter.Segmenter`, whose
     caches it uses and fills).
@@ -73,11 +88,15 @@ def iter_run(
         A proposal source of your own instead of the configured proposals.
     labels_out
         Where to paint the labels instead of memory (a ``.zarr`` path or an array).
+    measure, scale, unit
+        Add the measurements (:mod:`~napari_slip.core.measure`) to the table, with pixel
+        sizes ``scale`` (``{"Y": .., "X": ..}``) in ``unit`` where known.
 
     The result also carries the candidates (``result.candidates``) and the relevance
     map it used, so that new selection settings need no image work.
     """
     configure(segmenter, config)
+    original = image
     prompt, selection = config.prompt, config.selection
     normalisation = config.normalisation.kwargs()
     if config.proposals in ("relevance", "guided"):
@@ -104,9 +123,27 @@ def iter_run(
     )
     yield Progress("selection", 1, 1, result.message)
     result.candidates, result.used_relevance = candidates, relevance
+    if measure and len(result.table):
+        from ..measure import with_measurements
+
+        result.table = with_measurements(
+            result.table, result.labels, channels_last(original, config), "YX", scale, unit
+        )
     if config.relevance:
         result.relevance = relevance
     return result
 
 
-__all__ = ["configure", "iter_run", "settings_of"]
+def channels_last(image: Any, config: RunConfig) -> Any:
+    """The original 2D image with its channels last, for intensities (None if unknown)."""
+    if image is None:
+        return None
+    axis = config.normalisation.channel_axis
+    if axis is None:
+        return image
+    if isinstance(image, np.ndarray) and image.ndim == 3:
+        return np.moveaxis(image, axis, -1)
+    return None
+
+
+__all__ = ["channels_last", "configure", "iter_run", "proposals_of", "settings_of"]

@@ -45,36 +45,15 @@ from ..runtime.progress import Progress
 from .choose import choose
 from .collect import is_tiled, iter_candidates, iter_proposals, pick_source, prompt_source
 from .context import RelevanceMaps, RunContext, SamEmbeddings, TextEmbeddings
+from .dispatch import SEGMENT_OPTIONS, iter_call
 from .images import LazyImage, PreparedImage
 from .modelset import ModelSet
 from .proposals import Proposals
 from .results import SegmentationResult
-from .run import configure, iter_run, settings_of
+from .run import configure, iter_run, proposals_of, settings_of
 from .scoring import check_templates
 from .session import LRU, Candidates, ImageSession, open_session
 from .sources import ProposalSource
-
-#: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
-SEGMENT_OPTIONS = (
-    *SelectionParams.names(),
-    *NormalisationParams.names(),
-    "labels",
-    "source",
-    "proposals",
-    "relevance",
-)
-
-
-def proposals_of(proposals: str | None, labels: Any = None, source: Any = None) -> str:
-    """The proposals a call means: as named, else from its labels, else SAM's grid (or
-    a source of the caller's own, which may not need SAM)."""
-    if proposals is not None:
-        return proposals
-    if labels is not None:
-        return "labels"
-    if source is not None and not getattr(source, "needs_sam", True):
-        return "labels"
-    return "sam"
 
 
 class Segmenter:
@@ -357,11 +336,7 @@ class Segmenter:
         self, image: np.ndarray | None, prompt: str, **options: Any
     ) -> Generator[Progress, None, SegmentationResult]:
         """:meth:`segment` as a generator of :class:`Progress` (for GUIs and cancelling)."""
-        check_options(options, SEGMENT_OPTIONS, "segment()")
-        labels, source = options.pop("labels", None), options.pop("source", None)
-        options["proposals"] = proposals_of(options.get("proposals"), labels, source)
-        config = self.run_config(prompt, **options)  # every check before any model loads
-        return (yield from self.iter_run(image, config, labels=labels, source=source))
+        return (yield from iter_call(self, image, prompt, options))  # a plane or a stack
 
     def iter_run(
         self,
@@ -371,10 +346,13 @@ class Segmenter:
         labels: np.ndarray | None = None,
         source: ProposalSource | None = None,
         labels_out: Any = None,
+        **measure: Any,
     ) -> Generator[Progress, None, SegmentationResult]:
         """One run of a validated ``config`` (see :func:`.run.iter_run`): image ->
-        proposals -> candidates -> (relevance) -> selection -> result."""
-        run = iter_run(self, image, config, labels=labels, source=source, labels_out=labels_out)
+        proposals -> candidates -> (relevance) -> selection -> result; ``measure``,
+        ``scale`` and ``unit`` as there."""
+        run = iter_run(self, image, config, labels=labels, source=source, labels_out=labels_out,
+                       **measure)  # fmt: skip
         return (yield from run)
 
     def iter_relevance(
@@ -422,8 +400,10 @@ class Segmenter:
             normalisation (:class:`~..params.NormalisationParams`), ``proposals``
             (:data:`~..params.PROPOSALS`), ``labels`` (a label image whose labels are the
             proposals), ``source`` (a proposal source), ``relevance`` (also return the
-            map). Anything else, or a bad combination, is refused in one line before any
-            model loads. Returns a :class:`SegmentationResult`.
+            map); for a stack, ``axes`` (``"ZYX"``...), ``pixel_size`` and ``link`` (see
+            :func:`~.api.segment`). Anything else, or a bad combination, is refused in
+            one line before any model loads. Returns a :class:`SegmentationResult` (a
+            :class:`~.stack.StackResult` for a stack).
         """
         return drain(self.iter_segment(image, prompt, **options), progress)
 

@@ -1,9 +1,13 @@
-"""Segmenting images with leading dimensions (z, t, ...) plane by plane.
+"""Segmenting images with leading dimensions (Z, T, ...): each 2D plane (with its
+colour axis, if any) gives its candidates, then the stack's objects are chosen.
 
-Each 2D plane (with its colour axis, if any) is segmented on its own; ids stay unique
-across the whole volume, and the table records which plane each object is in. The
-candidates of every plane are kept with the result, so new selection settings are
-applied to the whole stack without touching the image again (:func:`reselect_stack`).
+Along Z and T the planes' objects are linked into 3D objects and tracks, and selection
+chooses among whole objects (:mod:`.linked`); with ``link=False`` (or along axes that
+are neither), each plane's objects are its own, ids unique across the volume, and the
+table records which plane each object is in. The candidates of every plane are kept with
+the result, so new selection settings are applied to the whole stack without touching
+the image again (:func:`reselect_stack`). Tables carry the measurements of
+:mod:`~napari_slip.core.measure`.
 """
 
 from __future__ import annotations
@@ -16,14 +20,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import RunConfig
 from ..errors import InputError
+from ..measure import with_measurements
 from ..params import NormalisationParams, SelectionParams, check_options
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
 from .images import plane_of
 from .results import TABLE_COLUMNS, SegmentationResult
-from .segmenter import Segmenter, proposals_of
+from .run import proposals_of
 from .session import Candidates
+
+#: Options of a stack run besides selection and normalisation.
+STACK_OPTIONS = ("link", "stack_params")
 
 
 @dataclass
@@ -62,10 +71,36 @@ class StackResult:
     #: Each plane's relevance map where one was made (asked for, or selection used it:
     #: ``relevance_weight``), for re-selection without image work.
     plane_relevance: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
+    #: The labels' axes (e.g. ``"ZYX"``, ``"TYX"``), pixel sizes and unit where known.
+    axes: str = ""
+    scale: dict = field(default_factory=dict)
+    unit: str | None = None
+    #: Linked objects (:class:`~.linked.LinkedObjects`) where planes were linked.
+    linked: Any = field(default=None, repr=False)
+    #: The original image (for measurements after re-selection).
+    image: Any = field(default=None, repr=False, compare=False)
 
     @property
     def n_objects(self) -> int:
+        """Objects found: 3D objects or tracks where planes were linked."""
+        if "track_id" in self.table:
+            return int(self.table["track_id"].nunique())
         return len(self.table)
+
+    @property
+    def found(self) -> bool:
+        return len(self.table) > 0
+
+
+def lead_letters(lead: str | None, n_lead: int) -> str:
+    """Letters of a stack's leading axes: those given, else napari's order (the last
+    leading axis is Z, the one before it T; any before those are linked along neither)."""
+    if lead is not None:
+        if len(lead) != n_lead:
+            raise InputError(f"{n_lead} leading axes need {n_lead} letters; got {lead!r}.")
+        return lead
+    named = "TZ"[-n_lead:] if n_lead <= 2 else "TZ"
+    return "".join(str(i) for i in range(max(0, n_lead - 2))) + named
 
 
 def leading_shape(shape: Sequence[int], rgb: bool) -> tuple[int, ...]:
@@ -126,7 +161,7 @@ def _assemble(
 
 
 def iter_segment_stack(
-    segmenter: Segmenter,
+    segmenter: Any,
     image: np.ndarray,
     prompt: str,
     *,
@@ -136,6 +171,9 @@ def iter_segment_stack(
     start_id: int = 1,
     proposals: str | None = None,
     relevance: bool = False,
+    lead: str | None = None,
+    scale: dict | None = None,
+    unit: str | None = None,
     **options: Any,
 ) -> Generator[Progress, None, StackResult]:
     """Segment chosen planes (default: all) of an nD image.
@@ -143,7 +181,7 @@ def iter_segment_stack(
     Parameters
     ----------
     segmenter
-        The engine.
+        The engine (a :class:`~.segmenter.Segmenter`).
     image
         Array whose last two axes (three if ``rgb``) are a plane.
     prompt
@@ -163,10 +201,20 @@ def iter_segment_stack(
     relevance
         Also make the prompt's relevance map of each plane segmented (see
         :meth:`Segmenter.relevance`): ``result.relevance``, of the labels' shape.
+    lead
+        The leading axes' letters (``"Z"``, ``"T"``, ``"TZ"``); default napari's order
+        (see :func:`lead_letters`). Objects are linked along Z and T.
+    scale, unit
+        Pixel sizes per axis letter and their unit, for the measurements.
     **options
-        Selection and normalisation options, as for :meth:`Segmenter.segment`.
+        Selection and normalisation options, as for :meth:`Segmenter.segment`;
+        ``link=False`` (or ``stack_params``) keeps each plane's objects its own.
     """
-    check_options(options, (*SelectionParams.names(), *NormalisationParams.names()), "segment")
+    check_options(
+        options,
+        (*SelectionParams.names(), *NormalisationParams.names(), *STACK_OPTIONS),
+        "segment",
+    )
     if rgb:
         options.setdefault("rgb", True)
     kind = proposals_of(proposals, labels)
@@ -174,7 +222,39 @@ def iter_segment_stack(
     config = segmenter.run_config(
         prompt, "segment", proposals=kind, relevance=relevance, **options
     )
-    lead = leading_shape(image.shape, rgb)
+    return (
+        yield from iter_stack(
+            segmenter,
+            image,
+            config,
+            rgb=rgb,
+            planes=planes,
+            labels=labels,
+            start_id=start_id,
+            lead=lead,
+            scale=scale,
+            unit=unit,
+        )
+    )
+
+
+def iter_stack(
+    segmenter: Any,
+    image: Any,
+    config: RunConfig,
+    *,
+    rgb: bool = False,
+    planes: Sequence[tuple[int, ...]] | None = None,
+    labels: Any = None,
+    start_id: int = 1,
+    lead: str | None = None,
+    scale: dict | None = None,
+    unit: str | None = None,
+) -> Generator[Progress, None, StackResult]:
+    """:func:`iter_segment_stack` for a validated ``config``."""
+    kind, prompt = config.proposals, config.prompt
+    lead_shape = leading_shape(image.shape, rgb)
+    letters = lead_letters(lead, len(lead_shape))
     out_shape = tuple(image.shape[:-1] if rgb else image.shape)
     if labels is not None and tuple(np.shape(labels)) != out_shape:
         raise InputError(
@@ -183,20 +263,23 @@ def iter_segment_stack(
     if kind in ("relevance", "guided") and labels is not None:
         raise InputError(f"proposals={kind!r} makes its own candidates: give no labels.")
     if planes is None:
-        planes = list(itertools.product(*(range(n) for n in lead)))
+        planes = list(itertools.product(*(range(n) for n in lead_shape)))
     planes = [tuple(int(i) for i in p) for p in planes]
     for p in planes:
-        if len(p) != len(lead) or any(not 0 <= i < n for i, n in zip(p, lead, strict=True)):
-            raise InputError(f"Plane {p} is outside the image's leading shape {lead}.")
-    keep_maps = relevance or bool(config.selection.relevance_weight)
+        if len(p) != len(lead_shape) or any(
+            not 0 <= i < n for i, n in zip(p, lead_shape, strict=True)
+        ):
+            raise InputError(f"Plane {p} is outside the image's leading shape {lead_shape}.")
+    keep_maps = config.relevance or bool(config.selection.relevance_weight)
     results, candidates, maps = [], {}, {}
     for n, plane in enumerate(planes, start=1):
-        if lead:  # a plain 2D image has no slices to report
+        if lead_shape:  # a plain 2D image has no slices to report
             yield Progress("slice", n - 1, len(planes), f"slice {plane}")
         gen = segmenter.iter_run(
             plane_of(image, plane),
             config,
             labels=None if labels is None else np.asarray(labels[plane]),
+            measure=False,
         )
         if len(planes) > 1:
             tag = f"slice {n}/{len(planes)} {plane}"
@@ -206,13 +289,142 @@ def iter_segment_stack(
         if keep_maps:
             maps[plane] = result.used_relevance
         results.append(result)
-    result = _assemble(out_shape, planes, results, prompt, len(lead), start_id, candidates)
+    linking = config.stack_params.link and len(planes) > 1 and any(a in letters for a in "ZT")
+    if linking:
+        yield Progress("linking", 0, 1, "linking objects across planes")
+        from .linked import link_parts, partition
+
+        sims = [
+            plane_similarities(segmenter, candidates[p], prompt, config.selection, maps.get(p))
+            for p in planes
+        ]
+        parts = [
+            partition(candidates[p].proposals, sims[i][:, 0], config.stack_params.dedup_iou)
+            for i, p in enumerate(planes)
+        ]
+        linked = link_parts(parts, planes, out_shape, letters, config.stack_params)
+        result = linked_result(segmenter, linked, candidates, sims, config.selection, prompt)
+        result.provenance = {
+            **(results[0].provenance if results else {}),
+            "planes": [list(p) for p in planes],
+        }
+        yield Progress("linking", 1, 1, result.message)
+    else:
+        result = _assemble(
+            out_shape, planes, results, prompt, len(lead_shape), start_id, candidates
+        )
+    result.candidates = candidates
+    result.provenance["stack"] = {
+        "axes": letters + "YX",
+        **config.stack_params.as_dict(),
+        "linked": bool(linking),
+    }
+    result.axes, result.scale, result.unit = letters + "YX", dict(scale or {}), unit
+    result.image = image
+    result.table = measured(result)
     result.plane_relevance = maps
-    if relevance:
+    if config.relevance:
         result.relevance = relevance_volume(out_shape, maps)
-    if lead:
+    if lead_shape:
         yield Progress("slice", len(planes), len(planes), result.message)
     return result
+
+
+def plane_similarities(segmenter, candidates, prompt, selection, relevance) -> np.ndarray:
+    """One plane's candidates' similarities (see :func:`.choose.similarities`)."""
+    from .choose import similarities
+
+    return similarities(
+        candidates, prompt, selection, segmenter.model_set, segmenter._texts, relevance
+    )
+
+
+def linked_result(
+    segmenter: Any,
+    linked,
+    candidates: dict,
+    sims: list[np.ndarray],
+    selection: SelectionParams,
+    prompt: str,
+) -> StackResult:
+    """The stack's labels and tables for ``selection`` over linked objects."""
+    from .linked import select_objects
+    from .results import candidates_table
+    from .selection import select
+
+    logit_scale = segmenter.model_set.load("clip").clip.logit_scale
+    mode, floor, k = selection.mode, selection.threshold, selection.top_k
+    chosen, labels, final, object_sims = select_objects(linked, sims, mode, floor, k, logit_scale)
+    rows = [
+        {
+            "id": int(final[o]),
+            "score": float(s),
+            "similarity": float(object_sims[o, 0]),
+            "prompt": prompt,
+        }
+        for o, s in zip(chosen.indices, chosen.scores, strict=True)
+    ]
+    table = pd.DataFrame(rows, columns=["id", "score", "similarity", "prompt"])
+    scored = []
+    for n, plane in enumerate(linked.planes):
+        ids = {}
+        for part in np.flatnonzero(linked.plane_of_part == n):
+            if part and final[linked.object_of_part[part]]:
+                ids[int(linked.candidate_of_part[part])] = int(final[linked.object_of_part[part]])
+        proposals = candidates[plane].proposals
+        plane_scores = (
+            select(sims[n], mode, None, k, logit_scale).all_scores if len(sims[n]) else np.zeros(0)
+        )
+        cand = candidates_table(
+            proposals, plane_scores, sims[n][:, 0] if len(sims[n]) else np.zeros(0), ids, prompt
+        )
+        for axis, index in enumerate(plane):
+            cand[f"axis{axis}"] = index
+        if len(cand):
+            scored.append(cand)
+    what = "track(s)" if "T" in linked.lead else "3D object(s)"
+    where = f" in {len(linked.planes)} plane(s)"
+    message = (
+        f"{len(table)} {what} matching {prompt!r}{where}."
+        if len(table)
+        else f"Nothing found for {prompt!r}{where}: {chosen.reason}"
+    )
+    candidate_table = pd.concat(scored, ignore_index=True) if scored else candidates_table(None)
+    result = StackResult(labels, table, {}, message, candidates, prompt, candidate_table)
+    result.linked = linked
+    return result
+
+
+def measured(result: StackResult) -> pd.DataFrame:
+    """The result's table with the measurements; rows per object, or per object and
+    frame (with ``t`` and ``track_id``) where a T axis was linked."""
+    table, labels, letters = result.table, result.labels, result.axes
+    image = result.image
+    if not len(table):
+        return table
+    if result.linked is None or "T" not in letters:
+        return with_measurements(table, labels, image, letters, result.scale, result.unit)
+    t_axis = letters.index("T")
+    frames = []
+    rest = letters[:t_axis] + letters[t_axis + 1 :]
+    for t in range(labels.shape[t_axis]):
+        index = (slice(None),) * t_axis + (t,)
+        frame_labels = labels[index]
+        if not frame_labels.any():
+            continue
+        frame_image = None if image is None else image[index]
+        rows = with_measurements(
+            table[table["id"].isin(np.unique(frame_labels))],
+            frame_labels,
+            frame_image,
+            rest,
+            result.scale,
+            result.unit,
+        )
+        rows.insert(1, "track_id", rows["id"])
+        rows.insert(2, "t", t)
+        frames.append(rows)
+    return pd.concat(frames, ignore_index=True) if frames else table
 
 
 def relevance_volume(
@@ -229,7 +441,7 @@ def relevance_volume(
 
 
 def reselect_stack(
-    segmenter: Segmenter,
+    segmenter: Any,
     previous: StackResult,
     selection: SelectionParams,
     start_id: int = 1,
@@ -239,20 +451,38 @@ def reselect_stack(
     maps = previous.plane_relevance
     if selection.relevance_weight and any(p not in maps for p in planes):
         raise InputError("The relevance weight needs the relevance map: run again.")
-    results = [
-        segmenter.select(previous.candidates[p], previous.prompt, selection, relevance=maps.get(p))
-        for p in planes
-    ]
-    n_lead = len(planes[0]) if planes else 0
-    result = _assemble(
-        previous.labels.shape,
-        planes,
-        results,
-        previous.prompt,
-        n_lead,
-        start_id,
-        previous.candidates,
-    )
+    if previous.linked is not None:
+        sims = [
+            plane_similarities(
+                segmenter, previous.candidates[p], previous.prompt, selection, maps.get(p)
+            )
+            for p in planes
+        ]
+        result = linked_result(
+            segmenter, previous.linked, previous.candidates, sims, selection, previous.prompt
+        )
+        result.provenance = {**previous.provenance, "selection": selection.as_dict()}
+    else:
+        results = [
+            segmenter.select(
+                previous.candidates[p], previous.prompt, selection, relevance=maps.get(p)
+            )
+            for p in planes
+        ]
+        n_lead = len(planes[0]) if planes else 0
+        result = _assemble(
+            previous.labels.shape,
+            planes,
+            results,
+            previous.prompt,
+            n_lead,
+            start_id,
+            previous.candidates,
+        )
+    result.provenance.setdefault("stack", previous.provenance.get("stack"))
+    result.axes, result.scale, result.unit = previous.axes, previous.scale, previous.unit
+    result.image = previous.image
+    result.table = measured(result)
     result.plane_relevance = maps
     result.relevance = previous.relevance
     return result

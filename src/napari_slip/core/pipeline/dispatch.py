@@ -1,0 +1,167 @@
+"""A plane or a stack: what an image is decides the path it takes.
+
+:func:`iter_segment_image` is what :func:`~.api.segment`, :meth:`Segmenter.segment
+<napari_slip.core.pipeline.segmenter.Segmenter.segment>`, the command line and batches
+call with a whole image: its axes are resolved (given, from its file, or obvious for a
+plane: :func:`~napari_slip.core.axes.resolve_axes`), a plane goes to the one run
+(:func:`.run.iter_run`) and a stack to :func:`.stack.iter_stack`, planes linked along Z
+and T. Everything about the axes is checked before any model work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ..axes import ImageAxes, canonical, resolve_axes
+from ..config import RunConfig
+from ..errors import InputError
+from ..params import NormalisationParams, SelectionParams, check_options
+from ..runtime.progress import Progress
+from .run import proposals_of
+
+#: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
+SEGMENT_OPTIONS = (
+    *SelectionParams.names(),
+    *NormalisationParams.names(),
+    "labels",
+    "source",
+    "proposals",
+    "relevance",
+    "axes",
+    "pixel_size",
+    "link",
+    "stack_params",
+)
+
+
+def iter_call(
+    segmenter: Any, image: Any, prompt: str, options: dict
+) -> Generator[Progress, None, Any]:
+    """:meth:`Segmenter.segment`'s keyword options checked and made one run, then
+    :func:`iter_segment_image`."""
+    check_options(options, SEGMENT_OPTIONS, "segment()")
+    labels, source = options.pop("labels", None), options.pop("source", None)
+    shape = {k: options.pop(k, None) for k in ("axes", "pixel_size")}
+    options["proposals"] = proposals_of(options.get("proposals"), labels, source)
+    config = segmenter.run_config(prompt, **options)  # every check before any model loads
+    return (
+        yield from iter_segment_image(
+            segmenter, image, config, labels=labels, source=source, **shape
+        )
+    )
+
+
+def image_axes(
+    image: Any,
+    config: RunConfig,
+    axes: str | ImageAxes | None = None,
+    pixel_size: Any = None,
+    path: str | os.PathLike | None = None,
+) -> ImageAxes:
+    """The image's axes (see :func:`~napari_slip.core.axes.resolve_axes`)."""
+    norm = config.normalisation
+    if axes is not None and norm.channel_axis is not None:
+        raise InputError("Give the channel axis once: as C in axes=..., or channel_axis.")
+    return resolve_axes(
+        np.shape(image) if not hasattr(image, "shape") else image.shape,
+        axes,
+        path=path,
+        pixel_size=pixel_size,
+        rgb=norm.rgb,
+        channel_axis=norm.channel_axis,
+    )
+
+
+def iter_segment_image(
+    segmenter: Any,
+    image: Any,
+    config: RunConfig,
+    *,
+    axes: str | ImageAxes | None = None,
+    pixel_size: Any = None,
+    path: str | os.PathLike | None = None,
+    labels: Any = None,
+    source: Any = None,
+    labels_out: Any = None,
+) -> Generator[Progress, None, Any]:
+    """Segment a plane (a :class:`~.results.SegmentationResult`) or a stack (a
+    :class:`~.stack.StackResult`, in the engine's axis order: T, Z, Y, X).
+
+    Parameters
+    ----------
+    image
+        The image; None reuses the segmenter's last one (a plane).
+    config
+        The run (validated).
+    axes, pixel_size, path
+        The image's axes and pixel sizes, or the file it came from (whose metadata is
+        read where ``axes`` is None).
+    labels, source, labels_out
+        As for :func:`.run.iter_run`; ``labels`` of a stack in the image's own order.
+    """
+    if image is None:
+        return (
+            yield from segmenter.iter_run(
+                None, config, labels=labels, source=source, labels_out=labels_out
+            )
+        )
+    if not hasattr(image, "shape"):
+        image = np.asarray(image)
+    info = image_axes(image, config, axes, pixel_size, path)
+    arranged, colour = canonical(image, info)
+    plane_scale = {k: v for k, v in info.scale.items() if k in "YX"}
+    if info.colour == "C":
+        config = replace(config, normalisation=replace(config.normalisation, channel_axis=-1))
+    elif info.colour == "S" and config.normalisation.rgb is None:
+        config = replace(config, normalisation=replace(config.normalisation, rgb=True))
+    if not info.lead:
+        return (
+            yield from segmenter.iter_run(
+                arranged,
+                config,
+                labels=labels,
+                source=source,
+                labels_out=labels_out,
+                scale=plane_scale,
+                unit=info.unit,
+            )
+        )
+    if source is not None:
+        raise InputError("A proposal source answers for one plane: give a 2D image.")
+    if labels_out is not None:
+        raise InputError("Labels painted into a store are for one large plane, not a stack.")
+    if labels is not None:
+        labels = _labels_in_order(labels, info)
+    from .stack import iter_stack
+
+    return (
+        yield from iter_stack(
+            segmenter,
+            arranged,
+            config,
+            rgb=colour,
+            labels=labels,
+            lead=info.lead,
+            scale=info.scale,
+            unit=info.unit,
+        )
+    )
+
+
+def _labels_in_order(labels: Any, info: ImageAxes) -> np.ndarray:
+    """Proposal labels given in the image's axis order (without colour), reordered."""
+    own = "".join(a for a in info.letters if a not in "CS")
+    labels = np.asarray(labels)
+    if labels.ndim != len(own):
+        raise InputError(
+            f"Proposal labels have {labels.ndim} axes; the image's labels have {len(own)} ({own})."
+        )
+    return np.transpose(labels, [own.index(a) for a in info.label_letters])
+
+
+__all__ = ["SEGMENT_OPTIONS", "image_axes", "iter_call", "iter_segment_image"]
