@@ -156,7 +156,7 @@ def test_all_slices_of_a_stack_get_unique_ids(setup):
     viewer.add_labels(truth, name="truth", scale=(3, 1, 1))
     widget.image.value = viewer.layers["stack"]
     widget.proposals.value = viewer.layers["truth"]
-    widget.scope.value = "all slices"
+    widget.scope.value = "all slices, per plane"
     widget.prompt.value = "nucleus"
     widget.mode.value = "threshold"
     widget.threshold.value = -1.0
@@ -326,7 +326,7 @@ def test_multichannel_layer_with_a_channel_axis(setup):
     widget.channel_axis.value = 0
     widget.channels.value = "0,1"
     widget.proposals.value = viewer.layers["truth"]
-    widget.scope.value = "all slices"
+    widget.scope.value = "all slices, per plane"
     widget.prompt.value = "nucleus"
     widget.mode.value = "threshold"
     widget.threshold.value = -1.0

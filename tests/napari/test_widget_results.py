@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from napari_slip._napari.results_panel import camera_of
@@ -177,7 +178,7 @@ def test_results_of_a_stack_move_to_the_objects_plane(setup):
     viewer.add_labels(labels, name="nuclei")
     widget.image.value = viewer.layers["stack"]
     widget.proposals.value = viewer.layers["nuclei"]
-    widget.scope.value = "all slices"
+    widget.scope.value = "all slices, per plane"
     widget.mode.value = "threshold"
     widget.threshold.value = -1.0
     run()
@@ -190,3 +191,79 @@ def test_results_of_a_stack_move_to_the_objects_plane(setup):
     table.cellClicked.emit(row, 0)
     assert viewer.dims.current_step[0] == 2 and layer.selected_label == label_id
     assert (layer.data[2] == label_id).any()
+
+
+def test_all_slices_link_a_zstack_into_3d_objects_and_export_them(setup, tmp_path):
+    viewer, widget, run, _ = setup
+    image, truth = make_nuclei_stack(shape=(6, 96, 96), n=5, seed=2)
+    viewer.add_image(image, name="stack", scale=(2.0, 0.5, 0.5))
+    viewer.add_labels(truth, name="nuclei", scale=(2.0, 0.5, 0.5))
+    widget.image.value = viewer.layers["stack"]
+    widget.proposals.value = viewer.layers["nuclei"]
+    widget.scope.value = "all slices"  # linked: the default
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = viewer.layers[-1]
+    assert layer.data.shape == truth.shape  # one Labels layer of the stack's shape
+    features = layer.features
+    present = [i for i in np.unique(truth)[1:]]
+    assert len(features) == len(present) and features["index"].is_unique
+    for row in features.itertuples():  # each 3D object is one truth nucleus, all planes
+        source = np.unique(truth[layer.data == row.index])
+        assert len(source) == 1
+        assert np.array_equal(layer.data == row.index, truth == source[0])
+        assert row.n_planes == len(np.flatnonzero((truth == source[0]).any(axis=(1, 2))))
+        assert row.volume_um3 == row.area * 0.5  # the layer's scale: 2 x 0.5 x 0.5
+    table = widget.results.table
+    assert table.rowCount() == len(present)
+    # Clicking a 3D object goes to its middle plane.
+    tall = features.sort_values("n_planes").iloc[-1]
+    row = next(r for r in range(table.rowCount()) if int(table.item(r, 0).text()) == tall["index"])
+    assert table.item(row, 3).text() == f"{tall.bbox_z0}-{tall.bbox_z1 - 1}"
+    table.cellClicked.emit(row, 0)
+    assert viewer.dims.current_step[0] == round(tall.centroid_z)
+    assert layer.selected_label == tall["index"]
+    # Export writes every row with its measurements.
+    out = tmp_path / "objects.csv"
+    assert widget.results.export.isEnabled()
+    widget.results.export_csv(out)
+    written = pd.read_csv(out)
+    assert sorted(written["id"]) == sorted(features["index"])
+    assert {"volume_um3", "centroid_z", "n_planes", "mean_intensity"} <= set(written.columns)
+    expected = [image[truth == s].mean() for s in written["id"].map(
+        lambda i: np.unique(truth[layer.data == i])[0])]  # fmt: skip
+    assert written["mean_intensity"].to_numpy() == pytest.approx(expected)
+
+
+def test_time_axis_label_links_frames_into_tracks(setup):
+    viewer, widget, run, _ = setup
+    yy, xx = np.mgrid[:96, :96]
+    truth = np.zeros((5, 96, 96), np.int32)
+    for t in range(5):  # three cells, drifting a little from frame to frame
+        for i, (cy, cx) in enumerate(((20, 20), (50, 60), (75, 25)), start=1):
+            truth[t][(yy - cy - 2 * t) ** 2 + (xx - cx) ** 2 < 64] = i
+    image = np.where(truth > 0, 2000, 300).astype(np.uint16)
+    viewer.add_image(image, name="movie")
+    viewer.add_labels(truth, name="nuclei")
+    viewer.dims.axis_labels = ("t", "y", "x")
+    widget.image.value = viewer.layers["movie"]
+    widget.proposals.value = viewer.layers["nuclei"]
+    widget.scope.value = "all slices"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = viewer.layers[-1]
+    result = widget.session.last.result
+    assert result.axes == "TYX" and "track_id" in result.table
+    assert result.n_objects == 3
+    for row in result.table.itertuples():  # a track keeps its id in every frame
+        assert np.array_equal(layer.data[row.t] == row.track_id, truth[row.t] == truth[
+            row.t][layer.data[row.t] == row.track_id][0])  # fmt: skip
+    assert sorted(result.table.groupby("track_id")["t"].count()) == [5, 5, 5]
+    features = layer.features  # one row per track
+    assert features["index"].is_unique and {"t0", "t1", "n_frames"} <= set(features.columns)
+    texts = {
+        widget.results.table.item(r, 3).text() for r in range(widget.results.table.rowCount())
+    }
+    assert all(t.startswith("t ") for t in texts)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.axes import normalise_unit
 from ..core.config import Models, RunConfig, Target
 from ..core.errors import InputError
 from ..core.params import (
@@ -23,10 +24,12 @@ from ..core.params import (
     GuidedParams,
     SamProposalParams,
     SelectionParams,
+    StackParams,
     TileParams,
 )
 from ..core.pipeline.segmenter import Segmenter
 from ..core.pipeline.stack import StackResult, iter_segment_stack, leading_shape
+from ..core.pipeline.stack import lead_letters as default_letters
 from ..core.runtime.progress import Progress
 
 
@@ -69,6 +72,11 @@ class Request:
     decoder: str | None = None
     relevance_weight: float = SelectionParams.default("relevance_weight")
     guided_params: GuidedParams = field(default_factory=GuidedParams)
+    #: Link objects across Z planes and T frames (all slices): 3D objects and tracks.
+    link: bool = True
+    #: The viewer's axis labels (``viewer.dims.axis_labels``): which leading axis is T
+    #: and which Z where they say so.
+    axis_labels: tuple[str, ...] = ()
 
     @property
     def models(self) -> tuple[str, str, str, str]:
@@ -89,6 +97,7 @@ class Request:
             guided_params=self.guided_params,
             crop_params=self.crop_params,
             relevance=self.relevance,
+            stack_params=StackParams(link=self.link),
         )
 
     def selection(self) -> SelectionParams:
@@ -248,6 +257,49 @@ def check(request: Request) -> None:
         )
 
 
+#: Axis labels that name time and depth (napari's defaults are "0", "1", ...).
+_TIME, _DEPTH = {"t", "time", "frame", "frames"}, {"z", "depth", "plane", "planes", "slice"}
+
+
+def lead_letters(request: Request) -> str | None:
+    """The leading axes' letters (T, Z) from the viewer's axis labels where they name
+    them; None (napari's order: ..., T, Z) where they do not."""
+    data, colour = source(request)
+    n_lead = len(leading_shape(data.shape, colour))
+    layer_axes = spatial_axes(request)[:n_lead]
+    labels = list(request.axis_labels)[-request.image_layer.ndim :]
+    if not n_lead or len(labels) != request.image_layer.ndim:
+        return None
+    named = []
+    for axis in layer_axes:
+        label = str(labels[axis]).strip().lower()
+        named.append("T" if label in _TIME else "Z" if label in _DEPTH else None)
+    given = [n for n in named if n is not None]
+    if not given or len(set(given)) < len(given):
+        return None
+    free = iter(str(i) for i in range(n_lead))
+    return "".join(n if n is not None else next(free) for n in named)
+
+
+def pixel_sizes(request: Request) -> tuple[dict, str | None]:
+    """The layer's scale per axis letter of the labels (where not 1), and its unit."""
+    layer = request.image_layer
+    axes = spatial_axes(request)
+    data, colour = source(request)
+    n_lead = len(leading_shape(data.shape, colour))
+    letters = (lead_letters(request) or default_letters(None, n_lead)) + "YX"
+    scale = [float(v) for v in np.asarray(layer.scale)[axes]]
+    sizes = {a: v for a, v in zip(letters, scale, strict=True) if a in "TZYX" and v != 1.0}
+    units = getattr(layer, "units", None)
+    unit = None
+    if sizes and units is not None and len(units):
+        unit = str(units[axes[-1]])
+        unit = None if unit in ("pixel", "dimensionless", "") else unit
+    # napari's scale carries no unit unless a reader set one: micrometres, as a
+    # microscope's pixel sizes are given.
+    return sizes, (unit or "um") if sizes else None
+
+
 def _planes(request: Request) -> list[tuple[int, ...]]:
     planes = planes_of(request)
     if planes is None:
@@ -260,6 +312,7 @@ def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None
     """Segment the request's planes; yields progress, returns labels for the whole layer."""
     check(request)
     data, colour = source(request)
+    scale, unit = pixel_sizes(request)
     return (
         yield from iter_segment_stack(
             segmenter,
@@ -270,6 +323,10 @@ def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None
             labels=None if request.labels_layer is None else request.labels_layer.data,
             proposals=request.proposals,
             relevance=request.relevance,
+            lead=lead_letters(request),
+            scale=scale,
+            unit=normalise_unit(unit),
+            link=request.link,
             **engine_options(request),
         )
     )

@@ -17,8 +17,17 @@ METADATA_KEY = "napari_slip"
 
 
 def features_for(result: StackResult, offset: int = 0) -> pd.DataFrame:
-    """The Labels ``features`` rows of a result: ``index`` is the label value."""
+    """The Labels ``features`` rows of a result: ``index`` is the label value (one row
+    per label: a track's rows per frame become one, with its frames ``t0``..``t1``)."""
     table = result.table.copy()
+    if "track_id" in table and len(table):
+        per_track = table.groupby("id", sort=False)
+        table = per_track[["id", "score", "similarity", "prompt"]].first()
+        table["area"] = per_track["area"].sum()
+        table["t0"] = per_track["t"].min()
+        table["t1"] = per_track["t"].max() + 1
+        table["n_frames"] = per_track["t"].count()
+        table = table.reset_index(drop=True)
     table["id"] = table["id"].astype("int64") + offset
     table.insert(0, "index", table["id"])
     return table.reset_index(drop=True)

@@ -2,9 +2,11 @@
 candidates' scores with the threshold drawn on it.
 
 Clicking a row selects that label in its layer and centres the view on it (moving to
-its plane in a stack). The histogram shows kept candidates in the label colour and
-dropped ones in gray, so a threshold can be chosen by looking at the scores; it is
-shown also when nothing was found, with how far the best candidate was.
+its plane in a stack: a 3D object's middle plane, a track's frame). "Export CSV..."
+writes the whole table, measurements included. The histogram shows kept candidates in
+the label colour and dropped ones in gray, so a threshold can be chosen by looking at
+the scores; it is shown also when nothing was found, with how far the best candidate
+was.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QWidget,
@@ -107,7 +110,14 @@ def camera_of(viewer):
 class ResultsPanel(Container):
     """Objects table and score histogram of the last run."""
 
-    COLUMNS = ("id", "score", "area", "plane")
+    COLUMNS = ("id", "score", "area", "planes", "mean")
+    TIPS = (
+        "label id",
+        "the mode's score (a 3D object's or track's over all its planes)",
+        "pixels (voxels for a 3D object)",
+        "the plane(s) or frame of the object",
+        "mean intensity of the original image (first channel)",
+    )
 
     def __init__(self) -> None:
         super().__init__(labels=False)
@@ -116,6 +126,8 @@ class ResultsPanel(Container):
         wrap(self.summary)
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        for j, tip in enumerate(self.TIPS):
+            self.table.horizontalHeaderItem(j).setToolTip(tip)
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -131,9 +143,14 @@ class ResultsPanel(Container):
             "Scores of all candidates: kept (orange), dropped (gray); the red line is the "
             "threshold."
         )
+        self.export = QPushButton("Export CSV...")
+        self.export.setToolTip("Save every object's row (measurements included) as a CSV")
+        self.export.clicked.connect(self._ask_export)
         self.append(self.summary)
         self.native.layout().addWidget(self.histogram)
         self.native.layout().addWidget(self.table)
+        self.native.layout().addWidget(self.export)
+        self.axes = ""
         self.layer = None
         self.viewer = None
         self.rows: pd.DataFrame = pd.DataFrame()
@@ -156,26 +173,29 @@ class ResultsPanel(Container):
             offset = int(layer.features["index"].max()) - int(rows["id"].max())
             offset = max(offset, 0)
         rows["id"] = rows["id"] + offset
-        rows["plane"] = (
-            [", ".join(str(int(v)) for v in r) for r in rows[axes].itertuples(index=False)]
-            if axes
-            else ""
-        )
+        if "track_id" in rows:
+            rows["track_id"] = rows["id"]
+        self.axes = getattr(result, "axes", "")
         self.rows = rows.reset_index(drop=True)
+        mean = next((c for c in ("mean_intensity", "mean_intensity_c0") if c in rows), None)
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.rows))
         for i, row in self.rows.iterrows():
-            for j, value in enumerate((row["id"], row["score"], row["area"], row["plane"])):
+            values = (row["id"], row["score"], row["area"], planes_text(row, axes),
+                      row[mean] if mean else "")  # fmt: skip
+            for j, value in enumerate(values):
                 item = QTableWidgetItem()
                 if isinstance(value, str):
                     item.setData(Qt.ItemDataRole.DisplayRole, value)
-                elif j == 1:
+                elif j in (1, 4):
                     item.setData(Qt.ItemDataRole.DisplayRole, round(float(value), 3))
                 else:
                     item.setData(Qt.ItemDataRole.DisplayRole, int(value))
+                item.setData(Qt.ItemDataRole.UserRole, int(i))  # its row, however sorted
                 self.table.setItem(int(i), j, item)
         self.table.setSortingEnabled(True)
         self.table.setVisible(len(self.rows) > 0)
+        self.export.setEnabled(len(self.rows) > 0)
         cands = result.candidate_table
         scores = cands["score"].to_numpy(float) if len(cands) else np.zeros(0)
         kept = cands["kept"].to_numpy(bool) if len(cands) else np.zeros(0, bool)
@@ -202,28 +222,83 @@ class ResultsPanel(Container):
         item = self.table.item(row, 0)
         if item is None or self.layer is None:
             return
-        self.select_label(int(item.data(Qt.ItemDataRole.DisplayRole)))
+        index = item.data(Qt.ItemDataRole.UserRole)
+        label_id = int(item.data(Qt.ItemDataRole.DisplayRole))
+        self.select_label(label_id, None if index is None else self.rows.iloc[int(index)])
 
-    def select_label(self, label_id: int) -> None:
-        """Select ``label_id`` in the layer and centre the view (and plane) on it."""
+    def select_label(self, label_id: int, row: pd.Series | None = None) -> None:
+        """Select ``label_id`` in the layer and centre the view (and plane) on it (on
+        ``row``'s frame, for a track's row)."""
         layer, viewer = self.layer, self.viewer
         if layer is None or viewer is None or layer not in viewer.layers:
             return
-        match = self.rows[self.rows["id"] == label_id]
-        if not len(match):
-            return
-        row = match.iloc[0]
+        if row is None:
+            match = self.rows[self.rows["id"] == label_id]
+            if not len(match):
+                return
+            row = match.iloc[0]
         layer.selected_label = int(label_id)
         layer.visible = True
-        axes = [c for c in self.rows.columns if str(c).startswith("axis")]
-        centre = [int(row[a]) for a in axes] + [
-            (row["bbox_y0"] + row["bbox_y1"]) / 2,
-            (row["bbox_x0"] + row["bbox_x1"]) / 2,
-        ]
+        lead = lead_position(row, self.rows.columns, self.axes, layer.ndim - 2)
+        centre = [*lead, (row["bbox_y0"] + row["bbox_y1"]) / 2,
+                  (row["bbox_x0"] + row["bbox_x1"]) / 2]  # fmt: skip
         world = np.asarray(layer.data_to_world(np.asarray(centre, dtype=float)))
-        if axes:
+        if lead:
             point = list(viewer.dims.point)
-            for k, value in enumerate(world[: len(axes)]):
-                point[k] = float(value)
+            offset = len(point) - layer.ndim
+            for k, value in enumerate(world[: len(lead)]):
+                point[offset + k] = float(value)
             viewer.dims.point = point
         camera_of(viewer).center = tuple(float(v) for v in world[-2:])
+
+    def export_csv(self, path) -> None:
+        """Write the table (every column, measurements included) to ``path``."""
+        from ..core.io import Outputs
+
+        rows = self.rows
+        Outputs({"table": path}, overwrite=True).write(
+            {"table": lambda tmp: rows.to_csv(tmp, index=False)}
+        )
+
+    def _ask_export(self, *_args) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path = QFileDialog.getSaveFileName(self.native, "Export objects", "objects.csv",
+                                           "CSV (*.csv)")[0]  # fmt: skip
+        if path:
+            self.export_csv(path)
+
+
+def planes_text(row: pd.Series, axes: list[str]) -> str:
+    """Where an object is in a stack: its plane (per plane), its frame (a track's row)
+    or its planes (a 3D object); "" in a 2D image."""
+    if axes:
+        return ", ".join(str(int(row[a])) for a in axes)
+    if "t" in row and "bbox_z0" not in row:
+        return f"t {int(row['t'])}"
+    if "t" in row:
+        return f"t {int(row['t'])}, z {int(row['bbox_z0'])}-{int(row['bbox_z1']) - 1}"
+    if "bbox_z0" in row:
+        z0, z1 = int(row["bbox_z0"]), int(row["bbox_z1"]) - 1
+        return str(z0) if z0 == z1 else f"{z0}-{z1}"
+    return ""
+
+
+def lead_position(row: pd.Series, columns, axes: str, n_lead: int) -> list[float]:
+    """The leading data coordinates of an object's row: its plane (per-plane rows), its
+    frame (track rows) and middle plane (3D objects)."""
+    per_plane = [c for c in columns if str(c).startswith("axis")]
+    if per_plane:
+        return [int(row[a]) for a in per_plane]
+    letters = axes[:-2] if axes else ""
+    if len(letters) != n_lead:
+        return []
+    out = []
+    for letter in letters:
+        if letter == "T" and "t" in row:
+            out.append(int(row["t"]))
+        elif f"centroid_{letter.lower()}" in row:
+            out.append(round(float(row[f"centroid_{letter.lower()}"])))
+        else:
+            out.append(0)
+    return out

@@ -52,6 +52,7 @@ def segment_in_viewer(
     output=None,
     replace: bool = False,
     all_slices: bool = False,
+    link: bool = True,
     channel_axis: int | None = None,
     channels=None,
     colour_layers=(),
@@ -97,6 +98,11 @@ def segment_in_viewer(
         With ``output``: overwrite existing labels where new objects overlap them.
     all_slices
         Segment every plane of a z-stack / time series (default: the current plane).
+    link
+        With ``all_slices``: link objects across Z planes into 3D objects and across T
+        frames into tracks (the viewer's axis labels ``t``/``z`` say which is which;
+        otherwise napari's order: the last leading axis is Z, the one before it T).
+        False: each plane's objects their own.
     channel_axis, channels
         For a multichannel image shown as one layer: its channel axis, and up to three
         channels to show the models as R, G, B (default the first three).
@@ -162,6 +168,8 @@ def segment_in_viewer(
         relevance_weight=relevance_weight,
         guided_params=guided_params or GuidedParams(),
         all_planes=all_slices,
+        link=link,
+        axis_labels=tuple(viewer.dims.axis_labels),
         world_point=tuple(viewer.dims.point),
         channel_axis=channel_axis,
         channels=tuple(channels) if channels else None,

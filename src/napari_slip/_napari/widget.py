@@ -53,6 +53,10 @@ if TYPE_CHECKING:
 MODE_CHOICES, MODE_TIPS = form.MODE_CHOICES, form.MODE_TIPS
 
 
+#: What the Planes choice offers: this plane, every plane linked, every plane alone.
+SCOPES = ("current slice", "all slices", "all slices, per plane")
+
+
 class SlipWidget(WorkerPanel):
     """Segment objects in an image layer from a text prompt.
 
@@ -94,7 +98,11 @@ class SlipWidget(WorkerPanel):
         )
         self.channels = LineEdit(label="Channels as RGB", value="")
         self.channels.native.setPlaceholderText("e.g. 0,2 (default: the first three)")
-        self.scope = ComboBox(label="Planes", choices=["current slice", "all slices"])
+        self.scope = ComboBox(label="Planes", choices=list(SCOPES))
+        self.scope.tooltip = (
+            "all slices: objects linked across Z planes into 3D objects and across T "
+            "frames into tracks; per plane: each plane's objects their own"
+        )
         self.output = ComboBox(label="Output", choices=lambda _w=None: form.output_choices(viewer))
         self.replace_existing = CheckBox(text="Replace overlapping labels", value=False)
         self.replace_existing.tooltip = (
@@ -262,7 +270,9 @@ class SlipWidget(WorkerPanel):
             channel_axis=self.channel_axis.value,
             channels=form.parse_channels(self.channels.value),
             colour_layers=tuple(x for x in (self.green.value, self.blue.value) if x is not None),
-            all_planes=self.scope.value == "all slices",
+            all_planes=self.scope.value != SCOPES[0],
+            link=self.scope.value != SCOPES[2],
+            axis_labels=tuple(self.viewer.dims.axis_labels),
             world_point=tuple(self.viewer.dims.point),
             sam=str(self.sam.value),
             clip=str(self.clip.value),

@@ -13,17 +13,25 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-#: Rows of a 2D plane read at once.
-BAND = 1024
+#: Pixels read at once (a band of rows of one plane), unless the arrays are chunked.
+BAND_PIXELS = 2**16
 
 
-def _blocks(shape: tuple[int, ...]):
-    if len(shape) > 2:
-        for i in range(shape[0]):
-            yield (slice(i, i + 1),)
-    else:
-        for y in range(0, shape[0], BAND):
-            yield (slice(y, min(shape[0], y + BAND)),)
+def _band_rows(shape: tuple[int, ...], *arrays) -> int:
+    for array in arrays:
+        chunks = getattr(array, "chunks", None)
+        if chunks is not None and all(isinstance(c, int) for c in chunks):
+            return max(1, int(chunks[len(shape) - 2]))  # whole chunks: each read once
+    return max(1, BAND_PIXELS // max(1, shape[-1]))
+
+
+def _blocks(shape: tuple[int, ...], rows: int):
+    """Slices of ``shape``: one plane of the leading axes, a band of its rows."""
+    import itertools
+
+    for lead in itertools.product(*(range(n) for n in shape[:-2])):
+        for y in range(0, shape[-2], rows):
+            yield (*(slice(i, i + 1) for i in lead), slice(y, min(shape[-2], y + rows)))
 
 
 def size_column(letters: str, unit: str | None) -> str:
@@ -109,11 +117,11 @@ def measure(
             imax[c] = ext(imax[c], -np.inf)
         top = n
 
-    for block in _blocks(shape):
+    for block in _blocks(shape, _band_rows(shape, labels, image)):
         lab = np.asarray(labels[block]).astype(np.int64, copy=False)
         if not lab.any():
             continue
-        start = block[0].start
+        starts = [sl.start for sl in block] + [0]
         grow(int(lab.max()))
         flat = lab.ravel()
         sizes += np.bincount(flat, minlength=top + 1)
@@ -122,11 +130,10 @@ def measure(
         for i in present:
             box = boxes[i - 1]
             for k, sl in enumerate(box):
-                offset = start if k == 0 else 0
-                lo[k][i] = min(lo[k][i], sl.start + offset)
-                hi[k][i] = max(hi[k][i], sl.stop + offset)
+                lo[k][i] = min(lo[k][i], sl.start + starts[k])
+                hi[k][i] = max(hi[k][i], sl.stop + starts[k])
         for k in range(len(shape)):
-            coords = np.arange(lab.shape[k], dtype=np.float64) + (start if k == 0 else 0)
+            coords = np.arange(lab.shape[k], dtype=np.float64) + starts[k]
             view = [1] * len(shape)
             view[k] = lab.shape[k]
             grid = np.broadcast_to(coords.reshape(view), lab.shape).ravel()
