@@ -4,6 +4,7 @@
     ... docs/make_screenshots.py --tiles      (tiles and folder mode)
     ... docs/make_screenshots.py --decoder    (a trained decoder guiding SAM)
     ... docs/make_screenshots.py --stack-relevance   (relevance maps of a z-stack)
+    ... docs/make_screenshots.py --stack-3d   (a z-stack's linked 3D objects, 3D view)
 
 Weights cannot be downloaded on the machines that build these docs, so the widget runs
 with tiny random models (napari_slip.testing): the screenshots show the interface and
@@ -183,6 +184,29 @@ def stack_relevance(weights: Path) -> None:
     viewer.close()
 
 
+def stack_3d(weights: Path) -> None:
+    """A z-stack segmented with all slices linked: one id per 3D nucleus, in 3D."""
+    viewer, widget = make_viewer(weights)
+    for data, kwargs, kind in nuclei_stack():
+        getattr(viewer, f"add_{kind}")(data, scale=(3.0, 1.0, 1.0), **kwargs)
+    widget.image.value = viewer.layers["nuclei"]
+    widget.proposals.value = viewer.layers["nuclei ground truth"]
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    widget.scope.value = "all slices"
+    run_and_wait(widget)
+    viewer.dims.set_current_step(0, 4)
+    shoot(viewer, "widget-stack-linked.png")
+    viewer.dims.ndisplay = 3
+    viewer.layers["nuclei"].visible = False
+    camera = viewer.camera
+    camera.angles = (10, -35, 60)
+    camera.zoom = 2.2
+    shoot(viewer, "widget-stack-3d.png")
+    viewer.close()
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     if sys.argv[1:] == ["--tiles"]:
@@ -192,6 +216,10 @@ def main() -> None:
     if sys.argv[1:] == ["--decoder"]:
         with tempfile.TemporaryDirectory() as tmp:
             decoder_guided(Path(tmp))
+        return
+    if sys.argv[1:] == ["--stack-3d"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            stack_3d(Path(tmp))
         return
     if sys.argv[1:] == ["--stack-relevance"]:
         with tempfile.TemporaryDirectory() as tmp:

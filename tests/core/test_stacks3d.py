@@ -476,3 +476,12 @@ def test_cli_bad_stack_options_are_one_line(tmp_path, tiny_clip_path, capsys, fl
     assert pattern in err
     assert not (tmp_path / "o.tif").exists()
     assert default_hub().loads == {"sam": 0, "clip": 0}
+
+
+def test_default_leading_letters_follow_napari():
+    from napari_slip.core.pipeline.stack import lead_letters
+
+    assert [lead_letters(None, n) for n in range(4)] == ["", "Z", "TZ", "0TZ"]
+    assert lead_letters("T", 1) == "T"
+    with pytest.raises(InputError, match="2 leading axes"):
+        lead_letters("T", 2)

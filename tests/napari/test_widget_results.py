@@ -267,3 +267,22 @@ def test_time_axis_label_links_frames_into_tracks(setup):
         widget.results.table.item(r, 3).text() for r in range(widget.results.table.rowCount())
     }
     assert all(t.startswith("t ") for t in texts)
+
+
+def test_console_call_links_a_stack_and_can_keep_planes(make_napari_viewer, tiny_sam_path,
+                                                        tiny_clip_path):  # fmt: skip
+    import napari_slip
+
+    viewer = make_napari_viewer()
+    image, truth = make_nuclei_stack(shape=(5, 96, 96), n=4, seed=2)
+    viewer.add_image(image, name="stack")
+    viewer.add_labels(truth, name="nuclei")
+    common = dict(image="stack", proposals="nuclei", mode="threshold", threshold=-1.0,
+                  sam=str(tiny_sam_path), clip=str(tiny_clip_path), all_slices=True)  # fmt: skip
+    linked = napari_slip.segment_in_viewer(viewer, "nucleus", **common)
+    assert linked.data.shape == truth.shape
+    assert len(linked.features) == len(np.unique(truth)) - 1
+    assert "n_planes" in linked.features and linked.features["n_planes"].max() > 1
+    planes = napari_slip.segment_in_viewer(viewer, "nucleus", link=False, **common)
+    per_plane = sum(len(np.unique(truth[z])) - 1 for z in range(len(truth)))
+    assert len(planes.features) == per_plane and (planes.features["n_planes"] == 1).all()

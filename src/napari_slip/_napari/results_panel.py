@@ -18,6 +18,7 @@ from qtpy.QtCore import QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QHBoxLayout,
     QHeaderView,
     QPushButton,
     QTableWidget,
@@ -144,12 +145,18 @@ class ResultsPanel(Container):
             "threshold."
         )
         self.export = QPushButton("Export CSV...")
+        self.export.setEnabled(False)
         self.export.setToolTip("Save every object's row (measurements included) as a CSV")
         self.export.clicked.connect(self._ask_export)
-        self.append(self.summary)
+        # The button shares the summary's row: the panel grows no taller for it.
+        row = QWidget()
+        line = QHBoxLayout(row)
+        line.setContentsMargins(0, 0, 0, 0)
+        line.addWidget(self.summary.native, 1)
+        line.addWidget(self.export, 0, Qt.AlignmentFlag.AlignTop)
+        self.native.layout().addWidget(row)
         self.native.layout().addWidget(self.histogram)
         self.native.layout().addWidget(self.table)
-        self.native.layout().addWidget(self.export)
         self.axes = ""
         self.layer = None
         self.viewer = None

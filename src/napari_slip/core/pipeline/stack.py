@@ -99,6 +99,8 @@ def lead_letters(lead: str | None, n_lead: int) -> str:
         if len(lead) != n_lead:
             raise InputError(f"{n_lead} leading axes need {n_lead} letters; got {lead!r}.")
         return lead
+    if n_lead == 0:
+        return ""
     named = "TZ"[-n_lead:] if n_lead <= 2 else "TZ"
     return "".join(str(i) for i in range(max(0, n_lead - 2))) + named
 
