@@ -200,7 +200,7 @@ def stack_3d(weights: Path) -> None:
     shoot(viewer, "widget-stack-linked.png")
     viewer.dims.ndisplay = 3
     viewer.layers["nuclei"].visible = False
-    camera = viewer.camera
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.angles = (10, -35, 60)
     camera.zoom = 2.2
     shoot(viewer, "widget-stack-3d.png")

@@ -217,6 +217,9 @@ def test_all_slices_link_a_zstack_into_3d_objects_and_export_them(setup, tmp_pat
         assert row.volume_um3 == row.area * 0.5  # the layer's scale: 2 x 0.5 x 0.5
     table = widget.results.table
     assert table.rowCount() == len(present)
+    # The histogram shows what selection chose among: the 3D objects.
+    assert f"{len(present)} of {len(present)} 3D objects kept" in widget.results.summary.value
+    assert len(widget.results.histogram.scores) == len(present)
     # Clicking a 3D object goes to its middle plane.
     tall = features.sort_values("n_planes").iloc[-1]
     row = next(r for r in range(table.rowCount()) if int(table.item(r, 0).text()) == tall["index"])

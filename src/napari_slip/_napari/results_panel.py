@@ -203,7 +203,12 @@ class ResultsPanel(Container):
         self.table.setSortingEnabled(True)
         self.table.setVisible(len(self.rows) > 0)
         self.export.setEnabled(len(self.rows) > 0)
-        cands = result.candidate_table
+        # Linked planes: selection chose among whole objects, so their scores are shown.
+        objects = getattr(result, "object_scores", None)
+        cands = objects if objects is not None else result.candidate_table
+        what = "3D objects" if objects is not None else "candidates"
+        if objects is not None and "T" in getattr(result, "axes", ""):
+            what = "tracks"
         scores = cands["score"].to_numpy(float) if len(cands) else np.zeros(0)
         kept = cands["kept"].to_numpy(bool) if len(cands) else np.zeros(0, bool)
         self.histogram.set_data(scores, kept, threshold)
@@ -212,7 +217,7 @@ class ResultsPanel(Container):
             where = f"; best {best:.3f}" + (
                 f", threshold {threshold:.3f}" if threshold is not None else ""
             )
-            self.summary.value = f"{int(kept.sum())} of {len(cands)} candidates kept{where}"
+            self.summary.value = f"{int(kept.sum())} of {len(cands)} {what} kept{where}"
         else:
             self.summary.value = "No candidate objects."
         self.visible = True

@@ -79,6 +79,9 @@ class StackResult:
     linked: Any = field(default=None, repr=False)
     #: The original image (for measurements after re-selection).
     image: Any = field(default=None, repr=False, compare=False)
+    #: Where planes were linked: every linked object's ``score`` and whether it was
+    #: ``kept`` (selection chose among these, not among the planes' candidates).
+    object_scores: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def n_objects(self) -> int:
@@ -394,6 +397,9 @@ def linked_result(
     candidate_table = pd.concat(scored, ignore_index=True) if scored else candidates_table(None)
     result = StackResult(labels, table, {}, message, candidates, prompt, candidate_table)
     result.linked = linked
+    result.object_scores = pd.DataFrame(
+        {"score": chosen.all_scores, "kept": final > 0, "id": final}
+    )
     return result
 
 
