@@ -37,7 +37,7 @@ def test_last_block_keeps_patches_apart(clip):
     a = _rgb(side, side)
     b = a.copy()
     b[8:16, 16:24] = 255 - b[8:16, 16:24]  # patch (1, 2)
-    fa, fb = patch_features(clip, [a, b])
+    fa, fb = patch_features(clip, [a, b], method="maskclip")
     assert fa.shape == (4, 4, clip.embed_dim)
     changed = (fa - fb).abs().amax(-1) > 1e-5
     assert changed.tolist() == [[r == 1 and c == 2 for c in range(4)] for r in range(4)]
@@ -213,3 +213,104 @@ def test_a_clip_without_a_vit_tower_is_refused(clip):
 
     with pytest.raises(InputError, match="ViT image tower"):
         patch_features(replace(clip, model=NoVit()), [_rgb(32, 32)])
+
+
+def _reference_last_block(last, x, method):
+    """The maps' formulas written out head by head (numpy), to check last_block by."""
+    import math
+
+    W = last.attn.in_proj_weight.detach().numpy().astype(np.float64)
+    b = last.attn.in_proj_bias.detach().numpy().astype(np.float64)
+    h = last.ln_1(x).detach().numpy().astype(np.float64)[:, 1:]  # patch tokens
+    width = W.shape[1]
+    q, k, v = (h @ W[i * width : (i + 1) * width].T + b[i * width : (i + 1) * width]
+               for i in range(3))  # fmt: skip
+    heads = last.attn.num_heads
+    d = width // heads
+    t = h.shape[1]
+    g = math.isqrt(t)
+    pos = np.array([(i // g, i % g) for i in range(t)], dtype=np.float64)
+    prior = -((pos[:, None] - pos[None]) ** 2).sum(-1) / (2 * 5.0**2)
+
+    def soft(a):
+        e = np.exp(a - a.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    out = np.zeros_like(v)
+    for n in range(h.shape[0]):
+        for head in range(heads):
+            sl = slice(head * d, (head + 1) * d)
+            qh, kh, vh = q[n, :, sl], k[n, :, sl], v[n, :, sl]
+            if method == "maskclip":
+                out[n, :, sl] = vh
+                continue
+            qq, kk = qh @ qh.T / math.sqrt(d), kh @ kh.T / math.sqrt(d)
+            weights = {
+                "clearclip": soft(qq),
+                "sclip": soft(qq) + soft(kk),
+                "naclip": soft(kk + prior),
+            }[method]
+            out[n, :, sl] = weights @ vh
+    Wo = last.attn.out_proj.weight.detach().numpy().astype(np.float64)
+    bo = last.attn.out_proj.bias.detach().numpy().astype(np.float64)
+    return out @ Wo.T + bo
+
+
+@pytest.mark.parametrize("method", ["maskclip", "clearclip", "sclip", "naclip"])
+def test_each_map_follows_its_formula_with_no_residual_or_feed_forward(clip, method):
+    import torch
+
+    from napari_slip.core.pipeline.relevance import last_block
+
+    last = clip.model.visual.transformer.resblocks[-1]
+    x = torch.randn(2, 1 + 16, last.attn.in_proj_weight.shape[1])
+    got = last_block(last, x, method).detach().numpy()
+    np.testing.assert_allclose(got, _reference_last_block(last, x, method), atol=1e-4)
+    with torch.no_grad():  # the feed-forward plays no part
+        saved = [p.clone() for p in last.mlp.parameters()]
+        for p in last.mlp.parameters():
+            p.mul_(3.0).add_(1.0)
+        again = last_block(last, x, method).detach().numpy()
+        for p, old in zip(last.mlp.parameters(), saved, strict=True):
+            p.copy_(old)
+    np.testing.assert_allclose(again, got, atol=1e-6)
+
+
+def test_which_patches_a_change_in_one_patch_can_affect(clip, monkeypatch):
+    """MaskCLIP: that patch only. ClearCLIP: every patch (attention over the image).
+    NACLIP: every patch, but its neighbourhood prior makes near patches change most."""
+    from napari_slip.core.pipeline import relevance
+
+    side = clip.image_size
+    a = _rgb(side, side, seed=4)
+    b = a.copy()
+    b[8:16, 8:16] = 255 - b[8:16, 8:16]  # patch (1, 1)
+    change = {}
+    for method in ("maskclip", "clearclip", "naclip"):
+        fa, fb = patch_features(clip, [a, b], method=method)
+        change[method] = (fa - fb).abs().amax(-1).numpy()
+    assert (change["maskclip"] > 1e-5).sum() == 1 and change["maskclip"][1, 1] > 0
+    assert (change["clearclip"] > 1e-6).all()
+    monkeypatch.setattr(relevance, "NACLIP_SIGMA", 0.5)
+    monkeypatch.setattr(relevance.gaussian_prior, "__defaults__", (0.5,))
+    fa, fb = patch_features(clip, [a, b], method="naclip")
+    near = (fa - fb).abs().amax(-1).numpy()
+    assert near[1, 1] == near.max()
+    assert near[1, 2] > near[3, 3] and near[2, 1] > near[3, 3]
+
+
+def test_the_map_is_chosen_per_run_and_cached_apart(tiny_sam_path, tiny_clip_path):
+    from napari_slip.core.params import GuidedParams
+
+    image, _ = blobs_image()
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path))
+    naclip = seg.relevance("a blob", image)
+    windows = seg.stats["relevance_windows"]
+    assert windows > 0 and np.allclose(seg.relevance("a blob"), naclip)  # cached
+    assert seg.stats["relevance_windows"] == windows
+    seg.guided_params = GuidedParams(map="maskclip")
+    maskclip = seg.relevance("a blob", image)
+    assert not np.allclose(naclip, maskclip)
+    assert seg.stats["relevance_windows"] == 2 * windows  # its own features
+    with pytest.raises(InputError, match="Unknown relevance map"):
+        GuidedParams(map="bestclip")

@@ -415,8 +415,18 @@ class GuidedParams(_Params):
         6, "a sparse grid of this many points per side is added (0: none)", bounds=(0, 256)
     )
     min_region: int = option(16, "regions of the map smaller than this many pixels are ignored")
+    map: str = option(
+        "naclip",
+        "CLIP's training-free map (without a decoder): naclip (neighbourhood attention), "
+        "clearclip, sclip, or maskclip (the value path)",
+        ("naclip", "clearclip", "sclip", "maskclip"),
+    )
 
     def __post_init__(self) -> None:
+        if self.map not in self.choices("map"):
+            raise InputError(
+                f"Unknown relevance map {self.map!r}; use one of {', '.join(self.choices('map'))}."
+            )
         _check_unit("level", self.level)
         if self.peaks < 0 or self.safety_grid < 0 or self.min_region < 0:
             raise InputError("peaks, safety_grid and min_region must not be negative.")

@@ -136,9 +136,16 @@ class RelevanceMaps:
     """Relevance maps of a session's image for a prompt (see :mod:`.relevance`)."""
 
     def __init__(
-        self, models: ModelSet, texts: TextEmbeddings, stats: Counter, window: int | None = None
+        self,
+        models: ModelSet,
+        texts: TextEmbeddings,
+        stats: Counter,
+        window: int | None = None,
+        method: str = "naclip",
     ) -> None:
         self.models, self.texts, self.stats, self.window = models, texts, stats, window
+        #: CLIP's training-free map (see :data:`.relevance.MAPS`), without a decoder.
+        self.method = method
 
     def key(self) -> tuple:
         """What identifies the map besides the prompt (CLIP, precision, decoder)."""
@@ -149,6 +156,7 @@ class RelevanceMaps:
             models.precision,
             None if decoder is None else decoder.sha256,
             None if decoder is not None else self.window,
+            None if decoder is not None else self.method,
         )
 
     def iter_dense(
@@ -169,7 +177,7 @@ class RelevanceMaps:
         if decoder is not None:
             key = (models.clip_spec, models.precision, "decoder", decoder.sha256)
         else:
-            key = (models.clip_spec, models.precision, window)
+            key = (models.clip_spec, models.precision, window, self.method)
         dense = session.dense.get_fresh(key)
         if dense is None:
             image = session.image
@@ -177,7 +185,9 @@ class RelevanceMaps:
             if decoder is not None:
                 dense = yield from iter_decoder_features(clip.clip, decoder.model, source)
             else:
-                dense = yield from iter_dense_features(clip.clip, source, window)
+                dense = yield from iter_dense_features(
+                    clip.clip, source, window, method=self.method
+                )
             self.stats["relevance_windows"] += len(dense.windows)
             session.dense.put(key, dense)
         return dense

@@ -1,11 +1,14 @@
 """Where in the image the prompt matches: a per-pixel relevance map from CLIP, untrained.
 
 CLIP's pooled embedding says *whether* a crop matches the text, not *where*. Its patch
-tokens can, with the training-free trick of MaskCLIP (Zhou et al. 2022): in the last
-transformer block, each patch token goes through the value path of attention only (no
-query-key mixing with the other tokens, no residual, no MLP), then through CLIP's final
-norm and projection into the joint space, where its cosine to the prompt's text
-embedding is that patch's relevance. Works with any open_clip ViT, pretrained or
+tokens can, with a training-free change to the last transformer block
+(:func:`last_block`): its residual and feed-forward are dropped and its attention is
+replaced, then each patch token goes through CLIP's final norm and projection into the
+joint space, where its cosine to the prompt's text embedding is that patch's relevance.
+Four such changes are offered (:data:`MAPS`): MaskCLIP's value path (each token on its
+own), ClearCLIP's query-query attention, SCLIP's correlative attention and NACLIP's
+key-key attention with a Gaussian neighbourhood prior, the default (the best published
+results of the four; see docs/decoder.md). Works with any open_clip ViT, pretrained or
 fine-tuned (our checkpoints), because nothing is learnt.
 
 CLIP sees a fixed input size (224 px for ViT-B/32: a 7 x 7 patch grid), so the image
@@ -83,10 +86,72 @@ def _vision(clip: ClipModel):
     return visual, blocks
 
 
+#: The training-free maps: how CLIP's last block is changed so that patch tokens say
+#: where the text matches (see :func:`last_block`).
+MAPS = ("naclip", "clearclip", "sclip", "maskclip")
+#: NACLIP's neighbourhood: the Gaussian prior's standard deviation, in patches.
+NACLIP_SIGMA = 5.0
+
+
+def gaussian_prior(g: int, sigma: float = NACLIP_SIGMA) -> torch.Tensor:
+    """(g*g, g*g) NACLIP's log-prior on attention between patches of a g x g grid:
+    ``-|p_i - p_j|^2 / (2 sigma^2)``, so a patch attends mostly to its neighbours."""
+    yy, xx = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+    pos = torch.stack([yy.ravel(), xx.ravel()], dim=1).float()
+    return -torch.cdist(pos, pos).pow(2) / (2 * sigma**2)
+
+
+def last_block(last, x: torch.Tensor, method: str = "naclip") -> torch.Tensor:
+    """The last block's output for the patch tokens of ``x`` ((n, 1 + g*g, W), batch
+    first), changed as ``method`` says; no residual and no feed-forward in any of them.
+
+    - ``maskclip`` (Zhou et al. 2022): the value path only, each token on its own.
+    - ``clearclip`` (Lan et al. 2024): attention from query-query similarity.
+    - ``sclip`` (Wang et al. 2024): correlative self-attention, softmax(q q^T) +
+      softmax(k k^T).
+    - ``naclip`` (Hajimiri et al. 2025): attention from key-key similarity plus a
+      Gaussian prior on the patch grid (:func:`gaussian_prior`): neighbours count most.
+
+    The attention of the last three runs among the patch tokens (the class token is
+    left out, as it carries no place).
+    """
+    if method not in MAPS:
+        raise InputError(f"Unknown relevance map {method!r}; use one of {', '.join(MAPS)}.")
+    attn = last.attn
+    width = attn.in_proj_weight.shape[1]
+    q, k, v = F.linear(last.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).split(width, -1)
+    q, k, v = q[:, 1:], k[:, 1:], v[:, 1:]
+    if method == "maskclip":
+        return attn.out_proj(v)
+    n, t, _ = v.shape
+    heads = attn.num_heads
+    d = width // heads
+
+    def split(a):
+        return a.reshape(n, t, heads, d).transpose(1, 2)  # (n, heads, t, d)
+
+    q, k, v = split(q), split(k), split(v)
+    scale = d**-0.5
+    if method == "clearclip":
+        weights = torch.softmax(q @ q.transpose(-1, -2) * scale, dim=-1)
+    elif method == "sclip":
+        weights = torch.softmax(q @ q.transpose(-1, -2) * scale, dim=-1) + torch.softmax(
+            k @ k.transpose(-1, -2) * scale, dim=-1
+        )
+    else:
+        prior = gaussian_prior(math.isqrt(t)).to(k.dtype)
+        weights = torch.softmax(k @ k.transpose(-1, -2) * scale + prior, dim=-1)
+    out = (weights @ v).transpose(1, 2).reshape(n, t, width)
+    return attn.out_proj(out)
+
+
 @torch.no_grad()
-def patch_features(clip: ClipModel, squares: list[np.ndarray]) -> torch.Tensor:
-    """(n, g, g, D) L2-normalised patch embeddings of square uint8 RGB images (MaskCLIP:
-    the last block's value path, then CLIP's final norm and projection)."""
+def patch_features(
+    clip: ClipModel, squares: list[np.ndarray], method: str = "naclip"
+) -> torch.Tensor:
+    """(n, g, g, D) L2-normalised patch embeddings of square uint8 RGB images: the last
+    block changed as ``method`` says (:func:`last_block`), then CLIP's final norm and
+    projection."""
     visual, blocks = _vision(clip)
     x = clip.preprocess(squares).to(clip.dtype)
     x = visual._embeds(x)  # class token + patches, positions, ln_pre: (n, 1 + g*g, W)
@@ -95,18 +160,10 @@ def patch_features(clip: ClipModel, squares: list[np.ndarray]) -> torch.Tensor:
         x = x.transpose(0, 1)
     for block in blocks[:-1]:
         x = block(x)
-    last = blocks[-1]
-    width = last.attn.in_proj_weight.shape[1]
-    bias = last.attn.in_proj_bias
-    value = F.linear(
-        last.ln_1(x),
-        last.attn.in_proj_weight[2 * width :],
-        None if bias is None else bias[2 * width :],
-    )
-    out = last.attn.out_proj(value)
     if not batch_first:
-        out = out.transpose(0, 1)
-    feats = visual.ln_post(out[:, 1:]) @ visual.proj
+        x = x.transpose(0, 1)
+    out = last_block(blocks[-1], x, method)
+    feats = visual.ln_post(out) @ visual.proj
     g = math.isqrt(feats.shape[1])
     return F.normalize(feats.float(), dim=-1).reshape(len(squares), g, g, -1)
 
@@ -160,13 +217,15 @@ def iter_dense_features(
     image,
     window: int | None = None,
     batch_size: int = 16,
+    method: str = "naclip",
 ) -> Generator[Progress, None, DenseFeatures]:
     """Patch features of every window of ``image`` (an (H, W, 3) uint8 array, or an
-    image with ``shape``, ``read(y0, x0, y1, x1)`` and ``mean_rgb``), in batches."""
+    image with ``shape``, ``read(y0, x0, y1, x1)`` and ``mean_rgb``), in batches, with
+    the training-free map ``method`` (:data:`MAPS`)."""
     window = int(window or default_window(tuple(image.shape[:2]), clip.image_size))
     return (
         yield from _iter_windows(
-            image, window, lambda sq: patch_features(clip, sq), batch_size, "CLIP"
+            image, window, lambda sq: patch_features(clip, sq, method), batch_size, "CLIP"
         )
     )
 
@@ -296,6 +355,9 @@ __all__ = [
     "iter_decoder_features",
     "iter_dense_features",
     "patch_features",
+    "last_block",
+    "gaussian_prior",
+    "MAPS",
     "relevance_map",
     "relevance_range",
     "tapped_features",
