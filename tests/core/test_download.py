@@ -171,3 +171,64 @@ def test_named_sam_downloads_into_cache_and_loads(
     rows = {r.name: r for r in list_models()}
     assert rows["vit_b"].cached and rows["vit_b"].path == str(loaded.path)
     assert not rows["vit_l"].cached
+
+
+def _micro_sam_file(tiny_sam_path, tmp_path, wrapped: bool):
+    """A tiny SAM in micro-sam's layouts: its bioimage.io export (SAM's own state dict)
+    or its trainer's checkpoint (``model_state`` with ``sam.`` prefixes, a decoder)."""
+    import io
+
+    import torch
+
+    state = torch.load(tiny_sam_path, map_location="cpu", weights_only=True)
+    if wrapped:
+        state = {
+            "model_state": {f"sam.{k}": v for k, v in state.items()},
+            "decoder_state": {"head.weight": torch.zeros(2, 2)},
+        }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_micro_sam_models_download_hash_checked_by_xxh128_and_load(
+    server, tiny_sam_path, tmp_path, isolated_cache, monkeypatch, wrapped
+):
+    import dataclasses
+
+    import xxhash
+
+    handler, base = server
+    data = _micro_sam_file(tiny_sam_path, tmp_path, wrapped)
+    handler.files["/diplomatic-bug/1.2/files/vit_b.pt"] = data
+    handler.files["/noisy-ox/1.2/files/vit_b.pt"] = data[:-1] + bytes([data[-1] ^ 1])
+    for name, folder in (("vit_b_lm", "diplomatic-bug"), ("vit_b_em_organelles", "noisy-ox")):
+        entry = models.SAM_MODELS[name]
+        url = f"{base}/{folder}/1.2/files/vit_b.pt"
+        published = xxhash.xxh128(data).hexdigest()  # the LM file's; EM's bytes differ
+        monkeypatch.setitem(
+            models.SAM_MODELS, name, dataclasses.replace(entry, url=url, xxh128=published)
+        )
+    loaded = models.load_sam_model("vit_b_lm")
+    # Both publish "vit_b.pt": each keeps its own name in the cache.
+    assert loaded.path == isolated_cache / "sam" / "micro_sam_vit_b_lm.pt"
+    assert loaded.config.img_size == 256
+    with pytest.raises(ChecksumError, match="xxh128"):
+        models.load_sam_model("vit_b_em_organelles")
+    assert _leftovers(isolated_cache / "sam") == ["micro_sam_vit_b_lm.pt"]
+    # A cached copy that no longer matches is fetched again.
+    loaded.path.write_bytes(b"damaged")
+    handler.hits.clear()
+    assert models.load_sam_model("vit_b_lm").config.img_size == 256
+    assert handler.hits == ["/diplomatic-bug/1.2/files/vit_b.pt"]
+
+
+def test_micro_sam_entries_are_the_published_ones():
+    lm, em = models.SAM_MODELS["vit_b_lm"], models.SAM_MODELS["vit_b_em_organelles"]
+    base = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/"
+    assert lm.url == base + "diplomatic-bug/1.2/files/vit_b.pt"
+    assert lm.xxh128 == "fe9252a29f3f4ea53c15a06de471e186"
+    assert em.url == base + "noisy-ox/1.2/files/vit_b.pt"
+    assert em.xxh128 == "f3bf2ed83d691456bae2c3f9a05fb438"
+    assert lm.microscopy and em.microscopy and not models.SAM_MODELS["vit_b"].microscopy

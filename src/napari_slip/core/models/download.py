@@ -56,6 +56,21 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _xxh128():
+    import xxhash
+
+    return xxhash.xxh128()
+
+
+def file_xxh128(path: str | os.PathLike) -> str:
+    """xxh128 of a file (micro-sam's checksums), read in chunks."""
+    digest = _xxh128()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _hash_index() -> Path:
     return cache_dir() / "hashes.json"
 
@@ -138,6 +153,7 @@ def download(
     progress: ProgressCallback | None = None,
     timeout: float = 30.0,
     what: str = "weights",
+    xxh128: str | None = None,
 ) -> Path:
     """Download ``url`` to ``dest`` unless a verified copy is already there.
 
@@ -158,6 +174,8 @@ def download(
         Socket timeout in seconds.
     what
         What is being downloaded, for messages.
+    xxh128
+        Expected xxh128 (hex), for publishers that give that instead (micro-sam).
 
     Raises
     ------
@@ -169,16 +187,20 @@ def download(
     """
     dest = Path(dest)
     # A cached copy with the wrong hash is stale or corrupt: fetch it again.
-    if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256.lower()):
+    if (
+        dest.is_file()
+        and (sha256 is None or file_sha256(dest) == sha256.lower())
+        and (xxh128 is None or file_xxh128(dest) == xxh128.lower())
+    ):
         return dest
     try:
-        return _fetch(url, dest, sha256, progress, timeout, what)
+        return _fetch(url, dest, sha256, progress, timeout, what, xxh128)
     except WeightsUnavailableError as exc:
         if not dest.is_file():
             raise
         # "Put the file at X" would be wrong: X is there, but incomplete or corrupt.
         message = (
-            f"The {what} file at {dest} is incomplete or corrupt (its SHA-256 differs), and "
+            f"The {what} file at {dest} is incomplete or corrupt (its checksum differs), and "
             f"a fresh copy could not be downloaded from {url}. Delete it and try again "
             "online, or replace it with a complete copy."
         )
@@ -187,7 +209,7 @@ def download(
         ) from None
 
 
-def _fetch(url, dest: Path, sha256, progress, timeout, what) -> Path:
+def _fetch(url, dest: Path, sha256, progress, timeout, what, xxh128=None) -> Path:
     """Download ``url`` into ``dest`` through a verified temporary file."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     request = urllib.request.Request(url, headers={"User-Agent": "napari-slip"})
@@ -203,6 +225,7 @@ def _fetch(url, dest: Path, sha256, progress, timeout, what) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     tmp = Path(tmp_name)
     digest = hashlib.sha256()
+    quick = _xxh128() if xxh128 else None
     done = 0
     try:
         with response, os.fdopen(fd, "wb") as out:
@@ -218,6 +241,8 @@ def _fetch(url, dest: Path, sha256, progress, timeout, what) -> Path:
                     break
                 out.write(block)
                 digest.update(block)
+                if quick is not None:
+                    quick.update(block)
                 done += len(block)
                 if progress is not None:
                     progress(done, total)
@@ -231,6 +256,12 @@ def _fetch(url, dest: Path, sha256, progress, timeout, what) -> Path:
             raise ChecksumError(
                 f"The {what} downloaded from {url} has SHA-256 {actual}, expected {expected}; "
                 "the file was discarded. Try again; if it persists, the server's file changed."
+            )
+        if quick is not None and quick.hexdigest() != xxh128.lower():
+            raise ChecksumError(
+                f"The {what} downloaded from {url} has xxh128 {quick.hexdigest()}, expected "
+                f"{xxh128.lower()}; the file was discarded. Try again; if it persists, the "
+                "server's file changed."
             )
         os.replace(tmp, dest)
     finally:

@@ -91,7 +91,13 @@ def list_models(checkpoint_folders: list[str | os.PathLike] | None = None) -> li
     rows = []
     for name, w in SAM_MODELS.items():
         path = sam_cache_path(name)
-        checksum = f"sha256 {w.sha256[:16]}..." if w.sha256 else "no published checksum"
+        checksum = (
+            f"sha256 {w.sha256[:16]}..."
+            if w.sha256
+            else f"xxh128 {w.xxh128}"
+            if w.xxh128
+            else "no published checksum"
+        )
         rows.append(
             ModelEntry(
                 "sam",

@@ -31,14 +31,21 @@ class SamWeights:
     sha256: str | None
     size_mb: int
     description: str
+    #: The publisher's xxh128 checksum where it publishes that instead (micro-sam).
+    xxh128: str | None = None
+    #: The file's name in the cache, where the URL's own would collide with another's.
+    cache_name: str | None = None
+    #: For microscopy (suggested for one-channel and 16-bit images).
+    microscopy: bool = False
 
     @property
     def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+        return self.cache_name or self.url.rsplit("/", 1)[-1]
 
 
 _SAM_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 _EFFICIENTVIT_BASE = "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/"
+_MICRO_SAM_BASE = "https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/"
 SAM_MODELS: dict[str, SamWeights] = {
     w.name: w
     for w in (
@@ -78,6 +85,31 @@ SAM_MODELS: dict[str, SamWeights] = {
                 ("xl0", 468, "encoder at 1,024 px, ~2.5x fewer FLOPs than vit_b"),
                 ("xl1", 813, "encoder at 1,024 px, ~1.5x fewer FLOPs than vit_b"),
             )
+        ),
+        # micro-sam's SAMs fine-tuned on microscopy (Archit et al., Nature Methods 2025),
+        # as its registry publishes them (micro_sam/util.py, models()): bioimage.io
+        # files in SAM's own layout, checked by xxh128.
+        SamWeights(
+            "vit_b_lm",
+            _MICRO_SAM_BASE + "diplomatic-bug/1.2/files/vit_b.pt",
+            None,
+            358,
+            "micro-sam's SAM ViT-B for light microscopy (cells and nuclei: fluorescence, "
+            "phase contrast, brightfield)",
+            xxh128="fe9252a29f3f4ea53c15a06de471e186",
+            cache_name="micro_sam_vit_b_lm.pt",
+            microscopy=True,
+        ),
+        SamWeights(
+            "vit_b_em_organelles",
+            _MICRO_SAM_BASE + "noisy-ox/1.2/files/vit_b.pt",
+            None,
+            358,
+            "micro-sam's SAM ViT-B for electron microscopy (mitochondria, nuclei and other "
+            "organelles)",
+            xxh128="f3bf2ed83d691456bae2c3f9a05fb438",
+            cache_name="micro_sam_vit_b_em_organelles.pt",
+            microscopy=True,
         ),
         SamWeights(
             "vit_h",
@@ -155,7 +187,8 @@ def resolve_sam(spec: str, progress: DownloadProgress | None = None) -> Path:
     """The local file for a SAM name or path, downloading a named model if needed."""
     if spec in SAM_MODELS:
         w = SAM_MODELS[spec]
-        return download(w.url, sam_cache_path(spec), w.sha256, progress, what=f"SAM {spec}")
+        return download(w.url, sam_cache_path(spec), w.sha256, progress, what=f"SAM {spec}",
+                        xxh128=w.xxh128)  # fmt: skip
     path = Path(spec).expanduser()
     if path.is_file():
         return path

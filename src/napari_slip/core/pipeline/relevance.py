@@ -348,16 +348,16 @@ def decoder_map(
 
 
 __all__ = [
+    "MAPS",
     "DenseFeatures",
     "decoder_map",
     "decoder_windows",
     "default_window",
+    "gaussian_prior",
     "iter_decoder_features",
     "iter_dense_features",
-    "patch_features",
     "last_block",
-    "gaussian_prior",
-    "MAPS",
+    "patch_features",
     "relevance_map",
     "relevance_range",
     "tapped_features",
