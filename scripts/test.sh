@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 echo "== installing napari-slip with its test and napari extras"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[all,test]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[all,test,biomed]"
 
 echo "== ruff"
 .venv/bin/ruff check .

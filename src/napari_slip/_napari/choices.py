@@ -26,7 +26,9 @@ def clip_choices(files: list[str], folders: list[str]) -> list[tuple[str, str]]:
     """(label, value) pairs: pretrained names, found checkpoints (short names; what
     they learned is in :func:`clip_tooltip`), files added by hand, then the "choose"
     entries."""
-    choices = [(spec, spec) for spec in CLIP_PRETRAINED]
+    from ..core.models.hubclip import HUB_CLIPS
+
+    choices = [(spec, spec) for spec in CLIP_PRETRAINED] + [(n, n) for n in HUB_CLIPS]
     for path, _meta in find_clip_checkpoints(folders):
         choices.append((path.stem, str(path)))
     known = {value for _, value in choices}
@@ -38,7 +40,10 @@ def clip_tooltip(value) -> str:
     """What a CLIP choice is: the open_clip name, or what a checkpoint learned."""
     from ..core.errors import SlipError
     from ..core.models.clip import read_clip_metadata
+    from ..core.models.hubclip import HUB_CLIPS
 
+    if value in HUB_CLIPS:
+        return HUB_CLIPS[value].description
     text = "open_clip MODEL:TAG, a fine-tuned checkpoint, or a file."
     if isinstance(value, str) and value.endswith(".safetensors"):
         try:

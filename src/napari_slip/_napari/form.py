@@ -12,8 +12,10 @@ from pathlib import Path
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
+    Container,
     FileEdit,
     FloatSlider,
+    Label,
     LineEdit,
     PushButton,
     SpinBox,
@@ -177,6 +179,43 @@ def parse_channels(text: str) -> tuple[int, ...] | None:
         ) from None
 
 
+#: The SAM and CLIP the hint offers for microscopy (see :func:`add_microscopy_hint`).
+MICROSCOPY_PAIR = ("vit_b_lm", "biomedclip")
+
+
+def add_microscopy_hint(w) -> None:
+    """Under the CLIP field: on an image that looks like microscopy (one channel, or
+    16-bit), a line suggesting micro-sam's SAM and BiomedCLIP, and a button that picks
+    them. Never chosen for the user."""
+    label = Label(value="Microscopy? micro-sam's SAM and BiomedCLIP often fit it better.")
+    label.native.setWordWrap(True)
+    button = PushButton(text=f"Use {MICROSCOPY_PAIR[0]} + {MICROSCOPY_PAIR[1]}")
+    button.tooltip = (
+        "vit_b_lm: SAM fine-tuned on light microscopy (vit_b_em_organelles for EM); "
+        "biomedclip: CLIP trained on biomedical figures (needs napari-slip[biomed])"
+    )
+
+    def use(*_args) -> None:
+        w.sam.value, w.clip.value = MICROSCOPY_PAIR
+
+    button.changed.connect(use)
+    w.microscopy_hint = Container(widgets=[label, button], labels=False)
+    w.microscopy_hint.margins = (0, 0, 0, 0)
+    w.insert(w.index(w.clip) + 1, w.microscopy_hint)
+    for field in (w.sam, w.clip):
+        field.changed.connect(w._update_visibility)
+
+
+def looks_like_microscopy(layer) -> bool:
+    """One channel, or more than 8 bits per value: what microscopes write."""
+    import numpy as np
+
+    if layer is None:
+        return False
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    return not layer.rgb or np.dtype(data.dtype).itemsize > 1
+
+
 def update_visibility(w) -> None:
     """Show each field of the segmentation dock only where it does something."""
     mode = w.mode.value
@@ -198,6 +237,11 @@ def update_visibility(w) -> None:
         or bool(w.show_relevance.value)
         or float(w.relevance_weight.value) > 0
     )
+    if hasattr(w, "microscopy_hint"):
+        chosen = SAM_MODELS.get(str(w.sam.value))
+        w.microscopy_hint.visible = looks_like_microscopy(layer) and not (
+            chosen is not None and chosen.microscopy and w.clip.value == MICROSCOPY_PAIR[1]
+        )
     if layer is None:
         w.scope.visible = False
         return

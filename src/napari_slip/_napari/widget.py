@@ -121,6 +121,7 @@ class SlipWidget(WorkerPanel):
         self.folder = Container(widgets=list(folder.values()), labels=True)
         self.results = ResultsPanel()
         self._lay_out()
+        form.add_microscopy_hint(self)
         self._connect()
         self._update_visibility()
 

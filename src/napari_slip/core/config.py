@@ -81,12 +81,19 @@ class Models:
             raise InputError(
                 f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}."
             )
-        if _looks_like_path(self.clip) and not Path(self.clip).expanduser().is_file():
+        from .models.hubclip import hub_name
+
+        named = hub_name(self.clip) is not None  # biomedclip and its hf-hub: name
+        if (
+            not named
+            and _looks_like_path(self.clip)
+            and not Path(self.clip).expanduser().is_file()
+        ):
             raise InputError(f"CLIP checkpoint {self.clip!r} does not exist.")
-        if not _looks_like_path(self.clip) and ":" not in self.clip:
+        if not named and not _looks_like_path(self.clip) and ":" not in self.clip:
             raise InputError(
-                f"CLIP model {self.clip!r}: give MODEL:TAG (e.g. {DEFAULT_CLIP}) or the path "
-                "of a .safetensors checkpoint."
+                f"CLIP model {self.clip!r}: give MODEL:TAG (e.g. {DEFAULT_CLIP}), biomedclip, "
+                "or the path of a .safetensors checkpoint."
             )
         if self.decoder is not None and not Path(self.decoder).expanduser().is_file():
             raise InputError(f"The decoder file {self.decoder} does not exist.")

@@ -174,3 +174,65 @@ def blobs_image(size: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
     image = (rng.normal(800, 40, (size, size)) + (labels > 0) * 3000).astype(np.uint16)
     return image, labels
+
+
+#: A few words for the tiny BERT's vocabulary (WordPiece: whole words and pieces).
+_TINY_VOCAB = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "of", "photo", "micrograph",
+    "nucleus", "cell", "mitotic", "apoptotic", "body", "membrane", "blob", "the",
+    "##s", "##ing", "star", "ring", ".",
+]  # fmt: skip
+
+
+def write_tiny_biomedclip(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """BiomedCLIP's layout at a tiny width, random weights: a timm ViT/16 image tower
+    (``vit_tiny_patch16_224``), a 2-layer Hugging Face BERT text tower with BiomedCLIP's
+    MLP projection and CLS pooler, context 256, in the files its hub repository and its
+    BERT's hold (``open_clip_config.json``, ``open_clip_pytorch_model.bin``,
+    ``text/config.json``, ``text/vocab.txt``). Returns ``folder``."""
+    import json
+
+    import torch
+    from transformers import BertConfig
+
+    from ..core.models.clip import build_clip
+
+    folder = Path(folder)
+    text = folder / "text"
+    text.mkdir(parents=True, exist_ok=True)
+    (text / "vocab.txt").write_text("\n".join(_TINY_VOCAB) + "\n")
+    BertConfig(
+        vocab_size=len(_TINY_VOCAB), hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
+    ).to_json_file(str(text / "config.json"))  # fmt: skip
+    model_cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "timm_model_name": "vit_tiny_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 224,
+        },
+        "text_cfg": {
+            "hf_model_name": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+            "hf_tokenizer_name": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+            "hf_proj_type": "mlp",
+            "hf_pooler_type": "cls_last_hidden_state_pooler",
+            "context_length": 256,
+        },
+    }
+    config = {
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {
+            "mean": [0.48145466, 0.4578275, 0.40821073],
+            "std": [0.26862954, 0.26130258, 0.27577711],
+        },
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    local = json.loads(json.dumps(model_cfg))
+    local["text_cfg"]["hf_model_name"] = local["text_cfg"]["hf_tokenizer_name"] = str(text)
+    torch.manual_seed(seed)
+    model = build_clip(local)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return folder

@@ -113,6 +113,20 @@ def list_models(checkpoint_folders: list[str | os.PathLike] | None = None) -> li
         rows.append(
             ModelEntry("clip", spec, cached is not None, str(where), "open_clip pretrained")
         )
+    from .hubclip import HUB_CLIPS, hub_folder, missing_files
+
+    for name, hub in HUB_CLIPS.items():
+        files = hub.files(hub_folder(name))
+        urls = ", ".join(u for u, _ in files)
+        rows.append(
+            ModelEntry(
+                "clip",
+                name,
+                not missing_files(name),
+                str(hub_folder(name)),
+                f"{hub.description}; https://huggingface.co/{hub.repo} ({urls})",
+            )
+        )
     for path, meta in find_clip_checkpoints(checkpoint_folders):
         rows.append(
             ModelEntry("clip-checkpoint", path.stem, True, str(path), describe_checkpoint(meta))

@@ -327,6 +327,13 @@ def load_clip_model(
     spec: str, device: torch.device | str = "cpu", progress: DownloadProgress | None = None
 ) -> LoadedClip:
     """Resolve (download if needed) and load CLIP by ``MODEL:TAG`` or checkpoint path."""
+    from .hubclip import HUB_CLIPS, hub_name, load_hub_clip, resolve_hub_clip
+
+    hub = hub_name(spec)
+    if hub is not None:  # BiomedCLIP: open_clip's hub layout, its BERT's files beside
+        folder = resolve_hub_clip(hub, progress)
+        path = folder / HUB_CLIPS[hub].weights
+        return LoadedClip(load_hub_clip(hub, folder, device), spec, path, file_sha256(path))
     name, path, pcfg = resolve_clip(spec, progress)
     if name is None:
         clip = load_clip_checkpoint(path, device)

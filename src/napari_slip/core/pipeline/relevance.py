@@ -69,7 +69,14 @@ class DenseFeatures:
 
 
 def _vision(clip: ClipModel):
+    """(kind, tower, blocks): an open_clip ViT (``"open_clip"``) or a timm ViT inside
+    open_clip (``"timm"``, BiomedCLIP's); anything else is refused."""
     visual = getattr(clip.model, "visual", None)
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(trunk, "patch_embed") and hasattr(trunk, "blocks"):
+        blocks = trunk.blocks
+        if len(blocks) and hasattr(getattr(blocks[-1], "attn", None), "qkv"):
+            return "timm", visual, blocks
     blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
     if (
         visual is None
@@ -81,9 +88,30 @@ def _vision(clip: ClipModel):
     ):
         raise InputError(
             "Relevance maps need a CLIP with a ViT image tower (open_clip ViT-B/32, "
-            "ViT-B/16, ViT-L/14 and their fine-tuned checkpoints); this CLIP has none."
+            "ViT-B/16, ViT-L/14, BiomedCLIP and their fine-tuned checkpoints); this CLIP "
+            "has none."
+        )
+    return "open_clip", visual, blocks
+
+
+def open_clip_vision(clip: ClipModel):
+    """(tower, blocks) of an open_clip ViT, the only tower trained decoders read."""
+    kind, visual, blocks = _vision(clip)
+    if kind != "open_clip":
+        raise InputError(
+            "Trained decoders read an open_clip ViT image tower (ViT-B/32, ViT-B/16, "
+            "ViT-L/14); this CLIP's timm tower (BiomedCLIP's) is not supported for them: "
+            "use its training-free map, or an open_clip CLIP."
         )
     return visual, blocks
+
+
+def _block_parts(last):
+    """(norm, qkv weight, qkv bias, heads, output projection) of a ViT block."""
+    attn = last.attn
+    if hasattr(attn, "in_proj_weight"):  # open_clip's nn.MultiheadAttention
+        return last.ln_1, attn.in_proj_weight, attn.in_proj_bias, attn.num_heads, attn.out_proj
+    return last.norm1, attn.qkv.weight, attn.qkv.bias, attn.num_heads, attn.proj  # timm
 
 
 #: The training-free maps: how CLIP's last block is changed so that patch tokens say
@@ -101,9 +129,10 @@ def gaussian_prior(g: int, sigma: float = NACLIP_SIGMA) -> torch.Tensor:
     return -torch.cdist(pos, pos).pow(2) / (2 * sigma**2)
 
 
-def last_block(last, x: torch.Tensor, method: str = "naclip") -> torch.Tensor:
-    """The last block's output for the patch tokens of ``x`` ((n, 1 + g*g, W), batch
-    first), changed as ``method`` says; no residual and no feed-forward in any of them.
+def last_block(last, x: torch.Tensor, method: str = "naclip", prefix: int = 1) -> torch.Tensor:
+    """The last block's output for the patch tokens of ``x`` ((n, prefix + g*g, W),
+    batch first; ``prefix`` class or register tokens first), changed as ``method``
+    says; no residual and no feed-forward in any of them.
 
     - ``maskclip`` (Zhou et al. 2022): the value path only, each token on its own.
     - ``clearclip`` (Lan et al. 2024): attention from query-query similarity.
@@ -117,14 +146,13 @@ def last_block(last, x: torch.Tensor, method: str = "naclip") -> torch.Tensor:
     """
     if method not in MAPS:
         raise InputError(f"Unknown relevance map {method!r}; use one of {', '.join(MAPS)}.")
-    attn = last.attn
-    width = attn.in_proj_weight.shape[1]
-    q, k, v = F.linear(last.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).split(width, -1)
-    q, k, v = q[:, 1:], k[:, 1:], v[:, 1:]
+    norm, weight, bias, heads, out_proj = _block_parts(last)
+    width = weight.shape[1]
+    q, k, v = F.linear(norm(x), weight, bias).split(width, -1)
+    q, k, v = q[:, prefix:], k[:, prefix:], v[:, prefix:]
     if method == "maskclip":
-        return attn.out_proj(v)
+        return out_proj(v)
     n, t, _ = v.shape
-    heads = attn.num_heads
     d = width // heads
 
     def split(a):
@@ -142,7 +170,7 @@ def last_block(last, x: torch.Tensor, method: str = "naclip") -> torch.Tensor:
         prior = gaussian_prior(math.isqrt(t)).to(k.dtype)
         weights = torch.softmax(k @ k.transpose(-1, -2) * scale + prior, dim=-1)
     out = (weights @ v).transpose(1, 2).reshape(n, t, width)
-    return attn.out_proj(out)
+    return out_proj(out)
 
 
 @torch.no_grad()
@@ -152,8 +180,17 @@ def patch_features(
     """(n, g, g, D) L2-normalised patch embeddings of square uint8 RGB images: the last
     block changed as ``method`` says (:func:`last_block`), then CLIP's final norm and
     projection."""
-    visual, blocks = _vision(clip)
+    kind, visual, blocks = _vision(clip)
     x = clip.preprocess(squares).to(clip.dtype)
+    if kind == "timm":  # BiomedCLIP's tower: timm's embedding, final norm and head
+        trunk = visual.trunk
+        x = trunk.norm_pre(trunk._pos_embed(trunk.patch_embed(x)))
+        for block in blocks[:-1]:
+            x = block(x)
+        out = last_block(blocks[-1], x, method, prefix=int(trunk.num_prefix_tokens))
+        feats = visual.head(trunk.norm(out))
+        g = math.isqrt(feats.shape[1])
+        return F.normalize(feats.float(), dim=-1).reshape(len(squares), g, g, -1)
     x = visual._embeds(x)  # class token + patches, positions, ln_pre: (n, 1 + g*g, W)
     batch_first = getattr(visual.transformer, "batch_first", True)
     if not batch_first:
@@ -234,7 +271,7 @@ def iter_dense_features(
 def tapped_features(clip: ClipModel, squares: list[np.ndarray], taps) -> torch.Tensor:
     """(n, len(taps), 1 + g*g, width) float32 token activations of CLIP's image tower
     after the blocks ``taps`` (0: the embeddings), for square uint8 RGB images."""
-    visual, blocks = _vision(clip)
+    visual, blocks = open_clip_vision(clip)
     x = visual._embeds(clip.preprocess(squares).to(clip.dtype))
     batch_first = getattr(visual.transformer, "batch_first", True)
     if not batch_first:

@@ -35,8 +35,8 @@ from ..params import DecoderParams
 from ..pipeline.images import prepare_image
 from ..pipeline.relevance import (
     DenseFeatures,
-    _vision,
     decoder_windows,
+    open_clip_vision,
 )
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
@@ -139,7 +139,7 @@ def iter_train_decoder(
     """
     params = params or DecoderParams()
     clip = loaded_clip.clip
-    _vision(clip)  # refuses CLIPs without a ViT tower, with the reason
+    open_clip_vision(clip)  # refuses CLIPs without an open_clip ViT tower, with the reason
     class_names = sorted({name for item in items for name in item.classes.values()})
     if not class_names:
         raise InputError("The training data names no classes: nothing to learn.")

@@ -1,0 +1,127 @@
+"""BiomedCLIP by name, without downloads: its architecture at a tiny width in the
+files its hub repository and its BERT's hold, served from 127.0.0.1 and loaded through
+the real path (the tokenizer from local files)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import napari_slip
+from napari_slip.core.errors import InputError, WeightsUnavailableError
+from napari_slip.core.models import hubclip
+from napari_slip.core.models.registry import load_clip_model
+from napari_slip.testing import blobs_image
+from napari_slip.testing.tiny import write_tiny_biomedclip
+
+from .test_download import _Handler
+
+BMC = hubclip.HUB_CLIPS["biomedclip"]
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server on 127.0.0.1 standing in for the hub (shut down after)."""
+    import http.server
+    import threading
+
+    _Handler.files, _Handler.truncated, _Handler.etags, _Handler.hits = {}, set(), {}, []
+    _Handler.redirects = {}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def tiny_biomedclip(tmp_path_factory):
+    return write_tiny_biomedclip(tmp_path_factory.mktemp("biomedclip"))
+
+
+def _serve(handler, folder):
+    for url, path in BMC.files(folder):
+        handler.files[url.removeprefix(hubclip.HUB)] = path.read_bytes()
+
+
+def test_biomedclip_downloads_every_file_and_loads_offline_after(
+    server,
+    tiny_biomedclip,
+    isolated_cache,
+    monkeypatch,
+):
+    handler, base = server
+    monkeypatch.setattr(hubclip, "HUB", "https://huggingface.co")
+    _serve(handler, tiny_biomedclip)
+    monkeypatch.setattr(hubclip, "HUB", base)
+    loaded = load_clip_model("biomedclip")
+    folder = isolated_cache / "clip" / "biomedclip"
+    assert loaded.path == folder / "open_clip_pytorch_model.bin"
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) \
+        == ["open_clip_config.json", "open_clip_pytorch_model.bin", "text/config.json",
+            "text/vocab.txt"]  # fmt: skip
+    clip = loaded.clip
+    texts = clip.encode_texts(["a micrograph of a mitotic nucleus.", "a cell membrane"])
+    assert texts.shape == (2, 32) and np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-4)
+    assert not np.allclose(texts[0], texts[1])
+    tokens = clip.tokenizer(["mitotic nucleus"])
+    assert tokens.shape == (1, 256)  # BiomedCLIP's context length
+    ids = tokens[0].tolist()
+    assert ids[:4] == [2, 11, 9, 3]  # [CLS] mitotic nucleus [SEP], from vocab.txt
+    # Offline now: the cache is enough (hf-hub: name too).
+    monkeypatch.setattr(hubclip, "HUB", "http://127.0.0.1:9")
+    again = load_clip_model(f"hf-hub:{BMC.repo}")
+    np.testing.assert_allclose(again.clip.encode_texts(["a cell membrane"])[0], texts[1],
+                               atol=1e-5)  # fmt: skip
+
+
+def test_biomedclip_segments_and_maps_through_the_api(
+    server,
+    tiny_biomedclip,
+    isolated_cache,
+    monkeypatch,
+    tiny_sam_path,
+):
+    handler, base = server
+    monkeypatch.setattr(hubclip, "HUB", "https://huggingface.co")
+    _serve(handler, tiny_biomedclip)
+    monkeypatch.setattr(hubclip, "HUB", base)
+    image, labels = blobs_image()
+    result = napari_slip.segment(
+        image, "nucleus", clip="biomedclip", sam=str(tiny_sam_path), labels=labels,
+        mode="threshold", threshold=-1, relevance=True,
+    )  # fmt: skip
+    assert result.n_objects == len(np.unique(labels)) - 1
+    assert result.provenance["clip"]["spec"] == "biomedclip"
+    assert result.relevance.shape == image.shape[:2]  # the timm tower's training-free map
+    assert np.isfinite(result.relevance).all()
+
+
+def test_offline_names_every_file_its_url_and_where_to_put_it(isolated_cache, monkeypatch):
+    monkeypatch.setattr(hubclip, "HUB", "http://127.0.0.1:9")
+    with pytest.raises(WeightsUnavailableError) as info:
+        load_clip_model("biomedclip")
+    text = str(info.value)
+    assert "\n" not in text and "4 file(s)" in text
+    folder = isolated_cache / "clip" / "biomedclip"
+    for url, path in BMC.files(folder):
+        assert url in text and str(path) in text
+    assert not any(p.is_file() for p in folder.rglob("*")) if folder.exists() else True
+
+
+def test_without_transformers_the_extra_is_named(tiny_biomedclip, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(InputError, match=r"napari-slip\[biomed\]"):
+        hubclip.load_hub_clip("biomedclip", tiny_biomedclip)
+
+
+def test_biomedclip_is_listed_with_its_urls_and_paths(isolated_cache):
+    from napari_slip.core.models.listing import list_models
+
+    rows = {r.name: r for r in list_models()}
+    row = rows["biomedclip"]
+    assert not row.cached and row.path == str(isolated_cache / "clip" / "biomedclip")
+    assert BMC.repo in row.description and "napari-slip[biomed]" in row.description
