@@ -65,7 +65,7 @@ def test_biomedclip_downloads_every_file_and_loads_offline_after(
             "text/vocab.txt"]  # fmt: skip
     clip = loaded.clip
     texts = clip.encode_texts(["a micrograph of a mitotic nucleus.", "a cell membrane"])
-    assert texts.shape == (2, 32) and np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-4)
+    assert texts.shape == (2, 512) and np.allclose(np.linalg.norm(texts, axis=1), 1, atol=1e-4)
     assert not np.allclose(texts[0], texts[1])
     tokens = clip.tokenizer(["mitotic nucleus"])
     assert tokens.shape == (1, 256)  # BiomedCLIP's context length
@@ -125,3 +125,30 @@ def test_biomedclip_is_listed_with_its_urls_and_paths(isolated_cache):
     row = rows["biomedclip"]
     assert not row.cached and row.path == str(isolated_cache / "clip" / "biomedclip")
     assert BMC.repo in row.description and "napari-slip[biomed]" in row.description
+
+
+def test_cli_takes_biomedclip_and_the_map(
+    server, tiny_biomedclip, isolated_cache, monkeypatch, tmp_path, capsys
+):
+    import tifffile
+
+    from napari_slip.cli import main
+
+    handler, base = server
+    monkeypatch.setattr(hubclip, "HUB", "https://huggingface.co")
+    _serve(handler, tiny_biomedclip)
+    monkeypatch.setattr(hubclip, "HUB", base)
+    image, labels = blobs_image()
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "props.tif", labels)
+    maps = {}
+    for method in ("naclip", "maskclip"):
+        out = tmp_path / f"{method}.tif"
+        code = main(["segment", str(tmp_path / "img.tif"), "-p", "nucleus", "--clip",
+                     "biomedclip", "--proposals-from", str(tmp_path / "props.tif"), "-o",
+                     str(tmp_path / f"labels_{method}.tif"), "--relevance-out", str(out),
+                     "--map", method, "-q"])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        maps[method] = tifffile.imread(out)
+    assert maps["naclip"].shape == image.shape[:2]
+    assert not np.allclose(maps["naclip"], maps["maskclip"])

@@ -582,19 +582,20 @@ def test_labelled_fields_of_the_dataclasses_are_the_widgets_fields(slip):
 
 def test_microscopy_images_get_the_microscopy_pair_suggested_not_forced(setup):
     viewer, widget, _ = setup
+    from napari_slip._napari.form import MICROSCOPY_HINT
     from napari_slip.core.models.registry import SAM_MODELS
 
     assert {"vit_b_lm", "vit_b_em_organelles"} <= set(widget.sam.choices)
     assert "biomedclip" in widget.clip.choices
     viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
     widget.image.value = viewer.layers["photo"]
-    assert widget.microscopy_hint.native.isHidden()  # an 8-bit colour photo
+    assert widget.status.value != MICROSCOPY_HINT  # an 8-bit colour photo
     viewer.add_image(np.zeros((32, 32), np.uint16), name="cells")
     widget.image.value = viewer.layers["cells"]
     before = (widget.sam.value, widget.clip.value)
-    assert not widget.microscopy_hint.native.isHidden()  # suggested ...
+    assert widget.status.value == MICROSCOPY_HINT  # suggested ...
+    assert "vit_b_lm" in MICROSCOPY_HINT and "biomedclip" in MICROSCOPY_HINT
     assert (widget.sam.value, widget.clip.value) == before  # ... not chosen
-    widget.microscopy_hint[1].changed.emit(True)  # "Use vit_b_lm + biomedclip"
-    assert (widget.sam.value, widget.clip.value) == ("vit_b_lm", "biomedclip")
+    widget.sam.value, widget.clip.value = "vit_b_lm", "biomedclip"
     assert SAM_MODELS[widget.sam.value].microscopy
-    assert widget.microscopy_hint.native.isHidden()
+    assert widget.status.value == ""  # taken: the line is free again

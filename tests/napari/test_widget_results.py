@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_slip._napari.form import MICROSCOPY_HINT
 from napari_slip._napari.results_panel import camera_of
 from napari_slip._napari.sample_data import make_nuclei_stack
 from napari_slip.core.models import registry
@@ -151,12 +152,13 @@ def test_stale_progress_and_status_are_reset(setup, tiny_clip_path, monkeypatch)
     layer = viewer.layers[-1]
     assert widget.status.value and widget.results.showing
     viewer.layers.remove(layer)  # the status described that layer
-    assert widget.status.value == "" and not widget.results.showing
+    assert widget.status.value in ("", MICROSCOPY_HINT) and not widget.results.showing
     run()
     assert widget.status.value
     viewer.add_image(np.ones((40, 40)), name="other")
     widget.image.value = viewer.layers["other"]  # another image: the result is not its
-    assert widget.status.value == "" and not widget.results.showing
+    # The line is free again: a one-channel image gets the microscopy suggestion there.
+    assert widget.status.value == MICROSCOPY_HINT and not widget.results.showing
     # An error leaves no stale "loading models 0%".
     entry = registry.SamWeights(
         "vit_b", "http://127.0.0.1:9/sam_vit_b_01ec64.pth", "0" * 64, 1, ""

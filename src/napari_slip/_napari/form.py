@@ -12,10 +12,8 @@ from pathlib import Path
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSlider,
-    Label,
     LineEdit,
     PushButton,
     SpinBox,
@@ -183,27 +181,32 @@ def parse_channels(text: str) -> tuple[int, ...] | None:
 MICROSCOPY_PAIR = ("vit_b_lm", "biomedclip")
 
 
+#: The status line's suggestion on an image that looks like microscopy.
+MICROSCOPY_HINT = (
+    "Microscopy? SAM vit_b_lm (light; vit_b_em_organelles for EM) and CLIP biomedclip "
+    "often fit it better: choose them in the SAM and CLIP lists."
+)
+
+
 def add_microscopy_hint(w) -> None:
-    """Under the CLIP field: on an image that looks like microscopy (one channel, or
-    16-bit), a line suggesting micro-sam's SAM and BiomedCLIP, and a button that picks
-    them. Never chosen for the user."""
-    label = Label(value="Microscopy? micro-sam's SAM and BiomedCLIP often fit it better.")
-    label.native.setWordWrap(True)
-    button = PushButton(text=f"Use {MICROSCOPY_PAIR[0]} + {MICROSCOPY_PAIR[1]}")
-    button.tooltip = (
-        "vit_b_lm: SAM fine-tuned on light microscopy (vit_b_em_organelles for EM); "
-        "biomedclip: CLIP trained on biomedical figures (needs napari-slip[biomed])"
-    )
-
-    def use(*_args) -> None:
-        w.sam.value, w.clip.value = MICROSCOPY_PAIR
-
-    button.changed.connect(use)
-    w.microscopy_hint = Container(widgets=[label, button], labels=False)
-    w.microscopy_hint.margins = (0, 0, 0, 0)
-    w.insert(w.index(w.clip) + 1, w.microscopy_hint)
-    for field in (w.sam, w.clip):
+    """Keep the status line's microscopy suggestion current as the image (after the
+    widget has cleared its status for the new image), SAM and CLIP change."""
+    for field in (w.image, w.sam, w.clip):
         field.changed.connect(w._update_visibility)
+
+
+def show_microscopy_hint(w, layer) -> None:
+    """On an image that looks like microscopy (one channel, or 16-bit), while the
+    status line is free, suggest micro-sam's SAM and BiomedCLIP there; never chosen for
+    the user, and no line of its own (the dock grows no taller)."""
+    chosen = SAM_MODELS.get(str(w.sam.value))
+    suggest = looks_like_microscopy(layer) and not (
+        chosen is not None and chosen.microscopy and w.clip.value == MICROSCOPY_PAIR[1]
+    )
+    if suggest and not w.status.value:
+        w.status.value = MICROSCOPY_HINT
+    elif not suggest and w.status.value == MICROSCOPY_HINT:
+        w.status.value = ""
 
 
 def looks_like_microscopy(layer) -> bool:
@@ -237,11 +240,8 @@ def update_visibility(w) -> None:
         or bool(w.show_relevance.value)
         or float(w.relevance_weight.value) > 0
     )
-    if hasattr(w, "microscopy_hint"):
-        chosen = SAM_MODELS.get(str(w.sam.value))
-        w.microscopy_hint.visible = looks_like_microscopy(layer) and not (
-            chosen is not None and chosen.microscopy and w.clip.value == MICROSCOPY_PAIR[1]
-        )
+    if not w.busy:
+        show_microscopy_hint(w, layer)
     if layer is None:
         w.scope.visible = False
         return

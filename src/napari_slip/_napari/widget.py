@@ -121,8 +121,8 @@ class SlipWidget(WorkerPanel):
         self.folder = Container(widgets=list(folder.values()), labels=True)
         self.results = ResultsPanel()
         self._lay_out()
-        form.add_microscopy_hint(self)
         self._connect()
+        form.add_microscopy_hint(self)
         self._update_visibility()
 
     def _lay_out(self) -> None:

@@ -187,9 +187,10 @@ _TINY_VOCAB = [
 def write_tiny_biomedclip(folder: str | os.PathLike, seed: int = 0) -> Path:
     """BiomedCLIP's layout at a tiny width, random weights: a timm ViT/16 image tower
     (``vit_tiny_patch16_224``), a 2-layer Hugging Face BERT text tower with BiomedCLIP's
-    MLP projection and CLS pooler, context 256, in the files its hub repository and its
-    BERT's hold (``open_clip_config.json``, ``open_clip_pytorch_model.bin``,
-    ``text/config.json``, ``text/vocab.txt``). Returns ``folder``."""
+    MLP projection and CLS pooler, context 256, embedding 512, in the files its hub
+    repository and its BERT's hold (``open_clip_config.json``,
+    ``open_clip_pytorch_model.bin``, ``text/config.json``, ``text/vocab.txt``).
+    Returns ``folder``."""
     import json
 
     import torch
@@ -206,7 +207,7 @@ def write_tiny_biomedclip(folder: str | os.PathLike, seed: int = 0) -> Path:
         num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
     ).to_json_file(str(text / "config.json"))  # fmt: skip
     model_cfg = {
-        "embed_dim": 32,
+        "embed_dim": 512,  # BiomedCLIP's own
         "vision_cfg": {
             "timm_model_name": "vit_tiny_patch16_224",
             "timm_model_pretrained": False,

@@ -206,11 +206,10 @@ class Segmenter:
 
     def context(self) -> RunContext:
         """What proposal sources may use (see :mod:`.context`)."""
-        relevance = RelevanceMaps(self.model_set, self._texts, self.stats, self.relevance_window,
-                                  self.guided_params.map)  # fmt: skip
-        return RunContext(
-            self.model_set, SamEmbeddings(self.model_set, self.disk_cache, self.stats), relevance
-        )
+        maps = RelevanceMaps(self.model_set, self._texts, self.stats, self.relevance_window,
+                             self.guided_params.map)  # fmt: skip
+        sam = SamEmbeddings(self.model_set, self.disk_cache, self.stats)
+        return RunContext(self.model_set, sam, maps)
 
     # --- image ---------------------------------------------------------------------
 
