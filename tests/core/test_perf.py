@@ -278,3 +278,64 @@ def test_big_images_run_sam_on_a_smaller_copy(tiny_sam_path, tiny_clip_path):
     )
     up = upscale_proposals(props, (8, 12))
     assert np.array_equal(up.full_mask(0), np.kron(small, np.ones((2, 2), bool)))
+
+
+def _in_fresh_process(code: str, **env) -> list[str]:
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, **env}, check=True, timeout=300)  # fmt: skip
+    return out.stdout.split()
+
+
+SCOPE_CODE = """
+import numpy as np, napari_slip
+from napari_slip.core.runtime import perf
+from napari_slip.testing import blobs_image
+print(perf._TUNED, perf.allocator_scoped())
+seen = []
+image, labels = blobs_image()
+napari_slip.segment(image, "a blob", sam={sam!r}, clip={clip!r}, labels=labels,
+                    progress=lambda e: seen.append(perf.allocator_scoped()))
+print(bool(seen) and all(seen), perf.allocator_scoped(), perf._TUNED)
+"""
+
+
+def test_the_plain_api_tunes_the_allocator_for_its_run_only(tiny_sam_path, tiny_clip_path):
+    """segment() as a notebook calls it: the allocator is tuned while the run works
+    (no fresh mmap per large tensor) and given back after; nothing at import."""
+    code = SCOPE_CODE.format(sam=str(tiny_sam_path), clip=str(tiny_clip_path))
+    assert _in_fresh_process(code) == ["False", "False", "True", "False", "False"]
+    # Opted out: never tuned.
+    off = _in_fresh_process(code, NAPARI_SLIP_MALLOC="0")
+    assert off == ["False", "False", "False", "False", "False"]
+
+
+def test_nested_and_concurrent_runs_share_one_scope(monkeypatch):
+    import sys
+    import threading
+
+    from napari_slip.core.runtime import perf
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the allocator is glibc's: Linux only")
+    monkeypatch.setattr(perf, "_TUNED", False)  # as in a notebook (CLI tests tune)
+    inside = threading.Event()
+    leave = threading.Event()
+
+    def other_run():
+        with perf.heavy_work_allocator():
+            inside.set()
+            leave.wait(10)
+
+    with perf.heavy_work_allocator():
+        assert perf.allocator_scoped()
+        thread = threading.Thread(target=other_run)
+        thread.start()
+        assert inside.wait(10)
+    assert perf.allocator_scoped()  # the other run still works
+    leave.set()
+    thread.join(10)
+    assert not perf.allocator_scoped()

@@ -21,14 +21,20 @@ def drain(
         A generator yielding :class:`Progress` and returning a result.
     callback
         Called with every progress event, e.g. ``print``.
+
+    The allocator is tuned for the work while it runs
+    (:func:`~napari_slip.core.runtime.perf.heavy_work_allocator`).
     """
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(event)
+    from .perf import heavy_work_allocator
+
+    with heavy_work_allocator():
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if callback is not None:
+                callback(event)
 
 
 def drain_cached(gen: Generator[Progress, Any, T]) -> T | None:

@@ -21,6 +21,7 @@ import ctypes
 import functools
 import os
 import sys
+import threading
 
 import torch
 
@@ -131,17 +132,19 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
 
 
 _TUNED = False
+#: Heavy work in progress in this process (see :func:`heavy_work_allocator`).
+_SCOPE_DEPTH = 0
+_SCOPE_APPLIED = False
+_SCOPE_LOCK = threading.Lock()
+#: What the scope leaves behind: glibc's own ceiling for its dynamic mmap threshold
+#: (32 MiB on 64-bit) and twice that for trimming, where a process that frees large
+#: arrays ends up by itself (setting a threshold turns glibc's adjustment off, so
+#: its starting values would be a worse place to leave a process in).
+RESTORED_MMAP_THRESHOLD = 32 << 20
+RESTORED_TRIM_THRESHOLD = 64 << 20
 
 
-def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31) -> bool:
-    """Keep large freed blocks in glibc's heap for reuse (once per process).
-
-    Returns True if the allocator was tuned. Does nothing on other C libraries, or if
-    ``NAPARI_SLIP_MALLOC=0``.
-    """
-    global _TUNED
-    if _TUNED:
-        return True
+def _mallopt(mmap_threshold: int, trim_threshold: int) -> bool:
     if os.environ.get("NAPARI_SLIP_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
         return False
     try:
@@ -150,5 +153,60 @@ def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31)
         ok &= libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(min(trim_threshold, 2**31 - 1)))
     except (OSError, AttributeError):
         return False
-    _TUNED = bool(ok)
+    return bool(ok)
+
+
+def _trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31) -> bool:
+    """Keep large freed blocks in glibc's heap for reuse, for the rest of the process
+    (the command line and the widget, which own their process, opt in; scripts get
+    the same inside every run through :func:`heavy_work_allocator`).
+
+    Returns True if the allocator was tuned. Does nothing on other C libraries, or if
+    ``NAPARI_SLIP_MALLOC=0``.
+    """
+    global _TUNED
+    if _TUNED:
+        return True
+    _TUNED = _mallopt(mmap_threshold, trim_threshold)
     return _TUNED
+
+
+def allocator_scoped() -> bool:
+    """Whether :func:`heavy_work_allocator` has the allocator tuned right now."""
+    return _SCOPE_APPLIED
+
+
+@contextlib.contextmanager
+def heavy_work_allocator():
+    """glibc tuned as :func:`tune_allocator` does, for the work inside only.
+
+    Without it, every large tensor of SAM's decoder and mask stage is a fresh ``mmap``
+    whose pages fault in one by one (measured: a first prompt through the plain API
+    three times as slow, most of it system time). Entered by every blocking run
+    (:func:`~napari_slip.core.runtime.generators.drain`: ``segment()``,
+    ``Segmenter.segment``, batches and their workers, evaluation, training); nested
+    and concurrent runs share one scope. On leaving the last one, the thresholds are
+    set to :data:`RESTORED_MMAP_THRESHOLD` / :data:`RESTORED_TRIM_THRESHOLD` and the
+    memory the work kept is handed back (``malloc_trim``). Nothing happens at import,
+    after :func:`tune_allocator`, off Linux, or with ``NAPARI_SLIP_MALLOC=0``.
+    """
+    global _SCOPE_DEPTH, _SCOPE_APPLIED
+    with _SCOPE_LOCK:
+        _SCOPE_DEPTH += 1
+        if _SCOPE_DEPTH == 1 and not _TUNED:
+            _SCOPE_APPLIED = _mallopt(1 << 30, 1 << 31)
+    try:
+        yield
+    finally:
+        with _SCOPE_LOCK:
+            _SCOPE_DEPTH -= 1
+            if _SCOPE_DEPTH == 0 and _SCOPE_APPLIED:
+                _SCOPE_APPLIED = False
+                if not _TUNED:
+                    _mallopt(RESTORED_MMAP_THRESHOLD, RESTORED_TRIM_THRESHOLD)
+                    _trim()

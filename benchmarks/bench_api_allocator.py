@@ -1,0 +1,92 @@
+"""The first prompt through the plain Python API, as a notebook calls it, against the
+same with the allocator tuned for the whole process (run by hand, not a test).
+
+    python benchmarks/bench_api_allocator.py [--json benchmarks/results/NAME.json]
+
+Each case runs in a fresh process: ``napari_slip.segment(image, "a star", sam=...,
+clip=...)`` with the models loaded in the call, SAM vit_b and CLIP ViT-B/32 at their
+real sizes with random weights (SAM's default filters keep no mask with random
+weights: bound 1, no mask survives; the cost is the encoder and the decoder's grid),
+a 1,024 px image, SAM's full 32 x 32 grid, the CPU's default precision (``auto``).
+
+- ``untuned``: ``NAPARI_SLIP_MALLOC=0`` (what the plain API did before its runs tuned
+  the allocator themselves);
+- ``plain API``: as a user calls it now (each run tunes the allocator for itself and
+  gives the memory back after);
+- ``tuned process``: ``tune_allocator()`` first (what the command line and the widget
+  do for their process).
+
+Reported: wall time, user and system CPU time, and minor page faults of the call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = """
+import json, resource, sys, time
+import numpy as np
+mode, sam, clip = sys.argv[1:4]
+import napari_slip
+from napari_slip.core.runtime.perf import tune_allocator
+if mode == "tuned process":
+    tune_allocator()
+rng = np.random.default_rng(0)
+image = rng.integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+result = napari_slip.segment(image, "a star", sam=sam, clip=clip, device="cpu")
+wall = time.perf_counter() - t0
+after = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({
+    "wall_s": wall,
+    "user_s": after.ru_utime - before.ru_utime,
+    "system_s": after.ru_stime - before.ru_stime,
+    "minor_faults": after.ru_minflt - before.ru_minflt,
+    "objects": result.n_objects,
+    "candidates": len(result.candidate_table),
+}))
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_pipeline import _prepare_models
+
+    from napari_slip.core.runtime.perf import cpu_info
+
+    print(f"CPU: {dict(cpu_info())}")
+    out: dict = {"cpu": dict(cpu_info())}
+    with tempfile.TemporaryDirectory() as tmp:
+        sam, clip = _prepare_models(Path(tmp))
+        for mode in ("untuned", "plain API", "tuned process"):
+            env = {**os.environ, "NAPARI_SLIP_CACHE": str(Path(tmp) / "cache")}
+            if mode == "untuned":
+                env["NAPARI_SLIP_MALLOC"] = "0"
+            run = subprocess.run([sys.executable, "-c", CHILD, mode, sam, clip], env=env,
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            row = json.loads(run.stdout.strip().splitlines()[-1])
+            out[mode] = row
+            faults = row["minor_faults"] / 1e6
+            print(f"{mode:14s} wall {row['wall_s']:6.1f} s  user {row['user_s']:6.1f} s  "
+                  f"system {row['system_s']:5.1f} s  minor faults {faults:5.2f} M"
+                  f"  ({row['candidates']} candidates, {row['objects']} objects: no mask "
+                  "survives SAM's filters with random weights)")  # fmt: skip
+    plain, tuned = out["plain API"]["wall_s"], out["tuned process"]["wall_s"]
+    print(f"plain API / tuned process: {plain / tuned:.2f}; untuned / plain API: "
+          f"{out['untuned']['wall_s'] / plain:.2f}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
