@@ -10,6 +10,7 @@ import pytest
 from napari_slip._napari.form import MICROSCOPY_HINT
 from napari_slip._napari.results_panel import camera_of
 from napari_slip._napari.sample_data import make_nuclei_stack
+from napari_slip.core.errors import InputError
 from napari_slip.core.models import registry
 from napari_slip.testing import blobs_image
 
@@ -291,3 +292,58 @@ def test_console_call_links_a_stack_and_can_keep_planes(make_napari_viewer, tiny
     planes = napari_slip.segment_in_viewer(viewer, "nucleus", link=False, **common)
     per_plane = sum(len(np.unique(truth[z])) - 1 for z in range(len(truth)))
     assert len(planes.features) == per_plane and (planes.features["n_planes"] == 1).all()
+
+
+def _rows_overlap(panel) -> list[str]:
+    """Rows of a panel (in layout order) whose top is above the previous row's bottom."""
+    layout = panel.body()
+    bad, bottom = [], None
+    for i in range(layout.count()):
+        item = layout.itemAt(i).widget()
+        if item is None or item.isHidden():
+            continue
+        geometry = item.geometry()
+        if bottom is not None and geometry.top() < bottom:
+            bad.append(type(item).__name__)
+        bottom = geometry.bottom()
+    return bad
+
+
+def test_opening_every_section_never_grows_the_window(make_napari_viewer, tiny_sam_path,
+                                                      tiny_clip_path, qtbot):  # fmt: skip
+    from napari_slip._napari.finetune_widget import FinetuneWidget
+    from napari_slip._napari.widget import SlipWidget
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1090, 630)  # napari's default window on a laptop screen
+    widget = SlipWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment from text")
+    finetune = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(finetune, name="Fine-tune CLIP")
+    widget.add_sam_file(tiny_sam_path)
+    widget.add_clip_file(tiny_clip_path)
+    widget.device.value = "cpu"
+    image, labels = blobs_image()
+    viewer.add_image(image, name="blobs")
+    viewer.add_labels(labels, name="truth")
+    qtbot.wait(300)
+    height = window.height()
+    assert height <= 700
+    widget.image.value = viewer.layers["blobs"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    for section in (widget.show_advanced, widget.show_folder, finetune.show_advanced):
+        section.value = True
+    widget.show_error(InputError("a long error " * 30))
+    qtbot.wait(300)
+    assert widget.results.showing
+    assert window.height() <= height  # the docks scroll inside themselves
+    assert _rows_overlap(widget) == [] and _rows_overlap(finetune) == []
+    window.resize(1024, 600)  # the smallest screen we support
+    qtbot.wait(300)
+    assert window.height() <= 640 and _rows_overlap(widget) == []

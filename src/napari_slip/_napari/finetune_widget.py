@@ -243,7 +243,7 @@ class FinetuneWidget(WorkerPanel):
             labels=True,
         )  # fmt: skip
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
-        self.native.layout().addStretch(1)  # spare height goes below, not between rows
+        self.body().addStretch(1)  # spare height goes below, not between rows
         self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
         self.base.changed.connect(self._on_base_choice)
         self.target.changed.connect(self._on_target)
@@ -256,6 +256,7 @@ class FinetuneWidget(WorkerPanel):
         compact(self.image, self.labels, self.target, self.base, self.train, self.device)
         self._on_target(self.target.value)
         self.update_preview()
+        self.scroll_inside()
 
     def _on_target(self, target) -> None:
         """A decoder learns from scratch: its own epochs and learning rate."""

@@ -52,6 +52,7 @@ class WorkerPanel(Container):
 
     def __init__(self, run_text: str) -> None:
         super().__init__(labels=True)
+        self._scroll = None
         self._worker = None
         self._cancelled = False
         self.run_button = PushButton(text=run_text)
@@ -69,6 +70,42 @@ class WorkerPanel(Container):
         )
         buttons.margins = (0, 0, 0, 0)
         return [buttons, self.progress, self.status]
+
+    def body(self):
+        """The layout the panel's rows are in (inside its scroll area, once made)."""
+        if self._scroll is not None:
+            return self._scroll.widget().layout()
+        return self.native.layout()
+
+    def scroll_inside(self) -> None:
+        """Move every row into a scroll area filling the panel (call once, last): the
+        dock then scrolls inside itself, and opening a section never makes napari's
+        window taller (napari saves the grown size for its next start). magicgui's
+        own scrollable containers lose their scroll area when napari docks them."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+
+        outer = self.native.layout()
+        inner = QWidget()
+        rows = QVBoxLayout(inner)
+        rows.setContentsMargins(outer.contentsMargins())
+        rows.setSpacing(outer.spacing())
+        while outer.count():
+            item = outer.takeAt(0)
+            if item.widget() is not None:
+                rows.addWidget(item.widget())
+            elif item.spacerItem() is not None:
+                rows.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        scroll.setMinimumWidth(inner.minimumSizeHint().width() + bar)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self._scroll = scroll
 
     def add_collapsible(self, after, box: Container, max_height: int = 240):
         """Put ``box`` in a scroll area right below the widget ``after``; returns it.
@@ -88,7 +125,7 @@ class WorkerPanel(Container):
         scroll.setMaximumHeight(max_height)
         scroll.setMinimumHeight(min(150, box.native.minimumSizeHint().height()))
         scroll.setVisible(False)
-        layout = self.native.layout()
+        layout = self.body()
         layout.insertWidget(layout.indexOf(after.native) + 1, scroll)
         return scroll
 

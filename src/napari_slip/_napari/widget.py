@@ -123,6 +123,7 @@ class SlipWidget(WorkerPanel):
         self._lay_out()
         self._connect()
         form.add_microscopy_hint(self)
+        self.scroll_inside()
         self._update_visibility()
 
     def _lay_out(self) -> None:
@@ -132,8 +133,8 @@ class SlipWidget(WorkerPanel):
                  "show_folder")  # fmt: skip
         self.extend([*(getattr(self, n) for n in names), *self.controls()])
         # Full width under the form (not in a labelled row): the table needs the room.
-        self.native.layout().addWidget(self.results.native)
-        self.native.layout().addStretch(1)  # spare height goes below, not between rows
+        self.body().addWidget(self.results.native)
+        self.body().addStretch(1)  # spare height goes below, not between rows
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self.folder_area = self.add_collapsible(self.show_folder, self.folder, max_height=180)
         compact(self.image, self.mode, self.proposals, self.sam, self.clip, self.decoder,
