@@ -61,3 +61,41 @@ def test_no_proposals_and_bad_arguments():
         select(SIMS, "topk", top_k=0)
     with pytest.raises(InputError, match="distractor"):
         select(SIMS[:, :1], "distractors")
+
+
+def test_a_near_duplicate_of_a_kept_object_is_left_out_and_hides_nothing(
+    tiny_sam_path, tiny_clip_path
+):
+    """SAM offers one object twice (IoU 0.9): the better-scoring mask stays, the other
+    is no object of its own, and the best object's painted area is its whole mask."""
+    from napari_slip.core.pipeline.proposals import Proposals
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.core.pipeline.session import Candidates
+
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path))
+    clip = seg.model_set.load("clip")
+    prompt = seg.text_embedding("a blob")
+    other = np.random.default_rng(0).normal(size=prompt.shape)
+    other /= np.linalg.norm(other)
+
+    def box_mask(y0, x0, y1, x1):
+        return np.ones((y1 - y0, x1 - x0), bool)
+
+    boxes = np.array([[10, 10, 30, 30], [10, 10, 30, 31], [40, 40, 60, 60]])
+    proposals = Proposals((64, 64), boxes, [box_mask(*b) for b in boxes],
+                          np.ones(3, np.float32), np.zeros(3, np.int64))  # fmt: skip
+    # The best object is the smaller duplicate: painted largest first, the larger
+    # (worse) one would be painted under it, but counted as a second object.
+    embeddings = np.stack([prompt, 0.9 * prompt + 0.1 * other, 0.7 * prompt + 0.3 * other])
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    candidates = Candidates(proposals, embeddings.astype(np.float32),
+                            (seg.model_set.clip_spec, seg.model_set.precision))  # fmt: skip
+    assert clip is not None
+    result = seg.select(candidates, "a blob", mode="threshold", threshold=-1)
+    assert result.n_objects == 2
+    assert result.candidate_table.set_index("candidate").loc[1, "kept"] == False  # noqa: E712
+    best = result.table.iloc[0]
+    assert best["area"] == 400 and np.count_nonzero(result.labels == best["id"]) == 400
+    top = seg.select(candidates, "a blob", mode="topk", top_k=2)
+    assert top.n_objects == 2  # the duplicate does not take a place in the top 2
+    assert sorted(top.candidate_table.query("kept")["candidate"]) == [0, 2]

@@ -12,10 +12,11 @@ from ..errors import InputError
 from ..params import CropParams, SelectionParams
 from .context import TextEmbeddings
 from .modelset import ModelSet
+from .proposals import near_duplicates
 from .provenance import provenance
 from .results import SegmentationResult, candidates_table, mean_inside, paint_labels
 from .scoring import cosine
-from .selection import select
+from .selection import Selection, select
 from .session import Candidates
 
 
@@ -45,7 +46,7 @@ def choose(
     sims = similarities(candidates, prompt, selection, models, texts, relevance)
     proposals = candidates.proposals
     logit_scale = models.load("clip").clip.logit_scale
-    chosen = select(sims, selection.mode, selection.threshold, selection.top_k, logit_scale)
+    chosen = without_duplicates(proposals, sims, selection, logit_scale)
     similarity = sims[:, 0] if len(sims) else np.zeros(0)
     if isinstance(labels_out, (str, os.PathLike)):
         from ..io import create_zarr_labels
@@ -74,6 +75,28 @@ def choose(
         message=message,
         candidate_table=candidates_table(proposals, chosen.all_scores, similarity, ids, prompt),
     )
+
+
+#: Kept masks more alike than this (IoU) are one object: the better-scoring one stays.
+DUPLICATE_IOU = 0.8
+
+
+def without_duplicates(proposals, sims: np.ndarray, selection: SelectionParams,
+                       logit_scale: float) -> Selection:  # fmt: skip
+    """The mode's choice with near-duplicates of a better-scoring kept object left out
+    (SAM often offers one object twice; the second would hide the first where it is
+    painted over it and count twice). ``topk`` takes its ``top_k`` after that."""
+    k = len(proposals) if selection.mode == "topk" else selection.top_k
+    chosen = select(sims, selection.mode, selection.threshold, max(k, 1), logit_scale)
+    if len(chosen.indices) > 1:
+        kept = near_duplicates(proposals, chosen.indices, DUPLICATE_IOU)
+        mask = np.isin(chosen.indices, kept)
+        chosen = Selection(chosen.indices[mask], chosen.scores[mask], chosen.all_scores,
+                           chosen.reason)  # fmt: skip
+    if selection.mode == "topk":
+        chosen = Selection(chosen.indices[: selection.top_k], chosen.scores[: selection.top_k],
+                           chosen.all_scores, chosen.reason)  # fmt: skip
+    return chosen
 
 
 def similarities(

@@ -301,3 +301,30 @@ def nms_proposals(
         source_ids=np.zeros(len(keep), dtype=np.int64),
         decoded_points=decoded,
     )
+
+
+def near_duplicates(proposals: Proposals, order: np.ndarray, iou: float) -> np.ndarray:
+    """``order`` without the masks whose IoU with an earlier kept one exceeds ``iou``."""
+    kept: list[int] = []
+    boxes = np.asarray(proposals.boxes, dtype=np.int64).reshape(-1, 4)
+    areas = proposals.areas
+    for i in order:
+        y0, x0, y1, x1 = boxes[i]
+        duplicate = False
+        for j in kept:
+            b = boxes[j]
+            oy0, ox0, oy1, ox1 = max(y0, b[0]), max(x0, b[1]), min(y1, b[2]), min(x1, b[3])
+            if oy0 >= oy1 or ox0 >= ox1:
+                continue
+            small = min(areas[i], areas[j])
+            if small < iou * max(areas[i], areas[j]):
+                continue  # sizes too different to be duplicates
+            mi = proposals.masks[i][oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0]
+            mj = proposals.masks[j][oy0 - b[0] : oy1 - b[0], ox0 - b[1] : ox1 - b[1]]
+            inter = int(np.count_nonzero(mi & mj))
+            if inter / (areas[i] + areas[j] - inter) > iou:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(int(i))
+    return np.asarray(kept, dtype=np.int64)
