@@ -599,3 +599,18 @@ def test_microscopy_images_get_the_microscopy_pair_suggested_not_forced(setup):
     widget.sam.value, widget.clip.value = "vit_b_lm", "biomedclip"
     assert SAM_MODELS[widget.sam.value].microscopy
     assert widget.status.value == ""  # taken: the line is free again
+
+
+def test_console_call_uses_the_models_chosen_in_the_open_widget(setup):
+    """What the Run button would use: the widget's SAM and CLIP (here local files; the
+    defaults would need a download)."""
+    import napari_slip
+
+    viewer, widget, _ = setup
+    _blobs(viewer)
+    layer = napari_slip.segment_in_viewer(
+        viewer, "cell", image="blobs", proposals="truth", mode="threshold", threshold=-1.0
+    )
+    provenance = layer.metadata["napari_slip"][-1]
+    assert provenance["clip"]["spec"] == str(widget.clip.value)
+    assert provenance["clip"]["spec"] != napari_slip.core.params.DEFAULT_CLIP

@@ -347,3 +347,26 @@ def test_opening_every_section_never_grows_the_window(make_napari_viewer, tiny_s
     window.resize(1024, 600)  # the smallest screen we support
     qtbot.wait(300)
     assert window.height() <= 640 and _rows_overlap(widget) == []
+
+
+def test_table_shows_seven_rows_and_follows_the_layer_through_undo(setup, tmp_path):
+    viewer, widget, run, labels = setup
+    target = viewer.add_labels(np.zeros_like(labels), name="mine")
+    widget.output.value = target
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    table = widget.results.table
+    n = len(np.unique(labels)) - 1
+    assert table.rowCount() == n
+    row = table.verticalHeader().defaultSectionSize()
+    assert table.minimumHeight() >= 7 * row  # 6-8 rows at napari's default size
+    visible = [r for r in range(table.rowCount()) if not table.isRowHidden(r)]
+    assert len(visible) == n
+    target.undo()  # the "add to" run is undone: its objects leave the table
+    assert not target.data.any()
+    assert all(table.isRowHidden(r) for r in range(table.rowCount()))
+    widget.results.export_csv(tmp_path / "after_undo.csv")
+    assert len(pd.read_csv(tmp_path / "after_undo.csv")) == 0
+    target.redo()
+    assert not any(table.isRowHidden(r) for r in range(table.rowCount()))

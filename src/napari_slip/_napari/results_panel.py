@@ -28,6 +28,12 @@ from qtpy.QtWidgets import (
 
 from .panel import wrap
 
+#: The layer's events after which the table is checked against its labels (an undo
+#: refreshes the layer: ``set_data``), and the largest layer checked (its labels are
+#: counted each time).
+FOLLOWED_EVENTS = ("data", "set_data", "paint", "labels_update")
+FOLLOW_MAX = 64_000_000
+
 KEPT = QColor(255, 170, 0)
 DROPPED = QColor(130, 130, 130)
 LINE = QColor(230, 60, 60)
@@ -137,8 +143,10 @@ class ResultsPanel(Container):
         header.setMinimumSectionSize(36)
         header.setDefaultSectionSize(48)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.table.setMinimumHeight(80)
-        self.table.setMaximumHeight(140)
+        # Seven rows and the header; the dock scrolls, so the table need not be tiny.
+        row = self.table.verticalHeader().defaultSectionSize()
+        self.table.setMinimumHeight(7 * row + header.sizeHint().height() + 4)
+        self.table.setMaximumHeight(12 * row + header.sizeHint().height() + 4)
         self.histogram = ScoreHistogram()
         self.histogram.setToolTip(
             "Scores of all candidates: kept (orange), dropped (gray); the red line is the "
@@ -171,6 +179,7 @@ class ResultsPanel(Container):
 
     def show_result(self, viewer, layer, result, threshold: float | None) -> None:
         """Fill the table and histogram from a :class:`StackResult`."""
+        self._follow(layer)
         self.viewer, self.layer = viewer, layer
         axes = [c for c in result.table.columns if str(c).startswith("axis")]
         rows = result.table.copy()
@@ -222,7 +231,43 @@ class ResultsPanel(Container):
             self.summary.value = "No candidate objects."
         self.visible = True
 
+    def _follow(self, layer) -> None:
+        """Keep the table to the objects still in ``layer`` (an undo, a painted-over
+        label): its rows follow the layer's data."""
+        old = self.layer
+        if old is not None and old is not layer:
+            for name in FOLLOWED_EVENTS:
+                event = getattr(old.events, name, None)
+                if event is not None:
+                    event.disconnect(self.follow_layer)
+        if layer is not None and layer is not old:
+            for name in FOLLOWED_EVENTS:
+                event = getattr(layer.events, name, None)
+                if event is not None:
+                    event.connect(self.follow_layer)
+
+    def follow_layer(self, *_args) -> None:
+        """Hide the rows whose label is no longer in the layer (and show them again
+        when it comes back, after a redo)."""
+        if self.layer is None or not len(self.rows) or self.layer.data.size > FOLLOW_MAX:
+            return
+        present = set(np.unique(np.asarray(self.layer.data)).tolist())
+        for r in range(self.table.rowCount()):
+            item = self.table.item(r, 0)
+            if item is not None:
+                label = int(item.data(Qt.ItemDataRole.DisplayRole))
+                self.table.setRowHidden(r, label not in present)
+
+    @property
+    def shown_rows(self) -> pd.DataFrame:
+        """The rows whose label is in the layer (what the table shows, and exports)."""
+        if self.layer is None or not len(self.rows) or self.layer.data.size > FOLLOW_MAX:
+            return self.rows
+        present = np.unique(np.asarray(self.layer.data))
+        return self.rows[self.rows["id"].isin(present)]
+
     def clear(self) -> None:
+        self._follow(None)
         self.rows = pd.DataFrame()
         self.table.setRowCount(0)
         self.histogram.set_data([], [], None)
@@ -267,7 +312,7 @@ class ResultsPanel(Container):
         """Write the table (every column, measurements included) to ``path``."""
         from ..core.io import Outputs
 
-        rows = self.rows
+        rows = self.shown_rows
         Outputs({"table": path}, overwrite=True).write(
             {"table": lambda tmp: rows.to_csv(tmp, index=False)}
         )

@@ -3,6 +3,7 @@ one call on a :class:`~.session.ViewerSession`, the scripting object the widget 
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from ..core.errors import InputError
@@ -39,6 +40,29 @@ def _layer(viewer, value, kind: str, what: str):
     return value
 
 
+#: The Segment-from-text widget open in each viewer (by the viewer's id).
+_OPEN_WIDGETS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def remember_widget(viewer, widget) -> None:
+    """The widget open in ``viewer``, whose models the console call then uses."""
+    _OPEN_WIDGETS[id(viewer)] = widget
+
+
+def widget_models(viewer) -> dict:
+    """The models chosen in ``viewer``'s open widget (empty if none is open)."""
+    widget = _OPEN_WIDGETS.get(id(viewer))
+    if widget is None or getattr(widget, "viewer", None) is not viewer:
+        return {}
+    try:
+        widget.native.objectName()  # gone with its dock: a deleted C++ object raises
+    except RuntimeError:
+        return {}
+    request = widget.request()
+    return {"sam": request.sam, "clip": request.clip, "device": request.device,
+            "precision": request.precision, "decoder": request.decoder}  # fmt: skip
+
+
 def segment_in_viewer(
     viewer,
     prompt: str,
@@ -56,10 +80,10 @@ def segment_in_viewer(
     channel_axis: int | None = None,
     channels=None,
     colour_layers=(),
-    sam: str = DEFAULT_SAM,
-    clip: str = DEFAULT_CLIP,
-    device: str = "auto",
-    precision: str = "auto",
+    sam: str | None = None,
+    clip: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
     sam_params: SamProposalParams | None = None,
     crop_params: CropParams | None = None,
     templates=None,
@@ -109,8 +133,10 @@ def segment_in_viewer(
     colour_layers
         One or two more single-channel Image layers (or names) shown as green and blue,
         ``image`` being red: for channels that napari shows as separate layers.
-    sam, clip, device
-        Models, as in :class:`napari_slip.Segmenter`; loaded once and shared.
+    sam, clip, device, precision
+        Models, as in :class:`napari_slip.Segmenter`; loaded once and shared. Not
+        given: those chosen in the viewer's **Segment from text** widget when it is
+        open (what its Run button uses, its decoder included), else the defaults.
     tiles, tile_params
         SAM tile by tile at full resolution (``"on"``, or ``"auto"``: above
         ``max_side``), for large images; see :class:`~napari_slip.core.params.TileParams`.
@@ -151,6 +177,12 @@ def segment_in_viewer(
         else:
             raise InputError("Select an Image layer or pass image=... (a layer or its name).")
     image = _layer(viewer, image, "Image", "image")
+    chosen = widget_models(viewer)
+    sam = sam if sam is not None else chosen.get("sam", DEFAULT_SAM)
+    clip = clip if clip is not None else chosen.get("clip", DEFAULT_CLIP)
+    device = device if device is not None else chosen.get("device", "auto")
+    precision = precision if precision is not None else chosen.get("precision", "auto")
+    decoder = decoder if decoder is not None else chosen.get("decoder")
     named = isinstance(proposals, str) and proposals in ("sam", "relevance", "guided")
     mode_of_proposals = proposals if named else None
     request = Request(

@@ -44,6 +44,7 @@ from .fields import params_from
 from .job import Request
 from .panel import WorkerPanel, compact, one_line
 from .results_panel import ResultsPanel
+from .scripting import remember_widget
 from .session import ViewerSession
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class SlipWidget(WorkerPanel):
         self.viewer = viewer = napari_viewer
         #: The scripting object every callback calls (see :class:`ViewerSession`).
         self.session = ViewerSession(viewer)
+        remember_widget(viewer, self)  # the console call uses this widget's models
         #: The summary of the last folder run (see :func:`napari_slip.batch`).
         self.last_batch = None
         self._folder_running = False

@@ -152,9 +152,9 @@ def _assemble(
     }
     where = f" in {len(planes)} plane(s)" if n_lead else ""
     message = (
-        f"{len(table)} object(s) matching {prompt!r}{where}"
+        f"{len(table)} object(s) matching {prompt!r}{where}."
         if len(table)
-        else f"Nothing found for {prompt!r}{where}"
+        else f"Nothing found for {prompt!r}{where}."
     )
     if len(planes) == 1 and not len(table):
         message = results[0].message
