@@ -370,3 +370,48 @@ def test_table_shows_seven_rows_and_follows_the_layer_through_undo(setup, tmp_pa
     assert len(pd.read_csv(tmp_path / "after_undo.csv")) == 0
     target.redo()
     assert not any(table.isRowHidden(r) for r in range(table.rowCount()))
+
+
+def test_threshold_spans_the_scores_and_is_set_from_the_histogram(setup, qtbot):
+    from qtpy.QtCore import QPoint, Qt
+
+    _, widget, run, _ = setup
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    histogram = widget.results.histogram
+    n_all = widget.results.table.rowCount()
+    scores = np.sort(histogram.scores)
+    slider = widget.threshold
+    slider.value = float(scores[0])  # every candidate still passes
+    lo, hi = histogram.range()
+    # The slider's travel is the histogram's range (the scores shown, at least ten
+    # steps), not -1..1.
+    assert lo - 0.01 <= slider.min <= scores[0] and slider.max >= scores[-1]
+    assert slider.max - slider.min <= max(hi - lo + 0.02, 10 * slider.step + 1e-9)
+    middle = float((scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2)
+    x = int(histogram.x_of(middle))
+    qtbot.mouseClick(histogram, Qt.MouseButton.LeftButton, pos=QPoint(x, 10))
+    assert abs(slider.value - histogram.value_at(x)) <= slider.step
+    kept = widget.results.table.rowCount()
+    assert 0 < kept < n_all  # re-selected at once from the click
+    assert kept == int((scores >= slider.value).sum())
+    # In best mode a click makes the threshold a floor (what the line then means).
+    widget.mode.value = "best"
+    qtbot.mouseClick(histogram, Qt.MouseButton.LeftButton, pos=QPoint(2, 10))
+    assert widget.use_floor.value and widget.threshold.enabled
+
+
+def test_a_typed_threshold_outside_the_scores_is_taken(setup):
+    _, widget, run, _ = setup
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    widget.threshold.value = -0.5  # within [-1, 1] but maybe off the fitted travel
+    widget.threshold.value = 0.999  # nothing passes: typed, not refused
+    assert widget.threshold.value == pytest.approx(0.999, abs=0.005)
+    box = widget.threshold._box
+    box.setValue(0.5)  # typed into the slider's box
+    box.editingFinished.emit()
+    assert widget.threshold.value == pytest.approx(0.5, abs=0.005)
+    assert widget.results.histogram.threshold == pytest.approx(0.5, abs=0.005)

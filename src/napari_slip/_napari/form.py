@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -52,11 +53,49 @@ MODE_TIPS = {
 SHOWN = (SamProposalParams, TileParams, CropParams)
 
 
+#: The widest a threshold may be typed: cosines and probabilities lie in [-1, 1]; a
+#: relevance weight (at most 1) lifts scores to 2 at most.
+THRESHOLD_LIMITS = (-1.0, 2.0)
+
+
+class ThresholdSlider(FloatSlider):
+    """A slider whose travel follows the scores shown (:func:`fit_threshold`), and
+    which takes any value typed into its box or set from a script, widening itself."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        from qtpy.QtWidgets import QDoubleSpinBox
+
+        self._box = self.native.findChild(QDoubleSpinBox)
+        if self._box is not None:
+            self._box.setKeyboardTracking(False)
+            self._box.editingFinished.connect(lambda: setattr(self, "value", self._box.value()))
+            self._open_box()
+
+    def _open_box(self) -> None:
+        if getattr(self, "_box", None) is not None:
+            self._box.setRange(*THRESHOLD_LIMITS)
+
+    @property
+    def value(self) -> float:
+        return FloatSlider.value.fget(self)
+
+    @value.setter
+    def value(self, value: float) -> None:
+        value = float(value)
+        if value < self.min:
+            self.min = max(value, THRESHOLD_LIMITS[0])
+        if value > self.max:
+            self.max = min(value, THRESHOLD_LIMITS[1])
+        FloatSlider.value.fset(self, value)
+        self._open_box()
+
+
 def selection_fields() -> dict:
     """The prompt and the selection settings."""
     prompt = LineEdit(label="Prompt", value="")
     prompt.native.setPlaceholderText("what to segment, e.g. nucleus (Enter runs)")
-    threshold = FloatSlider(
+    threshold = ThresholdSlider(
         label="Threshold", min=-1.0, max=1.0, step=0.005, value=DEFAULT_THRESHOLD
     )
     threshold.tooltip = SelectionParams.help("threshold")
@@ -211,12 +250,38 @@ def show_microscopy_hint(w, layer) -> None:
 
 def looks_like_microscopy(layer) -> bool:
     """One channel, or more than 8 bits per value: what microscopes write."""
-    import numpy as np
-
     if layer is None:
         return False
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     return not layer.rgb or np.dtype(data.dtype).itemsize > 1
+
+
+def fit_threshold(slider, lo: float, hi: float) -> None:
+    """The threshold slider spans the scores shown (the histogram's range, in the
+    mode's own unit: cosines, or probabilities in distractors mode), so its travel is
+    spent where the candidates are; its value stays."""
+    step = slider.step or 0.005
+    lo = float(np.floor(min(lo, slider.value) / step) * step)
+    hi = float(np.ceil(max(hi, slider.value) / step) * step)
+    if hi - lo < 10 * step:
+        hi = lo + 10 * step
+    lo, hi = max(lo, THRESHOLD_LIMITS[0]), min(hi, THRESHOLD_LIMITS[1])
+    if lo >= slider.max:
+        slider.max, slider.min = hi, lo
+    else:
+        slider.min, slider.max = lo, hi
+    if hasattr(slider, "_open_box"):
+        slider._open_box()
+
+
+def pick_threshold(w, value: float) -> None:
+    """The histogram was clicked at ``value``: the threshold goes there (as a floor in
+    the modes where it is one), and the selection follows at once."""
+    if w.mode.value != "threshold" and not w.use_floor.value:
+        w.use_floor.value = True
+    step = w.threshold.step or 0.005
+    w.threshold.value = float(np.clip(round(value / step) * step, w.threshold.min,
+                                      w.threshold.max))  # fmt: skip
 
 
 def update_visibility(w) -> None:

@@ -48,8 +48,28 @@ class ScoreHistogram(QWidget):
         self.scores = np.zeros(0)
         self.kept = np.zeros(0, dtype=bool)
         self.threshold: float | None = None
+        #: Called with the score under the mouse when the histogram is clicked or
+        #: dragged (the widget sets its threshold there).
+        self.on_pick = None
         self.setMinimumHeight(60)
         self.setMaximumHeight(80)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+
+    def value_at(self, x: float) -> float:
+        """The score at ``x`` pixels from the left (the inverse of :meth:`x_of`)."""
+        lo, hi = self.range()
+        return lo + min(max(x / max(self.width(), 1), 0.0), 1.0) * (hi - lo)
+
+    def _pick(self, event) -> None:
+        if self.on_pick is not None and len(self.scores):
+            self.on_pick(self.value_at(event.position().x()))
+
+    def mousePressEvent(self, event) -> None:
+        self._pick(event)
+
+    def mouseMoveEvent(self, event) -> None:
+        if event.buttons() & Qt.MouseButton.LeftButton:
+            self._pick(event)
 
     def set_data(self, scores, kept, threshold: float | None) -> None:
         self.scores = np.asarray(scores, dtype=float)
@@ -150,7 +170,7 @@ class ResultsPanel(Container):
         self.histogram = ScoreHistogram()
         self.histogram.setToolTip(
             "Scores of all candidates: kept (orange), dropped (gray); the red line is the "
-            "threshold."
+            "threshold. Click or drag to set the threshold there."
         )
         self.export = QPushButton("Export CSV...")
         self.export.setEnabled(False)

@@ -125,6 +125,7 @@ class SlipWidget(WorkerPanel):
         self._lay_out()
         self._connect()
         form.add_microscopy_hint(self)
+        self.results.histogram.on_pick = lambda value: form.pick_threshold(self, value)
         self.scroll_inside()
         self._update_visibility()
 
@@ -371,6 +372,7 @@ class SlipWidget(WorkerPanel):
             message += " No layer was added."
         self.status.value = message
         self.results.show_result(self.viewer, layer, result, request.selection().floor)
+        form.fit_threshold(self.threshold, *self.results.histogram.range())
         if notify and not result.n_objects:  # a run, not every tick of the slider
             from napari.utils.notifications import show_info
 
