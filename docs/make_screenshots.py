@@ -5,6 +5,7 @@
     ... docs/make_screenshots.py --decoder    (a trained decoder guiding SAM)
     ... docs/make_screenshots.py --stack-relevance   (relevance maps of a z-stack)
     ... docs/make_screenshots.py --stack-3d   (a z-stack's linked 3D objects, 3D view)
+    ... docs/make_screenshots.py --sections   (every section open, 1090 x 630 and 1600 x 1000)
 
 Weights cannot be downloaded on the machines that build these docs, so the widget runs
 with tiny random models (napari_slip.testing): the screenshots show the interface and
@@ -207,6 +208,33 @@ def stack_3d(weights: Path) -> None:
     viewer.close()
 
 
+def every_section(weights: Path) -> None:
+    """Both docks with every section and the results open, at napari's default window
+    on a laptop (1090 x 630) and at 1600 x 1000: the docks scroll, the window keeps its
+    size."""
+    for size, name in (((1090, 630), "sections-default.png"), ((1600, 1000), "sections-1600.png")):
+        viewer, widget = make_viewer(weights)
+        viewer.window._qt_window.resize(*size)
+        finetune = FinetuneWidget(viewer)
+        viewer.window.add_dock_widget(finetune, name="Fine-tune CLIP")
+        for data, kwargs, kind in coffee():
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
+        widget.image.value = viewer.layers["coffee"]
+        widget.prompt.value = "coffee cup"
+        widget.mode.value = "threshold"
+        widget.threshold.value = -1.0
+        widget.points_per_side.value = 4
+        widget.pred_iou_thresh.value = 0.0
+        widget.stability_score_thresh.value = 0.0
+        run_and_wait(widget)
+        for section in (widget.show_advanced, widget.show_folder, finetune.show_advanced):
+            section.value = True
+        settle(0.5)
+        print(name, "window", viewer.window._qt_window.size())
+        shoot(viewer, name)
+        viewer.close()
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
     if sys.argv[1:] == ["--tiles"]:
@@ -216,6 +244,10 @@ def main() -> None:
     if sys.argv[1:] == ["--decoder"]:
         with tempfile.TemporaryDirectory() as tmp:
             decoder_guided(Path(tmp))
+        return
+    if sys.argv[1:] == ["--sections"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            every_section(Path(tmp))
         return
     if sys.argv[1:] == ["--stack-3d"]:
         with tempfile.TemporaryDirectory() as tmp:

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Callable
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QScrollArea
 
 from ..core.errors import SlipError
 
@@ -23,12 +25,38 @@ def compact(*combos) -> None:
         box.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
 
+class _TallEnough(QObject):
+    """Keeps a wrapped label as tall as its text needs at its width (a scroll area's
+    layout would otherwise give it its one-line minimum)."""
+
+    def __init__(self, label) -> None:
+        super().__init__(label)
+        self.label = label
+        label.installEventFilter(self)
+
+    def eventFilter(self, obj, event):
+        if event.type() == QEvent.Type.Resize:
+            self.fit()
+        return False
+
+    def fit(self, *_args) -> None:
+        width = self.label.width()
+        if width > 0:
+            self.label.setMinimumHeight(self.label.heightForWidth(width))
+
+
 def wrap(label) -> None:
     """A label that wraps its text to the dock's width instead of widening the dock."""
     from qtpy.QtWidgets import QSizePolicy
 
     label.native.setWordWrap(True)
-    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+    # Its height is kept by _TallEnough; left to height-for-width, a layout in a
+    # scroll area squeezes the line to a fraction of what its text needs.
+    policy.setHeightForWidth(False)
+    label.native.setSizePolicy(policy)
+    label._tall_enough = _TallEnough(label.native)
+    label.changed.connect(label._tall_enough.fit)
 
 
 def one_line(exc: BaseException) -> str:
@@ -38,6 +66,42 @@ def one_line(exc: BaseException) -> str:
         return text.splitlines()[0] if text else type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _FittingScroll(QScrollArea):
+    """A scroll area whose rows keep the height their text needs at the width they get
+    (wrapped status lines are not squeezed to one line; the area scrolls instead)."""
+
+    def eventFilter(self, obj, event):
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.fit()
+        return super().eventFilter(obj, event)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.fit()
+
+    def fit(self) -> None:
+        inner = self.widget()
+        layout = inner.layout() if inner is not None else None
+        if layout is None:
+            return
+        width = self.viewport().width()
+        # The rows' preferred heights, not their minimum: a wrapped line's minimum is
+        # one line, which a resizable scroll area would squeeze it to.
+        need = max(layout.totalSizeHint().height(), layout.totalMinimumSize().height())
+        if layout.hasHeightForWidth():
+            need = max(need, layout.totalHeightForWidth(width))
+        if need > 0 and inner.minimumHeight() != need:
+            inner.setMinimumHeight(need)
+            inner.resize(inner.width(), max(need, self.viewport().height()))
+        layout.setGeometry(inner.rect())  # rows placed at the height they now have
+        # As wide as the rows need (they may widen: the results' table): never cut.
+        width_needed = (
+            inner.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+        )
+        if self.minimumWidth() < width_needed:
+            self.setMinimumWidth(width_needed)
 
 
 class WorkerPanel(Container):
@@ -83,20 +147,26 @@ class WorkerPanel(Container):
         window taller (napari saves the grown size for its next start). magicgui's
         own scrollable containers lose their scroll area when napari docks them."""
         from qtpy.QtCore import Qt
-        from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+        from qtpy.QtWidgets import QFrame, QVBoxLayout, QWidget
 
         outer = self.native.layout()
         inner = QWidget()
         rows = QVBoxLayout(inner)
         rows.setContentsMargins(outer.contentsMargins())
         rows.setSpacing(outer.spacing())
+        # Run, Cancel, the progress bar and the status stay in view below the area.
+        controls = (self.run_button.native, self.progress.native, self.status.native)
+        pinned = []
         while outer.count():
             item = outer.takeAt(0)
-            if item.widget() is not None:
-                rows.addWidget(item.widget())
+            widget = item.widget()
+            if widget is not None and any(widget is c or widget.isAncestorOf(c) for c in controls):
+                pinned.append(widget)
+            elif widget is not None:
+                rows.addWidget(widget)
             elif item.spacerItem() is not None:
                 rows.addStretch(1)
-        scroll = QScrollArea()
+        scroll = _FittingScroll()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -104,7 +174,10 @@ class WorkerPanel(Container):
         bar = scroll.verticalScrollBar().sizeHint().width()
         scroll.setMinimumWidth(inner.minimumSizeHint().width() + bar)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(scroll, 1)
+        for widget in pinned:
+            outer.addWidget(widget)
+        inner.installEventFilter(scroll)
         self._scroll = scroll
 
     def add_collapsible(self, after, box: Container, max_height: int = 240):
