@@ -39,10 +39,19 @@ class _TallEnough(QObject):
             self.fit()
         return False
 
+    #: The most lines shown; a longer message is cut there and whole in its tooltip
+    #: (and in napari's notification), so a long error never makes the dock taller.
+    MAX_LINES = 4
+
     def fit(self, *_args) -> None:
         width = self.label.width()
-        if width > 0:
-            self.label.setMinimumHeight(self.label.heightForWidth(width))
+        if width <= 0:
+            return
+        need = self.label.heightForWidth(width)
+        most = self.MAX_LINES * self.label.fontMetrics().lineSpacing() + 4
+        self.label.setMinimumHeight(min(need, most))
+        self.label.setMaximumHeight(most)
+        self.label.setToolTip(self.label.text() if need > most else "")
 
 
 def wrap(label) -> None:
