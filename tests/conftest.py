@@ -7,6 +7,10 @@ through the real loaders.
 
 from __future__ import annotations
 
+import http.server
+import threading
+import typing
+
 import pytest
 
 from napari_slip.testing import write_tiny_clip, write_tiny_sam
@@ -90,3 +94,54 @@ def held_out(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("held")
     return read_dataset_folder(make_synthetic_dataset(folder, n_images=6, size=128, seed=99))
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    files: typing.ClassVar[dict[str, bytes]] = {}
+    truncated: typing.ClassVar[set[str]] = set()
+    etags: typing.ClassVar[dict[str, str]] = {}
+    redirects: typing.ClassVar[dict[str, str]] = {}
+    hits: typing.ClassVar[list[str]] = []
+
+    def do_GET(self):
+        type(self).hits.append(self.path)
+        if self.path in self.redirects:  # like the Hugging Face hub: 302 to a CDN
+            self.send_response(302)
+            self.send_header("Location", self.redirects[self.path])
+            if self.path in self.etags:
+                self.send_header("X-Linked-Etag", f'"{self.etags[self.path]}"')
+            self.send_header("ETag", '"not-a-content-hash"')
+            self.end_headers()
+            return
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        if self.path in self.etags:
+            self.send_header("X-Linked-Etag", f'"{self.etags[self.path]}"')
+        self.end_headers()
+        if self.path in self.truncated:
+            self.wfile.write(body[: len(body) // 3])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the transfer breaks off mid-file
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """A real HTTP server on 127.0.0.1 standing in for download servers and the hub:
+    ``(handler, base URL)``; put bytes in ``handler.files[path]``. Shut down after."""
+    _Handler.files, _Handler.truncated, _Handler.etags, _Handler.hits = {}, set(), {}, []
+    _Handler.redirects = {}
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()

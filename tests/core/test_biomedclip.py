@@ -16,25 +16,7 @@ from napari_slip.core.models.registry import load_clip_model
 from napari_slip.testing import blobs_image
 from napari_slip.testing.tiny import write_tiny_biomedclip
 
-from .test_download import _Handler
-
 BMC = hubclip.HUB_CLIPS["biomedclip"]
-
-
-@pytest.fixture
-def server():
-    """A local HTTP server on 127.0.0.1 standing in for the hub (shut down after)."""
-    import http.server
-    import threading
-
-    _Handler.files, _Handler.truncated, _Handler.etags, _Handler.hits = {}, set(), {}, []
-    _Handler.redirects = {}
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture(scope="module")

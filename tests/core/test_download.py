@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-import typing
 
 import pytest
 
@@ -14,55 +11,6 @@ from napari_slip.core.models import registry as models
 from napari_slip.core.models.download import download, file_sha256
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: typing.ClassVar[dict[str, bytes]] = {}
-    truncated: typing.ClassVar[set[str]] = set()
-    etags: typing.ClassVar[dict[str, str]] = {}
-    redirects: typing.ClassVar[dict[str, str]] = {}
-    hits: typing.ClassVar[list[str]] = []
-
-    def do_GET(self):
-        type(self).hits.append(self.path)
-        if self.path in self.redirects:  # like the Hugging Face hub: 302 to a CDN
-            self.send_response(302)
-            self.send_header("Location", self.redirects[self.path])
-            if self.path in self.etags:
-                self.send_header("X-Linked-Etag", f'"{self.etags[self.path]}"')
-            self.send_header("ETag", '"not-a-content-hash"')
-            self.end_headers()
-            return
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        if self.path in self.etags:
-            self.send_header("X-Linked-Etag", f'"{self.etags[self.path]}"')
-        self.end_headers()
-        if self.path in self.truncated:
-            self.wfile.write(body[: len(body) // 3])
-            self.wfile.flush()
-            self.connection.shutdown(2)  # the transfer breaks off mid-file
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    _Handler.files, _Handler.truncated, _Handler.etags, _Handler.hits = {}, set(), {}, []
-    _Handler.redirects = {}
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def _leftovers(folder):

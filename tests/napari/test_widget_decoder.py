@@ -195,42 +195,29 @@ def test_console_call_with_guided_proposals_and_a_decoder(
     assert found >= 1 and n_targets >= 1
 
 
-def test_the_widget_runs_with_biomedclip(slip, tmp_path, monkeypatch):
+def test_the_widget_runs_with_biomedclip(slip, server, tmp_path, monkeypatch):
     """Chosen in the CLIP list, BiomedCLIP loads (from a local stand-in for the hub)
     and segments in the worker."""
-    import http.server
-    import threading
-
     from napari_slip.core.models import hubclip
     from napari_slip.testing import blobs_image
     from napari_slip.testing.tiny import write_tiny_biomedclip
 
-    from ..core.test_download import _Handler
-
+    handler, base = server
     folder = write_tiny_biomedclip(tmp_path / "bmc")
-    _Handler.files = {
-        url.removeprefix(hubclip.HUB): path.read_bytes()
-        for url, path in hubclip.HUB_CLIPS["biomedclip"].files(folder)
-    }
-    _Handler.truncated, _Handler.etags, _Handler.redirects, _Handler.hits = set(), {}, {}, []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setattr(hubclip, "HUB", f"http://127.0.0.1:{httpd.server_address[1]}")
-        viewer, widget, run = slip
-        image, labels = blobs_image()
-        viewer.add_image(image, name="blobs")
-        viewer.add_labels(labels, name="truth")
-        widget.image.value = viewer.layers["blobs"]
-        widget.proposals.value = viewer.layers["truth"]
-        widget.clip.value = "biomedclip"
-        widget.prompt.value = "nucleus"
-        widget.mode.value = "threshold"
-        widget.threshold.value = -1.0
-        run()
-        layer = viewer.layers[-1]
-        assert len(layer.features) == len(np.unique(labels)) - 1, widget.status.value
-        assert layer.metadata["napari_slip"][-1]["clip"]["spec"] == "biomedclip"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    for url, path in hubclip.HUB_CLIPS["biomedclip"].files(folder):
+        handler.files[url.removeprefix(hubclip.HUB)] = path.read_bytes()
+    monkeypatch.setattr(hubclip, "HUB", base)
+    viewer, widget, run = slip
+    image, labels = blobs_image()
+    viewer.add_image(image, name="blobs")
+    viewer.add_labels(labels, name="truth")
+    widget.image.value = viewer.layers["blobs"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.clip.value = "biomedclip"
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = viewer.layers[-1]
+    assert len(layer.features) == len(np.unique(labels)) - 1, widget.status.value
+    assert layer.metadata["napari_slip"][-1]["clip"]["spec"] == "biomedclip"
