@@ -614,3 +614,16 @@ def test_console_call_uses_the_models_chosen_in_the_open_widget(setup):
     provenance = layer.metadata["napari_slip"][-1]
     assert provenance["clip"]["spec"] == str(widget.clip.value)
     assert provenance["clip"]["spec"] != napari_slip.core.params.DEFAULT_CLIP
+
+
+def test_green_and_blue_offer_only_layers_that_can_join_the_image(setup):
+    viewer, widget, _ = setup
+    image = viewer.add_image(np.zeros((40, 40), np.uint16), name="dapi")
+    viewer.add_image(np.zeros((40, 40), np.uint16), name="membrane")
+    viewer.add_image(np.zeros((20, 20), np.uint16), name="smaller")
+    viewer.add_image(np.zeros((40, 40), np.float32), name="relevance: cell (dapi)",
+                     metadata={"napari_slip": {"relevance_of": "cell"}})  # fmt: skip
+    widget.image.value = image
+    widget.green.reset_choices()
+    names = [c for c in widget.green.choices if c is not None]
+    assert [x.name for x in names] == ["membrane"]

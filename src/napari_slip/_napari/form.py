@@ -32,7 +32,7 @@ from ..core.params import (
 from ..core.pipeline.stack import leading_shape
 from .choices import CHOOSE_FILE
 from .fields import param_widgets
-from .job import source
+from .job import image_data, source
 
 MODE_CHOICES = [
     ("best match", "best"),
@@ -183,9 +183,25 @@ def output_choices(viewer) -> list:
 
 
 def colour_choices(viewer, image) -> list:
-    """Other single-channel Image layers that can join the image as green or blue."""
-    others = [x for x in layers_of(viewer, "Image") if x is not image and not x.rgb]
+    """Other single-channel Image layers that can join the image as green or blue: of
+    the image's shape, and never a relevance map this plugin made."""
+    if image is None or image.rgb:
+        return [("none", None)]
+    shape = tuple(image_data(image).shape)
+    others = [
+        x
+        for x in layers_of(viewer, "Image")
+        if x is not image
+        and not x.rgb
+        and tuple(image_data(x).shape) == shape
+        and not _is_relevance_map(x)
+    ]
     return [("none", None)] + [(x.name, x) for x in others]
+
+
+def _is_relevance_map(layer) -> bool:
+    meta = layer.metadata.get("napari_slip") if isinstance(layer.metadata, dict) else None
+    return isinstance(meta, dict) and "relevance_of" in meta
 
 
 def channel_axis_choices(layer) -> list:
