@@ -60,6 +60,24 @@ def run_and_wait(widget) -> None:
         settle(0.1)
 
 
+def segmented_nuclei_stack(weights: Path, scale=None):
+    """The sample nuclei z-stack, its truth labels as proposals, all slices linked,
+    shown at plane 4: (viewer, widget)."""
+    viewer, widget = make_viewer(weights)
+    extra = {} if scale is None else {"scale": scale}
+    for data, kwargs, kind in nuclei_stack():
+        getattr(viewer, f"add_{kind}")(data, **extra, **kwargs)
+    widget.image.value = viewer.layers["nuclei"]
+    widget.proposals.value = viewer.layers["nuclei ground truth"]
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    widget.scope.value = "all slices"
+    run_and_wait(widget)
+    viewer.dims.set_current_step(0, 4)
+    return viewer, widget
+
+
 def shoot(viewer, name: str) -> None:
     settle()
     iio.imwrite(OUT / name, viewer.screenshot(canvas_only=False, flash=False))
@@ -187,17 +205,7 @@ def stack_relevance(weights: Path) -> None:
 
 def stack_3d(weights: Path) -> None:
     """A z-stack segmented with all slices linked: one id per 3D nucleus, in 3D."""
-    viewer, widget = make_viewer(weights)
-    for data, kwargs, kind in nuclei_stack():
-        getattr(viewer, f"add_{kind}")(data, scale=(3.0, 1.0, 1.0), **kwargs)
-    widget.image.value = viewer.layers["nuclei"]
-    widget.proposals.value = viewer.layers["nuclei ground truth"]
-    widget.prompt.value = "nucleus"
-    widget.mode.value = "threshold"
-    widget.threshold.value = -1.0
-    widget.scope.value = "all slices"
-    run_and_wait(widget)
-    viewer.dims.set_current_step(0, 4)
+    viewer, _ = segmented_nuclei_stack(weights, scale=(3.0, 1.0, 1.0))
     shoot(viewer, "widget-stack-linked.png")
     viewer.dims.ndisplay = 3
     viewer.layers["nuclei"].visible = False
@@ -260,17 +268,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp)
         # 1. A 16-bit z-stack, proposals from a label image, all slices.
-        viewer, widget = make_viewer(weights)
-        for data, kwargs, kind in nuclei_stack():
-            getattr(viewer, f"add_{kind}")(data, **kwargs)
-        widget.image.value = viewer.layers["nuclei"]
-        widget.proposals.value = viewer.layers["nuclei ground truth"]
-        widget.prompt.value = "nucleus"
-        widget.mode.value = "threshold"
-        widget.threshold.value = -1.0
-        widget.scope.value = "all slices"
-        run_and_wait(widget)
-        viewer.dims.set_current_step(0, 4)
+        viewer, widget = segmented_nuclei_stack(weights)
         shoot(viewer, "widget-stack.png")
         # The results panel: a threshold between the candidates' scores.
         scores = np.sort(widget.results.histogram.scores)

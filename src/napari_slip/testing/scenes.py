@@ -40,6 +40,20 @@ def shapes_scene(rng: np.random.Generator, size: int = 256, n=(3, 9), radius=(8,
     return np.clip(rgb, 0, 255).astype(np.uint8), labels
 
 
+def _paint_nucleus(rng, intensity, labels, mask, d, label: int, texture: float):
+    """Label ``mask`` and paint a bright, soft-edged, textured nucleus there (``d``: the
+    squared normalised distance from its centre)."""
+    labels[mask] = label
+    bright = rng.uniform(110, 240)
+    profile = bright * (1 - 0.35 * d) * (1 + texture * rng.normal(0, 1, d.shape))
+    return np.where(mask, profile, intensity)
+
+
+def _with_noise(rng, intensity):
+    """Camera noise on a fluorescence-like image, clipped to 8 bits' range."""
+    return np.clip(intensity + rng.normal(0, 6, intensity.shape), 0, 255)
+
+
 def nuclei_scene(rng: np.random.Generator, size: int = 256, n=(4, 14), radius=(7, 20)):
     """Fluorescence-like nuclei, grayscale as RGB: (rgb uint8, labels int32)."""
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
@@ -62,11 +76,8 @@ def nuclei_scene(rng: np.random.Generator, size: int = 256, n=(4, 14), radius=(7
         else:
             continue
         label += 1
-        labels[mask] = label
-        bright = rng.uniform(110, 240)
-        profile = bright * (1 - 0.35 * d) * (1 + 0.15 * rng.normal(0, 1, d.shape))
-        intensity = np.where(mask, profile, intensity)
-    intensity = np.clip(intensity + rng.normal(0, 6, intensity.shape), 0, 255)
+        intensity = _paint_nucleus(rng, intensity, labels, mask, d, label, texture=0.15)
+    intensity = _with_noise(rng, intensity)
     rgb = np.repeat(intensity.astype(np.uint8)[..., None], 3, axis=-1)
     return rgb, labels
 
@@ -160,9 +171,5 @@ def nuclei_stack(
         else:
             continue
         label += 1
-        labels[mask] = label
-        bright = rng.uniform(110, 240)
-        profile = bright * (1 - 0.35 * d) * (1 + 0.1 * rng.normal(0, 1, d.shape))
-        intensity = np.where(mask, profile, intensity)
-    intensity = np.clip(intensity + rng.normal(0, 6, intensity.shape), 0, 255)
-    return intensity.astype(np.uint8), labels
+        intensity = _paint_nucleus(rng, intensity, labels, mask, d, label, texture=0.1)
+    return _with_noise(rng, intensity).astype(np.uint8), labels
