@@ -17,6 +17,7 @@ from ._version import __version__
 
 _FROM_CORE = (
     "BatchSummary",
+    "Concept",
     "CropParams",
     "ModelHub",
     "NormalisationParams",

@@ -6,6 +6,8 @@ The package is grouped by role:
   SAM interface, and the process-wide :class:`ModelHub`.
 - ``pipeline/``: images, proposal sources, crops, scoring, selection, results, the
   per-image session and the :class:`Segmenter`.
+- ``concepts/``: classes shown by examples, their features and few-shot classifier,
+  ``.concept`` files.
 - ``training/``: CLIP fine-tuning, the text-conditioned decoder's training, datasets,
   evaluation, the synthetic domain.
 - ``runtime/``: progress events and generator helpers, precision and allocator
@@ -46,6 +48,7 @@ _EXPORTS = {
         "SelectionParams",
         "TileParams",
     ),
+    "concepts": ("Concept", "ConceptQuery"),
     "runtime.progress": ("Progress",),
     "runtime.generators": ("drain", "drain_cached"),
     "runtime.perf": ("tune_allocator",),

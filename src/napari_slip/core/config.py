@@ -117,7 +117,7 @@ class Models:
 @dataclass(frozen=True)
 class Target:
     """What to find: the prompt, the phrases that compete with it, and how text is made
-    of them. (Examples, classes and concepts are to join it here.)
+    of them; or a concept (classes shown by examples, :mod:`~.concepts`).
 
     Parameters
     ----------
@@ -130,14 +130,48 @@ class Target:
     templates
         Prompt templates (each with one ``{}``); None: the CLIP's own, else
         ``"a photo of {}."``.
+    concept
+        A :class:`~.concepts.Concept` to find instead of (or with) the text: give it as
+        the prompt (``Target(concept)``); its classes compete with each other and "none".
+    concept_class
+        Keep only this class of the concept (default: objects of any of its classes).
     """
 
     prompt: str
     distractors: tuple[str, ...] = ()
     background: str = SelectionParams.default("background")
     templates: tuple[str, ...] | None = None
+    concept: Any = field(default=None, compare=False)
+    concept_class: str | None = None
 
     def __post_init__(self) -> None:
+        from .concepts import Concept, ConceptQuery
+
+        if isinstance(self.prompt, ConceptQuery):
+            object.__setattr__(self, "concept_class", self.prompt.class_name)
+            object.__setattr__(self, "prompt", self.prompt.concept)
+        if isinstance(self.prompt, Concept):
+            object.__setattr__(self, "concept", self.prompt)
+            object.__setattr__(self, "prompt", self.prompt.name)
+        if self.concept is not None:
+            query = ConceptQuery(self.concept, self.concept_class)  # checks the class
+            object.__setattr__(self, "prompt", query.name)
+            if self.distractors:
+                raise InputError(
+                    "A concept's classes compete with each other and with 'none': add a "
+                    "distractor as a class or as negative examples, not as a phrase."
+                )
+        elif self.concept_class is not None:
+            raise InputError("concept_class needs a concept: give the concept as the prompt.")
+
+    @property
+    def query(self) -> Any:
+        """What selection looks for: the prompt, or a :class:`~.concepts.ConceptQuery`."""
+        if self.concept is None:
+            return self.prompt
+        from .concepts import ConceptQuery
+
+        return ConceptQuery(self.concept, self.concept_class)
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
         object.__setattr__(self, "distractors", parse_phrases(self.distractors))
@@ -225,6 +259,11 @@ class RunConfig:
                 )
             phrases = {"distractors": target.distractors, "background": target.background}
             object.__setattr__(self, "selection", replace(selection, **phrases))
+        if self.target.concept is not None:
+            if self.selection.relevance_weight:
+                raise InputError("relevance_weight works with a text prompt, not a concept.")
+            # A concept keeps what its classifier says: the distractors rule over classes.
+            object.__setattr__(self, "selection", replace(self.selection, mode="distractors"))
         self._check_selection()
         self._check_tiles()
         if self.needs_sam:
@@ -232,7 +271,7 @@ class RunConfig:
 
     def _check_selection(self) -> None:
         selection, prompt = self.selection, self.prompt.strip().casefold()
-        if selection.mode != "distractors":
+        if selection.mode != "distractors" or self.target.concept is not None:
             return
         same = [d for d in selection.distractors if d.casefold() == prompt]
         if same:
@@ -263,6 +302,11 @@ class RunConfig:
         return self.target.prompt
 
     @property
+    def query(self) -> Any:
+        """What selection looks for: the prompt, or a :class:`~.concepts.ConceptQuery`."""
+        return self.target.query
+
+    @property
     def templates(self) -> tuple[str, ...] | None:
         return self.target.templates
 
@@ -276,7 +320,7 @@ class RunConfig:
         return replace(self, target=replace(self.target, prompt=prompt))
 
     @classmethod
-    def build(cls, prompt: str, where: str = "segment()", **options: Any) -> RunConfig:
+    def build(cls, prompt: Any, where: str = "segment()", **options: Any) -> RunConfig:
         """A config from the flat keyword options of the entry points.
 
         Options: ``sam``, ``clip``, ``device``, ``precision``, ``decoder``; ``proposals``;
@@ -284,7 +328,7 @@ class RunConfig:
         :class:`~.params.NormalisationParams`; ``templates``; ``sam_params``,
         ``tile_params`` (or ``tiles``), ``guided_params``, ``crop_params``;
         ``relevance``; ``stack_params`` or ``link`` (False: a stack's objects per
-        plane). An unknown option is refused with one line naming it and the
+        plane); ``concept_class`` (with a :class:`~.concepts.Concept` as the prompt). An unknown option is refused with one line naming it and the
         known ones (``where`` names the entry point in that line).
         """
         check_options(options, OPTIONS, where)
@@ -303,6 +347,7 @@ class RunConfig:
             selection.distractors,
             selection.background,
             tuple(templates) if templates is not None else None,
+            concept_class=options.pop("concept_class", None),
         )
         return cls(
             target=target,
@@ -328,6 +373,11 @@ class RunConfig:
             out[f.name] = value.as_dict() if hasattr(value, "as_dict") else value
         out["models"] = {f.name: getattr(self.models, f.name) for f in fields(Models)}
         out["target"] = {f.name: getattr(self.target, f.name) for f in fields(Target)}
+        concept = self.target.concept
+        if concept is not None:
+            from .concepts.files import describe
+
+            out["target"]["concept"] = describe(concept)
         return out
 
 
@@ -355,6 +405,7 @@ OPTIONS = (
     "relevance",
     "stack_params",
     "link",
+    "concept_class",
 )
 
 

@@ -4,6 +4,7 @@ what the mode says, paint the labels. A text encoding at most: no image work."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,15 @@ def choose(
     labels_out: Any = None,
 ) -> SegmentationResult:
     """The result of ``selection`` over ``candidates`` for ``prompt`` (see
-    :meth:`Segmenter.select <napari_slip.core.pipeline.segmenter.Segmenter.select>`)."""
+    :meth:`Segmenter.select <napari_slip.core.pipeline.segmenter.Segmenter.select>`);
+    ``prompt`` may be a :class:`~..concepts.Concept` or a
+    :class:`~..concepts.ConceptQuery` (their classes decide, see :mod:`~..concepts.query`)."""
+    from ..concepts import as_query
+
+    query = as_query(prompt)
+    if query is not None:
+        query.check_clip(models.load("clip").sha256, models.clip_spec)
+        prompt, selection = query.name, replace(selection, mode="distractors")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
     if candidates.clip != (models.clip_spec, models.precision):
@@ -43,11 +52,13 @@ def choose(
             f"The distractor {same[0]!r} is the prompt itself, so nothing could beat "
             "it; remove it from the distractors."
         )
-    sims = similarities(candidates, prompt, selection, models, texts, relevance)
+    sims = similarities(candidates, query or prompt, selection, models, texts, relevance)
     proposals = candidates.proposals
     logit_scale = models.load("clip").clip.logit_scale
     chosen = without_duplicates(proposals, sims, selection, logit_scale)
     similarity = sims[:, 0] if len(sims) else np.zeros(0)
+    if query is not None:  # no cosine to show: the class probability
+        similarity = chosen.all_scores
     if isinstance(labels_out, (str, os.PathLike)):
         from ..io import create_zarr_labels
 
@@ -66,14 +77,20 @@ def choose(
             f" (SAM saw the image shrunk {max(proposals.shape) / shrunk:.1f}x; "
             "tiles keep small objects)"
         )
+    record = provenance(prompt, selection, candidates, models, texts.templates(), crop_params)
+    candidate_table = candidates_table(proposals, chosen.all_scores, similarity, ids, prompt)
+    if query is not None:
+        logit = query.logits(candidates, texts, logit_scale)
+        by_id = {v: k for k, v in ids.items()}
+        table = query.annotate(table, [by_id[i] for i in table["id"]], logit)
+        candidate_table = query.annotate(candidate_table, candidate_table["candidate"], logit)
+        record["concept"] = query.describe()
     return SegmentationResult(
         labels=label_image,
         table=table,
-        provenance=provenance(
-            prompt, selection, candidates, models, texts.templates(), crop_params
-        ),
+        provenance=record,
         message=message,
-        candidate_table=candidates_table(proposals, chosen.all_scores, similarity, ids, prompt),
+        candidate_table=candidate_table,
     )
 
 
@@ -109,7 +126,16 @@ def similarities(
 ) -> np.ndarray:
     """(N, phrases) cosine similarity of each candidate to the prompt (column 0, plus the
     relevance weight times its mean relevance where one is set), the distractors and, in
-    distractors mode, the background phrase."""
+    distractors mode, the background phrase. For a concept query: its selection columns
+    (:meth:`~..concepts.ConceptQuery.columns`) over CLIP's ``logit_scale``, so that the
+    distractors rule's softmax gives the classifier's probabilities."""
+    from ..concepts import as_query
+
+    query = as_query(prompt)
+    if query is not None:
+        logit_scale = models.load("clip").clip.logit_scale
+        logit = query.logits(candidates, texts, logit_scale)
+        return query.columns(logit) / logit_scale
     phrases = [prompt, *selection.distractors]
     if selection.mode == "distractors" and selection.background.strip():
         phrases.append(selection.background)

@@ -36,6 +36,7 @@ SEGMENT_OPTIONS = (
     "pixel_size",
     "link",
     "stack_params",
+    "concept_class",
 )
 
 

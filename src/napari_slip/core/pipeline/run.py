@@ -111,15 +111,24 @@ def iter_run(
         source = segmenter.proposal_source(config.proposals, prompt)
     elif config.proposals == "labels" and labels is None and source is None:
         raise InputError("proposals='labels' needs the label image: labels=...")
+    query = config.query
+    if not isinstance(query, str):  # a concept: its CLIP checked before any image work
+        clip = yield from segmenter.model_set.iter_load("clip")
+        query.check_clip(clip.sha256, segmenter.clip_spec)
     candidates = yield from segmenter.iter_candidates(
         image, source, labels=labels, **normalisation
     )
+    if not isinstance(query, str):
+        from ..concepts import features_of
+
+        yield Progress("measuring objects", 0, 1, f"{len(candidates)} candidates")
+        features_of(candidates, segmenter.image)
     relevance = None
     if config.relevance or selection.relevance_weight:
         relevance = yield from segmenter.iter_relevance(prompt)
     yield Progress("selection", 0, 1, prompt)
     result = segmenter.select(
-        candidates, prompt, selection, relevance=relevance, labels_out=labels_out
+        candidates, query, selection, relevance=relevance, labels_out=labels_out
     )
     yield Progress("selection", 1, 1, result.message)
     result.candidates, result.used_relevance = candidates, relevance

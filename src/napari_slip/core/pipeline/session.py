@@ -92,6 +92,9 @@ class Candidates:
         How the image's intensities were mapped.
     image_key
         Content hash of the prepared image.
+    measurements
+        (N, M) object measurements for concepts (:mod:`~..concepts.features`), made
+        when a concept first needs them and kept for re-selection and corrections.
     """
 
     proposals: Proposals
@@ -100,6 +103,7 @@ class Candidates:
     source: dict = field(default_factory=dict)
     normalisation: dict = field(default_factory=dict)
     image_key: str = ""
+    measurements: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.proposals)

@@ -82,6 +82,8 @@ class StackResult:
     #: Where planes were linked: every linked object's ``score`` and whether it was
     #: ``kept`` (selection chose among these, not among the planes' candidates).
     object_scores: pd.DataFrame | None = field(default=None, repr=False)
+    #: What selection looked for: the prompt, or a concept query (its classes).
+    query: Any = field(default=None, repr=False)
 
     @property
     def n_objects(self) -> int:
@@ -257,7 +259,7 @@ def iter_stack(
     unit: str | None = None,
 ) -> Generator[Progress, None, StackResult]:
     """:func:`iter_segment_stack` for a validated ``config``."""
-    kind, prompt = config.proposals, config.prompt
+    kind, prompt, query = config.proposals, config.prompt, config.query
     lead_shape = leading_shape(image.shape, rgb)
     letters = lead_letters(lead, len(lead_shape))
     out_shape = tuple(image.shape[:-1] if rgb else image.shape)
@@ -300,7 +302,7 @@ def iter_stack(
         from .linked import link_parts, partition
 
         sims = [
-            plane_similarities(segmenter, candidates[p], prompt, config.selection, maps.get(p))
+            plane_similarities(segmenter, candidates[p], query, config.selection, maps.get(p))
             for p in planes
         ]
         parts = [
@@ -308,7 +310,7 @@ def iter_stack(
             for i, p in enumerate(planes)
         ]
         linked = link_parts(parts, planes, out_shape, letters, config.stack_params)
-        result = linked_result(segmenter, linked, candidates, sims, config.selection, prompt)
+        result = linked_result(segmenter, linked, candidates, sims, config.selection, query)
         result.provenance = {
             **(results[0].provenance if results else {}),
             "planes": [list(p) for p in planes],
@@ -318,7 +320,7 @@ def iter_stack(
         result = _assemble(
             out_shape, planes, results, prompt, len(lead_shape), start_id, candidates
         )
-    result.candidates = candidates
+    result.candidates, result.query = candidates, query
     result.provenance["stack"] = {
         "axes": letters + "YX",
         **config.stack_params.as_dict(),
@@ -352,7 +354,8 @@ def linked_result(
     selection: SelectionParams,
     prompt: str,
 ) -> StackResult:
-    """The stack's labels and tables for ``selection`` over linked objects."""
+    """The stack's labels and tables for ``selection`` over linked objects (``prompt``:
+    the text, or a concept query, whose classes then label the objects)."""
     from .linked import select_objects
     from .results import candidates_table
     from .selection import select
@@ -360,6 +363,7 @@ def linked_result(
     logit_scale = segmenter.model_set.load("clip").clip.logit_scale
     mode, floor, k = selection.mode, selection.threshold, selection.top_k
     chosen, labels, final, object_sims = select_objects(linked, sims, mode, floor, k, logit_scale)
+    query, prompt = prompt, getattr(prompt, "name", prompt)
     rows = [
         {
             "id": int(final[o]),
@@ -370,6 +374,8 @@ def linked_result(
         for o, s in zip(chosen.indices, chosen.scores, strict=True)
     ]
     table = pd.DataFrame(rows, columns=["id", "score", "similarity", "prompt"])
+    if not isinstance(query, str):  # a concept: each object's class, from its parts'
+        table = query.annotate_linked(table, chosen.indices, linked, candidates, segmenter)
     scored = []
     for n, plane in enumerate(linked.planes):
         ids = {}
@@ -456,25 +462,23 @@ def reselect_stack(
 ) -> StackResult:
     """``previous`` with new selection settings: no image work, a text encoding at most."""
     planes = list(previous.candidates)
-    maps = previous.plane_relevance
+    maps, what = previous.plane_relevance, previous.query or previous.prompt
     if selection.relevance_weight and any(p not in maps for p in planes):
         raise InputError("The relevance weight needs the relevance map: run again.")
     if previous.linked is not None:
         sims = [
             plane_similarities(
-                segmenter, previous.candidates[p], previous.prompt, selection, maps.get(p)
+                segmenter, previous.candidates[p], what, selection, maps.get(p)
             )
             for p in planes
         ]
         result = linked_result(
-            segmenter, previous.linked, previous.candidates, sims, selection, previous.prompt
+            segmenter, previous.linked, previous.candidates, sims, selection, what
         )
         result.provenance = {**previous.provenance, "selection": selection.as_dict()}
     else:
         results = [
-            segmenter.select(
-                previous.candidates[p], previous.prompt, selection, relevance=maps.get(p)
-            )
+            segmenter.select(previous.candidates[p], what, selection, relevance=maps.get(p))
             for p in planes
         ]
         n_lead = len(planes[0]) if planes else 0
@@ -491,6 +495,6 @@ def reselect_stack(
     result.axes, result.scale, result.unit = previous.axes, previous.scale, previous.unit
     result.image = previous.image
     result.table = measured(result)
-    result.plane_relevance = maps
+    result.plane_relevance, result.query = maps, previous.query
     result.relevance = previous.relevance
     return result

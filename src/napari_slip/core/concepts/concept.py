@@ -1,0 +1,366 @@
+"""A concept: what to find, shown rather than named, that travels to every image.
+
+A :class:`Concept` holds one or more classes (each with an optional text), the features
+of their examples (positive, or negative: "not this"), never their pixels, and the
+moments of the objects the examples were chosen among. Its classifier
+(:mod:`.classifier`) is fitted from these in milliseconds whenever they change.
+
+Use it wherever a prompt goes: ``segment(image, concept)``, ``Segmenter.segment``,
+``segment_in_viewer``, ``batch``, stacks and tiles; each object then gets its most
+probable class, or none (``class_name=`` keeps one class only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from . import classifier
+from .features import FEATURE_GROUPS, GROUPS, MEASUREMENTS, ObjectFeatures
+
+#: Every feature group, in order.
+GROUP_ORDER = ("shape", "intensity", "texture", "clip")
+#: The feature groups a concept uses unless told (see ``benchmarks/bench_concepts.py``).
+DEFAULT_FEATURES = ("auto",)
+#: Limits that keep a concept (and a hostile concept file) small.
+MAX_CLASSES = 256
+MAX_NAME = 200
+MAX_EXAMPLES = 100_000
+
+
+def _check_name(name: object, what: str = "A class name") -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"{what} must be a non-empty text; got {name!r}.")
+    if len(name) > MAX_NAME:
+        raise InputError(f"{what} is longer than {MAX_NAME} characters.")
+    return name.strip()
+
+
+def check_features(features: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(features, str):
+        features = (
+            tuple(f.strip() for f in features.split(",")) if "," in features else (features,)
+        )
+    chosen = tuple(features)
+    if chosen == ("auto",):
+        return chosen
+    unknown = [f for f in chosen if f not in FEATURE_GROUPS]
+    if unknown or not chosen or len(set(chosen)) != len(chosen):
+        raise InputError(
+            f"Concept features are 'auto' or groups of {', '.join(FEATURE_GROUPS)} (each "
+            f"once); got {list(chosen)!r}."
+        )
+    return chosen
+
+
+@dataclass
+class Examples:
+    """The examples' features: measurements, embeddings, class (-1: negative), step."""
+
+    measurements: np.ndarray
+    clip: np.ndarray
+    labels: np.ndarray
+    steps: np.ndarray
+
+    @classmethod
+    def empty(cls, dim: int = 0) -> Examples:
+        return cls(
+            np.zeros((0, len(MEASUREMENTS))),
+            np.zeros((0, dim), dtype=np.float32),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class Concept:
+    """Classes shown by examples (and optionally named), with a few-shot classifier.
+
+    Parameters
+    ----------
+    classes
+        Class names (``"mitotic"`` or ``["round", "spiky"]``); more are added by
+        naming them in :meth:`add`.
+    texts
+        Each class's text for CLIP (None entries: none). Default: each class's name is
+        its text; ``texts=False``: examples alone.
+    features
+        Feature groups used: ``shape``, ``intensity``, ``texture`` (measurements) and
+        ``clip`` (the crop embedding); default all.
+    reject
+        An object farther from every class than this quantile of a member's distance
+        is "none" (0.5-0.999999).
+    name
+        What to call the concept (tables, the widget); default its classes' names.
+
+    Examples
+    --------
+    >>> concept = Concept(["round", "spiky"], texts=False)  # doctest: +SKIP
+    >>> concept.add_labels(image, labels, {3: "round", 8: "spiky"}, segmenter=seg)  # doctest: +SKIP
+    >>> napari_slip.segment(other_image, concept).table[["id", "class", "class_probability"]]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        classes: str | Sequence[str] = (),
+        *,
+        texts: Sequence[str | None] | bool | None = None,
+        features: Sequence[str] = DEFAULT_FEATURES,
+        reject: float = 0.999,
+        name: str | None = None,
+    ) -> None:
+        classes = [classes] if isinstance(classes, str) else list(classes)
+        if len(classes) > MAX_CLASSES:
+            raise InputError(f"A concept holds at most {MAX_CLASSES} classes; got {len(classes)}.")
+        self.classes: list[str] = []
+        self.texts: list[str | None] = []
+        self.use_text = texts is not False
+        given = None if texts in (None, True, False) else list(texts)
+        if given is not None and len(given) != len(classes):
+            raise InputError(
+                f"Give one text per class: {len(classes)} classes, {len(given)} texts."
+            )
+        for i, c in enumerate(classes):
+            self.add_class(c, given[i] if given is not None else None)
+        self.features = check_features(features)
+        if not isinstance(reject, (int, float)) or not 0.5 <= float(reject) < 1:
+            raise InputError(f"reject must be a quantile between 0.5 and 1; got {reject!r}.")
+        self.reject = float(reject)
+        self._name = None if name is None else _check_name(name, "The concept's name")
+        self.examples = Examples.empty()
+        self.pool = classifier.Pool()
+        #: The CLIP the embeddings come from: ``{"spec": ..., "sha256": ...}``.
+        self.clip: dict = {}
+        self._step = 0
+        self._fitted: tuple | None = None
+
+    # -- what it is -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name or (" | ".join(self.classes) if self.classes else "concept")
+
+    def __repr__(self) -> str:
+        counts = self.counts()
+        shown = ", ".join(f"{c}: {counts[c]}" for c in self.classes)
+        return (f"Concept({self.name!r}, examples {{{shown}}}, negatives "
+                f"{counts[None]}, features {'+'.join(self.features)})")  # fmt: skip
+
+    def counts(self) -> dict[str | None, int]:
+        """Examples per class (None: negatives)."""
+        labels = self.examples.labels
+        out: dict[str | None, int] = {
+            c: int((labels == i).sum()) for i, c in enumerate(self.classes)
+        }
+        out[None] = int((labels == -1).sum())
+        return out
+
+    def add_class(self, name: str, text: str | None = None) -> int:
+        """Add a class (its index); an existing name returns its index."""
+        name = _check_name(name)
+        if name in self.classes:
+            return self.classes.index(name)
+        if len(self.classes) >= MAX_CLASSES:
+            raise InputError(f"A concept holds at most {MAX_CLASSES} classes.")
+        if text is not None:
+            text = _check_name(text, "A class's text")
+        self.classes.append(name)
+        self.texts.append(text if text is not None else (name if self.use_text else None))
+        self._fitted = None
+        return len(self.classes) - 1
+
+    def class_index(self, name: str | None) -> int | None:
+        """The index of class ``name`` (None: all classes)."""
+        if name is None:
+            return None
+        if name not in self.classes:
+            raise InputError(
+                f"The concept {self.name!r} has no class {name!r}; its classes are "
+                f"{', '.join(map(repr, self.classes)) or 'none yet'}."
+            )
+        return self.classes.index(name)
+
+    @property
+    def has_text(self) -> bool:
+        return self.use_text and any(t for t in self.texts)
+
+    # -- examples ---------------------------------------------------------------------
+    def bind_clip(self, spec: str, sha256: str) -> None:
+        """Record the CLIP the embeddings come from; refuse another one."""
+        if not self.clip:
+            self.clip = {"spec": str(spec), "sha256": str(sha256)}
+        else:
+            self.check_clip(sha256, spec)
+
+    def check_clip(self, sha256: str, spec: str = "") -> None:
+        """Refuse a CLIP other than the one the examples were embedded with."""
+        known = self.clip.get("sha256")
+        if known and sha256 and known != sha256:
+            raise InputError(
+                f"The concept {self.name!r} was learnt with CLIP {self.clip.get('spec')} "
+                f"(sha256 {known[:12]}...), but the CLIP in use is {spec or 'another'} "
+                f"(sha256 {sha256[:12]}...). Choose the CLIP it was learnt with, or learn "
+                "the concept again with this one."
+            )
+
+    def add(
+        self,
+        features: ObjectFeatures,
+        class_name: str | Sequence[str | None] | None,
+        pool: ObjectFeatures | None = None,
+    ) -> int:
+        """Add examples of ``class_name`` (None: negative examples, "none of them"; a
+        list: one name per example) and the objects they were chosen among (``pool``;
+        default the examples), as one step (:meth:`undo` removes it). Returns the step."""
+        if not isinstance(features, ObjectFeatures) or not len(features):
+            raise InputError("No example to add: the example's mask is empty.")
+        if features.measurements.shape[1] != len(MEASUREMENTS):
+            raise InputError("These features were measured by another napari-slip version.")
+        dim = self.examples.clip.shape[1] if len(self.examples) else features.clip.shape[1]
+        if features.clip.shape[1] != dim:
+            raise InputError(
+                f"These examples have CLIP embeddings of {features.clip.shape[1]} values, "
+                f"the concept's have {dim}: they come from another CLIP."
+            )
+        if len(self.examples) + len(features) > MAX_EXAMPLES:
+            raise InputError(f"A concept holds at most {MAX_EXAMPLES} examples.")
+        names = (
+            class_name if isinstance(class_name, (list, tuple)) else [class_name] * len(features)
+        )
+        if len(names) != len(features):
+            raise InputError(f"{len(features)} examples but {len(names)} class names.")
+        label = np.array([-1 if n is None else self.add_class(n) for n in names], dtype=np.int64)
+        self._step += 1
+        ex = self.examples
+        self.examples = Examples(
+            np.concatenate(
+                [ex.measurements.reshape(-1, len(MEASUREMENTS)), features.measurements]
+            ),
+            np.concatenate([ex.clip.reshape(-1, dim), features.clip.astype(np.float32)]),
+            np.concatenate([ex.labels, label]),
+            np.concatenate([ex.steps, np.full(len(features), self._step, dtype=np.int64)]),
+        )
+        pool = features if pool is None else pool
+        self.pool.add(pool.measurements, pool.clip)
+        self._fitted = None
+        return self._step
+
+    def undo(self) -> bool:
+        """Remove the examples of the last :meth:`add` (the pool keeps its moments)."""
+        if not len(self.examples):
+            return False
+        keep = self.examples.steps != self.examples.steps.max()
+        ex = self.examples
+        self.examples = Examples(
+            ex.measurements[keep], ex.clip[keep], ex.labels[keep], ex.steps[keep]
+        )
+        self._fitted = None
+        return True
+
+    def add_labels(self, image, labels, classes, *, segmenter, ids=None, **normalisation) -> int:
+        """Add objects of a label image as examples (see :func:`.examples.add_labels`)."""
+        from .examples import add_labels
+
+        return add_labels(self, segmenter, image, labels, classes, ids=ids, **normalisation)
+
+    def add_mask(self, image, mask, class_name, *, segmenter, **normalisation) -> int:
+        """Add one object given as a boolean mask of ``image`` (see
+        :func:`.examples.add_labels`)."""
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise InputError(f"The example's mask must be boolean; got {mask.dtype}.")
+        return self.add_labels(image, mask.astype(np.uint8), {1: class_name},
+                               segmenter=segmenter, **normalisation)  # fmt: skip
+
+    # -- the classifier ---------------------------------------------------------------
+    def _model(self) -> tuple[classifier.Space, classifier.Model]:
+        if self._fitted is None:
+            if not len(self.examples) and not self.has_text:
+                raise InputError(
+                    f"The concept {self.name!r} has no examples yet: add one (a label, a "
+                    "mask, or a click in napari) or give its classes a text."
+                )
+            if not self.classes:
+                raise InputError(f"The concept {self.name!r} has negative examples only: "
+                                 "add an example of what to find.")  # fmt: skip
+            groups = self.chosen_features()
+            space, z = self._space(groups)
+            model = classifier.fit(z, self.examples.labels, len(self.classes), self.reject)
+            self._fitted = (space, model, groups)
+        return self._fitted[:2]
+
+    def _space(self, groups: Sequence[str]) -> tuple[classifier.Space, np.ndarray]:
+        columns = np.array(
+            [MEASUREMENTS.index(n) for g in groups if g in GROUPS for n in GROUPS[g]],
+            dtype=np.int64,
+        )
+        if self.pool.n:
+            space = classifier.Space.from_pool(self.pool, columns, "clip" in groups)
+        else:  # text only
+            space = classifier.Space(columns, np.zeros(len(columns)), np.ones(len(columns)))
+        ex = self.examples
+        z = space(ex.measurements, ex.clip) if len(ex) else np.zeros((0, space.dims))
+        return space, z
+
+    def chosen_features(self) -> tuple[str, ...]:
+        """The feature groups the classifier uses: as given, or with ``features="auto"``
+        the combination with the lowest leave-one-out log-loss on the examples (all
+        groups until two labels have two examples each)."""
+        if self.features != ("auto",):
+            return self.features
+        if self._fitted is not None:
+            return self._fitted[2]
+        import itertools
+
+        best, best_loss = GROUP_ORDER, None
+        for k in range(1, len(GROUP_ORDER) + 1):
+            for groups in itertools.combinations(GROUP_ORDER, k):
+                _, z = self._space(groups)
+                loss = classifier.loo_loss(z, self.examples.labels, len(self.classes), self.reject)
+                if loss is None:
+                    return GROUP_ORDER
+                if best_loss is None or loss < best_loss - 1e-9:
+                    best, best_loss = groups, loss
+        return best
+
+    def logits(self, features: ObjectFeatures, text: np.ndarray | None = None) -> np.ndarray:
+        """(N, classes + 1) log-odds: each class, then "none" (see :mod:`.classifier`).
+        ``text``: (N, classes) ``logit_scale`` x cosine to each class's text (NaN: none)."""
+        space, model = self._model()
+        if not len(features):
+            return np.zeros((0, len(self.classes) + 1))
+        z = space(features.measurements, features.clip)
+        return classifier.logits(model, z, text if self.has_text else None)
+
+    def classify(self, features: ObjectFeatures, text: np.ndarray | None = None):
+        """Each object's class name (None: none of them) and its probability."""
+        probs = classifier.probabilities(self.logits(features, text))
+        best = probs.argmax(axis=1)
+        names = [None if b == len(self.classes) else self.classes[b] for b in best]
+        return names, probs[np.arange(len(best)), best]
+
+    def copy(self) -> Concept:
+        import copy
+
+        return copy.deepcopy(self)
+
+    # -- files ------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write a ``.concept`` file: safetensors with JSON metadata (see :mod:`.files`)."""
+        from .files import save_concept
+
+        save_concept(self, path)
+
+    @classmethod
+    def load(cls, path) -> Concept:
+        """Read a ``.concept`` file; anything malformed or hostile is one clear line."""
+        from .files import load_concept
+
+        return load_concept(path)
+
+
+__all__ = ["DEFAULT_FEATURES", "MAX_CLASSES", "MAX_EXAMPLES", "Concept", "check_features"]
