@@ -328,8 +328,9 @@ class RunConfig:
         :class:`~.params.NormalisationParams`; ``templates``; ``sam_params``,
         ``tile_params`` (or ``tiles``), ``guided_params``, ``crop_params``;
         ``relevance``; ``stack_params`` or ``link`` (False: a stack's objects per
-        plane); ``concept_class`` (with a :class:`~.concepts.Concept` as the prompt). An unknown option is refused with one line naming it and the
-        known ones (``where`` names the entry point in that line).
+        plane); ``concept_class`` (with a :class:`~.concepts.Concept` as the prompt).
+        An unknown option is refused with one line naming it and the known ones
+        (``where`` names the entry point in that line).
         """
         check_options(options, OPTIONS, where)
         models = Models(**{k: options.pop(k) for k in list(options) if k in _MODEL_FIELDS})

@@ -206,7 +206,7 @@ def logits(model: Model, z: np.ndarray, text: np.ndarray | None = None) -> np.nd
 def loo_loss(z: np.ndarray, y: np.ndarray, n_classes: int, reject: float) -> float | None:
     """Leave-one-out log-loss of :func:`fit` on its own examples (None: too few, i.e.
     fewer than two labels with two examples each)."""
-    labels, counts = np.unique(y, return_counts=True)
+    _, counts = np.unique(y, return_counts=True)
     if (counts >= 2).sum() < 2:
         return None
     loss = 0.0

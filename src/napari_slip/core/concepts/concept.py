@@ -101,8 +101,9 @@ class Concept:
     Examples
     --------
     >>> concept = Concept(["round", "spiky"], texts=False)  # doctest: +SKIP
-    >>> concept.add_labels(image, labels, {3: "round", 8: "spiky"}, segmenter=seg)  # doctest: +SKIP
-    >>> napari_slip.segment(other_image, concept).table[["id", "class", "class_probability"]]  # doctest: +SKIP
+    >>> concept.add_labels(image, labels, {3: "round", 8: "spiky"}, segmenter=sg)  # doctest: +SKIP
+    >>> result = napari_slip.segment(other_image, concept)  # doctest: +SKIP
+    >>> result.table[["id", "class", "class_probability"]]  # doctest: +SKIP
     """
 
     def __init__(

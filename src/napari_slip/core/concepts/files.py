@@ -204,7 +204,8 @@ def _check_meta(path: Path, meta: dict, header: dict) -> None:
         if name not in shapes or info["shape"] != shapes[name]:
             raise _fail(
                 path,
-                f"tensor {str(name)[:40]!r} has shape {info['shape']}, not {shapes.get(name, 'none')}",
+                f"tensor {str(name)[:40]!r} has shape {info['shape']}, not "
+                f"{shapes.get(name, 'none')}",
             )
 
 

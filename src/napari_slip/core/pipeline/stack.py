@@ -467,9 +467,7 @@ def reselect_stack(
         raise InputError("The relevance weight needs the relevance map: run again.")
     if previous.linked is not None:
         sims = [
-            plane_similarities(
-                segmenter, previous.candidates[p], what, selection, maps.get(p)
-            )
+            plane_similarities(segmenter, previous.candidates[p], what, selection, maps.get(p))
             for p in planes
         ]
         result = linked_result(
