@@ -6,6 +6,7 @@ napari-slip models
 napari-slip finetune DATA --base NAME_OR_PATH -o OUT.safetensors [options]
 napari-slip train-decoder DATA --clip NAME_OR_PATH -o DECODER.safetensors [options]
 napari-slip evaluate DATA --clip A [--clip B ...] [--json OUT.json]
+napari-slip learn DATA -o NAME.concept --clip NAME_OR_PATH [--shots K] [--seed N]
 
 Each command module has ``add_parser(sub)`` and ``run(args) -> exit code``; a new
 command is a new module here and one line in :data:`COMMANDS`.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..core.errors import SlipError
-from . import batch, evaluate, finetune, models, segment, train_decoder
+from . import batch, evaluate, finetune, learn, models, segment, train_decoder
 from ._args import _Parser, _UsageError
 from ._progress import StageProgress
 
@@ -32,6 +33,7 @@ COMMANDS = {
     "finetune": finetune,
     "train-decoder": train_decoder,
     "evaluate": evaluate,
+    "learn": learn,
 }
 
 

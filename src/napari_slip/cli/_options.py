@@ -39,8 +39,9 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
     )
     seg.add_argument(
         "--clip",
-        default=DEFAULT_CLIP,
-        help=f"CLIP MODEL:TAG or checkpoint path (default {DEFAULT_CLIP})",
+        default=None,
+        help=f"CLIP MODEL:TAG or checkpoint path (default {DEFAULT_CLIP}, or the CLIP a "
+        "--concept was learnt with)",
     )
     seg.add_argument(
         "--proposals",
@@ -91,6 +92,20 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
     )
     crops = seg.add_argument_group("crops")
     add_arguments(crops, CropParams, types={"fill": _parse_fill})
+    concepts = seg.add_argument_group("concepts (classes shown by examples)")
+    concepts.add_argument(
+        "--concept",
+        metavar="NAME.concept",
+        help="find a concept (napari-slip learn, or 'Save concept...' in napari) instead of "
+        "--prompt: a .concept file or the name of a saved one; each object gets its most "
+        "probable class (table columns class, class_probability) or none",
+    )
+    concepts.add_argument(
+        "--class",
+        dest="concept_class",
+        metavar="NAME",
+        help="with --concept: keep objects of this class only",
+    )
     stacks = seg.add_argument_group("stacks (z-stacks, time series)")
     stacks.add_argument(
         "--axes",
@@ -126,9 +141,14 @@ def run_config(args: argparse.Namespace, proposals: str) -> RunConfig:
 
     flat = {k: getattr(args, k) for k in (*SelectionParams.names(), *NormalisationParams.names())
             if getattr(args, k, None) is not None}  # fmt: skip
+    prompt = prompt_of(args)
+    if args.clip is None:  # a concept's own CLIP, where it can be had here
+        from ..core.params import DEFAULT_CLIP
+
+        args.clip = (None if isinstance(prompt, str) else prompt.clip_spec()) or DEFAULT_CLIP
     models = {k: getattr(args, k) for k in ("sam", "clip", "device", "precision", "decoder")}
     return RunConfig.build(
-        args.prompt,
+        prompt,
         "napari-slip",
         **models,
         **flat,
@@ -140,4 +160,22 @@ def run_config(args: argparse.Namespace, proposals: str) -> RunConfig:
         crop_params=from_args(CropParams, args),
         relevance=bool(getattr(args, "relevance_out", None)),
         link=not getattr(args, "per_plane", False),
+        concept_class=args.concept_class,
     )
+
+
+def prompt_of(args: argparse.Namespace):
+    """``--prompt`` or the ``--concept`` (loaded and checked), exactly one of them."""
+    from ..core.errors import InputError
+
+    if args.concept and args.prompt:
+        raise InputError("Give --prompt or --concept, not both (a concept carries its texts).")
+    if args.concept:
+        from ..core.concepts.files import resolve_concept
+
+        return resolve_concept(args.concept)
+    if not args.prompt:
+        raise InputError("Say what to find: --prompt TEXT, or --concept NAME.concept.")
+    if args.concept_class:
+        raise InputError("--class needs --concept.")
+    return args.prompt

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
         "Run it again to resume: inputs done with the same parameters are skipped.",
     )
     bat.add_argument("inputs", nargs="+", help="image files, folders or globs")
-    bat.add_argument("--prompt", "-p", required=True, help="what to segment, e.g. 'nucleus'")
+    bat.add_argument("--prompt", "-p", help="what to segment, e.g. 'nucleus' (or --concept)")
     bat.add_argument("-o", "--output", required=True, help="output folder")
     bat.add_argument(
         "--workers",

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
         description="Segment what PROMPT describes in IMAGE and write a label image.",
     )
     seg.add_argument("image", help="image file (.tif, .png, .jpg)")
-    seg.add_argument("--prompt", "-p", required=True, help="what to segment, e.g. 'nucleus'")
+    seg.add_argument("--prompt", "-p", help="what to segment, e.g. 'nucleus' (or --concept)")
     seg.add_argument(
         "-o", "--output", required=True, help="label image to write (.tif, .png or .zarr)"
     )
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             "provenance": args.provenance,
             "relevance": relevance_out,
         },
-        inputs=[args.image, args.proposals_from, args.sam, args.clip, args.decoder],
+        inputs=[args.image, args.proposals_from, args.sam, args.clip, args.decoder, args.concept],
         overwrite=args.overwrite,
     )
     # Before any model work: a run must not end in "cannot write" or destroy an input.

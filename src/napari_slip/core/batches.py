@@ -32,7 +32,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,10 @@ class BatchConfig:
     #: that replace the files' (see :func:`napari_slip.core.axes.resolve_axes`).
     axes: str | None = None
     pixel_size: tuple[tuple[str, float], ...] | None = None
+    #: A :class:`~.concepts.Concept` to find instead of the prompt's text (its hash
+    #: names the outputs), and the one class of it to keep (None: any).
+    concept: Any = field(default=None, compare=False)
+    concept_class: str | None = None
 
     def __post_init__(self) -> None:
         if self.proposals not in ("sam", "relevance", "guided"):
@@ -153,6 +157,8 @@ class BatchConfig:
             proposals=run.proposals,
             decoder=models.decoder,
             guided_params=run.guided_params,
+            concept=run.target.concept,
+            concept_class=run.target.concept_class,
         )
 
     def run_config(self) -> RunConfig:
@@ -160,7 +166,11 @@ class BatchConfig:
         selection = self.selection
         return RunConfig(
             target=Target(
-                self.prompt, selection.distractors, selection.background, self.templates
+                self.concept if self.concept is not None else self.prompt,
+                selection.distractors,
+                selection.background,
+                self.templates,
+                concept_class=self.concept_class,
             ),
             models=Models(self.sam, self.clip, self.device, self.precision, self.decoder),
             proposals=self.proposals,
@@ -175,8 +185,16 @@ class BatchConfig:
 
     def describe(self) -> dict:
         """The parameters as JSON-able data, models by identity."""
-        data = asdict(self)
+        concept = self.concept
+        data = asdict(replace(self, concept=None))
         data.pop("threads")
+        data.pop("concept")
+        if concept is not None:  # absent without one: old digests hold
+            from .concepts.files import fingerprint
+
+            data["concept"] = fingerprint(concept)
+        if data["concept_class"] is None:
+            data.pop("concept_class")
         for name in ("axes", "pixel_size"):  # absent as before stacks: old digests hold
             if data[name] is None:
                 data.pop(name)
@@ -383,6 +401,7 @@ BATCH_OPTIONS = (
     "stack_params",
     "axes",
     "pixel_size",
+    "concept_class",
 )
 
 

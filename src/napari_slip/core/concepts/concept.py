@@ -101,7 +101,7 @@ class Concept:
     Examples
     --------
     >>> concept = Concept(["round", "spiky"], texts=False)  # doctest: +SKIP
-    >>> concept.add_labels(image, labels, {3: "round", 8: "spiky"}, segmenter=sg)  # doctest: +SKIP
+    >>> concept.add_labels(img, labels, {3: "round", 8: "spiky"}, segmenter=seg)  # doctest: +SKIP
     >>> result = napari_slip.segment(other_image, concept)  # doctest: +SKIP
     >>> result.table[["id", "class", "class_probability"]]  # doctest: +SKIP
     """
@@ -196,6 +196,19 @@ class Concept:
             self.clip = {"spec": str(spec), "sha256": str(sha256)}
         else:
             self.check_clip(sha256, spec)
+
+    def clip_spec(self) -> str | None:
+        """The CLIP the concept was learnt with, where usable here (a model name, or a
+        file that exists on this machine); None otherwise."""
+        import os
+
+        spec = self.clip.get("spec")
+        if not spec:
+            return None
+        if os.path.isfile(os.path.expanduser(spec)):
+            return spec
+        looks_like_path = os.sep in spec or "/" in spec or spec.endswith((".safetensors", ".pt"))
+        return None if looks_like_path else spec
 
     def check_clip(self, sha256: str, spec: str = "") -> None:
         """Refuse a CLIP other than the one the examples were embedded with."""

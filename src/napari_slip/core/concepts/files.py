@@ -74,6 +74,37 @@ def save_concept(concept: Concept, path) -> Path:
     return path
 
 
+def concept_dir() -> Path:
+    """Where the widget saves concepts and ``--concept NAME`` finds them (cache folder)."""
+    from ..models.download import cache_dir
+
+    return cache_dir() / "concepts"
+
+
+def saved_concepts() -> list[Path]:
+    """The ``.concept`` files of :func:`concept_dir`, by name."""
+    folder = concept_dir()
+    return sorted(folder.glob("*.concept")) if folder.is_dir() else []
+
+
+def resolve_concept(spec) -> Concept:
+    """A concept from a file path, or the name of one saved in :func:`concept_dir`."""
+    if isinstance(spec, Concept):
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return load_concept(path)
+    saved = {p.stem: p for p in saved_concepts()}
+    name = path.name[: -len(".concept")] if path.name.endswith(".concept") else path.name
+    if name in saved and path.parent == Path("."):
+        return load_concept(saved[name])
+    known = ", ".join(saved) or "none yet"
+    raise InputError(
+        f"No concept {str(spec)!r}: give the path of a .concept file, or the name of one "
+        f"saved in {concept_dir()} (saved: {known})."
+    )
+
+
 def fingerprint(concept: Concept) -> str:
     """A content hash of what a concept decides with (examples, pool, classes, options)."""
     import hashlib
@@ -258,9 +289,12 @@ def load_concept(path) -> Concept:
 __all__ = [
     "FORMAT",
     "VERSION",
+    "concept_dir",
     "describe",
     "fingerprint",
     "load_concept",
     "read_header",
+    "resolve_concept",
     "save_concept",
+    "saved_concepts",
 ]

@@ -60,7 +60,7 @@ def segment(
     prompt: str,
     *,
     sam: str = DEFAULT_SAM,
-    clip: str = DEFAULT_CLIP,
+    clip: str | None = None,
     device: str = "auto",
     sam_params: SamProposalParams | None = None,
     crop_params: CropParams | None = None,
@@ -74,6 +74,11 @@ def segment(
     **options: Any,
 ) -> SegmentationResult:
     """One call: segment what ``prompt`` describes in ``image``.
+
+    ``prompt`` is a text, or a :class:`~napari_slip.core.concepts.Concept` (classes
+    shown by examples; each object gets its most probable class, or none, in the
+    table's ``class`` and ``class_probability``; ``concept_class=`` keeps one class).
+    ``clip`` defaults to :data:`~..params.DEFAULT_CLIP`, or a concept's own CLIP.
 
     A stack (z-stack, time series, with or without channels) needs its axes:
     ``axes="ZYX"`` (``TYX``, ``TZCYX``, ``CYX``...; a 2D or RGB image needs none), and
@@ -95,6 +100,8 @@ def segment(
     Safe to call from several threads (calls run one at a time).
     """
     check_options(options, SEGMENT_OPTIONS, "segment()")
+    if clip is None:  # the default CLIP, or the one a concept was learnt with
+        clip = getattr(prompt, "clip_spec", lambda: None)() or DEFAULT_CLIP
     labels, source = options.pop("labels", None), options.pop("source", None)
     axes, pixel_size = options.pop("axes", None), options.pop("pixel_size", None)
     options["proposals"] = proposals_of(options.get("proposals"), labels, source)
