@@ -171,7 +171,7 @@ def prompt_of(args: argparse.Namespace):
     if args.concept and args.prompt:
         raise InputError("Give --prompt or --concept, not both (a concept carries its texts).")
     if args.concept:
-        from ..core.concepts.files import resolve_concept
+        from ..core.concepts.concept import resolve_concept
 
         return resolve_concept(args.concept)
     if not args.prompt:

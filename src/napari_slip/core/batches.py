@@ -188,15 +188,12 @@ class BatchConfig:
         concept = self.concept
         data = asdict(replace(self, concept=None))
         data.pop("threads")
-        data.pop("concept")
-        if concept is not None:  # absent without one: old digests hold
+        if concept is not None:
             from .concepts.files import fingerprint
 
             data["concept"] = fingerprint(concept)
-        if data["concept_class"] is None:
-            data.pop("concept_class")
-        for name in ("axes", "pixel_size"):  # absent as before stacks: old digests hold
-            if data[name] is None:
+        for name in ("axes", "pixel_size", "concept", "concept_class"):
+            if data[name] is None:  # absent as before stacks and concepts: old digests hold
                 data.pop(name)
         if self.stack_params == StackParams():
             data.pop("stack_params")
@@ -410,11 +407,14 @@ def _optional_str(value) -> str | None:
 
 
 def make_config(
-    prompt: str, sam: str = DEFAULT_SAM, clip: str = DEFAULT_CLIP, device: str = "auto", **options
+    prompt: Any, sam: str = DEFAULT_SAM, clip: str | None = None, device: str = "auto", **options
 ) -> BatchConfig:
     """A :class:`BatchConfig` from the keyword options of :func:`batch`, every check
-    (models, combinations) made once, before any image."""
+    (models, combinations) made once, before any image. ``clip`` None: the default, or
+    the CLIP a concept given as ``prompt`` was learnt with."""
     check_options(options, BATCH_OPTIONS, "batch()")
+    if clip is None:
+        clip = getattr(prompt, "clip_spec", lambda: None)() or DEFAULT_CLIP
     threads = options.pop("threads", None)
     axes, pixel_size = options.pop("axes", None), options.pop("pixel_size", None)
     run = RunConfig.build(prompt, "batch()", sam=sam, clip=clip, device=device, **options)
@@ -424,10 +424,10 @@ def make_config(
 def batch(
     inputs: str | os.PathLike | Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
-    prompt: str,
+    prompt: Any,
     *,
     sam: str = DEFAULT_SAM,
-    clip: str = DEFAULT_CLIP,
+    clip: str | None = None,
     device: str = "auto",
     workers: int | None = None,
     scheduler: str | None = None,
@@ -450,7 +450,10 @@ def batch(
         ``summary.json`` go. Run again to resume: inputs done with the same
         parameters are skipped.
     prompt
-        What to segment.
+        What to segment: a text, or a :class:`~.concepts.Concept` (its classes go in
+        ``objects.csv``'s ``class`` and ``class_probability``; ``concept_class=`` keeps one).
+    clip
+        Default :data:`~.params.DEFAULT_CLIP`, or the CLIP a concept was learnt with.
     workers
         Worker processes (default: one per 2 cores and 4 GB; 1 runs in this process;
         never more than images to do, at most four per core).

@@ -86,8 +86,9 @@ class Space:
         mean = pool.m_sum[columns] / n
         var = np.maximum(pool.m_sq[columns] / n - mean**2, 0.0)
         scale = np.sqrt(var)
-        scale[scale < 1e-6] = np.inf  # never varied: carries no information
-        space = cls(np.asarray(columns, dtype=np.int64), mean, scale)
+        live = scale >= 1e-6  # a measurement that never varied carries no information
+        columns, mean, scale = np.asarray(columns, dtype=np.int64)[live], mean[live], scale[live]
+        space = cls(columns, mean, scale)
         if use_clip and pool.n >= 2:
             c_mean = pool.c_sum / n
             cov = pool.c_outer / n - np.outer(c_mean, c_mean)

@@ -12,70 +12,23 @@ probable class, or none (``class_name=`` keeps one class only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from . import classifier
-from .features import FEATURE_GROUPS, GROUPS, MEASUREMENTS, ObjectFeatures
-
-#: Every feature group, in order.
-GROUP_ORDER = ("shape", "intensity", "texture", "clip")
-#: The feature groups a concept uses unless told (see ``benchmarks/bench_concepts.py``).
-DEFAULT_FEATURES = ("auto",)
-#: Limits that keep a concept (and a hostile concept file) small.
-MAX_CLASSES = 256
-MAX_NAME = 200
-MAX_EXAMPLES = 100_000
-
-
-def _check_name(name: object, what: str = "A class name") -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InputError(f"{what} must be a non-empty text; got {name!r}.")
-    if len(name) > MAX_NAME:
-        raise InputError(f"{what} is longer than {MAX_NAME} characters.")
-    return name.strip()
-
-
-def check_features(features: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(features, str):
-        features = (
-            tuple(f.strip() for f in features.split(",")) if "," in features else (features,)
-        )
-    chosen = tuple(features)
-    if chosen == ("auto",):
-        return chosen
-    unknown = [f for f in chosen if f not in FEATURE_GROUPS]
-    if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise InputError(
-            f"Concept features are 'auto' or groups of {', '.join(FEATURE_GROUPS)} (each "
-            f"once); got {list(chosen)!r}."
-        )
-    return chosen
-
-
-@dataclass
-class Examples:
-    """The examples' features: measurements, embeddings, class (-1: negative), step."""
-
-    measurements: np.ndarray
-    clip: np.ndarray
-    labels: np.ndarray
-    steps: np.ndarray
-
-    @classmethod
-    def empty(cls, dim: int = 0) -> Examples:
-        return cls(
-            np.zeros((0, len(MEASUREMENTS))),
-            np.zeros((0, dim), dtype=np.float32),
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0, dtype=np.int64),
-        )
-
-    def __len__(self) -> int:
-        return len(self.labels)
+from .base import (
+    DEFAULT_FEATURES,
+    GROUP_ORDER,
+    MAX_CLASSES,
+    MAX_EXAMPLES,
+    Examples,
+    check_features,
+    check_name,
+)
+from .classifier import Model, Pool, Space, fit, loo_loss, probabilities
+from .classifier import logits as class_logits
+from .features import GROUPS, MEASUREMENTS, ObjectFeatures
 
 
 class Concept:
@@ -127,14 +80,16 @@ class Concept:
                 f"Give one text per class: {len(classes)} classes, {len(given)} texts."
             )
         for i, c in enumerate(classes):
-            self.add_class(c, given[i] if given is not None else None)
+            index = self.add_class(c, given[i] if given is not None else None)
+            if given is not None and given[i] is None:
+                self.texts[index] = None  # this class has no text
         self.features = check_features(features)
         if not isinstance(reject, (int, float)) or not 0.5 <= float(reject) < 1:
             raise InputError(f"reject must be a quantile between 0.5 and 1; got {reject!r}.")
         self.reject = float(reject)
-        self._name = None if name is None else _check_name(name, "The concept's name")
+        self._name = None if name is None else check_name(name, "The concept's name")
         self.examples = Examples.empty()
-        self.pool = classifier.Pool()
+        self.pool = Pool()
         #: The CLIP the embeddings come from: ``{"spec": ..., "sha256": ...}``.
         self.clip: dict = {}
         self._step = 0
@@ -162,13 +117,13 @@ class Concept:
 
     def add_class(self, name: str, text: str | None = None) -> int:
         """Add a class (its index); an existing name returns its index."""
-        name = _check_name(name)
+        name = check_name(name)
         if name in self.classes:
             return self.classes.index(name)
         if len(self.classes) >= MAX_CLASSES:
             raise InputError(f"A concept holds at most {MAX_CLASSES} classes.")
         if text is not None:
-            text = _check_name(text, "A class's text")
+            text = check_name(text, "A class's text")
         self.classes.append(name)
         self.texts.append(text if text is not None else (name if self.use_text else None))
         self._fitted = None
@@ -291,7 +246,7 @@ class Concept:
                                segmenter=segmenter, **normalisation)  # fmt: skip
 
     # -- the classifier ---------------------------------------------------------------
-    def _model(self) -> tuple[classifier.Space, classifier.Model]:
+    def _model(self) -> tuple[Space, Model]:
         if self._fitted is None:
             if not len(self.examples) and not self.has_text:
                 raise InputError(
@@ -303,19 +258,19 @@ class Concept:
                                  "add an example of what to find.")  # fmt: skip
             groups = self.chosen_features()
             space, z = self._space(groups)
-            model = classifier.fit(z, self.examples.labels, len(self.classes), self.reject)
+            model = fit(z, self.examples.labels, len(self.classes), self.reject)
             self._fitted = (space, model, groups)
         return self._fitted[:2]
 
-    def _space(self, groups: Sequence[str]) -> tuple[classifier.Space, np.ndarray]:
+    def _space(self, groups: Sequence[str]) -> tuple[Space, np.ndarray]:
         columns = np.array(
             [MEASUREMENTS.index(n) for g in groups if g in GROUPS for n in GROUPS[g]],
             dtype=np.int64,
         )
         if self.pool.n:
-            space = classifier.Space.from_pool(self.pool, columns, "clip" in groups)
+            space = Space.from_pool(self.pool, columns, "clip" in groups)
         else:  # text only
-            space = classifier.Space(columns, np.zeros(len(columns)), np.ones(len(columns)))
+            space = Space(columns, np.zeros(len(columns)), np.ones(len(columns)))
         ex = self.examples
         z = space(ex.measurements, ex.clip) if len(ex) else np.zeros((0, space.dims))
         return space, z
@@ -334,7 +289,7 @@ class Concept:
         for k in range(1, len(GROUP_ORDER) + 1):
             for groups in itertools.combinations(GROUP_ORDER, k):
                 _, z = self._space(groups)
-                loss = classifier.loo_loss(z, self.examples.labels, len(self.classes), self.reject)
+                loss = loo_loss(z, self.examples.labels, len(self.classes), self.reject)
                 if loss is None:
                     return GROUP_ORDER
                 if best_loss is None or loss < best_loss - 1e-9:
@@ -348,11 +303,11 @@ class Concept:
         if not len(features):
             return np.zeros((0, len(self.classes) + 1))
         z = space(features.measurements, features.clip)
-        return classifier.logits(model, z, text if self.has_text else None)
+        return class_logits(model, z, text if self.has_text else None)
 
     def classify(self, features: ObjectFeatures, text: np.ndarray | None = None):
         """Each object's class name (None: none of them) and its probability."""
-        probs = classifier.probabilities(self.logits(features, text))
+        probs = probabilities(self.logits(features, text))
         best = probs.argmax(axis=1)
         names = [None if b == len(self.classes) else self.classes[b] for b in best]
         return names, probs[np.arange(len(best)), best]
@@ -363,18 +318,40 @@ class Concept:
         return copy.deepcopy(self)
 
     # -- files ------------------------------------------------------------------------
-    def save(self, path) -> None:
+    def save(self, path):
         """Write a ``.concept`` file: safetensors with JSON metadata (see :mod:`.files`)."""
         from .files import save_concept
 
-        save_concept(self, path)
+        return save_concept(self, path)
 
     @classmethod
     def load(cls, path) -> Concept:
         """Read a ``.concept`` file; anything malformed or hostile is one clear line."""
         from .files import load_concept
 
-        return load_concept(path)
+        return load_concept(path, cls)
 
 
-__all__ = ["DEFAULT_FEATURES", "MAX_CLASSES", "MAX_EXAMPLES", "Concept", "check_features"]
+def resolve_concept(spec) -> Concept:
+    """A concept from a file path, or the name of one saved in the cache folder's
+    ``concepts/`` (see :func:`.files.concept_dir`)."""
+    from pathlib import Path
+
+    from .files import concept_dir, saved_concepts
+
+    if isinstance(spec, Concept):
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return Concept.load(path)
+    saved = {p.stem: p for p in saved_concepts()}
+    name = path.name[: -len(".concept")] if path.name.endswith(".concept") else path.name
+    if name in saved and path.parent == Path("."):
+        return Concept.load(saved[name])
+    raise InputError(
+        f"No concept {str(spec)!r}: give the path of a .concept file, or the name of one "
+        f"saved in {concept_dir()} (saved: {', '.join(saved) or 'none yet'})."
+    )
+
+
+__all__ = ["DEFAULT_FEATURES", "Concept", "check_features", "resolve_concept"]

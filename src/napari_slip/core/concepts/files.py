@@ -13,11 +13,12 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from .concept import MAX_CLASSES, MAX_EXAMPLES, MAX_NAME, Concept, Examples, check_features
+from .base import MAX_CLASSES, MAX_EXAMPLES, MAX_NAME, Examples, check_features
 from .features import MEASUREMENTS
 
 FORMAT = "napari-slip-concept"
@@ -28,7 +29,7 @@ MAX_CLIP_DIM = 4096
 _DTYPES = {"F64": np.float64, "F32": np.float32, "I64": np.int64}
 
 
-def save_concept(concept: Concept, path) -> Path:
+def save_concept(concept: Any, path) -> Path:
     """Write ``concept`` to ``path`` (``.concept`` added if missing), atomically."""
     from safetensors.numpy import save_file
 
@@ -87,25 +88,7 @@ def saved_concepts() -> list[Path]:
     return sorted(folder.glob("*.concept")) if folder.is_dir() else []
 
 
-def resolve_concept(spec) -> Concept:
-    """A concept from a file path, or the name of one saved in :func:`concept_dir`."""
-    if isinstance(spec, Concept):
-        return spec
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return load_concept(path)
-    saved = {p.stem: p for p in saved_concepts()}
-    name = path.name[: -len(".concept")] if path.name.endswith(".concept") else path.name
-    if name in saved and path.parent == Path("."):
-        return load_concept(saved[name])
-    known = ", ".join(saved) or "none yet"
-    raise InputError(
-        f"No concept {str(spec)!r}: give the path of a .concept file, or the name of one "
-        f"saved in {concept_dir()} (saved: {known})."
-    )
-
-
-def fingerprint(concept: Concept) -> str:
+def fingerprint(concept: Any) -> str:
     """A content hash of what a concept decides with (examples, pool, classes, options)."""
     import hashlib
 
@@ -119,7 +102,7 @@ def fingerprint(concept: Concept) -> str:
     return h.hexdigest()[:16]
 
 
-def describe(concept: Concept) -> dict:
+def describe(concept: Any) -> dict:
     """A concept as plain data (provenance, logs)."""
     counts = concept.counts()
     return {
@@ -240,8 +223,9 @@ def _check_meta(path: Path, meta: dict, header: dict) -> None:
             )
 
 
-def load_concept(path) -> Concept:
-    """Read a concept file written by :func:`save_concept`."""
+def load_concept(path, cls) -> Any:
+    """Read a concept file written by :func:`save_concept` into a ``cls``
+    (:class:`~.concept.Concept`)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -265,7 +249,7 @@ def load_concept(path) -> Concept:
     if not isinstance(pool_n, int) or pool_n < 0 or (pool_n > 0) != ("pool_m_sum" in tensors):
         raise _fail(path, "its pool record is malformed")
     try:
-        concept = Concept(
+        concept = cls(
             meta["classes"],
             texts=meta["texts"] if meta.get("use_text", True) else False,
             features=check_features(meta.get("features", ())),
@@ -294,7 +278,6 @@ __all__ = [
     "fingerprint",
     "load_concept",
     "read_header",
-    "resolve_concept",
     "save_concept",
     "saved_concepts",
 ]
