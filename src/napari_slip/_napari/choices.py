@@ -107,3 +107,10 @@ def ask_clip_choice(parent, value: str) -> tuple[str, str] | None:
         return ("file", path) if path else None
     folder = QFileDialog.getExistingDirectory(parent, "Checkpoint folder")
     return ("folder", folder) if folder else None
+
+
+def ask_file(parent, title: str, kinds: str) -> str:
+    """A file the user picks ("" if none)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    return QFileDialog.getOpenFileName(parent, title, "", kinds)[0]

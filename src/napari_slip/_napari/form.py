@@ -333,4 +333,10 @@ def update_visibility(w) -> None:
         w.scope.visible = layer.ndim > 2
 
 
+def follow_threshold(widget, value: float) -> None:
+    """The histogram's threshold line at the slider's value (where the slider applies)."""
+    if widget.threshold.enabled:
+        widget.results.histogram.set_threshold(float(value))
+
+
 __all__ = ["MODE_CHOICES", "MODE_TIPS", "advanced_fields", "folder_fields", "selection_fields"]

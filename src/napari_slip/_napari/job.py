@@ -77,6 +77,15 @@ class Request:
     #: The viewer's axis labels (``viewer.dims.axis_labels``): which leading axis is T
     #: and which Z where they say so.
     axis_labels: tuple[str, ...] = ()
+    #: A :class:`~napari_slip.core.concepts.Concept` to find instead of the prompt's
+    #: text, and the one class of it to keep (None: any).
+    concept: Any = None
+    concept_class: str | None = None
+
+    @property
+    def target(self) -> Any:
+        """What the engine looks for: the concept, else the prompt."""
+        return self.concept if self.concept is not None else self.prompt
 
     @property
     def models(self) -> tuple[str, str, str, str]:
@@ -87,7 +96,11 @@ class Request:
         selection = self.selection()
         return RunConfig(
             target=Target(
-                self.prompt, selection.distractors, selection.background, self.templates
+                self.target,
+                selection.distractors,
+                selection.background,
+                self.templates,
+                concept_class=self.concept_class,
             ),
             models=Models(self.sam, self.clip, self.device, self.precision, self.decoder),
             proposals="labels" if self.labels_layer is not None else self.proposals,
@@ -220,7 +233,8 @@ def normalisation(request: Request) -> dict:
 
 def engine_options(request: Request) -> dict:
     """The engine's per-call options for this request."""
-    return {**request.selection().as_dict(), **normalisation(request)}
+    chosen = {"concept_class": request.concept_class} if request.concept_class else {}
+    return {**request.selection().as_dict(), **normalisation(request), **chosen}
 
 
 def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 64) -> Segmenter:
@@ -242,7 +256,7 @@ def check(request: Request) -> None:
     """Refuse a request early, with the reason, before any work starts."""
     if request.image_layer is None:
         raise InputError("Choose an image layer to segment.")
-    if not request.prompt.strip():
+    if not request.prompt.strip() and request.concept is None:
         raise InputError("Type what to segment in the prompt field, e.g. 'nucleus'.")
     if request.proposals not in ("sam", "relevance", "guided"):
         raise InputError(f"Unknown proposals {request.proposals!r}.")
@@ -317,7 +331,7 @@ def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None
         yield from iter_segment_stack(
             segmenter,
             data,
-            request.prompt,
+            request.target,
             rgb=colour,
             planes=_planes(request),
             labels=None if request.labels_layer is None else request.labels_layer.data,

@@ -19,6 +19,7 @@ from ..core.runtime.generators import drain
 from ..core.runtime.progress import Progress
 from .job import Request, check, configure, iter_job, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, show_relevance_layer, write_into_layer
+from .teaching import Teaching
 
 #: The selection settings a re-selection takes from the current inputs.
 SELECTION_FIELDS = ("mode", "threshold", "top_k", "distractors", "relevance_weight")
@@ -53,6 +54,8 @@ class ViewerSession:
         self.viewer = viewer
         self.segmenter = segmenter
         self.last: Output | None = None
+        #: Clicks that teach (see :meth:`correct`), on the last output.
+        self.teaching = Teaching(self)
 
     def prepare(self, request: Request) -> Segmenter:
         """Check a request whole (before any model loads) and give the engine its
@@ -81,6 +84,7 @@ class ViewerSession:
         """Put a result into the viewer: a new Labels layer (none when nothing was
         found), or its objects into ``output``; the relevance map layer if asked for.
         Returns the Labels layer written, or None."""
+        self.teaching.reset()
         if output is None:
             layer = self.new_layer(request, result) if result.n_objects else None
             self.last = Output(request, layer, created=True, result=result)
@@ -142,7 +146,18 @@ class ViewerSession:
         ):
             return False
         self.last = None
+        self.teaching.reset()
         return True
+
+    def correct(self, kind: str, world_point) -> StackResult:
+        """Teach with a click at ``world_point`` (viewer coordinates): ``add`` the object
+        there, or ``remove`` the label there (see :mod:`~..core.concepts.corrections`);
+        every candidate is re-scored and the output layer shows the result."""
+        return self.teaching.correct(kind, world_point)
+
+    def undo_correction(self) -> StackResult | None:
+        """Take back the last correction (None: there is none)."""
+        return self.teaching.undo()
 
     @staticmethod
     def folder_config(request: Request):

@@ -33,6 +33,7 @@ from .choices import (
     ADD_FOLDER,
     CHOOSE_FILE,
     ask_clip_choice,
+    ask_file,
     clip_choices,
     clip_tooltip,
     decoder_choices,
@@ -46,6 +47,7 @@ from .panel import WorkerPanel, compact, one_line
 from .results_panel import ResultsPanel
 from .scripting import remember_widget
 from .session import ViewerSession
+from .teaching_controls import TeachingControls
 
 if TYPE_CHECKING:
     import napari
@@ -122,6 +124,7 @@ class SlipWidget(WorkerPanel):
             setattr(self, name, widget)
         self.folder = Container(widgets=list(folder.values()), labels=True)
         self.results = ResultsPanel()
+        self.teaching = TeachingControls(self)  # concepts; clicks and keys that teach
         self._lay_out()
         self._connect()
         form.add_microscopy_hint(self)
@@ -134,7 +137,8 @@ class SlipWidget(WorkerPanel):
                  "green", "blue", "channel_axis", "channels", "proposals", "sam", "clip",
                  "decoder", "device", "scope", "output", "replace_existing", "show_advanced",
                  "show_folder")  # fmt: skip
-        self.extend([*(getattr(self, n) for n in names), *self.controls()])
+        rows = [getattr(self, n) for n in names]
+        self.extend([*rows[:2], *self.teaching.widgets(), *rows[2:], *self.controls()])
         # Full width under the form (not in a labelled row): the table needs the room.
         self.body().addWidget(self.results.native)
         self.body().addStretch(1)  # spare height goes below, not between rows
@@ -168,7 +172,8 @@ class SlipWidget(WorkerPanel):
         for widget in (self.mode, self.threshold, self.use_floor, self.distractors, self.top_k,
                        self.relevance_weight):  # fmt: skip
             widget.changed.connect(self._reselect)
-        self.threshold.changed.connect(self._on_threshold)
+        # The histogram's threshold line follows the slider, even before a re-run.
+        self.threshold.changed.connect(lambda v: form.follow_threshold(self, v))
         self.image.changed.connect(self._forget_last)
         layers = self.viewer.layers.events
         layers.inserted.connect(self._on_layer_inserted)
@@ -222,20 +227,17 @@ class SlipWidget(WorkerPanel):
         """Offer a trained decoder file in the decoder picker and select it."""
         offer(self.decoder, self._decoder_files, path)
 
-    def _ask_file(self, title: str, kinds: str) -> str:
-        from qtpy.QtWidgets import QFileDialog
-
-        return QFileDialog.getOpenFileName(self.native, title, "", kinds)[0]
-
     def _on_decoder_choice(self, value) -> None:
         self.decoder.tooltip = decoder_tooltip(value)
         if value == CHOOSE_FILE:
-            path = self._ask_file("Trained decoder", "napari-slip decoder (*.safetensors)")
+            path = ask_file(self.native, "Trained decoder", "napari-slip decoder (*.safetensors)")
             self.add_decoder_file(path) if path else setattr(self.decoder, "value", None)
 
     def _on_sam_choice(self, value) -> None:
         if value == CHOOSE_FILE:
-            path = self._ask_file("SAM checkpoint", "Checkpoints (*.pth *.pt *.safetensors)")
+            path = ask_file(
+                self.native, "SAM checkpoint", "Checkpoints (*.pth *.pt *.safetensors)"
+            )
             self.add_sam_file(path) if path else setattr(self.sam, "value", DEFAULT_SAM)
 
     def _on_clip_choice(self, value) -> None:
@@ -289,6 +291,7 @@ class SlipWidget(WorkerPanel):
             tile_params=params_from(TileParams, given[TileParams]),
             templates=(template,) if template else None,
             relevance=bool(self.show_relevance.value),
+            concept=self.teaching.chosen(),
         )
 
     def folder_config(self):
@@ -362,9 +365,11 @@ class SlipWidget(WorkerPanel):
             self.show_error(exc)
             return
         self.progress.value = self.progress.max
-        self._show_outcome(result, request, notify=True)
+        self.show_outcome(result, request, notify=True)
+        self.teaching.update()
 
-    def _show_outcome(self, result, request: Request, notify: bool = False) -> None:
+    def show_outcome(self, result, request: Request, notify: bool = False) -> None:
+        """Show a result: the status line, the results panel, the threshold's range."""
         last = self.session.last
         layer = last.layer if last is not None else None
         message = result.message
@@ -377,11 +382,6 @@ class SlipWidget(WorkerPanel):
             from napari.utils.notifications import show_info
 
             show_info(message)
-
-    def _on_threshold(self, value: float) -> None:
-        """The histogram's threshold line follows the slider, even before a re-run."""
-        if self.threshold.enabled:
-            self.results.histogram.set_threshold(float(value))
 
     def _forget_last(self, *_args, layer=None) -> None:
         """The status and results no longer describe the screen: clear them."""
@@ -407,4 +407,4 @@ class SlipWidget(WorkerPanel):
         if isinstance(outcome, str):
             self.status.value = outcome
         elif outcome is not None:
-            self._show_outcome(*outcome)
+            self.show_outcome(*outcome)

@@ -32,7 +32,7 @@ from .run import proposals_of
 from .session import Candidates
 
 #: Options of a stack run besides selection and normalisation.
-STACK_OPTIONS = ("link", "stack_params")
+STACK_OPTIONS = ("link", "stack_params", "concept_class")
 
 
 @dataclass

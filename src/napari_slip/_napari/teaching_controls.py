@@ -1,0 +1,159 @@
+"""The widget's concept row and the clicks that teach, the napari way: a viewer mouse
+callback (Shift+click adds the object under the cursor, Shift+right-click removes the
+label there), a viewer key binding (Shift+U undoes the last correction), the saved
+concepts listed beside the prompt as checkpoints are, and "Save concept...".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import ComboBox, Label, PushButton
+
+from ..core.errors import SlipError
+
+#: The key that undoes the last correction (napari's key-binding syntax).
+UNDO_KEY = "Shift-U"
+HINT = "Shift+click adds the object under the cursor; Shift+right-click removes a label; "
+HINT += f"{UNDO_KEY.replace('-', '+')} undoes. Each click teaches a concept."
+CHOOSE = "choose a .concept file..."
+
+
+class TeachingControls:
+    """What the dock shows and binds for concepts and corrections."""
+
+    def __init__(self, widget) -> None:
+        self.widget, self.viewer = widget, widget.viewer
+        self._files: list[str] = []
+        self._loaded: dict[str, tuple[float, Any]] = {}
+        self.concept = ComboBox(label="Concept", choices=self._choices, value=None)
+        self.concept.tooltip = (
+            "Find a saved concept (classes shown by examples) instead of the prompt's "
+            "text; Save concept... keeps what your clicks taught."
+        )
+        self.save = PushButton(text="Save concept...")
+        self.examples = Label(value="")
+        self.examples.tooltip = HINT
+        self.save.changed.connect(lambda *_: self.save_concept())
+        self.concept.changed.connect(self._on_choice)
+        self.viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self.viewer.bind_key(UNDO_KEY, self._on_undo, overwrite=True)
+        widget.native.destroyed.connect(lambda *_: self.detach())
+
+    def widgets(self) -> list:
+        return [self.concept, self.save, self.examples]
+
+    def detach(self) -> None:
+        """Unbind from the viewer (the dock is closed)."""
+        callbacks = self.viewer.mouse_drag_callbacks
+        if self._on_mouse in callbacks:
+            callbacks.remove(self._on_mouse)
+        from napari.utils.key_bindings import coerce_keybinding
+
+        if self.viewer.keymap.get(coerce_keybinding(UNDO_KEY)) == self._on_undo:
+            self.viewer.bind_key(UNDO_KEY, None)
+
+    # -- the concept to run with ------------------------------------------------------
+    def _choices(self, _widget=None):
+        from ..core.concepts.files import saved_concepts
+
+        saved = [(p.stem, str(p)) for p in saved_concepts()]
+        known = {v for _, v in saved}
+        files = [(Path(f).name, f) for f in self._files if f not in known]
+        return [("none: the prompt's text", None), *saved, *files, (CHOOSE, CHOOSE)]
+
+    def _on_choice(self, value) -> None:
+        if value != CHOOSE:
+            return
+        from qtpy.QtWidgets import QFileDialog
+
+        path = QFileDialog.getOpenFileName(self.widget.native, "Concept", "",
+                                           "napari-slip concept (*.concept)")[0]  # fmt: skip
+        self.add_file(path) if path else setattr(self.concept, "value", None)
+
+    def add_file(self, path) -> None:
+        """Offer a concept file in the Concept picker and select it."""
+        path = str(path)
+        if path not in self._files:
+            self._files.append(path)
+        self.concept.reset_choices()
+        self.concept.value = path
+
+    def chosen(self):
+        """The chosen concept (read once per file version), or None."""
+        value = self.concept.value
+        if value in (None, CHOOSE):
+            return None
+        from ..core.concepts import Concept
+
+        mtime = Path(value).stat().st_mtime if Path(value).is_file() else -1.0
+        cached = self._loaded.get(value)
+        if cached is None or cached[0] != mtime:
+            cached = (mtime, Concept.load(value))
+            self._loaded[value] = cached
+        return cached[1]
+
+    def save_concept(self, path=None) -> Path | None:
+        """Save what was taught (``path`` None: ask, in the cache's concepts folder)."""
+        from ..core.concepts.files import concept_dir
+
+        teaching = self.widget.session.teaching
+        try:
+            if path is None:
+                from qtpy.QtWidgets import QFileDialog
+
+                folder = concept_dir()
+                folder.mkdir(parents=True, exist_ok=True)
+                last = self.widget.session.last
+                name = last.request.prompt if last is not None else "concept"
+                kinds = "napari-slip concept (*.concept)"
+                start = str(folder / f"{name}.concept")
+                path = QFileDialog.getSaveFileName(self.widget.native, "Save concept", start,
+                                                   kinds)[0]  # fmt: skip
+                if not path:
+                    return None
+            saved = teaching.save(path)
+        except (SlipError, OSError) as exc:
+            self.widget.show_error(exc)
+            return None
+        self.concept.reset_choices()
+        self.widget.status.value = f"Saved the concept to {saved}."
+        return saved
+
+    # -- clicks and keys ----------------------------------------------------------------
+    def _on_mouse(self, viewer, event) -> None:
+        if "Shift" not in event.modifiers or event.button not in (1, 2):
+            return
+        if self.widget.busy or self.widget.session.last is None:
+            return
+        kind = "add" if event.button == 1 else "remove"
+        try:
+            result = self.widget.session.correct(kind, event.position)
+        except SlipError as exc:
+            self.widget.show_error(exc)
+            return
+        self._shown(result)
+
+    def _on_undo(self, viewer=None) -> None:
+        if self.widget.busy:
+            return
+        try:
+            result = self.widget.session.undo_correction()
+        except SlipError as exc:
+            self.widget.show_error(exc)
+            return
+        if result is not None:
+            self._shown(result)
+
+    def _shown(self, result) -> None:
+        self.widget.show_outcome(result, self.widget.session.last.request)
+        self.update()
+
+    def update(self) -> None:
+        """The examples line: what has been taught, and how to teach."""
+        summary = self.widget.session.teaching.summary
+        self.examples.value = summary or "Shift+click to teach (see the tooltip)."
+
+
+__all__ = ["CHOOSE", "HINT", "UNDO_KEY", "TeachingControls"]
