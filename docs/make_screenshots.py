@@ -6,6 +6,7 @@
     ... docs/make_screenshots.py --stack-relevance   (relevance maps of a z-stack)
     ... docs/make_screenshots.py --stack-3d   (a z-stack's linked 3D objects, 3D view)
     ... docs/make_screenshots.py --sections   (every section open, 1090 x 630 and 1600 x 1000)
+    ... docs/make_screenshots.py --concept    (clicks that teach: Shift+click, Shift+right-click)
 
 Weights cannot be downloaded on the machines that build these docs, so the widget runs
 with tiny random models (napari_slip.testing): the screenshots show the interface and
@@ -216,6 +217,52 @@ def stack_3d(weights: Path) -> None:
     viewer.close()
 
 
+def concept_clicks(weights: Path) -> None:
+    """Clicks that teach, with real mouse events: the trained fixture SAM on a synthetic
+    scene, a text run that keeps two objects, two Shift+clicks on missed objects and a
+    Shift+right-click on a wrong one; the prompts layer shows the clicks."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtTest import QTest
+
+    from napari_slip.testing.scenes import scenes
+    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_PATH
+
+    viewer, widget = make_viewer(weights)
+    rgbs, truth = scenes(1, seed=5)
+    image = viewer.add_image(rgbs[0], name="cells", rgb=True)
+    widget.add_sam_file(FIXTURE_PATH)
+    for name, value in {**FIXTURE_AMG, "points_per_side": 8}.items():
+        if hasattr(widget, name):
+            getattr(widget, name).value = value
+    widget.prompt.value = "cell"
+    widget.mode.value = "topk"
+    widget.top_k.value = 2
+    run_and_wait(widget)
+    settle(1.0)
+    canvas = viewer.window._qt_viewer.canvas
+
+    def click(y, x, button):
+        wy, wx = image.data_to_world((y, x))
+        px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
+        QTest.mouseClick(canvas.native, button, Qt.KeyboardModifier.ShiftModifier,
+                         QPoint(round(px), round(py)))  # fmt: skip
+        settle(0.3)
+
+    layer = widget.session.last.layer
+    for v in np.unique(truth[0])[1:]:
+        ys, xs = np.nonzero(truth[0] == v)
+        y, x = int(np.median(ys)), int(np.median(xs))
+        if truth[0][y, x] == v and not layer.data[y, x]:
+            click(y, x, Qt.MouseButton.LeftButton)
+    kept = np.unique(layer.data)[1:]
+    if len(kept) > 2:  # one wrong object removed again, as a user would
+        ys, xs = np.nonzero(layer.data == kept[-1])
+        click(int(np.median(ys)), int(np.median(xs)), Qt.MouseButton.RightButton)
+    print("examples:", widget.results.examples.value)
+    shoot(viewer, "widget-concept.png")
+    viewer.close()
+
+
 def every_section(weights: Path) -> None:
     """Both docks with every section and the results open, at napari's default window
     on a laptop (1090 x 630) and at 1600 x 1000: the docks scroll, the window keeps its
@@ -256,6 +303,10 @@ def main() -> None:
     if sys.argv[1:] == ["--sections"]:
         with tempfile.TemporaryDirectory() as tmp:
             every_section(Path(tmp))
+        return
+    if sys.argv[1:] == ["--concept"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            concept_clicks(Path(tmp))
         return
     if sys.argv[1:] == ["--stack-3d"]:
         with tempfile.TemporaryDirectory() as tmp:

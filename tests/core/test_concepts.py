@@ -320,3 +320,52 @@ def test_batch_and_cli_learn_and_segment_with_a_concept(tmp_path, segmenter, cap
         != make_config(other, clip=str(clip)).digest()
     )
     assert make_config("x", clip=str(clip)).digest() == make_config("x", clip=str(clip)).digest()
+
+
+# --- corrections (no Qt) and tiles -----------------------------------------------------
+
+
+def test_corrections_on_label_proposals_add_remove_undo(domain, segmenter):
+    from napari_slip.core.concepts.corrections import Corrections
+
+    seg, _ = segmenter
+    image, labels, names = domain[1]
+    first = seg.segment(image, "cell", labels=labels, mode="topk", top_k=2)
+    teach = Corrections(seg, first)
+    assert teach.summary() == "Examples: cell 2; not these: 0."
+    missed = next(k for k in names if not first.labels[labels == k].any())
+    ys, xs = np.nonzero(labels == missed)
+    y, x = float(ys[len(ys) // 2]), float(xs[len(xs) // 2])
+    added = teach.add_at(y, x)
+    assert added.labels[int(y), int(x)] > 0 and "cell 3" in teach.summary()
+    assert set(added.table["class"]) == {"cell"}
+    removed = teach.remove_at(y, x)
+    assert removed.labels[int(y), int(x)] == 0 and "not these: 1" in teach.summary()
+    assert teach.undo().labels[int(y), int(x)] > 0
+    with pytest.raises(InputError, match="outside the image"):
+        teach.add_at(-3, 5)
+    background = np.argwhere(labels == 0)[0]
+    with pytest.raises(InputError, match="no label here"):
+        teach.remove_at(*background)
+    assert teach.undo() is not None and teach.undo() is None  # back to the run's examples
+    assert teach.summary() == "Examples: cell 2; not these: 0."
+
+
+def test_a_concept_runs_tile_by_tile(trained_sam_path, segmenter):
+    from napari_slip.core.params import SamProposalParams, TileParams
+    from napari_slip.testing.scenes import nuclei_mosaic
+    from napari_slip.testing.trained_sam import FIXTURE_AMG
+
+    _, clip = segmenter
+    rgb, truth = nuclei_mosaic(3, (256, 480), spacing=44)
+    seg = Segmenter(str(trained_sam_path), str(clip), "cpu",
+                    sam_params=SamProposalParams(**FIXTURE_AMG, min_area=30),
+                    tile_params=TileParams(tiles="on", overlap=32), disk_cache=False)  # fmt: skip
+    concept = Concept(["nucleus"])
+    ids = np.unique(truth)[1:6]
+    concept.add_labels(rgb, truth, {int(i): "nucleus" for i in ids}, segmenter=seg)
+    result = seg.segment(rgb, concept)
+    assert result.provenance["proposals"]["source"] == "sam-tiles"
+    assert set(result.table["class"]) == {"nucleus"}
+    found = set(np.unique(truth[result.labels > 0])) - {0}
+    assert len(found) >= 0.8 * (len(np.unique(truth)) - 1)

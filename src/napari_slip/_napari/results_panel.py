@@ -183,6 +183,10 @@ class ResultsPanel(Container):
         line.addWidget(self.summary.native, 1)
         line.addWidget(self.export, 0, Qt.AlignmentFlag.AlignTop)
         self.native.layout().addWidget(row)
+        #: What the clicks taught (see :mod:`.teaching_controls`); empty until a click.
+        self.examples = Label(value="")
+        wrap(self.examples)
+        self.native.layout().addWidget(self.examples.native)
         self.native.layout().addWidget(self.histogram)
         self.native.layout().addWidget(self.table)
         self.axes = ""
@@ -291,7 +295,7 @@ class ResultsPanel(Container):
         self.rows = pd.DataFrame()
         self.table.setRowCount(0)
         self.histogram.set_data([], [], None)
-        self.summary.value = ""
+        self.summary.value = self.examples.value = ""
         self.layer = None
         self.visible = False
 

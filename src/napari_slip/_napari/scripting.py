@@ -93,6 +93,7 @@ def segment_in_viewer(
     decoder=None,
     relevance_weight: float = SelectionParams.default("relevance_weight"),
     guided_params=None,
+    concept_class: str | None = None,
     progress=None,
     **unknown: Any,
 ) -> Any:
@@ -107,7 +108,9 @@ def segment_in_viewer(
     viewer
         The napari viewer (``viewer`` in napari's console).
     prompt
-        What to segment, e.g. ``"nucleus"``.
+        What to segment, e.g. ``"nucleus"``; or a :class:`~napari_slip.Concept` (classes
+        shown by examples: the layer's features get ``class`` and
+        ``class_probability``; ``concept_class`` keeps one class).
     image
         An Image layer or its name; default the selected Image layer (or the only one).
     mode, threshold, top_k, distractors
@@ -179,7 +182,11 @@ def segment_in_viewer(
     image = _layer(viewer, image, "Image", "image")
     chosen = widget_models(viewer)
     sam = sam if sam is not None else chosen.get("sam", DEFAULT_SAM)
-    clip = clip if clip is not None else chosen.get("clip", DEFAULT_CLIP)
+    from ..core.concepts import Concept
+
+    concept = prompt if isinstance(prompt, Concept) else None
+    own_clip = concept.clip_spec() if concept is not None else None
+    clip = clip if clip is not None else chosen.get("clip", own_clip or DEFAULT_CLIP)
     device = device if device is not None else chosen.get("device", "auto")
     precision = precision if precision is not None else chosen.get("precision", "auto")
     decoder = decoder if decoder is not None else chosen.get("decoder")
@@ -187,7 +194,9 @@ def segment_in_viewer(
     mode_of_proposals = proposals if named else None
     request = Request(
         image_layer=image,
-        prompt=prompt,
+        prompt=concept.name if concept is not None else prompt,
+        concept=concept,
+        concept_class=concept_class,
         mode=mode,
         threshold=threshold,
         top_k=top_k,

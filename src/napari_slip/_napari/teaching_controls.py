@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import ComboBox, Label, PushButton
+from magicgui.widgets import ComboBox, PushButton
 
 from ..core.errors import SlipError
 
@@ -33,7 +33,9 @@ class TeachingControls:
             "text; Save concept... keeps what your clicks taught."
         )
         self.save = PushButton(text="Save concept...")
-        self.examples = Label(value="")
+        self.save.tooltip = HINT
+        #: The results panel's line of what was taught.
+        self.examples = widget.results.examples
         self.examples.tooltip = HINT
         self.save.changed.connect(lambda *_: self.save_concept())
         self.concept.changed.connect(self._on_choice)
@@ -42,7 +44,7 @@ class TeachingControls:
         widget.native.destroyed.connect(lambda *_: self.detach())
 
     def widgets(self) -> list:
-        return [self.concept, self.save, self.examples]
+        return [self.concept, self.save]
 
     def detach(self) -> None:
         """Unbind from the viewer (the dock is closed)."""
@@ -153,7 +155,9 @@ class TeachingControls:
     def update(self) -> None:
         """The examples line: what has been taught, and how to teach."""
         summary = self.widget.session.teaching.summary
-        self.examples.value = summary or "Shift+click to teach (see the tooltip)."
+        self.examples.value = (
+            summary or "Shift+click adds an object, Shift+right-click removes one."
+        )
 
 
 __all__ = ["CHOOSE", "HINT", "UNDO_KEY", "TeachingControls"]

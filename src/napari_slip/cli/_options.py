@@ -168,13 +168,13 @@ def prompt_of(args: argparse.Namespace):
     """``--prompt`` or the ``--concept`` (loaded and checked), exactly one of them."""
     from ..core.errors import InputError
 
-    if args.concept and args.prompt:
+    if args.concept and args.prompt is not None:
         raise InputError("Give --prompt or --concept, not both (a concept carries its texts).")
     if args.concept:
         from ..core.concepts.concept import resolve_concept
 
         return resolve_concept(args.concept)
-    if not args.prompt:
+    if args.prompt is None:
         raise InputError("Say what to find: --prompt TEXT, or --concept NAME.concept.")
     if args.concept_class:
         raise InputError("--class needs --concept.")

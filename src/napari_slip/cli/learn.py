@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
         "--no-text",
         dest="text",
         action="store_false",
-        help="do not use the class names as CLIP texts (examples alone)",
+        help="examples alone (default: each class name is also a CLIP text, a prior that "
+        "fades as examples come)",
     )
     learn.add_argument("--name", help="the concept's name (default: its classes)")
     learn.add_argument("--overwrite", action="store_true", help="replace an existing file")

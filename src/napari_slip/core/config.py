@@ -164,14 +164,6 @@ class Target:
         elif self.concept_class is not None:
             raise InputError("concept_class needs a concept: give the concept as the prompt.")
 
-    @property
-    def query(self) -> Any:
-        """What selection looks for: the prompt, or a :class:`~.concepts.ConceptQuery`."""
-        if self.concept is None:
-            return self.prompt
-        from .concepts import ConceptQuery
-
-        return ConceptQuery(self.concept, self.concept_class)
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
         object.__setattr__(self, "distractors", parse_phrases(self.distractors))
@@ -182,6 +174,15 @@ class Target:
 
             templates = (self.templates,) if isinstance(self.templates, str) else self.templates
             object.__setattr__(self, "templates", check_templates(templates))
+
+    @property
+    def query(self) -> Any:
+        """What selection looks for: the prompt, or a :class:`~.concepts.ConceptQuery`."""
+        if self.concept is None:
+            return self.prompt
+        from .concepts import ConceptQuery
+
+        return ConceptQuery(self.concept, self.concept_class)
 
 
 @dataclass(frozen=True)
