@@ -59,12 +59,13 @@ def build_clip(folder: Path) -> Path:
     import open_clip
     import torch
 
-    from napari_slip.core.models.clip import save_clip_checkpoint
+    from napari_slip.core.models.clip import build_clip, save_clip_checkpoint
 
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    config = open_clip.get_model_config("ViT-B-32")
     path = folder / "vit_b32_random.safetensors"
-    save_clip_checkpoint(model, "ViT-B-32", path, {"note": "random weights (benchmark)"})
+    save_clip_checkpoint(build_clip(config).eval(), config, path,
+                         {"note": "random weights (benchmark)"})  # fmt: skip
     return path
 
 

@@ -66,3 +66,31 @@ def test_sam_quality_filters_apply(tiny_sam_path):
     )
     with pytest.raises(InputError, match="pred_iou_thresh"):
         SamProposalParams(pred_iou_thresh=1.5)
+
+
+def test_no_candidates_says_which_filter_dropped_how_many(tiny_sam_path, tiny_clip_path):
+    """Nothing found because SAM's filters dropped every mask: the message counts each
+    filter's drops and says what to try (issue: 'Nothing found' ended the conversation)."""
+    from napari_slip import Segmenter
+
+    image, _ = blobs_image()
+    sam, _ = load_sam(tiny_sam_path)
+    promptable = PromptableSam(sam)
+    strict = SamProposalParams(points_per_side=3, pred_iou_thresh=0.0,
+                               stability_score_thresh=1.0, min_area=10)  # fmt: skip
+    rgb = np.dstack([(image / image.max() * 255).astype(np.uint8)] * 3)
+    props = drain(sam_proposals(promptable, promptable.embed(rgb), strict))
+    funnel = props.funnel
+    assert funnel["points"] == 9 and funnel["masks"] == 27
+    dropped = funnel["below_iou"] + funnel["unstable"] + funnel["too_small"]
+    assert dropped + funnel["overlapping"] + funnel["kept"] == funnel["masks"]
+    seg = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        sam_params=SamProposalParams(points_per_side=3),
+    )  # SAM's own filters
+    result = seg.segment(image, "cell")
+    assert not result.found
+    assert "27 masks" in result.message and "below Min IoU 0.88" in result.message
+    assert "Lower Min IoU or Min stability" in result.message

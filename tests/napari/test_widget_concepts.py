@@ -107,6 +107,8 @@ def test_a_saved_concept_finds_objects_in_another_image(teach, qtbot):
     widget.teaching.concept.reset_choices()
     assert str(path) in [c for c in widget.teaching.concept.choices if c]
     widget.teaching.concept.value = str(path)
+    # A concept's classes decide: no mode, no phrases; the mode comes back without it.
+    assert not widget.mode.visible and widget.mode.value == "distractors"
     viewer.add_image(rgbs[1], name="more cells", rgb=True)
     widget.image.value = viewer.layers["more cells"]
     widget.prompt.value = ""
@@ -122,6 +124,8 @@ def test_a_saved_concept_finds_objects_in_another_image(teach, qtbot):
     layer = napari_slip.segment_in_viewer(viewer, saved, image="more cells", sam_params=params)
     assert layer is not None and set(layer.features["class"]) == {"object"}
     np.testing.assert_array_equal(layer.data > 0, out.data > 0)
+    widget.teaching.concept.value = None
+    assert widget.mode.visible and widget.mode.value == "topk"
 
 
 def test_clicks_never_rewrite_a_users_layer_and_off_image_is_one_line(teach, qtbot):

@@ -415,3 +415,22 @@ def test_a_typed_threshold_outside_the_scores_is_taken(setup):
     box.editingFinished.emit()
     assert widget.threshold.value == pytest.approx(0.5, abs=0.005)
     assert widget.results.histogram.threshold == pytest.approx(0.5, abs=0.005)
+
+
+def test_no_candidates_offers_to_lower_the_filters_and_run_again(slip, qtbot):
+    viewer, widget, run = slip
+    image, _ = blobs_image()
+    viewer.add_image(image, name="blobs")
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    widget.points_per_side.value = 4
+    widget.pred_iou_thresh.value = 0.95  # random SAM weights: no mask passes
+    widget.stability_score_thresh.value = 0.95
+    run()
+    assert "below Min IoU 0.95" in widget.status.value
+    assert widget.results.suggest.isVisibleTo(widget.native)
+    widget.results.suggest.click()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert (widget.pred_iou_thresh.value, widget.stability_score_thresh.value) == (0.5, 0.7)
+    assert widget.show_advanced.value  # the changed fields are shown
+    assert widget.session.last.request.sam_params.pred_iou_thresh == 0.5  # it ran again

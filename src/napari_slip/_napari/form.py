@@ -303,11 +303,16 @@ def pick_threshold(w, value: float) -> None:
 def update_visibility(w) -> None:
     """Show each field of the segmentation dock only where it does something."""
     mode = w.mode.value
-    w.distractors.visible = mode == "distractors"
-    w.top_k.visible = mode == "topk"
-    w.use_floor.visible = mode != "threshold"
-    # The threshold does something only in threshold mode or as a floor.
-    w.threshold.enabled = mode == "threshold" or bool(w.use_floor.value)
+    teaching = getattr(w, "teaching", None)
+    concept = teaching is not None and teaching.chosen_name() is not None
+    # A concept's classes compete with each other and "none": no mode, no phrases.
+    w.mode.visible = not concept
+    w.distractors.visible = mode == "distractors" and not concept
+    w.top_k.visible = mode == "topk" and not concept
+    w.use_floor.visible = mode != "threshold" or concept
+    # The threshold does something only in threshold mode or as a floor (a concept's:
+    # a floor on the class probability).
+    w.threshold.enabled = (mode == "threshold" and not concept) or bool(w.use_floor.value)
     w.replace_existing.visible = w.output.value is not None
     layer = w.image.value
     single = layer is not None and not layer.rgb
@@ -337,6 +342,16 @@ def follow_threshold(widget, value: float) -> None:
     """The histogram's threshold line at the slider's value (where the slider applies)."""
     if widget.threshold.enabled:
         widget.results.histogram.set_threshold(float(value))
+
+
+def lower_filters(widget) -> None:
+    """SAM's filters left no candidate: Min IoU 0.5 and Min stability 0.7 (half the
+    current value where it is already lower), shown in the Advanced settings, and Run."""
+    for name, relaxed in (("pred_iou_thresh", 0.5), ("stability_score_thresh", 0.7)):
+        field = getattr(widget, name)
+        field.value = relaxed if field.value > relaxed else round(field.value / 2, 3)
+    widget.show_advanced.value = True
+    widget.run()
 
 
 __all__ = ["MODE_CHOICES", "MODE_TIPS", "advanced_fields", "folder_fields", "selection_fields"]

@@ -82,6 +82,10 @@ class Request:
     concept: Any = None
     concept_class: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.concept is not None and not str(self.prompt).strip():
+            self.prompt = self.concept.name  # what the layer and messages are called
+
     @property
     def target(self) -> Any:
         """What the engine looks for: the concept, else the prompt."""

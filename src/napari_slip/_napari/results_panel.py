@@ -182,11 +182,18 @@ class ResultsPanel(Container):
         line.setContentsMargins(0, 0, 0, 0)
         line.addWidget(self.summary.native, 1)
         line.addWidget(self.export, 0, Qt.AlignmentFlag.AlignTop)
+        #: Shown when SAM's filters left no candidate: lower them and run again.
+        self.suggest = QPushButton("Lower SAM's filters and run again")
+        self.suggest.setToolTip("Min IoU 0.5 and Min stability 0.7 (or half the current)")
+        self.suggest.setVisible(False)
+        self.on_suggest = None
+        self.suggest.clicked.connect(lambda *_: self.on_suggest and self.on_suggest())
         self.native.layout().addWidget(row)
         #: What the clicks taught (see :mod:`.teaching_controls`); empty until a click.
         self.examples = Label(value="")
         wrap(self.examples)
         self.native.layout().addWidget(self.examples.native)
+        self.native.layout().addWidget(self.suggest)
         self.native.layout().addWidget(self.histogram)
         self.native.layout().addWidget(self.table)
         self.axes = ""
@@ -253,6 +260,8 @@ class ResultsPanel(Container):
             self.summary.value = f"{int(kept.sum())} of {len(cands)} {what} kept{where}"
         else:
             self.summary.value = "No candidate objects."
+        funnels = [getattr(c.proposals, "funnel", None) for c in _planes(result)]
+        self.suggest.setVisible(not len(cands) and any(f and f["masks"] for f in funnels))
         self.visible = True
 
     def _follow(self, layer) -> None:
@@ -296,6 +305,7 @@ class ResultsPanel(Container):
         self.table.setRowCount(0)
         self.histogram.set_data([], [], None)
         self.summary.value = self.examples.value = ""
+        self.suggest.setVisible(False)
         self.layer = None
         self.visible = False
 
@@ -348,6 +358,14 @@ class ResultsPanel(Container):
                                            "CSV (*.csv)")[0]  # fmt: skip
         if path:
             self.export_csv(path)
+
+
+def _planes(result) -> list:
+    """The candidates of every plane of a result (a plane's or a stack's)."""
+    candidates = getattr(result, "candidates", None)
+    if isinstance(candidates, dict):
+        return [c for c in candidates.values() if c is not None]
+    return [] if candidates is None else [candidates]
 
 
 def planes_text(row: pd.Series, axes: list[str]) -> str:

@@ -49,7 +49,8 @@ class Teaching:
             )
         if self.corrections is None:
             request = last.request
-            concept = request.concept
+            # A copy: the picker's concept changes only when the taught one is saved.
+            concept = None if request.concept is None else request.concept.copy()
             self.corrections = Corrections(self.session.segmenter, last.result, concept,
                                            request.concept_class)  # fmt: skip
         return self.corrections

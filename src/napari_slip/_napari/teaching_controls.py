@@ -65,7 +65,20 @@ class TeachingControls:
         files = [(Path(f).name, f) for f in self._files if f not in known]
         return [("none: the prompt's text", None), *saved, *files, (CHOOSE, CHOOSE)]
 
+    def chosen_name(self) -> str | None:
+        """The chosen concept file, or None (the prompt's text is used)."""
+        value = self.concept.value
+        return None if value in (None, CHOOSE) else value
+
     def _on_choice(self, value) -> None:
+        mode = self.widget.mode
+        if value is not None and value != CHOOSE and mode.value != "distractors":
+            # A concept keeps what its classifier says: the distractors rule, over its
+            # classes (the mode row is hidden); the user's mode comes back without one.
+            self._mode, mode.value = mode.value, "distractors"
+        elif value is None and getattr(self, "_mode", None):
+            mode.value, self._mode = self._mode, None
+        self.widget._update_visibility()
         if value != CHOOSE:
             return
         from qtpy.QtWidgets import QFileDialog
@@ -84,8 +97,8 @@ class TeachingControls:
 
     def chosen(self):
         """The chosen concept (read once per file version), or None."""
-        value = self.concept.value
-        if value in (None, CHOOSE):
+        value = self.chosen_name()
+        if value is None:
             return None
         from ..core.concepts import Concept
 

@@ -129,6 +129,7 @@ class SlipWidget(WorkerPanel):
         self._connect()
         form.add_microscopy_hint(self)
         self.results.histogram.on_pick = lambda value: form.pick_threshold(self, value)
+        self.results.on_suggest = lambda: form.lower_filters(self)
         self.scroll_inside()
         self._update_visibility()
 

@@ -71,6 +71,12 @@ def choose(
         if len(table)
         else f"Nothing found for {prompt!r}: {chosen.reason}"
     )
+    if not len(proposals) and proposals.funnel:  # which of SAM's filters dropped what
+        from .proposals import funnel_hint
+
+        message = (
+            f"Nothing found for {prompt!r}: no candidate objects. {funnel_hint(proposals.funnel)}"
+        )
     shrunk = candidates.source.get("max_side")
     if candidates.source.get("source") == "sam" and shrunk and max(proposals.shape) > shrunk:
         message += (

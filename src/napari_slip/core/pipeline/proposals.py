@@ -6,6 +6,7 @@ run-length encodings (which explode in size for noisy masks).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 
@@ -43,6 +44,9 @@ class Proposals:
     source_ids: np.ndarray
     #: How many grid points SAM's decoder ran on (0 for label proposals).
     decoded_points: int = 0
+    #: Where SAM's masks went (:func:`funnel_hint`): decoded, dropped by each filter,
+    #: kept; None for proposals not from SAM's grid.
+    funnel: dict | None = None
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -159,6 +163,7 @@ def upscale_proposals(props: Proposals, shape: tuple[int, int]) -> Proposals:
         props.quality,
         props.source_ids,
         props.decoded_points,
+        props.funnel,
     )
 
 
@@ -206,7 +211,7 @@ def sam_proposals(
     points = grid_points(params.points_per_side, w, h, params.skip_covered)
     batch_size = params.points_per_batch or (64 if sam.device.type == "cuda" else 16)
     covered = np.zeros((h, w), dtype=bool)
-    boxes, crops, scores = [], [], []
+    boxes, crops, scores, counts = [], [], [], Counter()
     n_points, done, decoded = len(points), 0, 0
     yield Progress("proposals", 0, n_points, "SAM mask decoder", heavy=True)
     while done < n_points:
@@ -227,10 +232,11 @@ def sam_proposals(
             low_res, iou = sam.decode_points_above(
                 embedding, batch, params.pred_iou_thresh, precision
             )
+            counts["below_iou"] += 3 * len(batch) - len(iou)  # three masks per point
         else:
             low_res, iou = sam.decode_points(embedding, batch, precision)
             low_res, iou = low_res.flatten(0, 1), iou.flatten(0, 1)
-        for box, crop, score, _ in binary_masks(sam, embedding, low_res, iou, params):
+        for box, crop, score, _ in binary_masks(sam, embedding, low_res, iou, params, counts):
             crops.append(crop)
             boxes.append(box)
             scores.append(score)
@@ -238,7 +244,25 @@ def sam_proposals(
                 y0, x0, y1, x1 = box
                 covered[y0:y1, x0:x1] |= crop
         yield Progress("proposals", done, n_points, f"{len(crops)} candidate masks")
-    return nms_proposals((h, w), boxes, crops, scores, params.box_nms_thresh, decoded)
+    props = nms_proposals((h, w), boxes, crops, scores, params.box_nms_thresh, decoded)
+    funnel = {"points": decoded, "masks": 3 * decoded, "below_iou": 0, "unstable": 0,
+              "too_small": 0, **counts,
+              "overlapping": len(crops) - len(props), "kept": len(props),
+              "min_iou": params.pred_iou_thresh, "min_stability": params.stability_score_thresh,
+              "min_area": params.min_area}  # fmt: skip
+    return replace(props, funnel=funnel)
+
+
+def funnel_hint(funnel: dict) -> str:
+    """Why SAM's grid left no candidate, in one line, and what to try."""
+    shown = [f"{funnel.get('below_iou', 0)} below Min IoU {funnel['min_iou']:g}",
+             f"{funnel.get('unstable', 0)} below Min stability {funnel['min_stability']:g}",
+             f"{funnel.get('too_small', 0)} under Min area {funnel['min_area']} px"]  # fmt: skip
+    return (
+        f"SAM decoded {funnel['points']} points ({funnel['masks']} masks): "
+        f"{', '.join(shown)}. Lower Min IoU or Min stability (Advanced settings), try "
+        "guided proposals, or raise the image's contrast."
+    )
 
 
 def binary_masks(
@@ -247,9 +271,11 @@ def binary_masks(
     low_res: torch.Tensor,
     iou: torch.Tensor,
     params: SamProposalParams,
+    counts: Counter | None = None,
 ) -> list[tuple[tuple[int, int, int, int], np.ndarray, float, int]]:
     """SAM's low-resolution logits -> ``(box, cropped mask, predicted IoU, row)`` of each
-    mask that passes the stability and area filters (``row``: its index in the input)."""
+    mask that passes the stability and area filters (``row``: its index in the input);
+    ``counts`` gains how many each filter dropped (``unstable``, ``too_small``)."""
     from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
 
     if not len(iou):
@@ -261,10 +287,14 @@ def binary_masks(
         stability = calculate_stability_score(logits, threshold, params.stability_score_offset)
         keep = (stability >= params.stability_score_thresh).cpu()
         logits, iou, rows = logits[keep.to(logits.device)], iou[keep.to(iou.device)], rows[keep]
+        if counts is not None:
+            counts["unstable"] += int((~keep).sum())
     binary = logits > threshold
     del logits
     areas = binary.flatten(1).sum(1)
     keep = (areas > max(params.min_area, 0)).cpu()
+    if counts is not None:
+        counts["too_small"] += int((~keep).sum())
     binary, iou, rows = binary[keep.to(binary.device)], iou[keep.to(iou.device)], rows[keep]
     bb = batched_mask_to_box(binary)  # x0, y0, x1, y1 inclusive
     out = []

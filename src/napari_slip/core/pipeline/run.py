@@ -123,6 +123,7 @@ def iter_run(
 
         yield Progress("measuring objects", 0, 1, f"{len(candidates)} candidates")
         features_of(candidates, segmenter.image)
+        yield Progress("measuring objects", 1, 1, f"{len(candidates)} candidates")
     relevance = None
     if config.relevance or selection.relevance_weight:
         relevance = yield from segmenter.iter_relevance(prompt)

@@ -20,7 +20,7 @@ masks on each at full resolution, and merges the masks across tiles:
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -295,6 +295,7 @@ class TiledSamSource:
         tiles = tile_grid(shape, size, self.tiles.overlap)
         n = len(tiles)
         found: list[Proposals] = []
+        funnels: list = []
         count = 0
         for t, box in enumerate(tiles):
             what = f"tile {t + 1}/{n}"
@@ -309,12 +310,20 @@ class TiledSamSource:
                 what,
             )
             found.append(shift(props, box, shape))
+            funnels.append(props.funnel)
             count += len(props)
             yield Progress("tiles", t + 1, n, f"{what}: {count} masks so far")
         yield Progress("tiles", n, n, f"merging {count} masks across tile borders")
-        return merge_tiles(
+        merged = merge_tiles(
             found, tiles, shape, self.tiles.merge_iou, nms_thresh=self.params.box_nms_thresh
         )
+        funnels = [f for f in funnels if f]
+        if not funnels:
+            return merged
+        funnel = {**funnels[0]}  # every tile's filter counts, summed (thresholds shared)
+        for key in ("points", "masks", "below_iou", "unstable", "too_small", "overlapping"):
+            funnel[key] = sum(f.get(key, 0) for f in funnels)
+        return replace(merged, funnel={**funnel, "kept": len(merged)})
 
 
 __all__ = ["TiledSamSource", "merge_tiles", "one_bar", "shift", "tile_grid"]
