@@ -314,6 +314,24 @@ def test_console_call_does_what_the_button_does(make_napari_viewer, tiny_sam_pat
         napari_slip.segment_in_viewer(viewer, "cell", image="nope")
 
 
+def test_napari_axis_labels_say_which_axis_is_channels(setup):
+    """A reader's axis labels: 'c' is the channel axis (chosen, the only choice); 'z' and
+    't' are planes, so no Channel axis row; unlabelled axes are each offered."""
+    viewer, widget, _ = setup
+    cyx = viewer.add_image(np.zeros((3, 40, 40), np.uint16), name="cyx",
+                           axis_labels=("c", "y", "x"))  # fmt: skip
+    widget.image.value = cyx
+    assert widget.channel_axis.choices == (0,) and widget.channel_axis.value == 0
+    assert not widget.channel_axis.native.isHidden()
+    zyx = viewer.add_image(np.zeros((5, 40, 40), np.uint16), name="zyx",
+                           axis_labels=("z", "y", "x"))  # fmt: skip
+    widget.image.value = zyx
+    assert widget.channel_axis.choices == (None,) and not widget.channel_axis.visible
+    plain = viewer.add_image(np.zeros((5, 40, 40), np.uint16), name="plain")
+    widget.image.value = plain
+    assert widget.channel_axis.choices == (None, 0) and widget.channel_axis.value is None
+
+
 def test_multichannel_layer_with_a_channel_axis(setup):
     """A (C, Z, H, W) layer: channels become colour, z stays a stack."""
     viewer, widget, run = setup

@@ -204,12 +204,28 @@ def _is_relevance_map(layer) -> bool:
     return isinstance(meta, dict) and "relevance_of" in meta
 
 
+#: Axis labels (napari's ``layer.axis_labels``, set by readers) that name channels, and
+#: those that name planes (depth, time): napari's own channel information.
+CHANNEL_LABELS = {"c", "ch", "channel", "channels"}
+PLANE_LABELS = {"z", "t", "time", "depth", "plane", "slice", "frame"}
+
+
 def channel_axis_choices(layer) -> list:
+    """The Channel axis row's choices: a leading axis labelled as channels is the only
+    choice (chosen); leading axes all labelled as planes offer none (the row hides);
+    unlabelled axes (napari's "-3", ...) are each offered, "none" first."""
     choices = [("none (grayscale or RGB)", None)]
-    if layer is not None and not layer.rgb and layer.ndim >= 3:
-        shape = layer.data[0].shape if layer.multiscale else layer.data.shape
-        choices += [(f"axis {a} ({shape[a]} channels)", a) for a in range(layer.ndim - 2)]
-    return choices
+    if layer is None or layer.rgb or layer.ndim < 3:
+        return choices
+    shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+    lead = range(layer.ndim - 2)
+    labels = [str(a).strip().lower() for a in getattr(layer, "axis_labels", ())][: len(lead)]
+    named = [a for a in lead if len(labels) == len(lead) and labels[a] in CHANNEL_LABELS]
+    if named:
+        return [(f"axis {a} '{labels[a]}' ({shape[a]} channels)", a) for a in named]
+    if len(labels) == len(lead) and all(x in PLANE_LABELS for x in labels):
+        return choices  # z / t axes: planes, never channels
+    return choices + [(f"axis {a} ({shape[a]} channels)", a) for a in lead]
 
 
 def sam_choices(files: list[str]) -> list:
@@ -318,7 +334,7 @@ def update_visibility(w) -> None:
     single = layer is not None and not layer.rgb
     w.green.visible = single and len(w.green.choices) > 1
     w.blue.visible = w.green.visible and w.green.value is not None
-    w.channel_axis.visible = len(w.channel_axis.choices) > 1
+    w.channel_axis.visible = any(c is not None for c in w.channel_axis.choices)
     w.channels.visible = w.channel_axis.value is not None
     # The decoder matters only where the relevance map is used.
     w.decoder.visible = (
