@@ -67,6 +67,20 @@ class Pool:
         self.m_sq += (m**2).sum(0)
         self.c_sum += c.sum(0)
         self.c_outer += c.T @ c
+        self.__dict__.pop("_pca", None)
+
+    def clip_pca(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The embeddings' mean, and their covariance's eigenvalues and vectors (largest
+        first); computed once per pool state (a correction refits in milliseconds)."""
+        cached = self.__dict__.get("_pca")
+        if cached is None:
+            n = max(self.n, 1)
+            mean = self.c_sum / n
+            values, vectors = np.linalg.eigh(self.c_outer / n - np.outer(mean, mean))
+            order = np.argsort(values)[::-1]
+            cached = (mean, values[order], vectors[:, order])
+            self.__dict__["_pca"] = cached
+        return cached
 
 
 @dataclass
@@ -90,13 +104,10 @@ class Space:
         columns, mean, scale = np.asarray(columns, dtype=np.int64)[live], mean[live], scale[live]
         space = cls(columns, mean, scale)
         if use_clip and pool.n >= 2:
-            c_mean = pool.c_sum / n
-            cov = pool.c_outer / n - np.outer(c_mean, c_mean)
-            values, vectors = np.linalg.eigh(cov)
+            c_mean, values, vectors = pool.clip_pca()
             k = int(min(CLIP_DIMS, pool.n - 1, len(values)))
-            top = np.argsort(values)[::-1][:k]
-            lead = np.maximum(values[top], 1e-4 * max(values.max(), 1e-12))
-            space.clip_mean, space.basis, space.clip_scale = c_mean, vectors[:, top], np.sqrt(lead)
+            lead = np.maximum(values[:k], 1e-4 * max(values.max(), 1e-12))
+            space.clip_mean, space.basis, space.clip_scale = c_mean, vectors[:, :k], np.sqrt(lead)
         return space
 
     @property
