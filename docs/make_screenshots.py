@@ -238,6 +238,7 @@ def concept_clicks(weights: Path) -> None:
     widget.mode.value = "topk"
     widget.top_k.value = 2
     run_and_wait(widget)
+    viewer.reset_view()
     settle(1.0)
     canvas = viewer.window._qt_viewer.canvas
 

@@ -77,6 +77,9 @@ def test_click_adds_removes_and_undo_restores(teach, qtbot):
     assert len(prompts.data) == 1 and viewer.layers.selection.active is layer
     assert "object 3" in widget.teaching.examples.value  # two kept + one clicked
     assert set(layer.features["class"]) == {"object"}
+    table = widget.results.table  # every object in the table, none left hidden
+    shown = [r for r in range(table.rowCount()) if not table.isRowHidden(r)]
+    assert len(shown) == len(np.unique(layer.data)) - 1
     # Shift+right-click on it: removed, and remembered as "not this".
     _click(viewer, image, y, x, Qt.MouseButton.RightButton)
     assert layer.data[y, x] == 0

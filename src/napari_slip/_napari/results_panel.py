@@ -241,6 +241,9 @@ class ResultsPanel(Container):
                 item.setData(Qt.ItemDataRole.UserRole, int(i))  # its row, however sorted
                 self.table.setItem(int(i), j, item)
         self.table.setSortingEnabled(True)
+        for r in range(self.table.rowCount()):  # rows hidden for the previous result
+            self.table.setRowHidden(r, False)
+        self.follow_layer()
         self.table.setVisible(len(self.rows) > 0)
         self.export.setEnabled(len(self.rows) > 0)
         # Linked planes: selection chose among whole objects, so their scores are shown.

@@ -38,7 +38,10 @@ class TeachingControls:
         self.examples = widget.results.examples
         self.examples.tooltip = HINT
         self.save.changed.connect(lambda *_: self.save_concept())
-        self.concept.changed.connect(self._on_choice)
+        # Qt's own signal: magicgui does not announce a change back to None.
+        self.concept.native.currentIndexChanged.connect(
+            lambda *_: self._on_choice(self.concept.value)
+        )
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
         self.viewer.bind_key(UNDO_KEY, self._on_undo, overwrite=True)
         widget.native.destroyed.connect(lambda *_: self.detach())
