@@ -311,6 +311,11 @@ def test_batch_and_cli_learn_and_segment_with_a_concept(tmp_path, segmenter, cap
     assert len(summary.done) == 1
     objects = pd.read_csv(tmp_path / "bout" / "objects.csv")
     assert "class" in objects and objects["class"].isin(concept.classes).all()
+    assert main(["batch", str(test / "images"), "--concept", str(out), "-o",
+                 str(tmp_path / "cli_out"), "--proposals", "relevance", "--workers", "1",
+                 "-q"]) == 0  # fmt: skip
+    cli = pd.read_csv(tmp_path / "cli_out" / "objects.csv")
+    pd.testing.assert_frame_equal(cli[["id", "class"]], objects[["id", "class"]])
     from napari_slip.core.batches import make_config
 
     other = concept.copy()
