@@ -145,3 +145,36 @@ def server():
     yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def official_clip(tmp_path, monkeypatch):
+    """A CLIP weight file as open_clip's hub publishes it (a plain state dict, no
+    napari-slip metadata) of an architecture open_clip knows (a tiny one, registered)."""
+    import copy
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    from napari_slip.core.models import registry
+    from napari_slip.core.models.clip import build_clip
+    from napari_slip.testing.tiny import TINY_CLIP
+
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, "TinyTest", copy.deepcopy(TINY_CLIP))
+    real = registry._clip_source
+
+    def source(spec):
+        if spec.startswith("TinyTest:"):
+            return (
+                "TinyTest",
+                {},
+                ["http://127.0.0.1:9/open_clip_model.safetensors"],
+                tmp_path / "cache",
+            )
+        return real(spec)
+
+    monkeypatch.setattr(registry, "_clip_source", source)
+    model = build_clip(copy.deepcopy(TINY_CLIP))
+    path = tmp_path / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path

@@ -645,3 +645,33 @@ def test_green_and_blue_offer_only_layers_that_can_join_the_image(setup):
     widget.green.reset_choices()
     names = [c for c in widget.green.choices if c is not None]
     assert [x.name for x in names] == ["membrane"]
+
+
+def test_an_official_open_clip_file_chosen_in_the_widget_is_asked_its_model(
+    slip, official_clip, qtbot
+):
+    """'Choose a file…' with a hub's plain weight file: the widget asks which model it is
+    (here answered by the callback the dialog stands for) and runs with it."""
+    from napari_slip._napari.choices import clip_file_spec
+
+    viewer, widget, run = slip
+    asked = []
+    spec = clip_file_spec(
+        str(official_clip), lambda names: asked.append(names) or "TinyTest:custom"
+    )
+    assert spec == f"TinyTest:custom={official_clip}" and "ViT-B-32:laion2b_s34b_b79k" in asked[0]
+    assert clip_file_spec(str(official_clip), lambda names: "") == ""  # cancelled: nothing
+    widget.add_clip_file(spec)
+    assert widget.clip.value == spec
+    assert widget.clip.native.currentText() == "open_clip_model.safetensors (TinyTest:custom)"
+    image, labels = blobs_image()
+    viewer.add_image(image, name="blobs")
+    viewer.add_labels(labels, name="truth")
+    widget.image.value = viewer.layers["blobs"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    assert widget.session.last.layer is not None, widget.status.value
+    assert widget.session.last.result.provenance["clip"]["path"] == str(official_clip)

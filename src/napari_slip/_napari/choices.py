@@ -32,7 +32,10 @@ def clip_choices(files: list[str], folders: list[str]) -> list[tuple[str, str]]:
     for path, _meta in find_clip_checkpoints(folders):
         choices.append((path.stem, str(path)))
     known = {value for _, value in choices}
-    choices += [(Path(p).name, p) for p in files if p not in known]
+    for p in files:
+        if p not in known:  # MODEL:TAG=PATH: an official weight file, its model named
+            named, _, file = p.rpartition("=") if "=" in p else ("", "", p)
+            choices.append((f"{Path(file).name} ({named})" if named else Path(p).name, p))
     return [*choices, ("Choose a file…", CHOOSE_FILE), ("Add a checkpoint folder…", ADD_FOLDER)]
 
 
@@ -62,7 +65,10 @@ def decoder_choices(files: list[str], folders: list[str]) -> list[tuple[str, obj
     for path, _meta in find_decoders(folders):
         choices.append((path.stem, str(path)))
     known = {value for _, value in choices}
-    choices += [(Path(p).name, p) for p in files if p not in known]
+    for p in files:
+        if p not in known:  # MODEL:TAG=PATH: an official weight file, its model named
+            named, _, file = p.rpartition("=") if "=" in p else ("", "", p)
+            choices.append((f"{Path(file).name} ({named})" if named else Path(p).name, p))
     return [*choices, ("Choose a file…", CHOOSE_FILE)]
 
 
@@ -102,9 +108,10 @@ def ask_clip_choice(parent, value: str) -> tuple[str, str] | None:
 
     if value == CHOOSE_FILE:
         path, _ = QFileDialog.getOpenFileName(
-            parent, "CLIP checkpoint", "", "napari-slip CLIP (*.safetensors)"
+            parent, "CLIP checkpoint", "", "CLIP weights (*.safetensors *.bin)"
         )
-        return ("file", path) if path else None
+        spec = clip_file_spec(path, lambda names: _ask_architecture(parent, names)) if path else ""
+        return ("file", spec) if spec else None
     folder = QFileDialog.getExistingDirectory(parent, "Checkpoint folder")
     return ("folder", folder) if folder else None
 
@@ -114,3 +121,32 @@ def ask_file(parent, title: str, kinds: str) -> str:
     from qtpy.QtWidgets import QFileDialog
 
     return QFileDialog.getOpenFileName(parent, title, "", kinds)[0]
+
+
+def clip_file_spec(path: str, ask) -> str:
+    """The CLIP spec of a chosen file: a napari-slip checkpoint as it is; an official
+    open_clip weight file (no napari-slip metadata) as ``MODEL:TAG=PATH``, its
+    architecture from ``ask(names)`` (the known pretrained names; "" if cancelled)."""
+    from ..core.errors import CheckpointError
+    from ..core.models.clip import read_clip_metadata
+
+    if not path.endswith(".safetensors"):
+        named = ask(list(CLIP_PRETRAINED))
+        return f"{named}={path}" if named else ""
+    try:
+        read_clip_metadata(path)
+        return path
+    except CheckpointError:
+        named = ask(list(CLIP_PRETRAINED))
+        return f"{named}={path}" if named else ""
+
+
+def _ask_architecture(parent, names: list[str]) -> str:
+    from qtpy.QtWidgets import QInputDialog
+
+    name, ok = QInputDialog.getItem(
+        parent, "Which CLIP is this file?",
+        "An open_clip weight file without napari-slip metadata: its model and tag", names,
+        0, False,
+    )  # fmt: skip
+    return name if ok else ""

@@ -84,6 +84,12 @@ class Models:
         from .models.hubclip import hub_name
 
         named = hub_name(self.clip) is not None  # biomedclip and its hf-hub: name
+        from .models.registry import split_clip_file
+
+        given = split_clip_file(self.clip)  # MODEL:TAG=PATH: an official weight file
+        if given is not None and not given[1].is_file():
+            raise InputError(f"The CLIP weight file {given[1]} (of {given[0]}) does not exist.")
+        named = named or given is not None
         if (
             not named
             and _looks_like_path(self.clip)

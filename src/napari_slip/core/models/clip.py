@@ -233,7 +233,11 @@ def read_clip_metadata(path: str | os.PathLike) -> dict:
     meta = read_safetensors_metadata(path)
     if CONFIG_KEY not in meta:
         raise CheckpointError(
-            f"{path} has no '{CONFIG_KEY}' metadata: it is not a napari-slip CLIP checkpoint."
+            f"{path} has no '{CONFIG_KEY}' metadata: it is not a napari-slip CLIP checkpoint. "
+            "An official open_clip weight file (e.g. open_clip_model.safetensors from the "
+            "model's hub page) needs its architecture named: "
+            f"ViT-B-32:laion2b_s34b_b79k={path} (--clip, clip=...), or put it where "
+            "`napari-slip models` shows."
         )
     return meta
 

@@ -16,7 +16,13 @@ from pathlib import Path
 from ..errors import CheckpointError
 from .clip import read_clip_metadata
 from .download import checkpoint_dir
-from .registry import CLIP_PRETRAINED, SAM_MODELS, _clip_source, clip_cached_file, sam_cache_path
+from .registry import (
+    CLIP_PRETRAINED,
+    SAM_MODELS,
+    clip_cache_target,
+    clip_cached_file,
+    sam_cache_path,
+)
 
 
 @dataclass(frozen=True)
@@ -109,9 +115,15 @@ def list_models(checkpoint_folders: list[str | os.PathLike] | None = None) -> li
         )
     for spec in CLIP_PRETRAINED:
         cached = clip_cached_file(spec)
-        where = cached or _clip_source(spec)[3]
+        url, target = clip_cache_target(spec)
         rows.append(
-            ModelEntry("clip", spec, cached is not None, str(where), "open_clip pretrained")
+            ModelEntry(
+                "clip",
+                spec,
+                cached is not None,
+                str(cached or target),
+                f"open_clip pretrained; {url} (or any local copy: --clip {spec}=PATH)",
+            )
         )
     from .hubclip import HUB_CLIPS, hub_folder, missing_files
 

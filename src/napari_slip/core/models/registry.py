@@ -273,6 +273,23 @@ def _clip_source(spec: str) -> tuple[str, dict, list[str], Path]:
     return name, pcfg, urls, folder
 
 
+def split_clip_file(spec: str) -> tuple[str, Path] | None:
+    """``MODEL:TAG=PATH`` (an official open_clip weight file, its architecture named) as
+    ``("MODEL:TAG", PATH)``; None for any other spec."""
+    if "=" not in spec:
+        return None
+    named, path = spec.split("=", 1)
+    if ":" not in named or _is_path(named):
+        return None
+    return named.strip(), Path(path.strip()).expanduser()
+
+
+def clip_cache_target(spec: str) -> tuple[str, Path]:
+    """(URL, exact cache path) where MODEL:TAG's first weight file goes."""
+    _, _, urls, folder = _clip_source(spec)
+    return urls[0], folder / urls[0].rsplit("/", 1)[-1]
+
+
 def clip_cached_file(spec: str) -> Path | None:
     """The cached weights of MODEL:TAG, if any."""
     _, _, urls, folder = _clip_source(spec)
@@ -287,6 +304,12 @@ def resolve_clip(
     spec: str, progress: DownloadProgress | None = None
 ) -> tuple[str | None, Path, dict]:
     """(open_clip model name or None for our checkpoints, local file, pretrained cfg)."""
+    given = split_clip_file(spec)
+    if given is not None:  # an official weight file by path, its architecture named
+        name, pcfg, _, _ = _clip_source(given[0])
+        if not given[1].is_file():
+            raise InputError(f"The CLIP weight file {given[1]} (of {given[0]}) does not exist.")
+        return name, given[1], pcfg
     if _is_path(spec) or Path(spec).expanduser().is_file():
         path = Path(spec).expanduser()
         if not path.is_file():
@@ -321,6 +344,37 @@ class LoadedClip:
             "sha256": self.sha256,
             "metadata": self.clip.metadata,
         }
+
+
+def resolve_all(specs: list[tuple[str, str]], progress: DownloadProgress | None = None) -> None:
+    """Make sure every model file of ``specs`` (``("sam", spec)``, ``("clip", spec)``)
+    is here, downloading what is missing, before any model work; every one that cannot
+    be had is reported in one error (URL and exact path of each)."""
+    from ..errors import SlipError, WeightsUnavailableError
+    from .hubclip import hub_name, resolve_hub_clip
+
+    failed: list[SlipError] = []
+    for kind, spec in specs:
+        try:
+            if kind == "sam":
+                resolve_sam(spec, progress)
+            elif hub_name(spec) is not None:
+                resolve_hub_clip(hub_name(spec), progress)
+            else:
+                resolve_clip(spec, progress)
+        except WeightsUnavailableError as exc:
+            failed.append(exc)
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+
+        def joined(surface: str) -> str:
+            return f"{len(failed)} models are missing. " + " ".join(
+                f"({i}) {e.for_surface(surface)}" for i, e in enumerate(failed, start=1)
+            )
+
+        surfaces = {s: joined(s) for s in ("cli", "widget")}
+        raise WeightsUnavailableError(joined("python"), surfaces=surfaces)
 
 
 def load_clip_model(

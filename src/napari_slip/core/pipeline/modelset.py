@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..models.hub import ModelHub
-from ..models.registry import resolve_device
+from ..models.registry import resolve_all, resolve_device
 from ..runtime.generators import drain
 from ..runtime.perf import resolve_precision
 from ..runtime.progress import Progress
@@ -101,6 +101,17 @@ class ModelSet:
         if kind == "decoder":
             return self.decoder_spec is None or self._decoder_key() in self._decoders
         raise InputError(f"Models to load are {', '.join(KINDS)}; got {kind!r}.")
+
+    def iter_resolve(self, needs_sam: bool = True) -> Generator[Progress, None, None]:
+        """Every model file the run needs here (downloaded if missing) before any model
+        work: all that cannot be had are reported together, with URLs and paths."""
+        specs = [("sam", self.sam_spec)] if needs_sam and not self.is_loaded("sam") else []
+        if not self.is_loaded("clip"):
+            specs.append(("clip", self.clip_spec))
+        if specs:
+            names = ", ".join(f"{k.upper()} {v}" for k, v in specs)
+            yield Progress("loading models", 0, 1, f"checking the files of {names}")
+            resolve_all(specs, self.download_progress)
 
     def iter_load(self, kind: str) -> Generator[Progress, None, Any]:
         """Load ``sam``, ``clip`` or ``decoder`` (announced first when not loaded yet);

@@ -96,6 +96,8 @@ def iter_run(
     map it used, so that new selection settings need no image work.
     """
     configure(segmenter, config)
+    # Every model file first: a missing CLIP is not found out after SAM's whole stage.
+    yield from segmenter.model_set.iter_resolve(config.needs_sam)
     original = image
     prompt, selection = config.prompt, config.selection
     normalisation = config.normalisation.kwargs()
