@@ -85,13 +85,9 @@ def domain_scenes(name: str, n: int, seed: int):
 
 
 def accuracy(seg, concept, scenes) -> float:
-    right = total = 0
-    for image, labels, names in scenes:
-        table = seg.segment(image, concept, labels=labels).table
-        got = dict(zip(table["source_id"], table["class"], strict=True))
-        right += sum(got.get(k) == v for k, v in names.items())
-        total += len(names)
-    return right / max(total, 1)
+    from napari_slip.testing.concept_scenes import classification_accuracy
+
+    return classification_accuracy(seg, concept, scenes)
 
 
 def pick(train, shots: int, rng) -> list[dict[int, str]]:

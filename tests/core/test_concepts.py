@@ -18,7 +18,12 @@ from napari_slip.core.concepts import Concept, ConceptQuery, ObjectFeatures, cla
 from napari_slip.core.concepts.features import MEASUREMENTS
 from napari_slip.core.errors import InputError
 from napari_slip.core.pipeline.segmenter import Segmenter
-from napari_slip.testing.concept_scenes import CLASSES, concept_scenes, write_concept_folder
+from napari_slip.testing.concept_scenes import (
+    CLASSES,
+    classification_accuracy,
+    concept_scenes,
+    write_concept_folder,
+)
 from napari_slip.testing.tiny import write_tiny_clip
 
 M = len(MEASUREMENTS)
@@ -103,16 +108,6 @@ def segmenter(tmp_path_factory):
     return Segmenter(clip=str(clip)), clip
 
 
-def _accuracy(seg, concept, scenes) -> float:
-    right = total = 0
-    for image, labels, names in scenes:
-        table = seg.segment(image, concept, labels=labels).table
-        got = dict(zip(table["source_id"], table["class"], strict=True))
-        right += sum(got.get(k) == v for k, v in names.items())
-        total += len(names)
-    return right / total
-
-
 def _examples(scene, shots: int, seed: int = 0) -> dict[int, str]:
     rng = np.random.default_rng(seed)
     _, _, names = scene
@@ -127,12 +122,12 @@ def test_three_examples_per_class_classify_held_out_images(domain, segmenter):
     seg, _ = segmenter
     text_only = Concept(list(CLASSES))  # the random CLIP's texts: near chance
     text_only.bind_clip(seg.clip_spec, seg.model_set.load("clip").sha256)
-    assert _accuracy(seg, text_only, domain[2:]) < 0.6
+    assert classification_accuracy(seg, text_only, domain[2:]) < 0.6
     concept = Concept(list(CLASSES))
     image, labels, _ = domain[0]
     concept.add_labels(image, labels, _examples(domain[0], 3), segmenter=seg)
     assert concept.counts() == {"round": 3, "elongated": 3, "spiky": 3, None: 0}
-    assert _accuracy(seg, concept, domain[2:]) >= 0.9
+    assert classification_accuracy(seg, concept, domain[2:]) >= 0.9
     # One class only: the others are not kept.
     result = seg.segment(domain[2][0], concept, labels=domain[2][1], concept_class="spiky")
     truth = {k for k, v in domain[2][2].items() if v == "spiky"}

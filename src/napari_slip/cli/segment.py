@@ -102,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
         precision=models.precision,
         download_progress=_download_printer(args.quiet),
     )
+    segmenter.configure(config)
+    # Every model file first (all missing ones in one line), then the decoder's CLIP.
+    drain(segmenter.model_set.iter_resolve(config.needs_sam), progress)
     if models.decoder:  # the file and its CLIP are checked before any image work
-        segmenter.configure(config)
         segmenter.load("decoder", progress=progress)
 
     def segment(labels_out=None):

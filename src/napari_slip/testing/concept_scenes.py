@@ -90,6 +90,19 @@ def concept_scenes(n: int, seed: int, size: int = 192):
     return [concept_scene(rng, size) for _ in range(n)]
 
 
+def classification_accuracy(segmenter, concept, scenes) -> float:
+    """The share of the scenes' objects (given as label proposals) whose class the
+    concept gets right ("none" counts wrong): what the concept tests and benchmark
+    measure."""
+    right = total = 0
+    for image, labels, names in scenes:
+        table = segmenter.segment(image, concept, labels=labels).table
+        got = dict(zip(table["source_id"], table["class"], strict=True))
+        right += sum(got.get(k) == v for k, v in names.items())
+        total += len(names)
+    return right / max(total, 1)
+
+
 def write_concept_folder(folder, n: int, seed: int, size: int = 192) -> Path:
     """A labelled folder in the fine-tuning format (``images/``, ``labels/``,
     ``classes.csv`` with ``image,label,class``)."""
@@ -111,4 +124,10 @@ def write_concept_folder(folder, n: int, seed: int, size: int = 192) -> Path:
     return folder
 
 
-__all__ = ["CLASSES", "concept_scene", "concept_scenes", "write_concept_folder"]
+__all__ = [
+    "CLASSES",
+    "classification_accuracy",
+    "concept_scene",
+    "concept_scenes",
+    "write_concept_folder",
+]
