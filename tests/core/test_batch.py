@@ -85,6 +85,10 @@ def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_pat
     assert list(summary.failed) == ["broken.tif"]
     assert "holds no image data" in summary.failed["broken.tif"]
     assert events[-1].done == events[-1].total == 6
+    # Progress inside each image, not only between images: its stages, named after it.
+    inner = [e for e in events if e.stage != "batch"]
+    assert {"proposals", "scoring"} <= {e.stage for e in inner}
+    assert any(e.message.startswith("image 1/6 ") for e in inner)
     for name in ("a.tif", "b.tif", "row2/c.tif", "row2/d.tif", "row2/e.tif"):
         labels = tifffile.imread(out / name)
         assert labels.shape == (256, 256) and 1 <= labels.max() <= 2

@@ -266,6 +266,29 @@ def test_progress_on_a_terminal_is_one_bar_per_stage_with_rate_and_time_left():
     assert "1/2" in lines[1].split("\r")[-1]
 
 
+def test_a_resumed_batch_shows_an_honest_rate_and_a_log_line_per_image():
+    """Skipped images are not counted in the rate (it read 2355158.0/s), and a log (not
+    a terminal) says something per image instead of staying silent for minutes."""
+    import io
+
+    from napari_slip.cli import StageProgress
+    from napari_slip.core.runtime.progress import Progress
+
+    bar = StageProgress.bar(Progress("batch", 105, 110, ""), elapsed=10.0, first=100)
+    assert "0.5/s" in bar and "10 s left" in bar
+    log = io.StringIO()
+    printer = StageProgress(stream=log)
+    printer(Progress("batch", 100, 110, "100 already done"))
+    for k in range(101, 104):
+        printer(Progress("batch", k, 110, f"img{k}.tif: 3 objects"))
+    printer.close()
+    lines = log.getvalue().splitlines()
+    assert lines[0] == "napari-slip: batch (100 already done)"
+    assert lines[1:4] == [
+        f"napari-slip: batch {k}/110 img{k}.tif: 3 objects" for k in (101, 102, 103)
+    ]
+
+
 def test_nothing_found_table_lists_the_candidates_and_their_scores(files, tiny_clip_path, capsys):
     code = main(
         [
@@ -388,7 +411,15 @@ def test_train_decoder_evaluate_and_segment_with_it(
         )
 
     wrong = ["segment", str(tmp_path / "img.png"), "-p", name, "-o", str(tmp_path / "w.tif")]
-    assert main([*wrong, "--clip", str(tiny_clip_path), "--decoder", str(out), *FAST]) == 2
+    mismatched = [
+        "--clip",
+        str(tiny_clip_path),
+        "--decoder",
+        str(out),
+        "--sam",
+        str(trained_sam_path),
+    ]
+    assert main([*wrong, *mismatched, *FAST]) == 2
     assert "was trained on" in capsys.readouterr().err
     assert main([*wrong, "--proposals", "labels"]) == 2
     assert "--proposals-from" in capsys.readouterr().err

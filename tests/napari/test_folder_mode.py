@@ -32,9 +32,12 @@ def test_folder_mode_segments_every_image_and_resumes(slip, qtbot, tmp_path, fas
     widget.folder_in.value = plate
     widget.folder_out.value = tmp_path / "out"
     layers_before = len(viewer.layers)
+    widget.results.summary.value = "3 of 9 candidates kept"  # as a last image's run left it
+    widget.results.visible = True
 
     widget.run_folder.clicked.emit()  # a real click: the worker starts
     assert widget.busy
+    assert widget.results.summary.value == "" and not widget.results.visible
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     summary = widget.last_batch
     assert sorted(summary.done) == ["w0.tif", "w1.tif", "w2.tif"]

@@ -318,6 +318,7 @@ class SlipWidget(WorkerPanel):
         except Exception as exc:
             self.show_error(exc)
             return
+        self.results.clear()  # the panel showed the last image, not this folder
         self._folder_running = True
         self.start_worker(iter_batch, [images], out, config,
                           workers=int(self.folder_workers.value), on_result=self._folder_done,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
+#: Stages whose every item gets a line in a log (not a terminal): images, planes, tiles.
+LOGGED = ("batch", "slice", "tiles")
+
 
 class StageProgress:
     """Progress on stderr: one bar per stage on a terminal, plain lines elsewhere.
@@ -20,6 +23,7 @@ class StageProgress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.stage: str | None = None
         self.start = 0.0
+        self.first = 0  # what was done before this stage began (a resumed batch)
         self.last = None
 
     def _write(self, text: str) -> None:
@@ -41,22 +45,31 @@ class StageProgress:
             return
         if event.stage != self.stage:
             self._finish()
-            self.stage, self.start = event.stage, time.perf_counter()
+            self.stage, self.start, self.first = event.stage, time.perf_counter(), event.done
             if not self.tty:
                 what = f" ({event.message})" if event.message else ""
                 self._write(f"napari-slip: {event.stage}{what}\n")
+        elif (
+            not self.tty
+            and event.stage in LOGGED
+            and self.last is not None
+            and (event.done != self.last.done or event.message != self.last.message)
+        ):  # a log of a long batch or stack: one line per image or plane, not silence
+            self._write(f"napari-slip: {event.stage} {event.done}/{event.total} {event.message}\n")
         self.last = event
         if self.tty:
-            self._write("\r" + self.bar(event, time.perf_counter() - self.start) + "\033[K")
+            elapsed = time.perf_counter() - self.start
+            self._write("\r" + self.bar(event, elapsed, first=self.first) + "\033[K")
 
     @staticmethod
-    def bar(event, elapsed: float, width: int = 24) -> str:
-        """``stage [#####.....] done/total  rate/s  ETA``."""
+    def bar(event, elapsed: float, width: int = 24, first: int = 0) -> str:
+        """``stage [#####.....] done/total  rate/s  ETA``; the rate counts what was done
+        in this stage (``first``: done before it began, e.g. a resumed batch's skips)."""
         if not event.total:
             return f"{event.stage:<15} {event.message}"
         frac = min(max(event.done / event.total, 0.0), 1.0)
         filled = round(frac * width)
-        rate = event.done / elapsed if elapsed > 0 else 0.0
+        rate = (event.done - first) / elapsed if elapsed > 0 else 0.0
         left = (event.total - event.done) / rate if rate > 0 else float("nan")
         eta = f"{left:.0f} s left" if left == left else "--"
         return (

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 from .batch_files import BatchItem, _write_record, read_record
 from .errors import SlipError
 from .runtime.generators import drain
+from .runtime.progress import Progress
 
 _WORKER_SEGMENTERS: dict[tuple, Any] = {}
 
@@ -52,6 +53,18 @@ def process(
 
     Never raises for a bad input: the record says ``failed`` and why.
     """
+    return drain(iter_process(item, config, out_dir, reader))
+
+
+def iter_process(
+    item: BatchItem,
+    config: Any,
+    out_dir: str | os.PathLike,
+    reader: Callable[[Path], Any] | None = None,
+) -> Generator[Progress, None, dict]:
+    """:func:`process` as a generator of the image's own progress (its stages), for a
+    batch run in this process. Closed midway (a cancel), it writes nothing for the
+    image: no labels, no record, so the next run does it again."""
     from .io import Outputs, open_image, write_labels, write_stack_labels_to
     from .pipeline.dispatch import iter_segment_image
 
@@ -79,7 +92,7 @@ def process(
             pixel_size=pixel_size,
             path=item.path,
         )
-        result = drain(run)
+        result = yield from run
         # Claimed before it is written: killed between the two, the labels stay ours.
         _write_record(out_dir, item, {**record, "status": "writing", "wrote": True})
         target = out_dir / item.labels_name

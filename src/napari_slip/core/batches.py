@@ -53,7 +53,7 @@ from .batch_files import (
     collect_inputs,
     is_done,
 )
-from .batch_worker import process
+from .batch_worker import iter_process, process
 from .config import Models, RunConfig, Target
 from .errors import InputError
 from .params import (
@@ -68,7 +68,7 @@ from .params import (
     TileParams,
     check_options,
 )
-from .runtime.generators import drain
+from .runtime.generators import drain, relabel
 from .runtime.progress import Progress
 
 
@@ -325,9 +325,11 @@ def iter_batch(
     if warning and not scheduler:
         yield Progress("batch", done, n, f"warning: {warning}")
     if todo and workers == 1 and not scheduler:
-        for item in todo:
+        for k, item in enumerate(todo, start=1):
             yield Progress("batch", done, n, item.name, heavy=True)
-            records[item.name] = process(item, config, out_dir, reader)
+            tag = f"image {k}/{len(todo)} {item.name}"  # its own stages, named after it
+            run = iter_process(item, config, out_dir, reader)
+            records[item.name] = yield from relabel(run, lambda e, t=tag: f"{t}: {e.message}")
             done += 1
             yield Progress("batch", done, n, _line(records[item.name]))
     elif todo:
