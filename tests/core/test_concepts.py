@@ -369,3 +369,12 @@ def test_a_concept_runs_tile_by_tile(trained_sam_path, segmenter):
     assert set(result.table["class"]) == {"nucleus"}
     found = set(np.unique(truth[result.labels > 0])) - {0}
     assert len(found) >= 0.8 * (len(np.unique(truth)) - 1)
+
+
+def test_a_class_left_without_examples_or_text_is_never_chosen():
+    concept = Concept(["a"], texts=False, features=["shape"])
+    concept.add(_features([[0, 0], [0.1, 0.1]]), "a", pool=_pool())
+    concept.add(_features([[3, 3]]), "b")  # a new class by its first example...
+    concept.undo()  # ...taken back: "b" has nothing left to be recognised by
+    names, _ = concept.classify(_features([[0, 0], [3, 3], [9, 9]]))
+    assert "b" not in names and names[0] == "a"

@@ -194,8 +194,13 @@ def logits(model: Model, z: np.ndarray, text: np.ndarray | None = None) -> np.nd
     n_classes = len(model.means)
     out = np.zeros((n, n_classes + 1))
     typical = -member_quantile(0.5, dims)  # no example: as likely as a typical member
+    has_text = np.zeros(n_classes, dtype=bool)
+    if text is not None and n:
+        has_text = ~np.isnan(np.asarray(text, dtype=np.float64)[0])
     for c in range(n_classes):
-        if model.counts[c]:
+        if not model.counts[c] and not has_text[c]:
+            out[:, c] = -1e9  # neither examples nor text (e.g. after an undo): never chosen
+        elif model.counts[c]:
             # The predictive spread of a new member: the class's and its mean's.
             var = model.var * (1 + 1 / model.counts[c])
             out[:, c] = -_cost(((z - model.means[c]) ** 2) / var).sum(1)
