@@ -34,11 +34,7 @@ def _blobs(viewer):
 def test_run_writes_a_labels_layer_with_ids_features_and_provenance(setup):
     viewer, widget, run = setup
     truth = _blobs(viewer)
-    widget.image.value = viewer.layers["blobs"]
-    widget.proposals.value = viewer.layers["truth"]
-    widget.prompt.value = "cell"
-    widget.mode.value = "threshold"
-    widget.threshold.value = -1.0
+    _labels_proposals_every_object(widget, viewer)
     run()
     layer = viewer.layers[-1]
     assert layer.name == "cell (blobs)" and type(layer).__name__ == "Labels"
@@ -664,14 +660,17 @@ def test_an_official_open_clip_file_chosen_in_the_widget_is_asked_its_model(
     widget.add_clip_file(spec)
     assert widget.clip.value == spec
     assert widget.clip.native.currentText() == "open_clip_model.safetensors (TinyTest:custom)"
-    image, labels = blobs_image()
-    viewer.add_image(image, name="blobs")
-    viewer.add_labels(labels, name="truth")
+    _blobs(viewer)
+    _labels_proposals_every_object(widget, viewer)
+    run()
+    assert widget.session.last.layer is not None, widget.status.value
+    assert widget.session.last.result.provenance["clip"]["path"] == str(official_clip)
+
+
+def _labels_proposals_every_object(widget, viewer) -> None:
+    """The blobs image, its truth as the proposals, every candidate kept."""
     widget.image.value = viewer.layers["blobs"]
     widget.proposals.value = viewer.layers["truth"]
     widget.prompt.value = "cell"
     widget.mode.value = "threshold"
     widget.threshold.value = -1.0
-    run()
-    assert widget.session.last.layer is not None, widget.status.value
-    assert widget.session.last.result.provenance["clip"]["path"] == str(official_clip)
