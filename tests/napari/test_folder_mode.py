@@ -48,6 +48,19 @@ def test_folder_mode_segments_every_image_and_resumes(slip, qtbot, tmp_path, fas
     assert set(objects["image"]) == set(summary.done)
     assert widget.status.value.startswith("3 images: 3 segmented.")
     assert len(viewer.layers) == layers_before  # a folder run adds no layers
+    # The panel tells the folder's outcome; any image opens with its labels.
+    assert widget.results.summary.value.startswith("3 images: 3 segmented.")
+    names = [c for c in widget.folder_result.choices if c]
+    assert len(names) == 3 and names[0].startswith("w0.tif (")
+    widget.folder_result.value = names[0]
+    widget.open_result.clicked.emit()
+    opened = viewer.layers["w0.tif labels"]
+    np.testing.assert_array_equal(opened.data, tifffile.imread(tmp_path / "out" / "w0.tif"))
+    assert viewer.layers["w0.tif"].data.shape == opened.data.shape
+    widget.folder_out.value = tmp_path / "a" / "long" / "path" / "to" / "out"
+    tip = widget.folder_out.tooltip.splitlines()
+    assert tip[0] == str(tmp_path / "a" / "long" / "path" / "to" / "out") and "resumes" in tip[-1]
+    widget.folder_out.value = tmp_path / "out"
 
     widget.run_folder.clicked.emit()  # again: everything is skipped
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)

@@ -156,8 +156,13 @@ def folder_fields() -> dict:
     )
     workers = SpinBox(label="Workers", min=1, max=64, value=1)
     workers.tooltip = "Worker processes (a local Dask cluster); 1 runs inside napari."
+    result = ComboBox(label="Result", choices=[("(run on a folder first)", None)])
+    result.tooltip = "An image of the last folder run, with its number of objects."
+    opened = PushButton(text="Open as layers")
+    opened.tooltip = "Open the chosen image and its labels in the viewer."
     return {"folder_in": folder_in, "folder_out": folder_out, "folder_workers": workers,
-            "run_folder": PushButton(text="Run on folder")}  # fmt: skip
+            "run_folder": PushButton(text="Run on folder"), "folder_result": result,
+            "open_result": opened}  # fmt: skip
 
 
 def layers_of(viewer, kind: str) -> list:

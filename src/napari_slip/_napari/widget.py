@@ -42,6 +42,7 @@ from .choices import (
     offer,
 )
 from .fields import params_from
+from .folder_results import FolderResults
 from .job import Request
 from .panel import WorkerPanel, compact, one_line
 from .results_panel import ResultsPanel
@@ -125,6 +126,7 @@ class SlipWidget(WorkerPanel):
         self.folder = Container(widgets=list(folder.values()), labels=True)
         self.results = ResultsPanel()
         self.teaching = TeachingControls(self)  # concepts; clicks and keys that teach
+        self.folder_results = FolderResults(self)
         self._lay_out()
         self._connect()
         form.add_microscopy_hint(self)
@@ -336,11 +338,8 @@ class SlipWidget(WorkerPanel):
         self._folder_running = False
 
     def _folder_done(self, summary) -> None:
-        from napari.utils.notifications import show_info
-
         self.last_batch = summary
-        self.status.value = f"{summary.sentence()} Saved in {summary.out_dir}."
-        show_info(self.status.value)
+        self.folder_results.show(summary)  # the panel's summary; any image as layers
 
     def run(self, *_args) -> None:
         """Segment with the current inputs in a worker (quick when the image is cached).
