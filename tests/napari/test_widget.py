@@ -34,6 +34,7 @@ def _blobs(viewer):
 def test_run_writes_a_labels_layer_with_ids_features_and_provenance(setup):
     viewer, widget, run = setup
     truth = _blobs(viewer)
+    assert "Enter runs" in widget.prompt.tooltip  # the placeholder, whole, on hover
     _labels_proposals_every_object(widget, viewer)
     run()
     layer = viewer.layers[-1]

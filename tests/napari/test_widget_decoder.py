@@ -221,3 +221,22 @@ def test_the_widget_runs_with_biomedclip(slip, server, tmp_path, monkeypatch):
     layer = viewer.layers[-1]
     assert len(layer.features) == len(np.unique(labels)) - 1, widget.status.value
     assert layer.metadata["napari_slip"][-1]["clip"]["spec"] == "biomedclip"
+
+
+def test_a_decoder_for_another_clip_switches_to_the_clip_it_was_trained_on(
+    make_napari_viewer, trained_sam_path, decoder_fixture, tiny_clip_path
+):
+    from napari_slip.core.models.decoder import read_decoder_metadata
+
+    _, widget = _widget(make_napari_viewer, trained_sam_path, decoder_fixture)
+    widget.add_clip_file(tiny_clip_path)  # another CLIP chosen
+    assert widget.clip.value == str(tiny_clip_path)
+    trained_on = read_decoder_metadata(str(decoder_fixture.decoder))["clip_spec"]
+    widget.add_decoder_file(decoder_fixture.decoder)
+    assert widget.clip.value == trained_on
+    assert widget.status.value.startswith("CLIP switched to")
+    widget.prompt.value = "circle"
+    config = widget.request().config()  # the pair is accepted as a whole
+    assert config.models.clip == trained_on and config.models.decoder == str(
+        decoder_fixture.decoder
+    )

@@ -95,6 +95,7 @@ def selection_fields() -> dict:
     """The prompt and the selection settings."""
     prompt = LineEdit(label="Prompt", value="")
     prompt.native.setPlaceholderText("what to segment, e.g. nucleus (Enter runs)")
+    prompt.tooltip = "What to segment, e.g. nucleus or mitotic nucleus; Enter runs."
     threshold = ThresholdSlider(
         label="Threshold", min=-1.0, max=1.0, step=0.005, value=DEFAULT_THRESHOLD
     )
@@ -106,6 +107,7 @@ def selection_fields() -> dict:
     )
     distractors = LineEdit(label="Distractors", value="")
     distractors.native.setPlaceholderText("comma-separated, e.g. debris, dust")
+    distractors.tooltip = distractors.tooltip or "Phrases that compete, comma-separated."
     top_k = SpinBox(label="Top k", min=1, max=10000, value=SelectionParams.default("top_k"))
     mode = ComboBox(label="Selection", choices=MODE_CHOICES, value="best")
     mode.tooltip = "\n".join(f"{label}: {MODE_TIPS[v]}" for label, v in MODE_CHOICES)
@@ -373,6 +375,33 @@ def lower_filters(widget) -> None:
         field.value = relaxed if field.value > relaxed else round(field.value / 2, 3)
     widget.show_advanced.value = True
     widget.run()
+
+
+def match_decoder_clip(widget, value) -> None:
+    """A decoder names the CLIP it was trained on: switch to that CLIP where it can be
+    had here (a name in the list, or its file), and say so; else say which it needs."""
+    from ..core.errors import SlipError
+    from ..core.models.decoder import read_decoder_metadata
+
+    if not (isinstance(value, str) and value.endswith(".safetensors")):
+        return
+    try:
+        spec = read_decoder_metadata(value).get("clip_spec")
+    except SlipError:
+        return
+    if not spec or spec == widget.clip.value:
+        return
+    if spec in widget.clip.choices:
+        widget.clip.value = spec
+    elif Path(spec).is_file():
+        widget.add_clip_file(spec)
+    else:
+        widget.status.value = (
+            f"This decoder was trained on CLIP {spec}, which is not here: add its file "
+            "with 'Choose a file…' in the CLIP list."
+        )
+        return
+    widget.status.value = f"CLIP switched to {Path(spec).name}: the decoder was trained on it."
 
 
 __all__ = ["MODE_CHOICES", "MODE_TIPS", "advanced_fields", "folder_fields", "selection_fields"]

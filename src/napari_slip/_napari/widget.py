@@ -232,6 +232,7 @@ class SlipWidget(WorkerPanel):
 
     def _on_decoder_choice(self, value) -> None:
         self.decoder.tooltip = decoder_tooltip(value)
+        form.match_decoder_clip(self, value)  # the CLIP it was trained on, where it is here
         if value == CHOOSE_FILE:
             path = ask_file(self.native, "Trained decoder", "napari-slip decoder (*.safetensors)")
             self.add_decoder_file(path) if path else setattr(self.decoder, "value", None)
