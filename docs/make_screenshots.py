@@ -291,31 +291,23 @@ def every_section(weights: Path) -> None:
         viewer.close()
 
 
+#: The flags that make one screenshot (or one set) instead of the default ones.
+ONE_SCREENSHOT = {
+    "--tiles": tiles_and_folder,
+    "--decoder": decoder_guided,
+    "--sections": every_section,
+    "--concept": concept_clicks,
+    "--stack-3d": stack_3d,
+    "--stack-relevance": stack_relevance,
+}
+
+
 def main() -> None:
     OUT.mkdir(exist_ok=True)
-    if sys.argv[1:] == ["--tiles"]:
+    one = ONE_SCREENSHOT.get(sys.argv[1]) if len(sys.argv) == 2 else None
+    if one is not None:  # one flag: that screenshot only
         with tempfile.TemporaryDirectory() as tmp:
-            tiles_and_folder(Path(tmp))
-        return
-    if sys.argv[1:] == ["--decoder"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            decoder_guided(Path(tmp))
-        return
-    if sys.argv[1:] == ["--sections"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            every_section(Path(tmp))
-        return
-    if sys.argv[1:] == ["--concept"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            concept_clicks(Path(tmp))
-        return
-    if sys.argv[1:] == ["--stack-3d"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            stack_3d(Path(tmp))
-        return
-    if sys.argv[1:] == ["--stack-relevance"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            stack_relevance(Path(tmp))
+            one(Path(tmp))
         return
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp)
