@@ -87,3 +87,24 @@ def test_loading_torchvision_after_napari_draws_does_not_crash():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_dock_titles_fit_from_either_menu(make_napari_viewer):
+    """napari titles a dock from the Layers menu with the plugin's display name and from
+    the Plugins menu with its package name: either way the title is not cut."""
+    from napari._app_model import get_app_model
+    from qtpy.QtWidgets import QApplication, QDockWidget, QLabel
+
+    viewer = make_napari_viewer()
+    viewer.window.show()
+    get_app_model().commands.execute_command("napari-slip.make_widget").result()
+    viewer.window.add_plugin_dock_widget("napari-slip", "Fine-tune CLIP")
+    QApplication.processEvents()
+    titles = {}
+    for dock in viewer.window._qt_window.findChildren(QDockWidget):
+        for label in dock.titleBarWidget().findChildren(QLabel):
+            titles[label.text()] = (label.fontMetrics().horizontalAdvance(label.text()),
+                                    label.width())  # fmt: skip
+    assert set(titles) >= {"Segment from text (napari-slip)", "Fine-tune CLIP (napari-slip)"}
+    for title, (needed, width) in titles.items():
+        assert needed <= width, (title, needed, width)

@@ -434,3 +434,35 @@ def test_no_candidates_offers_to_lower_the_filters_and_run_again(slip, qtbot):
     assert (widget.pred_iou_thresh.value, widget.stability_score_thresh.value) == (0.5, 0.7)
     assert widget.show_advanced.value  # the changed fields are shown
     assert widget.session.last.request.sam_params.pred_iou_thresh == 0.5  # it ran again
+
+
+def test_a_new_run_takes_down_the_last_runs_error_toasts(setup, qtbot, tmp_path):
+    """napari keeps every toast up while newer ones arrive: an old error would sit over
+    the next, successful run as if it were about it."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    from napari_slip._napari import toasts
+
+    def shown():
+        return [t.message.text() for t in NapariQtNotification._instances if t.isVisible()]
+
+    viewer, widget, run, _ = setup
+    viewer.window.show()  # napari shows toasts on a visible window only
+    good_clip = widget.clip.value
+    bad = tmp_path / "not_clip.safetensors"
+    bad.write_bytes(b"garbage")
+    widget.add_clip_file(bad)
+    run()
+    error = widget.status.value.removeprefix("Error: ")
+    assert "not a readable safetensors" in error
+    qtbot.waitUntil(lambda: shown() == [error])
+    assert [t.message.text() for t in toasts.on_screen()] == [error]
+    widget.clip.value = good_clip
+    run()
+    assert "object(s) matching 'cell'" in widget.status.value
+    assert error not in shown()  # the stale error is gone
+    widget.threshold.value = widget.threshold.max  # nothing passes: an info toast, a sentence
+    widget.mode.value = "threshold"
+    run()
+    assert widget.status.value.endswith(". No layer was added.")
+    assert toasts.sentence("3 objects") == "3 objects." and toasts.sentence("Done.") == "Done."

@@ -33,7 +33,7 @@ class FolderResults:
 
     def show(self, summary) -> None:
         """A finished folder run: its sentence in the results panel, its images listed."""
-        from napari.utils.notifications import show_info
+        from .toasts import post
 
         self.out_dir = Path(summary.out_dir)
         try:
@@ -52,7 +52,7 @@ class FolderResults:
         self.widget.show_folder.value = True
         self._update()
         self.widget.status.value = f"{summary.sentence()} Saved in {summary.out_dir}."
-        show_info(self.widget.status.value)
+        post(self.widget.status.value)
 
     def open_chosen(self):
         """Open the chosen image and its labels as layers (returns the Labels layer)."""

@@ -243,6 +243,9 @@ class WorkerPanel(Container):
                 "finished": self._on_finished,
             },
         )
+        from .toasts import dismiss_stale
+
+        dismiss_stale()  # the last run's messages no longer describe what happens
         self._cancelled = False
         self.run_button.enabled = False
         self.cancel_button.enabled = True
@@ -281,7 +284,7 @@ class WorkerPanel(Container):
 
     def show_error(self, exc: BaseException) -> None:
         """Show an exception as one line in the status and as a napari notification."""
-        from napari.utils.notifications import show_error
+        from .toasts import post
 
         message = one_line(exc)
         # One line for the user; the whole story in the log, for a bug report.
@@ -290,4 +293,4 @@ class WorkerPanel(Container):
         )
         self.reset_progress()  # a stale "loading models 0%" would describe nothing
         self.status.value = f"Error: {message}"
-        show_error(message)
+        post(message, "error")

@@ -232,8 +232,8 @@ def segment_in_viewer(
         result = session.segment(request, progress)
     if not result.n_objects:  # no layer added or changed; the map is shown if asked for
         session.deliver(request, result, hide_proposals=False)
-        from napari.utils.notifications import show_info
+        from .toasts import post, sentence
 
-        show_info(f"{result.message} No layer was added.")
+        post(f"{sentence(result.message)} No layer was added.")
         return None
     return session.deliver(request, result, target, replace_labels=replace, hide_proposals=False)

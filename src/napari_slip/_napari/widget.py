@@ -49,6 +49,7 @@ from .results_panel import ResultsPanel
 from .scripting import remember_widget
 from .session import ViewerSession
 from .teaching_controls import TeachingControls
+from .toasts import post, sentence
 
 if TYPE_CHECKING:
     import napari
@@ -376,14 +377,12 @@ class SlipWidget(WorkerPanel):
         layer = last.layer if last is not None else None
         message = result.message
         if not result.n_objects and last is not None and last.created and layer is None:
-            message += " No layer was added."
+            message = f"{sentence(message)} No layer was added."
         self.status.value = message
         self.results.show_result(self.viewer, layer, result, request.selection().floor)
         form.fit_threshold(self.threshold, *self.results.histogram.range())
         if notify and not result.n_objects:  # a run, not every tick of the slider
-            from napari.utils.notifications import show_info
-
-            show_info(message)
+            post(message)
 
     def _forget_last(self, *_args, layer=None) -> None:
         """The status and results no longer describe the screen: clear them."""

@@ -1,0 +1,51 @@
+"""The plugin's messages as napari notifications: posted, and taken down once stale.
+
+napari stops the dismiss timer of every toast on screen when a new one appears, so an
+error from the last run would stay up during the next, successful one, as if it were
+about it. :func:`dismiss_stale` closes the toasts this plugin posted (matched by their
+text) when a new run starts; other plugins' and napari's own toasts are left alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+
+#: The texts of the plugin's recent toasts (the ones :func:`dismiss_stale` may close).
+_POSTED: collections.deque[str] = collections.deque(maxlen=32)
+
+
+def sentence(text: str) -> str:
+    """``text`` ending as a sentence does (a full stop added when it has none)."""
+    text = text.rstrip()
+    return text if not text or text[-1] in ".!?…)" else text + "."
+
+
+def post(message: str, severity: str = "info") -> None:
+    """Show ``message`` as a napari notification (``info``, ``warning`` or ``error``)."""
+    from napari.utils import notifications
+
+    _POSTED.append(message)
+    {"info": notifications.show_info, "warning": notifications.show_warning,
+     "error": notifications.show_error}[severity](message)  # fmt: skip
+
+
+def on_screen() -> list:
+    """The plugin's toasts showing now (napari's Qt notifications with a posted text)."""
+    with contextlib.suppress(ImportError, AttributeError):  # napari's Qt side changed
+        from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+        return [t for t in list(NapariQtNotification._instances) if t.message.text() in _POSTED]
+    return []
+
+
+def dismiss_stale() -> int:
+    """Close the plugin's toasts still on screen; returns how many were closed."""
+    toasts = on_screen()
+    for toast in toasts:
+        toast.close()
+    _POSTED.clear()
+    return len(toasts)
+
+
+__all__ = ["dismiss_stale", "on_screen", "post", "sentence"]
