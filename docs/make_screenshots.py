@@ -25,6 +25,7 @@ import numpy as np
 from qtpy.QtWidgets import QApplication
 
 import napari
+from napari_slip._napari.class_names import format_classes
 from napari_slip._napari.finetune_widget import FinetuneWidget
 from napari_slip._napari.sample_data import coffee, nuclei_stack
 from napari_slip._napari.widget import SlipWidget
@@ -291,12 +292,49 @@ def every_section(weights: Path) -> None:
         viewer.close()
 
 
+def finetune_shapes(weights: Path) -> None:
+    """Fine-tuning from a stack of labelled synthetic shapes: the classes one per line,
+    as clicking objects writes them, with the click row ticked."""
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(*WINDOW)
+    rng = np.random.default_rng(5)
+    planes = [synthetic_image(rng, 128) for _ in range(6)]
+    labels = np.zeros((6, 128, 128), np.int32)
+    names: dict[int, str] = {}
+    for z, (_, lab, cls) in enumerate(planes):
+        offset = int(labels.max())
+        labels[z] = np.where(lab > 0, lab + offset, 0)
+        names.update({k + offset: v for k, v in cls.items()})
+    viewer.add_image(np.stack([p[0] for p in planes]), name="shapes", rgb=True)
+    viewer.add_labels(labels, name="objects")
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Fine-tune CLIP")
+    base = write_tiny_clip(weights / "tiny_base.safetensors")
+    widget._clip_files.append(str(base))
+    widget.base.reset_choices()
+    widget.base.value = str(base)
+    widget.device.value = "cpu"
+    widget.classes.value = format_classes(names)
+    widget.clicks.name.value = sorted(set(names.values()))[0]
+    widget.clicks.active.value = True
+    widget.name.value = "shapes-demo"
+    widget.train.value = "all"
+    widget.epochs.value = 15
+    widget.lr.value = 1e-3
+    run_and_wait(widget)
+    shoot(viewer, "finetune-widget.png")
+    if widget.last_checkpoint is not None:
+        widget.last_checkpoint.unlink()  # a demo, not a model to keep
+    viewer.close()
+
+
 #: The flags that make one screenshot (or one set) instead of the default ones.
 ONE_SCREENSHOT = {
     "--tiles": tiles_and_folder,
     "--decoder": decoder_guided,
     "--sections": every_section,
     "--concept": concept_clicks,
+    "--finetune": finetune_shapes,
     "--stack-3d": stack_3d,
     "--stack-relevance": stack_relevance,
 }
@@ -335,38 +373,7 @@ def main() -> None:
         viewer.close()
 
         # 3. Fine-tuning from a stack of labelled synthetic shapes.
-        viewer = napari.Viewer(show=True)
-        viewer.window._qt_window.resize(*WINDOW)
-        rng = np.random.default_rng(5)
-        planes = [synthetic_image(rng, 128) for _ in range(6)]
-        labels = np.zeros((6, 128, 128), np.int32)
-        names: dict[int, str] = {}
-        for z, (_, lab, cls) in enumerate(planes):
-            offset = int(labels.max())
-            labels[z] = np.where(lab > 0, lab + offset, 0)
-            names.update({k + offset: v for k, v in cls.items()})
-        viewer.add_image(np.stack([p[0] for p in planes]), name="shapes", rgb=True)
-        viewer.add_labels(labels, name="objects")
-        widget = FinetuneWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Fine-tune CLIP")
-        base = write_tiny_clip(weights / "tiny_base.safetensors")
-        widget._clip_files.append(str(base))
-        widget.base.reset_choices()
-        widget.base.value = str(base)
-        widget.device.value = "cpu"
-        widget.classes.value = "; ".join(
-            f"{c}: {', '.join(str(k) for k, v in names.items() if v == c)}"
-            for c in sorted(set(names.values()))
-        )
-        widget.name.value = "shapes-demo"
-        widget.train.value = "all"
-        widget.epochs.value = 15
-        widget.lr.value = 1e-3
-        run_and_wait(widget)
-        shoot(viewer, "finetune-widget.png")
-        if widget.last_checkpoint is not None:
-            widget.last_checkpoint.unlink()  # a demo, not a model to keep
-        viewer.close()
+        finetune_shapes(weights)
 
         # 4. Tiles on a large mosaic, and a folder run.
         tiles_and_folder(weights)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from qtpy.QtCore import QPoint, Qt
+from qtpy.QtTest import QTest
 
+from napari_slip._napari.class_names import format_classes
 from napari_slip._napari.finetune_widget import FinetuneWidget, parse_classes
 from napari_slip._napari.widget import SlipWidget
 from napari_slip.core.errors import InputError
@@ -120,6 +123,9 @@ def test_parse_classes():
     ]:
         with pytest.raises(InputError, match=match):
             parse_classes(bad)
+    mapping = {1: "a", 2: "a", 3: "a", 5: "a", 4: "b", 9: "b c"}
+    assert format_classes(mapping) == "a: 1-3, 5\nb: 4\nb c: 9"
+    assert parse_classes(format_classes(mapping)) == mapping
 
 
 def test_one_labels_layer_per_class_with_a_preview_of_the_counts(scene, qtbot):
@@ -212,3 +218,52 @@ def test_crops_are_made_in_the_worker_with_the_crop_settings(scene, qtbot, monke
     [(on_gui, crops)] = seen
     assert not on_gui  # made in the worker, not on napari's thread
     assert (crops.fill, crops.margin) == ("white", 0.3)
+
+
+def _click(viewer, layer, y, x, modifier=Qt.KeyboardModifier.NoModifier):
+    """A real click on the canvas where pixel (y, x) of the shown plane of ``layer`` is."""
+    canvas = viewer.window._qt_viewer.canvas
+    wy, wx = layer.data_to_world((viewer.dims.current_step[0], y, x))[1:]
+    px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
+    point = QPoint(round(px), round(py))
+    QTest.mouseClick(canvas.native, Qt.MouseButton.LeftButton, modifier, point)
+
+
+def test_clicking_objects_writes_their_classes(make_napari_viewer):
+    """Real clicks on napari's canvas (default window size) give objects classes in the
+    Classes field, the one truth the run reads; a second click takes it off; a click in
+    paint mode paints, as napari's own tool does."""
+    viewer = make_napari_viewer(show=True)
+    labels = np.zeros((2, 64, 64), np.int32)
+    labels[0, 5:20, 5:20], labels[0, 30:50, 30:50], labels[1, 10:30, 10:30] = 1, 2, 3
+    viewer.add_image(np.zeros((2, 64, 64, 3), np.uint8), name="image", rgb=True)
+    layer = viewer.add_labels(labels, name="objects")
+    widget = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.labels.value = layer
+    layer.mode = "pan_zoom"
+    clicks = widget.clicks
+    _click(viewer, layer, 10, 10)  # not ticked: a click is napari's alone
+    assert widget.classes.value == ""
+    clicks.active.value = True
+    _click(viewer, layer, 10, 10)
+    assert "Type the class" in widget.status.value and widget.classes.value == ""
+    clicks.name.value = "round"
+    _click(viewer, layer, 10, 10)
+    _click(viewer, layer, 40, 40)
+    _click(viewer, layer, 60, 5)
+    assert "background" in widget.status.value
+    clicks.name.value = "square"
+    _click(viewer, layer, 40, 40)  # another class: label 2 moves to it
+    viewer.dims.set_current_step(0, 1)
+    _click(viewer, layer, 20, 20)  # the other plane's object
+    assert parse_classes(widget.classes.value) == {1: "round", 2: "square", 3: "square"}
+    assert widget.classes.value == "round: 1\nsquare: 2-3"
+    assert widget.preview.value == "round: 1; square: 2"
+    _click(viewer, layer, 20, 20)  # again: off
+    assert parse_classes(widget.classes.value) == {1: "round", 2: "square"}
+    layer.mode = "paint"
+    layer.selected_label = 7
+    _click(viewer, layer, 60, 60)
+    assert parse_classes(widget.classes.value) == {1: "round", 2: "square"}
+    assert layer.data[1, 60, 60] == 7  # napari painted; the click assigned nothing

@@ -21,6 +21,7 @@ from magicgui.widgets import (
     Label,
     LineEdit,
     SpinBox,
+    TextEdit,
 )
 
 from ..core.errors import InputError
@@ -33,55 +34,13 @@ from ..core.training.datasets import DatasetImage, Pairs, pairs_from_arrays
 from ..core.training.decoder import iter_train_decoder_to_file
 from ..core.training.finetune import FinetuneParams, iter_finetune_to_file
 from .choices import ADD_FOLDER, CHOOSE_FILE, ask_clip_choice, clip_choices, events, offer
+from .class_names import ClassClicks, classes_from_features, parse_classes
 from .fields import param_widget, params_from
 from .job import image_data
 from .panel import WorkerPanel, compact, wrap
 
 if TYPE_CHECKING:
     import napari
-
-
-def parse_classes(text: str) -> dict[int, str]:
-    """``"nucleus: 1-5, 9; mitotic nucleus: 6, 7"`` -> ``{1: "nucleus", ..., 7: ...}``.
-
-    Raises
-    ------
-    InputError
-        With the part that could not be read.
-    """
-    mapping: dict[int, str] = {}
-    for part in filter(None, (p.strip() for p in text.split(";"))):
-        if ":" not in part:
-            raise InputError(
-                f"Write classes as 'name: labels', e.g. 'nucleus: 1-5, 9'; got {part!r}."
-            )
-        name, labels = (x.strip() for x in part.rsplit(":", 1))
-        if not name:
-            raise InputError(f"A class name is missing in {part!r}.")
-        for item in filter(None, (x.strip() for x in labels.split(","))):
-            match = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", item)
-            if not match:
-                raise InputError(f"{item!r} in {part!r} is not a label or a range like 3-7.")
-            lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
-            for label in range(lo, hi + 1):
-                if label in mapping and mapping[label] != name:
-                    raise InputError(
-                        f"Label {label} is given two classes: {mapping[label]!r} and {name!r}."
-                    )
-                mapping[label] = name
-    return mapping
-
-
-def classes_from_features(layer) -> dict[int, str]:
-    """Classes from a Labels layer's features table (columns ``index`` and ``class``)."""
-    features = layer.features
-    if "class" not in features or "index" not in features:
-        return {}
-    return {
-        int(i): str(c)
-        for i, c in zip(features["index"], features["class"], strict=True)
-        if str(c).strip() and str(c) != "nan"
-    }
 
 
 #: The Labels choice meaning "every Labels layer is one class, named like the layer".
@@ -189,12 +148,14 @@ class FinetuneWidget(WorkerPanel):
             "features), or 'one layer per class': each Labels layer of the image's shape "
             "is a class named like the layer."
         )
-        self.classes = LineEdit(label="Classes", value="")
-        self.classes.native.setPlaceholderText("nucleus: 1-5, 9; mitotic: 6, 7")
+        self.classes = TextEdit(label="Classes", value="")
+        self.classes.native.setPlaceholderText("nucleus: 1-5, 9\nmitotic: 6, 7")
+        self.classes.native.setFixedHeight(4 * self.classes.native.fontMetrics().lineSpacing())
         self.classes.tooltip = (
-            "Which labels are which class. Empty: the layer's 'class' feature "
-            "(editable in napari's features table)."
+            "Which labels are which class, one class per line (or click objects, below). "
+            "Empty: the layer's 'class' feature (editable in napari's features table)."
         )
+        self.clicks = ClassClicks(self)
         self.preview = Label(value="")
         wrap(self.preview)
         self.base = ComboBox(label="Start from", choices=self._base_choices, value=DEFAULT_CLIP)
@@ -235,8 +196,9 @@ class FinetuneWidget(WorkerPanel):
         self.fill = param_widget(CropParams, "fill", "Crop fill")
         self.margin = param_widget(CropParams, "margin", "Crop margin")
         self.show_advanced = CheckBox(text="Training settings", value=False)
-        self.extend([self.image, self.labels, self.classes, self.preview, self.target,
-                     self.base, self.name, self.show_advanced, *self.controls()])  # fmt: skip
+        self.extend([self.image, self.labels, self.classes, *self.clicks.widgets(), self.preview,
+                     self.target, self.base, self.name, self.show_advanced,
+                     *self.controls()])  # fmt: skip
         self.advanced = Container(
             widgets=[self.train, self.template, self.paraphrases, self.epochs, self.lr,
                      self.device, self.fill, self.margin],
@@ -251,8 +213,10 @@ class FinetuneWidget(WorkerPanel):
         for event in (layers.inserted, layers.removed, layers.moved):
             event.connect(self.reset_choices)
             event.connect(self.update_preview)
-        for widget in (self.image, self.labels, self.classes):
+        for widget in (self.image, self.labels):
             widget.changed.connect(self.update_preview)
+        # Qt's own signal: magicgui's TextEdit says nothing when its text is set.
+        self.classes.native.textChanged.connect(self.update_preview)
         compact(self.image, self.labels, self.target, self.base, self.train, self.device)
         self._on_target(self.target.value)
         self.update_preview()
