@@ -18,9 +18,11 @@ from napari_slip.testing import write_tiny_clip, write_tiny_sam
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own empty cache folder."""
+    """Every test gets its own empty cache folder, and ``auto`` its flag table: no
+    background measuring of precisions (tests of it turn it on)."""
     folder = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("NAPARI_SLIP_CACHE", str(folder))
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "0")
     return folder
 
 

@@ -241,6 +241,8 @@ def test_clicking_objects_writes_their_classes(make_napari_viewer):
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.labels.value = layer
+    assert widget.image.native.toolTip() == "image"  # an elided choice, whole on hover
+    assert "class" in widget.labels.native.toolTip()  # its own explanation kept
     layer.mode = "pan_zoom"
     clicks = widget.clicks
     _click(viewer, layer, 10, 10)  # not ticked: a click is napari's alone

@@ -14,7 +14,8 @@ from ..core.errors import SlipError
 
 
 def compact(*combos) -> None:
-    """Let combo boxes shrink with the dock (long texts elide) instead of widening it."""
+    """Let combo boxes shrink with the dock (long texts elide) instead of widening it;
+    one with no tooltip of its own shows its choice whole on hover."""
     from qtpy.QtWidgets import QComboBox, QSizePolicy
 
     policy = QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
@@ -23,6 +24,15 @@ def compact(*combos) -> None:
         box.setSizeAdjustPolicy(policy)
         box.setMinimumContentsLength(10)
         box.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        box.currentTextChanged.connect(lambda text, box=box: _name_on_hover(box, text))
+        _name_on_hover(box, box.currentText())
+
+
+def _name_on_hover(box, text: str) -> None:
+    """The choice whole as the tooltip, unless the box has an explanation of its own."""
+    if box.toolTip() in ("", box.property("slip_auto_tip")):
+        box.setToolTip(text)
+        box.setProperty("slip_auto_tip", text)
 
 
 class _TallEnough(QObject):
@@ -275,6 +285,9 @@ class WorkerPanel(Container):
         self._worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
+        from ..core.runtime.autotune import measure_when_idle
+
+        measure_when_idle()  # precision 'auto' measured while the user looks (once)
 
     def reset_progress(self) -> None:
         """An empty bar: it describes no work."""

@@ -35,15 +35,23 @@ def on_screen() -> list:
     with contextlib.suppress(ImportError, AttributeError):  # napari's Qt side changed
         from napari._qt.dialogs.qt_notification import NapariQtNotification
 
-        return [t for t in list(NapariQtNotification._instances) if t.message.text() in _POSTED]
+        return [t for t in list(NapariQtNotification._instances) if _ours(t)]
     return []
+
+
+def _ours(toast) -> bool:
+    try:  # a toast of a closed viewer: its Qt object is gone
+        return toast.isVisible() and toast.message.text() in _POSTED
+    except RuntimeError:
+        return False
 
 
 def dismiss_stale() -> int:
     """Close the plugin's toasts still on screen; returns how many were closed."""
     toasts = on_screen()
     for toast in toasts:
-        toast.close()
+        with contextlib.suppress(RuntimeError):  # deleted meanwhile by Qt
+            toast.close()
     _POSTED.clear()
     return len(toasts)
 

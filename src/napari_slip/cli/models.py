@@ -6,17 +6,29 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    sub.add_parser("models", help="list known models, whether each is cached, and where")
+    parser = sub.add_parser(
+        "models", help="list known models, whether each is cached, and where; this CPU"
+    )
+    parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="measure now which precision is fastest per stage on this CPU (what "
+        "--precision auto uses; about 15 s, cached)",
+    )
 
 
-def run(_args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..core.models.download import cache_dir
     from ..core.models.listing import list_models
     from ..core.models.registry import available_devices
+    from ..core.runtime import autotune
     from ..core.runtime.perf import describe_machine
 
     rows = list_models()
     print(describe_machine())
+    if getattr(args, "measure", False):
+        autotune.measure_now()
+    print("\n".join(autotune.describe()))
     print(f"devices: {', '.join(available_devices())}")
     print(f"cache folder: {cache_dir()}  (set NAPARI_SLIP_CACHE to move it)")
     width = max(len(r.name) for r in rows)

@@ -57,6 +57,8 @@ class ClipModel:
     #: ``fp32``, ``bf16``, ``fp16`` or ``int8``: the precision of encoding (see
     #: :meth:`set_precision`).
     precision: str = "fp32"
+    #: Torch threads while encoding (None: the process's own; see ``Plan.threads``).
+    threads: int | None = None
 
     def set_precision(self, precision: str) -> None:
         """Run inference in ``precision`` by casting the weights once.
@@ -65,6 +67,11 @@ class ClipModel:
         of CLIP crops and single prompts that recasting costs more than it saves. Use
         only for inference; fine-tuning keeps float32 weights.
         """
+        from ..runtime.perf import Plan, stage_precision
+
+        if isinstance(precision, Plan):  # a precision per stage: CLIP's own, its threads
+            self.threads = precision.threads.get("clip")
+        precision = stage_precision(precision, "clip")
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
         if self.device.type not in ("cpu", "cuda") or (
             precision == "int8" and self.device.type != "cpu"
@@ -105,7 +112,10 @@ class ClipModel:
         """L2-normalised image embeddings (n, d) of square uint8 RGB crops."""
         if not crops:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
-        feats = self.model.encode_image(self.preprocess(crops).to(self.dtype))
+        from ..runtime.perf import threads
+
+        with threads(self.threads):
+            feats = self.model.encode_image(self.preprocess(crops).to(self.dtype))
         return F.normalize(feats.float(), dim=-1).cpu().numpy()
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..runtime.perf import stage_precision
 from .registry import LoadedClip, LoadedSam, load_clip_model, load_sam_model, resolve_device
 
 DownloadProgress = Callable[[int, int], None]
@@ -42,6 +43,13 @@ class ModelHub:
     @staticmethod
     def _key(spec: str, device: torch.device | str, *rest: str) -> tuple:
         return (str(spec), str(resolve_device(device)), *rest)
+
+    @classmethod
+    def _clip_key(cls, spec: str, device, precision: str) -> tuple:
+        """CLIP's key: its own stage's precision and threads (a per-stage plan shares
+        the CLIP of any plan that runs CLIP the same way)."""
+        threads = getattr(precision, "threads", {}).get("clip")
+        return cls._key(spec, device, stage_precision(precision, "clip"), threads)
 
     def _get(self, table: OrderedDict, key: tuple, load: Callable):
         with self._lock:
@@ -77,7 +85,7 @@ class ModelHub:
         progress: DownloadProgress | None = None,
     ) -> LoadedClip:
         """CLIP by ``MODEL:TAG`` or path, its weights cast to ``precision`` for inference."""
-        key = self._key(spec, device, precision)
+        key = self._clip_key(spec, device, precision)
 
         def load() -> LoadedClip:
             self.loads["clip"] += 1
@@ -93,7 +101,7 @@ class ModelHub:
 
     def has_clip(self, spec: str, device: torch.device | str = "cpu", precision="fp32") -> bool:
         with self._lock:
-            return self._key(spec, device, precision) in self._clip
+            return self._clip_key(spec, device, precision) in self._clip
 
     def clear(self) -> None:
         """Release every model."""

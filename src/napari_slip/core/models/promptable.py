@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..runtime.perf import autocast
+from ..runtime.perf import autocast, stage_precision, stage_threads
 
 #: Whether :func:`decode_points` takes the image maps channels last (off only in the
 #: benchmark's ablation).
@@ -194,6 +194,7 @@ class PromptableSam:
     def embed(self, rgb: np.ndarray, precision: str = "fp32") -> ImageEmbedding:
         """Run the image encoder on an (H, W, 3) uint8 image; features kept in fp32."""
         self.check_shape(rgb.shape[:2])
+        plan, precision = precision, stage_precision(precision, "encoder")
         model = self._model(precision)
         side = self.encoder_size
         # EfficientViT-SAM L: the encoder sees the image at 512 px, not 1,024.
@@ -204,7 +205,7 @@ class PromptableSam:
         x = torch.nn.functional.pad(x, (0, side - x.shape[-1], 0, side - x.shape[-2]))
         h, w = rgb.shape[:2]
         input_size = self.transform.get_preprocess_shape(h, w, self.input_size)
-        with autocast(precision, self.device):
+        with autocast(precision, self.device), stage_threads(plan, "encoder"):
             features = model.image_encoder(x)
         return ImageEmbedding(features.float(), (h, w), tuple(int(v) for v in input_size))
 
@@ -227,8 +228,9 @@ class PromptableSam:
             (N, 3, h, w) mask logits at the decoder's resolution and (N, 3) predicted
             IoUs, both float32.
         """
+        plan, precision = precision, stage_precision(precision, "decoder")
         sparse, dense = self._prompts(points_xy, embedding, precision)
-        with autocast(precision, self.device):
+        with autocast(precision, self.device), stage_threads(plan, "decoder"):
             low_res, iou = decode_points(
                 self._model(precision), embedding.features, self._dense_pe, sparse, dense
             )
@@ -247,8 +249,9 @@ class PromptableSam:
         ``pred_iou_thresh``, flattened: ``(M, h, w)`` low-resolution logits and ``(M,)``
         IoUs, and with ``return_index`` the ``(M,)`` point each mask answers. The mask
         head runs only for those (see :func:`decode_points`)."""
+        plan, precision = precision, stage_precision(precision, "decoder")
         sparse, dense = self._prompts(points_xy, embedding, precision)
-        with autocast(precision, self.device):
+        with autocast(precision, self.device), stage_threads(plan, "decoder"):
             out = decode_points(
                 self._model(precision),
                 embedding.features,

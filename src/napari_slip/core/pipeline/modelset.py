@@ -15,8 +15,8 @@ from typing import Any
 from ..errors import InputError
 from ..models.hub import ModelHub
 from ..models.registry import resolve_all, resolve_device
+from ..runtime.autotune import resolve_precision
 from ..runtime.generators import drain
-from ..runtime.perf import resolve_precision
 from ..runtime.progress import Progress
 from .session import LRU
 

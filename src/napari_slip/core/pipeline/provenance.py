@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ..._version import __version__
 from ..params import CropParams, SelectionParams
+from ..runtime.perf import stages_of
 from .modelset import ModelSet
 from .session import Candidates
 
@@ -48,7 +49,9 @@ def provenance(
         "decoder": None if decoder is None else decoder.describe(),
         "normalisation": dict(candidates.normalisation),
         "device": str(models.device),
-        "precision": models.precision,
+        "precision": str(models.precision),
+        # What ran per stage: auto's measured plan (or the one precision everywhere).
+        "precision_stages": stages_of(models.precision),
     }
 
 

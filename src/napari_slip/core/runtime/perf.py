@@ -1,7 +1,8 @@
 """Speed on the hardware users have: reduced precision and allocator behaviour.
 
-- ``precision="auto"`` runs SAM and CLIP under bfloat16 autocast on CPUs with native
-  bf16 (avx512_bf16 / AMX) and float16 autocast on CUDA; elsewhere fp32. The answer is
+- ``precision="auto"`` on the CPU is measured per stage (:mod:`.autotune`, a
+  :class:`Plan`); before a measurement it is bf16 on CPUs with native bf16
+  (avx512_bf16 / AMX), else fp32; float16 autocast on CUDA. Reduced precisions are
   checked against fp32 in the tests (masks IoU >= 0.95, same selection).
 - ``precision="int8"`` (CPU, opt-in): the linear layers of SAM's encoder and decoder
   and of CLIP dynamically quantized to int8 (:func:`quantize_int8`), the rest fp32.
@@ -68,22 +69,18 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def describe_machine() -> str:
-    """One line on what this machine gives ``precision="auto"`` on its CPU, and why."""
+    """One line on this machine's CPU and what ``precision="auto"`` gives it before a
+    measurement (the flag table; see :mod:`.autotune` for the measured choice)."""
     info = cpu_info()
     flags = ", ".join(info["flags"]) or ("none of note" if info["known"] else "unknown")
-    if cpu_has_fast_bf16():
-        why = "bf16 (native bf16 instructions)"
-    else:
-        why = "fp32 (no native bf16; int8 is opt-in: precision='int8')"
-    vnni = {"avx512_vnni", "avx_vnni", "amx_int8"} & set(info["flags"])
-    if vnni and not cpu_has_fast_bf16():
-        why += "; this CPU has int8 dot products (VNNI/AMX), where int8 should gain most"
+    why = "bf16 (native bf16 instructions)" if cpu_has_fast_bf16() else "fp32 (no native bf16)"
     return (f"CPU: {info['model']} (features: {flags}; {torch.get_num_threads()} threads); "
-            f"precision 'auto' on the CPU gives {why}")  # fmt: skip
+            f"before a measurement, precision 'auto' on the CPU gives {why}")  # fmt: skip
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision actually used for ``precision`` on ``device``."""
+    """The precision used for ``precision`` on ``device`` by the flag table (``auto``
+    on a CPU: bf16 with native bf16, else fp32; :mod:`.autotune` measures instead)."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
     if precision == "int8" and device.type != "cpu":
@@ -97,6 +94,67 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return "bf16"
     return "fp32"
+
+
+#: The stages whose precision ``auto`` chooses one by one (see :mod:`.autotune`).
+STAGES = ("encoder", "decoder", "clip")
+
+
+class Plan(str):
+    """A precision per stage (and optionally a thread count per stage), as a ``str``.
+
+    The text is the one precision when every stage has it (``"bf16"``), else
+    ``"enc-int8.dec-fp32.clip-bf16"``: cache keys, embedding file names and provenance
+    use it unchanged. Each stage asks :func:`stage_precision` for its own.
+    """
+
+    encoder: str
+    decoder: str
+    clip: str
+    threads: dict
+
+    def __new__(cls, encoder: str, decoder: str, clip: str, threads: dict | None = None):
+        same = encoder == decoder == clip
+        obj = super().__new__(cls, encoder if same else f"enc-{encoder}.dec-{decoder}.clip-{clip}")
+        obj.encoder, obj.decoder, obj.clip = encoder, decoder, clip
+        obj.threads = {k: int(v) for k, v in (threads or {}).items() if v}
+        return obj
+
+    def describe(self) -> dict:
+        """``{stage: {"precision": ..., "threads": n or None}}`` (for provenance)."""
+        return {s: {"precision": getattr(self, s), "threads": self.threads.get(s)} for s in STAGES}
+
+
+def stages_of(precision: str) -> dict:
+    """``{stage: {"precision": ..., "threads": n or None}}`` of a plan or one precision."""
+    if isinstance(precision, Plan):
+        return precision.describe()
+    return {s: {"precision": str(precision), "threads": None} for s in STAGES}
+
+
+def stage_precision(precision: str, stage: str) -> str:
+    """The precision ``stage`` runs in: a :class:`Plan`'s own for it, else ``precision``."""
+    return str(getattr(precision, stage)) if isinstance(precision, Plan) else str(precision)
+
+
+def stage_threads(precision: str, stage: str):
+    """The thread count a :class:`Plan` chose for ``stage`` inside (see :func:`threads`)."""
+    return threads(precision.threads.get(stage) if isinstance(precision, Plan) else None)
+
+
+@contextlib.contextmanager
+def threads(n: int | None):
+    """``n`` torch threads inside (None: as they are); the process's own setting is
+    restored on leaving (a library never keeps a process-wide change)."""
+    old = torch.get_num_threads()
+    if not n or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def autocast(precision: str, device: torch.device):
@@ -176,6 +234,22 @@ def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31)
     return _TUNED
 
 
+#: Called (no arguments) each time the last heavy run of the process ends.
+_IDLE_HOOKS: list = []
+
+
+def when_idle(callback) -> None:
+    """Call ``callback()`` whenever the process's last heavy run ends (used to measure
+    ``auto``'s precisions when nothing else runs; see :mod:`.autotune`)."""
+    if callback not in _IDLE_HOOKS:
+        _IDLE_HOOKS.append(callback)
+
+
+def heavy_work_running() -> bool:
+    """Whether a run is inside :func:`heavy_work_allocator` now."""
+    return _SCOPE_DEPTH > 0
+
+
 def allocator_scoped() -> bool:
     """Whether :func:`heavy_work_allocator` has the allocator tuned right now."""
     return _SCOPE_APPLIED
@@ -205,8 +279,12 @@ def heavy_work_allocator():
     finally:
         with _SCOPE_LOCK:
             _SCOPE_DEPTH -= 1
-            if _SCOPE_DEPTH == 0 and _SCOPE_APPLIED:
+            idle = _SCOPE_DEPTH == 0
+            if idle and _SCOPE_APPLIED:
                 _SCOPE_APPLIED = False
                 if not _TUNED:
                     _mallopt(RESTORED_MMAP_THRESHOLD, RESTORED_TRIM_THRESHOLD)
                     _trim()
+        if idle:
+            for hook in list(_IDLE_HOOKS):
+                hook()

@@ -1,0 +1,128 @@
+"""Is ``precision="auto"``'s measured choice the fastest on the real shapes? (by hand)
+
+    python benchmarks/bench_autotune.py [--json benchmarks/results/NAME.json]
+
+One process, one run, this machine's threads. Printed first: the CPU's model and
+features. Then:
+
+1. ``auto``'s own measurement (:func:`napari_slip.core.runtime.autotune.measure`, the
+   probes it times on first use: two ViT-B encoder blocks, SAM's decoder on 16 + 8
+   points, two CLIP ViT-B/32 blocks on 16 crops), its table and its choice, and how
+   long it took.
+2. The real stages at full size with random weights (the cost does not depend on the
+   values): SAM vit_b's encoder on a 1,024 px image; SAM's decoder per point on 32
+   points, with no mask passing the IoU filter (the lower bound of the mask stage's
+   cost, what random weights give) and with every mask passing (the upper bound);
+   CLIP ViT-B/32's image tower on 32 crops. Each in fp32, bf16 and int8 and every
+   thread count ``auto`` considers.
+3. Per stage: the real time of ``auto``'s choice against the fastest fixed precision
+   (target: within 10%) and against fp32 (target: never slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def best_time(fn, repeats: int = 1) -> float:
+    fn()  # warm up (allocator, kernels, int8's one-off quantization)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--points", type=int, default=32)
+    args = parser.parse_args(argv)
+    import torch
+
+    from napari_slip.core.models.clip import ClipModel, build_clip
+    from napari_slip.core.models.promptable import ImageEmbedding, PromptableSam
+    from napari_slip.core.models.sam import SamConfig, build_sam
+    from napari_slip.core.runtime import autotune
+    from napari_slip.core.runtime.perf import cpu_info, threads, tune_allocator
+
+    tune_allocator()
+    torch.manual_seed(0)
+    machine = {**cpu_info(), "torch": torch.__version__,
+               "thread_options": autotune.thread_options(),
+               "physical_cores": autotune.physical_cores()}  # fmt: skip
+    print(json.dumps(machine))
+
+    measured = autotune.measure()
+    print(f"auto's measurement: {measured['seconds']} s")
+    print("\n".join(autotune.describe_entry(measured)))
+
+    sam = PromptableSam(build_sam(SamConfig()))
+    rgb = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    embedding = ImageEmbedding(torch.randn(1, 256, 64, 64), (1024, 1024), (1024, 1024))
+    points = np.random.default_rng(1).uniform(0, 1024, (args.points, 2))
+    config = {"embed_dim": 512,
+              "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512,
+                           "heads": 8, "layers": 12}}  # fmt: skip
+    clip_base = build_clip(config).eval()
+    crops = [np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+             for i in range(32)]  # fmt: skip
+
+    def clip_of(precision):
+        import copy
+
+        clip = ClipModel(copy.deepcopy(clip_base), None, config, 224)
+        clip.set_precision(precision)
+        return clip
+
+    real: dict = {"encoder": {}, "decoder": {}, "decoder_every_mask": {}, "clip": {}}
+    for precision in autotune.cpu_precisions():
+        clip = clip_of(precision)
+        for n in autotune.thread_options():
+            with threads(n), torch.no_grad():
+                real["encoder"].setdefault(precision, {})[str(n)] = best_time(
+                    lambda p=precision: sam.embed(rgb, p))  # fmt: skip
+                none = best_time(lambda p=precision: sam.decode_points_above(
+                    embedding, points, 1e9, p)) / len(points)  # fmt: skip
+                every = best_time(lambda p=precision: sam.decode_points_above(
+                    embedding, points, -1e9, p)) / len(points)  # fmt: skip
+                real["decoder"].setdefault(precision, {})[str(n)] = none
+                real["decoder_every_mask"].setdefault(precision, {})[str(n)] = every
+                real["clip"].setdefault(precision, {})[str(n)] = best_time(
+                    lambda c=clip: c.encode_images(crops)) / len(crops)  # fmt: skip
+            print(f"{precision} x{n}: encoder {real['encoder'][precision][str(n)]:.2f} s, "
+                  f"decoder {none * 1e3:.1f} ms/point (no mask) {every * 1e3:.1f} ms/point "
+                  f"(every mask), CLIP {real['clip'][precision][str(n)] * 1e3:.1f} ms/crop",
+                  flush=True)  # fmt: skip
+
+    verdict = {}
+    for stage, key in (("encoder", "encoder"), ("decoder", "decoder"),
+                       ("decoder", "decoder_every_mask"), ("clip", "clip")):  # fmt: skip
+        pick = measured["choice"][stage]
+        chosen = real[key][pick["precision"]][str(pick["threads"])]
+        fastest = min(t for row in real[key].values() for t in row.values())
+        fp32 = min(real[key]["fp32"].values())
+        verdict[key] = {"auto": pick, "auto_s": chosen, "fastest_s": fastest, "fp32_s": fp32,
+                        "within_10pct_of_fastest": chosen <= 1.10 * fastest,
+                        "not_slower_than_fp32": chosen <= 1.02 * fp32}  # fmt: skip
+        print(f"{key:<19} auto {pick['precision']} x{pick['threads']}: {chosen / fastest:.2f}x "
+              f"the fastest fixed precision, {chosen / fp32:.2f}x fp32")  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": machine, "auto_measurement": measured, "real": real,
+                       "verdict": verdict,
+                       "weights": "random (vit_b, ViT-B/32 shapes); no mask survives the "
+                                  "decoder's IoU filter in 'decoder', all in "
+                                  "'decoder_every_mask'"}, fh, indent=1)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

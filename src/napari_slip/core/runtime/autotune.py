@@ -1,0 +1,425 @@
+"""``precision="auto"`` chosen by measuring the CPU it runs on, stage by stage.
+
+A table of CPU flags cannot know which precision is fastest on a CPU nobody here has
+(int8 on a VNNI laptop, bf16 on a chip that emulates part of it). So ``auto`` times
+the shapes that matter on this machine, once:
+
+- **encoder**: two blocks of SAM ViT-B's image encoder (one windowed, one global,
+  width 768) with its patch embedding and neck, on a 448 px image;
+- **decoder**: SAM's full-size mask decoder (width 256, a 64 x 64 embedding) on 8
+  points, once with no mask passing the IoU filter and once with every mask passing;
+- **clip**: two blocks of CLIP ViT-B/32's vision tower (width 768) on 16 crops at
+  224 px, through the same weight casting / quantization the real CLIP gets.
+
+Each stage runs in every precision this CPU supports (fp32, bf16, int8), with every
+thread count worth trying (the logical cores and the physical ones, when they
+differ); the weights are random (speed does not depend on them). A precision is
+eligible for a stage only if its output agrees with fp32's (cosine >= ``FIDELITY``);
+the fastest eligible one wins, and fp32 keeps ties (within ``TIE``): never slower
+than fp32, exact when nothing is clearly faster. About 5-10 s on 2 cores.
+
+When: never during a run. A run with no measurement yet uses the flag table's guess;
+the measurement follows once the process has no heavy work (a background thread that
+gives up and retries later if a run starts meanwhile); the command line measures at
+the end of its first run. The choice is cached per CPU model, flags, torch version
+and thread counts in ``CACHE/autotune.json``; a change of any of them measures again.
+``napari-slip models`` prints the table and the choice (``--measure``: now).
+``NAPARI_SLIP_AUTOTUNE=0`` turns measuring off (``auto`` is the flag table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .perf import (
+    STAGES,
+    Plan,
+    autocast,
+    cpu_has_fast_bf16,
+    cpu_info,
+    heavy_work_running,
+    quantize_int8,
+    threads,
+    when_idle,
+)
+
+#: Output cosine against fp32 a precision needs to be chosen for a stage.
+FIDELITY = 0.99
+#: A precision must beat fp32 by more than this share to be chosen over it.
+TIE = 0.03
+#: Bumped when the probes change (old measurements are then measured again).
+PROBE_VERSION = 1
+#: Timed repetitions per cell (the fastest counts), after one warm-up.
+REPEATS = 1
+
+
+class Interrupted(Exception):
+    """A run started while measuring: the measurement is abandoned (and redone later)."""
+
+
+# -- this machine -----------------------------------------------------------------------
+def physical_cores() -> int | None:
+    """Physical cores this process may use (distinct core ids of its allowed CPUs), or
+    None where ``/proc/cpuinfo`` does not say."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cores, cpu, phys = set(), None, "0"
+    for line in [*text.splitlines(), ""]:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            cpu = int(value)
+        elif key == "physical id":
+            phys = value
+        elif key == "core id" and (allowed is None or cpu in allowed):
+            cores.add((phys, value))
+    return len(cores) or None
+
+
+def thread_options() -> list[int]:
+    """The thread counts worth timing: the logical cores and the physical ones."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    logical = logical or os.cpu_count() or torch.get_num_threads()
+    return sorted({logical, physical_cores() or logical})
+
+
+def cpu_precisions() -> list[str]:
+    """The precisions this CPU can run: fp32 and int8 always, bf16 where torch has it."""
+    out = ["fp32"]
+    with contextlib.suppress(RuntimeError):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+        out.append("bf16")
+    return [*out, "int8"]
+
+
+def machine_key() -> str:
+    """What a measurement is valid for: CPU model and flags, torch, thread counts."""
+    info = cpu_info()
+    counts = "/".join(map(str, thread_options()))
+    return (f"{info['model']} | {','.join(info['flags'])} | torch {torch.__version__} | "
+            f"threads {counts} | probes {PROBE_VERSION}")  # fmt: skip
+
+
+def cache_file() -> Path:
+    from ..models.download import cache_dir
+
+    return cache_dir() / "autotune.json"
+
+
+# -- choosing ---------------------------------------------------------------------------
+def choose(table: dict, fidelity: dict) -> dict:
+    """``{stage: {"precision": p, "threads": n}}`` from measured seconds
+    ``table[stage][precision][threads]`` and cosines ``fidelity[stage][precision]``.
+
+    Per stage: the fastest (precision, threads) whose output agrees with fp32's; fp32
+    unless another is faster than fp32's best by more than :data:`TIE`.
+    """
+    chosen = {}
+    for stage, by_precision in table.items():
+        cells = [(t, p, int(n)) for p, row in by_precision.items() for n, t in row.items()
+                 if p == "fp32" or fidelity.get(stage, {}).get(p, 0.0) >= FIDELITY]  # fmt: skip
+        if not cells:
+            raise InputError(f"No precision of stage {stage!r} was measured.")
+        exact = [c for c in cells if c[1] == "fp32"]
+        best = min(cells)
+        if exact and best[1] != "fp32" and best[0] > min(exact)[0] * (1 - TIE):
+            best = min(exact)
+        chosen[stage] = {"precision": best[1], "threads": best[2]}
+    return chosen
+
+
+def plan_of(choice: dict) -> Plan:
+    return Plan(*(choice[s]["precision"] for s in STAGES),
+                threads={s: choice[s]["threads"] for s in STAGES})  # fmt: skip
+
+
+# -- the cache ----------------------------------------------------------------------------
+def load_measurement() -> dict | None:
+    """This machine's cached measurement (``table``, ``fidelity``, ``choice``, ...), or
+    None when there is none for the machine as it is now."""
+    try:
+        entries = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return None
+    entry = entries.get(machine_key()) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict) or set(entry.get("choice", {})) != set(STAGES):
+        return None
+    return entry
+
+
+def save_measurement(entry: dict) -> None:
+    path = cache_file()
+    try:
+        entries = json.loads(path.read_text())
+        entries = entries if isinstance(entries, dict) else {}
+    except (OSError, ValueError):
+        entries = {}
+    entries[machine_key()] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(entries, indent=1))
+    os.replace(tmp, path)  # never a half-written cache
+
+
+# -- measuring ----------------------------------------------------------------------------
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.float().flatten(), b.float().flatten()
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+
+
+@contextlib.contextmanager
+def _seeded():
+    """The same random weights for every precision; the caller's random state kept."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
+
+
+def _encoder_probe(precision: str) -> list:
+    """ViT-B's 8 windowed blocks (25 windows each, timed on 4) and 4 global ones."""
+    import copy
+
+    from ..models.sam import SamConfig, build_sam
+
+    gen = torch.Generator().manual_seed(0)
+    side = ENCODER_GRID
+    with _seeded():
+        sam = build_sam(SamConfig(img_size=16 * side, depth=2, global_attn_indexes=(1,)))
+    blocks = tuple(sam.image_encoder.blocks)
+    if precision == "int8":
+        blocks = tuple(quantize_int8(copy.deepcopy(b)) for b in blocks)
+    x_window = torch.randn(1, 28, 28, 768, generator=gen)  # 4 windows of 14 x 14
+    x_global = torch.randn(1, side, side, 768, generator=gen)
+    windows = math.ceil(side / 14) ** 2
+
+    def part(block, x):
+        def run():
+            with autocast(precision, torch.device("cpu")):
+                return block(x)
+
+        return run
+
+    return [(part(blocks[0], x_window), 8 * windows / 4), (part(blocks[1], x_global), 4.0)]
+
+
+def _decoder_probe(precision: str) -> list:
+    """SAM's mask decoder on 16 points none of whose masks pass, and 8 whose all do."""
+    import numpy as np
+
+    from ..models.promptable import ImageEmbedding, PromptableSam
+    from ..models.sam import SamConfig, build_sam
+
+    gen = torch.Generator().manual_seed(0)
+    with _seeded():
+        decoder = PromptableSam(build_sam(SamConfig(depth=0, global_attn_indexes=())))
+    embedding = ImageEmbedding(torch.randn(1, 256, 64, 64, generator=gen), (1024, 1024),
+                               (1024, 1024))  # fmt: skip
+    points = np.random.default_rng(1).uniform(0, 1024, (16, 2))
+
+    def run():
+        none = decoder.decode_points_above(embedding, points, 1e9, precision)
+        every = decoder.decode_points_above(embedding, points[:8], -1e9, precision)
+        return torch.cat([every[0].flatten(), none[1]])
+
+    return [(run, 1.0)]
+
+
+def _clip_probe(precision: str) -> list:
+    """Two blocks of CLIP ViT-B/32's vision tower on 16 crops, cast / quantized as the
+    real CLIP is (:meth:`~..models.clip.ClipModel.set_precision`)."""
+    import numpy as np
+
+    from ..models.clip import ClipModel, build_clip
+
+    config = {"embed_dim": 512,
+              "vision_cfg": {"image_size": 224, "layers": 2, "width": 768, "patch_size": 32},
+              "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 64, "heads": 2,
+                           "layers": 1}}  # fmt: skip
+    with _seeded():
+        clip = ClipModel(build_clip(config).eval(), None, config, 224)
+    clip.set_precision(precision)
+    crops = [np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+             for i in range(16)]  # fmt: skip
+    return [(lambda: torch.from_numpy(clip.encode_images(crops)), 1.0)]
+
+
+#: Per stage: ``probe(precision) -> [(run, weight), ...]``; the stage's time is the
+#: weighted sum of its parts' times (the encoder's stand for ViT-B's 12 blocks). The
+#: weights are random and seeded alike for every precision (the same model each time).
+PROBES = {"encoder": _encoder_probe, "decoder": _decoder_probe, "clip": _clip_probe}
+#: The encoder probe's token grid (64: SAM's 1,024 px input; smaller only in tests).
+ENCODER_GRID = 64
+
+
+def measure(
+    precisions: list[str] | None = None,
+    thread_counts: list[int] | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    stages: tuple[str, ...] = STAGES,
+) -> dict:
+    """Time every stage's probe in every precision and thread count; returns the entry
+    :func:`save_measurement` keeps (``table``, ``fidelity``, ``choice``, ``seconds``,
+    ``machine``, ``measured_at``).
+
+    Raises
+    ------
+    Interrupted
+        If ``stop()`` turns true (a run started): nothing is kept.
+    """
+    start = time.perf_counter()
+    precisions = precisions or cpu_precisions()
+    thread_counts = thread_counts or thread_options()
+    table: dict = {s: {} for s in stages}
+    fidelity: dict = {s: {} for s in stages}
+    with torch.no_grad():
+        for stage in stages:
+            reference = None
+            for precision in ["fp32", *(p for p in precisions if p != "fp32")]:
+                if stop():
+                    raise Interrupted
+                parts = PROBES[stage](precision)
+                row = table[stage].setdefault(precision, {})
+                for n in thread_counts:
+                    total, outs = 0.0, []
+                    with threads(n):
+                        for run, weight in parts:
+                            outs.append(run().flatten())  # warm-up (and int8's quantizing)
+                            times = []
+                            for _ in range(REPEATS):
+                                if stop():
+                                    raise Interrupted
+                                t0 = time.perf_counter()
+                                run()
+                                times.append(time.perf_counter() - t0)
+                            total += weight * min(times)
+                    row[str(n)] = total
+                out = torch.cat(outs)
+                reference = out if reference is None else reference
+                fidelity[stage][precision] = 1.0 if out is reference else _cosine(out, reference)
+    info = cpu_info()
+    return {
+        "table": table,
+        "fidelity": fidelity,
+        "choice": choose(table, fidelity),
+        "seconds": round(time.perf_counter() - start, 2),
+        "machine": {**info, "torch": torch.__version__, "threads": thread_counts},
+        "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+# -- what auto gives, and when measuring happens --------------------------------------------
+_LOCK = threading.Lock()
+_PENDING = False
+_THREAD: threading.Thread | None = None
+
+
+def enabled() -> bool:
+    return os.environ.get("NAPARI_SLIP_AUTOTUNE", "1") != "0"
+
+
+def guess() -> str:
+    """The flag table (what ``auto`` gives before a measurement): bf16 with native bf16."""
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def auto_cpu() -> str:
+    """``auto`` on the CPU: the measured :class:`Plan`, or the guess (and a measurement
+    is due: it runs when the process is idle; see :func:`measure_when_idle`)."""
+    global _PENDING
+    entry = load_measurement() if enabled() else None
+    if entry is not None:
+        return plan_of(entry["choice"])
+    if enabled():
+        with _LOCK:
+            _PENDING = True
+    return guess()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision used for ``precision`` on ``device`` (``auto``: see the module)."""
+    from .perf import resolve_precision as table
+
+    resolved = table(precision, device)
+    return auto_cpu() if precision == "auto" and device.type == "cpu" else resolved
+
+
+def pending() -> bool:
+    """Whether ``auto`` ran without a measurement and none has been made since."""
+    return _PENDING
+
+
+def measure_now(stop: Callable[[], bool] = lambda: False) -> dict:
+    """Measure and cache now (blocking); returns the entry."""
+    global _PENDING
+    entry = measure(stop=stop)
+    save_measurement(entry)
+    with _LOCK:
+        _PENDING = False
+    return entry
+
+
+def measure_when_idle() -> threading.Thread | None:
+    """Start the due measurement in a background thread, if one is due and none runs;
+    it gives up (and stays due) as soon as a run starts. Returns the thread."""
+    global _THREAD
+    with _LOCK:
+        if not (_PENDING and enabled()) or (_THREAD is not None and _THREAD.is_alive()):
+            return None
+
+        def work() -> None:
+            with contextlib.suppress(Interrupted, OSError):
+                measure_now(stop=heavy_work_running)
+
+        _THREAD = threading.Thread(target=work, name="napari-slip autotune", daemon=True)
+        _THREAD.start()
+        return _THREAD
+
+
+def describe() -> list[str]:
+    """Lines for ``napari-slip models``: the measured table and ``auto``'s choice."""
+    entry = load_measurement()
+    if entry is None:
+        how = "off (NAPARI_SLIP_AUTOTUNE=0)" if not enabled() else "not measured yet"
+        return [f"precision 'auto' by measurement: {how}; until then {guess()} "
+                "(`napari-slip models --measure` measures now, in about 10 s)"]  # fmt: skip
+    return describe_entry(entry)
+
+
+def describe_entry(entry: dict) -> list[str]:
+    """The lines of :func:`describe` for one measurement."""
+    lines = [f"precision 'auto' measured {entry['measured_at']} in {entry['seconds']} s "
+             f"(probes of ViT-B shapes, random weights; seconds per probe run):"]  # fmt: skip
+    for stage in STAGES:
+        cells = []
+        if stage not in entry["table"]:
+            continue
+        for precision, row in entry["table"][stage].items():
+            cos = entry["fidelity"][stage].get(precision, 0.0)
+            times = ", ".join(f"{t * 1000:.0f} ms x{n}" for n, t in row.items())
+            refused = "" if cos >= FIDELITY else f" (cos {cos:.3f}: refused)"
+            cells.append(f"{precision} {times}{refused}")
+        pick = entry["choice"][stage]
+        lines.append(f"  {stage:<8} {'; '.join(cells)}  -> {pick['precision']} with "
+                     f"{pick['threads']} thread(s)")  # fmt: skip
+    return lines
+
+
+when_idle(measure_when_idle)
+
+__all__ = ["FIDELITY", "TIE", "choose", "describe", "describe_entry", "machine_key", "measure",
+           "measure_now", "measure_when_idle", "plan_of", "resolve_precision",
+           "thread_options"]  # fmt: skip

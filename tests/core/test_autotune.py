@@ -1,0 +1,187 @@
+"""precision="auto" by measurement: the choice from injected timings (ties, a failing
+fidelity check, threads), the cache per machine (a changed CPU or torch measures
+again), a per-stage plan running through the real pipeline, the background
+measurement (real thread, given up when a run starts), and what `models` prints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_slip.core.runtime import autotune, perf
+from napari_slip.core.runtime.perf import Plan, stage_precision, stages_of
+
+
+def _table(encoder, decoder, clip):
+    """``{stage: {precision: {threads: seconds}}}`` from ``{precision: seconds}`` (or
+    ``{precision: {threads: seconds}}``) per stage."""
+
+    def rows(d):
+        return {p: (t if isinstance(t, dict) else {"2": t}) for p, t in d.items()}
+
+    return {"encoder": rows(encoder), "decoder": rows(decoder), "clip": rows(clip)}
+
+
+def _faithful(table, **cosines):
+    fid = {s: {p: 1.0 for p in row} for s, row in table.items()}
+    for key, cos in cosines.items():
+        stage, precision = key.split("_")
+        fid[stage][precision] = cos
+    return fid
+
+
+def _entry(table, fidelity):
+    return {"table": table, "fidelity": fidelity, "choice": autotune.choose(table, fidelity),
+            "seconds": 1.0, "machine": {}, "measured_at": "2026-12-02T00:00:00+00:00"}  # fmt: skip
+
+
+def test_the_fastest_faithful_precision_wins_per_stage():
+    table = _table(
+        {"fp32": 7.5, "bf16": 4.0, "int8": 4.8},
+        {"fp32": 1.00, "bf16": 0.99, "int8": 0.80},  # int8 fastest but unfaithful (below)
+        {"fp32": 0.20, "bf16": 0.25, "int8": 0.12},
+    )
+    choice = autotune.choose(table, _faithful(table, decoder_int8=0.95))
+    assert {s: c["precision"] for s, c in choice.items()} == {
+        "encoder": "bf16",  # fastest
+        "decoder": "fp32",  # bf16 within the tie margin of fp32; int8 fails fidelity
+        "clip": "int8",  # stages may differ
+    }
+    plan = autotune.plan_of(choice)
+    assert isinstance(plan, str) and plan == "enc-bf16.dec-fp32.clip-int8"
+    assert [stage_precision(plan, s) for s in perf.STAGES] == ["bf16", "fp32", "int8"]
+    assert stage_precision("bf16", "decoder") == "bf16"  # one precision: every stage
+    assert stages_of(plan)["clip"] == {"precision": "int8", "threads": 2}
+    assert Plan("bf16", "bf16", "bf16") == "bf16"  # uniform: the plain name
+
+
+def test_fp32_keeps_ties_and_threads_are_chosen_too():
+    table = _table(
+        {"fp32": {"1": 1.0, "2": 0.6}, "bf16": {"1": 0.9, "2": 0.59}},  # tie at 2 threads
+        {"fp32": {"1": 0.5, "2": 0.7}, "bf16": {"1": 0.6, "2": 0.8}},  # 1 thread faster
+        {"fp32": {"1": 0.3, "2": 0.3}, "bf16": {"1": 0.1, "2": 0.2}},
+    )
+    choice = autotune.choose(table, _faithful(table))
+    assert choice["encoder"] == {"precision": "fp32", "threads": 2}
+    assert choice["decoder"] == {"precision": "fp32", "threads": 1}
+    assert choice["clip"] == {"precision": "bf16", "threads": 1}
+    # Never slower than fp32: every choice within the tie margin of fp32's best or faster.
+    for stage, pick in choice.items():
+        best_fp32 = min(table[stage]["fp32"].values())
+        assert table[stage][pick["precision"]][str(pick["threads"])] <= best_fp32
+
+
+def test_the_cache_is_per_machine_and_a_changed_cpu_measures_again(monkeypatch):
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "_PENDING", False)
+    cpu = torch.device("cpu")
+    assert autotune.resolve_precision("auto", cpu) == autotune.guess()  # nothing measured
+    assert autotune.pending()
+    table = _table({"fp32": 2.0, "int8": 1.0}, {"fp32": 1.0, "int8": 2.0},
+                   {"fp32": 1.0, "int8": 0.5})  # fmt: skip
+    autotune.save_measurement(_entry(table, _faithful(table)))
+    plan = autotune.resolve_precision("auto", cpu)
+    assert plan == "enc-int8.dec-fp32.clip-int8" and isinstance(plan, Plan)
+    assert autotune.resolve_precision("fp32", cpu) == "fp32"  # forced: no plan
+    saved = json.loads(autotune.cache_file().read_text())
+    assert list(saved) == [autotune.machine_key()] and "torch" in autotune.machine_key()
+    # Another torch (or CPU model, flags, threads): the measurement does not apply.
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    assert autotune.load_measurement() is None
+    assert autotune.resolve_precision("auto", cpu) == autotune.guess()
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "0")  # off: the flag table, nothing due
+    monkeypatch.setattr(autotune, "_PENDING", False)
+    assert autotune.resolve_precision("auto", cpu) == autotune.guess()
+    assert not autotune.pending() and autotune.measure_when_idle() is None
+
+
+def test_a_measured_plan_runs_each_stage_in_its_precision(
+    monkeypatch, tiny_sam_path, tiny_clip_path, fast_sam_params
+):
+    """The plan enters the real pipeline: SAM's encoder int8 (its quantized copy made),
+    the decoder fp32, CLIP bf16; provenance says so; the threads come back."""
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.testing import blobs_image
+
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    table = _table({"fp32": 2.0, "int8": 1.0, "bf16": 1.5},
+                   {"fp32": 1.0, "int8": 2.0, "bf16": 2.0},
+                   {"fp32": 1.0, "int8": 0.9, "bf16": 0.5})  # fmt: skip
+    autotune.save_measurement(_entry(table, _faithful(table)))
+    threads = torch.get_num_threads()
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params,
+                    disk_cache=False)  # fmt: skip
+    image, _ = blobs_image()
+    result = seg.segment(image, "cell", mode="topk", top_k=2)
+    stages = result.provenance["precision_stages"]
+    assert {s: v["precision"] for s, v in stages.items()} == {
+        "encoder": "int8", "decoder": "fp32", "clip": "bf16"}  # fmt: skip
+    assert result.provenance["precision"] == "enc-int8.dec-fp32.clip-bf16"
+    assert seg.model_set.load("sam").promptable._int8 is not None  # the encoder ran int8
+    assert seg.model_set.load("clip").clip.precision == "bf16"
+    assert seg.model_set.load("clip").clip.dtype == torch.bfloat16
+    assert torch.get_num_threads() == threads and len(result.table) >= 1
+
+
+def test_stage_threads_are_restored():
+    before = torch.get_num_threads()
+    plan = Plan("fp32", "fp32", "fp32", threads={"encoder": 1})
+    with perf.stage_threads(plan, "encoder"):
+        assert torch.get_num_threads() == 1
+    with perf.stage_threads(plan, "decoder"):  # none chosen: as it is
+        assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before
+
+
+def test_a_real_measurement_is_consistent_and_gives_up_when_a_run_starts(monkeypatch):
+    """The probes really run in the real background thread (fp32 only, one thread
+    count, to stay quick): a table for every stage and a choice among the measured
+    cells; bf16's fidelity is measured against fp32 (CLIP's probe); a measurement asked
+    to stop keeps nothing."""
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "_PENDING", True)
+    n = torch.get_num_threads()
+    with pytest.raises(autotune.Interrupted):
+        autotune.measure(["fp32"], [n], stop=lambda: True, stages=("clip",))
+    assert autotune.load_measurement() is None and autotune.pending()
+    clip = autotune.measure(["fp32", "bf16"], [n], stages=("clip",))
+    assert set(clip["table"]) == {"clip"} and 0.99 < clip["fidelity"]["clip"]["bf16"] <= 1.0
+    monkeypatch.setattr(autotune, "ENCODER_GRID", 28)  # the global block on fewer tokens
+    monkeypatch.setattr(autotune, "cpu_precisions", lambda: ["fp32"])
+    monkeypatch.setattr(autotune, "thread_options", lambda: [n])
+    thread = autotune.measure_when_idle()  # the real background thread
+    assert thread is not None and thread.name == "napari-slip autotune"
+    assert autotune.measure_when_idle() is None  # one at a time
+    thread.join(timeout=120)
+    entry = autotune.load_measurement()
+    assert entry is not None and not autotune.pending()
+    for stage in perf.STAGES:
+        assert entry["table"][stage]["fp32"][str(n)] > 0
+        assert entry["choice"][stage] == {"precision": "fp32", "threads": n}
+    assert entry["machine"]["model"] == perf.cpu_info()["model"]
+
+
+def test_models_prints_the_measured_table_and_the_choice(monkeypatch, capsys):
+    from napari_slip.cli import main
+
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    assert main(["models"]) == 0
+    assert "not measured yet" in capsys.readouterr().out
+    table = _table({"fp32": 7.5, "bf16": 4.0, "int8": 4.8}, {"fp32": 0.02, "bf16": 0.017},
+                   {"fp32": 0.2, "int8": 0.1})  # fmt: skip
+    autotune.save_measurement(_entry(table, _faithful(table, clip_int8=0.5)))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder  fp32 7500 ms x2; bf16 4000 ms x2; int8 4800 ms x2  -> bf16" in out
+    assert "int8 100 ms x2 (cos 0.500: refused)  -> fp32" in out
+
+
+def test_physical_cores_and_thread_options():
+    options = autotune.thread_options()
+    assert options == sorted(set(options)) and all(n >= 1 for n in options)
+    cores = autotune.physical_cores()
+    assert cores is None or 1 <= cores <= max(options)
+    assert np.all(np.diff(options) > 0)
