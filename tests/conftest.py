@@ -33,6 +33,7 @@ def fresh_process_state():
     from napari_slip.core import batch_worker
     from napari_slip.core.models.hub import default_hub
     from napari_slip.core.pipeline import api
+    from napari_slip.core.runtime import autotune
 
     def reset():
         hub = default_hub()
@@ -40,6 +41,7 @@ def fresh_process_state():
         hub.loads.update({"sam": 0, "clip": 0})
         api._SHARED.clear()
         batch_worker._WORKER_SEGMENTERS.clear()
+        autotune._PENDING, autotune._BACKGROUND = False, True  # as a new process has them
 
     reset()
     yield

@@ -185,3 +185,39 @@ def test_physical_cores_and_thread_options():
     cores = autotune.physical_cores()
     assert cores is None or 1 <= cores <= max(options)
     assert np.all(np.diff(options) > 0)
+
+
+def test_the_command_line_measures_after_its_run_in_the_foreground(
+    monkeypatch, tmp_path, tiny_sam_path, tiny_clip_path, capsys
+):
+    """The first CLI run with ``auto`` and no measurement: the results are written
+    first, then the measurement runs in the foreground (no background thread that the
+    exiting process would kill), once; the next run uses the cached plan."""
+    import tifffile
+
+    from napari_slip.cli import main
+    from napari_slip.testing import blobs_image
+
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "ENCODER_GRID", 28)
+    monkeypatch.setattr(autotune, "cpu_precisions", lambda: ["fp32"])
+    monkeypatch.setattr(autotune, "_THREAD", None)
+    image, labels = blobs_image()
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
+    args = ["segment", str(tmp_path / "img.tif"), "--prompt", "cell", "-o",
+            str(tmp_path / "out.tif"), "--proposals-from", str(tmp_path / "labels.tif"),
+            "--sam", str(tiny_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu",
+            "--mode", "topk", "--top-k", "2",
+            "--provenance", str(tmp_path / "prov.json")]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "measuring this CPU's precisions once" in err and "precision 'auto' here:" in err
+    assert (tmp_path / "out.tif").is_file() and autotune.load_measurement() is not None
+    assert autotune._THREAD is None  # measured in the foreground
+    first = json.loads((tmp_path / "prov.json").read_text())
+    assert first["precision"] == autotune.guess()  # the run itself did not wait
+    assert main([*args, "--overwrite"]) == 0
+    assert "measuring" not in capsys.readouterr().err  # once
+    again = json.loads((tmp_path / "prov.json").read_text())
+    assert again["precision"] == "fp32" and again["precision_stages"]["encoder"]["threads"]

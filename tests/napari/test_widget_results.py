@@ -473,3 +473,23 @@ def test_a_new_run_takes_down_the_last_runs_error_toasts(setup, qtbot, tmp_path)
     run()
     assert widget.status.value.endswith(". No layer was added.")
     assert toasts.sentence("3 objects") == "3 objects." and toasts.sentence("Done.") == "Done."
+
+
+def test_the_widget_measures_auto_in_the_background_after_a_run(setup, monkeypatch):
+    """The first run with ``auto`` and no measurement uses the guess and is not slowed;
+    once it has finished, a real background thread measures (the probes kept small
+    here) and caches the choice, which the next model set uses."""
+    from napari_slip.core.runtime import autotune
+
+    _, widget, run, _ = setup
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "ENCODER_GRID", 28)
+    monkeypatch.setattr(autotune, "cpu_precisions", lambda: ["fp32"])
+    monkeypatch.setattr(autotune, "_THREAD", None)
+    run()
+    assert "object(s) matching 'cell'" in widget.status.value
+    thread = autotune._THREAD
+    assert thread is not None and thread.name == "napari-slip autotune"
+    thread.join(timeout=120)
+    assert autotune.load_measurement() is not None and not autotune.pending()
+    assert autotune.resolve_precision("auto", __import__("torch").device("cpu")) == "fp32"

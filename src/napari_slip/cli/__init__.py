@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..core.runtime.perf import tune_allocator
 
     tune_allocator()  # opt-in, process-wide: the command line owns its process
+    from ..core.runtime import autotune
+
+    autotune.in_foreground()  # a due measurement of 'auto' runs after the command
     try:
         code = COMMANDS[args.command].run(args)
         _measure_if_due()

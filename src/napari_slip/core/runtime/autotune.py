@@ -29,6 +29,7 @@ and thread counts in ``CACHE/autotune.json``; a change of any of them measures a
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import json
@@ -325,6 +326,11 @@ def measure(
 _LOCK = threading.Lock()
 _PENDING = False
 _THREAD: threading.Thread | None = None
+#: Whether a due measurement may run in a background thread (the command line
+#: measures in the foreground after its run instead: :func:`in_foreground`).
+_BACKGROUND = True
+#: Set when the process exits: a background measurement stops at its next step.
+_EXITING = threading.Event()
 
 
 def enabled() -> bool:
@@ -374,19 +380,38 @@ def measure_now(stop: Callable[[], bool] = lambda: False) -> dict:
 
 def measure_when_idle() -> threading.Thread | None:
     """Start the due measurement in a background thread, if one is due and none runs;
-    it gives up (and stays due) as soon as a run starts. Returns the thread."""
+    it gives up (and stays due) as soon as a run starts, or the process exits. Returns
+    the thread."""
     global _THREAD
     with _LOCK:
-        if not (_PENDING and enabled()) or (_THREAD is not None and _THREAD.is_alive()):
+        busy = _THREAD is not None and _THREAD.is_alive()
+        if not (_PENDING and enabled() and _BACKGROUND) or busy:
             return None
 
         def work() -> None:
             with contextlib.suppress(Interrupted, OSError):
-                measure_now(stop=heavy_work_running)
+                measure_now(stop=lambda: heavy_work_running() or _EXITING.is_set())
 
         _THREAD = threading.Thread(target=work, name="napari-slip autotune", daemon=True)
         _THREAD.start()
         return _THREAD
+
+
+def in_foreground() -> None:
+    """This process measures in the foreground when it chooses (the command line: after
+    its run, :func:`measure_now`); no background thread is started."""
+    global _BACKGROUND
+    _BACKGROUND = False
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """A measurement still running stops at its next step; exit waits a moment for it
+    (a thread inside torch while the interpreter shuts down could crash)."""
+    _EXITING.set()
+    thread = _THREAD
+    if thread is not None and thread.is_alive():
+        thread.join(timeout=5)
 
 
 def describe() -> list[str]:
