@@ -14,7 +14,11 @@ a 1,024 px image, SAM's full 32 x 32 grid, the CPU's default precision (``auto``
 - ``plain API``: as a user calls it now (each run tunes the allocator for itself and
   gives the memory back after);
 - ``tuned process``: ``tune_allocator()`` first (what the command line and the widget
-  do for their process).
+  do for their process);
+- ``plain API, auto measured``: as a user calls it once ``auto`` has measured this CPU
+  (``napari-slip models --measure`` in an earlier process, as a first session leaves
+  it); the three cases before run with no measurement (``auto``'s flag-table guess),
+  as a machine's very first run does.
 
 Reported: wall time, user and system CPU time, and minor page faults of the call.
 """
@@ -45,6 +49,7 @@ wall = time.perf_counter() - t0
 after = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({
     "wall_s": wall,
+    "precision": result.provenance["precision"],
     "user_s": after.ru_utime - before.ru_utime,
     "system_s": after.ru_stime - before.ru_stime,
     "minor_faults": after.ru_minflt - before.ru_minflt,
@@ -67,16 +72,28 @@ def main(argv=None) -> int:
     out: dict = {"cpu": dict(cpu_info())}
     with tempfile.TemporaryDirectory() as tmp:
         sam, clip = _prepare_models(Path(tmp))
-        for mode in ("untuned", "plain API", "tuned process"):
-            env = {**os.environ, "NAPARI_SLIP_CACHE": str(Path(tmp) / "cache")}
+        for mode in ("untuned", "plain API", "tuned process", "plain API, auto measured"):
+            # Each case its own empty cache folder: every case is a first prompt that
+            # runs SAM's encoder (a shared folder would hand later cases the first
+            # case's embedding from disk).
+            env = {**os.environ, "NAPARI_SLIP_CACHE": tempfile.mkdtemp(dir=tmp)}
             if mode == "untuned":
                 env["NAPARI_SLIP_MALLOC"] = "0"
-            run = subprocess.run([sys.executable, "-c", CHILD, mode, sam, clip], env=env,
+            if mode == "plain API, auto measured":  # as in a later session: measured once
+                measured = subprocess.run([sys.executable, "-m", "napari_slip.cli", "models",
+                                           "--measure"], env=env, capture_output=True,
+                                          text=True, check=True)  # fmt: skip
+                out["auto_measurement"] = [ln for ln in measured.stdout.splitlines()
+                                           if "precision 'auto'" in ln or "->" in ln]  # fmt: skip
+                print("\n".join(out["auto_measurement"]))
+            child_mode = "plain API" if mode.startswith("plain API") else mode
+            run = subprocess.run([sys.executable, "-c", CHILD, child_mode, sam, clip], env=env,
                                  capture_output=True, text=True, check=True)  # fmt: skip
             row = json.loads(run.stdout.strip().splitlines()[-1])
             out[mode] = row
             faults = row["minor_faults"] / 1e6
-            print(f"{mode:14s} wall {row['wall_s']:6.1f} s  user {row['user_s']:6.1f} s  "
+            print(f"{mode:24s} [{row['precision']}] wall {row['wall_s']:6.1f} s  "
+                  f"user {row['user_s']:6.1f} s  "
                   f"system {row['system_s']:5.1f} s  minor faults {faults:5.2f} M"
                   f"  ({row['candidates']} candidates, {row['objects']} objects: no mask "
                   "survives SAM's filters with random weights)")  # fmt: skip

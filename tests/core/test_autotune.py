@@ -65,6 +65,11 @@ def test_fp32_keeps_ties_and_threads_are_chosen_too():
         {"fp32": {"1": 0.3, "2": 0.3}, "bf16": {"1": 0.1, "2": 0.2}},
     )
     choice = autotune.choose(table, _faithful(table))
+    # int8 1% ahead of bf16 is noise, not worth a quantized copy of the model: bf16.
+    near = _table({"fp32": 7.5, "bf16": 4.00, "int8": 3.96}, {"fp32": 1.0, "int8": 0.5},
+                  {"fp32": 1.0})  # fmt: skip
+    picked = autotune.choose(near, _faithful(near))
+    assert picked["encoder"]["precision"] == "bf16" and picked["decoder"]["precision"] == "int8"
     assert choice["encoder"] == {"precision": "fp32", "threads": 2}
     assert choice["decoder"] == {"precision": "fp32", "threads": 1}
     assert choice["clip"] == {"precision": "bf16", "threads": 1}
@@ -88,6 +93,14 @@ def test_the_cache_is_per_machine_and_a_changed_cpu_measures_again(monkeypatch):
     assert autotune.resolve_precision("fp32", cpu) == "fp32"  # forced: no plan
     saved = json.loads(autotune.cache_file().read_text())
     assert list(saved) == [autotune.machine_key()] and "torch" in autotune.machine_key()
+    # A damaged cache is no measurement (measured again), never a broken run.
+    good = autotune.cache_file().read_text()
+    for damaged in ("{not json", json.dumps({autotune.machine_key(): {"choice": {
+            s: {"precision": "fp64", "threads": 2} for s in perf.STAGES}}})):  # fmt: skip
+        autotune.cache_file().write_text(damaged)
+        assert autotune.load_measurement() is None
+        assert autotune.resolve_precision("auto", cpu) == autotune.guess()
+    autotune.cache_file().write_text(good)
     # Another torch (or CPU model, flags, threads): the measurement does not apply.
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     assert autotune.load_measurement() is None
@@ -126,13 +139,43 @@ def test_a_measured_plan_runs_each_stage_in_its_precision(
     assert torch.get_num_threads() == threads and len(result.table) >= 1
 
 
-def test_stage_threads_are_restored():
+def test_stage_threads_are_restored_and_stay_within_a_workers_share(monkeypatch):
     before = torch.get_num_threads()
-    plan = Plan("fp32", "fp32", "fp32", threads={"encoder": 1})
+    plan = Plan("fp32", "fp32", "fp32", threads={"encoder": 1, "clip": 8})
     with perf.stage_threads(plan, "encoder"):
         assert torch.get_num_threads() == 1
     with perf.stage_threads(plan, "decoder"):  # none chosen: as it is
         assert torch.get_num_threads() == before
+    assert torch.get_num_threads() == before
+    monkeypatch.setattr(perf, "_THREAD_CAP", None)
+    perf.cap_threads(1)  # a batch worker's share of the cores
+    with perf.stage_threads(plan, "clip"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_a_plans_threads_are_set_around_its_stages_only(
+    monkeypatch, tiny_sam_path, tiny_clip_path, fast_sam_params
+):
+    """Measured: the encoder fastest on another thread count than the process's; the run
+    sets it around the encoder and gives the process its own count back (watched
+    through torch's own setter)."""
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.testing import blobs_image
+
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    table = _table({"fp32": {str(other): 1.0, str(before): 2.0}}, {"fp32": {str(before): 1.0}},
+                   {"fp32": {str(before): 1.0}})  # fmt: skip
+    autotune.save_measurement(_entry(table, _faithful(table)))
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n))[1])
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params,
+                    disk_cache=False)  # fmt: skip
+    seg.segment(blobs_image()[0], "cell", mode="topk", top_k=1)
+    assert calls[:2] == [other, before] and set(calls) == {other, before}
     assert torch.get_num_threads() == before
 
 

@@ -25,10 +25,19 @@ def _segmenter(config: Any):
     key = (config.sam, config.clip, config.device, config.precision)
     seg = _WORKER_SEGMENTERS.get(key)
     if seg is None:
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            from .runtime import autotune
+
+            autotune.in_foreground()  # a worker process: never a measurement of its own
         if config.threads:
             import torch
 
+            from .runtime.perf import cap_threads
+
             torch.set_num_threads(config.threads)
+            cap_threads(config.threads)  # auto's per-stage threads stay within the share
         # One image at a time, never revisited: no per-image caches to keep.
         seg = Segmenter(
             config.sam,

@@ -15,8 +15,10 @@ Each stage runs in every precision this CPU supports (fp32, bf16, int8), with ev
 thread count worth trying (the logical cores and the physical ones, when they
 differ); the weights are random (speed does not depend on them). A precision is
 eligible for a stage only if its output agrees with fp32's (cosine >= ``FIDELITY``);
-the fastest eligible one wins, and fp32 keeps ties (within ``TIE``): never slower
-than fp32, exact when nothing is clearly faster. About 5-10 s on 2 cores.
+the fastest eligible one wins, but times within ``TIE`` of it are a tie, won by the
+simplest precision (fp32, then bf16, then int8): never slower than fp32 beyond noise,
+exact when nothing is clearly faster, and no int8 copy of a model for a gain that
+noise could give. About 10 s on 2 cores.
 
 When: never during a run. A run with no measurement yet uses the flag table's guess;
 the measurement follows once the process has no heavy work (a background thread that
@@ -57,8 +59,11 @@ from .perf import (
 
 #: Output cosine against fp32 a precision needs to be chosen for a stage.
 FIDELITY = 0.99
-#: A precision must beat fp32 by more than this share to be chosen over it.
-TIE = 0.03
+#: Times within this share of the fastest count as a tie: the simplest precision of
+#: :data:`SIMPLICITY` among them wins (measurement noise must not pick int8's copy).
+TIE = 0.05
+#: fp32 (exact), bf16 (autocast), int8 (a quantized copy of the model, made once).
+SIMPLICITY = ("fp32", "bf16", "int8")
 #: Bumped when the probes change (old measurements are then measured again).
 PROBE_VERSION = 1
 #: Timed repetitions per cell (the fastest counts), after one warm-up.
@@ -126,8 +131,11 @@ def choose(table: dict, fidelity: dict) -> dict:
     """``{stage: {"precision": p, "threads": n}}`` from measured seconds
     ``table[stage][precision][threads]`` and cosines ``fidelity[stage][precision]``.
 
-    Per stage: the fastest (precision, threads) whose output agrees with fp32's; fp32
-    unless another is faster than fp32's best by more than :data:`TIE`.
+    Per stage: among the (precision, threads) whose output agrees with fp32's, the
+    simplest precision (fp32, then bf16, then int8, which needs a quantized copy of
+    the model made at first use) whose time is within :data:`TIE` of the fastest; so
+    never slower than fp32 by more than noise, and exact when nothing is clearly
+    faster.
     """
     chosen = {}
     for stage, by_precision in table.items():
@@ -135,11 +143,11 @@ def choose(table: dict, fidelity: dict) -> dict:
                  if p == "fp32" or fidelity.get(stage, {}).get(p, 0.0) >= FIDELITY]  # fmt: skip
         if not cells:
             raise InputError(f"No precision of stage {stage!r} was measured.")
-        exact = [c for c in cells if c[1] == "fp32"]
-        best = min(cells)
-        if exact and best[1] != "fp32" and best[0] > min(exact)[0] * (1 - TIE):
-            best = min(exact)
-        chosen[stage] = {"precision": best[1], "threads": best[2]}
+        fastest = min(cells)[0]
+        near = [c for c in cells if c[0] <= fastest * (1 + TIE)]
+        simplest = min(near, key=lambda c: (SIMPLICITY.index(c[1]) if c[1] in SIMPLICITY
+                                            else len(SIMPLICITY), c[0]))  # fmt: skip
+        chosen[stage] = {"precision": simplest[1], "threads": simplest[2]}
     return chosen
 
 
@@ -157,8 +165,14 @@ def load_measurement() -> dict | None:
     except (OSError, ValueError):
         return None
     entry = entries.get(machine_key()) if isinstance(entries, dict) else None
-    if not isinstance(entry, dict) or set(entry.get("choice", {})) != set(STAGES):
+    choice = entry.get("choice") if isinstance(entry, dict) else None
+    if not isinstance(choice, dict) or set(choice) != set(STAGES):
         return None
+    for pick in choice.values():  # a damaged cache measures again; it never breaks a run
+        if not isinstance(pick, dict) or pick.get("precision") not in ("fp32", "bf16", "int8"):
+            return None
+        if type(pick.get("threads")) is not int or pick["threads"] < 1:
+            return None
     return entry
 
 

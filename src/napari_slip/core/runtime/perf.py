@@ -142,10 +142,24 @@ def stage_threads(precision: str, stage: str):
     return threads(precision.threads.get(stage) if isinstance(precision, Plan) else None)
 
 
+#: The most threads a stage may take in this process (a batch worker's share of the
+#: cores; None: no cap).
+_THREAD_CAP: int | None = None
+
+
+def cap_threads(n: int | None) -> None:
+    """Never give a stage more than ``n`` threads (batch workers share the cores)."""
+    global _THREAD_CAP
+    _THREAD_CAP = n
+
+
 @contextlib.contextmanager
 def threads(n: int | None):
-    """``n`` torch threads inside (None: as they are); the process's own setting is
-    restored on leaving (a library never keeps a process-wide change)."""
+    """``n`` torch threads inside (None: as they are; never above :func:`cap_threads`);
+    the process's own setting is restored on leaving (a library never keeps a
+    process-wide change)."""
+    if n and _THREAD_CAP:
+        n = min(n, _THREAD_CAP)
     old = torch.get_num_threads()
     if not n or n == old:
         yield
