@@ -56,6 +56,12 @@ def test_the_fastest_faithful_precision_wins_per_stage():
     assert stage_precision("bf16", "decoder") == "bf16"  # one precision: every stage
     assert stages_of(plan)["clip"] == {"precision": "int8", "threads": 2}
     assert Plan("bf16", "bf16", "bf16") == "bf16"  # uniform: the plain name
+    import copy
+    import pickle
+
+    for again in (pickle.loads(pickle.dumps(plan)), copy.deepcopy(plan)):  # to workers
+        assert isinstance(again, Plan) and again == plan and again.threads == plan.threads
+        assert stage_precision(again, "clip") == "int8"
 
 
 def test_fp32_keeps_ties_and_threads_are_chosen_too():

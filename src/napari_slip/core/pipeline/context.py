@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models.promptable import ImageEmbedding
+from ..runtime.perf import stage_precision
 from ..runtime.progress import Progress
 from .embedding_cache import embedding_path, load_embedding, save_embedding
 from .images import LazyImage
@@ -49,9 +50,12 @@ class SamEmbeddings:
         resolution (kept on disk only, so a tiled run does not fill the memory).
         """
         precision = self.models.precision
+        # The embedding depends on the encoder's precision only (a plan's other stages
+        # may differ): kept, in memory and on disk, under that.
+        encoder = stage_precision(precision, "encoder")
         if region is None and max_side is not None and max(session.image.shape) <= max_side:
             max_side = None  # not shrunk either way: one embedding, whatever the limit
-        key = (self.models.sam_spec, precision, max_side)
+        key = (self.models.sam_spec, encoder, max_side)
         if region is None:
             embedding = session.embeddings.get_fresh(key)
             if embedding is not None:
@@ -63,7 +67,7 @@ class SamEmbeddings:
         else:
             sam.promptable.check_shape((region[2] - region[0], region[3] - region[1]))
             name = f"{session.key}-tile-{'-'.join(str(int(v)) for v in region)}"
-        on_disk = embedding_path(sam.sha256, precision, name)
+        on_disk = embedding_path(sam.sha256, encoder, name)
         embedding = load_embedding(on_disk, sam.promptable.device) if self.disk_cache else None
         if embedding is not None:
             self.stats["sam_embeddings_from_disk"] += 1

@@ -120,6 +120,9 @@ class Plan(str):
         obj.threads = {k: int(v) for k, v in (threads or {}).items() if v}
         return obj
 
+    def __reduce__(self):  # pickled whole (to worker processes, in copies)
+        return (Plan, (self.encoder, self.decoder, self.clip, self.threads))
+
     def describe(self) -> dict:
         """``{stage: {"precision": ..., "threads": n or None}}`` (for provenance)."""
         return {s: {"precision": getattr(self, s), "threads": self.threads.get(s)} for s in STAGES}
