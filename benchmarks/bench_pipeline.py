@@ -144,6 +144,8 @@ def worker(kind: str, sam_path: str, clip_path: str, size: int, points: int, n_c
             return t_sam + t_crops + t_clip + t_sel
 
         out["first_prompt"] = prompt_once("circle")
+        if os.environ.get("BENCH_FIRST_PROMPT_ONLY") == "1":  # bench_api_allocator --naive
+            return out
         out["reprompt"] = prompt_once("square")  # the naive loop recomputes everything
         out["peak_mb_first"] = _peak_mb()
         enc.clear()

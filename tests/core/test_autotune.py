@@ -201,8 +201,13 @@ def test_a_real_measurement_is_consistent_and_gives_up_when_a_run_starts(monkeyp
     monkeypatch.setattr(autotune, "ENCODER_GRID", 28)  # the global block on fewer tokens
     monkeypatch.setattr(autotune, "cpu_precisions", lambda: ["fp32"])
     monkeypatch.setattr(autotune, "thread_options", lambda: [n])
-    thread = autotune.measure_when_idle()  # the real background thread
-    assert thread is not None and thread.name == "napari-slip autotune"
+    with perf.running():  # a run in progress: the background measurement gives way
+        stopped = autotune.measure_when_idle()
+        stopped.join(timeout=60)
+        assert autotune.load_measurement() is None and autotune.pending()
+    # The run's end (the process idle again) starts the real background thread.
+    thread = autotune._THREAD
+    assert thread is not stopped and thread.name == "napari-slip autotune"
     assert autotune.measure_when_idle() is None  # one at a time
     thread.join(timeout=120)
     entry = autotune.load_measurement()

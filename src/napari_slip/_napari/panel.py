@@ -240,8 +240,14 @@ class WorkerPanel(Container):
 
         # Handlers given at creation: an "errored" handler stops the worker from
         # re-raising the exception on the GUI thread (we show one line instead).
+        from ..core.runtime.perf import running
+
+        def marked(*a, **k):  # a run: a background measurement gives way to it
+            with running():
+                return (yield from func(*a, **k))
+
         self._worker = create_worker(
-            func,
+            marked,
             *args,
             _start_thread=False,
             **kwargs,

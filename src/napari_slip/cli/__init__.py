@@ -98,8 +98,8 @@ def _measure_if_due() -> None:
 
     if not autotune.pending():
         return
-    print("napari-slip: measuring this CPU's precisions once for precision 'auto' (about "
-          "15 s; cached; NAPARI_SLIP_AUTOTUNE=0 skips it)...", file=sys.stderr)  # fmt: skip
+    print("napari-slip: measuring this CPU's precisions once for precision 'auto' ("
+          "10-20 s; cached; NAPARI_SLIP_AUTOTUNE=0 skips it)...", file=sys.stderr)  # fmt: skip
     try:
         entry = autotune.measure_now()
     except (KeyboardInterrupt, OSError) as exc:

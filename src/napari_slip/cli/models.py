@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
         "--measure",
         action="store_true",
         help="measure now which precision is fastest per stage on this CPU (what "
-        "--precision auto uses; about 15 s, cached)",
+        "--precision auto uses; 10-20 s, cached)",
     )
 
 

@@ -18,7 +18,7 @@ eligible for a stage only if its output agrees with fp32's (cosine >= ``FIDELITY
 the fastest eligible one wins, but times within ``TIE`` of it are a tie, won by the
 simplest precision (fp32, then bf16, then int8): never slower than fp32 beyond noise,
 exact when nothing is clearly faster, and no int8 copy of a model for a gain that
-noise could give. About 10 s on 2 cores.
+noise could give. 10-20 s on 2 cores.
 
 When: never during a run. A run with no measurement yet uses the flag table's guess;
 the measurement follows once the process has no heavy work (a background thread that
@@ -51,6 +51,7 @@ from .perf import (
     autocast,
     cpu_has_fast_bf16,
     cpu_info,
+    heavy_work_allocator,
     heavy_work_running,
     quantize_int8,
     threads,
@@ -67,7 +68,7 @@ SIMPLICITY = ("fp32", "bf16", "int8")
 #: Bumped when the probes change (old measurements are then measured again).
 PROBE_VERSION = 1
 #: Timed repetitions per cell (the fastest counts), after one warm-up.
-REPEATS = 1
+REPEATS = 2
 
 
 class Interrupted(Exception):
@@ -280,6 +281,35 @@ PROBES = {"encoder": _encoder_probe, "decoder": _decoder_probe, "clip": _clip_pr
 ENCODER_GRID = 64
 
 
+def _time_stage(stage, order, n, table, fidelity, stop) -> None:
+    """Time one stage's probe in every precision on ``n`` threads into ``table``, in
+    rounds that visit every precision in turn (a burst of load on a shared machine
+    then slows one round of all of them, not one precision), the fastest round
+    counting; and fp32's output as the reference of ``fidelity``."""
+    probes = {}
+    for precision in order:
+        if stop():
+            raise Interrupted
+        parts = PROBES[stage](precision)
+        outs = torch.cat([run().flatten() for run, _ in parts])  # warm-up (int8: quantizing)
+        probes[precision] = (parts, outs)
+    best = {p: [float("inf")] * len(parts) for p, (parts, _) in probes.items()}
+    for _ in range(REPEATS):
+        for precision, (parts, _) in probes.items():
+            for i, (run, _) in enumerate(parts):
+                if stop():
+                    raise Interrupted
+                t0 = time.perf_counter()
+                run()
+                best[precision][i] = min(best[precision][i], time.perf_counter() - t0)
+    reference = probes["fp32"][1]
+    for precision, (parts, out) in probes.items():
+        total = sum(w * t for (_, w), t in zip(parts, best[precision], strict=True))
+        table[stage].setdefault(precision, {})[str(n)] = total
+        cos = 1.0 if precision == "fp32" else _cosine(out, reference)
+        fidelity[stage][precision] = min(cos, fidelity[stage].get(precision, 1.0))
+
+
 def measure(
     precisions: list[str] | None = None,
     thread_counts: list[int] | None = None,
@@ -300,31 +330,13 @@ def measure(
     thread_counts = thread_counts or thread_options()
     table: dict = {s: {} for s in stages}
     fidelity: dict = {s: {} for s in stages}
-    with torch.no_grad():
+    order = ["fp32", *(p for p in precisions if p != "fp32")]
+    # The allocator as runs have it (untuned, page faults would decide the ranking).
+    with torch.no_grad(), heavy_work_allocator(run=False):
         for stage in stages:
-            reference = None
-            for precision in ["fp32", *(p for p in precisions if p != "fp32")]:
-                if stop():
-                    raise Interrupted
-                parts = PROBES[stage](precision)
-                row = table[stage].setdefault(precision, {})
-                for n in thread_counts:
-                    total, outs = 0.0, []
-                    with threads(n):
-                        for run, weight in parts:
-                            outs.append(run().flatten())  # warm-up (and int8's quantizing)
-                            times = []
-                            for _ in range(REPEATS):
-                                if stop():
-                                    raise Interrupted
-                                t0 = time.perf_counter()
-                                run()
-                                times.append(time.perf_counter() - t0)
-                            total += weight * min(times)
-                    row[str(n)] = total
-                out = torch.cat(outs)
-                reference = out if reference is None else reference
-                fidelity[stage][precision] = 1.0 if out is reference else _cosine(out, reference)
+            for n in thread_counts:
+                with threads(n):
+                    _time_stage(stage, order, n, table, fidelity, stop)
     info = cpu_info()
     return {
         "table": table,
@@ -434,7 +446,7 @@ def describe() -> list[str]:
     if entry is None:
         how = "off (NAPARI_SLIP_AUTOTUNE=0)" if not enabled() else "not measured yet"
         return [f"precision 'auto' by measurement: {how}; until then {guess()} "
-                "(`napari-slip models --measure` measures now, in about 10 s)"]  # fmt: skip
+                "(`napari-slip models --measure` measures now, in 10-20 s)"]  # fmt: skip
     return describe_entry(entry)
 
 

@@ -263,8 +263,8 @@ def when_idle(callback) -> None:
 
 
 def heavy_work_running() -> bool:
-    """Whether a run is inside :func:`heavy_work_allocator` now."""
-    return _SCOPE_DEPTH > 0
+    """Whether a run is in progress now (see :func:`running`)."""
+    return _RUN_DEPTH > 0
 
 
 def allocator_scoped() -> bool:
@@ -273,7 +273,7 @@ def allocator_scoped() -> bool:
 
 
 @contextlib.contextmanager
-def heavy_work_allocator():
+def heavy_work_allocator(run: bool = True):
     """glibc tuned as :func:`tune_allocator` does, for the work inside only.
 
     Without it, every large tensor of SAM's decoder and mask stage is a fresh ``mmap``
@@ -285,6 +285,9 @@ def heavy_work_allocator():
     set to :data:`RESTORED_MMAP_THRESHOLD` / :data:`RESTORED_TRIM_THRESHOLD` and the
     memory the work kept is handed back (``malloc_trim``). Nothing happens at import,
     after :func:`tune_allocator`, off Linux, or with ``NAPARI_SLIP_MALLOC=0``.
+
+    ``run=False``: the allocator as a run has it, without counting as a run (the
+    measurement of ``auto``, which must time what runs get and give way to them).
     """
     global _SCOPE_DEPTH, _SCOPE_APPLIED
     with _SCOPE_LOCK:
@@ -292,16 +295,34 @@ def heavy_work_allocator():
         if _SCOPE_DEPTH == 1 and not _TUNED:
             _SCOPE_APPLIED = _mallopt(1 << 30, 1 << 31)
     try:
-        yield
+        with running() if run else contextlib.nullcontext():
+            yield
     finally:
         with _SCOPE_LOCK:
             _SCOPE_DEPTH -= 1
-            idle = _SCOPE_DEPTH == 0
-            if idle and _SCOPE_APPLIED:
+            if _SCOPE_DEPTH == 0 and _SCOPE_APPLIED:
                 _SCOPE_APPLIED = False
                 if not _TUNED:
                     _mallopt(RESTORED_MMAP_THRESHOLD, RESTORED_TRIM_THRESHOLD)
                     _trim()
+
+
+_RUN_DEPTH = 0
+
+
+@contextlib.contextmanager
+def running():
+    """Mark a run in progress (blocking runs through :func:`heavy_work_allocator`, the
+    widget's thread workers directly); when the last one ends, the idle hooks run."""
+    global _RUN_DEPTH
+    with _SCOPE_LOCK:
+        _RUN_DEPTH += 1
+    try:
+        yield
+    finally:
+        with _SCOPE_LOCK:
+            _RUN_DEPTH -= 1
+            idle = _RUN_DEPTH == 0
         if idle:
             for hook in list(_IDLE_HOOKS):
                 hook()
