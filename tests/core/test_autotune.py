@@ -201,8 +201,8 @@ def test_a_real_measurement_is_consistent_and_gives_up_when_a_run_starts(monkeyp
     monkeypatch.setattr(autotune, "ENCODER_GRID", 28)  # the global block on fewer tokens
     monkeypatch.setattr(autotune, "cpu_precisions", lambda: ["fp32"])
     monkeypatch.setattr(autotune, "thread_options", lambda: [n])
-    with perf.running():  # a run in progress: the background measurement gives way
-        stopped = autotune.measure_when_idle()
+    stopped = autotune.measure_when_idle()  # waits a moment, then measures
+    with perf.running():  # a run starts: the background measurement gives way
         stopped.join(timeout=60)
         assert autotune.load_measurement() is None and autotune.pending()
     # The run's end (the process idle again) starts the real background thread.

@@ -492,6 +492,6 @@ def test_the_widget_measures_auto_in_the_background_after_a_run(setup, monkeypat
     assert thread is not None and thread.name == "napari-slip autotune"
     # It may give way to work the widget does after a run and start again: wait for
     # the cached result, not for one thread.
-    qtbot.waitUntil(lambda: autotune.load_measurement() is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: autotune.load_measurement() is not None, timeout=60_000)
     assert not autotune.pending()
     assert autotune.resolve_precision("auto", __import__("torch").device("cpu")) == "fp32"

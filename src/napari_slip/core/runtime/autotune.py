@@ -52,8 +52,8 @@ from .perf import (
     cpu_has_fast_bf16,
     cpu_info,
     heavy_work_allocator,
-    heavy_work_running,
     quantize_int8,
+    runs_started,
     threads,
     when_idle,
 )
@@ -67,6 +67,9 @@ TIE = 0.05
 SIMPLICITY = ("fp32", "bf16", "int8")
 #: Bumped when the probes change (old measurements are then measured again).
 PROBE_VERSION = 1
+#: Seconds a background measurement waits after a run before it starts (a script's
+#: or the widget's next call usually follows within this, and then comes first).
+QUIET_S = 1.0
 #: Timed repetitions per cell (the fastest counts), after one warm-up.
 REPEATS = 2
 
@@ -415,8 +418,10 @@ def measure_when_idle() -> threading.Thread | None:
             return None
 
         def work() -> None:
+            seen = runs_started()
+            time.sleep(QUIET_S)  # a run that follows at once (the next prompt) comes first
             with contextlib.suppress(Interrupted, OSError):
-                measure_now(stop=lambda: heavy_work_running() or _EXITING.is_set())
+                measure_now(stop=lambda: runs_started() != seen or _EXITING.is_set())
 
         _THREAD = threading.Thread(target=work, name="napari-slip autotune", daemon=True)
         _THREAD.start()

@@ -251,20 +251,22 @@ def tune_allocator(mmap_threshold: int = 1 << 30, trim_threshold: int = 1 << 31)
     return _TUNED
 
 
-#: Called (no arguments) each time the last heavy run of the process ends.
+#: Called (no arguments) each time the last run in progress ends.
 _IDLE_HOOKS: list = []
 
 
 def when_idle(callback) -> None:
-    """Call ``callback()`` whenever the process's last heavy run ends (used to measure
+    """Call ``callback()`` whenever the last run in progress ends (used to measure
     ``auto``'s precisions when nothing else runs; see :mod:`.autotune`)."""
     if callback not in _IDLE_HOOKS:
         _IDLE_HOOKS.append(callback)
 
 
-def heavy_work_running() -> bool:
-    """Whether a run is in progress now (see :func:`running`)."""
-    return _RUN_DEPTH > 0
+def runs_started() -> int:
+    """How many runs this process has started (see :func:`running`): a measurement that
+    sees it change knows a run began meanwhile. A count, not a depth, so a run whose
+    generator was abandoned and never closed cannot block measuring for good."""
+    return _RUNS_STARTED
 
 
 def allocator_scoped() -> bool:
@@ -307,15 +309,18 @@ def heavy_work_allocator(run: bool = True):
                     _trim()
 
 
+_RUNS_STARTED = 0
 _RUN_DEPTH = 0
 
 
 @contextlib.contextmanager
 def running():
-    """Mark a run in progress (blocking runs through :func:`heavy_work_allocator`, the
-    widget's thread workers directly); when the last one ends, the idle hooks run."""
-    global _RUN_DEPTH
+    """Mark a run (blocking runs through :func:`heavy_work_allocator`, the widget's
+    thread workers directly): counted when it starts (:func:`runs_started`); when the
+    last one in progress ends, the idle hooks run."""
+    global _RUNS_STARTED, _RUN_DEPTH
     with _SCOPE_LOCK:
+        _RUNS_STARTED += 1
         _RUN_DEPTH += 1
     try:
         yield
