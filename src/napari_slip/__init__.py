@@ -19,6 +19,7 @@ _FROM_CORE = (
     "BatchSummary",
     "Concept",
     "CropParams",
+    "LabelEditor",
     "ModelHub",
     "NormalisationParams",
     "SamProposalParams",
@@ -28,6 +29,7 @@ _FROM_CORE = (
     "SlipError",
     "TileParams",
     "batch",
+    "edit",
     "list_models",
     "segment",
 )

@@ -27,6 +27,8 @@ from napari_slip.testing.tiny import (
     write_tiny_mobile_sam,
 )
 
+from ..floats import assert_close
+
 # The authors' table: parameters of each whole model (encoder, prompt encoder, decoder).
 PUBLISHED_PARAMS_M = {"l0": 34.8, "l1": 47.7, "l2": 61.3, "xl0": 117.0, "xl1": 203.3}
 
@@ -124,15 +126,15 @@ def test_lite_mla_is_relu_linear_attention(side):
     mla = LiteMLA(16, dim=8, scales=(3,)).eval()
     qkv = torch.randn(2, 2 * 3 * 16, side, side)  # two scales of 2 heads of q, k, v
     with torch.no_grad():
-        torch.testing.assert_close(
-            mla.attend(qkv), _attention_by_formula(qkv, 8, mla.eps), atol=1e-5, rtol=1e-4
-        )
+        # Linear attention sums over every pixel (and the heads' 16 channels).
+        terms = max(side * side, 16)
+        assert_close(mla.attend(qkv), _attention_by_formula(qkv, 8, mla.eps), terms=terms)
         # And the whole module: qkv, multi-scale aggregation, attention, projection.
         x = torch.randn(1, 16, side, side)
         base = mla.qkv(x)
         multi = torch.cat([base, mla.aggreg[0](base)], dim=1)
         expected = mla.proj(_attention_by_formula(multi, 8, mla.eps))
-        torch.testing.assert_close(mla(x), expected, atol=1e-5, rtol=1e-4)
+        assert_close(mla(x), expected, terms=terms, depth=2)
 
 
 def test_lite_mla_attends_in_float32_under_bf16_autocast():
@@ -144,8 +146,7 @@ def test_lite_mla_attends_in_float32_under_bf16_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = mla.attend(qkv)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, _attention_by_formula(qkv, 8, mla.eps), atol=1e-5,
-                               rtol=1e-4)  # fmt: skip
+    assert_close(out, _attention_by_formula(qkv, 8, mla.eps), terms=32 * 32)
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -158,7 +159,7 @@ def test_conv_layer_folds_its_batch_norm(bias):
     x = torch.randn(2, 4, 9, 9)
     with torch.no_grad():
         expected = torch.nn.functional.gelu(layer.norm(layer.conv(x)), approximate="tanh")
-        torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
+        assert_close(layer(x), expected, terms=4 * 9)  # a 3 x 3 convolution of 4 channels
 
 
 @pytest.mark.parametrize("config", [TINY_EFFICIENTVIT_SAM, TINY_EFFICIENTVIT_XL_SAM])
@@ -177,7 +178,7 @@ def test_tiny_efficientvit_sam_loads_from_its_file(tmp_path, config):
     with torch.no_grad():
         out = model.image_encoder(x)
         assert out.shape == (1, 32, 64, 64)
-        torch.testing.assert_close(out, reference.eval().image_encoder(x))
+        assert_close(out, reference.eval().image_encoder(x), terms=64 * 64, depth=4)
 
 
 def test_embedding_sees_the_image_at_512_px_as_efficientvit_sam_does(tmp_path):
@@ -198,7 +199,7 @@ def test_embedding_sees_the_image_at_512_px_as_efficientvit_sam_does(tmp_path):
     expected = np.zeros((3, 512, 512), np.float32)
     expected[:, :512, :341] = ((small - mean) / std).transpose(2, 0, 1)
     assert seen[0].shape == (1, 3, 512, 512)
-    np.testing.assert_allclose(seen[0][0].numpy(), expected, atol=1e-5)
+    assert_close(seen[0][0], expected, terms=1)  # one subtraction and division per pixel
     assert embedding.input_size == (1024, 683)  # SAM's frame, as its predictor sets it
     assert embedding.original_size == (300, 200)
     low, _ = sam.decode_points(embedding, np.array([[100.0, 150.0]]))

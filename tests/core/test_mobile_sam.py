@@ -12,6 +12,8 @@ from napari_slip.core.models.sam import build_sam, load_sam, read_state_dict
 from napari_slip.core.models.tinyvit import TinyViTEncoder, WindowAttention, offset_index
 from napari_slip.testing.tiny import TINY_MOBILE_SAM, write_tiny_mobile_sam
 
+from ..floats import assert_close
+
 # Shapes of MobileSAM's published encoder (vit_t: dims 64/128/160/320, depths 2/2/6/2,
 # heads 2/4/5/10, windows 7/7/14/7), by the parameter names of its tiny_vit_sam.py.
 OFFICIAL_SHAPES = {
@@ -78,7 +80,7 @@ def test_window_attention_is_attention_with_the_learnt_bias():
         bias = attn.attention_biases[:, attn.attention_bias_idxs]
         weights = ((q @ k.transpose(-1, -2)) * 8**-0.5 + bias).softmax(-1)
         expected = attn.proj((weights @ v).transpose(1, 2).reshape(b, n, c))
-        torch.testing.assert_close(attn(x), expected, atol=1e-5, rtol=1e-5)
+        assert_close(attn(x), expected, terms=max(n, c))
 
 
 def test_encoder_runs_channels_last_with_the_numbers_of_nchw():
@@ -106,7 +108,7 @@ def test_encoder_runs_channels_last_with_the_numbers_of_nchw():
         plain = encoder.neck(plain)
     assert layouts == [True, False]
     assert out.is_contiguous() and out.shape == (2, 256, 16, 16)
-    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
+    assert_close(out, plain, terms=16 * 16, depth=4)  # the encoder's blocks and neck
 
 
 def test_tiny_mobile_sam_loads_from_its_file(tmp_path):
@@ -123,7 +125,7 @@ def test_tiny_mobile_sam_loads_from_its_file(tmp_path):
     with torch.no_grad():
         out = model.image_encoder(x)
         assert out.shape == (1, 32, 64, 64)
-        torch.testing.assert_close(out, reference.eval().image_encoder(x))
+        assert_close(out, reference.eval().image_encoder(x), terms=64 * 64, depth=4)
 
 
 def test_truncated_mobile_sam_is_a_clear_error(tmp_path):

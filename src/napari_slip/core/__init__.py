@@ -49,6 +49,7 @@ _EXPORTS = {
         "TileParams",
     ),
     "concepts": ("Concept", "ConceptQuery"),
+    "edits": ("Edit", "LabelEditor", "NothingToDo", "edit"),
     "runtime.progress": ("Progress",),
     "runtime.generators": ("drain", "drain_cached"),
     "runtime.perf": ("tune_allocator",),

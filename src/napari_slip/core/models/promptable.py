@@ -263,6 +263,47 @@ class PromptableSam:
             )
         return (out[0].float(), out[1].float(), *out[2:])
 
+    @torch.no_grad()
+    def decode_prompt(
+        self,
+        embedding: ImageEmbedding,
+        points_xy: np.ndarray,
+        positive: np.ndarray,
+        box_xyxy: np.ndarray | None = None,
+        multimask: bool = False,
+        precision: str = "fp32",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode one prompt of several points (``positive`` False: outside the object)
+        and an optional box, as SAM's predictor does (an interactive edit).
+
+        Returns ``(logits, iou)``: (K, H, W) float32 mask logits at the embedded
+        image's size and (K,) predicted IoUs; K is 3 with ``multimask``, else 1.
+        """
+        plan, precision = precision, stage_precision(precision, "decoder")
+        size = embedding.original_size
+        points = None
+        if len(points_xy):
+            coords = self.transform.apply_coords(np.asarray(points_xy, dtype=float), size)
+            points = (
+                torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None],
+                torch.as_tensor(np.asarray(positive, dtype=np.int64), device=self.device)[None],
+            )
+        boxes = None
+        if box_xyxy is not None:
+            box = self.transform.apply_boxes(np.asarray(box_xyxy, dtype=float)[None], size)
+            boxes = torch.as_tensor(box, dtype=torch.float32, device=self.device)
+        model = self._model(precision)
+        with autocast(precision, self.device), stage_threads(plan, "decoder"):
+            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
+            low_res, iou = model.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask,
+            )
+        return self.upscale(low_res[0].float(), embedding), iou[0].float()
+
     def _prompts(self, points_xy, embedding: ImageEmbedding, precision: str):
         """The prompt encoder's (sparse, dense) embeddings of one positive point each."""
         coords = self.transform.apply_coords(np.asarray(points_xy), embedding.original_size)

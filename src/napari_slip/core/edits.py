@@ -1,0 +1,408 @@
+"""Edits of a label image that change only what they touch.
+
+A :class:`LabelEditor` edits one plane of a result: *add* the object under a click
+(SAM decodes the point on that image's cached embedding; the new object gets the next
+free id and only background pixels), *remove* the object under a click (its pixels
+become background, nothing takes its place), *refine* one object with further
+positive and negative points and a box (decoded together as SAM's prompt; the object
+keeps its id and takes no pixel of another), *merge* two objects. Every other
+object's pixels and id stay exactly as they were.
+
+Each edit is computed first (:meth:`LabelEditor.propose_add` ...: an :class:`Edit`,
+the changed pixels with their values before and after, nothing written) and applied
+second, so a GUI can compute it in a worker and apply it on its own thread (napari's
+``data_setitem``, which its Ctrl+Z undoes); scripts call :meth:`LabelEditor.add_at`
+and friends, which do both and keep an undo/redo history.
+
+Edits teach on purpose: each one records an example (added and refined objects of
+the editor's class, removed ones as "not these") in :attr:`LabelEditor.concept`; the
+concept changes other objects only when asked (:mod:`.concepts.more`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .measure import with_measurements
+from .pipeline.plane import PlaneHandle, proposals_of_masks
+from .runtime.generators import drain
+
+#: A mask covering more than this share of the image is SAM answering "everything"
+#: (a click on background): it adds nothing.
+MAX_FRACTION = 0.5
+
+#: The columns an added object's row carries beside its measurements.
+ROW_COLUMNS = ("score", "similarity", "prompt", "source_id")
+
+
+class NothingToDo(InputError):
+    """An edit that would change nothing (a click on background, on no object): the
+    labels stay as they were; the message says why in one line."""
+
+
+@dataclass(frozen=True, eq=False)
+class Edit:
+    """One edit: the pixels it changes (indices into the edited array) with their
+    values before and after, and the example it teaches.
+
+    ``label`` is the object added, removed, refined or kept by a merge.
+    """
+
+    kind: str
+    label: int
+    index: tuple[np.ndarray, ...]
+    before: np.ndarray
+    after: np.ndarray
+    message: str
+    mask: np.ndarray | None = field(default=None, repr=False)
+    row: dict | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.index[0].size) if self.index else 0
+
+    def apply(self, labels: np.ndarray) -> None:
+        labels[self.index] = self.after
+
+    def revert(self, labels: np.ndarray) -> None:
+        labels[self.index] = self.before
+
+    def applies_to(self, labels: np.ndarray) -> bool:
+        """Whether ``labels`` still hold the values this edit was computed on."""
+        return bool(np.array_equal(labels[self.index], self.before))
+
+
+class LabelEditor:
+    """Edit a label image object by object (see the module's docstring).
+
+    Parameters
+    ----------
+    labels
+        The label image, edited in place by :meth:`apply` (2D, or a stack whose
+        plane ``plane`` is edited).
+    handle
+        The segmented image (:meth:`Segmenter.plane
+        <napari_slip.core.pipeline.segmenter.Segmenter.plane>`).
+    plane
+        Index of the edited plane in ``labels`` (``()`` for a 2D label image).
+    table
+        The result's table (rows by ``id``): its score, similarity, prompt and
+        source_id follow the objects; measurements are made anew.
+    prompt
+        What added objects are compared with (their similarity).
+    image
+        The original plane, channels last, for the intensity columns.
+    scale, unit
+        Pixel sizes (``{"Y": .., "X": ..}``) and their unit, for physical sizes.
+    concept, class_name
+        The concept that edits teach, and the class added objects are examples of.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        handle: PlaneHandle,
+        *,
+        plane: tuple[int, ...] = (),
+        table: pd.DataFrame | None = None,
+        prompt: str = "",
+        image: np.ndarray | None = None,
+        scale: dict | None = None,
+        unit: str | None = None,
+        concept=None,
+        class_name: str | None = None,
+    ) -> None:
+        self.labels, self.handle, self.plane = labels, handle, tuple(plane)
+        if tuple(labels[self.plane].shape) != handle.shape:
+            raise InputError(
+                f"The labels' plane is {labels[self.plane].shape}, the image "
+                f"{handle.shape}: edit the labels of this image."
+            )
+        self.prompt, self.image, self.scale, self.unit = prompt, image, scale, unit
+        self.rows: dict[int, dict] = {}
+        if table is not None and len(table):
+            for row in table.to_dict("records"):
+                self.rows[int(row["id"])] = {k: row[k] for k in ROW_COLUMNS if k in row}
+        self.concept, self.class_name = concept, class_name
+        #: Points and box given to each object (its refine prompt grows with clicks).
+        self.prompts: dict[int, dict] = {}
+        self.done: list[Edit] = []
+        self.undone: list[Edit] = []
+
+    # -- what an edit would do ------------------------------------------------------
+    @property
+    def plane_labels(self) -> np.ndarray:
+        return self.labels[self.plane]
+
+    def pixel(self, y: float, x: float) -> tuple[int, int]:
+        """The pixel under (``y``, ``x``); refused outside the image."""
+        h, w = self.handle.shape
+        yi, xi = int(np.floor(y)), int(np.floor(x))
+        if not (0 <= yi < h and 0 <= xi < w):
+            raise InputError(f"The click ({y:.0f}, {x:.0f}) is outside the image ({h} x {w}).")
+        return yi, xi
+
+    def next_id(self) -> int:
+        """The next free id: one above every id in the whole label image."""
+        return int(np.asarray(self.labels).max(initial=0)) + 1
+
+    def propose_add(self, y: float, x: float) -> Edit:
+        """The object under (``y``, ``x``) as a new label on background pixels only."""
+        yi, xi = self.pixel(y, x)
+        here = int(self.plane_labels[yi, xi])
+        if here:
+            raise NothingToDo(
+                f"This is object {here} already: click on unlabelled pixels to add, or "
+                "refine this object."
+            )
+        found = self.handle.decode([(yi + 0.5, xi + 0.5)], [True])
+        mask = self._check_size(found.mask)
+        label = self.next_id()
+        free = mask & (self.plane_labels == 0)
+        if not free[yi, xi] or not free.any():
+            raise NothingToDo("SAM found no object here: nothing was added.")
+        free = _component_at(free, yi, xi)
+        row = self._new_row(free)
+        self.prompts[label] = {"points": [(yi + 0.5, xi + 0.5, True)], "box": None}
+        return self._edit("add", label, free, label, f"Added object {label}.", row)
+
+    def propose_remove(self, y: float, x: float) -> Edit:
+        """Every pixel of the object under (``y``, ``x``) back to background."""
+        yi, xi = self.pixel(y, x)
+        label = int(self.plane_labels[yi, xi])
+        if not label:
+            raise NothingToDo("There is no object here to remove: click on an object.")
+        mask = self.plane_labels == label
+        return self._edit("remove", label, mask, 0, f"Removed object {label}.")
+
+    def propose_refine(
+        self,
+        label: int,
+        points: Sequence[tuple[float, float, bool]] = (),
+        box: tuple[float, float, float, float] | None = None,
+    ) -> Edit:
+        """Object ``label`` decoded again with its earlier prompt plus ``points``
+        ((y, x, inside) each) and ``box`` (y0, x0, y1, x1); it keeps its id and never
+        takes another object's pixels."""
+        label = int(label)
+        current = self.plane_labels == label
+        if not current.any():
+            raise InputError(f"There is no object {label} on this plane to refine.")
+        prompt = self.prompts.get(label) or {"points": [], "box": _box_of(current)}
+        for y, x, _ in points:
+            self.pixel(y, x)
+        all_points = [*prompt["points"], *((float(y), float(x), bool(p)) for y, x, p in points)]
+        box = box if box is not None else prompt["box"]
+        found = self.handle.decode([p[:2] for p in all_points], [p[2] for p in all_points], box)
+        mask = self._check_size(found.mask)
+        mask &= (self.plane_labels == 0) | current  # never another object's pixels
+        if not mask.any():
+            raise NothingToDo(f"SAM's mask leaves object {label} empty: nothing changed.")
+        self.prompts[label] = {"points": all_points, "box": box}
+        changed = mask != current
+        after = np.where(mask, label, 0)
+        index = self._index(changed)
+        before = self.plane_labels[changed]
+        row = {**self.rows.get(label, {}), **self._new_row(mask, keep_score=True)}
+        after = after[changed].astype(before.dtype)
+        message = f"Refined object {label}."
+        return Edit("refine", label, index, before, after, message, mask, row)
+
+    def propose_merge(self, keep: int, other: int) -> Edit:
+        """Object ``other``'s pixels join object ``keep`` (which keeps its id)."""
+        keep, other = int(keep), int(other)
+        if keep == other:
+            raise NothingToDo("Merging an object with itself changes nothing.")
+        for label in (keep, other):
+            if not (self.plane_labels == label).any():
+                raise InputError(f"There is no object {label} on this plane.")
+        mask = self.plane_labels == other
+        return self._edit("merge", keep, mask, keep, f"Merged object {other} into {keep}.")
+
+    # -- applying, undo and redo ----------------------------------------------------
+    def apply(self, edit: Edit) -> Edit:
+        """Write ``edit`` into the labels (refused if they changed since it was made);
+        it becomes the last step to undo, and records its example."""
+        if not edit.applies_to(self.labels):
+            raise InputError("The labels changed since this edit was made: make it again.")
+        edit.apply(self.labels)
+        self.record(edit)
+        self.done.append(edit)
+        self.undone.clear()
+        return edit
+
+    def record(self, edit: Edit) -> None:
+        """What an applied edit changes in the table and teaches (no pixel work)."""
+        if edit.row is not None:
+            self.rows[edit.label] = edit.row
+        if edit.kind == "remove":
+            self.prompts.pop(edit.label, None)
+        self._teach(edit)
+
+    def undo(self) -> Edit | None:
+        """Take back the last edit (None: nothing to undo); the labels are restored
+        bit for bit."""
+        if not self.done:
+            return None
+        edit = self.done.pop()
+        edit.revert(self.labels)
+        if self.concept is not None and edit.kind in ("add", "remove", "refine"):
+            self.concept.undo()
+        self.undone.append(edit)
+        return edit
+
+    def redo(self) -> Edit | None:
+        if not self.undone:
+            return None
+        edit = self.undone.pop()
+        edit.apply(self.labels)
+        self.record(edit)
+        self.done.append(edit)
+        return edit
+
+    def add_at(self, y: float, x: float) -> Edit:
+        return self.apply(self.propose_add(y, x))
+
+    def remove_at(self, y: float, x: float) -> Edit:
+        return self.apply(self.propose_remove(y, x))
+
+    def refine(self, label: int, points=(), box=None) -> Edit:
+        return self.apply(self.propose_refine(label, points, box))
+
+    def merge(self, keep: int, other: int) -> Edit:
+        return self.apply(self.propose_merge(keep, other))
+
+    # -- the table ------------------------------------------------------------------
+    def table(self) -> pd.DataFrame:
+        """One row per object of the plane, with the measurements a run gives."""
+        plane = np.asarray(self.plane_labels)
+        ids = [int(i) for i in np.unique(plane) if i]
+        rows = []
+        for i in ids:
+            blank = {"score": np.nan, "similarity": np.nan, "prompt": self.prompt, "source_id": 0}
+            rows.append({"id": i, **blank, **self.rows.get(i, {})})
+        table = pd.DataFrame(rows, columns=["id", *ROW_COLUMNS])
+        if not len(table):
+            return table
+        return with_measurements(table, plane, self.image, "YX", self.scale, self.unit)
+
+    # -- helpers --------------------------------------------------------------------
+    def _check_size(self, mask: np.ndarray) -> np.ndarray:
+        share = float(mask.mean())
+        if not mask.any():
+            raise NothingToDo("SAM found no object here: nothing was added.")
+        if share > MAX_FRACTION:
+            raise NothingToDo(
+                f"SAM's mask here covers {share:.0%} of the image (background?): nothing "
+                "was added. Click inside an object."
+            )
+        return mask.copy()
+
+    def _index(self, mask: np.ndarray) -> tuple[np.ndarray, ...]:
+        where = np.nonzero(mask)
+        lead = tuple(np.full(where[0].shape, p, dtype=np.intp) for p in self.plane)
+        return (*lead, *where)
+
+    def _edit(self, kind, label, mask, value, message, row=None) -> Edit:
+        before = self.plane_labels[mask]
+        after = np.full(before.shape, value, dtype=before.dtype)
+        return Edit(kind, label, self._index(mask), before, after, message, mask, row)
+
+    def _new_row(self, mask: np.ndarray, keep_score: bool = False) -> dict:
+        """An object's similarity to the prompt (its CLIP crop), as a run computes it."""
+        row: dict = {"prompt": self.prompt, "source_id": 0}
+        if self.prompt:
+            crop = self.handle.embed_masks([mask])[0]
+            row["similarity"] = float(crop @ self.handle.text_embedding(self.prompt))
+            if not keep_score:
+                row["score"] = row["similarity"]
+        return row
+
+    def _teach(self, edit: Edit) -> None:
+        if self.concept is None or edit.kind not in ("add", "remove", "refine"):
+            return
+        from .concepts.features import ObjectFeatures, measure_objects
+
+        proposals = proposals_of_masks(self.handle.shape, [edit.mask])
+        clip = self.handle.embed_masks([edit.mask])
+        features = ObjectFeatures(measure_objects(self.handle.image, proposals), clip)
+        self.concept.add(features, None if edit.kind == "remove" else self.class_name)
+
+
+def edit(
+    result,
+    segmenter,
+    *,
+    plane: tuple[int, ...] | None = None,
+    image: np.ndarray | None = None,
+    scale: dict | None = None,
+    unit: str | None = None,
+    concept=None,
+    class_name: str | None = None,
+) -> LabelEditor:
+    """An editor of ``result``'s labels (a copy: the result stays as it was).
+
+    Parameters
+    ----------
+    result
+        What :meth:`Segmenter.segment` returned (a 2D result, or a stack result and
+        the ``plane`` to edit, e.g. ``(3,)`` for z = 3).
+    segmenter
+        The segmenter that made it (its cache holds the image's SAM embedding).
+    image
+        The original plane, channels last, for the intensity columns of the table.
+    scale, unit
+        Pixel sizes ``{"Y": .., "X": ..}`` and their unit, for the physical columns.
+    concept, class_name
+        A :class:`~.concepts.Concept` the edits teach (added objects are examples of
+        ``class_name``, default its first class; removed ones are "not these").
+
+    Examples
+    --------
+    >>> editor = napari_slip.edit(result, seg)  # doctest: +SKIP
+    >>> editor.add_at(120, 48).message  # doctest: +SKIP
+    'Added object 4.'
+    >>> editor.labels, editor.table()  # doctest: +SKIP
+    """
+    handle = segmenter.plane(result, plane)
+    if plane is None and isinstance(result.candidates, dict):
+        plane = next(iter(result.candidates))
+    plane = tuple(plane or ())
+    labels = np.array(result.labels, copy=True)
+    prompt = getattr(result, "prompt", "") or result.provenance.get("prompt") or ""
+    table = result.table
+    for axis, index in enumerate(plane):
+        if f"axis{axis}" in table:
+            table = table[table[f"axis{axis}"] == index]
+    if concept is not None:
+        clip = drain(handle.context.iter_load("clip"))
+        concept.bind_clip(handle.context.models.clip_spec, clip.sha256)
+        class_name = class_name or (concept.classes[0] if concept.classes else prompt)
+        concept.add_class(class_name)
+    sizes = {"image": image, "scale": scale, "unit": unit}
+    teach = {"concept": concept, "class_name": class_name}
+    return LabelEditor(
+        labels, handle, plane=plane, table=table, prompt=str(prompt), **sizes, **teach
+    )
+
+
+def _component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
+    """The connected part of ``mask`` that holds (``y``, ``x``): an added object is one
+    piece (SAM's stray islands elsewhere are not part of what was clicked)."""
+    from scipy import ndimage
+
+    parts, _ = ndimage.label(mask)
+    return parts == parts[y, x]
+
+
+def _box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+
+
+__all__ = ["MAX_FRACTION", "Edit", "LabelEditor", "NothingToDo", "edit"]
