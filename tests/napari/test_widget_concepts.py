@@ -5,6 +5,8 @@ the concept saved from the dock finds objects in another image."""
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, Qt
@@ -19,6 +21,9 @@ from napari_slip.testing.scenes import scenes
 from napari_slip.testing.trained_sam import FIXTURE_AMG
 
 SHIFT = Qt.KeyboardModifier.ShiftModifier
+CTRL = Qt.KeyboardModifier.ControlModifier
+#: The dock of each test's viewer (clicks wait for its edits).
+_WIDGETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @pytest.fixture
@@ -27,6 +32,7 @@ def teach(make_napari_viewer, trained_sam_path, tiny_clip_path, qtbot):
     rgbs, truth = scenes(2, seed=5)
     viewer.add_image(rgbs[0], name="cells", rgb=True)
     widget = SlipWidget(viewer)
+    _WIDGETS[viewer] = widget
     viewer.window.add_dock_widget(widget)
     widget.add_sam_file(trained_sam_path)
     widget.add_clip_file(tiny_clip_path)
@@ -45,12 +51,23 @@ def teach(make_napari_viewer, trained_sam_path, tiny_clip_path, qtbot):
     return viewer, widget, run, rgbs, truth
 
 
-def _click(viewer, layer, y, x, button=Qt.MouseButton.LeftButton):
-    """A real Shift+click on the canvas where data pixel (y, x) of ``layer`` is shown."""
+def _click(viewer, layer, y, x, button=Qt.MouseButton.LeftButton, wait=True):
+    """A real Shift+click on the canvas where data pixel (y, x) of ``layer`` is shown;
+    then (``wait``) until its edit, computed in a worker, is applied."""
+    from qtpy.QtWidgets import QApplication
+
     canvas = viewer.window._qt_viewer.canvas
     wy, wx = layer.data_to_world((y, x))
     px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
     QTest.mouseClick(canvas.native, button, SHIFT, QPoint(round(px), round(py)))
+    if wait:
+        widget = _WIDGETS[viewer]
+        deadline = 60_000
+        while widget.teaching.editing and deadline > 0:
+            QTest.qWait(20)
+            deadline -= 20
+        QApplication.processEvents()
+        assert not widget.teaching.editing
 
 
 def _centre(mask):
@@ -67,27 +84,64 @@ def test_click_adds_removes_and_undo_restores(teach, qtbot):
     image = viewer.layers["cells"]
     missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
     y, x = _centre(truth[0] == missed[0])
+    before = layer.data.copy()
     _click(viewer, image, y, x)
     label = int(layer.data[y, x])
-    assert label > 0  # the clicked object is labelled now
+    assert label == 3  # the next free id
     added = layer.data == label
     iou = (added & (truth[0] == missed[0])).sum() / (added | (truth[0] == missed[0])).sum()
     assert iou > 0.7  # SAM's mask of that object, not a blob around the click
+    np.testing.assert_array_equal(layer.data[~added], before[~added])  # nothing else
     prompts = viewer.layers["prompts: object"]
     assert len(prompts.data) == 1 and viewer.layers.selection.active is layer
     assert "object 3" in widget.teaching.examples.value  # two kept + one clicked
-    assert set(layer.features["class"]) == {"object"}
+    assert layer.features["index"].tolist() == [1, 2, 3]
+    assert layer.features.set_index("index").loc[3, "area"] == added.sum()
     table = widget.results.table  # every object in the table, none left hidden
     shown = [r for r in range(table.rowCount()) if not table.isRowHidden(r)]
     assert len(shown) == len(np.unique(layer.data)) - 1
-    # Shift+right-click on it: removed, and remembered as "not this".
-    _click(viewer, image, y, x, Qt.MouseButton.RightButton)
-    assert layer.data[y, x] == 0
+    after_add = layer.data.copy()
+    # Shift+right-click on object 1: exactly its pixels go; remembered as "not this".
+    y1, x1 = _centre(before == 1)
+    _click(viewer, image, y1, x1, Qt.MouseButton.RightButton)
+    np.testing.assert_array_equal(layer.data != after_add, after_add == 1)
     assert "not these: 1" in widget.teaching.examples.value and len(prompts.data) == 2
-    # Shift+U: the removal is undone.
+    # Shift+U: the removal is undone, bit for bit; Ctrl+Z on the layer undoes the add.
     QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_U, SHIFT)
-    assert layer.data[y, x] > 0 and len(prompts.data) == 1
-    assert "not these: 0" in widget.teaching.examples.value
+    np.testing.assert_array_equal(layer.data, after_add)
+    assert len(prompts.data) == 1
+    viewer.layers.selection.active = layer
+    QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_Z, CTRL)
+    np.testing.assert_array_equal(layer.data, before)
+    QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_Z, CTRL | SHIFT)
+    np.testing.assert_array_equal(layer.data, after_add)  # and Ctrl+Shift+Z redoes it
+
+
+def test_a_background_click_adds_nothing_and_the_gui_stays_free(teach, qtbot):
+    """SAM's mask of the background covers most of the image: nothing is added, in one
+    line. While a click's edit is computed the GUI thread keeps serving its timers."""
+    from qtpy.QtCore import QTimer
+    from scipy import ndimage
+
+    viewer, widget, run, _, truth = teach
+    run()
+    layer = widget.session.last.layer
+    before = layer.data.copy()
+    image = viewer.layers["cells"]
+    far = ndimage.distance_transform_edt((truth[0] == 0) & (before == 0))
+    far[:16], far[-16:], far[:, :16], far[:, -16:] = 0, 0, 0, 0  # not at the border
+    y, x = np.unravel_index(np.argmax(far), far.shape)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(widget.teaching.editing))
+    timer.start(5)
+    _click(viewer, image, y, x, wait=False)
+    assert widget.teaching.editing  # queued or computing: in a worker, not here
+    qtbot.waitUntil(lambda: not widget.teaching.editing, timeout=60_000)
+    timer.stop()
+    assert any(ticks)  # the timer fired while the edit was being computed
+    np.testing.assert_array_equal(layer.data, before)
+    assert "nothing was added" in widget.status.value
 
 
 def test_a_saved_concept_finds_objects_in_another_image(teach, qtbot):

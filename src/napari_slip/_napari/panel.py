@@ -137,6 +137,8 @@ class WorkerPanel(Container):
         super().__init__(labels=True)
         self._scroll = None
         self._worker = None
+        #: Other work of the dock that a run waits for (each says whether it is busy).
+        self.busy_parts: list[Callable[[], bool]] = []
         self._cancelled = False
         self.run_button = PushButton(text=run_text)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -225,8 +227,14 @@ class WorkerPanel(Container):
         raise NotImplementedError
 
     @property
-    def busy(self) -> bool:
+    def running(self) -> bool:
+        """Whether a run (or a folder run) is in its worker."""
         return self._worker is not None
+
+    @property
+    def busy(self) -> bool:
+        """A run, or other work of the dock (:attr:`busy_parts`: edits of clicks)."""
+        return self.running or any(part() for part in self.busy_parts)
 
     def start_worker(
         self, func: Callable, *args, on_result: Callable, status: str = "starting…", **kwargs

@@ -150,13 +150,16 @@ class ViewerSession:
         return True
 
     def correct(self, kind: str, world_point) -> StackResult:
-        """Teach with a click at ``world_point`` (viewer coordinates): ``add`` the object
-        there, or ``remove`` the label there (see :mod:`~..core.concepts.corrections`);
-        every candidate is re-scored and the output layer shows the result."""
-        return self.teaching.correct(kind, world_point)
+        """Edit with a click at ``world_point`` (viewer coordinates), blocking: ``add``
+        the object there or ``remove`` the one there (see :mod:`~..core.edits`); only
+        that object's pixels change, as one napari undo step. The widget runs the
+        same steps with the decode in a worker."""
+        plane, y, x = self.teaching.prepare(world_point)
+        made, table = drain(self.teaching.iter_edit(kind, plane, y, x))
+        return self.teaching.apply(made, table, world_point)
 
     def undo_correction(self) -> StackResult | None:
-        """Take back the last correction (None: there is none)."""
+        """Take back the last edit of the output layer (None: there is none)."""
         return self.teaching.undo()
 
     @staticmethod

@@ -1,105 +1,184 @@
-"""Clicks that teach, on the viewer side (no Qt widget here): the last output's
-:class:`~napari_slip.core.concepts.corrections.Corrections`, the prompts Points layer
-that shows every click (green: added, magenta: removed), and the mapping from a click
-in the viewer to a pixel of the plane that was segmented.
+"""Edits on the viewer side (no Qt widget here): the last output's
+:class:`~napari_slip.core.edits.LabelEditor`, the prompts Points layer that shows every
+click (green: added, magenta: removed), and the mapping from a click in the viewer to
+a pixel of the plane that was segmented.
+
+An edit is computed in a worker (:meth:`Teaching.iter_edit`: SAM's decode, CLIP's
+crop embedding, the table's measurements) and applied on the GUI thread
+(:meth:`Teaching.apply`) with napari's ``data_setitem``: it changes only the pixels
+of its object, and napari's Ctrl+Z / Ctrl+Shift+Z on the Labels layer undo and redo
+it. Each edit records an example in the concept being taught; no other object
+changes.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..core.errors import InputError
-from .layers import new_labels_layer, replace_layer_data
+from ..core.runtime.progress import Progress
+from .layers import new_labels_layer
 
 #: Colours of the prompts layer's points: an object added, a label removed.
 ADDED, REMOVED = "#2ee62e", "#ff33cc"
 
 
 class Teaching:
-    """Corrections of a :class:`~.session.ViewerSession`'s last output."""
+    """Edits of a :class:`~.session.ViewerSession`'s last output."""
 
     def __init__(self, session) -> None:
         self.session = session
-        self.corrections: Any = None
+        self.editor: Any = None
         self.points: Any = None
         self._colours: list[str] = []
-        #: A concept the next corrections start from (e.g. the one the run used).
+        #: A concept the next edits start from (e.g. the one the run used).
         self.concept: Any = None
 
     def reset(self) -> None:
-        """A new output: the next click starts new corrections (the prompts stay shown)."""
-        self.corrections = None
+        """A new output: the next click starts a new editor (the prompts stay shown)."""
+        self.editor = None
 
     @property
     def summary(self) -> str:
-        return "" if self.corrections is None else self.corrections.summary()
+        concept = None if self.editor is None else self.editor.concept
+        if concept is None:
+            return ""
+        counts = concept.counts()
+        shown = ", ".join(f"{c} {counts[c]}" for c in concept.classes)
+        return f"Examples: {shown}; not these: {counts[None]}."
 
-    def _corrections(self):
-        from ..core.concepts.corrections import Corrections
+    def _editor(self, plane: tuple[int, ...]):
+        """The editor of ``plane`` of the output layer (made in the worker: the first
+        one embeds the run's kept objects as the concept's examples)."""
+        from ..core.concepts import Concept
+        from ..core.edits import edit
 
         last = self.session.last
-        if last is None:
-            raise InputError("Segment first: clicks correct the last result.")
-        if not last.created:  # a layer of the user's own is never rewritten by a click
-            raise InputError(
-                "Clicks correct a layer this plugin made: set Output to 'New Labels layer' "
-                "and run again."
-            )
-        if self.corrections is None:
+        editor = self.editor
+        if editor is None or editor.labels is not last.layer.data or editor.plane != plane:
             request = last.request
             # A copy: the picker's concept changes only when the taught one is saved.
             concept = None if request.concept is None else request.concept.copy()
-            self.corrections = Corrections(self.session.segmenter, last.result, concept,
-                                           request.concept_class)  # fmt: skip
-        return self.corrections
+            prompt = request.prompt or "object"
+            seed = concept is None
+            concept = concept if concept is not None else Concept([prompt], texts=[prompt])
+            if editor is not None and editor.plane != plane:
+                concept, seed = editor.concept, False  # one concept taught across planes
+            teach = {"concept": concept, "class_name": request.concept_class, "seed": seed}
+            where = {"plane": plane or None, "labels": last.layer.data}
+            self.editor = edit(last.result, self.session.segmenter, **where, **teach)
+        return self.editor
 
-    def pixel(self, world_point) -> tuple[float, float]:
-        """The plane pixel (y, x) under ``world_point``; refused off the segmented plane."""
+    def _layer(self):
+        """The output layer (made empty when the run found nothing)."""
         from .job import spatial_axes
 
         last = self.session.last
+        if last.layer is None or last.layer not in self.session.viewer.layers:
+            request = last.request
+            name = f"{request.prompt} ({request.image_layer.name})"
+            axes = spatial_axes(request)
+            viewer, image = self.session.viewer, request.image_layer
+            last.layer = new_labels_layer(viewer, last.result, image, name, axes)
+        return last.layer
+
+    def prepare(self, world_point) -> tuple[tuple[int, ...], float, float]:
+        """On the GUI thread, before a click's worker: the checks, the output layer
+        (made if the run found nothing), and the click as (plane, y, x) of the image."""
+        from .job import spatial_axes
+
+        last = self.session.last
+        if last is None:
+            raise InputError("Segment first: clicks edit the last result.")
+        if not last.created:  # a layer of the user's own is never rewritten by a click
+            raise InputError(
+                "Clicks edit a layer this plugin made: set Output to 'New Labels layer' "
+                "and run again."
+            )
+        if getattr(last.result, "linked", None) is not None:
+            raise InputError(
+                "Clicks edit one plane's objects; this result links planes into 3D "
+                "objects. Run with linking off to edit plane by plane."
+            )
         layer = last.request.image_layer
         data = np.asarray(layer.world_to_data(tuple(world_point)), dtype=float)
-        axes = spatial_axes(last.request)
-        point = data[list(axes)]
-        plane = self._corrections().plane or ()
+        point = data[list(spatial_axes(last.request))]
         lead = tuple(round(float(v)) for v in point[:-2])
-        if plane and lead != tuple(plane):
+        candidates = last.result.candidates
+        if isinstance(candidates, dict) and lead not in candidates:
+            segmented = ", ".join(str(p) for p in candidates) or "none"
             raise InputError(
-                f"Click on the plane that was segmented ({', '.join(map(str, plane))}); "
-                "this is another."
+                f"Plane {lead} was not segmented (segmented: {segmented}): click on one that was."
             )
-        return float(point[-2]), float(point[-1])
+        self._layer()
+        plane = lead if isinstance(candidates, dict) else ()
+        # napari's pixel i spans [i - 0.5, i + 0.5); the engine's [i, i + 1).
+        return plane, float(point[-2]) + 0.5, float(point[-1]) + 0.5
 
-    def correct(self, kind: str, world_point):
-        if kind not in ("add", "remove"):
-            raise InputError(f"A correction adds or removes; got {kind!r}.")
-        corrections = self._corrections()
-        y, x = self.pixel(world_point)
-        result = corrections.add_at(y, x) if kind == "add" else corrections.remove_at(y, x)
-        self._show(result)
-        self._mark(world_point, kind)
-        return result
+    def iter_edit(self, kind: str, plane: tuple[int, ...], y: float, x: float):
+        """Compute (in a worker) the edit of a click at pixel (``y``, ``x``) of
+        ``plane`` (from :meth:`prepare`): ``add`` the object there or ``remove`` it.
+        Returns the edit and the plane's table after it; nothing is written."""
+        editor = self._editor(plane)
+        what = "adding the object" if kind == "add" else "removing the object"
+        yield Progress(what, 0, 1, "SAM decodes the click" if kind == "add" else "")
+        if kind == "add":
+            made = editor.propose_add(y, x)
+        elif kind == "remove":
+            made = editor.propose_remove(y, x)
+        else:
+            raise InputError(f"An edit adds or removes; got {kind!r}.")
+        plane = np.array(editor.plane_labels, copy=True)
+        plane[made.index[len(editor.plane) :]] = made.after
+        table = editor.table(plane)
+        yield Progress(what, 1, 1, made.message)
+        return made, table
+
+    def apply(self, made, table, world_point=None):
+        """Write a computed edit into the output layer as one napari undo step (on the
+        GUI thread: only the edit's pixels are written); returns the result shown."""
+        last = self.session.last
+        layer = self._layer()
+        if self.editor is None or self.editor.labels is not layer.data:
+            raise InputError("The output layer was replaced: click again.")
+        if not made.applies_to(layer.data):
+            raise InputError("The labels changed while SAM decoded this click: click again.")
+        layer.data_setitem(made.index, made.after)
+        self.editor.record(made)
+        plane = self.editor.plane
+        if plane:  # a stack: the other planes' rows stay, this plane's are new
+            old = last.result.table
+            here = np.ones(len(old), dtype=bool)
+            for axis, index in enumerate(plane):
+                here &= old[f"axis{axis}"].to_numpy() == index
+                table[f"axis{axis}"] = index
+            table = pd.concat([old[~here], table], ignore_index=True)
+        layer.features = _features(table)
+        last.result = replace(last.result, labels=layer.data, table=table, message=made.message)
+        if world_point is not None:
+            self._mark(world_point, made.kind)
+        return last.result
 
     def undo(self):
-        if self.corrections is None:
+        """Shift+U: napari's undo of the output layer (as Ctrl+Z on it)."""
+        last = self.session.last
+        if last is None or last.layer is None or last.layer not in self.session.viewer.layers:
             return None
-        result = self.corrections.undo()
-        if result is None:
-            return None
-        self._show(result)
+        last.layer.undo()
         if self.points is not None and len(self.points.data):
             self._colours = self._colours[: len(self.points.data) - 1]
             self.points.data = self.points.data[:-1]
             if self._colours:
                 self.points.face_color = self._colours
-        return result
+        return last.result
 
     def save(self, path):
         """Save what was taught (or the run's concept) as a ``.concept`` file."""
-        concept = self.corrections.concept if self.corrections is not None else self.concept
+        concept = self.editor.concept if self.editor is not None else self.concept
         last = self.session.last
         if concept is None and last is not None and last.request.concept is not None:
             concept = last.request.concept
@@ -111,20 +190,6 @@ class Teaching:
         return concept.save(path)
 
     # -- the viewer ---------------------------------------------------------------------
-    def _show(self, result) -> None:
-        last = self.session.last
-        if last.layer is not None and last.layer in self.session.viewer.layers:
-            replace_layer_data(last.layer, result)
-        elif result.n_objects:
-            from .job import spatial_axes
-
-            request = last.request
-            name = f"{request.prompt} ({request.image_layer.name})"
-            last.layer = new_labels_layer(self.session.viewer, result, request.image_layer,
-                                          name, spatial_axes(request))  # fmt: skip
-            last.created = True
-        last.result = result
-
     def _mark(self, world_point, kind: str) -> None:
         """The click in the prompts layer (made on the first click, the active layer kept)."""
         viewer = self.session.viewer
@@ -150,6 +215,13 @@ class Teaching:
         self._colours = [*self._colours[: len(self.points.data)], colour]
         self.points.data = np.concatenate([self.points.data, point[None]])
         self.points.face_color = self._colours
+
+
+def _features(table):
+    """A table's rows as a Labels layer's ``features`` (``index``: the label)."""
+    rows = table.copy()
+    rows.insert(0, "index", rows["id"].astype("int64"))
+    return rows.reset_index(drop=True)
 
 
 __all__ = ["ADDED", "REMOVED", "Teaching"]

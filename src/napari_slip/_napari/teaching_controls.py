@@ -6,6 +6,7 @@ concepts listed beside the prompt as checkpoints are, and "Save concept...".
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,14 @@ from magicgui.widgets import ComboBox, PushButton
 
 from ..core.errors import SlipError
 
-#: The key that undoes the last correction (napari's key-binding syntax).
+#: The key that undoes the last edit (napari's key-binding syntax); Ctrl+Z on the
+#: Labels layer does the same (napari's own undo: each edit is one step).
 UNDO_KEY = "Shift-U"
-HINT = "Shift+click adds the object under the cursor; Shift+right-click removes a label; "
-HINT += f"{UNDO_KEY.replace('-', '+')} undoes. Each click teaches a concept."
+HINT = "Shift+click adds the object under the cursor; Shift+right-click removes one; "
+HINT += f"{UNDO_KEY.replace('-', '+')} or Ctrl+Z undoes. Only the clicked object changes; "
+HINT += "each click is an example for the concept."
+#: Clicks waiting for their edit at most (more are ignored, with a line).
+MAX_QUEUED = 32
 CHOOSE = "choose a .concept file..."
 
 
@@ -42,6 +47,9 @@ class TeachingControls:
         self.concept.native.currentIndexChanged.connect(
             lambda *_: self._on_choice(self.concept.value)
         )
+        self._queue: deque = deque()
+        self._worker: Any = None
+        widget.busy_parts.append(lambda: self.editing)  # a run waits for the edits
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
         self.viewer.bind_key(UNDO_KEY, self._on_undo, overwrite=True)
         widget.native.destroyed.connect(lambda *_: self.detach())
@@ -140,29 +148,77 @@ class TeachingControls:
         return saved
 
     # -- clicks and keys ----------------------------------------------------------------
+    @property
+    def editing(self) -> bool:
+        """Whether a click's edit is being computed or waits its turn."""
+        return self._worker is not None or bool(self._queue)
+
     def _on_mouse(self, viewer, event) -> None:
         if "Shift" not in event.modifiers or event.button not in (1, 2):
             return
-        if self.widget.busy or self.widget.session.last is None:
+        if self.widget.running or self.widget.session.last is None:
+            return  # an edit during a run: ignored (the run replaces the result)
+        if len(self._queue) >= MAX_QUEUED:
+            self.widget.status.value = "Too many clicks waiting: this one was ignored."
             return
         kind = "add" if event.button == 1 else "remove"
+        self._queue.append((kind, tuple(event.position)))
+        self._next()
+
+    def _next(self) -> None:
+        """Start the next queued click's edit in a worker (one at a time, in order)."""
+        from napari.qt.threading import create_worker
+
+        if self._worker is not None or not self._queue:
+            return
+        kind, position = self._queue.popleft()
+        teaching = self.widget.session.teaching
         try:
-            result = self.widget.session.correct(kind, event.position)
+            plane, y, x = teaching.prepare(position)
+        except SlipError as exc:
+            self.widget.show_error(exc)
+            return self._next()
+        handlers = {
+            "returned": lambda out: self._apply(out, position),
+            "errored": self._failed,
+            "finished": self._finished,
+        }
+        args = (kind, plane, y, x)
+        self._worker = create_worker(
+            teaching.iter_edit, *args, _start_thread=False, _connect=handlers
+        )
+        self.widget.status.value = "Adding the object…" if kind == "add" else "Removing…"
+        self.widget.progress.native.setRange(0, 0)  # busy: a moving bar
+        self._worker.start()
+
+    def _apply(self, out, position) -> None:
+        try:
+            result = self.widget.session.teaching.apply(*out, position)
         except SlipError as exc:
             self.widget.show_error(exc)
             return
         self._shown(result)
 
+    def _failed(self, exc: BaseException) -> None:
+        from ..core.edits import NothingToDo
+
+        if isinstance(exc, NothingToDo):  # one line, no alarm: nothing changed
+            self.widget.status.value = str(exc)
+        else:
+            self.widget.show_error(exc)
+
+    def _finished(self) -> None:
+        self._worker = None
+        self.widget.progress.native.setRange(0, 1)
+        self.widget.reset_progress()
+        self._next()
+
     def _on_undo(self, viewer=None) -> None:
         if self.widget.busy:
             return
-        try:
-            result = self.widget.session.undo_correction()
-        except SlipError as exc:
-            self.widget.show_error(exc)
-            return
+        result = self.widget.session.undo_correction()
         if result is not None:
-            self._shown(result)
+            self.update()
 
     def _shown(self, result) -> None:
         self.widget.show_outcome(result, self.widget.session.last.request)

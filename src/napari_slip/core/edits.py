@@ -29,7 +29,7 @@ import pandas as pd
 
 from .errors import InputError
 from .measure import with_measurements
-from .pipeline.plane import PlaneHandle, proposals_of_masks
+from .pipeline.plane import PlaneHandle, plane_of, proposals_of_masks
 from .runtime.generators import drain
 
 #: A mask covering more than this share of the image is SAM answering "everything"
@@ -86,8 +86,7 @@ class LabelEditor:
         The label image, edited in place by :meth:`apply` (2D, or a stack whose
         plane ``plane`` is edited).
     handle
-        The segmented image (:meth:`Segmenter.plane
-        <napari_slip.core.pipeline.segmenter.Segmenter.plane>`).
+        The segmented image (:func:`~.pipeline.plane.plane_of`).
     plane
         Index of the edited plane in ``labels`` (``()`` for a 2D label image).
     table
@@ -278,9 +277,10 @@ class LabelEditor:
         return self.apply(self.propose_merge(keep, other))
 
     # -- the table ------------------------------------------------------------------
-    def table(self) -> pd.DataFrame:
-        """One row per object of the plane, with the measurements a run gives."""
-        plane = np.asarray(self.plane_labels)
+    def table(self, plane: np.ndarray | None = None) -> pd.DataFrame:
+        """One row per object of the plane (or of ``plane``, labels of its shape), with
+        the measurements a run gives."""
+        plane = np.asarray(self.plane_labels if plane is None else plane)
         ids = [int(i) for i in np.unique(plane) if i]
         rows = []
         for i in ids:
@@ -344,6 +344,8 @@ def edit(
     unit: str | None = None,
     concept=None,
     class_name: str | None = None,
+    labels: np.ndarray | None = None,
+    seed: bool = False,
 ) -> LabelEditor:
     """An editor of ``result``'s labels (a copy: the result stays as it was).
 
@@ -361,6 +363,11 @@ def edit(
     concept, class_name
         A :class:`~.concepts.Concept` the edits teach (added objects are examples of
         ``class_name``, default its first class; removed ones are "not these").
+    labels
+        The array to edit in place (a viewer layer's data), of the result's shape;
+        default a copy of the result's labels.
+    seed
+        With a concept: the objects the run kept become its first examples.
 
     Examples
     --------
@@ -369,11 +376,17 @@ def edit(
     'Added object 4.'
     >>> editor.labels, editor.table()  # doctest: +SKIP
     """
-    handle = segmenter.plane(result, plane)
+    handle = plane_of(segmenter, result, plane)
     if plane is None and isinstance(result.candidates, dict):
         plane = next(iter(result.candidates))
     plane = tuple(plane or ())
-    labels = np.array(result.labels, copy=True)
+    if labels is None:
+        labels = np.array(result.labels, copy=True)
+    elif tuple(labels.shape) != tuple(np.shape(result.labels)):
+        raise InputError(
+            f"The labels to edit are {tuple(labels.shape)}, the result's "
+            f"{tuple(np.shape(result.labels))}: edit the result's own labels."
+        )
     prompt = getattr(result, "prompt", "") or result.provenance.get("prompt") or ""
     table = result.table
     for axis, index in enumerate(plane):
@@ -384,11 +397,33 @@ def edit(
         concept.bind_clip(handle.context.models.clip_spec, clip.sha256)
         class_name = class_name or (concept.classes[0] if concept.classes else prompt)
         concept.add_class(class_name)
+        if seed:
+            _seed(concept, class_name, result, plane, handle)
     sizes = {"image": image, "scale": scale, "unit": unit}
     teach = {"concept": concept, "class_name": class_name}
     return LabelEditor(
         labels, handle, plane=plane, table=table, prompt=str(prompt), **sizes, **teach
     )
+
+
+def _seed(concept, class_name: str, result, plane: tuple[int, ...], handle) -> None:
+    """The run's kept objects of ``plane`` as examples, among all its candidates."""
+    from .concepts.features import features_of
+
+    candidates = result.candidates
+    if isinstance(candidates, dict):
+        candidates = candidates[plane]
+    table = result.candidate_table
+    if table is None or not len(table) or "kept" not in table:
+        return
+    rows = table[table["kept"]]
+    for axis, index in enumerate(plane):
+        if f"axis{axis}" in rows:
+            rows = rows[rows[f"axis{axis}"] == index]
+    kept = sorted(int(c) for c in rows["candidate"] if 0 <= int(c) < len(candidates))
+    if kept:
+        features = features_of(candidates, handle.image)
+        concept.add(features.take(kept), class_name, pool=features)
 
 
 def _component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..errors import InputError
+from ..pipeline.plane import plane_of
 from ..runtime.generators import drain
 from .concept import Concept
 from .features import features_of, measure_objects
@@ -106,7 +107,9 @@ class Corrections:
         clip = segmenter.model_set.load("clip")
         self._clip = (segmenter.clip_spec, clip.sha256)
         self.concept.bind_clip(*self._clip)
-        self._image = self._session(candidates).image
+        #: The result's own image (never the segmenter's latest one).
+        self.handle = plane_of(segmenter, result, self.plane)
+        self._image = self.handle.image
         features_of(candidates, self._image)
         kept = self._kept_candidates(candidates)
         self._pooled = False
@@ -127,13 +130,6 @@ class Corrections:
         counts = self.concept.counts()
         shown = ", ".join(f"{c} {counts[c]}" for c in self.concept.classes)
         return f"Examples: {shown}; not these: {counts[None]}."
-
-    def _session(self, candidates):
-        session = self.segmenter._sessions.get_fresh(candidates.image_key)
-        if session is None:
-            raise InputError("The image is no longer cached: segment it again, then correct.")
-        self.segmenter._session = session
-        return session
 
     def _kept_candidates(self, candidates) -> list[int]:
         table = self.result.candidate_table
@@ -252,7 +248,7 @@ class Corrections:
         source = candidates.source.get("source", "")
         if source in ("labels", "relevance") or not self.segmenter.model_set.sam_spec:
             return _containing(candidates, y, x), None
-        mask = mask_at(self.segmenter, y, x)
+        mask = mask_at(self.handle, y, x)
         best, best_iou = -1, 0.0
         for i, ((y0, x0, y1, x1), m) in enumerate(
             zip(candidates.proposals.boxes, candidates.proposals.masks, strict=True)
@@ -332,36 +328,15 @@ def _containing(candidates, y: int, x: int) -> int:
     return best
 
 
-def mask_at(segmenter, y: int, x: int) -> np.ndarray:
-    """SAM's mask of the object at pixel (``y``, ``x``) of the segmenter's current image,
-    decoded on its cached embedding: of SAM's three masks for the point, the one with
-    the best predicted IoU that holds the point. (H, W) bool."""
-    from ..pipeline.proposals import Proposals, binary_masks, upscale_proposals
-
-    session = segmenter._current()
-    params = replace(segmenter.sam_params, stability_score_thresh=0.0, min_area=0)
-    embedding = drain(segmenter.context().iter_embedding(session, params.max_side))
-    sam = segmenter.model_set.load("sam").promptable
-    h, w = session.image.shape[:2]
-    eh, ew = embedding.original_size
-    xy = np.array([[(x + 0.5) * ew / w, (y + 0.5) * eh / h]])
-    precision = segmenter.model_set.precision
-    low_res, iou = sam.decode_points(embedding, xy, precision)
-    found = binary_masks(sam, embedding, low_res.flatten(0, 1), iou.flatten(0, 1), params)
-    if not found:
+def mask_at(handle, y: int, x: int) -> np.ndarray:
+    """SAM's mask of the object at pixel (``y``, ``x``) of the handle's image
+    (:func:`~..pipeline.plane.plane_of`), decoded on its
+    cached embedding: of SAM's three masks for the point, the one with the best
+    predicted IoU that holds the point. (H, W) bool."""
+    found = handle.decode([(y + 0.5, x + 0.5)], [True])
+    if not found.mask.any():
         raise InputError("SAM found no object at this point.")
-    py, px = int(xy[0, 1]), int(xy[0, 0])
-    holding = [f for f in found if f[0][0] <= py < f[0][2] and f[0][1] <= px < f[0][3]
-               and f[1][py - f[0][0], px - f[0][1]]]  # fmt: skip
-    box, crop, _, _ = max(holding or found, key=lambda f: f[2])
-    if (eh, ew) != (h, w):
-        small = Proposals((eh, ew), np.array([box]), [crop], np.ones(1), np.zeros(1, np.int64))
-        big = upscale_proposals(small, (h, w))
-        box, crop = big.boxes[0], big.masks[0]
-    mask = np.zeros((h, w), dtype=bool)
-    y0, x0, y1, x1 = (int(v) for v in box)
-    mask[y0:y1, x0:x1] = crop
-    return mask
+    return found.mask
 
 
 __all__ = ["SAME_OBJECT", "Correction", "Corrections", "TaughtQuery", "mask_at"]

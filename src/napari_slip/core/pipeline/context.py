@@ -247,6 +247,12 @@ class RunContext:
     models: ModelSet
     embeddings: SamEmbeddings
     relevance: RelevanceMaps
+    #: The segmenter's image caches by content hash (edits find their image here).
+    sessions: LRU | None = None
+
+    def session(self, key: str) -> ImageSession | None:
+        """The cache of the image with content hash ``key``, if still kept."""
+        return None if self.sessions is None else self.sessions.get_fresh(key)
 
     @property
     def precision(self) -> str:

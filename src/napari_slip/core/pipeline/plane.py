@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import InputError
 from ..params import CropParams, SamProposalParams
 from ..runtime.generators import drain
-from .context import RunContext, TextEmbeddings
+from .context import RunContext
 from .images import LazyImage
 from .proposals import Proposals
 from .scoring import embed_proposals
@@ -37,12 +37,11 @@ class PlaneMask:
 class PlaneHandle:
     """The narrow interface of one segmented image (see the module's docstring).
 
-    Made by :meth:`Segmenter.plane <.segmenter.Segmenter.plane>`.
+    Made by :func:`plane_of` from a segmenter's :meth:`~.segmenter.Segmenter.context`.
     """
 
     session: ImageSession
     context: RunContext
-    texts: TextEmbeddings
     sam_params: SamProposalParams
     crop_params: CropParams
 
@@ -135,7 +134,34 @@ class PlaneHandle:
 
     def text_embedding(self, phrase: str) -> np.ndarray:
         """A phrase's embedding through the run's templates (cached)."""
-        return self.texts.embed(phrase)
+        return self.context.relevance.texts.embed(phrase)
+
+
+def plane_of(segmenter, result, plane: tuple[int, ...] | None = None) -> PlaneHandle:
+    """The image ``result`` (its ``plane``, of a stack) was made from, as edits use
+    it: that image's own cache in ``segmenter``, whichever image it saw last."""
+    context = segmenter.context()
+    session = context.session(candidates_of(result, plane).image_key)
+    if session is None:
+        raise InputError("The image is no longer cached: segment it again, then edit.")
+    return PlaneHandle(session, context, segmenter.sam_params, segmenter.crop_params)
+
+
+def candidates_of(result, plane: tuple[int, ...] | None = None):
+    """The :class:`~.session.Candidates` of ``result``, or of its ``plane`` (a stack's;
+    None: its only one)."""
+    candidates = result.candidates
+    if isinstance(candidates, dict):
+        if plane is None and len(candidates) == 1:
+            plane = next(iter(candidates))
+        candidates = candidates.get(tuple(plane) if plane is not None else None)
+        if candidates is None:
+            raise InputError(
+                f"Plane {plane} of this result was not segmented: give a plane that was."
+            )
+    if candidates is None:
+        raise InputError("This result carries no candidates: segment again.")
+    return candidates
 
 
 def proposals_of_masks(shape: tuple[int, int], masks: Sequence[np.ndarray]) -> Proposals:
@@ -153,4 +179,4 @@ def proposals_of_masks(shape: tuple[int, int], masks: Sequence[np.ndarray]) -> P
     return Proposals(tuple(shape), boxes, crops, np.ones(n, np.float32), np.zeros(n, np.int64))
 
 
-__all__ = ["PlaneHandle", "PlaneMask", "proposals_of_masks"]
+__all__ = ["PlaneHandle", "PlaneMask", "candidates_of", "plane_of", "proposals_of_masks"]

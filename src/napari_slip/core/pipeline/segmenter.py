@@ -48,7 +48,6 @@ from .context import RelevanceMaps, RunContext, SamEmbeddings, TextEmbeddings
 from .dispatch import SEGMENT_OPTIONS, iter_call
 from .images import LazyImage, PreparedImage
 from .modelset import ModelSet
-from .plane import PlaneHandle
 from .proposals import Proposals
 from .results import SegmentationResult
 from .run import configure, iter_run, proposals_of, settings_of
@@ -210,7 +209,7 @@ class Segmenter:
         maps = RelevanceMaps(self.model_set, self._texts, self.stats, self.relevance_window,
                              self.guided_params.map)  # fmt: skip
         sam = SamEmbeddings(self.model_set, self.disk_cache, self.stats)
-        return RunContext(self.model_set, sam, maps)
+        return RunContext(self.model_set, sam, maps, self._sessions)
 
     # --- image ---------------------------------------------------------------------
 
@@ -233,27 +232,6 @@ class Segmenter:
         if self._session is None:
             raise InputError("No image given: pass the image to segment.")
         return self._session
-
-    def plane(self, result: Any, plane: tuple[int, ...] | None = None) -> PlaneHandle:
-        """The image that ``result`` (or its plane ``plane`` of a stack) was made from,
-        as edits and concepts use it (:class:`~.plane.PlaneHandle`): that image's own
-        cache, whichever image this segmenter saw last."""
-        candidates = result.candidates
-        if isinstance(candidates, dict):
-            if plane is None and len(candidates) == 1:
-                plane = next(iter(candidates))
-            candidates = candidates.get(tuple(plane) if plane is not None else None)
-            if candidates is None:
-                raise InputError(
-                    f"Plane {plane} of this result was not segmented: segment it first."
-                )
-        if candidates is None:
-            raise InputError("This result carries no candidates: segment again.")
-        session = self._sessions.get_fresh(candidates.image_key)
-        if session is None:
-            raise InputError("The image is no longer cached: segment it again, then edit.")
-        params = (self.sam_params, self.crop_params)
-        return PlaneHandle(session, self.context(), self._texts, *params)
 
     # --- candidate collection ------------------------------------------------------
 
