@@ -16,7 +16,7 @@ and friends, which do both and keep an undo/redo history.
 
 Edits teach on purpose: each one records an example (added and refined objects of
 the editor's class, removed ones as "not these") in :attr:`LabelEditor.concept`; the
-concept changes other objects only when asked (:mod:`.concepts.more`).
+concept changes other objects only when it is run (``segment(image, concept)``).
 """
 
 from __future__ import annotations
