@@ -219,12 +219,18 @@ def test_a_long_output_name_works_and_a_too_long_one_is_refused_before_any_work(
 
 def test_stale_temporaries_are_found_and_old_versions_kept(tmp_path):
     (tmp_path / "sub").mkdir()
-    stale = [tmp_path / ".A01.tif.k2j_9xq0.part", tmp_path / "sub" / ".slip-b.tif.abcd1234.part"]
+    stale = [
+        tmp_path / ".slip-A01.tif.k2j_9xq0.part",
+        tmp_path / "sub" / ".slip-b.tif.abcd1234.part",
+    ]
     for path in stale:
         path.write_bytes(b"half")
     (tmp_path / ".slip-c.zarr.zz00yy11.part").mkdir()
     stale.append(tmp_path / ".slip-c.zarr.zz00yy11.part")
+    # A user's hidden files named alike are theirs: never removed.
+    users = [tmp_path / "sub" / ".notes.20241201.part", tmp_path / ".A01.tif.k2j_9xq0.part"]
     kept = [tmp_path / ".slip-a.tif.abcd1234.old", tmp_path / "A01.tif", tmp_path / "x.part"]
+    kept += users
     for path in kept:
         path.write_bytes(b"keep")
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)

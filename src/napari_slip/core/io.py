@@ -381,12 +381,14 @@ def _swap_in(staged: dict[Path, Path]) -> None:
         _remove(backup)
 
 
-_STALE = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
+#: Our own temporaries only: a user's hidden ``.notes.20241201.part`` is theirs.
+_STALE = re.compile(r"^" + re.escape(TEMP_PREFIX) + r".+\.[a-z0-9_]{8}\.part$")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files and folders an interrupted run left under ``folder``
-    (``.NAME.XXXXXXXX.part``, which napari-slip writes and renames when complete).
+    (``.slip-NAME.XXXXXXXX.part``, which napari-slip writes and renames when
+    complete). Files of any other name are never touched.
 
     Returns what was removed. Old versions kept aside while outputs are swapped in
     (``.old``) are never removed: after a crash at that moment they are the only copy.
