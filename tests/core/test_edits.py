@@ -209,3 +209,41 @@ def test_edits_teach_the_concept_without_changing_other_objects(seg, scene):
     assert np.array_equal(editor.labels == 1, before == 1)  # no re-scoring of object 1
     editor.undo()
     assert concept.counts() == {"nucleus": 1, None: 0}
+
+
+def test_find_more_proposes_like_the_examples_and_applies_in_one_step(seg, scene):
+    """After a few clicks, the concept proposes additions (candidates like the added
+    objects, on background only) and removals; nothing changes until the suggestion
+    is applied, and one undo takes all of it back."""
+    from napari_slip.core.find_more import suggest
+
+    rgbs, truths, _ = scene
+    truth = truths[0]
+    result = seg.segment(rgbs[0], "nucleus", mode="topk", top_k=1)
+    editor = napari_slip.edit(result, seg, concept=Concept(["nucleus"]))
+    with pytest.raises(InputError, match="Teach the concept first"):
+        suggest(editor)
+    before = editor.labels.copy()
+    if before.any() and (before > 0).mean() > 0.5:  # the random CLIP kept background
+        editor.remove_at(*np.argwhere(before == 1)[0])
+    for _, (y, x) in _missed(editor.labels, truth)[:2]:
+        editor.add_at(y, x)
+    taught = editor.labels.copy()
+    more = suggest(editor)
+    assert np.array_equal(editor.labels, taught)  # a preview: nothing written yet
+    assert more.message == f"Adds {len(more.added)}, removes {len(more.removed)}."
+    assert more.added, "nothing like the two clicked nuclei was proposed"
+    preview = more.preview()
+    assert set(np.unique(preview)) <= {0, 1, 2}
+    editor.apply(more.edit)
+    for label in more.added:
+        new = editor.labels == label
+        assert not taught[new].any()  # background pixels only
+        overlap = max(_iou(new, truth == k) for k in np.unique(truth)[1:])
+        assert overlap >= 0.5  # a nucleus, like the examples
+    for label in more.removed:
+        assert not (editor.labels == label).any()
+    for label in editor.chosen:  # what the user drew is never taken away
+        assert np.array_equal(editor.labels == label, taught == label)
+    editor.undo()
+    assert np.array_equal(editor.labels, taught)  # one step

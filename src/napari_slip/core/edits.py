@@ -29,7 +29,7 @@ import pandas as pd
 
 from .errors import InputError
 from .measure import with_measurements
-from .pipeline.plane import PlaneHandle, plane_of, proposals_of_masks
+from .pipeline.plane import PlaneHandle, candidates_of, plane_of, proposals_of_masks
 from .runtime.generators import drain
 
 #: A mask covering more than this share of the image is SAM answering "everything"
@@ -60,7 +60,8 @@ class Edit:
     after: np.ndarray
     message: str
     mask: np.ndarray | None = field(default=None, repr=False)
-    row: dict | None = None
+    #: Table rows (score, similarity, prompt, source_id) of objects it adds or redraws.
+    rows: dict[int, dict] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -100,6 +101,9 @@ class LabelEditor:
         Pixel sizes (``{"Y": .., "X": ..}``) and their unit, for physical sizes.
     concept, class_name
         The concept that edits teach, and the class added objects are examples of.
+    candidates
+        The plane's candidates (the run's proposals, embedded): what
+        :func:`~.find_more.suggest` proposes from.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class LabelEditor:
         unit: str | None = None,
         concept=None,
         class_name: str | None = None,
+        candidates=None,
     ) -> None:
         self.labels, self.handle, self.plane = labels, handle, tuple(plane)
         if tuple(labels[self.plane].shape) != handle.shape:
@@ -127,9 +132,11 @@ class LabelEditor:
         if table is not None and len(table):
             for row in table.to_dict("records"):
                 self.rows[int(row["id"])] = {k: row[k] for k in ROW_COLUMNS if k in row}
-        self.concept, self.class_name = concept, class_name
+        self.concept, self.class_name, self.candidates = concept, class_name, candidates
         #: Points and box given to each object (its refine prompt grows with clicks).
         self.prompts: dict[int, dict] = {}
+        #: Objects the user drew (added or refined): suggestions never remove them.
+        self.chosen: set[int] = set()
         self.done: list[Edit] = []
         self.undone: list[Edit] = []
 
@@ -168,7 +175,7 @@ class LabelEditor:
         free = _component_at(free, yi, xi)
         row = self._new_row(free)
         self.prompts[label] = {"points": [(yi + 0.5, xi + 0.5, True)], "box": None}
-        return self._edit("add", label, free, label, f"Added object {label}.", row)
+        return self._edit("add", label, free, label, f"Added object {label}.", {label: row})
 
     def propose_remove(self, y: float, x: float) -> Edit:
         """Every pixel of the object under (``y``, ``x``) back to background."""
@@ -210,7 +217,7 @@ class LabelEditor:
         row = {**self.rows.get(label, {}), **self._new_row(mask, keep_score=True)}
         after = after[changed].astype(before.dtype)
         message = f"Refined object {label}."
-        return Edit("refine", label, index, before, after, message, mask, row)
+        return Edit("refine", label, index, before, after, message, mask, {label: row})
 
     def propose_merge(self, keep: int, other: int) -> Edit:
         """Object ``other``'s pixels join object ``keep`` (which keeps its id)."""
@@ -237,8 +244,9 @@ class LabelEditor:
 
     def record(self, edit: Edit) -> None:
         """What an applied edit changes in the table and teaches (no pixel work)."""
-        if edit.row is not None:
-            self.rows[edit.label] = edit.row
+        self.rows.update(edit.rows)
+        if edit.kind in ("add", "refine"):
+            self.chosen.add(edit.label)
         if edit.kind == "remove":
             self.prompts.pop(edit.label, None)
         self._teach(edit)
@@ -308,10 +316,18 @@ class LabelEditor:
         lead = tuple(np.full(where[0].shape, p, dtype=np.intp) for p in self.plane)
         return (*lead, *where)
 
-    def _edit(self, kind, label, mask, value, message, row=None) -> Edit:
+    def _edit(self, kind, label, mask, value, message, rows=None) -> Edit:
         before = self.plane_labels[mask]
         after = np.full(before.shape, value, dtype=before.dtype)
-        return Edit(kind, label, self._index(mask), before, after, message, mask, row)
+        return Edit(kind, label, self._index(mask), before, after, message, mask, rows or {})
+
+    def edit_to(self, plane: np.ndarray, kind: str, message: str, rows=None) -> Edit:
+        """The edit that turns the plane into ``plane`` (labels of its shape): every
+        changed pixel in one step."""
+        changed = plane != self.plane_labels
+        before = self.plane_labels[changed]
+        after = plane[changed].astype(before.dtype)
+        return Edit(kind, 0, self._index(changed), before, after, message, None, rows or {})
 
     def _new_row(self, mask: np.ndarray, keep_score: bool = False) -> dict:
         """An object's similarity to the prompt (its CLIP crop), as a run computes it."""
@@ -400,7 +416,11 @@ def edit(
         if seed:
             _seed(concept, class_name, result, plane, handle)
     sizes = {"image": image, "scale": scale, "unit": unit}
-    teach = {"concept": concept, "class_name": class_name}
+    teach = {
+        "concept": concept,
+        "class_name": class_name,
+        "candidates": candidates_of(result, plane or None),
+    }
     return LabelEditor(
         labels, handle, plane=plane, table=table, prompt=str(prompt), **sizes, **teach
     )
