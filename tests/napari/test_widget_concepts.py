@@ -200,3 +200,46 @@ def test_clicks_never_rewrite_a_users_layer_and_off_image_is_one_line(teach, qtb
     status = widget.status.value
     _click(viewer, viewer.layers["cells"], -40, -40)
     assert "outside the image" in widget.status.value and status != widget.status.value
+
+
+def test_find_more_previews_then_applies_in_one_undo_step(teach, qtbot):
+    """Find more like these shows an outline of what the taught concept would change;
+    the labels change only on Apply, and one Ctrl+Z takes the whole suggestion back;
+    Discard leaves everything as it was."""
+    viewer, widget, run, _, truth = teach
+    run()
+    layer = widget.session.last.layer
+    image = viewer.layers["cells"]
+    # One missed object clicked: the others missed are left for the suggestion.
+    missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
+    assert len(missed) >= 2
+    _click(viewer, image, *_centre(truth[0] == missed[0]))
+    taught = layer.data.copy()
+    controls = widget.teaching
+    assert controls.more.visible and not controls.apply_more.visible
+    controls.more.native.click()
+    qtbot.waitUntil(lambda: not controls.editing, timeout=60_000)
+    suggestion, _ = widget.session.teaching.suggestion
+    assert suggestion.added  # objects like the examples: the missed ones
+    added = np.zeros_like(taught)
+    added[suggestion.edit.index] = suggestion.edit.after
+    found = {int(v) for v in np.unique(truth[0][added > 0])} - {0}
+    assert set(missed[1:]) <= found
+    preview = widget.session.teaching.preview
+    assert preview in viewer.layers and preview.name.startswith("suggestion: Adds")
+    np.testing.assert_array_equal(layer.data, taught)  # a preview only
+    assert controls.apply_more.visible and not controls.more.visible
+    assert suggestion.message in widget.status.value
+    expected = taught.copy()
+    expected[suggestion.edit.index] = suggestion.edit.after
+    controls.apply_more.native.click()
+    assert preview not in viewer.layers and controls.more.visible
+    np.testing.assert_array_equal(layer.data, expected)
+    viewer.layers.selection.active = layer
+    QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_Z, CTRL)
+    np.testing.assert_array_equal(layer.data, taught)  # one undo step
+    controls.more.native.click()
+    qtbot.waitUntil(lambda: not controls.editing, timeout=60_000)
+    controls.discard_more.native.click()
+    assert widget.session.teaching.preview is None
+    np.testing.assert_array_equal(layer.data, taught)

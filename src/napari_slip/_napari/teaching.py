@@ -37,10 +37,14 @@ class Teaching:
         self._colours: list[str] = []
         #: A concept the next edits start from (e.g. the one the run used).
         self.concept: Any = None
+        #: The shown "find more" suggestion (and its table) and its preview layer.
+        self.suggestion: Any = None
+        self.preview: Any = None
 
     def reset(self) -> None:
         """A new output: the next click starts a new editor (the prompts stay shown)."""
         self.editor = None
+        self.discard_suggestion()
 
     @property
     def summary(self) -> str:
@@ -162,6 +166,60 @@ class Teaching:
         if world_point is not None:
             self._mark(world_point, made.kind)
         return last.result
+
+    # -- find more like these ---------------------------------------------------------
+    def iter_find_more(self):
+        """Compute (in a worker) what the taught concept would add and remove on the
+        edited plane; returns the suggestion and the plane's table after it."""
+        from ..core.find_more import suggest
+
+        if self.editor is None:
+            raise InputError(
+                "Teach first: Shift+click objects like the ones you want (Shift+right-"
+                "click ones you do not), then find more."
+            )
+        yield Progress("finding more like these", 0, 1, "the concept scores the candidates")
+        suggestion = suggest(self.editor)
+        plane = np.array(self.editor.plane_labels, copy=True)
+        plane[suggestion.edit.index[-2:]] = suggestion.edit.after
+        table = self.editor.table(plane)
+        yield Progress("finding more like these", 1, 1, suggestion.message)
+        return suggestion, table
+
+    def show_suggestion(self, suggestion, table) -> None:
+        """The suggestion as an outline layer over the output (green: added, magenta:
+        removed), until it is applied or discarded."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        self.discard_suggestion()
+        layer = self._layer()
+        preview = np.zeros(layer.data.shape, np.uint8)
+        preview[self.editor.plane or ...] = suggestion.preview()
+        colours = DirectLabelColormap(color_dict={1: ADDED, 2: REMOVED, None: "transparent"})
+        self.suggestion = (suggestion, table)
+        self.preview = self.session.viewer.add_labels(
+            preview,
+            name=f"suggestion: {suggestion.message}",
+            scale=layer.scale,
+            translate=layer.translate,
+            colormap=colours,
+            opacity=1.0,
+        )
+        self.preview.contour = 2
+        self.session.viewer.layers.selection.active = layer
+
+    def apply_suggestion(self):
+        """Apply the shown suggestion as one edit (one undo step); the result shown."""
+        if self.suggestion is None:
+            return None
+        suggestion, table = self.suggestion
+        self.discard_suggestion()
+        return self.apply(suggestion.edit, table)
+
+    def discard_suggestion(self) -> None:
+        if self.preview is not None and self.preview in self.session.viewer.layers:
+            self.session.viewer.layers.remove(self.preview)
+        self.preview = self.suggestion = None
 
     def undo(self):
         """Shift+U: napari's undo of the output layer (as Ctrl+Z on it)."""

@@ -50,12 +50,80 @@ class TeachingControls:
         self._queue: deque = deque()
         self._worker: Any = None
         widget.busy_parts.append(lambda: self.editing)  # a run waits for the edits
+        self._more_widgets()
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
         self.viewer.bind_key(UNDO_KEY, self._on_undo, overwrite=True)
         widget.native.destroyed.connect(lambda *_: self.detach())
 
     def widgets(self) -> list:
-        return [self.concept, self.save]
+        return [self.concept, self.save, self.more_row]
+
+    def _more_widgets(self) -> None:
+        """Find more like these, and the Apply / Discard of its suggestion."""
+        from magicgui.widgets import Container
+
+        self.more = PushButton(text="Find more like these")
+        self.more.tooltip = (
+            "Show what the concept your clicks taught would add and remove (an outline "
+            "over the labels); nothing changes until you press Apply."
+        )
+        self.apply_more = PushButton(text="Apply")
+        self.apply_more.tooltip = "Apply the suggestion in one step (Ctrl+Z undoes it)."
+        self.discard_more = PushButton(text="Discard")
+        self.more.changed.connect(lambda *_: self.find_more())
+        self.apply_more.changed.connect(lambda *_: self.apply_suggestion())
+        self.discard_more.changed.connect(lambda *_: self.discard_suggestion())
+        buttons = [self.more, self.apply_more, self.discard_more]
+        self.more_row = Container(widgets=buttons, layout="horizontal", labels=False)
+        self.more_row.margins = (0, 0, 0, 0)
+        self._offer(False)
+
+    def _offer(self, shown: bool) -> None:
+        """Apply and Discard while a suggestion is shown; Find more otherwise."""
+        self.apply_more.visible = self.discard_more.visible = shown
+        self.more.visible = not shown
+
+    def find_more(self) -> None:
+        """Compute the concept's suggestion in a worker, then show it."""
+        from napari.qt.threading import create_worker
+
+        if self.widget.busy:
+            return
+        teaching = self.widget.session.teaching
+        handlers = {
+            "returned": self._suggested,
+            "errored": self._failed,
+            "finished": self._finished,
+        }
+        self._worker = create_worker(
+            teaching.iter_find_more, _start_thread=False, _connect=handlers
+        )
+        self.widget.status.value = "Finding more like these…"
+        self.widget.progress.native.setRange(0, 0)
+        self._worker.start()
+
+    def _suggested(self, out) -> None:
+        suggestion, table = out
+        self.widget.session.teaching.show_suggestion(suggestion, table)
+        self._offer(True)
+        self.widget.status.value = f"{suggestion.message} Apply or Discard."
+
+    def apply_suggestion(self) -> None:
+        if self.widget.running:
+            return
+        try:
+            result = self.widget.session.teaching.apply_suggestion()
+        except SlipError as exc:
+            self.widget.show_error(exc)
+            result = None
+        self._offer(False)
+        if result is not None:
+            self._shown(result)
+
+    def discard_suggestion(self) -> None:
+        self.widget.session.teaching.discard_suggestion()
+        self._offer(False)
+        self.widget.status.value = "Suggestion discarded: nothing changed."
 
     def detach(self) -> None:
         """Unbind from the viewer (the dock is closed)."""
@@ -225,7 +293,9 @@ class TeachingControls:
         self.update()
 
     def update(self) -> None:
-        """The examples line: what has been taught, and how to teach."""
+        """The examples line: what has been taught, and how to teach; Find more or the
+        shown suggestion's Apply / Discard."""
+        self._offer(self.widget.session.teaching.suggestion is not None)
         summary = self.widget.session.teaching.summary
         self.examples.value = (
             summary or "Shift+click adds an object, Shift+right-click removes one."
