@@ -247,3 +247,57 @@ def test_find_more_proposes_like_the_examples_and_applies_in_one_step(seg, scene
         assert np.array_equal(editor.labels == label, taught == label)
     editor.undo()
     assert np.array_equal(editor.labels, taught)  # one step
+
+
+@pytest.fixture(scope="module")
+def linked_stack(trained_sam_path, tmp_path_factory):
+    """A dense z-stack of nuclei (touching, 1-8 planes deep) segmented from its true
+    sections, all but one nucleus, and linked into 3D objects."""
+    from napari_slip.testing import write_tiny_clip
+    from napari_slip.testing.scenes import nuclei_stack
+
+    clip = write_tiny_clip(tmp_path_factory.mktemp("clip3d") / "clip.safetensors")
+    params = SamProposalParams(**FIXTURE_AMG, min_area=30)
+    seg = Segmenter(str(trained_sam_path), str(clip), "cpu", sam_params=params,
+                    disk_cache=False, cache_size=16)  # fmt: skip
+    image, truth = nuclei_stack(3, depth=8)
+    depths = {
+        k: len({z for z in range(8) if (truth[z] == k).any()}) for k in range(1, truth.max() + 1)
+    }
+    target = max(depths, key=lambda k: (depths[k], (truth == k).sum()))
+    given = np.where(truth == target, 0, truth)
+    result = seg.segment(image, "nucleus", labels=given, axes="ZYX", mode="threshold",
+                         threshold=-1)  # fmt: skip
+    assert result.linked is not None
+    return seg, image, truth, target, result
+
+
+def test_a_click_on_a_linked_stack_adds_and_removes_whole_3d_objects(linked_stack):
+    seg, _, truth, target, result = linked_stack
+    editor = napari_slip.edit(result, seg)
+    before = editor.labels.copy()
+    inside = truth == target
+    z = int(np.argmax(inside.sum(axis=(1, 2))))  # the nucleus's widest section
+    ys, xs = np.nonzero(inside[z])
+    centre = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    edit = editor.add_at(ys[centre] + 0.5, xs[centre] + 0.5, plane=(z,))
+    new = editor.labels == edit.label
+    planes = {int(p) for p in np.nonzero(new.any(axis=(1, 2)))[0]}
+    assert planes >= {z} and len(planes) >= 2, planes  # carried to its other sections
+    assert _iou(new, inside) >= 0.7
+    assert np.array_equal(editor.labels[~new], before[~new])  # nothing else changed
+    row = editor.table().set_index("id").loc[edit.label]
+    assert row["area"] == new.sum() and row["n_planes"] == len(planes)
+    # Removing from any plane takes the whole 3D object.
+    other = int(before[z][before[z] > 0][0])
+    zs = np.nonzero((before == other).any(axis=(1, 2)))[0]
+    y, x = np.argwhere(before[zs[-1]] == other)[0]
+    editor.remove_at(y, x, plane=(int(zs[-1]),))
+    assert not (editor.labels == other).any()
+    gone = before == other
+    assert np.array_equal(editor.labels[~gone & ~new], before[~gone & ~new])
+    editor.undo()
+    editor.undo()
+    assert np.array_equal(editor.labels, before)
+    with pytest.raises(InputError, match="was not segmented"):
+        editor.add_at(5, 5, plane=(99,))

@@ -21,15 +21,17 @@ concept changes other objects only when it is run (``segment(image, concept)``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
+from .concepts.features import ObjectFeatures, features_of, measure_objects
 from .errors import InputError
 from .measure import with_measurements
 from .pipeline.plane import PlaneHandle, candidates_of, plane_of, proposals_of_masks
+from .pipeline.stack import measured
 from .runtime.generators import drain
 
 #: A mask covering more than this share of the image is SAM answering "everything"
@@ -104,6 +106,12 @@ class LabelEditor:
     candidates
         The plane's candidates (the run's proposals, embedded): what
         :func:`~.find_more.suggest` proposes from.
+    handles, linked, finish
+        A linked stack: every segmented plane's handle (plane -> handle), so that an
+        added object is carried to the neighbouring planes (SAM decodes a point inside
+        the previous plane's mask on each plane's own embedding, until the object
+        ends) and a removal takes the whole 3D object or track; ``finish(labels,
+        table)`` measures the whole stack's table as a run does.
     """
 
     def __init__(
@@ -120,8 +128,13 @@ class LabelEditor:
         concept=None,
         class_name: str | None = None,
         candidates=None,
+        handles: dict | None = None,
+        linked: bool = False,
+        finish: Callable[[np.ndarray, pd.DataFrame], pd.DataFrame] | None = None,
     ) -> None:
         self.labels, self.handle, self.plane = labels, handle, tuple(plane)
+        self.handles = {self.plane: handle, **(handles or {})}
+        self.linked, self.finish = linked, finish
         if tuple(labels[self.plane].shape) != handle.shape:
             raise InputError(
                 f"The labels' plane is {labels[self.plane].shape}, the image "
@@ -157,8 +170,19 @@ class LabelEditor:
         """The next free id: one above every id in the whole label image."""
         return int(np.asarray(self.labels).max(initial=0)) + 1
 
-    def propose_add(self, y: float, x: float) -> Edit:
-        """The object under (``y``, ``x``) as a new label on background pixels only."""
+    def at(self, plane: tuple[int, ...] | None) -> LabelEditor:
+        """Edit ``plane`` next (a segmented plane of the stack; None: the current)."""
+        if plane is None or tuple(plane) == self.plane:
+            return self
+        if tuple(plane) not in self.handles:
+            raise InputError(f"Plane {tuple(plane)} was not segmented: edit one that was.")
+        self.plane, self.handle = tuple(plane), self.handles[tuple(plane)]
+        return self
+
+    def propose_add(self, y: float, x: float, plane: tuple[int, ...] | None = None) -> Edit:
+        """The object under (``y``, ``x``) (of ``plane``) as a new label on background
+        pixels only; in a linked stack, carried to the planes it continues into."""
+        self.at(plane)
         yi, xi = self.pixel(y, x)
         here = int(self.plane_labels[yi, xi])
         if here:
@@ -175,14 +199,28 @@ class LabelEditor:
         free = _component_at(free, yi, xi)
         row = self._new_row(free)
         self.prompts[label] = {"points": [(yi + 0.5, xi + 0.5, True)], "box": None}
-        return self._edit("add", label, free, label, f"Added object {label}.", {label: row})
+        masks = {self.plane: free}
+        if self.linked:
+            masks.update(carry(self, free))
+        message = f"Added object {label}" + (
+            f" on {len(masks)} planes." if len(masks) > 1 else "."
+        )
+        return self._edit_planes("add", label, masks, label, message, {label: row})
 
-    def propose_remove(self, y: float, x: float) -> Edit:
-        """Every pixel of the object under (``y``, ``x``) back to background."""
+    def propose_remove(self, y: float, x: float, plane: tuple[int, ...] | None = None) -> Edit:
+        """Every pixel of the object under (``y``, ``x``) (of ``plane``) back to
+        background: in a linked stack, every plane of the 3D object."""
+        self.at(plane)
         yi, xi = self.pixel(y, x)
         label = int(self.plane_labels[yi, xi])
         if not label:
             raise NothingToDo("There is no object here to remove: click on an object.")
+        if self.linked:
+            where = np.nonzero(self.labels == label)
+            before = self.labels[where]
+            mask = self.plane_labels == label
+            message = f"Removed object {label}."
+            return Edit("remove", label, where, before, np.zeros_like(before), message, mask)
         mask = self.plane_labels == label
         return self._edit("remove", label, mask, 0, f"Removed object {label}.")
 
@@ -272,11 +310,11 @@ class LabelEditor:
         self.done.append(edit)
         return edit
 
-    def add_at(self, y: float, x: float) -> Edit:
-        return self.apply(self.propose_add(y, x))
+    def add_at(self, y: float, x: float, plane: tuple[int, ...] | None = None) -> Edit:
+        return self.apply(self.propose_add(y, x, plane))
 
-    def remove_at(self, y: float, x: float) -> Edit:
-        return self.apply(self.propose_remove(y, x))
+    def remove_at(self, y: float, x: float, plane: tuple[int, ...] | None = None) -> Edit:
+        return self.apply(self.propose_remove(y, x, plane))
 
     def refine(self, label: int, points=(), box=None) -> Edit:
         return self.apply(self.propose_refine(label, points, box))
@@ -286,8 +324,10 @@ class LabelEditor:
 
     # -- the table ------------------------------------------------------------------
     def table(self, plane: np.ndarray | None = None) -> pd.DataFrame:
-        """One row per object of the plane (or of ``plane``, labels of its shape), with
-        the measurements a run gives."""
+        """One row per object of the plane (or of ``plane``, labels of its shape; in a
+        linked stack, of the whole volume), with the measurements a run gives."""
+        if self.linked:
+            plane = np.asarray(self.labels if plane is None else plane)
         plane = np.asarray(self.plane_labels if plane is None else plane)
         ids = [int(i) for i in np.unique(plane) if i]
         rows = []
@@ -297,6 +337,8 @@ class LabelEditor:
         table = pd.DataFrame(rows, columns=["id", *ROW_COLUMNS])
         if not len(table):
             return table
+        if self.finish is not None:
+            return self.finish(plane, table)
         return with_measurements(table, plane, self.image, "YX", self.scale, self.unit)
 
     # -- helpers --------------------------------------------------------------------
@@ -315,6 +357,21 @@ class LabelEditor:
         where = np.nonzero(mask)
         lead = tuple(np.full(where[0].shape, p, dtype=np.intp) for p in self.plane)
         return (*lead, *where)
+
+    def _edit_planes(self, kind, label, masks: dict, value, message, rows=None) -> Edit:
+        """An edit setting ``value`` on each plane's mask (plane -> (H, W) bool); its
+        ``mask`` is the current plane's."""
+        parts, before = [], []
+        for plane, mask in masks.items():
+            where = np.nonzero(mask)
+            lead = tuple(np.full(where[0].shape, p, dtype=np.intp) for p in plane)
+            parts.append((*lead, *where))
+            before.append(self.labels[plane][mask])
+        index = tuple(np.concatenate(axis) for axis in zip(*parts, strict=True))
+        before = np.concatenate(before)
+        after = np.full(before.shape, value, dtype=before.dtype)
+        current = masks[self.plane]
+        return Edit(kind, label, index, before, after, message, current, rows or {})
 
     def _edit(self, kind, label, mask, value, message, rows=None) -> Edit:
         before = self.plane_labels[mask]
@@ -342,8 +399,6 @@ class LabelEditor:
     def _teach(self, edit: Edit) -> None:
         if self.concept is None or edit.kind not in ("add", "remove", "refine"):
             return
-        from .concepts.features import ObjectFeatures, measure_objects
-
         proposals = proposals_of_masks(self.handle.shape, [edit.mask])
         clip = self.handle.embed_masks([edit.mask])
         features = ObjectFeatures(measure_objects(self.handle.image, proposals), clip)
@@ -392,10 +447,23 @@ def edit(
     'Added object 4.'
     >>> editor.labels, editor.table()  # doctest: +SKIP
     """
-    handle = plane_of(segmenter, result, plane)
-    if plane is None and isinstance(result.candidates, dict):
+    linked = getattr(result, "linked", None) is not None
+    if (
+        plane is None
+        and isinstance(result.candidates, dict)
+        and (linked or len(result.candidates) == 1)
+    ):
         plane = next(iter(result.candidates))
+    handle = plane_of(segmenter, result, plane)
     plane = tuple(plane or ())
+    stack = {}
+    if linked:  # every plane's own image, and the stack's measurements
+
+        def finish(labels: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
+            return measured(replace(result, labels=labels, table=table))
+
+        handles = {p: plane_of(segmenter, result, p) for p in result.candidates}
+        stack = {"handles": handles, "linked": True, "finish": finish}
     if labels is None:
         labels = np.array(result.labels, copy=True)
     elif tuple(labels.shape) != tuple(np.shape(result.labels)):
@@ -405,7 +473,7 @@ def edit(
         )
     prompt = getattr(result, "prompt", "") or result.provenance.get("prompt") or ""
     table = result.table
-    for axis, index in enumerate(plane):
+    for axis, index in enumerate(plane if not linked else ()):
         if f"axis{axis}" in table:
             table = table[table[f"axis{axis}"] == index]
     if concept is not None:
@@ -422,14 +490,12 @@ def edit(
         "candidates": candidates_of(result, plane or None),
     }
     return LabelEditor(
-        labels, handle, plane=plane, table=table, prompt=str(prompt), **sizes, **teach
+        labels, handle, plane=plane, table=table, prompt=str(prompt), **sizes, **teach, **stack
     )
 
 
 def _seed(concept, class_name: str, result, plane: tuple[int, ...], handle) -> None:
     """The run's kept objects of ``plane`` as examples, among all its candidates."""
-    from .concepts.features import features_of
-
     candidates = result.candidates
     if isinstance(candidates, dict):
         candidates = candidates[plane]
@@ -444,6 +510,45 @@ def _seed(concept, class_name: str, result, plane: tuple[int, ...], handle) -> N
     if kept:
         features = features_of(candidates, handle.image)
         concept.add(features.take(kept), class_name, pool=features)
+
+
+#: A plane's mask continues the object when it overlaps the previous plane's this much
+#: (IoU) and its area is within this factor of it.
+CONTINUES_IOU, CONTINUES_AREA = 0.3, 3.0
+
+
+def carry(editor: LabelEditor, mask: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
+    """The object of ``mask`` (on the editor's current plane of a linked stack) on
+    the planes it continues into, up and down the first axis: on each next plane SAM
+    decodes the innermost pixel of the previous plane's mask, on that plane's own
+    embedding; the object ends where the answer is empty, on another object, or no
+    longer like the previous section (:data:`CONTINUES_IOU`, :data:`CONTINUES_AREA`).
+    Only background pixels are taken."""
+    from scipy import ndimage
+
+    (z0, *rest), out = editor.plane, {}
+    for step in (-1, 1):
+        previous, z = mask, z0 + step
+        while (z, *rest) in editor.handles:
+            plane = (z, *rest)
+            inside = ndimage.distance_transform_edt(np.pad(previous, 1))[1:-1, 1:-1]
+            y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
+            view = editor.labels[plane]
+            if view[y, x]:
+                break  # another object continues here
+            found = editor.handles[plane].decode([(y + 0.5, x + 0.5)], [True]).mask
+            found &= view == 0
+            if not found[y, x] or found.mean() > MAX_FRACTION:
+                break
+            found = _component_at(found, y, x)
+            inter = np.logical_and(found, previous).sum()
+            iou = inter / max(1, np.logical_or(found, previous).sum())
+            ratio = found.sum() / max(1, previous.sum())
+            if iou < CONTINUES_IOU or not 1 / CONTINUES_AREA <= ratio <= CONTINUES_AREA:
+                break
+            out[plane] = found
+            previous, z = found, z + step
+    return out
 
 
 def _component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
