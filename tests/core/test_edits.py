@@ -215,7 +215,7 @@ def test_find_more_proposes_like_the_examples_and_applies_in_one_step(seg, scene
     """After a few clicks, the concept proposes additions (candidates like the added
     objects, on background only) and removals; nothing changes until the suggestion
     is applied, and one undo takes all of it back."""
-    from napari_slip.core.find_more import suggest
+    from napari_slip.core.edits.more import suggest
 
     rgbs, truths, _ = scene
     truth = truths[0]

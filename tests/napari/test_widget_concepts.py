@@ -57,7 +57,8 @@ def _click(viewer, layer, y, x, button=Qt.MouseButton.LeftButton, wait=True):
     from qtpy.QtWidgets import QApplication
 
     canvas = viewer.window._qt_viewer.canvas
-    wy, wx = layer.data_to_world((y, x))
+    lead = tuple(viewer.dims.point[: layer.ndim - 2])  # the plane shown
+    wy, wx = layer.data_to_world((*lead, y, x))[-2:]
     px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
     QTest.mouseClick(canvas.native, button, SHIFT, QPoint(round(px), round(py)))
     if wait:
@@ -243,3 +244,37 @@ def test_find_more_previews_then_applies_in_one_undo_step(teach, qtbot):
     controls.discard_more.native.click()
     assert widget.session.teaching.preview is None
     np.testing.assert_array_equal(layer.data, taught)
+
+
+def test_a_click_on_a_linked_stack_adds_a_3d_object(teach, qtbot):
+    """On a z-stack linked into 3D objects, a Shift+click on the plane shown adds the
+    whole nucleus: carried to the planes it continues into, nothing else changed."""
+    from napari_slip.testing.scenes import nuclei_stack
+
+    viewer, widget, run, _, _ = teach
+    image, truth = nuclei_stack(3, depth=8)
+    depth = {k: (truth == k).any(axis=(1, 2)).sum() for k in range(1, truth.max() + 1)}
+    target = max(depth, key=lambda k: (depth[k], (truth == k).sum()))
+    viewer.add_image(image, name="stack")
+    viewer.add_labels(np.where(truth == target, 0, truth), name="sections")
+    widget.image.value = viewer.layers["stack"]
+    widget.proposals.value = viewer.layers["sections"]
+    widget.scope.value = "all slices"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run()
+    layer = widget.session.last.layer
+    assert layer.data.ndim == 3 and widget.session.last.result.linked is not None
+    before = layer.data.copy()
+    inside = truth == target
+    z = int(np.argmax(inside.sum(axis=(1, 2))))
+    viewer.dims.set_point(0, z)
+    _click(viewer, viewer.layers["stack"], *_centre(inside[z]))
+    new = layer.data != before
+    label = int(layer.data[new][0])
+    assert np.array_equal(new, layer.data == label)  # one new object, nothing else
+    planes = set(np.nonzero(new.any(axis=(1, 2)))[0].tolist())
+    assert z in planes and len(planes) >= 2
+    iou = (new & inside).sum() / (new | inside).sum()
+    assert iou >= 0.7
+    assert label in layer.features["index"].tolist()

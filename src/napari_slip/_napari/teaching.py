@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..core.errors import InputError
 from ..core.runtime.progress import Progress
-from .layers import new_labels_layer
+from .layers import features_for, new_labels_layer
 
 #: Colours of the prompts layer's points: an object added, a label removed.
 ADDED, REMOVED = "#2ee62e", "#ff33cc"
@@ -63,6 +63,8 @@ class Teaching:
 
         last = self.session.last
         editor = self.editor
+        if editor is not None and editor.labels is last.layer.data and editor.linked:
+            return editor.at(plane)  # one editor for a linked stack's every plane
         if editor is None or editor.labels is not last.layer.data or editor.plane != plane:
             request = last.request
             # A copy: the picker's concept changes only when the taught one is saved.
@@ -103,11 +105,6 @@ class Teaching:
                 "Clicks edit a layer this plugin made: set Output to 'New Labels layer' "
                 "and run again."
             )
-        if getattr(last.result, "linked", None) is not None:
-            raise InputError(
-                "Clicks edit one plane's objects; this result links planes into 3D "
-                "objects. Run with linking off to edit plane by plane."
-            )
         layer = last.request.image_layer
         data = np.asarray(layer.world_to_data(tuple(world_point)), dtype=float)
         point = data[list(spatial_axes(last.request))]
@@ -136,9 +133,13 @@ class Teaching:
             made = editor.propose_remove(y, x)
         else:
             raise InputError(f"An edit adds or removes; got {kind!r}.")
-        plane = np.array(editor.plane_labels, copy=True)
-        plane[made.index[len(editor.plane) :]] = made.after
-        table = editor.table(plane)
+        if editor.linked:  # the whole stack's table
+            after = np.array(editor.labels, copy=True)
+            after[made.index] = made.after
+        else:
+            after = np.array(editor.plane_labels, copy=True)
+            after[made.index[len(editor.plane) :]] = made.after
+        table = editor.table(after)
         yield Progress(what, 1, 1, made.message)
         return made, table
 
@@ -154,15 +155,15 @@ class Teaching:
         layer.data_setitem(made.index, made.after)
         self.editor.record(made)
         plane = self.editor.plane
-        if plane:  # a stack: the other planes' rows stay, this plane's are new
+        if plane and not self.editor.linked:  # other planes' rows stay, this one's new
             old = last.result.table
             here = np.ones(len(old), dtype=bool)
             for axis, index in enumerate(plane):
                 here &= old[f"axis{axis}"].to_numpy() == index
                 table[f"axis{axis}"] = index
             table = pd.concat([old[~here], table], ignore_index=True)
-        layer.features = _features(table)
         last.result = replace(last.result, labels=layer.data, table=table, message=made.message)
+        layer.features = features_for(last.result)  # a track's rows per frame become one
         if world_point is not None:
             self._mark(world_point, made.kind)
         return last.result
@@ -171,7 +172,7 @@ class Teaching:
     def iter_find_more(self):
         """Compute (in a worker) what the taught concept would add and remove on the
         edited plane; returns the suggestion and the plane's table after it."""
-        from ..core.find_more import suggest
+        from ..core.edits.more import suggest
 
         if self.editor is None:
             raise InputError(
@@ -273,13 +274,6 @@ class Teaching:
         self._colours = [*self._colours[: len(self.points.data)], colour]
         self.points.data = np.concatenate([self.points.data, point[None]])
         self.points.face_color = self._colours
-
-
-def _features(table):
-    """A table's rows as a Labels layer's ``features`` (``index``: the label)."""
-    rows = table.copy()
-    rows.insert(0, "index", rows["id"].astype("int64"))
-    return rows.reset_index(drop=True)
 
 
 __all__ = ["ADDED", "REMOVED", "Teaching"]

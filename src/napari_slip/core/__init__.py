@@ -50,7 +50,7 @@ _EXPORTS = {
     ),
     "concepts": ("Concept", "ConceptQuery"),
     "edits": ("Edit", "LabelEditor", "NothingToDo", "edit"),
-    "find_more": ("Suggestion", "suggest"),
+    "edits.more": ("Suggestion", "suggest"),
     "runtime.progress": ("Progress",),
     "runtime.generators": ("drain", "drain_cached"),
     "runtime.perf": ("tune_allocator",),

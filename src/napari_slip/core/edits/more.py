@@ -1,6 +1,6 @@
 """Find more like these: what the taught concept would change, shown before it is.
 
-Edits teach a concept (:mod:`.edits`) but change nothing else. When the user asks,
+Edits teach a concept (:mod:`.editor`) but change nothing else. When the user asks,
 :func:`suggest` runs the concept over the plane's candidates (the run's proposals,
 embedded once) and proposes
 
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .concepts.classifier import probabilities
-from .concepts.features import features_of
-from .concepts.query import ConceptQuery
-from .edits import Edit, LabelEditor
-from .errors import InputError
-from .runtime.generators import drain
+from ..concepts.classifier import probabilities
+from ..concepts.features import features_of
+from ..concepts.query import ConceptQuery
+from ..errors import InputError
+from ..runtime.generators import drain
+from .editor import Edit, LabelEditor
 
 #: A candidate whose pixels are this much labelled already is an object we have.
 MAX_COVERED = 0.2

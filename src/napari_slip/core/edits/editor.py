@@ -22,21 +22,17 @@ concept changes other objects only when it is run (``segment(image, concept)``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .concepts.features import ObjectFeatures, features_of, measure_objects
-from .errors import InputError
-from .measure import with_measurements
-from .pipeline.plane import PlaneHandle, candidates_of, plane_of, proposals_of_masks
-from .pipeline.stack import measured
-from .runtime.generators import drain
-
-#: A mask covering more than this share of the image is SAM answering "everything"
-#: (a click on background): it adds nothing.
-MAX_FRACTION = 0.5
+from ..concepts.features import ObjectFeatures, measure_objects
+from ..errors import InputError
+from ..measure import with_measurements
+from ..pipeline.plane import PlaneHandle, proposals_of_masks
+from .carry import carry
+from .masks import MAX_FRACTION, box_of, component_at
 
 #: The columns an added object's row carries beside its measurements.
 ROW_COLUMNS = ("score", "similarity", "prompt", "source_id")
@@ -105,7 +101,7 @@ class LabelEditor:
         The concept that edits teach, and the class added objects are examples of.
     candidates
         The plane's candidates (the run's proposals, embedded): what
-        :func:`~.find_more.suggest` proposes from.
+        :func:`~.more.suggest` proposes from.
     handles, linked, finish
         A linked stack: every segmented plane's handle (plane -> handle), so that an
         added object is carried to the neighbouring planes (SAM decodes a point inside
@@ -196,12 +192,12 @@ class LabelEditor:
         free = mask & (self.plane_labels == 0)
         if not free[yi, xi] or not free.any():
             raise NothingToDo("SAM found no object here: nothing was added.")
-        free = _component_at(free, yi, xi)
+        free = component_at(free, yi, xi)
         row = self._new_row(free)
         self.prompts[label] = {"points": [(yi + 0.5, xi + 0.5, True)], "box": None}
         masks = {self.plane: free}
         if self.linked:
-            masks.update(carry(self, free))
+            masks.update(carry(self.labels, self.handles, self.plane, free))
         message = f"Added object {label}" + (
             f" on {len(masks)} planes." if len(masks) > 1 else "."
         )
@@ -237,7 +233,7 @@ class LabelEditor:
         current = self.plane_labels == label
         if not current.any():
             raise InputError(f"There is no object {label} on this plane to refine.")
-        prompt = self.prompts.get(label) or {"points": [], "box": _box_of(current)}
+        prompt = self.prompts.get(label) or {"points": [], "box": box_of(current)}
         for y, x, _ in points:
             self.pixel(y, x)
         all_points = [*prompt["points"], *((float(y), float(x), bool(p)) for y, x, p in points)]
@@ -405,164 +401,4 @@ class LabelEditor:
         self.concept.add(features, None if edit.kind == "remove" else self.class_name)
 
 
-def edit(
-    result,
-    segmenter,
-    *,
-    plane: tuple[int, ...] | None = None,
-    image: np.ndarray | None = None,
-    scale: dict | None = None,
-    unit: str | None = None,
-    concept=None,
-    class_name: str | None = None,
-    labels: np.ndarray | None = None,
-    seed: bool = False,
-) -> LabelEditor:
-    """An editor of ``result``'s labels (a copy: the result stays as it was).
-
-    Parameters
-    ----------
-    result
-        What :meth:`Segmenter.segment` returned (a 2D result, or a stack result and
-        the ``plane`` to edit, e.g. ``(3,)`` for z = 3).
-    segmenter
-        The segmenter that made it (its cache holds the image's SAM embedding).
-    image
-        The original plane, channels last, for the intensity columns of the table.
-    scale, unit
-        Pixel sizes ``{"Y": .., "X": ..}`` and their unit, for the physical columns.
-    concept, class_name
-        A :class:`~.concepts.Concept` the edits teach (added objects are examples of
-        ``class_name``, default its first class; removed ones are "not these").
-    labels
-        The array to edit in place (a viewer layer's data), of the result's shape;
-        default a copy of the result's labels.
-    seed
-        With a concept: the objects the run kept become its first examples.
-
-    Examples
-    --------
-    >>> editor = napari_slip.edit(result, seg)  # doctest: +SKIP
-    >>> editor.add_at(120, 48).message  # doctest: +SKIP
-    'Added object 4.'
-    >>> editor.labels, editor.table()  # doctest: +SKIP
-    """
-    linked = getattr(result, "linked", None) is not None
-    if (
-        plane is None
-        and isinstance(result.candidates, dict)
-        and (linked or len(result.candidates) == 1)
-    ):
-        plane = next(iter(result.candidates))
-    handle = plane_of(segmenter, result, plane)
-    plane = tuple(plane or ())
-    stack = {}
-    if linked:  # every plane's own image, and the stack's measurements
-
-        def finish(labels: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
-            return measured(replace(result, labels=labels, table=table))
-
-        handles = {p: plane_of(segmenter, result, p) for p in result.candidates}
-        stack = {"handles": handles, "linked": True, "finish": finish}
-    if labels is None:
-        labels = np.array(result.labels, copy=True)
-    elif tuple(labels.shape) != tuple(np.shape(result.labels)):
-        raise InputError(
-            f"The labels to edit are {tuple(labels.shape)}, the result's "
-            f"{tuple(np.shape(result.labels))}: edit the result's own labels."
-        )
-    prompt = getattr(result, "prompt", "") or result.provenance.get("prompt") or ""
-    table = result.table
-    for axis, index in enumerate(plane if not linked else ()):
-        if f"axis{axis}" in table:
-            table = table[table[f"axis{axis}"] == index]
-    if concept is not None:
-        clip = drain(handle.context.iter_load("clip"))
-        concept.bind_clip(handle.context.models.clip_spec, clip.sha256)
-        class_name = class_name or (concept.classes[0] if concept.classes else prompt)
-        concept.add_class(class_name)
-        if seed:
-            _seed(concept, class_name, result, plane, handle)
-    sizes = {"image": image, "scale": scale, "unit": unit}
-    teach = {
-        "concept": concept,
-        "class_name": class_name,
-        "candidates": candidates_of(result, plane or None),
-    }
-    return LabelEditor(
-        labels, handle, plane=plane, table=table, prompt=str(prompt), **sizes, **teach, **stack
-    )
-
-
-def _seed(concept, class_name: str, result, plane: tuple[int, ...], handle) -> None:
-    """The run's kept objects of ``plane`` as examples, among all its candidates."""
-    candidates = result.candidates
-    if isinstance(candidates, dict):
-        candidates = candidates[plane]
-    table = result.candidate_table
-    if table is None or not len(table) or "kept" not in table:
-        return
-    rows = table[table["kept"]]
-    for axis, index in enumerate(plane):
-        if f"axis{axis}" in rows:
-            rows = rows[rows[f"axis{axis}"] == index]
-    kept = sorted(int(c) for c in rows["candidate"] if 0 <= int(c) < len(candidates))
-    if kept:
-        features = features_of(candidates, handle.image)
-        concept.add(features.take(kept), class_name, pool=features)
-
-
-#: A plane's mask continues the object when it overlaps the previous plane's this much
-#: (IoU) and its area is within this factor of it.
-CONTINUES_IOU, CONTINUES_AREA = 0.3, 3.0
-
-
-def carry(editor: LabelEditor, mask: np.ndarray) -> dict[tuple[int, ...], np.ndarray]:
-    """The object of ``mask`` (on the editor's current plane of a linked stack) on
-    the planes it continues into, up and down the first axis: on each next plane SAM
-    decodes the innermost pixel of the previous plane's mask, on that plane's own
-    embedding; the object ends where the answer is empty, on another object, or no
-    longer like the previous section (:data:`CONTINUES_IOU`, :data:`CONTINUES_AREA`).
-    Only background pixels are taken."""
-    from scipy import ndimage
-
-    (z0, *rest), out = editor.plane, {}
-    for step in (-1, 1):
-        previous, z = mask, z0 + step
-        while (z, *rest) in editor.handles:
-            plane = (z, *rest)
-            inside = ndimage.distance_transform_edt(np.pad(previous, 1))[1:-1, 1:-1]
-            y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
-            view = editor.labels[plane]
-            if view[y, x]:
-                break  # another object continues here
-            found = editor.handles[plane].decode([(y + 0.5, x + 0.5)], [True]).mask
-            found &= view == 0
-            if not found[y, x] or found.mean() > MAX_FRACTION:
-                break
-            found = _component_at(found, y, x)
-            inter = np.logical_and(found, previous).sum()
-            iou = inter / max(1, np.logical_or(found, previous).sum())
-            ratio = found.sum() / max(1, previous.sum())
-            if iou < CONTINUES_IOU or not 1 / CONTINUES_AREA <= ratio <= CONTINUES_AREA:
-                break
-            out[plane] = found
-            previous, z = found, z + step
-    return out
-
-
-def _component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
-    """The connected part of ``mask`` that holds (``y``, ``x``): an added object is one
-    piece (SAM's stray islands elsewhere are not part of what was clicked)."""
-    from scipy import ndimage
-
-    parts, _ = ndimage.label(mask)
-    return parts == parts[y, x]
-
-
-def _box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
-
-
-__all__ = ["MAX_FRACTION", "Edit", "LabelEditor", "NothingToDo", "edit"]
+__all__ = ["ROW_COLUMNS", "Edit", "LabelEditor", "NothingToDo"]
