@@ -22,6 +22,7 @@ from napari_slip.testing.trained_sam import FIXTURE_AMG
 
 SHIFT = Qt.KeyboardModifier.ShiftModifier
 CTRL = Qt.KeyboardModifier.ControlModifier
+ALT = Qt.KeyboardModifier.AltModifier
 #: The dock of each test's viewer (clicks wait for its edits).
 _WIDGETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -51,7 +52,7 @@ def teach(make_napari_viewer, trained_sam_path, tiny_clip_path, qtbot):
     return viewer, widget, run, rgbs, truth
 
 
-def _click(viewer, layer, y, x, button=Qt.MouseButton.LeftButton, wait=True):
+def _click(viewer, layer, y, x, button=Qt.MouseButton.LeftButton, wait=True, keys=None):
     """A real Shift+click on the canvas where data pixel (y, x) of ``layer`` is shown;
     then (``wait``) until its edit, computed in a worker, is applied."""
     from qtpy.QtWidgets import QApplication
@@ -60,7 +61,7 @@ def _click(viewer, layer, y, x, button=Qt.MouseButton.LeftButton, wait=True):
     lead = tuple(viewer.dims.point[: layer.ndim - 2])  # the plane shown
     wy, wx = layer.data_to_world((*lead, y, x))[-2:]
     px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
-    QTest.mouseClick(canvas.native, button, SHIFT, QPoint(round(px), round(py)))
+    QTest.mouseClick(canvas.native, button, keys or SHIFT, QPoint(round(px), round(py)))
     if wait:
         widget = _WIDGETS[viewer]
         deadline = 60_000
@@ -278,3 +279,28 @@ def test_a_click_on_a_linked_stack_adds_a_3d_object(teach, qtbot):
     iou = (new & inside).sum() / (new | inside).sum()
     assert iou >= 0.7
     assert label in layer.features["index"].tolist()
+
+
+def test_alt_clicks_refine_the_picked_object_and_keep_its_id(teach, qtbot):
+    """After an add, the new object is the picked label; Alt+click (a point inside)
+    and Alt+right-click (outside) decode it again with its earlier point: it keeps
+    its id and no other object changes."""
+    viewer, widget, run, _, truth = teach
+    run()
+    layer = widget.session.last.layer
+    image = viewer.layers["cells"]
+    missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
+    inside = truth[0] == missed[0]
+    _click(viewer, image, *_centre(inside))
+    label = int(layer.selected_label)
+    assert label == 3 and (layer.data == 3).any()
+    others = layer.data.copy()
+    ys, xs = np.nonzero(inside)
+    outside = (int(ys.min()) - 4, int(np.median(xs)))
+    _click(viewer, image, *outside, Qt.MouseButton.RightButton, keys=ALT)
+    assert widget.status.value == "Refined object 3."
+    assert widget.session.teaching.editor.prompts[3]["points"][-1][2] is False
+    for k in (1, 2):
+        np.testing.assert_array_equal(layer.data == k, others == k)
+    iou = ((layer.data == 3) & inside).sum() / ((layer.data == 3) | inside).sum()
+    assert iou > 0.7

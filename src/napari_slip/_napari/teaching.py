@@ -120,19 +120,27 @@ class Teaching:
         # napari's pixel i spans [i - 0.5, i + 0.5); the engine's [i, i + 1).
         return plane, float(point[-2]) + 0.5, float(point[-1]) + 0.5
 
-    def iter_edit(self, kind: str, plane: tuple[int, ...], y: float, x: float):
+    def iter_edit(self, kind: str, plane: tuple[int, ...], y: float, x: float, label=0):
         """Compute (in a worker) the edit of a click at pixel (``y``, ``x``) of
-        ``plane`` (from :meth:`prepare`): ``add`` the object there or ``remove`` it.
-        Returns the edit and the plane's table after it; nothing is written."""
+        ``plane`` (from :meth:`prepare`): ``add`` the object there, ``remove`` it, or
+        refine object ``label`` with a point inside (``inside``) or outside it
+        (``outside``). Returns the edit and the table after it; nothing is written."""
         editor = self._editor(plane)
-        what = "adding the object" if kind == "add" else "removing the object"
-        yield Progress(what, 0, 1, "SAM decodes the click" if kind == "add" else "")
+        what = {"add": "adding the object", "remove": "removing the object"}
+        what = what.get(kind, f"refining object {label}")
+        yield Progress(what, 0, 1, "" if kind == "remove" else "SAM decodes the click")
         if kind == "add":
             made = editor.propose_add(y, x)
         elif kind == "remove":
             made = editor.propose_remove(y, x)
+        elif kind in ("inside", "outside"):
+            if not label:
+                raise InputError(
+                    "Pick the object to refine first (napari's label picker, or add one)."
+                )
+            made = editor.propose_refine(label, [(y, x, kind == "inside")])
         else:
-            raise InputError(f"An edit adds or removes; got {kind!r}.")
+            raise InputError(f"An edit adds, removes or refines; got {kind!r}.")
         if editor.linked:  # the whole stack's table
             after = np.array(editor.labels, copy=True)
             after[made.index] = made.after
@@ -154,6 +162,8 @@ class Teaching:
             raise InputError("The labels changed while SAM decoded this click: click again.")
         layer.data_setitem(made.index, made.after)
         self.editor.record(made)
+        if made.kind == "add":
+            layer.selected_label = made.label  # Alt+clicks refine it next
         plane = self.editor.plane
         if plane and not self.editor.linked:  # other planes' rows stay, this one's new
             old = last.result.table
@@ -165,7 +175,7 @@ class Teaching:
         last.result = replace(last.result, labels=layer.data, table=table, message=made.message)
         layer.features = features_for(last.result)  # a track's rows per frame become one
         if world_point is not None:
-            self._mark(world_point, made.kind)
+            self._mark(world_point, "remove" if made.kind == "remove" else "add")
         return last.result
 
     # -- find more like these ---------------------------------------------------------

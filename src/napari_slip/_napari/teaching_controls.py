@@ -18,6 +18,7 @@ from ..core.errors import SlipError
 #: Labels layer does the same (napari's own undo: each edit is one step).
 UNDO_KEY = "Shift-U"
 HINT = "Shift+click adds the object under the cursor; Shift+right-click removes one; "
+HINT += "Alt+click / Alt+right-click refine the picked object with a point inside / outside; "
 HINT += f"{UNDO_KEY.replace('-', '+')} or Ctrl+Z undoes. Only the clicked object changes; "
 HINT += "each click is an example for the concept."
 #: Clicks waiting for their edit at most (more are ignored, with a line).
@@ -222,14 +223,19 @@ class TeachingControls:
         return self._worker is not None or bool(self._queue)
 
     def _on_mouse(self, viewer, event) -> None:
-        if "Shift" not in event.modifiers or event.button not in (1, 2):
+        if event.button not in (1, 2):
+            return
+        if "Shift" in event.modifiers:
+            kind = "add" if event.button == 1 else "remove"
+        elif "Alt" in event.modifiers:  # a point for the picked object: refine it
+            kind = "inside" if event.button == 1 else "outside"
+        else:
             return
         if self.widget.running or self.widget.session.last is None:
             return  # an edit during a run: ignored (the run replaces the result)
         if len(self._queue) >= MAX_QUEUED:
             self.widget.status.value = "Too many clicks waiting: this one was ignored."
             return
-        kind = "add" if event.button == 1 else "remove"
         self._queue.append((kind, tuple(event.position)))
         self._next()
 
@@ -246,16 +252,19 @@ class TeachingControls:
         except SlipError as exc:
             self.widget.show_error(exc)
             return self._next()
+        layer = self.widget.session.last.layer
+        label = int(layer.selected_label) if layer is not None else 0
         handlers = {
             "returned": lambda out: self._apply(out, position),
             "errored": self._failed,
             "finished": self._finished,
         }
-        args = (kind, plane, y, x)
+        args = (kind, plane, y, x, label)
         self._worker = create_worker(
             teaching.iter_edit, *args, _start_thread=False, _connect=handlers
         )
-        self.widget.status.value = "Adding the object…" if kind == "add" else "Removing…"
+        doing = {"add": "Adding the object…", "remove": "Removing the object…"}
+        self.widget.status.value = doing.get(kind, f"Refining object {label}…")
         self.widget.progress.native.setRange(0, 0)  # busy: a moving bar
         self._worker.start()
 

@@ -1,0 +1,154 @@
+"""Edits, timed through the widget's real path (run by hand under Xvfb, not a test):
+a Qt Shift+click on napari's canvas until the Labels layer is updated (or the edit is
+refused in the status line), the first click and the following ones, and a
+re-selection (a threshold change). Prints the CPU, the precision and the SAM.
+
+    xvfb-run -a python benchmarks/bench_edits.py [--clicks 20] [--json OUT.json]
+
+Weights: SAM ViT-B and CLIP ViT-B/32 at their real sizes with *random* weights (none
+can be downloaded where this runs), saved as checkpoint files and loaded through the
+real loaders. The decoder's arithmetic does not depend on the weights, but what
+follows a decode does: random weights give arbitrary masks, many of which cover most
+of the image and are refused (no CLIP crop embedding, no measurement), so the table
+reports applied and refused clicks apart; the applied ones are the bound that counts.
+The image: 1,024 x 1,024 px of ~600 nuclei (``nuclei_mosaic``); the run before the
+clicks uses SAM's grid at 4 x 4 points (it makes the embedding the clicks decode on).
+The light encoders (MobileSAM, EfficientViT-SAM) share SAM's prompt decoder, so a
+click costs the same; only the run's embedding differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_concepts import build_clip
+
+
+def build_sam(folder: Path) -> Path:
+    """segment-anything's ViT-B with random weights, saved as a SAM checkpoint."""
+    import torch
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    path = folder / "sam_vit_b_random.pth"
+    torch.save(sam_model_registry["vit_b"]().state_dict(), path)
+    return path
+
+
+def click_times(viewer, widget, rgb, truth, n_clicks: int) -> dict:
+    """Shift+clicks on missed nuclei (and Shift+right-clicks on kept ones), each
+    timed from the Qt event to the edit applied or refused."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+
+    canvas = viewer.window._qt_viewer.canvas
+    image = viewer.layers["nuclei"]
+    layer = widget.session.last.layer
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(np.unique(truth)[1:])[:n_clicks]
+    applied, refused, first = [], [], None
+    for k, v in enumerate(ids):
+        ys, xs = np.nonzero(truth == v)
+        y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+        wy, wx = image.data_to_world((y, x))
+        px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
+        before = None if layer is None else layer.data.copy()
+        button = Qt.MouseButton.RightButton if before is not None and before[y, x] else None
+        button = button or Qt.MouseButton.LeftButton
+        start = time.perf_counter()
+        QTest.mouseClick(
+            canvas.native, button, Qt.KeyboardModifier.ShiftModifier, QPoint(round(px), round(py))
+        )
+        while widget.teaching.editing:
+            QApplication.processEvents()
+            time.sleep(0.001)
+        QApplication.processEvents()
+        elapsed = 1000 * (time.perf_counter() - start)
+        layer = widget.session.last.layer
+        changed = layer is not None and (before is None or not np.array_equal(layer.data, before))
+        if k == 0:
+            first = {"ms": round(elapsed, 1), "applied": bool(changed)}
+        else:
+            (applied if changed else refused).append(elapsed)
+
+    def stats(values):
+        if not values:
+            return {"n": 0}
+        median, worst = float(np.median(values)), float(np.max(values))
+        return {"n": len(values), "median_ms": round(median, 1), "max_ms": round(worst, 1)}
+
+    return {"first": first, "applied": stats(applied), "refused": stats(refused)}
+
+
+def reselect_time(widget) -> dict:
+    """A threshold change on the last result (no image work), as the slider does it."""
+    times = []
+    for value in (0.1, -0.2, 0.05, -0.1, 0.0):
+        start = time.perf_counter()
+        widget.threshold.value = value
+        times.append(1000 * (time.perf_counter() - start))
+    return {"median_ms": round(float(np.median(times)), 1)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    from qtpy.QtWidgets import QApplication
+
+    import napari
+    from napari_slip._napari.widget import SlipWidget
+    from napari_slip.core.runtime.perf import cpu_info
+    from napari_slip.testing.scenes import nuclei_mosaic
+
+    cpu = dict(cpu_info())
+    print(f"CPU: {cpu} ({platform.machine()}, python {platform.python_version()})")
+    rgb, truth = nuclei_mosaic(1, (1024, 1024), spacing=40)
+    out: dict = {"cpu": cpu, "sam": "vit_b (random weights)", "clip": "ViT-B-32 (random)"}
+    out["image"] = "1024 x 1024, nuclei_mosaic"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sam, clip = build_sam(tmp), build_clip(tmp)
+        viewer = napari.Viewer(show=True)
+        viewer.add_image(rgb, name="nuclei", rgb=True)
+        widget = SlipWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        widget.add_sam_file(sam)
+        widget.add_clip_file(clip)
+        widget.device.value = "cpu"
+        widget.points_per_side.value = 4
+        widget.prompt.value = "nucleus"
+        widget.mode.value = "threshold"
+        widget.threshold.value = -1.0
+        start = time.perf_counter()
+        widget.run()
+        while widget.busy:
+            QApplication.processEvents()
+            time.sleep(0.01)
+        out["run_s"] = round(time.perf_counter() - start, 1)
+        out["precision"] = widget.session.last.result.provenance.get("precision")
+        print(f"  run (embedding + 4 x 4 grid): {out['run_s']} s, precision {out['precision']}")
+        out["clicks"] = click_times(viewer, widget, rgb, truth, args.clicks)
+        print(f"  clicks: {out['clicks']}")
+        out["reselect"] = reselect_time(widget)
+        print(f"  re-selection: {out['reselect']}")
+        viewer.close()
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
