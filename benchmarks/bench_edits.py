@@ -1,7 +1,8 @@
 """Edits, timed through the widget's real path (run by hand under Xvfb, not a test):
 a Qt Shift+click on napari's canvas until the Labels layer is updated (or the edit is
 refused in the status line), the first click and the following ones, and a
-re-selection (a threshold change). Prints the CPU, the precision and the SAM.
+re-selection (a threshold change). Prints the CPU, the precision and the SAM. Then the
+quality of 3D adds on linked stacks with the fixture SAM (Python API).
 
     xvfb-run -a python benchmarks/bench_edits.py [--clicks 20] [--json OUT.json]
 
@@ -90,6 +91,48 @@ def click_times(viewer, widget, rgb, truth, n_clicks: int) -> dict:
     return {"first": first, "applied": stats(applied), "refused": stats(refused)}
 
 
+def stack_clicks(seeds=(3, 4, 5)) -> dict:
+    """3D adds on linked stacks with the fixture SAM (tests/data), through the Python
+    API: each nucleus of ``nuclei_stack`` taken out of the labels, then clicked once on
+    its widest section; 3D IoU with the truth and the planes it spans."""
+    import napari_slip
+    from napari_slip.core.params import SamProposalParams
+    from napari_slip.testing import write_tiny_clip
+    from napari_slip.testing.scenes import nuclei_stack
+    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_PATH
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = write_tiny_clip(Path(tmp) / "clip.safetensors")
+        params = SamProposalParams(**FIXTURE_AMG, min_area=30)
+        kept = {"disk_cache": False, "cache_size": 16}
+        seg = napari_slip.Segmenter(str(FIXTURE_PATH), str(clip), "cpu", sam_params=params, **kept)
+        ious, short = [], 0
+        for seed in seeds:
+            image, truth = nuclei_stack(seed, depth=8)
+            options = {"axes": "ZYX", "mode": "threshold", "threshold": -1}
+            result = seg.segment(image, "nucleus", labels=truth, **options)
+            for k in range(1, truth.max() + 1):
+                inside = truth == k
+                editor = napari_slip.edit(result, seg)
+                z0, y0, x0 = np.argwhere(inside)[0]
+                editor.remove_at(y0, x0, plane=(int(z0),))
+                z = int(np.argmax(inside.sum(axis=(1, 2))))
+                ys, xs = np.nonzero(inside[z])
+                c = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+                made = editor.add_at(ys[c] + 0.5, xs[c] + 0.5, plane=(z,))
+                new = editor.labels == made.label
+                ious.append(np.logical_and(new, inside).sum() / np.logical_or(new, inside).sum())
+                short += new.any(axis=(1, 2)).sum() < inside.any(axis=(1, 2)).sum()
+    ious = np.asarray(ious)
+    median, share = float(np.median(ious)), float((ious >= 0.7).mean())
+    return {
+        "nuclei": len(ious),
+        "median_iou": round(median, 3),
+        "share_iou_0.7": round(share, 3),
+        "fewer_planes": int(short),
+    }
+
+
 def reselect_time(widget) -> dict:
     """A threshold change on the last result (no image work), as the slider does it."""
     times = []
@@ -144,6 +187,8 @@ def main(argv=None) -> int:
         out["reselect"] = reselect_time(widget)
         print(f"  re-selection: {out['reselect']}")
         viewer.close()
+    out["stack_clicks"] = stack_clicks()
+    print(f"  3D adds on linked stacks (fixture SAM): {out['stack_clicks']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")

@@ -300,14 +300,16 @@ def test_batch_removes_the_temporaries_a_killed_run_left(
 ):
     out = plate / "out"
     (out / "sub").mkdir(parents=True)
-    left = [out / ".B01.tif.ab12cd34.part", out / "sub" / ".slip-x.tif.zz99yy88.part"]
-    for path in left:
+    left = [out / ".slip-B01.tif.ab12cd34.part", out / "sub" / ".slip-x.tif.zz99yy88.part"]
+    users = out / "sub" / ".notes.20241201.part"  # a user's file named alike: theirs
+    for path in [*left, users]:
         path.write_bytes(b"half-written")
     options = _batch_options(tiny_sam_path, tiny_clip_path, fast_sam_params)
     summary = napari_slip.batch(str(plate / "plate" / "B01.ome.tif"), out, "a blob", **options)
     assert summary.done == ["B01.ome.tif"]
     assert not any(p.exists() for p in left)
-    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+    assert [p for p in out.rglob("*") if p.name.endswith(".part")] == [users]
+    assert users.read_bytes() == b"half-written"
 
 
 def test_a_name_too_long_for_its_record_fails_that_image_alone(

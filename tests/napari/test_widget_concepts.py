@@ -87,6 +87,7 @@ def test_click_adds_removes_and_undo_restores(teach, qtbot):
     missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
     y, x = _centre(truth[0] == missed[0])
     before = layer.data.copy()
+    run_columns = list(layer.features.columns)
     _click(viewer, image, y, x)
     label = int(layer.data[y, x])
     assert label == 3  # the next free id
@@ -98,7 +99,11 @@ def test_click_adds_removes_and_undo_restores(teach, qtbot):
     assert len(prompts.data) == 1 and viewer.layers.selection.active is layer
     assert "object 3" in widget.teaching.examples.value  # two kept + one clicked
     assert layer.features["index"].tolist() == [1, 2, 3]
-    assert layer.features.set_index("index").loc[3, "area"] == added.sum()
+    row = layer.features.set_index("index").loc[3]
+    assert row["area"] == added.sum()
+    assert list(layer.features.columns) == run_columns  # a run's columns, intensities too
+    intensity = next(c for c in run_columns if c.startswith("mean_intensity"))
+    assert row[intensity] == pytest.approx(image.data[added][:, 0].mean())
     table = widget.results.table  # every object in the table, none left hidden
     shown = [r for r in range(table.rowCount()) if not table.isRowHidden(r)]
     assert len(shown) == len(np.unique(layer.data)) - 1

@@ -141,7 +141,7 @@ class Teaching:
             made = editor.propose_refine(label, [(y, x, kind == "inside")])
         else:
             raise InputError(f"An edit adds, removes or refines; got {kind!r}.")
-        if editor.linked:  # the whole stack's table
+        if editor.finish is not None:  # the whole result's table
             after = np.array(editor.labels, copy=True)
             after[made.index] = made.after
         else:

@@ -138,6 +138,8 @@ class LabelEditor:
             )
         self.prompt, self.image, self.scale, self.unit = prompt, image, scale, unit
         self.rows: dict[int, dict] = {}
+        #: The run's column order, which the edited table keeps.
+        self.columns = [] if table is None else list(table.columns)
         if table is not None and len(table):
             for row in table.to_dict("records"):
                 self.rows[int(row["id"])] = {k: row[k] for k in ROW_COLUMNS if k in row}
@@ -320,9 +322,9 @@ class LabelEditor:
 
     # -- the table ------------------------------------------------------------------
     def table(self, plane: np.ndarray | None = None) -> pd.DataFrame:
-        """One row per object of the plane (or of ``plane``, labels of its shape; in a
-        linked stack, of the whole volume), with the measurements a run gives."""
-        if self.linked:
+        """One row per object of the plane (or of ``plane``, labels of its shape; with
+        ``finish``, of the whole result), with the measurements a run gives."""
+        if self.finish is not None:  # the whole result's labels
             plane = np.asarray(self.labels if plane is None else plane)
         plane = np.asarray(self.plane_labels if plane is None else plane)
         ids = [int(i) for i in np.unique(plane) if i]
@@ -334,8 +336,11 @@ class LabelEditor:
         if not len(table):
             return table
         if self.finish is not None:
-            return self.finish(plane, table)
-        return with_measurements(table, plane, self.image, "YX", self.scale, self.unit)
+            table = self.finish(plane, table)
+        else:
+            table = with_measurements(table, plane, self.image, "YX", self.scale, self.unit)
+        first = [c for c in self.columns if c in table.columns]
+        return table[first + [c for c in table.columns if c not in first]]
 
     # -- helpers --------------------------------------------------------------------
     def _check_size(self, mask: np.ndarray) -> np.ndarray:

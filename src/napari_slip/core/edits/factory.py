@@ -68,13 +68,19 @@ def edit(
     handle = plane_of(segmenter, result, plane)
     plane = tuple(plane or ())
     stack = {}
-    if linked:  # every plane's own image, and the stack's measurements
+    # A stack result (the widget's, even of a 2D image) knows its image, pixel sizes
+    # and axes: its table is finished as the run finished it. A per-plane stack's
+    # plane keeps the plane's own table.
+    whole = linked or getattr(result, "axes", None) == "YX"
+    if whole and image is None and scale is None:
 
         def finish(labels: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
             return measured(replace(result, labels=labels, table=table))
 
+        stack["finish"] = finish
+    if linked:  # every plane's own image
         handles = {p: plane_of(segmenter, result, p) for p in result.candidates}
-        stack = {"handles": handles, "linked": True, "finish": finish}
+        stack.update(handles=handles, linked=True)
     if labels is None:
         labels = np.array(result.labels, copy=True)
     elif tuple(labels.shape) != tuple(np.shape(result.labels)):
