@@ -133,6 +133,36 @@ def stack_clicks(seeds=(3, 4, 5)) -> dict:
     }
 
 
+def engine_times(widget, truth) -> dict:
+    """The worker's steps of an applied click on a nucleus-sized object, through the
+    Python API on the widget's own result (public calls): SAM's decode of the point,
+    the object's features (CLIP crop embedding and measurements), the table."""
+    import napari_slip
+    from napari_slip.core.concepts.features import ObjectFeatures, measure_objects
+    from napari_slip.core.pipeline.plane import proposals_of_masks
+
+    result = widget.session.last.result
+    editor = napari_slip.edit(result, widget.session.segmenter)
+    handle = editor.handle
+    times: dict = {"decode": [], "features": [], "table": []}
+    for v in np.unique(truth)[1:11]:
+        nucleus = truth == v
+        ys, xs = np.nonzero(nucleus)
+        start = time.perf_counter()
+        handle.decode([(ys[len(ys) // 2] + 0.5, xs[len(xs) // 2] + 0.5)], [True])
+        times["decode"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        clip = handle.embed_masks([nucleus])
+        ObjectFeatures(
+            measure_objects(handle.image, proposals_of_masks(handle.shape, [nucleus])), clip
+        )
+        times["features"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        editor.table()
+        times["table"].append(time.perf_counter() - start)
+    return {k: round(1000 * float(np.median(v)), 1) for k, v in times.items()}
+
+
 def reselect_time(widget) -> dict:
     """A threshold change on the last result (no image work), as the slider does it."""
     times = []
@@ -184,6 +214,8 @@ def main(argv=None) -> int:
         print(f"  run (embedding + 4 x 4 grid): {out['run_s']} s, precision {out['precision']}")
         out["clicks"] = click_times(viewer, widget, rgb, truth, args.clicks)
         print(f"  clicks: {out['clicks']}")
+        out["engine_ms"] = engine_times(widget, truth)
+        print(f"  an applied click's worker steps, nucleus-sized (median ms): {out['engine_ms']}")
         out["reselect"] = reselect_time(widget)
         print(f"  re-selection: {out['reselect']}")
         viewer.close()

@@ -22,7 +22,7 @@ concept changes other objects only when it is run (``segment(image, concept)``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,9 @@ class Edit:
     mask: np.ndarray | None = field(default=None, repr=False)
     #: Table rows (score, similarity, prompt, source_id) of objects it adds or redraws.
     rows: dict[int, dict] = field(default_factory=dict)
+    #: The example it teaches (the object's features, computed with the edit, so that
+    #: applying it costs no model work), or None.
+    example: ObjectFeatures | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -195,7 +198,8 @@ class LabelEditor:
         if not free[yi, xi] or not free.any():
             raise NothingToDo("SAM found no object here: nothing was added.")
         free = component_at(free, yi, xi)
-        row = self._new_row(free)
+        example = self._features(free)
+        row = self._new_row(example)
         self.prompts[label] = {"points": [(yi + 0.5, xi + 0.5, True)], "box": None}
         masks = {self.plane: free}
         if self.linked:
@@ -203,7 +207,8 @@ class LabelEditor:
         message = f"Added object {label}" + (
             f" on {len(masks)} planes." if len(masks) > 1 else "."
         )
-        return self._edit_planes("add", label, masks, label, message, {label: row})
+        made = self._edit_planes("add", label, masks, label, message, {label: row})
+        return replace(made, example=example)
 
     def propose_remove(self, y: float, x: float, plane: tuple[int, ...] | None = None) -> Edit:
         """Every pixel of the object under (``y``, ``x``) (of ``plane``) back to
@@ -218,9 +223,12 @@ class LabelEditor:
             before = self.labels[where]
             mask = self.plane_labels == label
             message = f"Removed object {label}."
-            return Edit("remove", label, where, before, np.zeros_like(before), message, mask)
+            zeros = np.zeros_like(before)
+            example = self._features(mask, needed=self.concept is not None)
+            return Edit("remove", label, where, before, zeros, message, mask, example=example)
         mask = self.plane_labels == label
-        return self._edit("remove", label, mask, 0, f"Removed object {label}.")
+        made = self._edit("remove", label, mask, 0, f"Removed object {label}.")
+        return replace(made, example=self._features(mask, needed=self.concept is not None))
 
     def propose_refine(
         self,
@@ -250,10 +258,11 @@ class LabelEditor:
         after = np.where(mask, label, 0)
         index = self._index(changed)
         before = self.plane_labels[changed]
-        row = {**self.rows.get(label, {}), **self._new_row(mask, keep_score=True)}
+        example = self._features(mask)
+        row = {**self.rows.get(label, {}), **self._new_row(example, keep_score=True)}
         after = after[changed].astype(before.dtype)
         message = f"Refined object {label}."
-        return Edit("refine", label, index, before, after, message, mask, {label: row})
+        return Edit("refine", label, index, before, after, message, mask, {label: row}, example)
 
     def propose_merge(self, keep: int, other: int) -> Edit:
         """Object ``other``'s pixels join object ``keep`` (which keeps its id)."""
@@ -294,7 +303,7 @@ class LabelEditor:
             return None
         edit = self.done.pop()
         edit.revert(self.labels)
-        if self.concept is not None and edit.kind in ("add", "remove", "refine"):
+        if self.concept is not None and edit.example is not None:
             self.concept.undo()
         self.undone.append(edit)
         return edit
@@ -387,23 +396,29 @@ class LabelEditor:
         after = plane[changed].astype(before.dtype)
         return Edit(kind, 0, self._index(changed), before, after, message, None, rows or {})
 
-    def _new_row(self, mask: np.ndarray, keep_score: bool = False) -> dict:
+    def _features(self, mask: np.ndarray, needed: bool = True) -> ObjectFeatures | None:
+        """The object's features (measurements and its CLIP crop embedding)."""
+        if not needed:
+            return None
+        proposals = proposals_of_masks(self.handle.shape, [mask])
+        clip = self.handle.embed_masks([mask])
+        return ObjectFeatures(measure_objects(self.handle.image, proposals), clip)
+
+    def _new_row(self, example: ObjectFeatures, keep_score: bool = False) -> dict:
         """An object's similarity to the prompt (its CLIP crop), as a run computes it."""
         row: dict = {"prompt": self.prompt, "source_id": 0}
         if self.prompt:
-            crop = self.handle.embed_masks([mask])[0]
-            row["similarity"] = float(crop @ self.handle.text_embedding(self.prompt))
+            similarity = float(example.clip[0] @ self.handle.text_embedding(self.prompt))
+            row["similarity"] = similarity
             if not keep_score:
-                row["score"] = row["similarity"]
+                row["score"] = similarity
         return row
 
     def _teach(self, edit: Edit) -> None:
-        if self.concept is None or edit.kind not in ("add", "remove", "refine"):
+        """The edit's example joins the concept (no model work: computed with the edit)."""
+        if self.concept is None or edit.example is None:
             return
-        proposals = proposals_of_masks(self.handle.shape, [edit.mask])
-        clip = self.handle.embed_masks([edit.mask])
-        features = ObjectFeatures(measure_objects(self.handle.image, proposals), clip)
-        self.concept.add(features, None if edit.kind == "remove" else self.class_name)
+        self.concept.add(edit.example, None if edit.kind == "remove" else self.class_name)
 
 
 __all__ = ["ROW_COLUMNS", "Edit", "LabelEditor", "NothingToDo"]
