@@ -6,7 +6,7 @@
     ... docs/make_screenshots.py --stack-relevance   (relevance maps of a z-stack)
     ... docs/make_screenshots.py --stack-3d   (a z-stack's linked 3D objects, 3D view)
     ... docs/make_screenshots.py --sections   (every section open, 1090 x 630 and 1600 x 1000)
-    ... docs/make_screenshots.py --concept    (clicks that teach: Shift+click, Shift+right-click)
+    ... docs/make_screenshots.py --concept    (a Shift+click, then Find more's preview)
 
 Weights cannot be downloaded on the machines that build these docs, so the widget runs
 with tiny random models (napari_slip.testing): the screenshots show the interface and
@@ -220,8 +220,8 @@ def stack_3d(weights: Path) -> None:
 
 def concept_clicks(weights: Path) -> None:
     """Clicks that teach, with real mouse events: the trained fixture SAM on a synthetic
-    scene, a text run that keeps two objects, two Shift+clicks on missed objects and a
-    Shift+right-click on a wrong one; the prompts layer shows the clicks."""
+    scene, a text run that keeps two objects, a Shift+click on a missed object, then
+    Find more like these: its preview (outlines) before Apply."""
     from qtpy.QtCore import QPoint, Qt
     from qtpy.QtTest import QTest
 
@@ -246,21 +246,22 @@ def concept_clicks(weights: Path) -> None:
     def click(y, x, button):
         wy, wx = image.data_to_world((y, x))
         px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
-        QTest.mouseClick(canvas.native, button, Qt.KeyboardModifier.ShiftModifier,
-                         QPoint(round(px), round(py)))  # fmt: skip
+        modifier = Qt.KeyboardModifier.ShiftModifier
+        QTest.mouseClick(canvas.native, button, modifier, QPoint(round(px), round(py)))
+        while widget.teaching.editing:  # the edit is computed in a worker
+            settle(0.05)
         settle(0.3)
 
     layer = widget.session.last.layer
-    for v in np.unique(truth[0])[1:]:
-        ys, xs = np.nonzero(truth[0] == v)
-        y, x = int(np.median(ys)), int(np.median(xs))
-        if truth[0][y, x] == v and not layer.data[y, x]:
-            click(y, x, Qt.MouseButton.LeftButton)
-    kept = np.unique(layer.data)[1:]
-    if len(kept) > 2:  # one wrong object removed again, as a user would
-        ys, xs = np.nonzero(layer.data == kept[-1])
-        click(int(np.median(ys)), int(np.median(xs)), Qt.MouseButton.RightButton)
+    missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
+    ys, xs = np.nonzero(truth[0] == missed[0])  # one missed object added by a click
+    click(int(np.median(ys)), int(np.median(xs)), Qt.MouseButton.LeftButton)
     print("examples:", widget.results.examples.value)
+    widget.teaching.more.native.click()  # Find more like these: a preview
+    while widget.teaching.editing:
+        settle(0.05)
+    settle(0.5)
+    print("status:", widget.status.value)
     shoot(viewer, "widget-concept.png")
     viewer.close()
 

@@ -100,7 +100,7 @@ def test_click_adds_removes_and_undo_restores(teach, qtbot):
     assert "object 3" in widget.teaching.examples.value  # two kept + one clicked
     assert layer.features["index"].tolist() == [1, 2, 3]
     row = layer.features.set_index("index").loc[3]
-    assert row["area"] == added.sum()
+    assert row["area"] == added.sum() and np.isfinite(row["score"])  # its CLIP score
     assert list(layer.features.columns) == run_columns  # a run's columns, intensities too
     intensity = next(c for c in run_columns if c.startswith("mean_intensity"))
     assert row[intensity] == pytest.approx(image.data[added][:, 0].mean())

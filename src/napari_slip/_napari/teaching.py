@@ -141,13 +141,7 @@ class Teaching:
             made = editor.propose_refine(label, [(y, x, kind == "inside")])
         else:
             raise InputError(f"An edit adds, removes or refines; got {kind!r}.")
-        if editor.finish is not None:  # the whole result's table
-            after = np.array(editor.labels, copy=True)
-            after[made.index] = made.after
-        else:
-            after = np.array(editor.plane_labels, copy=True)
-            after[made.index[len(editor.plane) :]] = made.after
-        table = editor.table(after)
+        table = editor.table(_after(editor, made), made.rows)
         yield Progress(what, 1, 1, made.message)
         return made, table
 
@@ -191,9 +185,7 @@ class Teaching:
             )
         yield Progress("finding more like these", 0, 1, "the concept scores the candidates")
         suggestion = suggest(self.editor)
-        plane = np.array(self.editor.plane_labels, copy=True)
-        plane[suggestion.edit.index[-2:]] = suggestion.edit.after
-        table = self.editor.table(plane)
+        table = self.editor.table(_after(self.editor, suggestion.edit), suggestion.edit.rows)
         yield Progress("finding more like these", 1, 1, suggestion.message)
         return suggestion, table
 
@@ -284,6 +276,18 @@ class Teaching:
         self._colours = [*self._colours[: len(self.points.data)], colour]
         self.points.data = np.concatenate([self.points.data, point[None]])
         self.points.face_color = self._colours
+
+
+def _after(editor, made) -> np.ndarray:
+    """The labels ``made`` would leave (a copy): the whole result's where its table is
+    the whole result's, else the edited plane's."""
+    if editor.finish is not None:
+        after = np.array(editor.labels, copy=True)
+        after[made.index] = made.after
+    else:
+        after = np.array(editor.plane_labels, copy=True)
+        after[made.index[len(editor.plane) :]] = made.after
+    return after
 
 
 __all__ = ["ADDED", "REMOVED", "Teaching"]

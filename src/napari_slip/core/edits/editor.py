@@ -330,18 +330,18 @@ class LabelEditor:
         return self.apply(self.propose_merge(keep, other))
 
     # -- the table ------------------------------------------------------------------
-    def table(self, plane: np.ndarray | None = None) -> pd.DataFrame:
+    def table(self, plane: np.ndarray | None = None, rows: dict | None = None) -> pd.DataFrame:
         """One row per object of the plane (or of ``plane``, labels of its shape; with
-        ``finish``, of the whole result), with the measurements a run gives."""
+        ``finish``, of the whole result), with the measurements a run gives; ``rows``:
+        the rows of an edit not applied yet (its new objects' scores)."""
+        known = {**self.rows, **(rows or {})}
         if self.finish is not None:  # the whole result's labels
             plane = np.asarray(self.labels if plane is None else plane)
         plane = np.asarray(self.plane_labels if plane is None else plane)
         ids = [int(i) for i in np.unique(plane) if i]
-        rows = []
-        for i in ids:
-            blank = {"score": np.nan, "similarity": np.nan, "prompt": self.prompt, "source_id": 0}
-            rows.append({"id": i, **blank, **self.rows.get(i, {})})
-        table = pd.DataFrame(rows, columns=["id", *ROW_COLUMNS])
+        blank = {"score": np.nan, "similarity": np.nan, "prompt": self.prompt, "source_id": 0}
+        records = [{"id": i, **blank, **known.get(i, {})} for i in ids]
+        table = pd.DataFrame(records, columns=["id", *ROW_COLUMNS])
         if not len(table):
             return table
         if self.finish is not None:
