@@ -347,3 +347,59 @@ def test_batch_into_a_folder_under_a_file_is_one_line(plate, capsys):
                  "-o", str(plate / "notes.txt" / "labels"), "-q"])  # fmt: skip
     assert code == 2 and "notes.txt is a file, not a folder" in _error(capsys)
     assert (plate / "notes.txt").read_text() == "notes"
+
+
+# --- one way to write a file -------------------------------------------------------------
+
+
+def test_an_atomic_write_is_whole_or_absent(tmp_path):
+    from napari_slip.core.runtime.atomic import atomic_write, atomic_write_text
+
+    target = tmp_path / "summary.json"
+    atomic_write_text(target, "old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "summary.json"
+    ]
+
+
+def test_two_concept_saves_at_once_do_not_collide(tmp_path):
+    """Each writer stages under its own name (a fixed ``.NAME.partial`` made two saves
+    of one concept overwrite each other's half-written file)."""
+    import threading
+
+    from napari_slip.core.concepts import Concept
+    from napari_slip.core.concepts.features import MEASUREMENTS, ObjectFeatures
+
+    def concept(seed):
+        rng = np.random.default_rng(seed)
+        c = Concept(["a"], texts=False)
+        clip = rng.normal(size=(3, 8)).astype(np.float32)
+        clip /= np.linalg.norm(clip, axis=1, keepdims=True)
+        c.add(ObjectFeatures(rng.normal(size=(3, len(MEASUREMENTS))), clip), "a")
+        return c
+
+    path = tmp_path / "cells.concept"
+    errors = []
+
+    def save(seed):
+        try:
+            for _ in range(5):
+                concept(seed).save(path)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert Concept.load(path).classes == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.concept"]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
-import tempfile
-import threading
 import weakref
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
+from .runtime.atomic import TEMP_PREFIX, readable, remove, staging_path
 
 _TIFF = (".tif", ".tiff")
 _PIL = (".png", ".jpg", ".jpeg", ".bmp")
@@ -291,9 +289,9 @@ class Outputs:
         try:
             for name, path in self.paths.items():
                 path.parent.mkdir(parents=True, exist_ok=True)
-                temps[name] = _staging(path)
+                temps[name] = staging_path(path)
                 writers[name](temps[name])
-                _readable(temps[name])
+                readable(temps[name])
             _swap_in({path: temps[name] for name, path in self.paths.items()})
             temps.clear()
         except OSError as exc:
@@ -303,49 +301,8 @@ class Outputs:
             ) from None
         finally:
             for tmp in temps.values():
-                _remove(tmp)
+                remove(tmp)
         return list(self.paths.values())
-
-
-#: How the temporary files of napari-slip begin (see :func:`remove_stale_temporaries`).
-TEMP_PREFIX = ".slip-"
-
-
-def _staging(path: Path) -> Path:
-    """A new, empty temporary file (or folder, for a store) beside ``path``.
-
-    Its name is short whatever the output's (a 250-character output name must not
-    fail for the temporary's sake): at most 40 characters of the name are kept.
-    """
-    prefix = f"{TEMP_PREFIX}{path.name[:40]}."
-    if is_store(path):  # a zarr store is a folder: staged as one
-        return Path(tempfile.mkdtemp(dir=path.parent, prefix=prefix, suffix=".part"))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".part")
-    os.close(fd)
-    return Path(tmp)
-
-
-def _umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    with _UMASK_LOCK:  # os.umask can only be read by setting it
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return mask
-
-
-_UMASK_LOCK = threading.Lock()
-
-
-def _readable(path: Path) -> None:
-    """Give a staged output the mode a new file gets under the umask (temporary files
-    are created private, 0600, which colleagues and cluster jobs could not read)."""
-    mask = _umask()
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def _swap_in(staged: dict[Path, Path]) -> None:
@@ -365,7 +322,7 @@ def _swap_in(staged: dict[Path, Path]) -> None:
     except BaseException as exc:
         lost = []
         for path in placed:
-            _remove(path)
+            remove(path)
         for path, backup in moved_aside.items():
             try:
                 os.replace(backup, path)
@@ -378,7 +335,7 @@ def _swap_in(staged: dict[Path, Path]) -> None:
             ) from None
         raise
     for backup in moved_aside.values():
-        _remove(backup)
+        remove(backup)
 
 
 #: Our own temporaries only: a user's hidden ``.notes.20241201.part`` is theirs.
@@ -398,7 +355,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         for name in [*files, *dirs]:
             if _STALE.match(name):
                 target = Path(root) / name
-                _remove(target)
+                remove(target)
                 removed.append(target)
         dirs[:] = [d for d in dirs if not _STALE.match(d) and not d.lower().endswith(".zarr")]
     return removed
@@ -412,10 +369,3 @@ def _within(inner: Path, outer: Path) -> bool:
 def is_store(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a zarr store (a folder ending in .zarr)."""
     return Path(path).suffix.lower() == ".zarr"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)

@@ -10,7 +10,6 @@ nothing large.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..runtime.atomic import atomic_write
 from .base import MAX_CLASSES, MAX_EXAMPLES, MAX_NAME, Examples, check_features
 from .features import MEASUREMENTS
 
@@ -68,11 +68,8 @@ def save_concept(concept: Any, path) -> Path:
         "pool_n": int(pool.n),
         "clip": dict(concept.clip),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    save_file(tensors, str(partial), metadata={"napari_slip": json.dumps(meta)})
-    os.replace(partial, path)
-    return path
+    metadata = {"napari_slip": json.dumps(meta)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def concept_dir() -> Path:

@@ -12,13 +12,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ChecksumError, WeightsUnavailableError
+from ..runtime.atomic import atomic_write_text, staging_path
 
 #: Environment variable that overrides the cache folder.
 CACHE_ENV = "NAPARI_SLIP_CACHE"
@@ -134,16 +134,9 @@ def _remember_hash(path: Path, digest: str) -> None:
         with _locked(_hash_index()):  # read-modify-write: one process at a time
             index = _read_hash_index()
             index[_hash_key(path)] = digest
-            _atomic_write_text(_hash_index(), json.dumps(index, indent=0))
+            atomic_write_text(_hash_index(), json.dumps(index, indent=0))
     except OSError:
         pass  # a read-only cache only costs us the memo
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def download(
@@ -222,13 +215,12 @@ def _fetch(url, dest: Path, sha256, progress, timeout, what, xxh128=None) -> Pat
     linked = redirects.linked_sha256 or _linked_sha256(response.headers)
     expected = (sha256 or linked or "").lower() or None
     total = int(response.headers.get("Content-Length") or 0)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    tmp = Path(tmp_name)
+    tmp = staging_path(dest)  # ours by name: a batch's clean-up may remove it
     digest = hashlib.sha256()
     quick = _xxh128() if xxh128 else None
     done = 0
     try:
-        with response, os.fdopen(fd, "wb") as out:
+        with response, open(tmp, "wb") as out:
             while True:
                 try:
                     block = response.read(_CHUNK)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..models.download import cache_dir
 from ..models.promptable import ImageEmbedding
+from ..runtime.atomic import atomic_write
 
 DEFAULT_LIMIT = 1 << 30
 
@@ -34,20 +34,10 @@ def save_embedding(
         "original_size": json.dumps(list(embedding.original_size)),
         "input_size": json.dumps(list(embedding.input_size)),
     }
-    tmp = None
+    tensors = {"features": embedding.features.detach().float().cpu().contiguous()}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-        os.close(fd)
-        save_file(
-            {"features": embedding.features.detach().float().cpu().contiguous()},
-            tmp,
-            metadata=meta,
-        )
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         return  # a full or read-only disk only costs the cache
     prune(path.parent, limit_bytes)
 

@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from .atomic import atomic_write_text
 from .perf import (
     STAGES,
     Plan,
@@ -188,10 +189,7 @@ def save_measurement(entry: dict) -> None:
     except (OSError, ValueError):
         entries = {}
     entries[machine_key()] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1))
-    os.replace(tmp, path)  # never a half-written cache
+    atomic_write_text(path, json.dumps(entries, indent=1))  # never a half-written cache
 
 
 # -- measuring ----------------------------------------------------------------------------
