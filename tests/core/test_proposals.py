@@ -94,3 +94,27 @@ def test_no_candidates_says_which_filter_dropped_how_many(tiny_sam_path, tiny_cl
     assert not result.found
     assert "27 masks" in result.message and "below Min IoU 0.88" in result.message
     assert "Lower Min IoU or Min stability" in result.message
+
+
+def test_min_area_drops_only_masks_smaller_than_it(trained_sam_path):
+    """A mask of exactly ``min_area`` pixels stays ("smaller than this" is dropped)."""
+    from napari_slip.core.models.promptable import PromptableSam
+    from napari_slip.core.models.sam import load_sam
+    from napari_slip.core.params import SamProposalParams
+    from napari_slip.core.pipeline.proposals import sam_proposals
+    from napari_slip.core.runtime.generators import drain
+    from napari_slip.testing.scenes import scenes
+    from napari_slip.testing.trained_sam import FIXTURE_AMG
+
+    sam = PromptableSam(load_sam(trained_sam_path)[0])
+    rgb = scenes(1, seed=21)[0][0]
+    embedding = sam.embed(rgb)
+    every = drain(sam_proposals(sam, embedding, SamProposalParams(**FIXTURE_AMG)))
+    areas = sorted(int(m.sum()) for m in every.masks)
+    smallest = areas[0]
+    at = drain(sam_proposals(sam, embedding, SamProposalParams(**FIXTURE_AMG, min_area=smallest)))
+    assert sorted(int(m.sum()) for m in at.masks) == areas
+    above = SamProposalParams(**FIXTURE_AMG, min_area=smallest + 1)
+    assert smallest not in [
+        int(m.sum()) for m in drain(sam_proposals(sam, embedding, above)).masks
+    ]

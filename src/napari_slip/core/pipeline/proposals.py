@@ -292,7 +292,7 @@ def binary_masks(
     binary = logits > threshold
     del logits
     areas = binary.flatten(1).sum(1)
-    keep = (areas > max(params.min_area, 0)).cpu()
+    keep = (areas >= max(params.min_area, 1)).cpu()  # smaller than min_area: dropped
     if counts is not None:
         counts["too_small"] += int((~keep).sum())
     binary, iou, rows = binary[keep.to(binary.device)], iou[keep.to(iou.device)], rows[keep]
