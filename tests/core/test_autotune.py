@@ -275,3 +275,82 @@ def test_the_command_line_measures_after_its_run_in_the_foreground(
     assert "measuring" not in capsys.readouterr().err  # once
     again = json.loads((tmp_path / "prov.json").read_text())
     assert again["precision"] == "fp32" and again["precision_stages"]["encoder"]["threads"]
+
+
+def _saved_with_threads(threads):
+    table = _table({"fp32": 1.0}, {"fp32": 1.0}, {"fp32": 1.0})
+    entry = _entry(table, _faithful(table))
+    for pick in entry["choice"].values():
+        pick["threads"] = threads
+    autotune.cache_file().parent.mkdir(parents=True, exist_ok=True)
+    autotune.cache_file().write_text(json.dumps({autotune.machine_key(): entry}))
+
+
+def test_hostile_cache_values_are_no_measurement(monkeypatch):
+    """Thread counts beyond what the process may use, a huge file, a deeply nested one:
+    no measurement (the flag table), never a failing or flooded run."""
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    cpu = torch.device("cpu")
+    most = max(autotune.thread_options())
+    _saved_with_threads(most)
+    assert autotune.load_measurement() is not None  # the largest allowed is kept
+    for threads in (10**30, 4096, most + 1, 0, 2.5):
+        _saved_with_threads(threads)
+        assert autotune.load_measurement() is None, threads
+        assert autotune.resolve_precision("auto", cpu) == autotune.guess()
+    path = autotune.cache_file()
+    path.write_text("[" * 100_000 + "]" * 100_000)  # nesting json cannot parse
+    assert autotune.load_measurement() is None
+    with open(path, "w") as fh:  # a sparse 1 GB file: never read whole
+        fh.truncate(1 << 30)
+    reads = []
+    monkeypatch.setattr(autotune.Path, "read_text", lambda self, *a, **k: reads.append(self))
+    assert autotune.load_measurement() is None and not reads
+
+
+def test_the_cache_is_parsed_once_per_version_of_the_file(monkeypatch):
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    _saved_with_threads(1)
+    parsed = []
+    loads = json.loads
+    monkeypatch.setattr(autotune.json, "loads", lambda text: parsed.append(1) or loads(text))
+    for _ in range(50):  # every plane of a stack asks
+        assert autotune.load_measurement() is not None
+    assert len(parsed) == 1
+    _saved_with_threads(1)  # a new version of the file: read again
+    autotune.cache_file().write_text(autotune.cache_file().read_text() + "\n")
+    assert autotune.load_measurement() is not None and len(parsed) == 2
+
+
+def test_an_unwritable_cache_folder_measures_nothing_in_vain(monkeypatch, tmp_path):
+    """A measurement that could not be kept is not started in the background, and an
+    explicit one says where to write instead; no temporary is left."""
+    import os
+
+    from napari_slip.core.errors import InputError
+
+    if os.geteuid() == 0:
+        monkeypatch.setattr(autotune.os, "access", lambda path, mode: False)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    monkeypatch.setenv("NAPARI_SLIP_CACHE", str(folder))
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "_PENDING", True)
+    folder.chmod(0o500)
+    try:
+        assert not autotune.writable()
+        assert autotune.measure_when_idle() is None
+        if os.geteuid() != 0:
+            table = _table({"fp32": 1.0}, {"fp32": 1.0}, {"fp32": 1.0})
+            with pytest.raises(InputError, match="NAPARI_SLIP_CACHE"):
+                autotune.save_measurement(_entry(table, _faithful(table)))
+        assert list(folder.iterdir()) == []
+    finally:
+        folder.chmod(0o700)
+    not_a_folder = tmp_path / "cache.txt"  # NAPARI_SLIP_CACHE set to a file by mistake
+    not_a_folder.write_text("mine")
+    monkeypatch.setenv("NAPARI_SLIP_CACHE", str(not_a_folder))
+    table = _table({"fp32": 1.0}, {"fp32": 1.0}, {"fp32": 1.0})
+    with pytest.raises(InputError, match="NAPARI_SLIP_CACHE"):
+        autotune.save_measurement(_entry(table, _faithful(table)))
+    assert not_a_folder.read_text() == "mine"

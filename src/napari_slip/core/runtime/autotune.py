@@ -52,6 +52,7 @@ from .perf import (
     autocast,
     cpu_has_fast_bf16,
     cpu_info,
+    cpuinfo_text,
     heavy_work_allocator,
     quantize_int8,
     runs_started,
@@ -83,9 +84,8 @@ class Interrupted(Exception):
 def physical_cores() -> int | None:
     """Physical cores this process may use (distinct core ids of its allowed CPUs), or
     None where ``/proc/cpuinfo`` does not say."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    text = cpuinfo_text()
+    if text is None:
         return None
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     cores, cpu, phys = set(), None, "0"
@@ -162,13 +162,40 @@ def plan_of(choice: dict) -> Plan:
 
 
 # -- the cache ----------------------------------------------------------------------------
+#: A precision cache larger than this is damaged (a real one is a few kB): not read.
+MAX_CACHE_BYTES = 1 << 20
+
+
+def _entries() -> dict | None:
+    """The cache file's entries, parsed once per version of the file (every plane of a
+    stack asks); None when it is missing, too large, or damaged."""
+    global _READ
+    path = cache_file()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if _READ is not None and _READ[0] == key:
+        return _READ[1]
+    entries = None
+    if stat.st_size <= MAX_CACHE_BYTES:
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError, RecursionError):
+            entries = None
+    entries = entries if isinstance(entries, dict) else None
+    _READ = (key, entries)
+    return entries
+
+
+_READ: tuple | None = None
+
+
 def load_measurement() -> dict | None:
     """This machine's cached measurement (``table``, ``fidelity``, ``choice``, ...), or
     None when there is none for the machine as it is now."""
-    try:
-        entries = json.loads(cache_file().read_text())
-    except (OSError, ValueError):
-        return None
+    entries = _entries()
     entry = entries.get(machine_key()) if isinstance(entries, dict) else None
     choice = entry.get("choice") if isinstance(entry, dict) else None
     if not isinstance(choice, dict) or set(choice) != set(STAGES):
@@ -176,20 +203,33 @@ def load_measurement() -> dict | None:
     for pick in choice.values():  # a damaged cache measures again; it never breaks a run
         if not isinstance(pick, dict) or pick.get("precision") not in ("fp32", "bf16", "int8"):
             return None
-        if type(pick.get("threads")) is not int or pick["threads"] < 1:
+        threads = pick.get("threads")  # never more threads than this process may use
+        if type(threads) is not int or not 1 <= threads <= max(thread_options()):
             return None
     return entry
 
 
 def save_measurement(entry: dict) -> None:
+    """Keep ``entry`` for this machine (other machines' entries stay)."""
     path = cache_file()
-    try:
-        entries = json.loads(path.read_text())
-        entries = entries if isinstance(entries, dict) else {}
-    except (OSError, ValueError):
-        entries = {}
+    entries = dict(_entries() or {})
     entries[machine_key()] = entry
-    atomic_write_text(path, json.dumps(entries, indent=1))  # never a half-written cache
+    try:
+        atomic_write_text(path, json.dumps(entries, indent=1))  # never a half-written cache
+    except OSError as exc:
+        raise InputError(
+            f"Could not keep the precision measurement in {path} ({exc.strerror or exc}): "
+            "set NAPARI_SLIP_CACHE to a folder you can write."
+        ) from None
+
+
+def writable() -> bool:
+    """Whether a measurement could be kept (the cache folder is, or can be, written):
+    a measurement that would be thrown away is not started in the background."""
+    folder = cache_file().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -412,13 +452,13 @@ def measure_when_idle() -> threading.Thread | None:
     global _THREAD
     with _LOCK:
         busy = _THREAD is not None and _THREAD.is_alive()
-        if not (_PENDING and enabled() and _BACKGROUND) or busy:
+        if not (_PENDING and enabled() and _BACKGROUND) or busy or not writable():
             return None
 
         def work() -> None:
             seen = runs_started()
             time.sleep(QUIET_S)  # a run that follows at once (the next prompt) comes first
-            with contextlib.suppress(Interrupted, OSError):
+            with contextlib.suppress(Interrupted, OSError, InputError):
                 measure_now(stop=lambda: runs_started() != seen or _EXITING.is_set())
 
         _THREAD = threading.Thread(target=work, name="napari-slip autotune", daemon=True)

@@ -41,16 +41,25 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
 
 
 @functools.cache
+@functools.cache
+def cpuinfo_text() -> str | None:
+    """``/proc/cpuinfo`` (None where there is none), read once per process: the CPU does
+    not change while it runs, and every plane of a stack asks."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
 def cpu_info() -> dict:
     """``{"model": name, "flags": [...], "known": bool}``: the CPU's model name and which
     of :data:`CPU_FLAGS` it has, read from ``/proc/cpuinfo`` (``known``); elsewhere
     (macOS, Windows) the flags are unknown and the list is empty."""
     import platform
 
-    try:
-        with open("/proc/cpuinfo") as fh:
-            text = fh.read()
-    except OSError:
+    text = cpuinfo_text()
+    if text is None:
         return {"model": platform.processor() or platform.machine(), "flags": [], "known": False}
     lines = text.splitlines()
     model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
