@@ -46,6 +46,16 @@ def segment_in_viewer(viewer, prompt, image=None, **options):
     return _impl(viewer, prompt, image=image, **options)
 
 
+def edit_in_viewer(viewer, kind, point, label=None):
+    """Edit the last result in a napari viewer as a click does (``"add"``,
+    ``"remove"``, ``"inside"`` / ``"outside"`` to refine ``label``); only that object
+    changes, as one undo step. See
+    :func:`napari_slip._napari.scripting.edit_in_viewer` (imports napari)."""
+    from ._napari.scripting import edit_in_viewer as _impl
+
+    return _impl(viewer, kind, point, label)
+
+
 def __getattr__(name: str):
     if name in _FROM_CORE:
         from . import core
@@ -60,4 +70,4 @@ def __dir__():
     return sorted({*globals(), *_FROM_CORE})
 
 
-__all__ = [*_FROM_CORE, "__version__", "segment_in_viewer"]
+__all__ = [*_FROM_CORE, "__version__", "edit_in_viewer", "segment_in_viewer"]

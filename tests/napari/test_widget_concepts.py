@@ -309,3 +309,25 @@ def test_alt_clicks_refine_the_picked_object_and_keep_its_id(teach, qtbot):
         np.testing.assert_array_equal(layer.data == k, others == k)
     iou = ((layer.data == 3) & inside).sum() / ((layer.data == 3) | inside).sum()
     assert iou > 0.7
+
+
+def test_the_console_call_is_the_widgets_session(teach, qtbot):
+    """With the dock open, segment_in_viewer runs on the widget's own session: its
+    Advanced settings, its last result (the panel shows it), and edit_in_viewer edits
+    that result as a click does (one object, one undo step)."""
+    viewer, widget, run, _, truth = teach
+    run()
+    by_widget = widget.session.last.layer.data.copy()
+    layer = napari_slip.segment_in_viewer(viewer, "object", image="cells", mode="topk", top_k=2)
+    assert widget.session.last.layer is layer
+    np.testing.assert_array_equal(layer.data, by_widget)  # the widget's settings: same
+    assert widget.results.table.rowCount() == 2
+    missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
+    y, x = _centre(truth[0] == missed[0])
+    before = layer.data.copy()
+    result = napari_slip.edit_in_viewer(viewer, "add", layer.data_to_world((y, x)))
+    added = layer.data != before
+    assert added.any() and np.array_equal(added, layer.data == 3)
+    assert result.table["id"].tolist() == [1, 2, 3]
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, before)

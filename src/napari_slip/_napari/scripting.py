@@ -49,18 +49,58 @@ def remember_widget(viewer, widget) -> None:
     _OPEN_WIDGETS[id(viewer)] = widget
 
 
-def widget_models(viewer) -> dict:
-    """The models chosen in ``viewer``'s open widget (empty if none is open)."""
+def open_widget(viewer):
+    """``viewer``'s open Segment-from-text widget, or None."""
     widget = _OPEN_WIDGETS.get(id(viewer))
     if widget is None or getattr(widget, "viewer", None) is not viewer:
-        return {}
+        return None
     try:
         widget.native.objectName()  # gone with its dock: a deleted C++ object raises
     except RuntimeError:
+        return None
+    return widget
+
+
+def widget_models(viewer) -> dict:
+    """The models and Advanced settings chosen in ``viewer``'s open widget (empty if
+    none is open)."""
+    widget = open_widget(viewer)
+    if widget is None:
         return {}
     request = widget.request()
-    return {"sam": request.sam, "clip": request.clip, "device": request.device,
-            "precision": request.precision, "decoder": request.decoder}  # fmt: skip
+    models = ("sam", "clip", "device", "precision", "decoder")
+    advanced = ("sam_params", "crop_params", "tile_params", "templates")
+    return {name: getattr(request, name) for name in (*models, *advanced)}
+
+
+#: The console's session of each viewer without an open widget (by the viewer's id).
+_SESSIONS: dict[int, ViewerSession] = {}
+
+
+def viewer_session(viewer) -> ViewerSession:
+    """The one scripting session of ``viewer``: the open widget's (its models, its last
+    result, its edits), else the console's own, kept for the viewer."""
+    widget = open_widget(viewer)
+    if widget is not None:
+        if widget.busy:
+            raise InputError("The widget is busy: wait for its run or edits to finish.")
+        return widget.session
+    session = _SESSIONS.get(id(viewer))
+    if session is None or session.viewer is not viewer:
+        session = _SESSIONS[id(viewer)] = ViewerSession(viewer)
+    return session
+
+
+def edit_in_viewer(viewer, kind: str, point, label: int | None = None):
+    """Edit the last result in ``viewer`` as a click does, blocking: ``"add"`` the
+    object at ``point`` (viewer coordinates, as ``viewer.cursor.position``),
+    ``"remove"`` the one there, or refine object ``label`` with a point ``"inside"``
+    or ``"outside"`` it. Only that object changes, as one undo step of the layer
+    (Ctrl+Z). Returns the result shown (labels, table)."""
+    session = viewer_session(viewer)
+    if label is not None and session.last is not None and session.last.layer is not None:
+        session.last.layer.selected_label = int(label)
+    return session.correct(kind, point)
 
 
 def segment_in_viewer(
@@ -139,7 +179,10 @@ def segment_in_viewer(
     sam, clip, device, precision
         Models, as in :class:`napari_slip.Segmenter`; loaded once and shared. Not
         given: those chosen in the viewer's **Segment from text** widget when it is
-        open (what its Run button uses, its decoder included), else the defaults.
+        open (what its Run button uses, its decoder and Advanced settings included),
+        else the defaults. With the widget open, the call is made on the widget's own
+        session: its result is the widget's last result (Shift+clicks edit it, the
+        results panel's slider re-selects it).
     tiles, tile_params
         SAM tile by tile at full resolution (``"on"``, or ``"auto"``: above
         ``max_side``), for large images; see :class:`~napari_slip.core.params.TileParams`.
@@ -181,6 +224,11 @@ def segment_in_viewer(
             raise InputError("Select an Image layer or pass image=... (a layer or its name).")
     image = _layer(viewer, image, "Image", "image")
     chosen = widget_models(viewer)
+    sam_params = sam_params or chosen.get("sam_params")
+    crop_params = crop_params or chosen.get("crop_params")
+    templates = templates if templates is not None else chosen.get("templates")
+    if tile_params is None and tiles is None:
+        tile_params = chosen.get("tile_params")
     sam = sam if sam is not None else chosen.get("sam", DEFAULT_SAM)
     from ..core.concepts import Concept
 
@@ -227,13 +275,22 @@ def segment_in_viewer(
     )
     target = _layer(viewer, output, "Labels", "output")
     check(request)  # every check before the shared segmenter or any model
+    session = viewer_session(viewer)  # the widget's, when it is open: one state
     with shared_lock:
-        session = ViewerSession(viewer, shared_segmenter(sam, clip, device, precision))
+        if session.segmenter is None:
+            session.segmenter = shared_segmenter(sam, clip, device, precision)
         result = session.segment(request, progress)
     if not result.n_objects:  # no layer added or changed; the map is shown if asked for
         session.deliver(request, result, hide_proposals=False)
         from .toasts import post, sentence
 
         post(f"{sentence(result.message)} No layer was added.")
-        return None
-    return session.deliver(request, result, target, replace_labels=replace, hide_proposals=False)
+        layer = None
+    else:
+        options = {"replace_labels": replace, "hide_proposals": False}
+        layer = session.deliver(request, result, target, **options)
+    widget = open_widget(viewer)
+    if widget is not None:  # the dock shows the console's result: it is its last one
+        widget.show_outcome(result, request)
+        widget.teaching.update()
+    return layer
