@@ -301,3 +301,63 @@ def test_a_click_on_a_linked_stack_adds_and_removes_whole_3d_objects(linked_stac
     assert np.array_equal(editor.labels, before)
     with pytest.raises(InputError, match="was not segmented"):
         editor.add_at(5, 5, plane=(99,))
+
+
+def test_split_cuts_one_object_at_its_neck_and_keeps_the_rest(seg, scene):
+    """Two touching nuclei given as one object: two points, one in each, split it at
+    the neck; the first part keeps the id, the other gets the next one; nothing else
+    changes and undo restores it."""
+    rgbs, truths, given = scene
+    truth = truths[0]
+    a, b = (int(k) for k in np.unique(truth)[1:3])
+    merged = given.copy()
+    merged[truth == b] = a  # objects a and b as one label (they need not touch)
+    bridge = np.zeros_like(truth, dtype=bool)
+    (ya, xa), (yb, xb) = (np.argwhere(truth == k).mean(axis=0).astype(int) for k in (a, b))
+    for t in np.linspace(0, 1, 200):  # a thin neck joining their centres
+        y, x = int(ya + t * (yb - ya)), int(xa + t * (xb - xa))
+        bridge[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2] = True
+    merged[bridge & (merged == 0)] = a
+    result = seg.segment(rgbs[0], "nucleus", labels=merged, mode="threshold", threshold=-1)
+    editor = napari_slip.edit(result, seg)
+    before = editor.labels.copy()
+    label = int(before[ya, xa])
+    edit = editor.split((ya + 0.5, xa + 0.5), (yb + 0.5, xb + 0.5))
+    new = editor.labels == edit.label
+    assert edit.label == before.max() + 1 and new[yb, xb] and not new[ya, xa]
+    assert _iou(new, truth == b) >= 0.8  # the cut is at the neck, near b's own edge
+    assert np.array_equal((editor.labels == label) | new, before == label)
+    assert np.array_equal(editor.labels[before != label], before[before != label])
+    with pytest.raises(NothingToDo, match="inside one object"):
+        editor.split((ya + 0.5, xa + 0.5), (ya + 0.5, xa + 0.5))
+    editor.undo()
+    assert np.array_equal(editor.labels, before)
+
+
+def test_ask_me_shows_the_least_sure_and_answers_teach(seg, scene):
+    from napari_slip.core.edits.more import answer, ask
+
+    rgbs, truths, _ = scene
+    result = seg.segment(rgbs[0], "nucleus", mode="topk", top_k=1)
+    concept = Concept(["nucleus"])
+    editor = napari_slip.edit(result, seg, concept=concept)
+    with pytest.raises(InputError, match="Teach the concept first"):
+        ask(editor)
+    (_, (y, x)), *_ = _missed(editor.labels, truths[0])
+    editor.add_at(y, x)
+    questions = ask(editor, n=3)
+    assert 1 <= len(questions) <= 3
+    doubt = [abs(q.probability - 0.5) for q in questions]
+    assert doubt == sorted(doubt)  # the least sure first
+    before = editor.labels.copy()
+    no = editor.apply(answer(editor, questions[0], yes=False))
+    assert np.array_equal(editor.labels, before) and no.kind == "not"
+    assert concept.counts()[None] == 1  # remembered as "not this"
+    if len(questions) > 1:
+        yes = editor.apply(answer(editor, questions[1], yes=True))
+        new = editor.labels == yes.label
+        assert np.array_equal(new, questions[1].mask & (before == 0))
+        assert concept.counts()["nucleus"] == 2
+    editor.undo()
+    editor.undo()
+    assert np.array_equal(editor.labels, before) and concept.counts()[None] == 0

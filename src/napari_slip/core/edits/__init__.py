@@ -21,8 +21,9 @@ concept changes other objects only when it is run (``segment(image, concept)``).
 
 from __future__ import annotations
 
-from .editor import ROW_COLUMNS, Edit, LabelEditor, NothingToDo
+from .editor import Edit, LabelEditor, NothingToDo
 from .factory import edit
 from .masks import MAX_FRACTION
+from .table import ROW_COLUMNS
 
 __all__ = ["MAX_FRACTION", "ROW_COLUMNS", "Edit", "LabelEditor", "NothingToDo", "edit"]

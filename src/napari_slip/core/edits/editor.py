@@ -29,13 +29,10 @@ import pandas as pd
 
 from ..concepts.features import ObjectFeatures, measure_objects
 from ..errors import InputError
-from ..measure import with_measurements
 from ..pipeline.plane import PlaneHandle, proposals_of_masks
 from .carry import carry
-from .masks import MAX_FRACTION, box_of, component_at
-
-#: The columns an added object's row carries beside its measurements.
-ROW_COLUMNS = ("score", "similarity", "prompt", "source_id")
+from .masks import MAX_FRACTION, box_of, component_at, split_between
+from .table import Objects
 
 
 class NothingToDo(InputError):
@@ -133,19 +130,16 @@ class LabelEditor:
     ) -> None:
         self.labels, self.handle, self.plane = labels, handle, tuple(plane)
         self.handles = {self.plane: handle, **(handles or {})}
-        self.linked, self.finish = linked, finish
+        self.linked = linked
         if tuple(labels[self.plane].shape) != handle.shape:
             raise InputError(
                 f"The labels' plane is {labels[self.plane].shape}, the image "
                 f"{handle.shape}: edit the labels of this image."
             )
-        self.prompt, self.image, self.scale, self.unit = prompt, image, scale, unit
-        self.rows: dict[int, dict] = {}
-        #: The run's column order, which the edited table keeps.
-        self.columns = [] if table is None else list(table.columns)
-        if table is not None and len(table):
-            for row in table.to_dict("records"):
-                self.rows[int(row["id"])] = {k: row[k] for k in ROW_COLUMNS if k in row}
+        self.prompt = prompt
+        #: Each object's row, measured as the run measured (see :class:`.table.Objects`).
+        self.objects = Objects(table, prompt, finish, image=image, scale=scale, unit=unit)
+        self.finish = finish
         self.concept, self.class_name, self.candidates = concept, class_name, candidates
         #: Points and box given to each object (its refine prompt grows with clicks).
         self.prompts: dict[int, dict] = {}
@@ -259,7 +253,7 @@ class LabelEditor:
         index = self._index(changed)
         before = self.plane_labels[changed]
         example = self._features(mask)
-        row = {**self.rows.get(label, {}), **self._new_row(example, keep_score=True)}
+        row = {**self.objects.rows.get(label, {}), **self._new_row(example, keep_score=True)}
         after = after[changed].astype(before.dtype)
         message = f"Refined object {label}."
         return Edit("refine", label, index, before, after, message, mask, {label: row}, example)
@@ -275,6 +269,42 @@ class LabelEditor:
         mask = self.plane_labels == other
         return self._edit("merge", keep, mask, keep, f"Merged object {other} into {keep}.")
 
+    def propose_split(
+        self,
+        first: tuple[float, float],
+        second: tuple[float, float],
+        plane: tuple[int, ...] | None = None,
+    ) -> Edit:
+        """Split the object holding both points (``(y, x)`` each) in two along its
+        narrowest part between them (a watershed of its distance map from the two
+        points): the part of ``first`` keeps the id, the other gets the next free id."""
+        self.at(plane)
+        (ya, xa), (yb, xb) = self.pixel(*first), self.pixel(*second)
+        label = int(self.plane_labels[ya, xa])
+        if not label or int(self.plane_labels[yb, xb]) != label or (ya, xa) == (yb, xb):
+            raise NothingToDo("Click two different points inside one object to split it.")
+        part = split_between(self.plane_labels == label, (ya, xa), (yb, xb))
+        new = self.next_id()
+        rows = {new: dict(self.objects.rows.get(label, {}))}
+        return self._edit("split", new, part, new, f"Split object {label}: {new} is new.", rows)
+
+    def propose_add_mask(self, mask: np.ndarray, plane=None, row: dict | None = None) -> Edit:
+        """``mask`` (the plane's shape, e.g. a candidate's) as a new object on its
+        background pixels; ``row``: its table row (score, similarity)."""
+        self.at(plane)
+        free = np.asarray(mask, dtype=bool) & (self.plane_labels == 0)
+        if not free.any():
+            raise NothingToDo("This object's pixels are all labelled already: nothing added.")
+        label = self.next_id()
+        rows = {label: {"prompt": self.prompt, "source_id": 0, **(row or {})}}
+        return self._edit("add", label, free, label, f"Added object {label}.", rows)
+
+    def propose_not(self, example: ObjectFeatures, message: str = "") -> Edit:
+        """No pixel changes: ``example`` is taught as "not this" (an answer of no)."""
+        empty = tuple(np.zeros(0, dtype=np.intp) for _ in range(self.labels.ndim))
+        none = np.zeros(0, dtype=self.labels.dtype)
+        return Edit("not", 0, empty, none, none, message or "Not this.", None, {}, example)
+
     # -- applying, undo and redo ----------------------------------------------------
     def apply(self, edit: Edit) -> Edit:
         """Write ``edit`` into the labels (refused if they changed since it was made);
@@ -289,7 +319,7 @@ class LabelEditor:
 
     def record(self, edit: Edit) -> None:
         """What an applied edit changes in the table and teaches (no pixel work)."""
-        self.rows.update(edit.rows)
+        self.objects.rows.update(edit.rows)
         if edit.kind in ("add", "refine"):
             self.chosen.add(edit.label)
         if edit.kind == "remove":
@@ -329,27 +359,17 @@ class LabelEditor:
     def merge(self, keep: int, other: int) -> Edit:
         return self.apply(self.propose_merge(keep, other))
 
+    def split(self, first, second, plane: tuple[int, ...] | None = None) -> Edit:
+        return self.apply(self.propose_split(first, second, plane))
+
     # -- the table ------------------------------------------------------------------
     def table(self, plane: np.ndarray | None = None, rows: dict | None = None) -> pd.DataFrame:
-        """One row per object of the plane (or of ``plane``, labels of its shape; with
-        ``finish``, of the whole result), with the measurements a run gives; ``rows``:
-        the rows of an edit not applied yet (its new objects' scores)."""
-        known = {**self.rows, **(rows or {})}
-        if self.finish is not None:  # the whole result's labels
-            plane = np.asarray(self.labels if plane is None else plane)
-        plane = np.asarray(self.plane_labels if plane is None else plane)
-        ids = [int(i) for i in np.unique(plane) if i]
-        blank = {"score": np.nan, "similarity": np.nan, "prompt": self.prompt, "source_id": 0}
-        records = [{"id": i, **blank, **known.get(i, {})} for i in ids]
-        table = pd.DataFrame(records, columns=["id", *ROW_COLUMNS])
-        if not len(table):
-            return table
-        if self.finish is not None:
-            table = self.finish(plane, table)
-        else:
-            table = with_measurements(table, plane, self.image, "YX", self.scale, self.unit)
-        first = [c for c in self.columns if c in table.columns]
-        return table[first + [c for c in table.columns if c not in first]]
+        """One row per object of the plane (or of ``plane``, labels of its shape; with a
+        run's finish step, of the whole result), with the measurements a run gives;
+        ``rows``: those of an edit not applied yet (its new objects' scores)."""
+        if plane is None:
+            plane = self.labels if self.finish is not None else self.plane_labels
+        return self.objects.table(np.asarray(plane), rows)
 
     # -- helpers --------------------------------------------------------------------
     def _check_size(self, mask: np.ndarray) -> np.ndarray:
@@ -418,7 +438,8 @@ class LabelEditor:
         """The edit's example joins the concept (no model work: computed with the edit)."""
         if self.concept is None or edit.example is None:
             return
-        self.concept.add(edit.example, None if edit.kind == "remove" else self.class_name)
+        negative = edit.kind in ("remove", "not")
+        self.concept.add(edit.example, None if negative else self.class_name)
 
 
-__all__ = ["ROW_COLUMNS", "Edit", "LabelEditor", "NothingToDo"]
+__all__ = ["Edit", "LabelEditor", "NothingToDo"]

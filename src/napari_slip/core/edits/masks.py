@@ -22,4 +22,32 @@ def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
 
 
-__all__ = ["MAX_FRACTION", "box_of", "component_at"]
+def split_between(mask: np.ndarray, first: tuple[int, int], second: tuple[int, int]):
+    """The part of ``mask`` on ``second``'s side of its narrowest part between the two
+    pixels: the mask is eroded until the two fall apart (the neck breaks first), and
+    every pixel goes to the nearer of the two pieces (without a neck: the nearer
+    point)."""
+    ys, xs = np.nonzero(mask)
+    y0, x0 = max(ys.min() - 1, 0), max(xs.min() - 1, 0)
+    crop = mask[y0 : ys.max() + 2, x0 : xs.max() + 2]
+    a, b = (first[0] - y0, first[1] - x0), (second[0] - y0, second[1] - x0)
+    piece_a = np.zeros_like(crop)
+    piece_a[a] = True
+    piece_b = np.zeros_like(crop)
+    piece_b[b] = True
+    eroded = crop
+    while True:
+        eroded = ndimage.binary_erosion(eroded)
+        if not (eroded[a] and eroded[b]):
+            break  # no neck between them: split by distance to the points
+        parts, _ = ndimage.label(eroded)
+        if parts[a] != parts[b]:
+            piece_a, piece_b = parts == parts[a], parts == parts[b]
+            break
+    nearer_b = ndimage.distance_transform_edt(~piece_b) < ndimage.distance_transform_edt(~piece_a)
+    out = np.zeros_like(mask)
+    out[y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]] = crop & nearer_b
+    return out
+
+
+__all__ = ["MAX_FRACTION", "box_of", "component_at", "split_between"]

@@ -16,7 +16,7 @@ The :class:`Suggestion` carries both lists (for a preview with counts) and one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -117,6 +117,58 @@ def suggest(editor: LabelEditor, candidates=None, min_probability: float = 0.5) 
     return Suggestion(added, removed, edit, tuple(original.shape))
 
 
+@dataclass(frozen=True, eq=False)
+class Question:
+    """A candidate the concept is unsure about: its mask on the plane, its
+    probability of the editor's class, and its features (for the answer)."""
+
+    candidate: int
+    probability: float
+    mask: np.ndarray
+    box: tuple[int, int, int, int]
+    features: object
+    row: dict
+
+
+def ask(editor: LabelEditor, n: int = 10, candidates=None) -> list[Question]:
+    """The ``n`` candidates on background the concept is least sure about (its
+    probability of the editor's class nearest 0.5), to be answered yes or no one by
+    one (:func:`answer`): each answer is an example, a yes also adds the object."""
+    candidates = editor.candidates if candidates is None else candidates
+    if candidates is None or editor.concept is None or not len(editor.concept.examples):
+        raise InputError("Teach the concept first: add or remove an object with a click.")
+    probs = _probabilities(editor, candidates)
+    k = editor.concept.class_index(editor.class_name) if editor.class_name else 0
+    original = np.asarray(editor.plane_labels)
+    boxes = np.asarray(candidates.proposals.boxes).reshape(-1, 4)
+    text = editor.handle.text_embedding(editor.prompt) if editor.prompt else None
+    features = features_of(candidates, editor.handle.image)
+    questions = []
+    for i in np.argsort(np.abs(probs[:, k] - 0.5)):
+        y0, x0, y1, x1 = (int(v) for v in boxes[i])
+        crop = np.asarray(candidates.proposals.masks[i], dtype=bool)
+        if not crop.any() or (original[y0:y1, x0:x1][crop] > 0).mean() > MAX_COVERED:
+            continue
+        mask = np.zeros(original.shape, dtype=bool)
+        mask[y0:y1, x0:x1] = crop
+        similarity = float(candidates.embeddings[i] @ text) if text is not None else np.nan
+        row = {"score": similarity, "similarity": similarity}
+        box = (y0, x0, y1, x1)
+        questions.append(Question(int(i), float(probs[i, k]), mask, box, features.take([i]), row))
+        if len(questions) == n:
+            break
+    return questions
+
+
+def answer(editor: LabelEditor, question: Question, yes: bool) -> Edit:
+    """The edit of an answer: yes adds the candidate on background pixels (an example
+    of the class), no changes no pixel (an example of "not this")."""
+    if not yes:
+        return editor.propose_not(question.features, "Not this one: remembered.")
+    made = editor.propose_add_mask(question.mask, row=question.row)
+    return replace(made, example=question.features)
+
+
 def _probabilities(editor: LabelEditor, candidates) -> np.ndarray:
     """(N, classes + 1) probabilities of the candidates under the editor's concept."""
     handle = editor.handle
@@ -143,4 +195,4 @@ def _best_match(mine: np.ndarray, boxes: np.ndarray, crops) -> int | None:
     return best
 
 
-__all__ = ["Suggestion", "suggest"]
+__all__ = ["Question", "Suggestion", "answer", "ask", "suggest"]

@@ -34,25 +34,29 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
-import json
 import math
 import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from ..errors import InputError
-from .atomic import atomic_write_text
+from .autotune_cache import (
+    cache_file,
+    load_measurement,
+    machine_key,
+    save_measurement,
+    writable,
+)
+from .machine import cpu_precisions, physical_cores, thread_options
 from .perf import (
     STAGES,
     Plan,
     autocast,
     cpu_has_fast_bf16,
     cpu_info,
-    cpuinfo_text,
     heavy_work_allocator,
     quantize_int8,
     runs_started,
@@ -67,8 +71,6 @@ FIDELITY = 0.99
 TIE = 0.05
 #: fp32 (exact), bf16 (autocast), int8 (a quantized copy of the model, made once).
 SIMPLICITY = ("fp32", "bf16", "int8")
-#: Bumped when the probes change (old measurements are then measured again).
-PROBE_VERSION = 1
 #: Seconds a background measurement waits after a run before it starts (a script's
 #: or the widget's next call usually follows within this, and then comes first).
 QUIET_S = 1.0
@@ -78,57 +80,6 @@ REPEATS = 2
 
 class Interrupted(Exception):
     """A run started while measuring: the measurement is abandoned (and redone later)."""
-
-
-# -- this machine -----------------------------------------------------------------------
-def physical_cores() -> int | None:
-    """Physical cores this process may use (distinct core ids of its allowed CPUs), or
-    None where ``/proc/cpuinfo`` does not say."""
-    text = cpuinfo_text()
-    if text is None:
-        return None
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    cores, cpu, phys = set(), None, "0"
-    for line in [*text.splitlines(), ""]:
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key == "processor":
-            cpu = int(value)
-        elif key == "physical id":
-            phys = value
-        elif key == "core id" and (allowed is None or cpu in allowed):
-            cores.add((phys, value))
-    return len(cores) or None
-
-
-def thread_options() -> list[int]:
-    """The thread counts worth timing: the logical cores and the physical ones."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    logical = logical or os.cpu_count() or torch.get_num_threads()
-    return sorted({logical, physical_cores() or logical})
-
-
-def cpu_precisions() -> list[str]:
-    """The precisions this CPU can run: fp32 and int8 always, bf16 where torch has it."""
-    out = ["fp32"]
-    with contextlib.suppress(RuntimeError):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            torch.ones(2, 2) @ torch.ones(2, 2)
-        out.append("bf16")
-    return [*out, "int8"]
-
-
-def machine_key() -> str:
-    """What a measurement is valid for: CPU model and flags, torch, thread counts."""
-    info = cpu_info()
-    counts = "/".join(map(str, thread_options()))
-    return (f"{info['model']} | {','.join(info['flags'])} | torch {torch.__version__} | "
-            f"threads {counts} | probes {PROBE_VERSION}")  # fmt: skip
-
-
-def cache_file() -> Path:
-    from ..models.download import cache_dir
-
-    return cache_dir() / "autotune.json"
 
 
 # -- choosing ---------------------------------------------------------------------------
@@ -159,77 +110,6 @@ def choose(table: dict, fidelity: dict) -> dict:
 def plan_of(choice: dict) -> Plan:
     return Plan(*(choice[s]["precision"] for s in STAGES),
                 threads={s: choice[s]["threads"] for s in STAGES})  # fmt: skip
-
-
-# -- the cache ----------------------------------------------------------------------------
-#: A precision cache larger than this is damaged (a real one is a few kB): not read.
-MAX_CACHE_BYTES = 1 << 20
-
-
-def _entries() -> dict | None:
-    """The cache file's entries, parsed once per version of the file (every plane of a
-    stack asks); None when it is missing, too large, or damaged."""
-    global _READ
-    path = cache_file()
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    key = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
-    if _READ is not None and _READ[0] == key:
-        return _READ[1]
-    entries = None
-    if stat.st_size <= MAX_CACHE_BYTES:
-        try:
-            entries = json.loads(path.read_text())
-        except (OSError, ValueError, RecursionError):
-            entries = None
-    entries = entries if isinstance(entries, dict) else None
-    _READ = (key, entries)
-    return entries
-
-
-_READ: tuple | None = None
-
-
-def load_measurement() -> dict | None:
-    """This machine's cached measurement (``table``, ``fidelity``, ``choice``, ...), or
-    None when there is none for the machine as it is now."""
-    entries = _entries()
-    entry = entries.get(machine_key()) if isinstance(entries, dict) else None
-    choice = entry.get("choice") if isinstance(entry, dict) else None
-    if not isinstance(choice, dict) or set(choice) != set(STAGES):
-        return None
-    for pick in choice.values():  # a damaged cache measures again; it never breaks a run
-        if not isinstance(pick, dict) or pick.get("precision") not in ("fp32", "bf16", "int8"):
-            return None
-        threads = pick.get("threads")  # never more threads than this process may use
-        if type(threads) is not int or not 1 <= threads <= max(thread_options()):
-            return None
-    return entry
-
-
-def save_measurement(entry: dict) -> None:
-    """Keep ``entry`` for this machine (other machines' entries stay)."""
-    path = cache_file()
-    entries = dict(_entries() or {})
-    entries[machine_key()] = entry
-    try:
-        atomic_write_text(path, json.dumps(entries, indent=1))  # never a half-written cache
-    except OSError as exc:
-        raise InputError(
-            f"Could not keep the precision measurement in {path} ({exc.strerror or exc}): "
-            "set NAPARI_SLIP_CACHE to a folder you can write."
-        ) from None
-
-
-def writable() -> bool:
-    """Whether a measurement could be kept (the cache folder is, or can be, written):
-    a measurement that would be thrown away is not started in the background."""
-    folder = cache_file().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -514,6 +394,21 @@ def describe_entry(entry: dict) -> list[str]:
 
 when_idle(measure_when_idle)
 
-__all__ = ["FIDELITY", "TIE", "choose", "describe", "describe_entry", "machine_key", "measure",
-           "measure_now", "measure_when_idle", "plan_of", "resolve_precision",
-           "thread_options"]  # fmt: skip
+__all__ = [
+    "FIDELITY",
+    "TIE",
+    "cache_file",
+    "choose",
+    "describe",
+    "describe_entry",
+    "load_measurement",
+    "machine_key",
+    "measure",
+    "measure_now",
+    "measure_when_idle",
+    "physical_cores",
+    "resolve_precision",
+    "save_measurement",
+    "thread_options",
+    "writable",
+]
