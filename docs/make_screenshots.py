@@ -248,7 +248,7 @@ def concept_clicks(weights: Path) -> None:
         px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
         modifier = Qt.KeyboardModifier.ShiftModifier
         QTest.mouseClick(canvas.native, button, modifier, QPoint(round(px), round(py)))
-        while widget.teaching.editing:  # the edit is computed in a worker
+        while widget.edits.editing:  # the edit is computed in a worker
             settle(0.05)
         settle(0.3)
 
@@ -257,8 +257,8 @@ def concept_clicks(weights: Path) -> None:
     ys, xs = np.nonzero(truth[0] == missed[0])  # one missed object added by a click
     click(int(np.median(ys)), int(np.median(xs)), Qt.MouseButton.LeftButton)
     print("examples:", widget.results.examples.value)
-    widget.teaching.more.native.click()  # Find more like these: a preview
-    while widget.teaching.editing:
+    widget.suggest.more.native.click()  # Find more like these: a preview
+    while widget.edits.editing:
         settle(0.05)
     settle(0.5)
     print("status:", widget.status.value)

@@ -65,11 +65,11 @@ def _click(viewer, layer, y, x, button=Qt.MouseButton.LeftButton, wait=True, key
     if wait:
         widget = _WIDGETS[viewer]
         deadline = 60_000
-        while widget.teaching.editing and deadline > 0:
+        while widget.edits.editing and deadline > 0:
             QTest.qWait(20)
             deadline -= 20
         QApplication.processEvents()
-        assert not widget.teaching.editing
+        assert not widget.edits.editing
 
 
 def _centre(mask):
@@ -97,7 +97,7 @@ def test_click_adds_removes_and_undo_restores(teach, qtbot):
     np.testing.assert_array_equal(layer.data[~added], before[~added])  # nothing else
     prompts = viewer.layers["prompts: object"]
     assert len(prompts.data) == 1 and viewer.layers.selection.active is layer
-    assert "object 3" in widget.teaching.examples.value  # two kept + one clicked
+    assert "object 3" in widget.edits.examples.value  # two kept + one clicked
     assert layer.features["index"].tolist() == [1, 2, 3]
     row = layer.features.set_index("index").loc[3]
     assert row["area"] == added.sum() and np.isfinite(row["score"])  # its CLIP score
@@ -112,7 +112,7 @@ def test_click_adds_removes_and_undo_restores(teach, qtbot):
     y1, x1 = _centre(before == 1)
     _click(viewer, image, y1, x1, Qt.MouseButton.RightButton)
     np.testing.assert_array_equal(layer.data != after_add, after_add == 1)
-    assert "not these: 1" in widget.teaching.examples.value and len(prompts.data) == 2
+    assert "not these: 1" in widget.edits.examples.value and len(prompts.data) == 2
     # Shift+U: the removal is undone, bit for bit; Ctrl+Z on the layer undoes the add.
     QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_U, SHIFT)
     np.testing.assert_array_equal(layer.data, after_add)
@@ -140,11 +140,11 @@ def test_a_background_click_adds_nothing_and_the_gui_stays_free(teach, qtbot):
     y, x = np.unravel_index(np.argmax(far), far.shape)
     ticks = []
     timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(widget.teaching.editing))
+    timer.timeout.connect(lambda: ticks.append(widget.edits.editing))
     timer.start(5)
     _click(viewer, image, y, x, wait=False)
-    assert widget.teaching.editing  # queued or computing: in a worker, not here
-    qtbot.waitUntil(lambda: not widget.teaching.editing, timeout=60_000)
+    assert widget.edits.editing  # queued or computing: in a worker, not here
+    qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
     timer.stop()
     assert any(ticks)  # the timer fired while the edit was being computed
     np.testing.assert_array_equal(layer.data, before)
@@ -222,10 +222,10 @@ def test_find_more_previews_then_applies_in_one_undo_step(teach, qtbot):
     assert len(missed) >= 2
     _click(viewer, image, *_centre(truth[0] == missed[0]))
     taught = layer.data.copy()
-    controls = widget.teaching
+    controls = widget.suggest
     assert controls.more.visible and not controls.apply_more.visible
     controls.more.native.click()
-    qtbot.waitUntil(lambda: not controls.editing, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
     suggestion, _ = widget.session.teaching.suggestion
     assert suggestion.added  # objects like the examples: the missed ones
     added = np.zeros_like(taught)
@@ -246,7 +246,7 @@ def test_find_more_previews_then_applies_in_one_undo_step(teach, qtbot):
     QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_Z, CTRL)
     np.testing.assert_array_equal(layer.data, taught)  # one undo step
     controls.more.native.click()
-    qtbot.waitUntil(lambda: not controls.editing, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
     controls.discard_more.native.click()
     assert widget.session.teaching.preview is None
     np.testing.assert_array_equal(layer.data, taught)
@@ -331,3 +331,66 @@ def test_the_console_call_is_the_widgets_session(teach, qtbot):
     assert result.table["id"].tolist() == [1, 2, 3]
     layer.undo()
     np.testing.assert_array_equal(layer.data, before)
+
+
+def test_ctrl_clicks_merge_into_the_picked_object_and_split_one(teach, qtbot):
+    """Ctrl+Shift+click merges the object under the cursor into the picked one; two
+    Ctrl+clicks inside one object split it there; the others never change."""
+    viewer, widget, run, _, _ = teach
+    run()
+    layer = widget.session.last.layer
+    image = viewer.layers["cells"]
+    before = layer.data.copy()
+    layer.selected_label = 1
+    _click(viewer, image, *_centre(before == 2), keys=CTRL | SHIFT)
+    merged = layer.data.copy()
+    assert not (merged == 2).any()
+    np.testing.assert_array_equal(merged == 1, (before == 1) | (before == 2))
+    assert widget.status.value == "Merged object 2 into 1."
+    # Split it again between its two parts' centres: the part of the second point
+    # gets the next id, the rest of the image is untouched.
+    _click(viewer, image, *_centre(before == 1), keys=CTRL)
+    assert "second point" in widget.status.value and np.array_equal(layer.data, merged)
+    _click(viewer, image, *_centre(before == 2), keys=CTRL)
+    new = layer.data == 3
+    assert new.any() and np.array_equal((layer.data == 1) | new, merged == 1)
+    assert ((new & (before == 2)).sum() / new.sum()) > 0.9
+    np.testing.assert_array_equal(layer.data[merged != 1], merged[merged != 1])
+
+
+def test_clicks_teach_the_named_class_and_ask_me_answers_teach(teach, qtbot):
+    """The dock's class field: Shift+clicks teach that class (a concept of two classes
+    built in the dock). Ask me centres the least sure candidate; N remembers it as not
+    this (no pixel changes), Y adds it; Escape stops and gives the keys back."""
+    viewer, widget, run, _, truth = teach
+    run()
+    layer = widget.session.last.layer
+    image = viewer.layers["cells"]
+    missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
+    widget.edits.teach_class.value = "round"
+    _click(viewer, image, *_centre(truth[0] == missed[0]))
+    concept = widget.session.teaching.editor.concept
+    assert concept.classes == ["object", "round"]
+    assert concept.counts()["round"] == 1 and concept.counts()["object"] == 2
+    widget.suggest.ask_button.native.click()
+    qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
+    assert widget.suggest.questions and "Is this round?" in widget.status.value
+    first = widget.suggest.questions[0]
+    assert widget.session.teaching.preview is not None
+    before = layer.data.copy()
+    canvas = viewer.window._qt_viewer.canvas.native
+    QTest.keyClick(canvas, Qt.Key.Key_N)
+    qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
+    np.testing.assert_array_equal(layer.data, before)
+    assert concept.counts()[None] == 1
+    if widget.suggest.questions:
+        second = widget.suggest.questions[0]
+        QTest.keyClick(canvas, Qt.Key.Key_Y)
+        qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
+        added = layer.data != before
+        np.testing.assert_array_equal(added, second.mask & (before == 0))
+        assert concept.counts()["round"] == 2
+    assert first is not None
+    QTest.keyClick(canvas, Qt.Key.Key_Escape)
+    assert not widget.suggest.questions and widget.session.teaching.preview is None
+    assert "Y" not in [str(k) for k in viewer.keymap]  # the key given back

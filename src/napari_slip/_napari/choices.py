@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from psygnal import Signal
 
 from ..core.models.listing import describe_checkpoint, find_clip_checkpoints
 from ..core.models.registry import CLIP_PRETRAINED
+
+
+@dataclass
+class OfferedFiles:
+    """Model files chosen or saved in this session, offered in the pickers beside the
+    known names (a dock's own; the pickers' choices read them)."""
+
+    sam: list[str] = field(default_factory=list)
+    clip: list[str] = field(default_factory=list)
+    clip_folders: list[str] = field(default_factory=list)
+    decoder: list[str] = field(default_factory=list)
+
 
 CHOOSE_FILE = "__choose_file__"
 ADD_FOLDER = "__add_folder__"

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
 METADATA_KEY = "napari_slip"
 
 
+def camera_of(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, before: ``camera``)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def features_for(result: StackResult, offset: int = 0) -> pd.DataFrame:
     """The Labels ``features`` rows of a result: ``index`` is the label value (one row
     per label: a track's rows per frame become one, with its frames ``t0``..``t1``)."""

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .layers import camera_of
 from .panel import wrap
 
 #: The layer's events after which the table is checked against its labels (an undo
@@ -126,12 +127,6 @@ class ScoreHistogram(QWidget):
             x = self.x_of(self.threshold)
             painter.drawLine(int(x), 0, int(x), h)
         painter.end()
-
-
-def camera_of(viewer):
-    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, before: ``camera``)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None else viewer.camera
 
 
 class ResultsPanel(Container):

@@ -292,5 +292,6 @@ def segment_in_viewer(
     widget = open_widget(viewer)
     if widget is not None:  # the dock shows the console's result: it is its last one
         widget.show_outcome(result, request)
-        widget.teaching.update()
+        widget.edits.update()
+        widget.suggest.update()
     return layer

@@ -21,10 +21,13 @@ import pandas as pd
 
 from ..core.errors import InputError
 from ..core.runtime.progress import Progress
-from .layers import features_for, new_labels_layer
+from .layers import camera_of, features_for, new_labels_layer
 
 #: Colours of the prompts layer's points: an object added, a label removed.
 ADDED, REMOVED = "#2ee62e", "#ff33cc"
+#: What the status says while an edit is computed; the edits SAM decodes.
+_DOING = {"add": "adding the object", "remove": "removing the object", "split": "splitting"}
+_DECODES = ("add", "inside", "outside")
 
 
 class Teaching:
@@ -37,6 +40,9 @@ class Teaching:
         self._colours: list[str] = []
         #: A concept the next edits start from (e.g. the one the run used).
         self.concept: Any = None
+        #: The class clicks teach (the dock's field; None: the run's own class).
+        self.class_name: str | None = None
+        self.default_class: str | None = None
         #: The shown "find more" suggestion (and its table) and its preview layer.
         self.suggestion: Any = None
         self.preview: Any = None
@@ -77,6 +83,7 @@ class Teaching:
             teach = {"concept": concept, "class_name": request.concept_class, "seed": seed}
             where = {"plane": plane or None, "labels": last.layer.data}
             self.editor = edit(last.result, self.session.segmenter, **where, **teach)
+            self.default_class = self.editor.class_name
         return self.editor
 
     def _layer(self):
@@ -120,30 +127,92 @@ class Teaching:
         # napari's pixel i spans [i - 0.5, i + 0.5); the engine's [i, i + 1).
         return plane, float(point[-2]) + 0.5, float(point[-1]) + 0.5
 
-    def iter_edit(self, kind: str, plane: tuple[int, ...], y: float, x: float, label=0):
+    def iter_edit(
+        self,
+        kind: str,
+        plane: tuple[int, ...],
+        y: float,
+        x: float,
+        label: int = 0,
+        first: tuple[float, float] | None = None,
+    ):
         """Compute (in a worker) the edit of a click at pixel (``y``, ``x``) of
-        ``plane`` (from :meth:`prepare`): ``add`` the object there, ``remove`` it, or
-        refine object ``label`` with a point inside (``inside``) or outside it
-        (``outside``). Returns the edit and the table after it; nothing is written."""
+        ``plane`` (from :meth:`prepare`): ``add`` the object there, ``remove`` it,
+        refine object ``label`` with a point ``inside`` or ``outside`` it, ``merge`` the
+        object there into object ``label``, or ``split`` the object holding ``first``
+        and (y, x). Returns the edit and the table after it; nothing is written."""
         editor = self._editor(plane)
-        what = {"add": "adding the object", "remove": "removing the object"}
-        what = what.get(kind, f"refining object {label}")
-        yield Progress(what, 0, 1, "" if kind == "remove" else "SAM decodes the click")
+        self._teach_class(editor)
+        what = _DOING.get(kind, f"{kind} object {label}")
+        yield Progress(what, 0, 1, "SAM decodes the click" if kind in _DECODES else "")
+        if kind in ("inside", "outside", "merge") and not label:
+            raise InputError("Pick the object first (napari's label picker, or add one).")
         if kind == "add":
             made = editor.propose_add(y, x)
         elif kind == "remove":
             made = editor.propose_remove(y, x)
         elif kind in ("inside", "outside"):
-            if not label:
-                raise InputError(
-                    "Pick the object to refine first (napari's label picker, or add one)."
-                )
             made = editor.propose_refine(label, [(y, x, kind == "inside")])
+        elif kind == "merge":
+            other = int(editor.plane_labels[editor.pixel(y, x)])
+            if not other:
+                raise InputError("Ctrl+Shift+click on the object to merge into the picked one.")
+            made = editor.propose_merge(label, other)
+        elif kind == "split" and first is not None:
+            made = editor.propose_split(first, (y, x))
         else:
-            raise InputError(f"An edit adds, removes or refines; got {kind!r}.")
+            raise InputError(f"An edit adds, removes, refines, merges or splits; got {kind!r}.")
         table = editor.table(_after(editor, made), made.rows)
         yield Progress(what, 1, 1, made.message)
         return made, table
+
+    def _teach_class(self, editor) -> None:
+        """Examples go to the class the dock names (default: the run's own)."""
+        wanted = self.class_name or self.default_class
+        if editor.concept is not None and wanted and wanted != editor.class_name:
+            editor.concept.add_class(wanted)
+            editor.class_name = wanted
+
+    # -- ask me ---------------------------------------------------------------------------
+    def iter_ask(self, n: int = 10):
+        """(In a worker) the candidates the concept is least sure about."""
+        from ..core.edits.more import ask
+
+        if self.editor is None:
+            raise InputError("Teach first: Shift+click an object like the ones you want.")
+        yield Progress("asking", 0, 1, "the concept scores the candidates")
+        questions = ask(self.editor, n)
+        if not questions:
+            raise InputError("No candidate on the background is left to ask about.")
+        yield Progress("asking", 1, 1, f"{len(questions)} questions")
+        return questions
+
+    def iter_answer(self, question, yes: bool):
+        """(In a worker) the edit of an answer: yes adds the candidate, no teaches."""
+        from ..core.edits.more import answer
+
+        made = answer(self.editor, question, yes)
+        yield Progress("answer", 1, 1, made.message)
+        return made, self.editor.table(_after(self.editor, made), made.rows)
+
+    def show_question(self, question, label: str) -> None:
+        """The candidate asked about: an outline over the labels, centred in view."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        self.discard_suggestion()
+        layer = self._layer()
+        preview = np.zeros(layer.data.shape, np.uint8)
+        preview[self.editor.plane or ...] = question.mask
+        colours = DirectLabelColormap(color_dict={1: "#ffd21f", None: "transparent"})
+        viewer = self.session.viewer
+        self.preview = viewer.add_labels(
+            preview, name=label, scale=layer.scale, translate=layer.translate, colormap=colours
+        )
+        self.preview.contour = 2
+        y0, x0, y1, x1 = question.box
+        centre = layer.data_to_world((*self.editor.plane, (y0 + y1) / 2, (x0 + x1) / 2))
+        camera_of(viewer).center = tuple(float(v) for v in centre[-2:])
+        viewer.layers.selection.active = layer
 
     def apply(self, made, table, world_point=None):
         """Write a computed edit into the output layer as one napari undo step (on the

@@ -32,6 +32,7 @@ from . import form
 from .choices import (
     ADD_FOLDER,
     CHOOSE_FILE,
+    OfferedFiles,
     ask_clip_choice,
     ask_file,
     clip_choices,
@@ -41,6 +42,7 @@ from .choices import (
     events,
     offer,
 )
+from .edit_controls import EditControls
 from .fields import params_from
 from .folder_results import FolderResults
 from .job import Request
@@ -48,6 +50,7 @@ from .panel import WorkerPanel, compact, one_line
 from .results_panel import ResultsPanel
 from .scripting import remember_widget
 from .session import ViewerSession
+from .suggest_controls import SuggestControls
 from .teaching_controls import TeachingControls
 from .toasts import post, sentence
 
@@ -81,10 +84,7 @@ class SlipWidget(WorkerPanel):
         #: The summary of the last folder run (see :func:`napari_slip.batch`).
         self.last_batch = None
         self._folder_running = False
-        self._sam_files: list[str] = []
-        self._clip_files: list[str] = []
-        self._clip_folders: list[str] = []
-        self._decoder_files: list[str] = []
+        self.files = OfferedFiles()  # model files chosen or saved: in the pickers
         image = lambda: self.image.value if hasattr(self, "image") else None  # noqa: E731
         self.image = ComboBox(label="Image", choices=lambda _w=None: form.image_choices(viewer))
         for name, widget in form.selection_fields().items():
@@ -126,7 +126,9 @@ class SlipWidget(WorkerPanel):
             setattr(self, name, widget)
         self.folder = Container(widgets=list(folder.values()), labels=True)
         self.results = ResultsPanel()
-        self.teaching = TeachingControls(self)  # concepts; clicks and keys that teach
+        self.teaching = TeachingControls(self)  # the concept row
+        self.edits = EditControls(self)  # clicks and keys that edit, their queue
+        self.suggest = SuggestControls(self, self.edits)  # Find more, Ask me
         self.folder_results = FolderResults(self)
         self._lay_out()
         self._connect()
@@ -142,7 +144,8 @@ class SlipWidget(WorkerPanel):
                  "decoder", "device", "scope", "output", "replace_existing", "show_advanced",
                  "show_folder")  # fmt: skip
         rows = [getattr(self, n) for n in names]
-        self.extend([*rows[:2], *self.teaching.widgets(), *rows[2:], *self.controls()])
+        teaching = [*self.teaching.widgets(), *self.edits.widgets(), *self.suggest.widgets()]
+        self.extend([*rows[:2], *teaching, *rows[2:], *self.controls()])
         # Full width under the form (not in a labelled row): the table needs the room.
         self.body().addWidget(self.results.native)
         self.body().addStretch(1)  # spare height goes below, not between rows
@@ -194,13 +197,13 @@ class SlipWidget(WorkerPanel):
     # --- choices ---------------------------------------------------------------------
 
     def _sam_choices(self, _widget=None):
-        return form.sam_choices(self._sam_files)
+        return form.sam_choices(self.files.sam)
 
     def _clip_choices(self, _widget=None):
-        return clip_choices(self._clip_files, self._clip_folders)
+        return clip_choices(self.files.clip, self.files.clip_folders)
 
     def _decoder_choices(self, _widget=None):
-        return decoder_choices(self._decoder_files, self._clip_folders)
+        return decoder_choices(self.files.decoder, self.files.clip_folders)
 
     def _on_checkpoint_saved(self, _path: str) -> None:
         self.clip.reset_choices()
@@ -216,20 +219,20 @@ class SlipWidget(WorkerPanel):
 
     def add_sam_file(self, path: str | Path) -> None:
         """Offer a SAM checkpoint file in the SAM picker and select it."""
-        offer(self.sam, self._sam_files, path)
+        offer(self.sam, self.files.sam, path)
 
     def add_clip_file(self, path: str | Path) -> None:
         """Offer a CLIP checkpoint file in the CLIP picker and select it."""
-        offer(self.clip, self._clip_files, path)
+        offer(self.clip, self.files.clip, path)
 
     def add_checkpoint_folder(self, folder: str | Path) -> None:
         """Scan another folder for fine-tuned CLIP checkpoints and trained decoders."""
-        offer(self.clip, self._clip_folders, folder, select=False)
+        offer(self.clip, self.files.clip_folders, folder, select=False)
         self.decoder.reset_choices()
 
     def add_decoder_file(self, path: str | Path) -> None:
         """Offer a trained decoder file in the decoder picker and select it."""
-        offer(self.decoder, self._decoder_files, path)
+        offer(self.decoder, self.files.decoder, path)
 
     def _on_decoder_choice(self, value) -> None:
         self.decoder.tooltip = decoder_tooltip(value)
@@ -369,7 +372,8 @@ class SlipWidget(WorkerPanel):
             return
         self.progress.value = self.progress.max
         self.show_outcome(result, request, notify=True)
-        self.teaching.update()
+        self.edits.update()
+        self.suggest.update()
 
     def show_outcome(self, result, request: Request, notify: bool = False) -> None:
         """Show a result: the status line, the results panel, the threshold's range."""

@@ -24,6 +24,11 @@ class InputError(SlipError, ValueError):
     """An input (image, labels, option) is not usable; the message says which and why."""
 
 
+class NothingToDo(InputError):
+    """An edit that would change nothing (a click on background, on no object): the
+    labels stay as they were; the message says why in one line."""
+
+
 class WeightsUnavailableError(SlipError):
     """Model weights are neither cached nor downloadable (offline, server down, ...)."""
 

@@ -28,16 +28,11 @@ import numpy as np
 import pandas as pd
 
 from ..concepts.features import ObjectFeatures, measure_objects
-from ..errors import InputError
+from ..errors import InputError, NothingToDo
 from ..pipeline.plane import PlaneHandle, proposals_of_masks
 from .carry import carry
-from .masks import MAX_FRACTION, box_of, component_at, split_between
+from .masks import box_of, checked, component_at, split_between
 from .table import Objects
-
-
-class NothingToDo(InputError):
-    """An edit that would change nothing (a click on background, on no object): the
-    labels stay as they were; the message says why in one line."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +140,7 @@ class LabelEditor:
         self.prompts: dict[int, dict] = {}
         #: Objects the user drew (added or refined): suggestions never remove them.
         self.chosen: set[int] = set()
+        self._highest = int(np.asarray(labels).max(initial=0))
         self.done: list[Edit] = []
         self.undone: list[Edit] = []
 
@@ -162,8 +158,9 @@ class LabelEditor:
         return yi, xi
 
     def next_id(self) -> int:
-        """The next free id: one above every id in the whole label image."""
-        return int(np.asarray(self.labels).max(initial=0)) + 1
+        """The next free id: one above every id in the label image and every id this
+        editor gave (a removed or merged object's id is never given again)."""
+        return max(int(np.asarray(self.labels).max(initial=0)), self._highest) + 1
 
     def at(self, plane: tuple[int, ...] | None) -> LabelEditor:
         """Edit ``plane`` next (a segmented plane of the stack; None: the current)."""
@@ -186,7 +183,7 @@ class LabelEditor:
                 "refine this object."
             )
         found = self.handle.decode([(yi + 0.5, xi + 0.5)], [True])
-        mask = self._check_size(found.mask)
+        mask = checked(found.mask)
         label = self.next_id()
         free = mask & (self.plane_labels == 0)
         if not free[yi, xi] or not free.any():
@@ -221,7 +218,7 @@ class LabelEditor:
             example = self._features(mask, needed=self.concept is not None)
             return Edit("remove", label, where, before, zeros, message, mask, example=example)
         mask = self.plane_labels == label
-        made = self._edit("remove", label, mask, 0, f"Removed object {label}.")
+        made = self.edit_of("remove", label, mask, 0, f"Removed object {label}.")
         return replace(made, example=self._features(mask, needed=self.concept is not None))
 
     def propose_refine(
@@ -243,7 +240,7 @@ class LabelEditor:
         all_points = [*prompt["points"], *((float(y), float(x), bool(p)) for y, x, p in points)]
         box = box if box is not None else prompt["box"]
         found = self.handle.decode([p[:2] for p in all_points], [p[2] for p in all_points], box)
-        mask = self._check_size(found.mask)
+        mask = checked(found.mask)
         mask &= (self.plane_labels == 0) | current  # never another object's pixels
         if not mask.any():
             raise NothingToDo(f"SAM's mask leaves object {label} empty: nothing changed.")
@@ -267,7 +264,7 @@ class LabelEditor:
             if not (self.plane_labels == label).any():
                 raise InputError(f"There is no object {label} on this plane.")
         mask = self.plane_labels == other
-        return self._edit("merge", keep, mask, keep, f"Merged object {other} into {keep}.")
+        return self.edit_of("merge", keep, mask, keep, f"Merged object {other} into {keep}.")
 
     def propose_split(
         self,
@@ -286,24 +283,7 @@ class LabelEditor:
         part = split_between(self.plane_labels == label, (ya, xa), (yb, xb))
         new = self.next_id()
         rows = {new: dict(self.objects.rows.get(label, {}))}
-        return self._edit("split", new, part, new, f"Split object {label}: {new} is new.", rows)
-
-    def propose_add_mask(self, mask: np.ndarray, plane=None, row: dict | None = None) -> Edit:
-        """``mask`` (the plane's shape, e.g. a candidate's) as a new object on its
-        background pixels; ``row``: its table row (score, similarity)."""
-        self.at(plane)
-        free = np.asarray(mask, dtype=bool) & (self.plane_labels == 0)
-        if not free.any():
-            raise NothingToDo("This object's pixels are all labelled already: nothing added.")
-        label = self.next_id()
-        rows = {label: {"prompt": self.prompt, "source_id": 0, **(row or {})}}
-        return self._edit("add", label, free, label, f"Added object {label}.", rows)
-
-    def propose_not(self, example: ObjectFeatures, message: str = "") -> Edit:
-        """No pixel changes: ``example`` is taught as "not this" (an answer of no)."""
-        empty = tuple(np.zeros(0, dtype=np.intp) for _ in range(self.labels.ndim))
-        none = np.zeros(0, dtype=self.labels.dtype)
-        return Edit("not", 0, empty, none, none, message or "Not this.", None, {}, example)
+        return self.edit_of("split", new, part, new, f"Split object {label}: {new} is new.", rows)
 
     # -- applying, undo and redo ----------------------------------------------------
     def apply(self, edit: Edit) -> Edit:
@@ -320,6 +300,7 @@ class LabelEditor:
     def record(self, edit: Edit) -> None:
         """What an applied edit changes in the table and teaches (no pixel work)."""
         self.objects.rows.update(edit.rows)
+        self._highest = max(self._highest, edit.label, *edit.rows)
         if edit.kind in ("add", "refine"):
             self.chosen.add(edit.label)
         if edit.kind == "remove":
@@ -372,17 +353,6 @@ class LabelEditor:
         return self.objects.table(np.asarray(plane), rows)
 
     # -- helpers --------------------------------------------------------------------
-    def _check_size(self, mask: np.ndarray) -> np.ndarray:
-        share = float(mask.mean())
-        if not mask.any():
-            raise NothingToDo("SAM found no object here: nothing was added.")
-        if share > MAX_FRACTION:
-            raise NothingToDo(
-                f"SAM's mask here covers {share:.0%} of the image (background?): nothing "
-                "was added. Click inside an object."
-            )
-        return mask.copy()
-
     def _index(self, mask: np.ndarray) -> tuple[np.ndarray, ...]:
         where = np.nonzero(mask)
         lead = tuple(np.full(where[0].shape, p, dtype=np.intp) for p in self.plane)
@@ -403,7 +373,8 @@ class LabelEditor:
         current = masks[self.plane]
         return Edit(kind, label, index, before, after, message, current, rows or {})
 
-    def _edit(self, kind, label, mask, value, message, rows=None) -> Edit:
+    def edit_of(self, kind, label, mask, value, message, rows=None) -> Edit:
+        """An edit setting ``value`` on the current plane's ``mask``."""
         before = self.plane_labels[mask]
         after = np.full(before.shape, value, dtype=before.dtype)
         return Edit(kind, label, self._index(mask), before, after, message, mask, rows or {})

@@ -5,9 +5,25 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..errors import NothingToDo
+
 #: A mask covering more than this share of the image is SAM answering "everything"
 #: (a click on background): it adds nothing.
 MAX_FRACTION = 0.5
+
+
+def checked(mask: np.ndarray) -> np.ndarray:
+    """SAM's mask as an edit takes it (a copy): refused when empty or most of the image
+    (:class:`~.editor.NothingToDo`, one line why)."""
+    share = float(mask.mean())
+    if not mask.any():
+        raise NothingToDo("SAM found no object here: nothing was added.")
+    if share > MAX_FRACTION:
+        raise NothingToDo(
+            f"SAM's mask here covers {share:.0%} of the image (background?): nothing "
+            "was added. Click inside an object."
+        )
+    return mask.copy()
 
 
 def component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
@@ -50,4 +66,4 @@ def split_between(mask: np.ndarray, first: tuple[int, int], second: tuple[int, i
     return out
 
 
-__all__ = ["MAX_FRACTION", "box_of", "component_at", "split_between"]
+__all__ = ["MAX_FRACTION", "box_of", "checked", "component_at", "split_between"]

@@ -25,7 +25,8 @@ from ..concepts.features import features_of
 from ..concepts.query import ConceptQuery
 from ..errors import InputError
 from ..runtime.generators import drain
-from .editor import Edit, LabelEditor
+from .editor import Edit, LabelEditor, NothingToDo
+from .masks import MAX_FRACTION
 
 #: A candidate whose pixels are this much labelled already is an object we have.
 MAX_COVERED = 0.2
@@ -102,7 +103,7 @@ def suggest(editor: LabelEditor, candidates=None, min_probability: float = 0.5) 
             continue
         y0, x0, y1, x1 = (int(v) for v in boxes[i])
         crop = np.asarray(crops[i], dtype=bool)
-        if not crop.any() or (original[y0:y1, x0:x1][crop] > 0).mean() > MAX_COVERED:
+        if _not_an_object(crop, original[y0:y1, x0:x1], original.size):
             continue
         free = crop & (plane[y0:y1, x0:x1] == 0)
         if free.sum() < 0.5 * crop.sum():  # mostly another suggestion's
@@ -147,7 +148,7 @@ def ask(editor: LabelEditor, n: int = 10, candidates=None) -> list[Question]:
     for i in np.argsort(np.abs(probs[:, k] - 0.5)):
         y0, x0, y1, x1 = (int(v) for v in boxes[i])
         crop = np.asarray(candidates.proposals.masks[i], dtype=bool)
-        if not crop.any() or (original[y0:y1, x0:x1][crop] > 0).mean() > MAX_COVERED:
+        if _not_an_object(crop, original[y0:y1, x0:x1], original.size):
             continue
         mask = np.zeros(original.shape, dtype=bool)
         mask[y0:y1, x0:x1] = crop
@@ -164,8 +165,16 @@ def answer(editor: LabelEditor, question: Question, yes: bool) -> Edit:
     """The edit of an answer: yes adds the candidate on background pixels (an example
     of the class), no changes no pixel (an example of "not this")."""
     if not yes:
-        return editor.propose_not(question.features, "Not this one: remembered.")
-    made = editor.propose_add_mask(question.mask, row=question.row)
+        empty = tuple(np.zeros(0, dtype=np.intp) for _ in range(editor.labels.ndim))
+        none = np.zeros(0, dtype=editor.labels.dtype)
+        message = "Not this one: remembered."
+        return Edit("not", 0, empty, none, none, message, None, {}, question.features)
+    free = question.mask & (editor.plane_labels == 0)
+    if not free.any():
+        raise NothingToDo("Its pixels are all labelled already: nothing added.")
+    label = editor.next_id()
+    rows = {label: {"prompt": editor.prompt, "source_id": 0, **question.row}}
+    made = editor.edit_of("add", label, free, label, f"Added object {label}.", rows)
     return replace(made, example=question.features)
 
 
@@ -177,6 +186,14 @@ def _probabilities(editor: LabelEditor, candidates) -> np.ndarray:
     query = ConceptQuery(editor.concept, editor.class_name)
     texts = handle.context.relevance.texts
     return probabilities(query.logits(candidates, texts, clip.logit_scale))
+
+
+def _not_an_object(crop: np.ndarray, labels: np.ndarray, size: int) -> bool:
+    """A candidate not to propose: empty, mostly labelled already (``labels``: under
+    its box), or most of the image of ``size`` pixels (SAM's "everything")."""
+    if not crop.any() or crop.sum() > MAX_FRACTION * size:
+        return True
+    return bool((labels[crop] > 0).mean() > MAX_COVERED)
 
 
 def _best_match(mine: np.ndarray, boxes: np.ndarray, crops) -> int | None:

@@ -1,0 +1,205 @@
+"""Clicks that edit, the napari way: a viewer mouse callback and key binding, and one
+queue of work run in napari's thread workers one job at a time, in order.
+
+- Shift+click adds the object under the cursor; Shift+right-click removes the one
+  there;
+- Alt+click / Alt+right-click refine the picked object (napari's label picker) with a
+  point inside / outside it;
+- Ctrl+Shift+click merges the object under the cursor into the picked one;
+- two Ctrl+clicks inside one object split it between the two points;
+- Shift+U (or Ctrl+Z on the Labels layer) undoes.
+
+The GUI thread only maps the click to a pixel and writes the computed edit
+(:class:`~.teaching.Teaching`); SAM, CLIP and the measurements run in the worker.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator
+from typing import Any
+
+from magicgui.widgets import LineEdit
+
+from ..core.errors import InputError, SlipError
+
+#: The key that undoes the last edit (napari's key-binding syntax); Ctrl+Z on the
+#: Labels layer does the same (napari's own undo: each edit is one step).
+UNDO_KEY = "Shift-U"
+HINT = "Shift+click adds the object under the cursor; Shift+right-click removes one; "
+HINT += "Alt+click / Alt+right-click refine the picked object with a point inside / outside; "
+HINT += "Ctrl+Shift+click merges an object into the picked one; two Ctrl+clicks split one; "
+HINT += f"{UNDO_KEY.replace('-', '+')} or Ctrl+Z undoes. Only the clicked object changes; "
+HINT += "each click is an example for the class below."
+#: Jobs waiting for the worker at most (more clicks are ignored, with a line).
+MAX_QUEUED = 32
+#: What the status says while a click's edit is computed.
+DOING = {"add": "Adding the object…", "remove": "Removing the object…", "split": "Splitting…"}
+
+
+class EditControls:
+    """The clicks' bindings, the class they teach, and the queue of work."""
+
+    def __init__(self, widget) -> None:
+        self.widget, self.viewer = widget, widget.viewer
+        self.teach_class = LineEdit(label="Clicks teach")
+        self.teach_class.tooltip = (
+            "The class Shift+clicks add examples of (default: the prompt). Type another "
+            "name to teach a concept of several classes; Save concept... keeps them."
+        )
+        self.teach_class.native.setPlaceholderText("the prompt")
+        #: The results panel's line of what was taught.
+        self.examples = widget.results.examples
+        self.examples.tooltip = HINT
+        self._queue: deque = deque()
+        self._worker: Any = None
+        self._split_from: tuple | None = None
+        widget.busy_parts.append(lambda: self.editing)  # a run waits for the edits
+        self.viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self.viewer.bind_key(UNDO_KEY, self._on_undo, overwrite=True)
+        widget.native.destroyed.connect(lambda *_: self.detach())
+
+    def widgets(self) -> list:
+        return [self.teach_class]
+
+    def detach(self) -> None:
+        """Unbind from the viewer (the dock is closed)."""
+        callbacks = self.viewer.mouse_drag_callbacks
+        if self._on_mouse in callbacks:
+            callbacks.remove(self._on_mouse)
+        from napari.utils.key_bindings import coerce_keybinding
+
+        if self.viewer.keymap.get(coerce_keybinding(UNDO_KEY)) == self._on_undo:
+            self.viewer.bind_key(UNDO_KEY, None)
+
+    # -- the queue ------------------------------------------------------------------------
+    @property
+    def editing(self) -> bool:
+        """Whether an edit (or a suggestion) is being computed or waits its turn."""
+        return self._worker is not None or bool(self._queue)
+
+    def submit(self, start: Callable[[], Generator | None], done: Callable, status: str) -> bool:
+        """Queue a job: ``start()`` (on the GUI thread, when its turn comes) returns the
+        generator the worker drains (None: nothing to do), ``done(result)`` takes its
+        result on the GUI thread. False when too many jobs wait."""
+        if len(self._queue) >= MAX_QUEUED:
+            self.widget.status.value = "Too many clicks waiting: this one was ignored."
+            return False
+        self._queue.append((start, done, status))
+        self._next()
+        return True
+
+    def _next(self) -> None:
+        from napari.qt.threading import create_worker
+
+        while self._worker is None and self._queue:
+            start, done, status = self._queue.popleft()
+            try:
+                work = start()
+            except SlipError as exc:
+                self.widget.show_error(exc)
+                continue
+            if work is None:
+                continue
+            handlers = {"returned": done, "errored": self._failed, "finished": self._finished}
+            self._worker = create_worker(_drained, work, _start_thread=False, _connect=handlers)
+            self.widget.status.value = status
+            self.widget.progress.native.setRange(0, 0)  # busy: a moving bar
+            self._worker.start()
+
+    def _failed(self, exc: BaseException) -> None:
+        from ..core.edits import NothingToDo
+
+        if isinstance(exc, NothingToDo):  # one line, no alarm: nothing changed
+            self.widget.status.value = str(exc)
+        else:
+            self.widget.show_error(exc)
+
+    def _finished(self) -> None:
+        self._worker = None
+        self.widget.progress.native.setRange(0, 1)
+        self.widget.reset_progress()
+        self._next()
+
+    # -- clicks and keys ------------------------------------------------------------------
+    def _on_mouse(self, viewer, event) -> None:
+        if event.button not in (1, 2):
+            return
+        kind = _kind(event.modifiers, event.button)
+        if kind is None or self.widget.running or self.widget.session.last is None:
+            return  # not ours, or an edit during a run: ignored (the run replaces it)
+        position = tuple(event.position)
+        status = DOING.get(kind, "Editing the picked object…")
+        self.submit(
+            lambda: self._start(kind, position),
+            lambda out: self.apply_result(out, position),
+            status,
+        )
+
+    def _start(self, kind: str, position: tuple):
+        """A click's turn: the pixel, the picked object and the class, read here."""
+        session = self.widget.session
+        plane, y, x = session.teaching.prepare(position)
+        if kind == "split" and self._split_from is None:
+            self._split_from = (plane, y, x)
+            self.widget.status.value = "Ctrl+click a second point inside the object to split."
+            return None
+        first = None
+        if kind == "split":
+            (first_plane, *first), self._split_from = self._split_from, None
+            if first_plane != plane:
+                raise InputError("The two split points are on different planes: click one.")
+        layer = session.last.layer
+        label = int(layer.selected_label) if layer is not None else 0
+        teaching = session.teaching
+        teaching.class_name = self.teach_class.value.strip() or None
+        return teaching.iter_edit(kind, plane, y, x, label, tuple(first) if first else None)
+
+    def apply_result(self, out, position=None) -> None:
+        """Write a computed edit (the worker's ``(edit, table)``) and show it."""
+        try:
+            result = self.widget.session.teaching.apply(*out, position)
+        except SlipError as exc:
+            self.widget.show_error(exc)
+            return
+        self.shown(result)
+
+    def _on_undo(self, viewer=None) -> None:
+        if self.widget.busy:
+            return
+        if self.widget.session.undo_correction() is not None:
+            self.update()
+
+    def shown(self, result) -> None:
+        """A result after an edit: the status, the panel, the examples line."""
+        self.widget.show_outcome(result, self.widget.session.last.request)
+        self.update()
+
+    def update(self) -> None:
+        """The examples line: what has been taught, and how to teach."""
+        summary = self.widget.session.teaching.summary
+        self.examples.value = (
+            summary or "Shift+click adds an object, Shift+right-click removes one."
+        )
+
+
+def _drained(work: Generator):
+    """The worker's generator function: ``work``'s events, then its result."""
+    return (yield from work)
+
+
+def _kind(modifiers, button: int) -> str | None:
+    """The edit a click with ``modifiers`` and ``button`` (1 left, 2 right) asks for."""
+    shift, ctrl, alt = "Shift" in modifiers, "Control" in modifiers, "Alt" in modifiers
+    if ctrl and shift:
+        return "merge" if button == 1 else None
+    if ctrl:
+        return "split" if button == 1 else None
+    if shift:
+        return "add" if button == 1 else "remove"
+    if alt:
+        return "inside" if button == 1 else "outside"
+    return None
+
+
+__all__ = ["HINT", "UNDO_KEY", "EditControls"]

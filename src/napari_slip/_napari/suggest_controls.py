@@ -1,0 +1,139 @@
+"""The concept your clicks taught, asked on purpose: **Find more like these** (a
+preview of what it would add and remove, applied or discarded in one step) and **Ask
+me** (the candidates it is least sure about, one by one: Y yes, N no, Esc stop; each
+answer is an example). The work runs in the clicks' queue (:mod:`.edit_controls`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from magicgui.widgets import Container, PushButton
+
+from ..core.errors import SlipError
+
+#: How many candidates Ask me asks about at most, and its keys.
+QUESTIONS = 10
+YES, NO, STOP = "Y", "N", "Escape"
+
+
+class SuggestControls:
+    """Find more like these, Apply / Discard, Ask me."""
+
+    def __init__(self, widget, edits) -> None:
+        self.widget, self.edits, self.viewer = widget, edits, widget.viewer
+        self.more = PushButton(text="Find more like these")
+        self.more.tooltip = (
+            "Show what the concept your clicks taught would add and remove (an outline "
+            "over the labels); nothing changes until you press Apply."
+        )
+        self.apply_more = PushButton(text="Apply")
+        self.apply_more.tooltip = "Apply the suggestion in one step (Ctrl+Z undoes it)."
+        self.discard_more = PushButton(text="Discard")
+        self.ask_button = PushButton(text="Ask me")
+        self.ask_button.tooltip = (
+            f"Show the objects the concept is least sure about, one by one: {YES} yes "
+            f"(added), {NO} no (remembered as not this), {STOP} stops."
+        )
+        self.more.changed.connect(lambda *_: self.find_more())
+        self.apply_more.changed.connect(lambda *_: self.apply_suggestion())
+        self.discard_more.changed.connect(lambda *_: self.discard_suggestion())
+        self.ask_button.changed.connect(lambda *_: self.ask())
+        buttons = [self.more, self.ask_button, self.apply_more, self.discard_more]
+        self.row = Container(widgets=buttons, layout="horizontal", labels=False)
+        self.row.margins = (0, 0, 0, 0)
+        self.questions: list[Any] = []
+        self._keys: dict[str, Any] = {}
+        self.update()
+
+    def widgets(self) -> list:
+        return [self.row]
+
+    def update(self) -> None:
+        """Apply and Discard while a suggestion is shown; Find more and Ask me otherwise."""
+        shown = self.widget.session.teaching.suggestion is not None
+        self.apply_more.visible = self.discard_more.visible = shown
+        self.more.visible = self.ask_button.visible = not shown
+
+    # -- find more --------------------------------------------------------------------------
+    def find_more(self) -> None:
+        """Compute the concept's suggestion in a worker, then show it."""
+        if self.widget.running:
+            return
+        teaching = self.widget.session.teaching
+        self.edits.submit(teaching.iter_find_more, self._suggested, "Finding more like these…")
+
+    def _suggested(self, out) -> None:
+        suggestion, table = out
+        self.widget.session.teaching.show_suggestion(suggestion, table)
+        self.update()
+        self.widget.status.value = f"{suggestion.message} Apply or Discard."
+
+    def apply_suggestion(self) -> None:
+        if self.widget.running:
+            return
+        try:
+            result = self.widget.session.teaching.apply_suggestion()
+        except SlipError as exc:
+            self.widget.show_error(exc)
+            result = None
+        self.update()
+        if result is not None:
+            self.edits.shown(result)
+
+    def discard_suggestion(self) -> None:
+        self.widget.session.teaching.discard_suggestion()
+        self.update()
+        self.widget.status.value = "Suggestion discarded: nothing changed."
+
+    # -- ask me -----------------------------------------------------------------------------
+    def ask(self) -> None:
+        """Find the least sure candidates in a worker, then ask about the first."""
+        if self.widget.running:
+            return
+        teaching = self.widget.session.teaching
+        self.edits.submit(lambda: teaching.iter_ask(QUESTIONS), self._asked, "Asking…")
+
+    def _asked(self, questions) -> None:
+        self.questions = list(questions)
+        for key, answer in ((YES, True), (NO, False)):
+            self._keys[key] = self.viewer.keymap.get(key)
+            self.viewer.bind_key(key, lambda _v, a=answer: self.answer(a), overwrite=True)
+        self._keys[STOP] = self.viewer.keymap.get(STOP)
+        self.viewer.bind_key(STOP, lambda _v: self.stop(), overwrite=True)
+        self._show()
+
+    def _show(self) -> None:
+        if not self.questions:
+            return self.stop("No more questions.")
+        question, teaching = self.questions[0], self.widget.session.teaching
+        name = teaching.editor.class_name or "one of them"
+        keys = f"{YES} yes, {NO} no, {STOP} stop"
+        teaching.show_question(question, f"question: {name}?")
+        self.widget.status.value = f"Is this {name}? (p = {question.probability:.2f}) {keys}."
+        return None
+
+    def answer(self, yes: bool) -> None:
+        """The shown candidate is (``yes``) or is not an object of the class."""
+        if not self.questions or self.edits.editing:
+            return
+        question, teaching = self.questions.pop(0), self.widget.session.teaching
+        teaching.discard_suggestion()
+        status = "Adding it…" if yes else "Remembering: not this."
+        self.edits.submit(lambda: teaching.iter_answer(question, yes), self._answered, status)
+
+    def _answered(self, out) -> None:
+        self.edits.apply_result(out)
+        self._show()
+
+    def stop(self, message: str = "Stopped asking.") -> None:
+        """No more questions: the keys are given back, the outline goes."""
+        self.questions = []
+        for key, previous in self._keys.items():
+            self.viewer.bind_key(key, previous, overwrite=True)
+        self._keys = {}
+        self.widget.session.teaching.discard_suggestion()
+        self.widget.status.value = message
+
+
+__all__ = ["QUESTIONS", "SuggestControls"]
