@@ -6,6 +6,7 @@ measurement (real thread, given up when a run starts), and what `models` prints.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,7 +305,7 @@ def test_hostile_cache_values_are_no_measurement(monkeypatch):
     with open(path, "w") as fh:  # a sparse 1 GB file: never read whole
         fh.truncate(1 << 30)
     reads = []
-    monkeypatch.setattr(autotune.Path, "read_text", lambda self, *a, **k: reads.append(self))
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self))
     assert autotune.load_measurement() is None and not reads
 
 
@@ -313,7 +314,7 @@ def test_the_cache_is_parsed_once_per_version_of_the_file(monkeypatch):
     _saved_with_threads(1)
     parsed = []
     loads = json.loads
-    monkeypatch.setattr(autotune.json, "loads", lambda text: parsed.append(1) or loads(text))
+    monkeypatch.setattr(json, "loads", lambda text: parsed.append(1) or loads(text))
     for _ in range(50):  # every plane of a stack asks
         assert autotune.load_measurement() is not None
     assert len(parsed) == 1
@@ -330,7 +331,7 @@ def test_an_unwritable_cache_folder_measures_nothing_in_vain(monkeypatch, tmp_pa
     from napari_slip.core.errors import InputError
 
     if os.geteuid() == 0:
-        monkeypatch.setattr(autotune.os, "access", lambda path, mode: False)
+        monkeypatch.setattr(os, "access", lambda path, mode: False)
     folder = tmp_path / "cache"
     folder.mkdir()
     monkeypatch.setenv("NAPARI_SLIP_CACHE", str(folder))

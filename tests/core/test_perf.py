@@ -169,6 +169,7 @@ def test_an_unknown_cpu_gets_fp32(monkeypatch):
         raise OSError("no /proc/cpuinfo on this system")
 
     perf.cpu_info.cache_clear()
+    perf.cpuinfo_text.cache_clear()
     monkeypatch.setattr(perf, "open", no_cpuinfo, raising=False)
     try:
         assert perf.cpu_info()["flags"] == [] and not perf.cpu_info()["known"]
@@ -178,6 +179,7 @@ def test_an_unknown_cpu_gets_fp32(monkeypatch):
     finally:
         monkeypatch.undo()
         perf.cpu_info.cache_clear()
+        perf.cpuinfo_text.cache_clear()
 
 
 def test_allocator_tuning_is_opt_in_and_can_be_refused(monkeypatch):

@@ -22,10 +22,10 @@ class SuggestControls:
 
     def __init__(self, widget, edits) -> None:
         self.widget, self.edits, self.viewer = widget, edits, widget.viewer
-        self.more = PushButton(text="Find more like these")
+        self.more = PushButton(text="More like these")
         self.more.tooltip = (
-            "Show what the concept your clicks taught would add and remove (an outline "
-            "over the labels); nothing changes until you press Apply."
+            "Find more like these: what the concept your clicks taught would add and "
+            "remove, shown as an outline over the labels; nothing changes until Apply."
         )
         self.apply_more = PushButton(text="Apply")
         self.apply_more.tooltip = "Apply the suggestion in one step (Ctrl+Z undoes it)."

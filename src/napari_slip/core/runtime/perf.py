@@ -41,7 +41,6 @@ CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
 
 
 @functools.cache
-@functools.cache
 def cpuinfo_text() -> str | None:
     """``/proc/cpuinfo`` (None where there is none), read once per process: the CPU does
     not change while it runs, and every plane of a stack asks."""
@@ -52,6 +51,7 @@ def cpuinfo_text() -> str | None:
         return None
 
 
+@functools.cache
 def cpu_info() -> dict:
     """``{"model": name, "flags": [...], "known": bool}``: the CPU's model name and which
     of :data:`CPU_FLAGS` it has, read from ``/proc/cpuinfo`` (``known``); elsewhere
