@@ -394,3 +394,57 @@ def test_clicks_teach_the_named_class_and_ask_me_answers_teach(teach, qtbot):
     QTest.keyClick(canvas, Qt.Key.Key_Escape)
     assert not widget.suggest.questions and widget.session.teaching.preview is None
     assert "Y" not in [str(k) for k in viewer.keymap]  # the key given back
+
+
+def _drag(viewer, layer, start, end, keys=SHIFT):
+    """A real Shift+drag on the canvas from data pixel ``start`` to ``end`` of
+    ``layer``: press, moves, release (Qt events), then until its edit is applied."""
+    from qtpy.QtCore import QEvent, QPointF
+    from qtpy.QtGui import QMouseEvent
+    from qtpy.QtWidgets import QApplication
+
+    canvas = viewer.window._qt_viewer.canvas
+    transform = canvas.view.transform * canvas.view.scene.transform
+    points = []
+    for t in np.linspace(0, 1, 6):
+        y, x = (s + t * (e - s) for s, e in zip(start, end, strict=True))
+        wy, wx = layer.data_to_world((y, x))
+        points.append(QPointF(*transform.map([wx, wy])[:2]))
+    left = Qt.MouseButton.LeftButton
+    QTest.mousePress(canvas.native, left, keys, points[0].toPoint())
+    for p in points[1:]:
+        move = QMouseEvent(QEvent.Type.MouseMove, p, canvas.native.mapToGlobal(p),
+                           Qt.MouseButton.NoButton, left, keys)  # fmt: skip
+        QApplication.sendEvent(canvas.native, move)
+    QTest.mouseRelease(canvas.native, left, keys, points[-1].toPoint())
+    widget = _WIDGETS[viewer]
+    while widget.edits.editing:
+        QTest.qWait(20)
+
+
+def test_a_shift_drag_adds_the_object_in_the_box(teach, qtbot):
+    """A Shift+drag is a box prompt, not a click: SAM's object in the box (the fixture
+    SAM never learnt boxes, so what may change is judged: background pixels inside the
+    box's reach only, one new id) or a refusal in one line; the camera does not pan."""
+    from napari_slip._napari.layers import camera_of
+
+    viewer, widget, run, _, truth = teach
+    run()
+    layer = widget.session.last.layer
+    image = viewer.layers["cells"]
+    missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
+    ys, xs = np.nonzero(truth[0] == missed[0])
+    before = layer.data.copy()
+    centre = tuple(camera_of(viewer).center)
+    _drag(viewer, image, (ys.min() - 3, xs.min() - 3), (ys.max() + 3, xs.max() + 3))
+    assert tuple(camera_of(viewer).center) == centre
+    box = widget.session.teaching.editor.prompts
+    changed = layer.data != before
+    if changed.any():  # an object: one new id on background pixels, from this box
+        label = int(layer.data[changed][0])
+        assert np.array_equal(changed, layer.data == label) and not before[changed].any()
+        drawn = np.array(box[label]["box"])
+        expected = np.array([ys.min() - 3, xs.min() - 3, ys.max() + 3, xs.max() + 3])
+        assert np.abs(drawn - expected - 0.5).max() <= 1.5  # the box drawn, pixel centres
+    else:  # the box's answer refused in one line (not a click's), nothing changed
+        assert "SAM's mask in this box covers" in widget.status.value

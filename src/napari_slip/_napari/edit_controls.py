@@ -22,11 +22,13 @@ from typing import Any
 from magicgui.widgets import LineEdit
 
 from ..core.errors import InputError, SlipError
+from .layers import camera_of
 
 #: The key that undoes the last edit (napari's key-binding syntax); Ctrl+Z on the
 #: Labels layer does the same (napari's own undo: each edit is one step).
 UNDO_KEY = "Shift-U"
-HINT = "Shift+click adds the object under the cursor; Shift+right-click removes one; "
+HINT = "Shift+click adds the object under the cursor (Shift+drag: the one in a box); "
+HINT += "Shift+right-click removes one; "
 HINT += "Alt+click / Alt+right-click refine the picked object with a point inside / outside; "
 HINT += "Ctrl+Shift+click merges an object into the picked one; two Ctrl+clicks split one; "
 HINT += f"{UNDO_KEY.replace('-', '+')} or Ctrl+Z undoes. Only the clicked object changes; "
@@ -122,19 +124,40 @@ class EditControls:
         self._next()
 
     # -- clicks and keys ------------------------------------------------------------------
-    def _on_mouse(self, viewer, event) -> None:
+    def _on_mouse(self, viewer, event):
+        """A napari drag callback: a click edits at once; a Shift+drag draws a box (the
+        camera does not pan meanwhile) whose object is added on release."""
         if event.button not in (1, 2):
             return
         kind = _kind(event.modifiers, event.button)
         if kind is None or self.widget.running or self.widget.session.last is None:
             return  # not ours, or an edit during a run: ignored (the run replaces it)
-        position = tuple(event.position)
+        start = tuple(event.position)
+        end = start
+        if kind == "add":
+            camera = camera_of(viewer)
+            panning, camera.mouse_pan = camera.mouse_pan, False
+            try:
+                yield
+                while event.type == "mouse_move":
+                    end = tuple(event.position)
+                    yield
+                end = tuple(event.position)
+            finally:
+                camera.mouse_pan = panning
+        if kind == "add" and _dragged(viewer, start, end):
+            self.submit(lambda: self._start_box(start, end), self.apply_result, DOING["add"])
+            return
         status = DOING.get(kind, "Editing the picked object…")
-        self.submit(
-            lambda: self._start(kind, position),
-            lambda out: self.apply_result(out, position),
-            status,
-        )
+        done = lambda out: self.apply_result(out, start)  # noqa: E731
+        self.submit(lambda: self._start(kind, start), done, status)
+
+    def _start_box(self, start: tuple, end: tuple):
+        teaching = self.widget.session.teaching
+        plane, y0, x0 = teaching.prepare(start)
+        _, y1, x1 = teaching.prepare(end)
+        teaching.class_name = self.teach_class.value.strip() or None
+        return teaching.iter_edit("box", plane, y1, x1, first=(y0, x0))
 
     def _start(self, kind: str, position: tuple):
         """A click's turn: the pixel, the picked object and the class, read here."""
@@ -181,6 +204,13 @@ class EditControls:
         self.examples.value = (
             summary or "Shift+click adds an object, Shift+right-click removes one."
         )
+
+
+def _dragged(viewer, start: tuple, end: tuple) -> bool:
+    """Whether the mouse moved a few screen pixels between press and release."""
+    zoom = camera_of(viewer).zoom  # screen pixels per world unit
+    moved = max(abs(a - b) for a, b in zip(start[-2:], end[-2:], strict=True))
+    return moved * zoom >= 4
 
 
 def _drained(work: Generator):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core.edits.box import propose_box
 from ..core.errors import InputError
 from ..core.runtime.progress import Progress
 from .layers import camera_of, features_for, new_labels_layer
@@ -27,7 +28,8 @@ from .layers import camera_of, features_for, new_labels_layer
 ADDED, REMOVED = "#2ee62e", "#ff33cc"
 #: What the status says while an edit is computed; the edits SAM decodes.
 _DOING = {"add": "adding the object", "remove": "removing the object", "split": "splitting"}
-_DECODES = ("add", "inside", "outside")
+_DOING["box"] = _DOING["add"]
+_DECODES = ("add", "box", "inside", "outside")
 
 
 class Teaching:
@@ -139,8 +141,9 @@ class Teaching:
         """Compute (in a worker) the edit of a click at pixel (``y``, ``x``) of
         ``plane`` (from :meth:`prepare`): ``add`` the object there, ``remove`` it,
         refine object ``label`` with a point ``inside`` or ``outside`` it, ``merge`` the
-        object there into object ``label``, or ``split`` the object holding ``first``
-        and (y, x). Returns the edit and the table after it; nothing is written."""
+        object there into object ``label``, ``split`` the object holding ``first``
+        and (y, x), or add the object in the ``box`` from ``first`` to (y, x).
+        Returns the edit and the table after it; nothing is written."""
         editor = self._editor(plane)
         self._teach_class(editor)
         what = _DOING.get(kind, f"{kind} object {label}")
@@ -160,6 +163,8 @@ class Teaching:
             made = editor.propose_merge(label, other)
         elif kind == "split" and first is not None:
             made = editor.propose_split(first, (y, x))
+        elif kind == "box" and first is not None:
+            made = propose_box(editor, (*first, y, x))
         else:
             raise InputError(f"An edit adds, removes, refines, merges or splits; got {kind!r}.")
         table = editor.table(_after(editor, made), made.rows)

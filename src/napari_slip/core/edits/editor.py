@@ -189,8 +189,8 @@ class LabelEditor:
         if not free[yi, xi] or not free.any():
             raise NothingToDo("SAM found no object here: nothing was added.")
         free = component_at(free, yi, xi)
-        example = self._features(free)
-        row = self._new_row(example)
+        example = self.features(free)
+        row = self.row_of(example)
         self.prompts[label] = {"points": [(yi + 0.5, xi + 0.5, True)], "box": None}
         masks = {self.plane: free}
         if self.linked:
@@ -215,11 +215,11 @@ class LabelEditor:
             mask = self.plane_labels == label
             message = f"Removed object {label}."
             zeros = np.zeros_like(before)
-            example = self._features(mask, needed=self.concept is not None)
+            example = self.features(mask, needed=self.concept is not None)
             return Edit("remove", label, where, before, zeros, message, mask, example=example)
         mask = self.plane_labels == label
         made = self.edit_of("remove", label, mask, 0, f"Removed object {label}.")
-        return replace(made, example=self._features(mask, needed=self.concept is not None))
+        return replace(made, example=self.features(mask, needed=self.concept is not None))
 
     def propose_refine(
         self,
@@ -249,8 +249,8 @@ class LabelEditor:
         after = np.where(mask, label, 0)
         index = self._index(changed)
         before = self.plane_labels[changed]
-        example = self._features(mask)
-        row = {**self.objects.rows.get(label, {}), **self._new_row(example, keep_score=True)}
+        example = self.features(mask)
+        row = {**self.objects.rows.get(label, {}), **self.row_of(example, keep_score=True)}
         after = after[changed].astype(before.dtype)
         message = f"Refined object {label}."
         return Edit("refine", label, index, before, after, message, mask, {label: row}, example)
@@ -387,7 +387,7 @@ class LabelEditor:
         after = plane[changed].astype(before.dtype)
         return Edit(kind, 0, self._index(changed), before, after, message, None, rows or {})
 
-    def _features(self, mask: np.ndarray, needed: bool = True) -> ObjectFeatures | None:
+    def features(self, mask: np.ndarray, needed: bool = True) -> ObjectFeatures | None:
         """The object's features (measurements and its CLIP crop embedding)."""
         if not needed:
             return None
@@ -395,7 +395,7 @@ class LabelEditor:
         clip = self.handle.embed_masks([mask])
         return ObjectFeatures(measure_objects(self.handle.image, proposals), clip)
 
-    def _new_row(self, example: ObjectFeatures, keep_score: bool = False) -> dict:
+    def row_of(self, example: ObjectFeatures, keep_score: bool = False) -> dict:
         """An object's similarity to the prompt (its CLIP crop), as a run computes it."""
         row: dict = {"prompt": self.prompt, "source_id": 0}
         if self.prompt:

@@ -12,16 +12,16 @@ from ..errors import NothingToDo
 MAX_FRACTION = 0.5
 
 
-def checked(mask: np.ndarray) -> np.ndarray:
+def checked(mask: np.ndarray, where: str = "here") -> np.ndarray:
     """SAM's mask as an edit takes it (a copy): refused when empty or most of the image
-    (:class:`~.editor.NothingToDo`, one line why)."""
+    (:class:`~..errors.NothingToDo`, one line why; ``where`` names the prompt)."""
     share = float(mask.mean())
     if not mask.any():
-        raise NothingToDo("SAM found no object here: nothing was added.")
+        raise NothingToDo(f"SAM found no object {where}: nothing was added.")
     if share > MAX_FRACTION:
         raise NothingToDo(
-            f"SAM's mask here covers {share:.0%} of the image (background?): nothing "
-            "was added. Click inside an object."
+            f"SAM's mask {where} covers {share:.0%} of the image (background?): nothing "
+            "was added. Click (or draw a box) inside an object."
         )
     return mask.copy()
 
