@@ -448,3 +448,20 @@ def test_a_shift_drag_adds_the_object_in_the_box(teach, qtbot):
         assert np.abs(drawn - expected - 0.5).max() <= 1.5  # the box drawn, pixel centres
     else:  # the box's answer refused in one line (not a click's), nothing changed
         assert "SAM's mask in this box covers" in widget.status.value
+
+
+def test_a_click_after_the_image_changed_is_refused_in_one_line(teach, qtbot):
+    viewer, widget, run, rgbs, truth = teach
+    run()
+    layer = widget.session.last.layer
+    image = viewer.layers["cells"]
+    before = layer.data.copy()
+    image.data = rgbs[1]  # another image in the same layer
+    missed = [v for v in np.unique(truth[0])[1:] if not before[truth[0] == v].any()]
+    _click(viewer, image, *_centre(truth[0] == missed[0]))
+    assert "changed since it was segmented" in widget.status.value
+    np.testing.assert_array_equal(layer.data, before)
+    for _ in range(40):  # a burst of clicks: queued at most 32, none lost or crashing
+        _click(viewer, image, 5, 5, wait=False)
+    qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
+    np.testing.assert_array_equal(layer.data, before)

@@ -37,6 +37,8 @@ class Output:
     layer: Any
     created: bool
     result: StackResult
+    #: The image layer's data when it was segmented (an edit decodes on that image).
+    image_data: Any = None
 
 
 class ViewerSession:
@@ -87,11 +89,11 @@ class ViewerSession:
         self.teaching.reset()
         if output is None:
             layer = self.new_layer(request, result) if result.n_objects else None
-            self.last = Output(request, layer, created=True, result=result)
+            self.last = Output(request, layer, True, result, request.image_layer.data)
         else:
             write_into_layer(output, result, replace=replace_labels)
             layer = output
-            self.last = Output(request, output, created=False, result=result)
+            self.last = Output(request, output, False, result, request.image_layer.data)
         labels = request.labels_layer
         if hide_proposals and labels is not None and labels in self.viewer.layers:
             labels.visible = False  # dropped proposals would look selected

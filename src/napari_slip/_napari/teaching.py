@@ -115,6 +115,13 @@ class Teaching:
                 "and run again."
             )
         layer = last.request.image_layer
+        if layer not in self.session.viewer.layers:
+            raise InputError(f"The image {layer.name!r} was removed: run again to edit.")
+        if last.image_data is not None and layer.data is not last.image_data:
+            raise InputError(
+                f"The image {layer.name!r} changed since it was segmented: press Run "
+                "again before editing (edits decode on the image that was segmented)."
+            )
         data = np.asarray(layer.world_to_data(tuple(world_point)), dtype=float)
         point = data[list(spatial_axes(last.request))]
         lead = tuple(round(float(v)) for v in point[:-2])
