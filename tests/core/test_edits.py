@@ -361,3 +361,37 @@ def test_ask_me_shows_the_least_sure_and_answers_teach(seg, scene):
     editor.undo()
     editor.undo()
     assert np.array_equal(editor.labels, before) and concept.counts()[None] == 0
+
+
+def test_a_click_on_a_tracked_time_series_adds_one_track(trained_sam_path, tmp_path):
+    """Along T the same: the clicked object is carried frame by frame and keeps one id
+    (its track) in every frame; the table has its row per frame."""
+    from napari_slip.testing import write_tiny_clip
+
+    clip = write_tiny_clip(tmp_path / "clip.safetensors")
+    params = SamProposalParams(**FIXTURE_AMG, min_area=30)
+    seg = Segmenter(str(trained_sam_path), str(clip), "cpu", sam_params=params,
+                    disk_cache=False, cache_size=8)  # fmt: skip
+    rgbs, truths = scenes(3, seed=11)
+    rgb, truth = rgbs[2], truths[2]
+    frames = [np.roll(rgb, 2 * t, axis=1) for t in range(5)]  # drifting 2 px a frame
+    truth_t = np.stack([np.roll(truth, 2 * t, axis=1) for t in range(5)])
+    target = int(np.unique(truth)[1])
+    given = np.where(truth_t == target, 0, truth_t)
+    options = {"axes": "TYXS", "mode": "threshold", "threshold": -1}
+    result = seg.segment(np.stack(frames), "nucleus", labels=given, **options)
+    assert result.linked is not None
+    editor = napari_slip.edit(result, seg)
+    before = editor.labels.copy()
+    ys, xs = np.nonzero(truth_t[2] == target)
+    c = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    made = editor.add_at(ys[c] + 0.5, xs[c] + 0.5, plane=(2,))
+    for t in range(5):
+        new = editor.labels[t] == made.label
+        assert _iou(new, truth_t[t] == target) >= 0.7, t  # one id, frame by frame
+    assert np.array_equal(
+        editor.labels[editor.labels != made.label], before[editor.labels != made.label]
+    )
+    rows = editor.table()
+    mine = rows[rows["id"] == made.label]
+    assert sorted(mine["t"]) == [0, 1, 2, 3, 4] and set(mine["track_id"]) == {made.label}
