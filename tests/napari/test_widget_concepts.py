@@ -226,13 +226,13 @@ def test_find_more_previews_then_applies_in_one_undo_step(teach, qtbot):
     assert controls.more.visible and not controls.apply_more.visible
     controls.more.native.click()
     qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
-    suggestion, _ = widget.session.teaching.suggestion
+    suggestion, _ = widget.session.suggestions.suggestion
     assert suggestion.added  # objects like the examples: the missed ones
     added = np.zeros_like(taught)
     added[suggestion.edit.index] = suggestion.edit.after
     found = {int(v) for v in np.unique(truth[0][added > 0])} - {0}
     assert set(missed[1:]) <= found
-    preview = widget.session.teaching.preview
+    preview = widget.session.suggestions.preview
     assert preview in viewer.layers and preview.name.startswith("suggestion: Adds")
     np.testing.assert_array_equal(layer.data, taught)  # a preview only
     assert controls.apply_more.visible and not controls.more.visible
@@ -248,7 +248,7 @@ def test_find_more_previews_then_applies_in_one_undo_step(teach, qtbot):
     controls.more.native.click()
     qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
     controls.discard_more.native.click()
-    assert widget.session.teaching.preview is None
+    assert widget.session.suggestions.preview is None
     np.testing.assert_array_equal(layer.data, taught)
 
 
@@ -376,7 +376,7 @@ def test_clicks_teach_the_named_class_and_ask_me_answers_teach(teach, qtbot):
     qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
     assert widget.suggest.questions and "Is this round?" in widget.status.value
     first = widget.suggest.questions[0]
-    assert widget.session.teaching.preview is not None
+    assert widget.session.suggestions.preview is not None
     before = layer.data.copy()
     canvas = viewer.window._qt_viewer.canvas.native
     QTest.keyClick(canvas, Qt.Key.Key_N)
@@ -392,7 +392,7 @@ def test_clicks_teach_the_named_class_and_ask_me_answers_teach(teach, qtbot):
         assert concept.counts()["round"] == 2
     assert first is not None
     QTest.keyClick(canvas, Qt.Key.Key_Escape)
-    assert not widget.suggest.questions and widget.session.teaching.preview is None
+    assert not widget.suggest.questions and widget.session.suggestions.preview is None
     assert "Y" not in [str(k) for k in viewer.keymap]  # the key given back
 
 
@@ -465,3 +465,23 @@ def test_a_click_after_the_image_changed_is_refused_in_one_line(teach, qtbot):
         _click(viewer, image, 5, 5, wait=False)
     qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
     np.testing.assert_array_equal(layer.data, before)
+
+
+def test_naparis_eraser_and_the_table_follows(teach, qtbot):
+    """A click with napari's own eraser on an object: the table's area (and every
+    measurement) follows the pixels, measured in the worker."""
+    viewer, widget, run, _, _ = teach
+    run()
+    layer = widget.session.last.layer
+    before = layer.data.copy()
+    area = layer.features.set_index("index").loc[1, "area"]
+    viewer.layers.selection.active = layer
+    layer.mode = "erase"
+    layer.brush_size = 8
+    _click(viewer, layer, *_centre(before == 1), keys=Qt.KeyboardModifier.NoModifier)
+    qtbot.waitUntil(lambda: not widget.edits.editing, timeout=60_000)
+    erased = int((before == 1).sum() - (layer.data == 1).sum())
+    assert erased > 0
+    row = layer.features.set_index("index").loc[1]
+    assert row["area"] == area - erased == (layer.data == 1).sum()
+    assert widget.session.last.result.table.set_index("id").loc[1, "area"] == row["area"]

@@ -56,6 +56,8 @@ class EditControls:
         self._queue: deque = deque()
         self._worker: Any = None
         self._split_from: tuple | None = None
+        self._followed: Any = None
+        self._measuring = False
         widget.busy_parts.append(lambda: self.editing)  # a run waits for the edits
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
         self.viewer.bind_key(UNDO_KEY, self._on_undo, overwrite=True)
@@ -198,8 +200,39 @@ class EditControls:
         self.widget.show_outcome(result, self.widget.session.last.request)
         self.update()
 
+    # -- napari's own brush -------------------------------------------------------------
+    def follow(self, layer) -> None:
+        """Measure the table again after each brush stroke, fill or erase on ``layer``
+        (the output), in the worker; the run's columns follow the pixels."""
+        if layer is self._followed:
+            return
+        if self._followed is not None:
+            self._followed.events.paint.disconnect(self._on_paint)
+        self._followed = layer
+        if layer is not None:
+            layer.events.paint.connect(self._on_paint)
+
+    def _on_paint(self, _event=None) -> None:
+        teaching = self.widget.session.teaching
+        if teaching.writing or self._measuring or self.widget.session.last is None:
+            return  # our own edit (measured already), or a measurement already due
+        self._measuring = True
+
+        def start():
+            self._measuring = False  # a stroke from now on is measured again after
+            return teaching.iter_measure()
+
+        def done(table) -> None:
+            result = teaching.show_table(table)
+            if result is not None:
+                self.widget.show_outcome(result, self.widget.session.last.request)
+
+        self.submit(start, done, "Measuring the objects…")
+
     def update(self) -> None:
         """The examples line: what has been taught, and how to teach."""
+        last = self.widget.session.last
+        self.follow(last.layer if last is not None and last.created else None)
         summary = self.widget.session.teaching.summary
         self.examples.value = (
             summary or "Shift+click adds an object, Shift+right-click removes one."

@@ -19,6 +19,7 @@ from ..core.runtime.generators import drain
 from ..core.runtime.progress import Progress
 from .job import Request, check, configure, iter_job, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, show_relevance_layer, write_into_layer
+from .suggestions import Suggestions
 from .teaching import Teaching
 
 #: The selection settings a re-selection takes from the current inputs.
@@ -58,6 +59,8 @@ class ViewerSession:
         self.last: Output | None = None
         #: Clicks that teach (see :meth:`correct`), on the last output.
         self.teaching = Teaching(self)
+        #: What the taught concept proposes (More like these, Ask me), shown first.
+        self.suggestions = Suggestions(self.teaching)
 
     def prepare(self, request: Request) -> Segmenter:
         """Check a request whole (before any model loads) and give the engine its
@@ -87,6 +90,7 @@ class ViewerSession:
         found), or its objects into ``output``; the relevance map layer if asked for.
         Returns the Labels layer written, or None."""
         self.teaching.reset()
+        self.suggestions.discard()
         if output is None:
             layer = self.new_layer(request, result) if result.n_objects else None
             self.last = Output(request, layer, True, result, request.image_layer.data)
@@ -149,6 +153,7 @@ class ViewerSession:
             return False
         self.last = None
         self.teaching.reset()
+        self.suggestions.discard()
         return True
 
     def correct(self, kind: str, world_point) -> StackResult:

@@ -51,7 +51,7 @@ class SuggestControls:
 
     def update(self) -> None:
         """Apply and Discard while a suggestion is shown; Find more and Ask me otherwise."""
-        shown = self.widget.session.teaching.suggestion is not None
+        shown = self.widget.session.suggestions.suggestion is not None
         self.apply_more.visible = self.discard_more.visible = shown
         self.more.visible = self.ask_button.visible = not shown
 
@@ -60,12 +60,12 @@ class SuggestControls:
         """Compute the concept's suggestion in a worker, then show it."""
         if self.widget.running:
             return
-        teaching = self.widget.session.teaching
-        self.edits.submit(teaching.iter_find_more, self._suggested, "Finding more like these…")
+        suggestions = self.widget.session.suggestions
+        self.edits.submit(suggestions.iter_find_more, self._suggested, "Finding more like these…")
 
     def _suggested(self, out) -> None:
         suggestion, table = out
-        self.widget.session.teaching.show_suggestion(suggestion, table)
+        self.widget.session.suggestions.show(suggestion, table)
         self.update()
         self.widget.status.value = f"{suggestion.message} Apply or Discard."
 
@@ -73,7 +73,7 @@ class SuggestControls:
         if self.widget.running:
             return
         try:
-            result = self.widget.session.teaching.apply_suggestion()
+            result = self.widget.session.suggestions.apply()
         except SlipError as exc:
             self.widget.show_error(exc)
             result = None
@@ -82,7 +82,7 @@ class SuggestControls:
             self.edits.shown(result)
 
     def discard_suggestion(self) -> None:
-        self.widget.session.teaching.discard_suggestion()
+        self.widget.session.suggestions.discard()
         self.update()
         self.widget.status.value = "Suggestion discarded: nothing changed."
 
@@ -91,8 +91,8 @@ class SuggestControls:
         """Find the least sure candidates in a worker, then ask about the first."""
         if self.widget.running:
             return
-        teaching = self.widget.session.teaching
-        self.edits.submit(lambda: teaching.iter_ask(QUESTIONS), self._asked, "Asking…")
+        suggestions = self.widget.session.suggestions
+        self.edits.submit(lambda: suggestions.iter_ask(QUESTIONS), self._asked, "Asking…")
 
     def _asked(self, questions) -> None:
         self.questions = list(questions)
@@ -106,10 +106,10 @@ class SuggestControls:
     def _show(self) -> None:
         if not self.questions:
             return self.stop("No more questions.")
-        question, teaching = self.questions[0], self.widget.session.teaching
-        name = teaching.editor.class_name or "one of them"
+        question, session = self.questions[0], self.widget.session
+        name = session.teaching.editor.class_name or "one of them"
         keys = f"{YES} yes, {NO} no, {STOP} stop"
-        teaching.show_question(question, f"question: {name}?")
+        session.suggestions.show_question(question, f"question: {name}?")
         self.widget.status.value = f"Is this {name}? (p = {question.probability:.2f}) {keys}."
         return None
 
@@ -117,10 +117,10 @@ class SuggestControls:
         """The shown candidate is (``yes``) or is not an object of the class."""
         if not self.questions or self.edits.editing:
             return
-        question, teaching = self.questions.pop(0), self.widget.session.teaching
-        teaching.discard_suggestion()
+        question, suggestions = self.questions.pop(0), self.widget.session.suggestions
+        suggestions.discard()
         status = "Adding it…" if yes else "Remembering: not this."
-        self.edits.submit(lambda: teaching.iter_answer(question, yes), self._answered, status)
+        self.edits.submit(lambda: suggestions.iter_answer(question, yes), self._answered, status)
 
     def _answered(self, out) -> None:
         self.edits.apply_result(out)
@@ -132,7 +132,7 @@ class SuggestControls:
         for key, previous in self._keys.items():
             self.viewer.bind_key(key, previous, overwrite=True)
         self._keys = {}
-        self.widget.session.teaching.discard_suggestion()
+        self.widget.session.suggestions.discard()
         self.widget.status.value = message
 
 

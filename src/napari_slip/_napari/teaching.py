@@ -22,7 +22,7 @@ import pandas as pd
 from ..core.edits.box import propose_box
 from ..core.errors import InputError
 from ..core.runtime.progress import Progress
-from .layers import camera_of, features_for, new_labels_layer
+from .layers import features_for, new_labels_layer
 
 #: Colours of the prompts layer's points: an object added, a label removed.
 ADDED, REMOVED = "#2ee62e", "#ff33cc"
@@ -42,17 +42,15 @@ class Teaching:
         self._colours: list[str] = []
         #: A concept the next edits start from (e.g. the one the run used).
         self.concept: Any = None
+        #: True while an edit is written (napari's paint event is then ours).
+        self.writing = False
         #: The class clicks teach (the dock's field; None: the run's own class).
         self.class_name: str | None = None
         self.default_class: str | None = None
-        #: The shown "find more" suggestion (and its table) and its preview layer.
-        self.suggestion: Any = None
-        self.preview: Any = None
 
     def reset(self) -> None:
         """A new output: the next click starts a new editor (the prompts stay shown)."""
         self.editor = None
-        self.discard_suggestion()
 
     @property
     def summary(self) -> str:
@@ -88,7 +86,7 @@ class Teaching:
             self.default_class = self.editor.class_name
         return self.editor
 
-    def _layer(self):
+    def output_layer(self):
         """The output layer (made empty when the run found nothing)."""
         from .job import spatial_axes
 
@@ -131,7 +129,7 @@ class Teaching:
             raise InputError(
                 f"Plane {lead} was not segmented (segmented: {segmented}): click on one that was."
             )
-        self._layer()
+        self.output_layer()
         plane = lead if isinstance(candidates, dict) else ()
         # napari's pixel i spans [i - 0.5, i + 0.5); the engine's [i, i + 1).
         return plane, float(point[-2]) + 0.5, float(point[-1]) + 0.5
@@ -174,7 +172,7 @@ class Teaching:
             made = propose_box(editor, (*first, y, x))
         else:
             raise InputError(f"An edit adds, removes, refines, merges or splits; got {kind!r}.")
-        table = editor.table(_after(editor, made), made.rows)
+        table = editor.table(labels_after(editor, made), made.rows)
         yield Progress(what, 1, 1, made.message)
         return made, table
 
@@ -185,57 +183,47 @@ class Teaching:
             editor.concept.add_class(wanted)
             editor.class_name = wanted
 
-    # -- ask me ---------------------------------------------------------------------------
-    def iter_ask(self, n: int = 10):
-        """(In a worker) the candidates the concept is least sure about."""
-        from ..core.edits.more import ask
-
+    # -- napari's own brush ---------------------------------------------------------------
+    def iter_measure(self):
+        """(In a worker) the table of the labels as they are now (after napari's brush,
+        eraser or fill): the measurements follow; None when there is no editor to
+        measure with yet and the result has several planes."""
+        last = self.session.last
+        candidates = last.result.candidates
         if self.editor is None:
-            raise InputError("Teach first: Shift+click an object like the ones you want.")
-        yield Progress("asking", 0, 1, "the concept scores the candidates")
-        questions = ask(self.editor, n)
-        if not questions:
-            raise InputError("No candidate on the background is left to ask about.")
-        yield Progress("asking", 1, 1, f"{len(questions)} questions")
-        return questions
+            linked = getattr(last.result, "linked", None) is not None
+            if isinstance(candidates, dict) and len(candidates) > 1 and not linked:
+                return None
+            self._editor(next(iter(candidates)) if isinstance(candidates, dict) else ())
+        editor = self.editor
+        yield Progress("measuring", 0, 1, "the objects after the brush")
+        whole = editor.finish is not None
+        labels = np.array(editor.labels if whole else editor.plane_labels, copy=True)
+        return editor.table(labels)
 
-    def iter_answer(self, question, yes: bool):
-        """(In a worker) the edit of an answer: yes adds the candidate, no teaches."""
-        from ..core.edits.more import answer
-
-        made = answer(self.editor, question, yes)
-        yield Progress("answer", 1, 1, made.message)
-        return made, self.editor.table(_after(self.editor, made), made.rows)
-
-    def show_question(self, question, label: str) -> None:
-        """The candidate asked about: an outline over the labels, centred in view."""
-        from napari.utils.colormaps import DirectLabelColormap
-
-        self.discard_suggestion()
-        layer = self._layer()
-        preview = np.zeros(layer.data.shape, np.uint8)
-        preview[self.editor.plane or ...] = question.mask
-        colours = DirectLabelColormap(color_dict={1: "#ffd21f", None: "transparent"})
-        viewer = self.session.viewer
-        self.preview = viewer.add_labels(
-            preview, name=label, scale=layer.scale, translate=layer.translate, colormap=colours
-        )
-        self.preview.contour = 2
-        y0, x0, y1, x1 = question.box
-        centre = layer.data_to_world((*self.editor.plane, (y0 + y1) / 2, (x0 + x1) / 2))
-        camera_of(viewer).center = tuple(float(v) for v in centre[-2:])
-        viewer.layers.selection.active = layer
+    def show_table(self, table):
+        """The measured table in the layer's features and the last result."""
+        last = self.session.last
+        if table is None or last is None or last.layer is None:
+            return None
+        last.result = replace(last.result, table=table)
+        last.layer.features = features_for(last.result)
+        return last.result
 
     def apply(self, made, table, world_point=None):
         """Write a computed edit into the output layer as one napari undo step (on the
         GUI thread: only the edit's pixels are written); returns the result shown."""
         last = self.session.last
-        layer = self._layer()
+        layer = self.output_layer()
         if self.editor is None or self.editor.labels is not layer.data:
             raise InputError("The output layer was replaced: click again.")
         if not made.applies_to(layer.data):
             raise InputError("The labels changed while SAM decoded this click: click again.")
-        layer.data_setitem(made.index, made.after)
+        self.writing = True  # our own write: not a brush stroke to measure again
+        try:
+            layer.data_setitem(made.index, made.after)
+        finally:
+            self.writing = False
         self.editor.record(made)
         if made.kind == "add":
             layer.selected_label = made.label  # Alt+clicks refine it next
@@ -252,58 +240,6 @@ class Teaching:
         if world_point is not None:
             self._mark(world_point, "remove" if made.kind == "remove" else "add")
         return last.result
-
-    # -- find more like these ---------------------------------------------------------
-    def iter_find_more(self):
-        """Compute (in a worker) what the taught concept would add and remove on the
-        edited plane; returns the suggestion and the plane's table after it."""
-        from ..core.edits.more import suggest
-
-        if self.editor is None:
-            raise InputError(
-                "Teach first: Shift+click objects like the ones you want (Shift+right-"
-                "click ones you do not), then find more."
-            )
-        yield Progress("finding more like these", 0, 1, "the concept scores the candidates")
-        suggestion = suggest(self.editor)
-        table = self.editor.table(_after(self.editor, suggestion.edit), suggestion.edit.rows)
-        yield Progress("finding more like these", 1, 1, suggestion.message)
-        return suggestion, table
-
-    def show_suggestion(self, suggestion, table) -> None:
-        """The suggestion as an outline layer over the output (green: added, magenta:
-        removed), until it is applied or discarded."""
-        from napari.utils.colormaps import DirectLabelColormap
-
-        self.discard_suggestion()
-        layer = self._layer()
-        preview = np.zeros(layer.data.shape, np.uint8)
-        preview[self.editor.plane or ...] = suggestion.preview()
-        colours = DirectLabelColormap(color_dict={1: ADDED, 2: REMOVED, None: "transparent"})
-        self.suggestion = (suggestion, table)
-        self.preview = self.session.viewer.add_labels(
-            preview,
-            name=f"suggestion: {suggestion.message}",
-            scale=layer.scale,
-            translate=layer.translate,
-            colormap=colours,
-            opacity=1.0,
-        )
-        self.preview.contour = 2
-        self.session.viewer.layers.selection.active = layer
-
-    def apply_suggestion(self):
-        """Apply the shown suggestion as one edit (one undo step); the result shown."""
-        if self.suggestion is None:
-            return None
-        suggestion, table = self.suggestion
-        self.discard_suggestion()
-        return self.apply(suggestion.edit, table)
-
-    def discard_suggestion(self) -> None:
-        if self.preview is not None and self.preview in self.session.viewer.layers:
-            self.session.viewer.layers.remove(self.preview)
-        self.preview = self.suggestion = None
 
     def undo(self):
         """Shift+U: napari's undo of the output layer (as Ctrl+Z on it)."""
@@ -359,7 +295,7 @@ class Teaching:
         self.points.face_color = self._colours
 
 
-def _after(editor, made) -> np.ndarray:
+def labels_after(editor, made) -> np.ndarray:
     """The labels ``made`` would leave (a copy): the whole result's where its table is
     the whole result's, else the edited plane's."""
     if editor.finish is not None:
