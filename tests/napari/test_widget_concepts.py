@@ -485,3 +485,8 @@ def test_naparis_eraser_and_the_table_follows(teach, qtbot):
     row = layer.features.set_index("index").loc[1]
     assert row["area"] == area - erased == (layer.data == 1).sum()
     assert widget.session.last.result.table.set_index("id").loc[1, "area"] == row["area"]
+    # A re-selection now would replace the erasing: refused in one line, nothing lost.
+    erased_labels = layer.data.copy()
+    widget.top_k.value = 3
+    assert "edited by hand" in widget.status.value
+    np.testing.assert_array_equal(layer.data, erased_labels)

@@ -214,8 +214,12 @@ class EditControls:
 
     def _on_paint(self, _event=None) -> None:
         teaching = self.widget.session.teaching
-        if teaching.writing or self._measuring or self.widget.session.last is None:
-            return  # our own edit (measured already), or a measurement already due
+        last = self.widget.session.last
+        if teaching.writing or last is None:
+            return  # our own edit: measured already
+        last.edited = True
+        if self._measuring:
+            return  # a measurement is due already
         self._measuring = True
 
         def start():

@@ -40,6 +40,9 @@ class Output:
     result: StackResult
     #: The image layer's data when it was segmented (an edit decodes on that image).
     image_data: Any = None
+    #: Whether its labels were edited by hand (a click, napari's brush): re-selection
+    #: would replace the edits, so it is refused.
+    edited: bool = False
 
 
 class ViewerSession:
@@ -133,6 +136,11 @@ class ViewerSession:
         request = replace(last.request, **{k: getattr(current, k) for k in SELECTION_FIELDS})
         if request.selection() == last.request.selection():
             return None
+        if last.edited:
+            return (
+                "The labels were edited by hand: re-selecting would replace your edits. "
+                "Press Run for a new layer."
+            )
         if self.segmenter is None or self.segmenter.models != request.models:
             return "Settings changed: press Run to apply."
         result = reselect_stack(self.segmenter, last.result, request.selection())

@@ -225,6 +225,7 @@ class Teaching:
         finally:
             self.writing = False
         self.editor.record(made)
+        last.edited = True
         if made.kind == "add":
             layer.selected_label = made.label  # Alt+clicks refine it next
         plane = self.editor.plane
