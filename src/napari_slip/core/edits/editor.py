@@ -1,12 +1,14 @@
 """Edits of a label image that change only what they touch.
 
-A :class:`LabelEditor` edits one plane of a result: *add* the object under a click
-(SAM decodes the point on that image's cached embedding; the new object gets the next
-free id and only background pixels), *remove* the object under a click (its pixels
-become background, nothing takes its place), *refine* one object with further
-positive and negative points and a box (decoded together as SAM's prompt; the object
-keeps its id and takes no pixel of another), *merge* two objects. Every other
-object's pixels and id stay exactly as they were.
+A :class:`LabelEditor` edits a result's labels: *add* the object under a click (SAM
+decodes the point on that image's cached embedding; the new object gets the next free
+id and only background pixels; on a linked stack it is carried through the planes it
+continues into, :mod:`.carry`), *remove* the object under a click (its pixels become
+background, nothing takes its place; a linked stack's whole 3D object), *refine* one
+object with further positive and negative points and a box (decoded together as SAM's
+prompt; the object keeps its id and takes no pixel of another), *merge* two objects,
+*split* one between two points (:func:`.masks.split_between`); a box drawn is an add
+too (:mod:`.box`). Every other object's pixels and id stay exactly as they were.
 
 Each edit is computed first (:meth:`LabelEditor.propose_add` ...: an :class:`Edit`,
 the changed pixels with their values before and after, nothing written) and applied
