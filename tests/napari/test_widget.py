@@ -81,7 +81,7 @@ def test_run_with_a_light_sam_file(setup, tmp_path):
     from napari_slip.testing.tiny import write_tiny_efficientvit_sam
 
     _, widget, _ = setup
-    names = [value for _, value in widget._sam_choices()]
+    names = list(widget.sam.choices)
     assert {"vit_b", "vit_t", "efficientvit_l0", "efficientvit_xl1"} <= set(names)
     assert "EfficientViT-SAM-L0" in widget.sam.tooltip
     path = write_tiny_efficientvit_sam(tmp_path / "efficientvit_sam_l0.pt")

@@ -377,31 +377,4 @@ def lower_filters(widget) -> None:
     widget.run()
 
 
-def match_decoder_clip(widget, value) -> None:
-    """A decoder names the CLIP it was trained on: switch to that CLIP where it can be
-    had here (a name in the list, or its file), and say so; else say which it needs."""
-    from ..core.errors import SlipError
-    from ..core.models.decoder import read_decoder_metadata
-
-    if not (isinstance(value, str) and value.endswith(".safetensors")):
-        return
-    try:
-        spec = read_decoder_metadata(value).get("clip_spec")
-    except SlipError:
-        return
-    if not spec or spec == widget.clip.value:
-        return
-    if spec in widget.clip.choices:
-        widget.clip.value = spec
-    elif Path(spec).is_file():
-        widget.add_clip_file(spec)
-    else:
-        widget.status.value = (
-            f"This decoder was trained on CLIP {spec}, which is not here: add its file "
-            "with 'Choose a file…' in the CLIP list."
-        )
-        return
-    widget.status.value = f"CLIP switched to {Path(spec).name}: the decoder was trained on it."
-
-
 __all__ = ["MODE_CHOICES", "MODE_TIPS", "advanced_fields", "folder_fields", "selection_fields"]

@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit
 
 from ..core.errors import InputError, SlipError
-from ..core.models.registry import SAM_MODELS, available_devices
+from ..core.models.registry import SAM_MODELS
 from ..core.params import (
-    DEFAULT_CLIP,
-    DEFAULT_SAM,
     CropParams,
     SamProposalParams,
     TileParams,
@@ -29,23 +27,11 @@ from ..core.params import (
 )
 from ..core.runtime.perf import tune_allocator
 from . import form
-from .choices import (
-    ADD_FOLDER,
-    CHOOSE_FILE,
-    OfferedFiles,
-    ask_clip_choice,
-    ask_file,
-    clip_choices,
-    clip_tooltip,
-    decoder_choices,
-    decoder_tooltip,
-    events,
-    offer,
-)
 from .edit_controls import EditControls
 from .fields import params_from
 from .folder_results import FolderResults
 from .job import Request
+from .model_pickers import ModelPickers
 from .panel import WorkerPanel, compact, one_line
 from .results_panel import ResultsPanel
 from .scripting import remember_widget
@@ -84,7 +70,6 @@ class SlipWidget(WorkerPanel):
         #: The summary of the last folder run (see :func:`napari_slip.batch`).
         self.last_batch = None
         self._folder_running = False
-        self.files = OfferedFiles()  # model files chosen or saved: in the pickers
         image = lambda: self.image.value if hasattr(self, "image") else None  # noqa: E731
         self.image = ComboBox(label="Image", choices=lambda _w=None: form.image_choices(viewer))
         for name, widget in form.selection_fields().items():
@@ -92,10 +77,10 @@ class SlipWidget(WorkerPanel):
         self.proposals = ComboBox(
             label="Proposals", choices=lambda _w=None: form.proposal_choices(viewer)
         )
-        self.sam = ComboBox(label="SAM", choices=self._sam_choices, value=DEFAULT_SAM)
-        self.clip = ComboBox(label="CLIP", choices=self._clip_choices, value=DEFAULT_CLIP)
-        self.decoder = ComboBox(label="Decoder", choices=self._decoder_choices, value=None)
-        self.device = ComboBox(label="Device", choices=available_devices(), value="auto")
+        #: SAM, CLIP, decoder, device: the pickers and the files offered in them.
+        self.models = ModelPickers(self.native, lambda line: setattr(self.status, "value", line))
+        self.sam, self.clip, self.decoder = self.models.sam, self.models.clip, self.models.decoder
+        self.device = self.models.device
         colours = lambda _w=None: form.colour_choices(viewer, image())  # noqa: E731
         self.green = ComboBox(label="Green from", choices=colours)
         self.blue = ComboBox(label="Blue from", choices=colours)
@@ -157,8 +142,6 @@ class SlipWidget(WorkerPanel):
         self.sam.tooltip = "\n".join(
             f"{name}: {w.description}, {w.size_mb} MB" for name, w in SAM_MODELS.items()
         )
-        self.clip.tooltip = clip_tooltip(self.clip.value)
-        self.decoder.tooltip = decoder_tooltip(self.decoder.value)
 
     def _connect(self) -> None:
         self.prompt.native.returnPressed.connect(self.run)
@@ -166,10 +149,6 @@ class SlipWidget(WorkerPanel):
         self.show_folder.changed.connect(lambda show: self.folder_area.setVisible(show))
         self.run_folder.changed.connect(self.run_on_folder)
         self.rescan.changed.connect(self.reset_choices)
-        self.sam.changed.connect(self._on_sam_choice)
-        self.clip.changed.connect(self._on_clip_choice)
-        self.clip.changed.connect(lambda v: setattr(self.clip, "tooltip", clip_tooltip(v)))
-        self.decoder.changed.connect(self._on_decoder_choice)
         for widget in (self.channel_axis, self.green, self.blue):
             self.image.changed.connect(widget.reset_choices)
         for widget in (self.mode, self.output, self.image, self.channel_axis, self.green,
@@ -189,25 +168,8 @@ class SlipWidget(WorkerPanel):
         layers.moved.connect(self.reset_choices)
         for layer in self.viewer.layers:
             layer.events.name.connect(self.reset_choices)
-        events.checkpoint_saved.connect(self._on_checkpoint_saved)
-        self.native.destroyed.connect(
-            lambda *_: events.checkpoint_saved.disconnect(self._on_checkpoint_saved)
-        )
 
     # --- choices ---------------------------------------------------------------------
-
-    def _sam_choices(self, _widget=None):
-        return form.sam_choices(self.files.sam)
-
-    def _clip_choices(self, _widget=None):
-        return clip_choices(self.files.clip, self.files.clip_folders)
-
-    def _decoder_choices(self, _widget=None):
-        return decoder_choices(self.files.decoder, self.files.clip_folders)
-
-    def _on_checkpoint_saved(self, _path: str) -> None:
-        self.clip.reset_choices()
-        self.decoder.reset_choices()
 
     def _on_layer_inserted(self, event) -> None:
         event.value.events.name.connect(self.reset_choices)
@@ -217,47 +179,12 @@ class SlipWidget(WorkerPanel):
         super().reset_choices()
         self._update_visibility()
 
-    def add_sam_file(self, path: str | Path) -> None:
-        """Offer a SAM checkpoint file in the SAM picker and select it."""
-        offer(self.sam, self.files.sam, path)
-
-    def add_clip_file(self, path: str | Path) -> None:
-        """Offer a CLIP checkpoint file in the CLIP picker and select it."""
-        offer(self.clip, self.files.clip, path)
-
-    def add_checkpoint_folder(self, folder: str | Path) -> None:
-        """Scan another folder for fine-tuned CLIP checkpoints and trained decoders."""
-        offer(self.clip, self.files.clip_folders, folder, select=False)
-        self.decoder.reset_choices()
-
-    def add_decoder_file(self, path: str | Path) -> None:
-        """Offer a trained decoder file in the decoder picker and select it."""
-        offer(self.decoder, self.files.decoder, path)
-
-    def _on_decoder_choice(self, value) -> None:
-        self.decoder.tooltip = decoder_tooltip(value)
-        form.match_decoder_clip(self, value)  # the CLIP it was trained on, where it is here
-        if value == CHOOSE_FILE:
-            path = ask_file(self.native, "Trained decoder", "napari-slip decoder (*.safetensors)")
-            self.add_decoder_file(path) if path else setattr(self.decoder, "value", None)
-
-    def _on_sam_choice(self, value) -> None:
-        if value == CHOOSE_FILE:
-            path = ask_file(
-                self.native, "SAM checkpoint", "Checkpoints (*.pth *.pt *.safetensors)"
-            )
-            self.add_sam_file(path) if path else setattr(self.sam, "value", DEFAULT_SAM)
-
-    def _on_clip_choice(self, value) -> None:
-        if value not in (CHOOSE_FILE, ADD_FOLDER):
-            return
-        chosen = ask_clip_choice(self.native, value)
-        if chosen is not None and chosen[0] == "file":
-            self.add_clip_file(chosen[1])
-            return
-        if chosen is not None:
-            self.add_checkpoint_folder(chosen[1])
-        self.clip.value = DEFAULT_CLIP
+    # The pickers' own: scripts and tests offer model files through the dock.
+    add_sam_file = property(lambda self: self.models.add_sam_file)
+    add_clip_file = property(lambda self: self.models.add_clip_file)
+    add_checkpoint_folder = property(lambda self: self.models.add_checkpoint_folder)
+    add_decoder_file = property(lambda self: self.models.add_decoder_file)
+    files = property(lambda self: self.models.files)
 
     def _update_visibility(self, *_args) -> None:
         form.update_visibility(self)
