@@ -158,8 +158,11 @@ def _ask_architecture(parent, names: list[str]) -> str:
     from qtpy.QtWidgets import QInputDialog
 
     name, ok = QInputDialog.getItem(
-        parent, "Which CLIP is this file?",
-        "An open_clip weight file without napari-slip metadata: its model and tag", names,
-        0, False,
-    )  # fmt: skip
+        parent,
+        "Which CLIP is this file?",
+        "An open_clip weight file without napari-slip metadata: its model and tag",
+        names,
+        0,
+        False,
+    )
     return name if ok else ""

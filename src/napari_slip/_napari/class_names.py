@@ -110,15 +110,19 @@ class ClassClicks:
             or type(layer).__name__ != "Labels"
             or layer.mode not in ("pan_zoom", "pick")
         ):
-            return  # fmt: skip
+            return
         press, start = event.position, tuple(event.pos)
         yield
         while event.type == "mouse_move":
             if max(abs(a - b) for a, b in zip(event.pos, start, strict=True)) > 4:
                 return  # a drag pans the view; it assigns nothing
             yield
-        value = layer.get_value(press, view_direction=event.view_direction,
-                                dims_displayed=event.dims_displayed, world=True)  # fmt: skip
+        value = layer.get_value(
+            press,
+            view_direction=event.view_direction,
+            dims_displayed=event.dims_displayed,
+            world=True,
+        )
         self.assign(layer, value)
 
     def assign(self, layer, value) -> None:

@@ -196,14 +196,33 @@ class FinetuneWidget(WorkerPanel):
         self.fill = param_widget(CropParams, "fill", "Crop fill")
         self.margin = param_widget(CropParams, "margin", "Crop margin")
         self.show_advanced = CheckBox(text="Training settings", value=False)
-        self.extend([self.image, self.labels, self.classes, *self.clicks.widgets(), self.preview,
-                     self.target, self.base, self.name, self.show_advanced,
-                     *self.controls()])  # fmt: skip
+        self.extend(
+            [
+                self.image,
+                self.labels,
+                self.classes,
+                *self.clicks.widgets(),
+                self.preview,
+                self.target,
+                self.base,
+                self.name,
+                self.show_advanced,
+                *self.controls(),
+            ]
+        )
         self.advanced = Container(
-            widgets=[self.train, self.template, self.paraphrases, self.epochs, self.lr,
-                     self.device, self.fill, self.margin],
+            widgets=[
+                self.train,
+                self.template,
+                self.paraphrases,
+                self.epochs,
+                self.lr,
+                self.device,
+                self.fill,
+                self.margin,
+            ],
             labels=True,
-        )  # fmt: skip
+        )
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self.body().addStretch(1)  # spare height goes below, not between rows
         self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
@@ -379,16 +398,20 @@ class FinetuneWidget(WorkerPanel):
             extra = {}
             image_layer, plan = self.image.value, self.plan()  # read here, used there
             if self.target.value == "decoder":
-                build, params, train = (lambda: make_dataset_images(image_layer, plan)), (
-                    self.decoder_params()
-                ), iter_train_decoder_to_file  # fmt: skip
+                build, params, train = (
+                    (lambda: make_dataset_images(image_layer, plan)),
+                    (self.decoder_params()),
+                    iter_train_decoder_to_file,
+                )
                 extra["paraphrases"] = self.paraphrase_map()
                 status = f"decoder: {len(counts)} class(es)…"
             else:
                 crops = self.crop_params()
-                build, params, train = (lambda: make_pairs(image_layer, plan, crops)), (
-                    self.params()
-                ), iter_finetune_to_file  # fmt: skip
+                build, params, train = (
+                    (lambda: make_pairs(image_layer, plan, crops)),
+                    (self.params()),
+                    iter_finetune_to_file,
+                )
                 status = f"{sum(counts.values())} objects of {len(counts)} classes…"
         except Exception as exc:  # shown to the user as one line, never a traceback
             self.show_error(exc)
@@ -396,9 +419,18 @@ class FinetuneWidget(WorkerPanel):
         if output.exists() and not self.confirm_replace(output):
             self.status.value = f"{output.name} exists; choose another name in 'Save as'."
             return
-        self.start_worker(_iter_built, build, train, str(self.base.value), output, params,
-                          device=str(self.device.value), on_result=self._on_saved,
-                          status=status, **extra)  # fmt: skip
+        self.start_worker(
+            _iter_built,
+            build,
+            train,
+            str(self.base.value),
+            output,
+            params,
+            device=str(self.device.value),
+            on_result=self._on_saved,
+            status=status,
+            **extra,
+        )
 
     def confirm_replace(self, path) -> bool:
         """Ask before a new checkpoint replaces an existing one of the same name."""

@@ -73,8 +73,11 @@ class FolderResults:
         labels_path = self.out_dir / entry["labels"]
         stem = Path(entry["labels"]).name
         image = viewer.add_image(read_image(entry["input"]), name=stem)
-        return viewer.add_labels(read_image(labels_path).astype("int32"), name=f"{stem} labels",
-                                 scale=image.scale[-2:] if image.rgb else image.scale)  # fmt: skip
+        return viewer.add_labels(
+            read_image(labels_path).astype("int32"),
+            name=f"{stem} labels",
+            scale=image.scale[-2:] if image.rgb else image.scale,
+        )
 
 
 __all__ = ["FolderResults"]

@@ -111,8 +111,14 @@ def selection_fields() -> dict:
     top_k = SpinBox(label="Top k", min=1, max=10000, value=SelectionParams.default("top_k"))
     mode = ComboBox(label="Selection", choices=MODE_CHOICES, value="best")
     mode.tooltip = "\n".join(f"{label}: {MODE_TIPS[v]}" for label, v in MODE_CHOICES)
-    return {"prompt": prompt, "mode": mode, "threshold": threshold, "use_floor": use_floor,
-            "distractors": distractors, "top_k": top_k}  # fmt: skip
+    return {
+        "prompt": prompt,
+        "mode": mode,
+        "threshold": threshold,
+        "use_floor": use_floor,
+        "distractors": distractors,
+        "top_k": top_k,
+    }
 
 
 def generated(cls) -> dict:
@@ -162,9 +168,14 @@ def folder_fields() -> dict:
     result.tooltip = "An image of the last folder run, with its number of objects."
     opened = PushButton(text="Open as layers")
     opened.tooltip = "Open the chosen image and its labels in the viewer."
-    return {"folder_in": folder_in, "folder_out": folder_out, "folder_workers": workers,
-            "run_folder": PushButton(text="Run on folder"), "folder_result": result,
-            "open_result": opened}  # fmt: skip
+    return {
+        "folder_in": folder_in,
+        "folder_out": folder_out,
+        "folder_workers": workers,
+        "run_folder": PushButton(text="Run on folder"),
+        "folder_result": result,
+        "open_result": opened,
+    }
 
 
 def layers_of(viewer, kind: str) -> list:
@@ -319,8 +330,9 @@ def pick_threshold(w, value: float) -> None:
     if w.mode.value != "threshold" and not w.use_floor.value:
         w.use_floor.value = True
     step = w.threshold.step or 0.005
-    w.threshold.value = float(np.clip(round(value / step) * step, w.threshold.min,
-                                      w.threshold.max))  # fmt: skip
+    w.threshold.value = float(
+        np.clip(round(value / step) * step, w.threshold.min, w.threshold.max)
+    )
 
 
 def update_visibility(w) -> None:

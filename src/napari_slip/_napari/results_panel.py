@@ -223,8 +223,13 @@ class ResultsPanel(Container):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(self.rows))
         for i, row in self.rows.iterrows():
-            values = (row["id"], row["score"], row["area"], planes_text(row, axes),
-                      row[mean] if mean else "")  # fmt: skip
+            values = (
+                row["id"],
+                row["score"],
+                row["area"],
+                planes_text(row, axes),
+                row[mean] if mean else "",
+            )
             for j, value in enumerate(values):
                 item = QTableWidgetItem()
                 if isinstance(value, str):
@@ -329,8 +334,11 @@ class ResultsPanel(Container):
         layer.selected_label = int(label_id)
         layer.visible = True
         lead = lead_position(row, self.rows.columns, self.axes, layer.ndim - 2)
-        centre = [*lead, (row["bbox_y0"] + row["bbox_y1"]) / 2,
-                  (row["bbox_x0"] + row["bbox_x1"]) / 2]  # fmt: skip
+        centre = [
+            *lead,
+            (row["bbox_y0"] + row["bbox_y1"]) / 2,
+            (row["bbox_x0"] + row["bbox_x1"]) / 2,
+        ]
         world = np.asarray(layer.data_to_world(np.asarray(centre, dtype=float)))
         if lead:
             point = list(viewer.dims.point)
@@ -352,8 +360,9 @@ class ResultsPanel(Container):
     def _ask_export(self, *_args) -> None:
         from qtpy.QtWidgets import QFileDialog
 
-        path = QFileDialog.getSaveFileName(self.native, "Export objects", "objects.csv",
-                                           "CSV (*.csv)")[0]  # fmt: skip
+        path = QFileDialog.getSaveFileName(
+            self.native, "Export objects", "objects.csv", "CSV (*.csv)"
+        )[0]
         if path:
             self.export_csv(path)
 

@@ -66,8 +66,9 @@ class TeachingControls:
             return
         from qtpy.QtWidgets import QFileDialog
 
-        path = QFileDialog.getOpenFileName(self.widget.native, "Concept", "",
-                                           "napari-slip concept (*.concept)")[0]  # fmt: skip
+        path = QFileDialog.getOpenFileName(
+            self.widget.native, "Concept", "", "napari-slip concept (*.concept)"
+        )[0]
         self.add_file(path) if path else setattr(self.concept, "value", None)
 
     def add_file(self, path) -> None:
@@ -107,8 +108,9 @@ class TeachingControls:
                 name = last.request.prompt if last is not None else "concept"
                 kinds = "napari-slip concept (*.concept)"
                 start = str(folder / f"{name}.concept")
-                path = QFileDialog.getSaveFileName(self.widget.native, "Save concept", start,
-                                                   kinds)[0]  # fmt: skip
+                path = QFileDialog.getSaveFileName(
+                    self.widget.native, "Save concept", start, kinds
+                )[0]
                 if not path:
                     return None
             saved = teaching.save(path)

@@ -26,8 +26,11 @@ def post(message: str, severity: str = "info") -> None:
     from napari.utils import notifications
 
     _POSTED.append(message)
-    {"info": notifications.show_info, "warning": notifications.show_warning,
-     "error": notifications.show_error}[severity](message)  # fmt: skip
+    {
+        "info": notifications.show_info,
+        "warning": notifications.show_warning,
+        "error": notifications.show_error,
+    }[severity](message)
 
 
 def on_screen() -> list:

@@ -124,10 +124,29 @@ class SlipWidget(WorkerPanel):
         self._update_visibility()
 
     def _lay_out(self) -> None:
-        names = ("image", "prompt", "mode", "threshold", "use_floor", "distractors", "top_k",
-                 "green", "blue", "channel_axis", "channels", "proposals", "sam", "clip",
-                 "decoder", "device", "scope", "output", "replace_existing", "show_advanced",
-                 "show_folder")  # fmt: skip
+        names = (
+            "image",
+            "prompt",
+            "mode",
+            "threshold",
+            "use_floor",
+            "distractors",
+            "top_k",
+            "green",
+            "blue",
+            "channel_axis",
+            "channels",
+            "proposals",
+            "sam",
+            "clip",
+            "decoder",
+            "device",
+            "scope",
+            "output",
+            "replace_existing",
+            "show_advanced",
+            "show_folder",
+        )
         rows = [getattr(self, n) for n in names]
         teaching = [*self.teaching.widgets(), *self.edits.widgets(), *self.suggest.widgets()]
         self.extend([*rows[:2], *teaching, *rows[2:], *self.controls()])
@@ -136,9 +155,21 @@ class SlipWidget(WorkerPanel):
         self.body().addStretch(1)  # spare height goes below, not between rows
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self.folder_area = self.add_collapsible(self.show_folder, self.folder, max_height=180)
-        compact(self.image, self.mode, self.proposals, self.sam, self.clip, self.decoder,
-                self.device, self.green, self.blue, self.channel_axis, self.scope,
-                self.output, self.fill)  # fmt: skip
+        compact(
+            self.image,
+            self.mode,
+            self.proposals,
+            self.sam,
+            self.clip,
+            self.decoder,
+            self.device,
+            self.green,
+            self.blue,
+            self.channel_axis,
+            self.scope,
+            self.output,
+            self.fill,
+        )
         self.sam.tooltip = "\n".join(
             f"{name}: {w.description}, {w.size_mb} MB" for name, w in SAM_MODELS.items()
         )
@@ -151,12 +182,26 @@ class SlipWidget(WorkerPanel):
         self.rescan.changed.connect(self.reset_choices)
         for widget in (self.channel_axis, self.green, self.blue):
             self.image.changed.connect(widget.reset_choices)
-        for widget in (self.mode, self.output, self.image, self.channel_axis, self.green,
-                       self.use_floor, self.proposals, self.show_relevance,
-                       self.relevance_weight):  # fmt: skip
+        for widget in (
+            self.mode,
+            self.output,
+            self.image,
+            self.channel_axis,
+            self.green,
+            self.use_floor,
+            self.proposals,
+            self.show_relevance,
+            self.relevance_weight,
+        ):
             widget.changed.connect(self._update_visibility)
-        for widget in (self.mode, self.threshold, self.use_floor, self.distractors, self.top_k,
-                       self.relevance_weight):  # fmt: skip
+        for widget in (
+            self.mode,
+            self.threshold,
+            self.use_floor,
+            self.distractors,
+            self.top_k,
+            self.relevance_weight,
+        ):
             widget.changed.connect(self._reselect)
         # The histogram's threshold line follows the slider, even before a re-run.
         self.threshold.changed.connect(lambda v: form.follow_threshold(self, v))
@@ -254,9 +299,15 @@ class SlipWidget(WorkerPanel):
             return
         self.results.clear()  # the panel showed the last image, not this folder
         self._folder_running = True
-        self.start_worker(iter_batch, [images], out, config,
-                          workers=int(self.folder_workers.value), on_result=self._folder_done,
-                          status=f"segmenting the images of {images.name}…")  # fmt: skip
+        self.start_worker(
+            iter_batch,
+            [images],
+            out,
+            config,
+            workers=int(self.folder_workers.value),
+            on_result=self._folder_done,
+            status=f"segmenting the images of {images.name}…",
+        )
 
     def _on_cancelled(self) -> None:
         super()._on_cancelled()
@@ -287,13 +338,20 @@ class SlipWidget(WorkerPanel):
         except Exception as exc:  # shown to the user as one line, never a traceback
             self.show_error(exc)
             return
-        self.start_worker(self.session.iter_segment, request,
-                          on_result=lambda result: self._deliver(request, result))  # fmt: skip
+        self.start_worker(
+            self.session.iter_segment,
+            request,
+            on_result=lambda result: self._deliver(request, result),
+        )
 
     def _deliver(self, request: Request, result) -> None:
         try:
-            self.session.deliver(request, result, self.output.value,
-                                 replace_labels=bool(self.replace_existing.value))  # fmt: skip
+            self.session.deliver(
+                request,
+                result,
+                self.output.value,
+                replace_labels=bool(self.replace_existing.value),
+            )
         except Exception as exc:
             self.show_error(exc)
             return

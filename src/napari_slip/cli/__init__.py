@@ -98,13 +98,19 @@ def _measure_if_due() -> None:
 
     if not autotune.pending():
         return
-    print("napari-slip: measuring this CPU's precisions once for precision 'auto' ("
-          "10-20 s; cached; NAPARI_SLIP_AUTOTUNE=0 skips it)...", file=sys.stderr)  # fmt: skip
+    print(
+        "napari-slip: measuring this CPU's precisions once for precision 'auto' ("
+        "10-20 s; cached; NAPARI_SLIP_AUTOTUNE=0 skips it)...",
+        file=sys.stderr,
+    )
     try:
         entry = autotune.measure_now()
     except (KeyboardInterrupt, OSError) as exc:
-        print(f"napari-slip: measuring stopped ({type(exc).__name__}); the results are "
-              "written; the next run measures again.", file=sys.stderr)  # fmt: skip
+        print(
+            f"napari-slip: measuring stopped ({type(exc).__name__}); the results are "
+            "written; the next run measures again.",
+            file=sys.stderr,
+        )
         return
     chosen = ", ".join(f"{s} {c['precision']}" for s, c in entry["choice"].items())
     print(f"napari-slip: precision 'auto' here: {chosen}.", file=sys.stderr)

@@ -139,8 +139,11 @@ def run_config(args: argparse.Namespace, proposals: str) -> RunConfig:
         TileParams,
     )
 
-    flat = {k: getattr(args, k) for k in (*SelectionParams.names(), *NormalisationParams.names())
-            if getattr(args, k, None) is not None}  # fmt: skip
+    flat = {
+        k: getattr(args, k)
+        for k in (*SelectionParams.names(), *NormalisationParams.names())
+        if getattr(args, k, None) is not None
+    }
     prompt = prompt_of(args)
     if args.clip is None:  # a concept's own CLIP, where it can be had here
         from ..core.params import DEFAULT_CLIP

@@ -68,8 +68,15 @@ def run(args: argparse.Namespace) -> int:
     features = check_features(args.features)
     segmenter = Segmenter(clip=args.clip, device=args.device)
     start = time.perf_counter()
-    learn = iter_learn(args.data, segmenter, shots=args.shots, seed=args.seed,
-                       features=features, text=args.text, name=args.name)  # fmt: skip
+    learn = iter_learn(
+        args.data,
+        segmenter,
+        shots=args.shots,
+        seed=args.seed,
+        features=features,
+        text=args.text,
+        name=args.name,
+    )
     concept = drain(learn, _progress_printer(args.quiet))
     concept.save(out)
     print(

@@ -53,8 +53,9 @@ def _shape(kind: str, rng: np.random.Generator, size: float):
     return mask, texture
 
 
-def concept_scene(rng: np.random.Generator, size: int = 192, n=(8, 14), radius=(7.0, 13.0),
-                  classes=CLASSES):  # fmt: skip
+def concept_scene(
+    rng: np.random.Generator, size: int = 192, n=(8, 14), radius=(7.0, 13.0), classes=CLASSES
+):
     """(image uint16, labels int32, {label id: class name}) of one scene."""
     from scipy import ndimage
 

@@ -34,8 +34,12 @@ TINY_SAM = SamConfig(
 #: is too narrow for that to save work).
 TINY_SAM_FULL_WIDTH = dataclasses.replace(TINY_SAM, prompt_embed_dim=256, iou_head_hidden_dim=256)
 #: The prompt encoder and decoder of the tiny light SAMs, in SAM's 1,024 px frame.
-_TINY_LIGHT = {"img_size": 1024, "prompt_embed_dim": 32, "decoder_mlp_dim": 64,
-               "iou_head_hidden_dim": 32}  # fmt: skip
+_TINY_LIGHT = {
+    "img_size": 1024,
+    "prompt_embed_dim": 32,
+    "decoder_mlp_dim": 64,
+    "iou_head_hidden_dim": 32,
+}
 #: A tiny MobileSAM: TinyViT encoder (4 stages, MobileSAM's key layout) at 1,024 px.
 TINY_MOBILE_SAM = SamConfig(
     **_TINY_LIGHT,
@@ -178,10 +182,29 @@ def blobs_image(size: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 #: A few words for the tiny BERT's vocabulary (WordPiece: whole words and pieces).
 _TINY_VOCAB = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "of", "photo", "micrograph",
-    "nucleus", "cell", "mitotic", "apoptotic", "body", "membrane", "blob", "the",
-    "##s", "##ing", "star", "ring", ".",
-]  # fmt: skip
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "a",
+    "of",
+    "photo",
+    "micrograph",
+    "nucleus",
+    "cell",
+    "mitotic",
+    "apoptotic",
+    "body",
+    "membrane",
+    "blob",
+    "the",
+    "##s",
+    "##ing",
+    "star",
+    "ring",
+    ".",
+]
 
 
 def write_tiny_biomedclip(folder: str | os.PathLike, seed: int = 0) -> Path:
@@ -203,9 +226,13 @@ def write_tiny_biomedclip(folder: str | os.PathLike, seed: int = 0) -> Path:
     text.mkdir(parents=True, exist_ok=True)
     (text / "vocab.txt").write_text("\n".join(_TINY_VOCAB) + "\n")
     BertConfig(
-        vocab_size=len(_TINY_VOCAB), hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
-    ).to_json_file(str(text / "config.json"))  # fmt: skip
+        vocab_size=len(_TINY_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    ).to_json_file(str(text / "config.json"))
     model_cfg = {
         "embed_dim": 512,  # BiomedCLIP's own
         "vision_cfg": {

@@ -103,8 +103,10 @@ class Concept:
     def __repr__(self) -> str:
         counts = self.counts()
         shown = ", ".join(f"{c}: {counts[c]}" for c in self.classes)
-        return (f"Concept({self.name!r}, examples {{{shown}}}, negatives "
-                f"{counts[None]}, features {'+'.join(self.features)})")  # fmt: skip
+        return (
+            f"Concept({self.name!r}, examples {{{shown}}}, negatives "
+            f"{counts[None]}, features {'+'.join(self.features)})"
+        )
 
     def counts(self) -> dict[str | None, int]:
         """Examples per class (None: negatives)."""
@@ -242,8 +244,9 @@ class Concept:
         mask = np.asarray(mask)
         if mask.dtype != bool:
             raise InputError(f"The example's mask must be boolean; got {mask.dtype}.")
-        return self.add_labels(image, mask.astype(np.uint8), {1: class_name},
-                               segmenter=segmenter, **normalisation)  # fmt: skip
+        return self.add_labels(
+            image, mask.astype(np.uint8), {1: class_name}, segmenter=segmenter, **normalisation
+        )
 
     # -- the classifier ---------------------------------------------------------------
     def _model(self) -> tuple[Space, Model]:
@@ -254,8 +257,10 @@ class Concept:
                     "mask, or a click in napari) or give its classes a text."
                 )
             if not self.classes:
-                raise InputError(f"The concept {self.name!r} has negative examples only: "
-                                 "add an example of what to find.")  # fmt: skip
+                raise InputError(
+                    f"The concept {self.name!r} has negative examples only: "
+                    "add an example of what to find."
+                )
             groups = self.chosen_features()
             space, z = self._space(groups)
             model = fit(z, self.examples.labels, len(self.classes), self.reject)

@@ -90,8 +90,9 @@ class Corrections:
         The class clicks add to (default the concept's first).
     """
 
-    def __init__(self, segmenter, result, concept: Concept | None = None,
-                 class_name: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, segmenter, result, concept: Concept | None = None, class_name: str | None = None
+    ) -> None:
         self.segmenter, self.result = segmenter, result
         self.plane, candidates = _candidates_of(result)
         self.history: list[Correction] = []
@@ -201,8 +202,9 @@ class Corrections:
         return self.rescore()
 
     def query(self) -> TaughtQuery:
-        return TaughtQuery(self.concept, self.class_name, frozenset(self.keep),
-                           frozenset(self.drop))  # fmt: skip
+        return TaughtQuery(
+            self.concept, self.class_name, frozenset(self.keep), frozenset(self.drop)
+        )
 
     def rescore(self):
         """Every candidate scored again through the concept (no image work)."""
@@ -271,8 +273,13 @@ class Corrections:
         ys, xs = np.nonzero(mask)
         y0, x0, y1, x1 = ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
         box = np.array([[y0, x0, y1, x1]])
-        one = Proposals(candidates.proposals.shape, box, [mask[y0:y1, x0:x1]],
-                        np.ones(1, np.float32), np.zeros(1, np.int64))  # fmt: skip
+        one = Proposals(
+            candidates.proposals.shape,
+            box,
+            [mask[y0:y1, x0:x1]],
+            np.ones(1, np.float32),
+            np.zeros(1, np.int64),
+        )
         clip = self.segmenter.model_set.load("clip").clip
         embedding = drain(embed_proposals(clip, self._image, one, self.segmenter.crop_params))
         props = candidates.proposals
@@ -305,12 +312,19 @@ def _without_last(candidates):
     from ..pipeline.session import Candidates
 
     p = candidates.proposals
-    props = Proposals(p.shape, p.boxes[:-1], p.masks[:-1], p.quality[:-1], p.source_ids[:-1],
-                      p.decoded_points)  # fmt: skip
+    props = Proposals(
+        p.shape, p.boxes[:-1], p.masks[:-1], p.quality[:-1], p.source_ids[:-1], p.decoded_points
+    )
     source = {**candidates.source, "clicked": candidates.source.get("clicked", 1) - 1}
-    return Candidates(props, candidates.embeddings[:-1], candidates.clip, source,
-                      candidates.normalisation, candidates.image_key,
-                      candidates.measurements[:-1])  # fmt: skip
+    return Candidates(
+        props,
+        candidates.embeddings[:-1],
+        candidates.clip,
+        source,
+        candidates.normalisation,
+        candidates.image_key,
+        candidates.measurements[:-1],
+    )
 
 
 def _containing(candidates, y: int, x: int) -> int:

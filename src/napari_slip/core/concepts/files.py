@@ -94,8 +94,18 @@ def fingerprint(concept: Any) -> str:
     for a in (ex.measurements, ex.clip, ex.labels, pool.m_sum, pool.m_sq, pool.c_sum):
         if a is not None:
             h.update(np.ascontiguousarray(a).tobytes())
-    h.update(json.dumps([concept.classes, concept.texts, list(concept.features),
-                         concept.reject, pool.n, concept.clip]).encode())  # fmt: skip
+    h.update(
+        json.dumps(
+            [
+                concept.classes,
+                concept.texts,
+                list(concept.features),
+                concept.reject,
+                pool.n,
+                concept.clip,
+            ]
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 

@@ -140,8 +140,17 @@ MAX_CLIP_PARAMETERS = 4_000_000_000
 
 
 #: Sizes of an open_clip tower that must be positive numbers where given.
-_SIZES = ("width", "layers", "heads", "patch_size", "image_size", "context_length",
-          "vocab_size", "head_width", "mlp_ratio")  # fmt: skip
+_SIZES = (
+    "width",
+    "layers",
+    "heads",
+    "patch_size",
+    "image_size",
+    "context_length",
+    "vocab_size",
+    "head_width",
+    "mlp_ratio",
+)
 
 
 def estimated_parameters(config: dict) -> int:

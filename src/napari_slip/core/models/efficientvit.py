@@ -241,8 +241,11 @@ class Backbone(nn.Module):
             ]
             for _ in range(depths[i]):
                 if blocks[i] == "att":
-                    ops.append(EfficientViTBlock(w, config["qkv_dim"], config["expands"][i],
-                                                 tuple(config["scales"][i])))  # fmt: skip
+                    ops.append(
+                        EfficientViTBlock(
+                            w, config["qkv_dim"], config["expands"][i], tuple(config["scales"][i])
+                        )
+                    )
                 else:
                     mid = round(w * config["expands"][i])
                     ops.append(Residual(BLOCKS[blocks[i]](w, w, mid, 1, fewer)))
@@ -372,8 +375,19 @@ def efficientvit_config_from_state_dict(state: dict, grid: int = 64) -> dict:
     at it, which fixes the backbone's input size (512 px for the L models)."""
     pre = "image_encoder.backbone.stages."
     n_stages = _count(state, pre)
-    config: dict = {k: [] for k in ("blocks", "down_blocks", "widths", "depths", "expands",
-                                    "down_expands", "fewer_norm", "scales")}  # fmt: skip
+    config: dict = {
+        k: []
+        for k in (
+            "blocks",
+            "down_blocks",
+            "widths",
+            "depths",
+            "expands",
+            "down_expands",
+            "fewer_norm",
+            "scales",
+        )
+    }
     config["qkv_dim"] = QKV_DIM
     for i in range(n_stages):
         ops = f"{pre}{i}.op_list."
@@ -393,17 +407,25 @@ def efficientvit_config_from_state_dict(state: dict, grid: int = 64) -> dict:
         expand, scales = 1.0, []
         if kind == "att":
             att = ops + "1.context_module.main."
-            scales = [int(state[f"{att}aggreg.{s}.0.weight"].shape[-1])
-                      for s in range(_count(state, att + "aggreg."))]  # fmt: skip
+            scales = [
+                int(state[f"{att}aggreg.{s}.0.weight"].shape[-1])
+                for s in range(_count(state, att + "aggreg."))
+            ]
             config["qkv_dim"] = int(state[att + "aggreg.0.1.weight"].shape[1])
             mid = state[ops + "1.local_module.main.inverted_conv.conv.weight"].shape[0]
             expand = int(mid) / width
         elif depth:
             expand = int(state[f"{ops}1.main.{_FIRST[kind]}.conv.weight"].shape[0]) / width
-        for key, value in (("blocks", kind), ("down_blocks", down), ("widths", width),
-                           ("depths", depth), ("expands", expand),
-                           ("down_expands", down_expand), ("fewer_norm", fewer),
-                           ("scales", scales)):  # fmt: skip
+        for key, value in (
+            ("blocks", kind),
+            ("down_blocks", down),
+            ("widths", width),
+            ("depths", depth),
+            ("expands", expand),
+            ("down_expands", down_expand),
+            ("fewer_norm", fewer),
+            ("scales", scales),
+        ):
             config[key].append(value)
     neck = "image_encoder.neck."
     n_in = _count(state, neck + "input_ops.")

@@ -187,8 +187,9 @@ def resolve_sam(spec: str, progress: DownloadProgress | None = None) -> Path:
     """The local file for a SAM name or path, downloading a named model if needed."""
     if spec in SAM_MODELS:
         w = SAM_MODELS[spec]
-        return download(w.url, sam_cache_path(spec), w.sha256, progress, what=f"SAM {spec}",
-                        xxh128=w.xxh128)  # fmt: skip
+        return download(
+            w.url, sam_cache_path(spec), w.sha256, progress, what=f"SAM {spec}", xxh128=w.xxh128
+        )
     path = Path(spec).expanduser()
     if path.is_file():
         return path

@@ -57,11 +57,20 @@ class SamConfig:
         for key in light:
             d.pop(key)
         if self.encoder in light:  # the ViT fields do not apply
-            for key in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio",
-                        "window_size", "global_attn_indexes"):  # fmt: skip
+            for key in (
+                "patch_size",
+                "embed_dim",
+                "depth",
+                "num_heads",
+                "mlp_ratio",
+                "window_size",
+                "global_attn_indexes",
+            ):
                 d.pop(key)
-            d[self.encoder] = {k: list(v) if isinstance(v, tuple) else v
-                               for k, v in getattr(self, self.encoder).items()}  # fmt: skip
+            d[self.encoder] = {
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in getattr(self, self.encoder).items()
+            }
         return d
 
 
@@ -221,9 +230,13 @@ def _tinyvit_sam_config(state: dict) -> SamConfig:
     """MobileSAM: a TinyViT encoder at 1,024 px (its only published input size)."""
     from .tinyvit import tinyvit_config_from_state_dict
 
-    config = _light_sam_config(state, "tinyvit", tinyvit_config_from_state_dict,
-                               "image_encoder.neck.0.weight",
-                               "MobileSAM (TinyViT)")  # fmt: skip
+    config = _light_sam_config(
+        state,
+        "tinyvit",
+        tinyvit_config_from_state_dict,
+        "image_encoder.neck.0.weight",
+        "MobileSAM (TinyViT)",
+    )
     if len(config.tinyvit["dims"]) < 2:
         raise CheckpointError("This TinyViT checkpoint has fewer than two stages.")
     return config
@@ -233,9 +246,13 @@ def _efficientvit_sam_config(state: dict) -> SamConfig:
     """EfficientViT-SAM: an EfficientViT encoder in SAM's 1,024 px frame (64 x 64)."""
     from .efficientvit import efficientvit_config_from_state_dict
 
-    return _light_sam_config(state, "efficientvit", efficientvit_config_from_state_dict,
-                             "image_encoder.neck.output_ops.0.op_list.0.conv.weight",
-                             "EfficientViT-SAM")  # fmt: skip
+    return _light_sam_config(
+        state,
+        "efficientvit",
+        efficientvit_config_from_state_dict,
+        "image_encoder.neck.output_ops.0.op_list.0.conv.weight",
+        "EfficientViT-SAM",
+    )
 
 
 def _light_sam_config(state: dict, encoder: str, read, out_key: str, what: str) -> SamConfig:

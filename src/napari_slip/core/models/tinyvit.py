@@ -266,8 +266,9 @@ class TinyViTEncoder(nn.Module):
         for i in range(1, len(dims)):
             out = dims[i + 1] if i < last else None
             stride = 1 if i == last - 1 else 2  # the merge into the last stage keeps size
-            layers.append(AttentionStage(dims[i], depths[i], heads[i], windows[i], mlp_ratio,
-                                         out, stride))  # fmt: skip
+            layers.append(
+                AttentionStage(dims[i], depths[i], heads[i], windows[i], mlp_ratio, out, stride)
+            )
         self.layers = nn.ModuleList(layers)
         self.norm_head = nn.LayerNorm(dims[-1])
         self.head = nn.Linear(dims[-1], num_classes) if num_classes else nn.Identity()
@@ -290,13 +291,13 @@ class TinyViTEncoder(nn.Module):
 def tinyvit_config_from_state_dict(state: dict) -> dict:
     """TinyViT's stage sizes read off ``image_encoder.*`` weights (MobileSAM's names)."""
     pre = "image_encoder."
-    stages = sorted({int(k[len(pre) :].split(".")[1]) for k in state
-                     if k.startswith(pre + "layers.")})  # fmt: skip
+    stages = sorted(
+        {int(k[len(pre) :].split(".")[1]) for k in state if k.startswith(pre + "layers.")}
+    )
     dims, depths, heads, windows = [], [], [], []
     mlp_ratio, mbconv_ratio = 4.0, 4.0
     for i in stages:
-        blocks = {int(k.split(".")[4]) for k in state
-                  if k.startswith(f"{pre}layers.{i}.blocks.")}  # fmt: skip
+        blocks = {int(k.split(".")[4]) for k in state if k.startswith(f"{pre}layers.{i}.blocks.")}
         depths.append(len(blocks))
         if i == 0:
             dim = int(state[f"{pre}patch_embed.seq.2.c.weight"].shape[0])

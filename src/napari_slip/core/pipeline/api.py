@@ -124,8 +124,9 @@ def segment(
     )
     with shared_lock:
         seg = shared_segmenter(sam, clip, device, precision)
-        run = iter_segment_image(seg, image, config, axes=axes, pixel_size=pixel_size,
-                                 labels=labels, source=source)  # fmt: skip
+        run = iter_segment_image(
+            seg, image, config, axes=axes, pixel_size=pixel_size, labels=labels, source=source
+        )
         return drain(run, progress)
 
 

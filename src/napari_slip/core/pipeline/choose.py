@@ -104,8 +104,9 @@ def choose(
 DUPLICATE_IOU = 0.8
 
 
-def without_duplicates(proposals, sims: np.ndarray, selection: SelectionParams,
-                       logit_scale: float) -> Selection:  # fmt: skip
+def without_duplicates(
+    proposals, sims: np.ndarray, selection: SelectionParams, logit_scale: float
+) -> Selection:
     """The mode's choice with near-duplicates of a better-scoring kept object left out
     (SAM often offers one object twice; the second would hide the first where it is
     painted over it and count twice). ``topk`` takes its ``top_k`` after that."""
@@ -114,11 +115,16 @@ def without_duplicates(proposals, sims: np.ndarray, selection: SelectionParams,
     if len(chosen.indices) > 1:
         kept = near_duplicates(proposals, chosen.indices, DUPLICATE_IOU)
         mask = np.isin(chosen.indices, kept)
-        chosen = Selection(chosen.indices[mask], chosen.scores[mask], chosen.all_scores,
-                           chosen.reason)  # fmt: skip
+        chosen = Selection(
+            chosen.indices[mask], chosen.scores[mask], chosen.all_scores, chosen.reason
+        )
     if selection.mode == "topk":
-        chosen = Selection(chosen.indices[: selection.top_k], chosen.scores[: selection.top_k],
-                           chosen.all_scores, chosen.reason)  # fmt: skip
+        chosen = Selection(
+            chosen.indices[: selection.top_k],
+            chosen.scores[: selection.top_k],
+            chosen.all_scores,
+            chosen.reason,
+        )
     return chosen
 
 

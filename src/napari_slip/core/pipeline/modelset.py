@@ -166,4 +166,46 @@ class ModelSet:
         return self.load(kind)
 
 
-__all__ = ["KINDS", "ModelSet"]
+class UsesModels:
+    """What an object with a :class:`ModelSet` (its ``model_set``) tells and does with
+    its models: their names, the loaded ones (never loading), switching them, and
+    loading as an explicit step. The :class:`~.segmenter.Segmenter` is one."""
+
+    model_set: ModelSet
+
+    hub = property(lambda self: self.model_set.hub)
+    sam_spec = property(lambda self: self.model_set.sam_spec)
+    clip_spec = property(lambda self: self.model_set.clip_spec)
+    device_spec = property(lambda self: self.model_set.device_spec)
+    precision_spec = property(lambda self: self.model_set.precision_spec)
+    device = property(lambda self: self.model_set.device)
+    precision = property(lambda self: self.model_set.precision)
+    decoder_spec = property(lambda self: self.model_set.decoder_spec)
+    models = property(lambda self: self.model_set.models, doc="(sam, clip, device, precision)")
+    relevance_is_probability = property(lambda self: self.model_set.relevance_is_probability)
+    sam = property(lambda self: self.model_set.loaded("sam"))  # loaded ones: never load
+    clip = property(lambda self: self.model_set.loaded("clip"))
+    decoder = property(lambda self: self.model_set.loaded("decoder"))
+
+    def set_models(self, sam=None, clip=None, device=None, precision=None) -> None:
+        """Switch models (None keeps one). Caches stay: they are keyed by model."""
+        self.model_set.set(sam, clip, device, precision)
+
+    def set_decoder(self, decoder: str | os.PathLike | None) -> None:
+        """Use a trained decoder's map for relevance (None: CLIP's untrained map)."""
+        self.model_set.set_decoder(decoder)
+
+    def iter_load(self, kind: str) -> Generator[Progress, None, Any]:
+        """Load ``sam``, ``clip`` or ``decoder``, announced first when not loaded yet."""
+        return self.model_set.iter_load(kind)
+
+    def load(self, *kinds: str, progress: Callable[[Progress], None] | None = None) -> UsesModels:
+        """Load (download) models now, before any image: ``"sam"``, ``"clip"``,
+        ``"decoder"`` (default: SAM, CLIP, and the decoder if one is set)."""
+        kinds = kinds or ("sam", "clip", *(("decoder",) if self.decoder_spec else ()))
+        for kind in kinds:
+            drain(self.model_set.iter_load(kind), progress)
+        return self
+
+
+__all__ = ["KINDS", "ModelSet", "UsesModels"]

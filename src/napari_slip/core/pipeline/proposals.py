@@ -245,19 +245,29 @@ def sam_proposals(
                 covered[y0:y1, x0:x1] |= crop
         yield Progress("proposals", done, n_points, f"{len(crops)} candidate masks")
     props = nms_proposals((h, w), boxes, crops, scores, params.box_nms_thresh, decoded)
-    funnel = {"points": decoded, "masks": 3 * decoded, "below_iou": 0, "unstable": 0,
-              "too_small": 0, **counts,
-              "overlapping": len(crops) - len(props), "kept": len(props),
-              "min_iou": params.pred_iou_thresh, "min_stability": params.stability_score_thresh,
-              "min_area": params.min_area}  # fmt: skip
+    funnel = {
+        "points": decoded,
+        "masks": 3 * decoded,
+        "below_iou": 0,
+        "unstable": 0,
+        "too_small": 0,
+        **counts,
+        "overlapping": len(crops) - len(props),
+        "kept": len(props),
+        "min_iou": params.pred_iou_thresh,
+        "min_stability": params.stability_score_thresh,
+        "min_area": params.min_area,
+    }
     return replace(props, funnel=funnel)
 
 
 def funnel_hint(funnel: dict) -> str:
     """Why SAM's grid left no candidate, in one line, and what to try."""
-    shown = [f"{funnel.get('below_iou', 0)} below Min IoU {funnel['min_iou']:g}",
-             f"{funnel.get('unstable', 0)} below Min stability {funnel['min_stability']:g}",
-             f"{funnel.get('too_small', 0)} under Min area {funnel['min_area']} px"]  # fmt: skip
+    shown = [
+        f"{funnel.get('below_iou', 0)} below Min IoU {funnel['min_iou']:g}",
+        f"{funnel.get('unstable', 0)} below Min stability {funnel['min_stability']:g}",
+        f"{funnel.get('too_small', 0)} under Min area {funnel['min_area']} px",
+    ]
     return (
         f"SAM decoded {funnel['points']} points ({funnel['masks']} masks): "
         f"{', '.join(shown)}. Lower Min IoU or Min stability (Advanced settings), try "

@@ -47,7 +47,7 @@ from .collect import is_tiled, iter_candidates, iter_proposals, pick_source, pro
 from .context import RelevanceMaps, RunContext, SamEmbeddings, TextEmbeddings
 from .dispatch import SEGMENT_OPTIONS, iter_call
 from .images import LazyImage, PreparedImage
-from .modelset import ModelSet
+from .modelset import ModelSet, UsesModels
 from .proposals import Proposals
 from .results import SegmentationResult
 from .run import configure, iter_run, proposals_of, settings_of
@@ -56,7 +56,7 @@ from .session import LRU, Candidates, ImageSession, open_session
 from .sources import ProposalSource
 
 
-class Segmenter:
+class Segmenter(UsesModels):
     """Segment objects from text prompts with SAM proposals and CLIP scoring.
 
     A run loads the models it needs as a step of its own, with a progress event
@@ -157,40 +157,6 @@ class Segmenter:
         self._sessions = LRU(max(1, cache_size))
         self._session: ImageSession | None = None
 
-    hub = property(lambda self: self.model_set.hub)
-    sam_spec = property(lambda self: self.model_set.sam_spec)
-    clip_spec = property(lambda self: self.model_set.clip_spec)
-    device_spec = property(lambda self: self.model_set.device_spec)
-    precision_spec = property(lambda self: self.model_set.precision_spec)
-    device = property(lambda self: self.model_set.device)
-    precision = property(lambda self: self.model_set.precision)
-    decoder_spec = property(lambda self: self.model_set.decoder_spec)
-    models = property(lambda self: self.model_set.models, doc="(sam, clip, device, precision)")
-    relevance_is_probability = property(lambda self: self.model_set.relevance_is_probability)
-    sam = property(lambda self: self.model_set.loaded("sam"))  # loaded ones: never load
-    clip = property(lambda self: self.model_set.loaded("clip"))
-    decoder = property(lambda self: self.model_set.loaded("decoder"))
-
-    def set_models(self, sam=None, clip=None, device=None, precision=None) -> None:
-        """Switch models (None keeps one). Caches stay: they are keyed by model."""
-        self.model_set.set(sam, clip, device, precision)
-
-    def set_decoder(self, decoder: str | os.PathLike | None) -> None:
-        """Use a trained decoder's map for relevance (None: CLIP's untrained map)."""
-        self.model_set.set_decoder(decoder)
-
-    def iter_load(self, kind: str) -> Generator[Progress, None, Any]:
-        """Load ``sam``, ``clip`` or ``decoder``, announced first when not loaded yet."""
-        return self.model_set.iter_load(kind)
-
-    def load(self, *kinds: str, progress: Callable[[Progress], None] | None = None) -> Segmenter:
-        """Load (download) models now, before any image: ``"sam"``, ``"clip"``,
-        ``"decoder"`` (default: SAM, CLIP, and the decoder if one is set)."""
-        kinds = kinds or ("sam", "clip", *(("decoder",) if self.decoder_spec else ()))
-        for kind in kinds:
-            drain(self.model_set.iter_load(kind), progress)
-        return self
-
     @property
     def templates(self) -> tuple[str, ...]:
         """The prompt templates in use (the CLIP's own if none were given: loads it)."""
@@ -206,8 +172,9 @@ class Segmenter:
 
     def context(self) -> RunContext:
         """What proposal sources may use (see :mod:`.context`)."""
-        maps = RelevanceMaps(self.model_set, self._texts, self.stats, self.relevance_window,
-                             self.guided_params.map)  # fmt: skip
+        maps = RelevanceMaps(
+            self.model_set, self._texts, self.stats, self.relevance_window, self.guided_params.map
+        )
         sam = SamEmbeddings(self.model_set, self.disk_cache, self.stats)
         return RunContext(self.model_set, sam, maps, self._sessions)
 
@@ -243,9 +210,14 @@ class Segmenter:
     def proposal_source(self, proposals: str, prompt: str | None = None) -> ProposalSource:
         """The source of ``proposals="relevance"`` or ``"guided"`` for ``prompt``."""
         return prompt_source(
-            proposals, prompt, self._session, self.context(), self.guided_params,
-            self.sam_params, self.tile_params,
-        )  # fmt: skip
+            proposals,
+            prompt,
+            self._session,
+            self.context(),
+            self.guided_params,
+            self.sam_params,
+            self.tile_params,
+        )
 
     def iter_proposals(
         self, source: ProposalSource | None = None, *, labels: np.ndarray | None = None
@@ -277,8 +249,11 @@ class Segmenter:
         session = self._current()
         source = pick_source(source, labels, session, self.sam_params, self.tile_params)
         context, crops = self.context(), self.crop_params
-        return (yield from iter_candidates(session, source, context, crops, self.batch_size,
-                                           self.stats))  # fmt: skip
+        return (
+            yield from iter_candidates(
+                session, source, context, crops, self.batch_size, self.stats
+            )
+        )
 
     def text_embedding(self, phrase: str) -> np.ndarray:
         """Embedding of one phrase through the templates (cached; loads CLIP if needed)."""
@@ -318,8 +293,16 @@ class Segmenter:
             selection = SelectionParams(**options)
         elif options:
             raise InputError("Give selection options either as SelectionParams or keywords.")
-        return choose(candidates, prompt, selection, self.model_set, self._texts,
-                      self.crop_params, relevance=relevance, labels_out=labels_out)  # fmt: skip
+        return choose(
+            candidates,
+            prompt,
+            selection,
+            self.model_set,
+            self._texts,
+            self.crop_params,
+            relevance=relevance,
+            labels_out=labels_out,
+        )
 
     def run_config(self, prompt: str, where: str = "segment()", **options: Any) -> RunConfig:
         """A validated :class:`~..config.RunConfig`: this segmenter's models and options
@@ -351,8 +334,9 @@ class Segmenter:
         """One run of a validated ``config`` (see :func:`.run.iter_run`): image ->
         proposals -> candidates -> (relevance) -> selection -> result; ``measure``,
         ``scale`` and ``unit`` as there."""
-        run = iter_run(self, image, config, labels=labels, source=source, labels_out=labels_out,
-                       **measure)  # fmt: skip
+        run = iter_run(
+            self, image, config, labels=labels, source=source, labels_out=labels_out, **measure
+        )
         return (yield from run)
 
     def iter_relevance(

@@ -95,21 +95,32 @@ def choose(table: dict, fidelity: dict) -> dict:
     """
     chosen = {}
     for stage, by_precision in table.items():
-        cells = [(t, p, int(n)) for p, row in by_precision.items() for n, t in row.items()
-                 if p == "fp32" or fidelity.get(stage, {}).get(p, 0.0) >= FIDELITY]  # fmt: skip
+        cells = [
+            (t, p, int(n))
+            for p, row in by_precision.items()
+            for n, t in row.items()
+            if p == "fp32" or fidelity.get(stage, {}).get(p, 0.0) >= FIDELITY
+        ]
         if not cells:
             raise InputError(f"No precision of stage {stage!r} was measured.")
         fastest = min(cells)[0]
         near = [c for c in cells if c[0] <= fastest * (1 + TIE)]
-        simplest = min(near, key=lambda c: (SIMPLICITY.index(c[1]) if c[1] in SIMPLICITY
-                                            else len(SIMPLICITY), c[0]))  # fmt: skip
+        simplest = min(
+            near,
+            key=lambda c: (
+                SIMPLICITY.index(c[1]) if c[1] in SIMPLICITY else len(SIMPLICITY),
+                c[0],
+            ),
+        )
         chosen[stage] = {"precision": simplest[1], "threads": simplest[2]}
     return chosen
 
 
 def plan_of(choice: dict) -> Plan:
-    return Plan(*(choice[s]["precision"] for s in STAGES),
-                threads={s: choice[s]["threads"] for s in STAGES})  # fmt: skip
+    return Plan(
+        *(choice[s]["precision"] for s in STAGES),
+        threads={s: choice[s]["threads"] for s in STAGES},
+    )
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -163,8 +174,9 @@ def _decoder_probe(precision: str) -> list:
     gen = torch.Generator().manual_seed(0)
     with _seeded():
         decoder = PromptableSam(build_sam(SamConfig(depth=0, global_attn_indexes=())))
-    embedding = ImageEmbedding(torch.randn(1, 256, 64, 64, generator=gen), (1024, 1024),
-                               (1024, 1024))  # fmt: skip
+    embedding = ImageEmbedding(
+        torch.randn(1, 256, 64, 64, generator=gen), (1024, 1024), (1024, 1024)
+    )
     points = np.random.default_rng(1).uniform(0, 1024, (16, 2))
 
     def run():
@@ -182,15 +194,17 @@ def _clip_probe(precision: str) -> list:
 
     from ..models.clip import ClipModel, build_clip
 
-    config = {"embed_dim": 512,
-              "vision_cfg": {"image_size": 224, "layers": 2, "width": 768, "patch_size": 32},
-              "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 64, "heads": 2,
-                           "layers": 1}}  # fmt: skip
+    config = {
+        "embed_dim": 512,
+        "vision_cfg": {"image_size": 224, "layers": 2, "width": 768, "patch_size": 32},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 64, "heads": 2, "layers": 1},
+    }
     with _seeded():
         clip = ClipModel(build_clip(config).eval(), None, config, 224)
     clip.set_precision(precision)
-    crops = [np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8)
-             for i in range(16)]  # fmt: skip
+    crops = [
+        np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8) for i in range(16)
+    ]
     return [(lambda: torch.from_numpy(clip.encode_images(crops)), 1.0)]
 
 
@@ -368,15 +382,19 @@ def describe() -> list[str]:
     entry = load_measurement()
     if entry is None:
         how = "off (NAPARI_SLIP_AUTOTUNE=0)" if not enabled() else "not measured yet"
-        return [f"precision 'auto' by measurement: {how}; until then {guess()} "
-                "(`napari-slip models --measure` measures now, in 10-20 s)"]  # fmt: skip
+        return [
+            f"precision 'auto' by measurement: {how}; until then {guess()} "
+            "(`napari-slip models --measure` measures now, in 10-20 s)"
+        ]
     return describe_entry(entry)
 
 
 def describe_entry(entry: dict) -> list[str]:
     """The lines of :func:`describe` for one measurement."""
-    lines = [f"precision 'auto' measured {entry['measured_at']} in {entry['seconds']} s "
-             f"(probes of ViT-B shapes, random weights; seconds per probe run):"]  # fmt: skip
+    lines = [
+        f"precision 'auto' measured {entry['measured_at']} in {entry['seconds']} s "
+        f"(probes of ViT-B shapes, random weights; seconds per probe run):"
+    ]
     for stage in STAGES:
         cells = []
         if stage not in entry["table"]:
@@ -387,8 +405,10 @@ def describe_entry(entry: dict) -> list[str]:
             refused = "" if cos >= FIDELITY else f" (cos {cos:.3f}: refused)"
             cells.append(f"{precision} {times}{refused}")
         pick = entry["choice"][stage]
-        lines.append(f"  {stage:<8} {'; '.join(cells)}  -> {pick['precision']} with "
-                     f"{pick['threads']} thread(s)")  # fmt: skip
+        lines.append(
+            f"  {stage:<8} {'; '.join(cells)}  -> {pick['precision']} with "
+            f"{pick['threads']} thread(s)"
+        )
     return lines
 
 

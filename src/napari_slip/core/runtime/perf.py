@@ -36,8 +36,16 @@ _M_MMAP_THRESHOLD = -3
 
 #: The CPU features that decide our speed (reported with every benchmark and by
 #: ``napari-slip models``).
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
-             "amx_int8")  # fmt: skip
+CPU_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+)
 
 
 @functools.cache
@@ -62,10 +70,11 @@ def cpu_info() -> dict:
     if text is None:
         return {"model": platform.processor() or platform.machine(), "flags": [], "known": False}
     lines = text.splitlines()
-    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
-                 platform.processor() or platform.machine())  # fmt: skip
-    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")),
-                     []))  # fmt: skip
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
     return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags], "known": True}
 
 
@@ -83,8 +92,10 @@ def describe_machine() -> str:
     info = cpu_info()
     flags = ", ".join(info["flags"]) or ("none of note" if info["known"] else "unknown")
     why = "bf16 (native bf16 instructions)" if cpu_has_fast_bf16() else "fp32 (no native bf16)"
-    return (f"CPU: {info['model']} (features: {flags}; {torch.get_num_threads()} threads); "
-            f"before a measurement, precision 'auto' on the CPU gives {why}")  # fmt: skip
+    return (
+        f"CPU: {info['model']} (features: {flags}; {torch.get_num_threads()} threads); "
+        f"before a measurement, precision 'auto' on the CPU gives {why}"
+    )
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
