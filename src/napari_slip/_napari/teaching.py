@@ -39,7 +39,6 @@ class Teaching:
         self.session = session
         self.editor: Any = None
         self.points: Any = None
-        self._colours: list[str] = []
         #: A concept the next edits start from (e.g. the one the run used).
         self.concept: Any = None
         #: True while an edit is written (napari's paint event is then ours).
@@ -249,10 +248,8 @@ class Teaching:
             return None
         last.layer.undo()
         if self.points is not None and len(self.points.data):
-            self._colours = self._colours[: len(self.points.data) - 1]
-            self.points.data = self.points.data[:-1]
-            if self._colours:
-                self.points.face_color = self._colours
+            self.points.selected_data = {len(self.points.data) - 1}
+            self.points.remove_selected()  # the click's point goes with its edit
         return last.result
 
     def save(self, path):
@@ -270,13 +267,21 @@ class Teaching:
 
     # -- the viewer ---------------------------------------------------------------------
     def _mark(self, world_point, kind: str) -> None:
-        """The click in the prompts layer (made on the first click, the active layer kept)."""
-        viewer = self.session.viewer
-        last = self.session.last
-        colour = ADDED if kind == "add" else REMOVED
-        image = last.request.image_layer
+        """The click in the prompts layer (one point added: a single layer update)."""
+        image = self.session.last.request.image_layer
         point = np.asarray(image.world_to_data(tuple(world_point)), dtype=float)
+        points = self.prompts_layer()
+        if points.ndim != len(point):
+            return
+        points.current_face_color = ADDED if kind == "add" else REMOVED
+        points.add(point[None])
+
+    def prompts_layer(self):
+        """The prompts Points layer of the last output (made the first time: after a run,
+        so that a click does not wait for napari to set it up), the active layer kept."""
+        viewer, last = self.session.viewer, self.session.last
         if self.points is None or self.points not in viewer.layers:
+            image = last.request.image_layer
             active = viewer.layers.selection.active
             self.points = viewer.add_points(
                 np.zeros((0, image.ndim)),
@@ -288,12 +293,7 @@ class Teaching:
             )
             if active is not None and active in viewer.layers:
                 viewer.layers.selection.active = active
-            self._colours = []
-        if self.points.ndim != len(point):
-            return
-        self._colours = [*self._colours[: len(self.points.data)], colour]
-        self.points.data = np.concatenate([self.points.data, point[None]])
-        self.points.face_color = self._colours
+        return self.points
 
 
 def labels_after(editor, made) -> np.ndarray:
