@@ -70,7 +70,7 @@ def click_times(viewer, widget, rgb, truth, n_clicks: int) -> dict:
         QTest.mouseClick(
             canvas.native, button, Qt.KeyboardModifier.ShiftModifier, QPoint(round(px), round(py))
         )
-        while widget.teaching.editing:
+        while widget.edits.editing:
             QApplication.processEvents()
             time.sleep(0.001)
         QApplication.processEvents()
@@ -212,12 +212,13 @@ def main(argv=None) -> int:
         out["run_s"] = round(time.perf_counter() - start, 1)
         out["precision"] = widget.session.last.result.provenance.get("precision")
         print(f"  run (embedding + 4 x 4 grid): {out['run_s']} s, precision {out['precision']}")
+        out["reselect"] = reselect_time(widget)  # before any edit (after one: refused)
+        print(f"  re-selection: {out['reselect']}")
+        widget.threshold.value = -1.0
         out["clicks"] = click_times(viewer, widget, rgb, truth, args.clicks)
         print(f"  clicks: {out['clicks']}")
         out["engine_ms"] = engine_times(widget, truth)
         print(f"  an applied click's worker steps, nucleus-sized (median ms): {out['engine_ms']}")
-        out["reselect"] = reselect_time(widget)
-        print(f"  re-selection: {out['reselect']}")
         viewer.close()
     out["stack_clicks"] = stack_clicks()
     print(f"  3D adds on linked stacks (fixture SAM): {out['stack_clicks']}")
