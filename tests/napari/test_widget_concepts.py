@@ -490,3 +490,29 @@ def test_naparis_eraser_and_the_table_follows(teach, qtbot):
     widget.top_k.value = 3
     assert "edited by hand" in widget.status.value
     np.testing.assert_array_equal(layer.data, erased_labels)
+
+
+def test_an_alt_drag_refines_the_picked_object_with_a_box(teach, qtbot):
+    """Alt+drag around the picked object: SAM's point+box prompt redraws it in place
+    (its id kept, no other object changes), or its answer is refused in one line (the
+    fixture SAM never learnt boxes; what may change is judged)."""
+    viewer, widget, run, _, truth = teach
+    run()
+    layer = widget.session.last.layer
+    image = viewer.layers["cells"]
+    missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
+    _click(viewer, image, *_centre(truth[0] == missed[0]))
+    assert int(layer.selected_label) == 3
+    before = layer.data.copy()
+    ys, xs = np.nonzero(truth[0] == missed[0])
+    _drag(viewer, image, (ys.min() - 2, xs.min() - 2), (ys.max() + 2, xs.max() + 2), keys=ALT)
+    for k in (1, 2):
+        np.testing.assert_array_equal(layer.data == k, before == k)
+    if widget.status.value == "Refined object 3.":
+        box = widget.session.teaching.editor.prompts[3]["box"]
+        expected = np.array([ys.min() - 2, xs.min() - 2, ys.max() + 2, xs.max() + 2])
+        assert np.abs(np.array(box) - expected - 0.5).max() <= 1.5
+        assert (layer.data == 3).any()
+    else:
+        assert "SAM's mask with this box covers" in widget.status.value
+        np.testing.assert_array_equal(layer.data, before)

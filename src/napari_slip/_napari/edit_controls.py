@@ -4,7 +4,7 @@ queue of work run in napari's thread workers one job at a time, in order.
 - Shift+click adds the object under the cursor; Shift+right-click removes the one
   there;
 - Alt+click / Alt+right-click refine the picked object (napari's label picker) with a
-  point inside / outside it;
+  point inside / outside it; Alt+drag, with a box around it;
 - Ctrl+Shift+click merges the object under the cursor into the picked one;
 - two Ctrl+clicks inside one object split it between the two points;
 - Shift+U (or Ctrl+Z on the Labels layer) undoes.
@@ -29,7 +29,8 @@ from .layers import camera_of
 UNDO_KEY = "Shift-U"
 HINT = "Shift+click adds the object under the cursor (Shift+drag: the one in a box); "
 HINT += "Shift+right-click removes one; "
-HINT += "Alt+click / Alt+right-click refine the picked object with a point inside / outside; "
+HINT += "Alt+click / Alt+right-click / Alt+drag refine the picked object (a point inside, "
+HINT += "outside, a box); "
 HINT += "Ctrl+Shift+click merges an object into the picked one; two Ctrl+clicks split one; "
 HINT += f"{UNDO_KEY.replace('-', '+')} or Ctrl+Z undoes. Only the clicked object changes; "
 HINT += "each click is an example for the class below."
@@ -136,7 +137,7 @@ class EditControls:
             return  # not ours, or an edit during a run: ignored (the run replaces it)
         start = tuple(event.position)
         end = start
-        if kind == "add":
+        if kind in ("add", "inside"):  # a drag draws a box: to add, or to refine
             camera = camera_of(viewer)
             panning, camera.mouse_pan = camera.mouse_pan, False
             try:
@@ -147,19 +148,23 @@ class EditControls:
                 end = tuple(event.position)
             finally:
                 camera.mouse_pan = panning
-        if kind == "add" and _dragged(viewer, start, end):
-            self.submit(lambda: self._start_box(start, end), self.apply_result, DOING["add"])
+        if kind in ("add", "inside") and _dragged(viewer, start, end):
+            box = "box" if kind == "add" else "refine_box"
+            status = DOING["add"] if kind == "add" else "Refining the picked object…"
+            self.submit(lambda: self._start_box(box, start, end), self.apply_result, status)
             return
         status = DOING.get(kind, "Editing the picked object…")
         done = lambda out: self.apply_result(out, start)  # noqa: E731
         self.submit(lambda: self._start(kind, start), done, status)
 
-    def _start_box(self, start: tuple, end: tuple):
-        teaching = self.widget.session.teaching
+    def _start_box(self, kind: str, start: tuple, end: tuple):
+        session = self.widget.session
+        teaching = session.teaching
         plane, y0, x0 = teaching.prepare(start)
         _, y1, x1 = teaching.prepare(end)
         teaching.class_name = self.teach_class.value.strip() or None
-        return teaching.iter_edit("box", plane, y1, x1, first=(y0, x0))
+        label = int(session.last.layer.selected_label) if session.last.layer is not None else 0
+        return teaching.iter_edit(kind, plane, y1, x1, label, first=(y0, x0))
 
     def _start(self, kind: str, position: tuple):
         """A click's turn: the pixel, the picked object and the class, read here."""

@@ -146,13 +146,14 @@ class Teaching:
         ``plane`` (from :meth:`prepare`): ``add`` the object there, ``remove`` it,
         refine object ``label`` with a point ``inside`` or ``outside`` it, ``merge`` the
         object there into object ``label``, ``split`` the object holding ``first``
-        and (y, x), or add the object in the ``box`` from ``first`` to (y, x).
+        and (y, x), add the object in the ``box`` from ``first`` to (y, x), or
+        refine object ``label`` with that box (``refine_box``).
         Returns the edit and the table after it; nothing is written."""
         editor = self._editor(plane)
         self._teach_class(editor)
         what = _DOING.get(kind, f"{kind} object {label}")
         yield Progress(what, 0, 1, "SAM decodes the click" if kind in _DECODES else "")
-        if kind in ("inside", "outside", "merge") and not label:
+        if kind in ("inside", "outside", "merge", "refine_box") and not label:
             raise InputError("Pick the object first (napari's label picker, or add one).")
         if kind == "add":
             made = editor.propose_add(y, x)
@@ -169,6 +170,9 @@ class Teaching:
             made = editor.propose_split(first, (y, x))
         elif kind == "box" and first is not None:
             made = propose_box(editor, (*first, y, x))
+        elif kind == "refine_box" and first is not None:
+            (y0, y1), (x0, x1) = sorted((first[0], y)), sorted((first[1], x))
+            made = editor.propose_refine(label, box=(y0, x0, y1, x1))
         else:
             raise InputError(f"An edit adds, removes, refines, merges or splits; got {kind!r}.")
         table = editor.table(labels_after(editor, made), made.rows)

@@ -242,7 +242,7 @@ class LabelEditor:
         all_points = [*prompt["points"], *((float(y), float(x), bool(p)) for y, x, p in points)]
         box = box if box is not None else prompt["box"]
         found = self.handle.decode([p[:2] for p in all_points], [p[2] for p in all_points], box)
-        mask = checked(found.mask)
+        mask = checked(found.mask, "with this box" if box is not None else "here")
         mask &= (self.plane_labels == 0) | current  # never another object's pixels
         if not mask.any():
             raise NothingToDo(f"SAM's mask leaves object {label} empty: nothing changed.")
