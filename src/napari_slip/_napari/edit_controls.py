@@ -242,8 +242,6 @@ class EditControls:
         """The examples line: what has been taught, and how to teach."""
         last = self.widget.session.last
         self.follow(last.layer if last is not None and last.created else None)
-        if last is not None and last.created and last.layer is not None:
-            self.widget.session.teaching.prompts_layer()  # set up now, not on a click
         summary = self.widget.session.teaching.summary
         self.examples.value = (
             summary or "Shift+click adds an object, Shift+right-click removes one."

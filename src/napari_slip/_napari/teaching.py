@@ -281,8 +281,8 @@ class Teaching:
         points.add(point[None])
 
     def prompts_layer(self):
-        """The prompts Points layer of the last output (made the first time: after a run,
-        so that a click does not wait for napari to set it up), the active layer kept."""
+        """The prompts Points layer of the last output (made on the first click), the
+        active layer kept."""
         viewer, last = self.session.viewer, self.session.last
         if self.points is None or self.points not in viewer.layers:
             image = last.request.image_layer
