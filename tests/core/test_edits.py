@@ -395,3 +395,24 @@ def test_a_click_on_a_tracked_time_series_adds_one_track(trained_sam_path, tmp_p
     rows = editor.table()
     mine = rows[rows["id"] == made.label]
     assert sorted(mine["t"]) == [0, 1, 2, 3, 4] and set(mine["track_id"]) == {made.label}
+
+
+def test_refine_works_on_one_plane_of_a_3d_object(linked_stack):
+    """Refining a linked 3D object on one plane redraws that plane's section only; its
+    id stays, its other planes and every other object are as they were."""
+    seg, _, _, _, result = linked_stack
+    editor = napari_slip.edit(result, seg)
+    before = editor.labels.copy()
+    spans = {int(k): np.nonzero((before == k).any(axis=(1, 2)))[0] for k in np.unique(before)[1:]}
+    label, planes = next((k, z) for k, z in spans.items() if len(z) >= 3)
+    z = int(planes[len(planes) // 2])
+    ys, xs = np.nonzero(before[z] == label)
+    c = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    edit = editor.refine(label, points=[(ys[c] + 0.5, xs[c] + 0.5, True)], plane=(z,))
+    assert edit.label == label and set(edit.index[0].tolist()) <= {z}
+    others = np.ones(before.shape, dtype=bool)
+    others[z] = False
+    assert np.array_equal(editor.labels[others], before[others])
+    assert (editor.labels[z] == label).any()
+    untouched = (before[z] != label) & (editor.labels[z] != label)
+    assert np.array_equal(editor.labels[z][untouched], before[z][untouched])

@@ -4,10 +4,9 @@ continues into (SAM on each plane's own embedding)."""
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..pipeline.plane import PlaneHandle
-from .masks import MAX_FRACTION, component_at
+from .masks import MAX_FRACTION, component_at, innermost
 
 #: A plane's mask continues the object when it overlaps the previous plane's this much
 #: (IoU) and its area is within this factor of it.
@@ -31,8 +30,8 @@ def carry(
         previous, z = mask, z0 + step
         while (z, *rest) in handles:
             here = (z, *rest)
-            inside = ndimage.distance_transform_edt(np.pad(previous, 1))[1:-1, 1:-1]
-            y, x = np.unravel_index(int(np.argmax(inside)), inside.shape)
+            py, px, _ = innermost(previous)
+            y, x = int(py), int(px)
             view = labels[here]
             if view[y, x]:
                 break  # another object continues here

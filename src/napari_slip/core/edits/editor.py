@@ -33,7 +33,7 @@ from ..concepts.features import ObjectFeatures, measure_objects
 from ..errors import InputError, NothingToDo
 from ..pipeline.plane import PlaneHandle, proposals_of_masks
 from .carry import carry
-from .masks import box_of, checked, component_at, split_between
+from .masks import checked, component_at, innermost, split_between
 from .table import Objects
 
 
@@ -228,15 +228,18 @@ class LabelEditor:
         label: int,
         points: Sequence[tuple[float, float, bool]] = (),
         box: tuple[float, float, float, float] | None = None,
+        plane: tuple[int, ...] | None = None,
     ) -> Edit:
         """Object ``label`` decoded again with its earlier prompt plus ``points``
         ((y, x, inside) each) and ``box`` (y0, x0, y1, x1); it keeps its id and never
         takes another object's pixels."""
+        self.at(plane)  # a 3D object is refined on one of its planes
         label = int(label)
         current = self.plane_labels == label
         if not current.any():
             raise InputError(f"There is no object {label} on this plane to refine.")
-        prompt = self.prompts.get(label) or {"points": [], "box": box_of(current)}
+        # An object no click drew: its innermost pixel is its first point.
+        prompt = self.prompts.get(label) or {"points": [innermost(current)], "box": None}
         for y, x, _ in points:
             self.pixel(y, x)
         all_points = [*prompt["points"], *((float(y), float(x), bool(p)) for y, x, p in points)]
@@ -336,8 +339,8 @@ class LabelEditor:
     def remove_at(self, y: float, x: float, plane: tuple[int, ...] | None = None) -> Edit:
         return self.apply(self.propose_remove(y, x, plane))
 
-    def refine(self, label: int, points=(), box=None) -> Edit:
-        return self.apply(self.propose_refine(label, points, box))
+    def refine(self, label: int, points=(), box=None, plane=None) -> Edit:
+        return self.apply(self.propose_refine(label, points, box, plane))
 
     def merge(self, keep: int, other: int) -> Edit:
         return self.apply(self.propose_merge(keep, other))

@@ -33,9 +33,11 @@ def component_at(mask: np.ndarray, y: int, x: int) -> np.ndarray:
     return parts == parts[y, x]
 
 
-def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(mask)
-    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+def innermost(mask: np.ndarray) -> tuple[float, float, bool]:
+    """The mask's pixel farthest from its edge, as a positive point (pixel centre)."""
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return float(y) + 0.5, float(x) + 0.5, True
 
 
 def split_between(mask: np.ndarray, first: tuple[int, int], second: tuple[int, int]):
@@ -66,4 +68,4 @@ def split_between(mask: np.ndarray, first: tuple[int, int], second: tuple[int, i
     return out
 
 
-__all__ = ["MAX_FRACTION", "box_of", "checked", "component_at", "split_between"]
+__all__ = ["MAX_FRACTION", "checked", "component_at", "innermost", "split_between"]
