@@ -6,7 +6,7 @@
     ... docs/make_screenshots.py --stack-relevance   (relevance maps of a z-stack)
     ... docs/make_screenshots.py --stack-3d   (a z-stack's linked 3D objects, 3D view)
     ... docs/make_screenshots.py --sections   (every section open, 1090 x 630 and 1600 x 1000)
-    ... docs/make_screenshots.py --concept    (a Shift+click, then Find more's preview)
+    ... docs/make_screenshots.py --concept    (a Shift+click, then More like these: its preview)
 
 Weights cannot be downloaded on the machines that build these docs, so the widget runs
 with tiny random models (napari_slip.testing): the screenshots show the interface and
