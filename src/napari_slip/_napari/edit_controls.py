@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any
 
 from magicgui.widgets import LineEdit
@@ -154,8 +155,9 @@ class EditControls:
             self.submit(lambda: self._start_box(box, start, end), self.apply_result, status)
             return
         status = DOING.get(kind, "Editing the picked object…")
-        done = lambda out: self.apply_result(out, start)  # noqa: E731
-        self.submit(lambda: self._start(kind, start), done, status)
+        self.submit(
+            lambda: self._start(kind, start), partial(self.apply_result, position=start), status
+        )
 
     def _start_box(self, kind: str, start: tuple, end: tuple):
         session = self.widget.session

@@ -39,8 +39,6 @@ class Teaching:
         self.session = session
         self.editor: Any = None
         self.points: Any = None
-        #: A concept the next edits start from (e.g. the one the run used).
-        self.concept: Any = None
         #: True while an edit is written (napari's paint event is then ours).
         self.writing = False
         #: The class clicks teach (the dock's field; None: the run's own class).
@@ -258,7 +256,7 @@ class Teaching:
 
     def save(self, path):
         """Save what was taught (or the run's concept) as a ``.concept`` file."""
-        concept = self.editor.concept if self.editor is not None else self.concept
+        concept = self.editor.concept if self.editor is not None else None
         last = self.session.last
         if concept is None and last is not None and last.request.concept is not None:
             concept = last.request.concept
