@@ -10,7 +10,9 @@ queue of work run in napari's thread workers one job at a time, in order.
 - Shift+U (or Ctrl+Z on the Labels layer) undoes.
 
 The GUI thread only maps the click to a pixel and writes the computed edit
-(:class:`~.teaching.Teaching`); SAM, CLIP and the measurements run in the worker.
+(:class:`~.teaching.Teaching`); SAM, CLIP and the measurements run in the worker:
+SAM's decode first (its pixels are written as soon as it is done), then CLIP and the
+measurements (the table follows, the example is taught), before the next click.
 """
 
 from __future__ import annotations
@@ -84,14 +86,24 @@ class EditControls:
         """Whether an edit (or a suggestion) is being computed or waits its turn."""
         return self._worker is not None or bool(self._queue)
 
-    def submit(self, start: Callable[[], Generator | None], done: Callable, status: str) -> bool:
+    def submit(
+        self,
+        start: Callable[[], Generator | None],
+        done: Callable,
+        status: str,
+        first: bool = False,
+    ) -> bool:
         """Queue a job: ``start()`` (on the GUI thread, when its turn comes) returns the
         generator the worker drains (None: nothing to do), ``done(result)`` takes its
-        result on the GUI thread. False when too many jobs wait."""
-        if len(self._queue) >= MAX_QUEUED:
+        result on the GUI thread; ``first``: before the jobs waiting (the second step of
+        the job just done). False when too many jobs wait."""
+        if first:
+            self._queue.appendleft((start, done, status))
+        elif len(self._queue) >= MAX_QUEUED:
             self.widget.status.value = "Too many clicks waiting: this one was ignored."
             return False
-        self._queue.append((start, done, status))
+        else:
+            self._queue.append((start, done, status))
         self._next()
         return True
 
@@ -152,11 +164,11 @@ class EditControls:
         if kind in ("add", "inside") and _dragged(viewer, start, end):
             box = "box" if kind == "add" else "refine_box"
             status = DOING["add"] if kind == "add" else "Refining the picked object…"
-            self.submit(lambda: self._start_box(box, start, end), self.apply_result, status)
+            self.submit(lambda: self._start_box(box, start, end), self.written, status)
             return
         status = DOING.get(kind, "Editing the picked object…")
         self.submit(
-            lambda: self._start(kind, start), partial(self.apply_result, position=start), status
+            lambda: self._start(kind, start), partial(self.written, position=start), status
         )
 
     def _start_box(self, kind: str, start: tuple, end: tuple):
@@ -187,8 +199,29 @@ class EditControls:
         teaching.class_name = self.teach_class.value.strip() or None
         return teaching.iter_edit(kind, plane, y, x, label, tuple(first) if first else None)
 
+    def written(self, made, position=None) -> None:
+        """Write a decoded edit's pixels at once (the status says what changed), then
+        describe it in the worker before the next click: the table and the example
+        follow."""
+        teaching = self.widget.session.teaching
+        try:
+            result = teaching.apply(made, None, position)
+        except SlipError as exc:
+            self.widget.show_error(exc)
+            return
+        self.widget.status.value = result.message
+
+        def described(out) -> None:
+            result = teaching.show_described(*out)
+            if result is not None:
+                self.shown(result)
+
+        start = partial(teaching.iter_describe, made)
+        self.submit(start, described, "Measuring the edited object…", first=True)
+
     def apply_result(self, out, position=None) -> None:
-        """Write a computed edit (the worker's ``(edit, table)``) and show it."""
+        """Write a computed and described edit (the worker's ``(edit, table)``) and
+        show it."""
         try:
             result = self.widget.session.teaching.apply(*out, position)
         except SlipError as exc:
@@ -215,9 +248,17 @@ class EditControls:
             return
         if self._followed is not None:
             self._followed.events.paint.disconnect(self._on_paint)
+            self._followed.events.set_data.disconnect(self._on_set_data)
         self._followed = layer
         if layer is not None:
             layer.events.paint.connect(self._on_paint)
+            layer.events.set_data.connect(self._on_set_data)
+
+    def _on_set_data(self, _event=None) -> None:
+        """napari's Ctrl+Z / Ctrl+Shift+Z (a refresh of the layer): the examples of
+        edits undone leave the concept, those redone come back."""
+        if not self.editing and self.widget.session.teaching.follow_undo():
+            self.update()
 
     def _on_paint(self, _event=None) -> None:
         teaching = self.widget.session.teaching

@@ -170,8 +170,11 @@ class ViewerSession:
         that object's pixels change, as one napari undo step. The widget runs the
         same steps with the decode in a worker."""
         plane, y, x = self.teaching.prepare(world_point)
-        made, table = drain(self.teaching.iter_edit(kind, plane, y, x))
-        return self.teaching.apply(made, table, world_point)
+        layer = self.last.layer
+        label = int(layer.selected_label) if layer is not None else 0
+        made = drain(self.teaching.iter_edit(kind, plane, y, x, label))
+        self.teaching.apply(made, None, world_point)
+        return self.teaching.show_described(*drain(self.teaching.iter_describe(made)))
 
     def undo_correction(self) -> StackResult | None:
         """Take back the last edit of the output layer (None: there is none)."""

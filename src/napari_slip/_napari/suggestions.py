@@ -36,6 +36,7 @@ class Suggestions:
                 "Teach first: Shift+click objects like the ones you want (Shift+right-"
                 "click ones you do not), then find more."
             )
+        self.teaching.follow_undo()  # what napari's Ctrl+Z took back teaches nothing
         yield Progress("finding more like these", 0, 1, "the concept scores the candidates")
         suggestion = suggest(self.teaching.editor)
         table = self.teaching.editor.table(
@@ -86,6 +87,7 @@ class Suggestions:
 
         if self.teaching.editor is None:
             raise InputError("Teach first: Shift+click an object like the ones you want.")
+        self.teaching.follow_undo()
         yield Progress("asking", 0, 1, "the concept scores the candidates")
         questions = ask(self.teaching.editor, n)
         if not questions:

@@ -3,12 +3,14 @@
 click (green: added, magenta: removed), and the mapping from a click in the viewer to
 a pixel of the plane that was segmented.
 
-An edit is computed in a worker (:meth:`Teaching.iter_edit`: SAM's decode, CLIP's
-crop embedding, the table's measurements) and applied on the GUI thread
-(:meth:`Teaching.apply`) with napari's ``data_setitem``: it changes only the pixels
-of its object, and napari's Ctrl+Z / Ctrl+Shift+Z on the Labels layer undo and redo
-it. Each edit records an example in the concept being taught; no other object
-changes.
+A click's edit is made in two steps, so that its pixels show as soon as SAM has
+decoded it: the worker decodes (:meth:`Teaching.iter_edit`), the GUI thread writes
+the pixels (:meth:`Teaching.apply`) with napari's ``data_setitem``; then the worker
+describes it (:meth:`Teaching.iter_describe`: CLIP's crop embedding, the table's
+measurements) and the GUI thread shows the table and teaches its example
+(:meth:`Teaching.show_described`). It changes only the pixels of its object;
+napari's Ctrl+Z / Ctrl+Shift+Z on the Labels layer undo and redo it, and its example
+leaves the concept with it (:meth:`Teaching.follow_undo`). No other object changes.
 """
 
 from __future__ import annotations
@@ -146,7 +148,8 @@ class Teaching:
         object there into object ``label``, ``split`` the object holding ``first``
         and (y, x), add the object in the ``box`` from ``first`` to (y, x), or
         refine object ``label`` with that box (``refine_box``).
-        Returns the edit and the table after it; nothing is written."""
+        Returns the edit, not described yet (:meth:`iter_describe`); nothing is
+        written."""
         editor = self._editor(plane)
         self._teach_class(editor)
         what = _DOING.get(kind, f"{kind} object {label}")
@@ -154,11 +157,11 @@ class Teaching:
         if kind in ("inside", "outside", "merge", "refine_box") and not label:
             raise InputError("Pick the object first (napari's label picker, or add one).")
         if kind == "add":
-            made = editor.propose_add(y, x)
+            made = editor.propose_add(y, x, describe=False)
         elif kind == "remove":
-            made = editor.propose_remove(y, x)
+            made = editor.propose_remove(y, x, describe=False)
         elif kind in ("inside", "outside"):
-            made = editor.propose_refine(label, [(y, x, kind == "inside")])
+            made = editor.propose_refine(label, [(y, x, kind == "inside")], describe=False)
         elif kind == "merge":
             other = int(editor.plane_labels[editor.pixel(y, x)])
             if not other:
@@ -167,15 +170,44 @@ class Teaching:
         elif kind == "split" and first is not None:
             made = editor.propose_split(first, (y, x))
         elif kind == "box" and first is not None:
-            made = propose_box(editor, (*first, y, x))
+            made = propose_box(editor, (*first, y, x), describe=False)
         elif kind == "refine_box" and first is not None:
             (y0, y1), (x0, x1) = sorted((first[0], y)), sorted((first[1], x))
-            made = editor.propose_refine(label, box=(y0, x0, y1, x1))
+            made = editor.propose_refine(label, box=(y0, x0, y1, x1), describe=False)
         else:
             raise InputError(f"An edit adds, removes, refines, merges or splits; got {kind!r}.")
-        table = editor.table(labels_after(editor, made), made.rows)
         yield Progress(what, 1, 1, made.message)
-        return made, table
+        return made
+
+    def iter_describe(self, made):
+        """(In a worker, after :meth:`apply` wrote ``made``) its model work: the
+        example it teaches, its object's similarity, and the table of the labels as
+        they are now. Returns the described edit and the table."""
+        editor = self.editor
+        yield Progress("measuring", 0, 1, "the edited object")
+        described = editor.describe(made)
+        labels = editor.labels if editor.finish is not None else editor.labels[made.plane]
+        return described, editor.table(np.array(labels, copy=True), described.rows)
+
+    def show_described(self, described, table):
+        """(On the GUI thread) a written edit's example joins the concept (unless the
+        edit was undone meanwhile) and its table is shown; the result shown."""
+        last = self.session.last
+        if last is None or self.editor is None or last.layer is None:
+            return None
+        if self.editor.labels is not last.layer.data:
+            return None  # the output was replaced meanwhile: nothing to describe
+        self.editor.record(described)
+        self.follow_undo()
+        return self.show_table(self._whole_table(table, described.plane))
+
+    def follow_undo(self) -> bool:
+        """The concept follows napari's Ctrl+Z / Ctrl+Shift+Z of the output layer: an
+        edit's example leaves with its pixels and comes back with them. Returns
+        whether it changed."""
+        if self.editor is None:
+            return False
+        return self.editor.lessons.follow(self.editor.labels)
 
     def _teach_class(self, editor) -> None:
         """Examples go to the class the dock names (default: the run's own)."""
@@ -211,9 +243,11 @@ class Teaching:
         last.layer.features = features_for(last.result)
         return last.result
 
-    def apply(self, made, table, world_point=None):
+    def apply(self, made, table=None, world_point=None):
         """Write a computed edit into the output layer as one napari undo step (on the
-        GUI thread: only the edit's pixels are written); returns the result shown."""
+        GUI thread: only the edit's pixels are written); returns the result shown.
+        ``table``: the table after it (None: the edit is described after, its table
+        shown by :meth:`show_described`)."""
         last = self.session.last
         layer = self.output_layer()
         if self.editor is None or self.editor.labels is not layer.data:
@@ -229,19 +263,24 @@ class Teaching:
         last.edited = True
         if made.kind == "add":
             layer.selected_label = made.label  # Alt+clicks refine it next
-        plane = self.editor.plane
-        if plane and not self.editor.linked:  # other planes' rows stay, this one's new
-            old = last.result.table
-            here = np.ones(len(old), dtype=bool)
-            for axis, index in enumerate(plane):
-                here &= old[f"axis{axis}"].to_numpy() == index
-                table[f"axis{axis}"] = index
-            table = pd.concat([old[~here], table], ignore_index=True)
-        last.result = replace(last.result, labels=layer.data, table=table, message=made.message)
-        layer.features = features_for(last.result)  # a track's rows per frame become one
+        last.result = replace(last.result, labels=layer.data, message=made.message)
+        if table is not None:
+            self.show_table(self._whole_table(table, made.plane))
         if world_point is not None:
             self._mark(world_point, "remove" if made.kind == "remove" else "add")
         return last.result
+
+    def _whole_table(self, table, plane: tuple[int, ...]):
+        """The result's table with the edited plane's rows replaced by ``table``'s
+        (a stack edited plane by plane; a linked result's table is whole already)."""
+        if not plane or self.editor.linked:
+            return table
+        old = self.session.last.result.table
+        here = np.ones(len(old), dtype=bool)
+        for axis, index in enumerate(plane):
+            here &= old[f"axis{axis}"].to_numpy() == index
+            table[f"axis{axis}"] = index
+        return pd.concat([old[~here], table], ignore_index=True)
 
     def undo(self):
         """Shift+U: napari's undo of the output layer (as Ctrl+Z on it)."""
@@ -249,6 +288,7 @@ class Teaching:
         if last is None or last.layer is None or last.layer not in self.session.viewer.layers:
             return None
         last.layer.undo()
+        self.follow_undo()
         if self.points is not None and len(self.points.data):
             self.points.selected_data = {len(self.points.data) - 1}
             self.points.remove_selected()  # the click's point goes with its edit
@@ -256,6 +296,7 @@ class Teaching:
 
     def save(self, path):
         """Save what was taught (or the run's concept) as a ``.concept`` file."""
+        self.follow_undo()
         concept = self.editor.concept if self.editor is not None else None
         last = self.session.last
         if concept is None and last is not None and last.request.concept is not None:

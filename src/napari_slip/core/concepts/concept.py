@@ -224,7 +224,14 @@ class Concept:
         """Remove the examples of the last :meth:`add` (the pool keeps its moments)."""
         if not len(self.examples):
             return False
-        keep = self.examples.steps != self.examples.steps.max()
+        return self.withdraw(int(self.examples.steps.max()))
+
+    def withdraw(self, step: int) -> bool:
+        """Remove the examples of :meth:`add`'s step ``step`` (any step, not only the
+        last: an edit undone elsewhere); False when it holds none."""
+        keep = self.examples.steps != step
+        if keep.all():
+            return False
         ex = self.examples
         self.examples = Examples(
             ex.measurements[keep], ex.clip[keep], ex.labels[keep], ex.steps[keep]

@@ -4,13 +4,12 @@ the largest free piece of its mask becomes a new object (an edit of
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError, NothingToDo
-from .editor import Edit, LabelEditor
+from .edit import Edit
+from .editor import LabelEditor
 from .masks import checked
 
 #: A box narrower than this (pixels) is a click, not a box.
@@ -21,9 +20,11 @@ def propose_box(
     editor: LabelEditor,
     box: tuple[float, float, float, float],
     plane: tuple[int, ...] | None = None,
+    describe: bool = True,
 ) -> Edit:
     """The object in ``box`` (``(y0, x0, y1, x1)``, any two corners) as a new label on
-    background pixels only; nothing else changes."""
+    background pixels only; nothing else changes (``describe``: as
+    :meth:`~.editor.LabelEditor.propose_add`)."""
     editor.at(plane)
     h, w = editor.handle.shape
     y0, y1 = sorted((float(box[0]), float(box[2])))
@@ -39,11 +40,10 @@ def propose_box(
     sizes = np.bincount(parts.ravel())[1:]
     free = parts == 1 + int(np.argmax(sizes))
     label = editor.next_id()
-    example = editor.features(free)
     editor.prompts[label] = {"points": [], "box": (y0, x0, y1, x1)}
-    rows = {label: editor.row_of(example)}
+    rows = {label: {"prompt": editor.prompt, "source_id": 0}}
     made = editor.edit_of("add", label, free, label, f"Added object {label}.", rows)
-    return replace(made, example=example)
+    return editor.describe(made) if describe else made
 
 
 __all__ = ["MIN_SIDE", "propose_box"]

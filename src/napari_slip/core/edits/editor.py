@@ -24,53 +24,18 @@ concept changes other objects only when it is run (``segment(image, concept)``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
-from ..concepts.features import ObjectFeatures, measure_objects
 from ..errors import InputError, NothingToDo
-from ..pipeline.plane import PlaneHandle, proposals_of_masks
+from ..pipeline.plane import PlaneHandle
 from .carry import carry
+from .edit import Edit
+from .lessons import Lessons
 from .masks import checked, component_at, innermost, split_between
 from .table import Objects
-
-
-@dataclass(frozen=True, eq=False)
-class Edit:
-    """One edit: the pixels it changes (indices into the edited array) with their
-    values before and after, and the example it teaches.
-
-    ``label`` is the object added, removed, refined or kept by a merge.
-    """
-
-    kind: str
-    label: int
-    index: tuple[np.ndarray, ...]
-    before: np.ndarray
-    after: np.ndarray
-    message: str
-    mask: np.ndarray | None = field(default=None, repr=False)
-    #: Table rows (score, similarity, prompt, source_id) of objects it adds or redraws.
-    rows: dict[int, dict] = field(default_factory=dict)
-    #: The example it teaches (the object's features, computed with the edit, so that
-    #: applying it costs no model work), or None.
-    example: ObjectFeatures | None = field(default=None, repr=False)
-
-    @property
-    def size(self) -> int:
-        return int(self.index[0].size) if self.index else 0
-
-    def apply(self, labels: np.ndarray) -> None:
-        labels[self.index] = self.after
-
-    def revert(self, labels: np.ndarray) -> None:
-        labels[self.index] = self.before
-
-    def applies_to(self, labels: np.ndarray) -> bool:
-        """Whether ``labels`` still hold the values this edit was computed on."""
-        return bool(np.array_equal(labels[self.index], self.before))
 
 
 class LabelEditor:
@@ -137,7 +102,9 @@ class LabelEditor:
         #: Each object's row, measured as the run measured (see :class:`.table.Objects`).
         self.objects = Objects(table, prompt, finish, image=image, scale=scale, unit=unit)
         self.finish = finish
-        self.concept, self.class_name, self.candidates = concept, class_name, candidates
+        #: What the edits teach (the concept, its class, which edit taught what).
+        self.lessons = Lessons(concept, class_name, prompt)
+        self.candidates = candidates
         #: Points and box given to each object (its refine prompt grows with clicks).
         self.prompts: dict[int, dict] = {}
         #: Objects the user drew (added or refined): suggestions never remove them.
@@ -150,6 +117,20 @@ class LabelEditor:
     @property
     def plane_labels(self) -> np.ndarray:
         return self.labels[self.plane]
+
+    @property
+    def concept(self):
+        """The concept the edits teach (None: they teach nothing)."""
+        return self.lessons.concept
+
+    @property
+    def class_name(self) -> str | None:
+        """The class added objects are examples of."""
+        return self.lessons.class_name
+
+    @class_name.setter
+    def class_name(self, name: str | None) -> None:
+        self.lessons.class_name = name
 
     def pixel(self, y: float, x: float) -> tuple[int, int]:
         """The pixel under (``y``, ``x``); refused outside the image."""
@@ -173,9 +154,13 @@ class LabelEditor:
         self.plane, self.handle = tuple(plane), self.handles[tuple(plane)]
         return self
 
-    def propose_add(self, y: float, x: float, plane: tuple[int, ...] | None = None) -> Edit:
+    def propose_add(
+        self, y: float, x: float, plane: tuple[int, ...] | None = None, describe: bool = True
+    ) -> Edit:
         """The object under (``y``, ``x``) (of ``plane``) as a new label on background
-        pixels only; in a linked stack, carried to the planes it continues into."""
+        pixels only; in a linked stack, carried to the planes it continues into.
+        ``describe=False``: without its example and similarity (:meth:`describe`
+        later: a GUI writes the pixels first)."""
         self.at(plane)
         yi, xi = self.pixel(y, x)
         here = int(self.plane_labels[yi, xi])
@@ -191,8 +176,6 @@ class LabelEditor:
         if not free[yi, xi] or not free.any():
             raise NothingToDo("SAM found no object here: nothing was added.")
         free = component_at(free, yi, xi)
-        example = self.features(free)
-        row = self.row_of(example)
         self.prompts[label] = {"points": [(yi + 0.5, xi + 0.5, True)], "box": None}
         masks = {self.plane: free}
         if self.linked:
@@ -200,10 +183,13 @@ class LabelEditor:
         message = f"Added object {label}" + (
             f" on {len(masks)} planes." if len(masks) > 1 else "."
         )
-        made = self._edit_planes("add", label, masks, label, message, {label: row})
-        return replace(made, example=example)
+        rows = {label: {"prompt": self.prompt, "source_id": 0}}
+        made = Edit.setting(self.labels, masks, label, self.plane, "add", label, message, rows)
+        return self.describe(made) if describe else made
 
-    def propose_remove(self, y: float, x: float, plane: tuple[int, ...] | None = None) -> Edit:
+    def propose_remove(
+        self, y: float, x: float, plane: tuple[int, ...] | None = None, describe: bool = True
+    ) -> Edit:
         """Every pixel of the object under (``y``, ``x``) (of ``plane``) back to
         background: in a linked stack, every plane of the 3D object."""
         self.at(plane)
@@ -211,17 +197,16 @@ class LabelEditor:
         label = int(self.plane_labels[yi, xi])
         if not label:
             raise NothingToDo("There is no object here to remove: click on an object.")
+        mask = self.plane_labels == label
+        message = f"Removed object {label}."
         if self.linked:
             where = np.nonzero(self.labels == label)
             before = self.labels[where]
-            mask = self.plane_labels == label
-            message = f"Removed object {label}."
             zeros = np.zeros_like(before)
-            example = self.features(mask, needed=self.concept is not None)
-            return Edit("remove", label, where, before, zeros, message, mask, example=example)
-        mask = self.plane_labels == label
-        made = self.edit_of("remove", label, mask, 0, f"Removed object {label}.")
-        return replace(made, example=self.features(mask, needed=self.concept is not None))
+            made = Edit("remove", label, where, before, zeros, message, mask, plane=self.plane)
+        else:
+            made = self.edit_of("remove", label, mask, 0, message)
+        return self.describe(made) if describe else made
 
     def propose_refine(
         self,
@@ -229,6 +214,7 @@ class LabelEditor:
         points: Sequence[tuple[float, float, bool]] = (),
         box: tuple[float, float, float, float] | None = None,
         plane: tuple[int, ...] | None = None,
+        describe: bool = True,
     ) -> Edit:
         """Object ``label`` decoded again with its earlier prompt plus ``points``
         ((y, x, inside) each) and ``box`` (y0, x0, y1, x1); it keeps its id and never
@@ -250,15 +236,12 @@ class LabelEditor:
         if not mask.any():
             raise NothingToDo(f"SAM's mask leaves object {label} empty: nothing changed.")
         self.prompts[label] = {"points": all_points, "box": box}
-        changed = mask != current
-        after = np.where(mask, label, 0)
-        index = self._index(changed)
-        before = self.plane_labels[changed]
-        example = self.features(mask)
-        row = {**self.objects.rows.get(label, {}), **self.row_of(example, keep_score=True)}
-        after = after[changed].astype(before.dtype)
+        new = np.where(current, 0, self.plane_labels)
+        new[mask] = label
+        rows = {label: dict(self.objects.rows.get(label, {}))}
         message = f"Refined object {label}."
-        return Edit("refine", label, index, before, after, message, mask, {label: row}, example)
+        made = Edit.turning(self.labels, self.plane, new, "refine", label, message, rows, mask)
+        return self.describe(made) if describe else made
 
     def propose_merge(self, keep: int, other: int) -> Edit:
         """Object ``other``'s pixels join object ``keep`` (which keeps its id)."""
@@ -302,15 +285,24 @@ class LabelEditor:
         self.undone.clear()
         return edit
 
+    def describe(self, edit: Edit) -> Edit:
+        """``edit`` with its model work done (its example and its object's
+        similarity), on the plane it was made on; the pixels are not touched."""
+        return self.lessons.describe(self.handles[edit.plane], edit)
+
     def record(self, edit: Edit) -> None:
-        """What an applied edit changes in the table and teaches (no pixel work)."""
+        """What an applied edit changes in the table and teaches (no pixel work); an
+        edit written before it was described is recorded again once described."""
+        self._keep(edit)
+        self.lessons.teach(edit)
+
+    def _keep(self, edit: Edit) -> None:
         self.objects.rows.update(edit.rows)
         self._highest = max(self._highest, edit.label, *edit.rows)
         if edit.kind in ("add", "refine"):
             self.chosen.add(edit.label)
         if edit.kind == "remove":
             self.prompts.pop(edit.label, None)
-        self._teach(edit)
 
     def undo(self) -> Edit | None:
         """Take back the last edit (None: nothing to undo); the labels are restored
@@ -319,8 +311,7 @@ class LabelEditor:
             return None
         edit = self.done.pop()
         edit.revert(self.labels)
-        if self.concept is not None and edit.example is not None:
-            self.concept.undo()
+        self.lessons.withdraw(edit)
         self.undone.append(edit)
         return edit
 
@@ -329,7 +320,8 @@ class LabelEditor:
             return None
         edit = self.undone.pop()
         edit.apply(self.labels)
-        self.record(edit)
+        self._keep(edit)
+        self.lessons.retake(edit)
         self.done.append(edit)
         return edit
 
@@ -357,65 +349,17 @@ class LabelEditor:
             plane = self.labels if self.finish is not None else self.plane_labels
         return self.objects.table(np.asarray(plane), rows)
 
-    # -- helpers --------------------------------------------------------------------
-    def _index(self, mask: np.ndarray) -> tuple[np.ndarray, ...]:
-        where = np.nonzero(mask)
-        lead = tuple(np.full(where[0].shape, p, dtype=np.intp) for p in self.plane)
-        return (*lead, *where)
-
-    def _edit_planes(self, kind, label, masks: dict, value, message, rows=None) -> Edit:
-        """An edit setting ``value`` on each plane's mask (plane -> (H, W) bool); its
-        ``mask`` is the current plane's."""
-        parts, before = [], []
-        for plane, mask in masks.items():
-            where = np.nonzero(mask)
-            lead = tuple(np.full(where[0].shape, p, dtype=np.intp) for p in plane)
-            parts.append((*lead, *where))
-            before.append(self.labels[plane][mask])
-        index = tuple(np.concatenate(axis) for axis in zip(*parts, strict=True))
-        before = np.concatenate(before)
-        after = np.full(before.shape, value, dtype=before.dtype)
-        current = masks[self.plane]
-        return Edit(kind, label, index, before, after, message, current, rows or {})
-
+    # -- edits of masks ---------------------------------------------------------------
     def edit_of(self, kind, label, mask, value, message, rows=None) -> Edit:
         """An edit setting ``value`` on the current plane's ``mask``."""
-        before = self.plane_labels[mask]
-        after = np.full(before.shape, value, dtype=before.dtype)
-        return Edit(kind, label, self._index(mask), before, after, message, mask, rows or {})
+        masks = {self.plane: mask}
+        return Edit.setting(self.labels, masks, value, self.plane, kind, label, message, rows)
 
     def edit_to(self, plane: np.ndarray, kind: str, message: str, rows=None) -> Edit:
         """The edit that turns the plane into ``plane`` (labels of its shape): every
         changed pixel in one step."""
-        changed = plane != self.plane_labels
-        before = self.plane_labels[changed]
-        after = plane[changed].astype(before.dtype)
-        return Edit(kind, 0, self._index(changed), before, after, message, None, rows or {})
-
-    def features(self, mask: np.ndarray, needed: bool = True) -> ObjectFeatures | None:
-        """The object's features (measurements and its CLIP crop embedding)."""
-        if not needed:
-            return None
-        proposals = proposals_of_masks(self.handle.shape, [mask])
-        clip = self.handle.embed_masks([mask])
-        return ObjectFeatures(measure_objects(self.handle.image, proposals), clip)
-
-    def row_of(self, example: ObjectFeatures, keep_score: bool = False) -> dict:
-        """An object's similarity to the prompt (its CLIP crop), as a run computes it."""
-        row: dict = {"prompt": self.prompt, "source_id": 0}
-        if self.prompt:
-            similarity = float(example.clip[0] @ self.handle.text_embedding(self.prompt))
-            row["similarity"] = similarity
-            if not keep_score:
-                row["score"] = similarity
-        return row
-
-    def _teach(self, edit: Edit) -> None:
-        """The edit's example joins the concept (no model work: computed with the edit)."""
-        if self.concept is None or edit.example is None:
-            return
-        negative = edit.kind in ("remove", "not")
-        self.concept.add(edit.example, None if negative else self.class_name)
+        made = Edit.turning(self.labels, self.plane, plane, kind, 0, message, rows)
+        return replace(made, described=True)
 
 
 __all__ = ["Edit", "LabelEditor", "NothingToDo"]

@@ -25,7 +25,8 @@ from ..concepts.features import features_of
 from ..concepts.query import ConceptQuery
 from ..errors import InputError
 from ..runtime.generators import drain
-from .editor import Edit, LabelEditor, NothingToDo
+from .edit import Edit
+from .editor import LabelEditor, NothingToDo
 from .masks import MAX_FRACTION
 
 #: A candidate whose pixels are this much labelled already is an object we have.
@@ -168,14 +169,15 @@ def answer(editor: LabelEditor, question: Question, yes: bool) -> Edit:
         empty = tuple(np.zeros(0, dtype=np.intp) for _ in range(editor.labels.ndim))
         none = np.zeros(0, dtype=editor.labels.dtype)
         message = "Not this one: remembered."
-        return Edit("not", 0, empty, none, none, message, None, {}, question.features)
+        made = Edit("not", 0, empty, none, none, message, None, {}, question.features)
+        return replace(made, plane=editor.plane, described=True)
     free = question.mask & (editor.plane_labels == 0)
     if not free.any():
         raise NothingToDo("Its pixels are all labelled already: nothing added.")
     label = editor.next_id()
     rows = {label: {"prompt": editor.prompt, "source_id": 0, **question.row}}
     made = editor.edit_of("add", label, free, label, f"Added object {label}.", rows)
-    return replace(made, example=question.features)
+    return replace(made, example=question.features, described=True)
 
 
 def _probabilities(editor: LabelEditor, candidates) -> np.ndarray:
