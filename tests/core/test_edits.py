@@ -211,6 +211,64 @@ def test_edits_teach_the_concept_without_changing_other_objects(seg, scene):
     assert concept.counts() == {"nucleus": 1, None: 0}
 
 
+def test_an_edit_described_after_it_is_written_is_the_same_edit(seg, scene):
+    """A GUI writes an add's pixels first and describes it after: the same pixels,
+    the same example and similarity as an add described at once."""
+    rgbs, truths, given = scene
+    result = _result(seg, rgbs[0], given)
+    (_, (y, x)), *_ = _missed(result.labels, truths[0])
+    at_once = napari_slip.edit(result, seg, concept=Concept(["nucleus"])).propose_add(y, x)
+    editor = napari_slip.edit(result, seg, concept=Concept(["nucleus"]))
+    bare = editor.propose_add(y, x, describe=False)
+    assert not bare.described and bare.example is None
+    assert "similarity" not in bare.rows[bare.label]
+    for axis, other in zip(bare.index, at_once.index, strict=True):
+        np.testing.assert_array_equal(axis, other)
+    editor.record(bare)  # written: its pixels count, it teaches nothing yet
+    bare.apply(editor.labels)
+    assert editor.concept.counts() == {"nucleus": 0, None: 0}
+    described = editor.describe(bare)
+    assert described.rows[bare.label]["similarity"] == at_once.rows[at_once.label]["similarity"]
+    np.testing.assert_array_equal(described.example.clip, at_once.example.clip)
+    editor.record(described)
+    assert editor.concept.counts() == {"nucleus": 1, None: 0}
+    table = editor.table().set_index("id")
+    assert table.loc[bare.label, "similarity"] == described.rows[bare.label]["similarity"]
+
+
+def test_examples_follow_an_undo_made_elsewhere(seg, scene):
+    """Pixels restored by someone else (napari's Ctrl+Z) take the edit's example out of
+    the concept, newest first; written again (Ctrl+Shift+Z), it comes back. An answer
+    "no" (no pixel) never blocks the walk; a new edit ends what could be redone."""
+    from napari_slip.core.edits.more import Question, answer
+
+    rgbs, truths, given = scene
+    result = _result(seg, rgbs[0], given)
+    concept = Concept(["nucleus"])
+    editor = napari_slip.edit(result, seg, concept=concept)
+    (_, (y, x)), (_, (y2, x2)), *_ = _missed(editor.labels, truths[0])
+    first = editor.add_at(y, x)
+    removed = editor.remove_at(*np.argwhere(editor.labels == 2)[0])
+    nowhere = np.zeros_like(editor.labels, bool)
+    question = Question(0, 0.5, nowhere, (0, 0, 1, 1), first.example, {})
+    editor.apply(answer(editor, question, yes=False))
+    assert concept.counts() == {"nucleus": 1, None: 2}
+    assert not editor.lessons.follow(editor.labels)  # nothing undone: nothing changes
+    removed.revert(editor.labels)  # as napari's Ctrl+Z does: pixels only
+    assert editor.lessons.follow(editor.labels)
+    assert concept.counts() == {"nucleus": 1, None: 1}  # the "no" stays
+    first.revert(editor.labels)
+    editor.lessons.follow(editor.labels)
+    assert concept.counts() == {"nucleus": 0, None: 1}
+    first.apply(editor.labels)  # Ctrl+Shift+Z: the oldest undone comes back first
+    editor.lessons.follow(editor.labels)
+    assert concept.counts() == {"nucleus": 1, None: 1}
+    editor.apply(editor.propose_add(y2, x2))  # a new edit: the removal cannot come back
+    removed.apply(editor.labels)
+    editor.lessons.follow(editor.labels)
+    assert concept.counts() == {"nucleus": 2, None: 1}
+
+
 def test_find_more_proposes_like_the_examples_and_applies_in_one_step(seg, scene):
     """After a few clicks, the concept proposes additions (candidates like the added
     objects, on background only) and removals; nothing changes until the suggestion

@@ -113,15 +113,40 @@ def test_click_adds_removes_and_undo_restores(teach, qtbot):
     _click(viewer, image, y1, x1, Qt.MouseButton.RightButton)
     np.testing.assert_array_equal(layer.data != after_add, after_add == 1)
     assert "not these: 1" in widget.edits.examples.value and len(prompts.data) == 2
-    # Shift+U: the removal is undone, bit for bit; Ctrl+Z on the layer undoes the add.
+    # Shift+U: the removal is undone, bit for bit, and its example leaves the concept;
+    # Ctrl+Z on the layer undoes the add, and its example leaves too.
+    concept = widget.session.teaching.editor.concept
     QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_U, SHIFT)
     np.testing.assert_array_equal(layer.data, after_add)
     assert len(prompts.data) == 1
+    assert concept.counts() == {"object": 3, None: 0}
+    assert "not these: 0" in widget.edits.examples.value
     viewer.layers.selection.active = layer
     QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_Z, CTRL)
     np.testing.assert_array_equal(layer.data, before)
+    assert concept.counts() == {"object": 2, None: 0}  # napari's undo took it back
+    assert "object 2" in widget.edits.examples.value
     QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_Z, CTRL | SHIFT)
     np.testing.assert_array_equal(layer.data, after_add)  # and Ctrl+Shift+Z redoes it
+    assert concept.counts() == {"object": 3, None: 0}  # with its example
+
+
+def test_a_click_during_a_run_is_ignored(teach, qtbot):
+    """An edit while a run is going changes nothing and is not queued: the run's
+    output is what the layer holds after it."""
+    viewer, widget, run, _, truth = teach
+    run()
+    first = widget.session.last.layer.data.copy()
+    widget.top_k.value = 3
+    widget.run()  # a second run; a click meanwhile edits nothing
+    assert widget.busy
+    y, x = _centre(truth[0] == np.unique(truth[0])[-1])
+    _click(viewer, viewer.layers["cells"], y, x, wait=False)
+    assert not widget.edits.editing  # not queued
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    layer = widget.session.last.layer
+    assert len(np.unique(layer.data)) == 4 and not widget.edits.editing
+    assert widget.session.teaching.editor is None  # no click reached the engine
 
 
 def test_a_background_click_adds_nothing_and_the_gui_stays_free(teach, qtbot):
