@@ -136,7 +136,6 @@ def test_a_click_during_a_run_is_ignored(teach, qtbot):
     output is what the layer holds after it."""
     viewer, widget, run, _, truth = teach
     run()
-    first = widget.session.last.layer.data.copy()
     widget.top_k.value = 3
     widget.run()  # a second run; a click meanwhile edits nothing
     assert widget.busy
