@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import napari_slip
@@ -313,3 +314,22 @@ def test_heavy_work_is_announced_before_it_starts(segmenter):
     cached_events = []
     drain(segmenter.iter_segment(image, "nucleus"), cached_events.append)
     assert cached_events and not any(e.heavy for e in cached_events)
+
+
+def test_a_reselection_has_the_runs_measurement_columns(segmenter):
+    """``Segmenter.select`` on a run's candidates measures as the run did: the same
+    columns (intensities, physical sizes), the same values for the same objects; a
+    run's candidates are its own (another run's pixel size does not leak in)."""
+    image, labels = blobs_image()
+    options = {"labels": labels, "mode": "topk", "top_k": 3}
+    run = segmenter.segment(image, "cell", **options, pixel_size={"Y": 0.5, "X": 0.25})
+    again = segmenter.select(run.candidates, "cell", mode="topk", top_k=3)
+    assert list(again.table.columns) == list(run.table.columns)
+    assert any(c.startswith("mean_intensity") for c in again.table.columns)
+    pd.testing.assert_frame_equal(again.table, run.table)
+    other = segmenter.segment(image, "cell", **options, pixel_size={"Y": 2.0, "X": 2.0})
+    sizes = [c for c in run.table.columns if c.startswith("area_")]
+    assert sizes, "no physical size column"
+    again = segmenter.select(run.candidates, "cell", mode="topk", top_k=3)
+    pd.testing.assert_frame_equal(again.table[sizes], run.table[sizes])
+    assert not np.allclose(other.table[sizes].to_numpy(), run.table[sizes].to_numpy())

@@ -9,6 +9,7 @@ zarr store is never loaded whole.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -189,4 +190,20 @@ def with_measurements(
     return out[first + rest].reset_index(drop=True)
 
 
-__all__ = ["intensity_columns", "measure", "size_column", "with_measurements"]
+@dataclass(frozen=True, eq=False)
+class Measuring:
+    """How a result's objects are measured: the original image (channels last; None:
+    no intensities), the pixel sizes and their unit. Candidates carry it from the run
+    that made them, so that every result chosen from them (a run, a re-selection)
+    comes back with the same columns."""
+
+    image: object = None
+    scale: Mapping[str, float] | None = None
+    unit: str | None = None
+
+    def table(self, table: pd.DataFrame, labels) -> pd.DataFrame:
+        """``table`` with the measurements of ``labels`` (2D)."""
+        return with_measurements(table, labels, self.image, "YX", self.scale, self.unit)
+
+
+__all__ = ["Measuring", "intensity_columns", "measure", "size_column", "with_measurements"]

@@ -222,11 +222,7 @@ class Corrections:
             candidates = result.candidates
             new = self.segmenter.select(candidates, query, selection)
             new.candidates, new.used_relevance = candidates, result.used_relevance
-            if len(new.table):
-                from ..measure import with_measurements
-
-                new.table = with_measurements(new.table, new.labels, None, "YX")
-            result = new
+            result = new  # measured as its run measured (the candidates know how)
         result.query = query
         self.result = result
         return result

@@ -11,12 +11,14 @@ console call (through a stack), and the command line. It takes a validated
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from ..config import RunConfig
 from ..errors import InputError
+from ..measure import Measuring
 from ..runtime.progress import Progress
 from .results import SegmentationResult
 
@@ -126,6 +128,9 @@ def iter_run(
         yield Progress("measuring objects", 0, 1, f"{len(candidates)} candidates")
         features_of(candidates, segmenter.image)
         yield Progress("measuring objects", 1, 1, f"{len(candidates)} candidates")
+    if measure:  # this run's own copy (cached candidates are shared between runs)
+        how = Measuring(channels_last(original, config), scale, unit)
+        candidates = replace(candidates, measuring=how)
     relevance = None
     if config.relevance or selection.relevance_weight:
         relevance = yield from segmenter.iter_relevance(prompt)
@@ -135,12 +140,6 @@ def iter_run(
     )
     yield Progress("selection", 1, 1, result.message)
     result.candidates, result.used_relevance = candidates, relevance
-    if measure and len(result.table):
-        from ..measure import with_measurements
-
-        result.table = with_measurements(
-            result.table, result.labels, channels_last(original, config), "YX", scale, unit
-        )
     if config.relevance:
         result.relevance = relevance
     return result

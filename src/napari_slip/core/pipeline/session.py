@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..measure import Measuring
 from .images import PreparedImage
 from .proposals import Proposals
 
@@ -95,6 +96,9 @@ class Candidates:
     measurements
         (N, M) object measurements for concepts (:mod:`~..concepts.features`), made
         when a concept first needs them and kept for re-selection and corrections.
+    measuring
+        How the run that made them measures a result's objects (its image, pixel
+        sizes, unit): a selection from them adds those columns. None: no measurement.
     """
 
     proposals: Proposals
@@ -104,6 +108,7 @@ class Candidates:
     normalisation: dict = field(default_factory=dict)
     image_key: str = ""
     measurements: np.ndarray | None = field(default=None, repr=False)
+    measuring: Measuring | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.proposals)
