@@ -205,7 +205,7 @@ class EditControls:
         follow."""
         teaching = self.widget.session.teaching
         try:
-            result = teaching.apply(made, None, position)
+            result = teaching.apply(made)
         except SlipError as exc:
             self.widget.show_error(exc)
             return
@@ -214,6 +214,8 @@ class EditControls:
         def described(out) -> None:
             result = teaching.show_described(*out)
             if result is not None:
+                if position is not None:  # the click's point, once the pixels show
+                    teaching.mark(position, made.kind)
                 self.shown(result)
 
         start = partial(teaching.iter_describe, made)

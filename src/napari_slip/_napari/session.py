@@ -73,8 +73,16 @@ class ViewerSession:
         return self.segmenter
 
     def iter_segment(self, request: Request) -> Generator[Progress, None, StackResult]:
-        """The run of a prepared request: what the widget's worker drains."""
-        return (yield from iter_job(self.segmenter, request))
+        """The run of a prepared request: what the widget's worker drains. A result
+        SAM made ends with SAM warmed for the first click (:meth:`PlaneHandle.warm`)."""
+        result = yield from iter_job(self.segmenter, request)
+        if result.provenance.get("sam") is not None and result.candidates:
+            from ..core.pipeline.plane import plane_of
+
+            plane = next(iter(result.candidates))
+            yield Progress("preparing clicks", 0, 1, "SAM's prompt decoder")
+            plane_of(self.segmenter, result, plane).warm()
+        return result
 
     def segment(self, request: Request, progress: Callable | None = None) -> StackResult:
         """Prepare and run a request here (blocking), as the console call does."""

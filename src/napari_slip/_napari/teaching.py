@@ -267,7 +267,7 @@ class Teaching:
         if table is not None:
             self.show_table(self._whole_table(table, made.plane))
         if world_point is not None:
-            self._mark(world_point, "remove" if made.kind == "remove" else "add")
+            self.mark(world_point, made.kind)
         return last.result
 
     def _whole_table(self, table, plane: tuple[int, ...]):
@@ -309,14 +309,15 @@ class Teaching:
         return concept.save(path)
 
     # -- the viewer ---------------------------------------------------------------------
-    def _mark(self, world_point, kind: str) -> None:
-        """The click in the prompts layer (one point added: a single layer update)."""
+    def mark(self, world_point, kind: str) -> None:
+        """A click in the prompts layer (one point added: a single layer update):
+        green where an object was added or refined, magenta where one was removed."""
         image = self.session.last.request.image_layer
         point = np.asarray(image.world_to_data(tuple(world_point)), dtype=float)
         points = self.prompts_layer()
         if points.ndim != len(point):
             return
-        points.current_face_color = ADDED if kind == "add" else REMOVED
+        points.current_face_color = REMOVED if kind == "remove" else ADDED
         points.add(point[None])
 
     def prompts_layer(self):
