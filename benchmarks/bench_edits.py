@@ -17,7 +17,8 @@ random weights give arbitrary masks, many of which cover most of the image and a
 refused (no CLIP crop embedding, no measurement), so the table reports applied and
 refused clicks apart; the applied ones are the bound that counts. The image: 1,024 x
 1,024 px of ~600 nuclei (``nuclei_mosaic``); the run before the clicks uses SAM's
-grid at 4 x 4 points (it makes the embedding the clicks decode on).
+grid at 4 x 4 points with no SAM filter, keeping its best object (it makes the
+embedding the clicks decode on, and the output layer the first click edits).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def build_sam(folder: Path, sam: str = "vit_b") -> Path:
 
 
 def click_times(viewer, widget, rgb, truth, n_clicks: int) -> dict:
-    """Shift+clicks on missed nuclei (and Shift+right-clicks on kept ones), each
+    """Shift+clicks on unlabelled nuclei (the pixel under each unlabelled), each
     timed from the Qt event to the clicked pixel changed in the Labels layer (the
     pixels: ``labels``), and to the edit's table shown and its example taught, or
     the edit refused (``done``)."""
@@ -72,16 +73,20 @@ def click_times(viewer, widget, rgb, truth, n_clicks: int) -> dict:
     image = viewer.layers["nuclei"]
     layer = widget.session.last.layer
     rng = np.random.default_rng(0)
-    ids = rng.permutation(np.unique(truth)[1:])[:n_clicks]
-    applied, refused, first = [], [], None
-    for k, v in enumerate(ids):
+    ids = rng.permutation(np.unique(truth)[1:])
+    applied, refused, first, k = [], [], None, -1
+    for v in ids:
         ys, xs = np.nonzero(truth == v)
         y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
+        before = None if layer is None else layer.data.copy()
+        if before is not None and before[y, x]:
+            continue  # labelled already: a Shift+click there decodes nothing
+        k += 1
+        if k == n_clicks:
+            break
         wy, wx = image.data_to_world((y, x))
         px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
-        before = None if layer is None else layer.data.copy()
-        button = Qt.MouseButton.RightButton if before is not None and before[y, x] else None
-        button = button or Qt.MouseButton.LeftButton
+        button = Qt.MouseButton.LeftButton
         was = 0 if before is None else int(before[y, x])
         start = time.perf_counter()
         QTest.mouseClick(
@@ -194,6 +199,7 @@ def engine_times(widget, truth) -> dict:
 def reselect_time(widget) -> dict:
     """A threshold change on the last result (no image work), as the slider does it."""
     times = []
+    widget.mode.value = "threshold"
     for value in (0.1, -0.2, 0.05, -0.1, 0.0):
         start = time.perf_counter()
         widget.threshold.value = value
@@ -203,7 +209,7 @@ def reselect_time(widget) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--clicks", type=int, default=60)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--sam",
@@ -235,9 +241,12 @@ def main(argv=None) -> int:
         widget.add_clip_file(clip)
         widget.device.value = "cpu"
         widget.points_per_side.value = 4
+        # Random weights pass no SAM filter: with none, the run keeps its best object,
+        # so the output layer exists before the first click, as after a real run.
+        widget.pred_iou_thresh.value = widget.stability_score_thresh.value = 0.0
         widget.prompt.value = "nucleus"
-        widget.mode.value = "threshold"
-        widget.threshold.value = -1.0
+        widget.mode.value = "topk"
+        widget.top_k.value = 1
         start = time.perf_counter()
         widget.run()
         while widget.busy:
@@ -248,7 +257,7 @@ def main(argv=None) -> int:
         print(f"  run (embedding + 4 x 4 grid): {out['run_s']} s, precision {out['precision']}")
         out["reselect"] = reselect_time(widget)  # before any edit (after one: refused)
         print(f"  re-selection: {out['reselect']}")
-        widget.threshold.value = -1.0
+        widget.mode.value = "topk"
         out["clicks"] = click_times(viewer, widget, rgb, truth, args.clicks)
         print(f"  clicks: {out['clicks']}")
         out["engine_ms"] = engine_times(widget, truth)

@@ -37,6 +37,7 @@ class Suggestions:
                 "click ones you do not), then find more."
             )
         self.teaching.follow_undo()  # what napari's Ctrl+Z took back teaches nothing
+        self.teaching.seed()
         yield Progress("finding more like these", 0, 1, "the concept scores the candidates")
         suggestion = suggest(self.teaching.editor)
         table = self.teaching.editor.table(
@@ -88,6 +89,7 @@ class Suggestions:
         if self.teaching.editor is None:
             raise InputError("Teach first: Shift+click an object like the ones you want.")
         self.teaching.follow_undo()
+        self.teaching.seed()
         yield Progress("asking", 0, 1, "the concept scores the candidates")
         questions = ask(self.teaching.editor, n)
         if not questions:

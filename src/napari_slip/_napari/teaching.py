@@ -46,10 +46,12 @@ class Teaching:
         #: The class clicks teach (the dock's field; None: the run's own class).
         self.class_name: str | None = None
         self.default_class: str | None = None
+        #: The plane whose kept objects are still to become the concept's examples.
+        self._seed_due: tuple[int, ...] | None = None
 
     def reset(self) -> None:
         """A new output: the next click starts a new editor (the prompts stay shown)."""
-        self.editor = None
+        self.editor, self._seed_due = None, None
 
     @property
     def summary(self) -> str:
@@ -79,10 +81,11 @@ class Teaching:
             concept = concept if concept is not None else Concept([prompt], texts=[prompt])
             if editor is not None and editor.plane != plane:
                 concept, seed = editor.concept, False  # one concept taught across planes
-            teach = {"concept": concept, "class_name": request.concept_class, "seed": seed}
+            teach = {"concept": concept, "class_name": request.concept_class}
             where = {"plane": plane or None, "labels": last.layer.data}
             self.editor = edit(last.result, self.session.segmenter, **where, **teach)
             self.default_class = self.editor.class_name
+            self._seed_due = plane if seed else None  # examples after the pixels show
         return self.editor
 
     def output_layer(self):
@@ -185,6 +188,7 @@ class Teaching:
         they are now. Returns the described edit and the table."""
         editor = self.editor
         yield Progress("measuring", 0, 1, "the edited object")
+        self.seed()
         described = editor.describe(made)
         labels = editor.labels if editor.finish is not None else editor.labels[made.plane]
         return described, editor.table(np.array(labels, copy=True), described.rows)
@@ -200,6 +204,20 @@ class Teaching:
         self.editor.record(described)
         self.follow_undo()
         return self.show_table(self._whole_table(table, described.plane))
+
+    def seed(self) -> None:
+        """(In a worker) the run's kept objects of the plane first edited become the
+        concept's first examples, once (measuring the plane's candidates: done after
+        a click's pixels show, not before)."""
+        if self._seed_due is None or self.editor is None:
+            return
+        from ..core.edits.factory import seed_examples
+
+        plane, self._seed_due = self._seed_due, None
+        editor, result = self.editor, self.session.last.result
+        handle = editor.handles[plane]
+        kept_class = self.default_class or editor.class_name  # the run's, not the field's
+        seed_examples(editor.concept, kept_class, result, plane, handle)
 
     def follow_undo(self) -> bool:
         """The concept follows napari's Ctrl+Z / Ctrl+Shift+Z of the output layer: an
@@ -297,6 +315,7 @@ class Teaching:
     def save(self, path):
         """Save what was taught (or the run's concept) as a ``.concept`` file."""
         self.follow_undo()
+        self.seed()
         concept = self.editor.concept if self.editor is not None else None
         last = self.session.last
         if concept is None and last is not None and last.request.concept is not None:

@@ -256,6 +256,12 @@ class StackParams(_Params):
     dedup_iou: float = option(
         0.8, "masks of one plane more alike than this IoU are one object", bounds=(0.3, 1)
     )
+    split_valley: float = option(
+        0.5,
+        "cut a Z-linked object where its sections' signal dips below this share of the "
+        "humps on both sides (objects stacked along Z; 0: never)",
+        bounds=(0, 1),
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.link, bool):

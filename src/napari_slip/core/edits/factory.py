@@ -11,7 +11,7 @@ import pandas as pd
 from ..concepts.features import features_of
 from ..errors import InputError
 from ..pipeline.plane import candidates_of, plane_of
-from ..pipeline.stack import measured
+from ..pipeline.stack_measure import measured
 from ..runtime.generators import drain
 from .editor import LabelEditor
 
@@ -99,7 +99,7 @@ def edit(
         class_name = class_name or (concept.classes[0] if concept.classes else prompt)
         concept.add_class(class_name)
         if seed:
-            _seed(concept, class_name, result, plane, handle)
+            seed_examples(concept, class_name, result, plane, handle)
     sizes = {"image": image, "scale": scale, "unit": unit}
     teach = {
         "concept": concept,
@@ -111,8 +111,10 @@ def edit(
     )
 
 
-def _seed(concept, class_name: str, result, plane: tuple[int, ...], handle) -> None:
-    """The run's kept objects of ``plane`` as examples, among all its candidates."""
+def seed_examples(concept, class_name: str, result, plane: tuple[int, ...], handle) -> None:
+    """The run's kept objects of ``plane`` as examples, among all its candidates
+    (measuring every candidate the first time: a GUI does it after a click's pixels
+    show, not before)."""
     candidates = result.candidates
     if isinstance(candidates, dict):
         candidates = candidates[plane]
@@ -129,4 +131,4 @@ def _seed(concept, class_name: str, result, plane: tuple[int, ...], handle) -> N
         concept.add(features.take(kept), class_name, pool=features)
 
 
-__all__ = ["edit"]
+__all__ = ["edit", "seed_examples"]

@@ -3,7 +3,8 @@
 Each plane's candidates become that plane's *parts*: every candidate, near-duplicates
 removed (the one more similar to the prompt stays), painted largest first as the 2D
 labels are. Parts of neighbouring planes that are the same object are linked
-(:mod:`.linking`): along Z into 3D objects, then along T into tracks. An object's
+(:mod:`.linking`): along Z into 3D objects (objects stacked along Z cut apart again,
+:mod:`.zsplit`), then along T into tracks. An object's
 similarities to the prompt and its competitors are its parts' similarities weighted by
 their areas, and the selection mode chooses among objects exactly as it chooses among a
 plane's candidates (:func:`~.selection.select`): ``best`` is the best 3D object, a
@@ -15,7 +16,7 @@ re-select without linking again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from .linking import Union, link_sequence
 from .proposals import Proposals, near_duplicates
 from .results import paint_labels
 from .selection import Selection, select
+from .zsplit import part_signal, split_stacked
 
 
 def partition(
@@ -80,8 +82,11 @@ def link_parts(
     out_shape: tuple[int, ...],
     lead: str,
     params: StackParams,
+    intensity: Callable[[tuple[int, ...]], np.ndarray | None] | None = None,
 ) -> LinkedObjects:
-    """Number every plane's parts uniquely and link them along Z, then T."""
+    """Number every plane's parts uniquely and link them along Z (objects stacked
+    along Z cut apart again, :mod:`.zsplit`, with ``intensity(plane)``: the plane's
+    2D intensities, or None), then along T."""
     parts = np.zeros(out_shape, dtype=np.int32)
     plane_of, cand_of, next_id = [0], [0], 1
     for n, (plane, (labels, candidate)) in enumerate(zip(planes, plane_parts, strict=True)):
@@ -101,6 +106,11 @@ def link_parts(
             frames = [None if f is None else current[f] for f in sequence]
             for a, b in link_sequence(frames, params.min_overlap, params.max_gap):
                 union.join(a, b)
+        if letter == "Z" and params.split_valley > 0 and n_parts > 1:
+            signal = part_signal(parts, planes, n_parts, intensity)
+            depth = np.array([planes[n][axis] for n in plane_of], dtype=np.int64)
+            objects = split_stacked(union.roots(), depth, signal, params.split_valley)
+            union = Union.of(objects)
     roots = union.roots()
     _, obj = np.unique(roots[1:], return_inverse=True)
     object_of = np.concatenate([[-1], obj]).astype(np.int64)

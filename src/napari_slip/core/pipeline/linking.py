@@ -115,6 +115,17 @@ class Union:
     def __init__(self, n: int) -> None:
         self.parent = np.arange(n, dtype=np.int64)
 
+    @classmethod
+    def of(cls, groups: np.ndarray) -> Union:
+        """The union whose sets are ``groups`` (each id's group number; id 0 alone)."""
+        groups = np.asarray(groups, dtype=np.int64)
+        union = cls(len(groups))
+        if len(groups) > 1:
+            first = np.full(int(groups[1:].max()) + 1, len(groups), dtype=np.int64)
+            np.minimum.at(first, groups[1:], np.arange(1, len(groups)))
+            union.parent[1:] = first[groups[1:]]
+        return union
+
     def find(self, i: int) -> int:
         root = i
         while self.parent[root] != root:

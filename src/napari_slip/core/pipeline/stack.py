@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,6 @@ import pandas as pd
 
 from ..config import RunConfig
 from ..errors import InputError
-from ..measure import with_measurements
 from ..params import NormalisationParams, SelectionParams, check_options
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
@@ -30,6 +30,7 @@ from .images import plane_of
 from .results import TABLE_COLUMNS, SegmentationResult
 from .run import proposals_of
 from .session import Candidates
+from .stack_measure import measured, plane_intensity
 
 #: Options of a stack run besides selection and normalisation.
 STACK_OPTIONS = ("link", "stack_params", "concept_class")
@@ -309,7 +310,8 @@ def iter_stack(
             partition(candidates[p].proposals, sims[i][:, 0], config.stack_params.dedup_iou)
             for i, p in enumerate(planes)
         ]
-        linked = link_parts(parts, planes, out_shape, letters, config.stack_params)
+        intensity = partial(plane_intensity, image, config=config)
+        linked = link_parts(parts, planes, out_shape, letters, config.stack_params, intensity)
         result = linked_result(segmenter, linked, candidates, sims, config.selection, query)
         result.provenance = {
             **(results[0].provenance if results else {}),
@@ -407,38 +409,6 @@ def linked_result(
         {"score": chosen.all_scores, "kept": final > 0, "id": final}
     )
     return result
-
-
-def measured(result: StackResult) -> pd.DataFrame:
-    """The result's table with the measurements; rows per object, or per object and
-    frame (with ``t`` and ``track_id``) where a T axis was linked."""
-    table, labels, letters = result.table, result.labels, result.axes
-    image = result.image
-    if not len(table):
-        return table
-    if result.linked is None or "T" not in letters:
-        return with_measurements(table, labels, image, letters, result.scale, result.unit)
-    t_axis = letters.index("T")
-    frames = []
-    rest = letters[:t_axis] + letters[t_axis + 1 :]
-    for t in range(labels.shape[t_axis]):
-        index = (slice(None),) * t_axis + (t,)
-        frame_labels = labels[index]
-        if not frame_labels.any():
-            continue
-        frame_image = None if image is None else image[index]
-        rows = with_measurements(
-            table[table["id"].isin(np.unique(frame_labels))],
-            frame_labels,
-            frame_image,
-            rest,
-            result.scale,
-            result.unit,
-        )
-        rows.insert(1, "track_id", rows["id"])
-        rows.insert(2, "t", t)
-        frames.append(rows)
-    return pd.concat(frames, ignore_index=True) if frames else table
 
 
 def relevance_volume(
