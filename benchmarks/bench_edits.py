@@ -60,57 +60,66 @@ def build_sam(folder: Path, sam: str = "vit_b") -> Path:
     return path
 
 
-def click_times(viewer, widget, rgb, truth, n_clicks: int) -> dict:
-    """Shift+clicks on unlabelled nuclei (the pixel under each unlabelled), each
-    timed from the Qt event to the clicked pixel changed in the Labels layer (the
-    pixels: ``labels``), and to the edit's table shown and its example taught, or
-    the edit refused (``done``)."""
+def one_click(viewer, widget, y: int, x: int, right: bool = False) -> tuple[float, float, bool]:
+    """A real Shift+click (``right``: Shift+right-click) on napari's canvas at data
+    pixel (y, x): milliseconds to the Labels layer written (the status line says
+    what was added or removed, set right after napari's ``data_setitem``; polled)
+    and to the edit done (its table shown, its example taught, or the refusal), and
+    whether the labels changed."""
     from qtpy.QtCore import QPoint, Qt
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
 
     canvas = viewer.window._qt_viewer.canvas
-    image = viewer.layers["nuclei"]
+    wy, wx = viewer.layers["nuclei"].data_to_world((y, x))
+    px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
     layer = widget.session.last.layer
+    before = None if layer is None else layer.data.copy()
+    button = Qt.MouseButton.RightButton if right else Qt.MouseButton.LeftButton
+    written = None
+    start = time.perf_counter()
+    QTest.mouseClick(
+        canvas.native, button, Qt.KeyboardModifier.ShiftModifier, QPoint(round(px), round(py))
+    )
+    while widget.edits.editing:
+        QApplication.processEvents()
+        said = widget.status.value
+        if written is None and said.startswith(("Added object", "Removed object")):
+            written = time.perf_counter()
+        time.sleep(0.0005)
+    QApplication.processEvents()
+    done = 1000 * (time.perf_counter() - start)
+    layer = widget.session.last.layer
+    changed = layer is not None and (before is None or not np.array_equal(layer.data, before))
+    return (done if written is None else 1000 * (written - start)), done, bool(changed)
+
+
+def click_times(viewer, widget, truth, n_clicks: int) -> dict:
+    """First the run's kept objects removed with Shift+right-clicks (no decode), then
+    Shift+clicks on unlabelled nuclei, each timed by :func:`one_click`."""
+    layer = widget.session.last.layer
+    removed = []
+    if layer is not None:
+        for label in np.unique(layer.data)[1:]:
+            ys, xs = np.nonzero(layer.data == label)
+            labels_ms, done_ms, _ = one_click(viewer, widget, ys[0], xs[0], right=True)
+            removed.append((labels_ms, done_ms))
     rng = np.random.default_rng(0)
-    ids = rng.permutation(np.unique(truth)[1:])
-    applied, refused, first, k = [], [], None, -1
-    for v in ids:
+    applied, refused, first = [], [], None
+    for v in rng.permutation(np.unique(truth)[1:]):
         ys, xs = np.nonzero(truth == v)
         y, x = int(ys[len(ys) // 2]), int(xs[len(xs) // 2])
-        before = None if layer is None else layer.data.copy()
-        if before is not None and before[y, x]:
-            continue  # labelled already: a Shift+click there decodes nothing
-        k += 1
-        if k == n_clicks:
-            break
-        wy, wx = image.data_to_world((y, x))
-        px, py = (canvas.view.transform * canvas.view.scene.transform).map([wx, wy])[:2]
-        button = Qt.MouseButton.LeftButton
-        was = 0 if before is None else int(before[y, x])
-        start = time.perf_counter()
-        QTest.mouseClick(
-            canvas.native, button, Qt.KeyboardModifier.ShiftModifier, QPoint(round(px), round(py))
-        )
-        pixels = None
-        while widget.edits.editing:
-            QApplication.processEvents()
-            shown = widget.session.last.layer
-            if pixels is None and shown is not None and int(shown.data[y, x]) != was:
-                pixels = 1000 * (time.perf_counter() - start)  # the clicked pixel changed
-            time.sleep(0.0005)
-        QApplication.processEvents()
-        elapsed = 1000 * (time.perf_counter() - start)
         layer = widget.session.last.layer
-        changed = layer is not None and (before is None or not np.array_equal(layer.data, before))
-        pixels = elapsed if pixels is None else pixels
-        if k == 0:
-            first = {"labels_ms": round(pixels, 1), "done_ms": round(elapsed, 1)}
-            first["applied"] = bool(changed)
-        elif changed:
-            applied.append((pixels, elapsed))
+        if layer is not None and layer.data[y - 3 : y + 4, x - 3 : x + 4].any():
+            continue  # labelled (or nearly): a Shift+click there decodes nothing
+        labels_ms, done_ms, changed = one_click(viewer, widget, y, x)
+        if first is None:
+            first = {"labels_ms": round(labels_ms, 1), "done_ms": round(done_ms, 1)}
+            first.update(applied=changed, status=widget.status.value)
         else:
-            refused.append((elapsed, elapsed))
+            (applied if changed else refused).append((labels_ms, done_ms))
+        if len(applied) + len(refused) + 1 >= n_clicks:
+            break
 
     def stats(values):
         if not values:
@@ -121,7 +130,32 @@ def click_times(viewer, widget, rgb, truth, n_clicks: int) -> dict:
         out["done_median_ms"] = round(float(np.median(done)), 1)
         return out
 
-    return {"first": first, "applied": stats(applied), "refused": stats(refused)}
+    return {
+        "removed": stats(removed),
+        "first": first,
+        "applied": stats(applied),
+        "refused": stats(refused),
+    }
+
+
+def write_times(widget, truth) -> dict:
+    """The GUI thread's share of an applied click on a nucleus-sized object, on the
+    widget's own output layer: the edit of a true nucleus's pixels written by
+    :meth:`Teaching.apply` (napari's ``data_setitem``, one undo step) and undone."""
+    teaching = widget.session.teaching
+    layer = teaching.output_layer()
+    times = []
+    for v in np.unique(truth)[1:21]:
+        nucleus = (truth == v) & (layer.data == 0)
+        if not nucleus.any() or teaching.editor is None:
+            continue
+        label = teaching.editor.next_id()
+        made = teaching.editor.edit_of("add", label, nucleus, label, f"Added object {label}.")
+        start = time.perf_counter()
+        teaching.apply(made)
+        times.append(1000 * (time.perf_counter() - start))
+        layer.undo()
+    return {"n": len(times), "median_ms": round(float(np.median(times)), 2)}
 
 
 def stack_clicks(seeds=(3, 4, 5)) -> dict:
@@ -258,8 +292,10 @@ def main(argv=None) -> int:
         out["reselect"] = reselect_time(widget)  # before any edit (after one: refused)
         print(f"  re-selection: {out['reselect']}")
         widget.mode.value = "topk"
-        out["clicks"] = click_times(viewer, widget, rgb, truth, args.clicks)
+        out["clicks"] = click_times(viewer, widget, truth, args.clicks)
         print(f"  clicks: {out['clicks']}")
+        out["write_nucleus"] = write_times(widget, truth)
+        print(f"  an applied nucleus's write on the GUI thread: {out['write_nucleus']}")
         out["engine_ms"] = engine_times(widget, truth)
         print(f"  an applied click's worker steps, nucleus-sized (median ms): {out['engine_ms']}")
         viewer.close()

@@ -33,6 +33,8 @@ def features_for(result: StackResult, offset: int = 0) -> pd.DataFrame:
         table["t0"] = per_track["t"].min()
         table["t1"] = per_track["t"].max() + 1
         table["n_frames"] = per_track["t"].count()
+        if "parent_track" in result.table:
+            table["parent_track"] = per_track["parent_track"].first()
         table = table.reset_index(drop=True)
     table["id"] = table["id"].astype("int64") + offset
     table.insert(0, "index", table["id"])

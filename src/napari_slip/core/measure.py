@@ -178,12 +178,17 @@ def with_measurements(
     scale: Mapping[str, float] | None = None,
     unit: str | None = None,
 ) -> pd.DataFrame:
-    """``table`` (one row per id) joined with :func:`measure`'s columns; its own columns
-    that the measurement also has (``area``, the bbox) are replaced by the measured
-    values, so the table's areas are what the labels carry."""
+    """``table`` (one row per id) joined with :func:`measure`'s columns and, for labels
+    in memory, the shape columns (:func:`~.shape.shape_table`); its own columns that
+    the measurement also has (``area``, the bbox) are replaced by the measured values,
+    so the table's areas are what the labels carry."""
     if not len(table):
         return table
     measured = measure(labels, image, letters, scale, unit)
+    if isinstance(labels, np.ndarray) and letters.upper() in ("YX", "ZYX"):
+        from .shape import shape_table  # perimeter, solidity...; surface, sphericity...
+
+        measured = measured.join(shape_table(labels, letters, scale, unit))
     out = table.drop(columns=[c for c in measured.columns if c in table.columns])
     out = out.join(measured, on="id")
     first = [c for c in table.columns if c in out.columns or c in measured.columns]

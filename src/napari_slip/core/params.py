@@ -240,6 +240,11 @@ class SelectionParams(_Params):
         return self.threshold
 
 
+#: A Z-linked object is cut where its sections' signal falls below this share of the
+#: humps on both sides (chosen by measurement: docs/stacks.md, "Dense stacks").
+SPLIT_VALLEY = 0.7
+
+
 @dataclass(frozen=True)
 class StackParams(_Params):
     """How a stack's objects are made of its planes' objects (see
@@ -257,7 +262,7 @@ class StackParams(_Params):
         0.8, "masks of one plane more alike than this IoU are one object", bounds=(0.3, 1)
     )
     split_valley: float = option(
-        0.5,
+        SPLIT_VALLEY,
         "cut a Z-linked object where its sections' signal dips below this share of the "
         "humps on both sides (objects stacked along Z; 0: never)",
         bounds=(0, 1),

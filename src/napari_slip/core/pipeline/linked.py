@@ -70,10 +70,18 @@ class LinkedObjects:
     object_of_part: np.ndarray
     planes: list[tuple[int, ...]]
     lead: str
+    #: Per object: the object it divided from along T (a track's mother), or -1.
+    parent_of_object: np.ndarray | None = None
 
     @property
     def n_objects(self) -> int:
         return int(self.object_of_part.max(initial=-1)) + 1
+
+    def parents(self) -> np.ndarray:
+        """Per object, its mother's index or -1 (none)."""
+        if self.parent_of_object is None:
+            return np.full(self.n_objects, -1, dtype=np.int64)
+        return self.parent_of_object
 
 
 def link_parts(
@@ -99,12 +107,15 @@ def link_parts(
     n_parts = next_id
     area = np.bincount(parts.ravel(), minlength=n_parts)[:n_parts] if n_parts > 1 else np.zeros(1)
     union = Union(n_parts)
+    divisions: list[tuple[int, int]] = []  # (mother, daughter) parts along T
     for letter in (a for a in "ZT" if a in lead):
         axis = lead.index(letter)
         current = union.roots()
+        divides = divisions if letter == "T" else None
         for sequence in _sequences(parts, planes, lead, axis, out_shape):
             frames = [None if f is None else current[f] for f in sequence]
-            for a, b in link_sequence(frames, params.min_overlap, params.max_gap):
+            found = link_sequence(frames, params.min_overlap, params.max_gap, divides)
+            for a, b in found:
                 union.join(a, b)
         if letter == "Z" and params.split_valley > 0 and n_parts > 1:
             signal = part_signal(parts, planes, n_parts, intensity)
@@ -114,6 +125,9 @@ def link_parts(
     roots = union.roots()
     _, obj = np.unique(roots[1:], return_inverse=True)
     object_of = np.concatenate([[-1], obj]).astype(np.int64)
+    parents = np.full(int(object_of.max(initial=-1)) + 1, -1, dtype=np.int64)
+    for mother, daughter in divisions:
+        parents[object_of[daughter]] = object_of[mother]
     return LinkedObjects(
         parts,
         np.asarray(plane_of, dtype=np.int64),
@@ -122,6 +136,7 @@ def link_parts(
         object_of,
         [tuple(p) for p in planes],
         lead,
+        parents,
     )
 
 

@@ -80,12 +80,15 @@ def link_sequence(
     frames: Sequence[np.ndarray | None],
     min_overlap: float = MIN_OVERLAP,
     max_gap: int = MAX_GAP,
+    divisions: list[tuple[int, int]] | None = None,
 ) -> list[tuple[int, int]]:
     """Pairs ``(earlier id, later id)`` that are one object, along a sequence of label
     arrays (consecutive planes or frames; None where a plane was not segmented).
 
     Ids must be unique across the whole sequence (each plane's own). An object not
-    continued in the next frame may continue up to ``max_gap`` frames later.
+    continued in the next frame may continue up to ``max_gap`` frames later. With a
+    ``divisions`` list, an object that divides (:func:`divided`) continues in neither
+    daughter: ``(mother, daughter)`` pairs are added to the list instead.
     """
     pairs: list[tuple[int, int]] = []
     open_ids: dict[int, set[int]] = {}  # frame -> its ids not yet continued
@@ -99,14 +102,54 @@ def link_sequence(
             if j < 0 or frames[j] is None or not open_ids.get(j) or not free:
                 continue
             found = match(frames[j], frame, open_ids[j], free, min_overlap)
+            split = {}
+            if divisions is not None and d == 1:
+                unmatched = free - {later for _, later in found}
+                split = divided(frames[j], frame, found, unmatched, min_overlap)
             for earlier, later in found:
-                pairs.append((earlier, later))
                 open_ids[j].discard(earlier)
                 free.discard(later)
+                if earlier in split:
+                    divisions.extend((earlier, child) for child in split[earlier])
+                    free.difference_update(split[earlier])
+                else:
+                    pairs.append((earlier, later))
         open_ids[k] = present
         for j in [j for j in open_ids if j < k - max_gap]:
             del open_ids[j]
     return pairs
+
+
+def divided(
+    before: np.ndarray,
+    after: np.ndarray,
+    found: list[tuple[int, int]],
+    free: set[int],
+    min_overlap: float = MIN_OVERLAP,
+) -> dict[int, tuple[int, int]]:
+    """Objects of ``before`` that divided: mother -> her two daughters in ``after``.
+    A mother continued by one object (``found``) divided when another object of
+    ``after`` that continues none (``free``) also lies within her by at least
+    ``min_overlap`` of its area, and the two daughters together are 0.5-1.6 times
+    her size (a cell's two halves, not a neighbour passing by)."""
+    ia, ib, inter = overlaps(before, after)
+    area_a = np.bincount(np.asarray(before).ravel().astype(np.int64))
+    area_b = np.bincount(np.asarray(after).ravel().astype(np.int64))
+    inside = inter >= min_overlap * area_b[ib]
+    within = set(zip(ia[inside].tolist(), ib[inside].tolist(), strict=True))
+    out: dict[int, tuple[int, int]] = {}
+    taken: set[int] = set()
+    for mother, kept in found:
+        if (mother, kept) not in within:
+            continue
+        others = [b for b in free if b != kept and b not in taken and (mother, b) in within]
+        if not others:
+            continue
+        other = max(others, key=lambda b: area_b[b])
+        if 0.5 <= (area_b[kept] + area_b[other]) / area_a[mother] <= 1.6:
+            out[mother] = (kept, other)
+            taken.add(other)
+    return out
 
 
 class Union:
@@ -144,4 +187,4 @@ class Union:
         return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
 
 
-__all__ = ["MAX_GAP", "MIN_OVERLAP", "Union", "link_sequence", "match", "overlaps"]
+__all__ = ["MAX_GAP", "MIN_OVERLAP", "Union", "divided", "link_sequence", "match", "overlaps"]

@@ -97,6 +97,30 @@ class StackResult:
     def found(self) -> bool:
         return len(self.table) > 0
 
+    @property
+    def tracks(self) -> pd.DataFrame | None:
+        """One row per track of a time series: ``track_id``, its first and last frame
+        (``start``, ``end``), ``n_frames`` and ``parent_track`` (the track it divided
+        from; 0: none). None where no T axis was linked."""
+        table = self.table
+        if "track_id" not in table:
+            return None
+        columns = ["track_id", "start", "end", "n_frames", "parent_track"]
+        if not len(table):
+            return pd.DataFrame(columns=columns)
+        per_track = table.groupby("track_id", sort=True)
+        out = pd.DataFrame(
+            {
+                "start": per_track["t"].min(),
+                "end": per_track["t"].max(),
+                "n_frames": per_track["t"].count(),
+                "parent_track": per_track["parent_track"].first()
+                if "parent_track" in table
+                else 0,
+            }
+        )
+        return out.reset_index()[columns]
+
 
 def lead_letters(lead: str | None, n_lead: int) -> str:
     """Letters of a stack's leading axes: those given, else napari's order (the last
@@ -376,6 +400,9 @@ def linked_result(
         for o, s in zip(chosen.indices, chosen.scores, strict=True)
     ]
     table = pd.DataFrame(rows, columns=["id", "score", "similarity", "prompt"])
+    if "T" in linked.lead:  # a track's mother (0: none, or not kept)
+        mothers = linked.parents()[chosen.indices]
+        table["parent_track"] = np.where(mothers >= 0, final[mothers], 0).astype(np.int64)
     if not isinstance(query, str):  # a concept: each object's class, from its parts'
         table = query.annotate_linked(table, chosen.indices, linked, candidates, segmenter)
     scored = []

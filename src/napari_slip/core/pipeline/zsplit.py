@@ -23,8 +23,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-#: A valley below this share of the lower hump is a boundary between two objects.
-SPLIT_RATIO = 0.5
+from ..params import SPLIT_VALLEY
 
 
 def part_signal(
@@ -56,7 +55,7 @@ def split_stacked(
     object_of_part: np.ndarray,
     depth_of_part: np.ndarray,
     signal: np.ndarray,
-    ratio: float = SPLIT_RATIO,
+    ratio: float = SPLIT_VALLEY,
 ) -> np.ndarray:
     """Objects (per part; index 0 unused) with every chain cut at its valleys (see
     the module). ``depth_of_part``: each part's position along Z; parts of one object
@@ -111,4 +110,4 @@ def _valley_cut(profile: np.ndarray, ratio: float) -> int | None:
     return valley if profile[valley - 1] < profile[valley + 1] else valley + 1
 
 
-__all__ = ["SPLIT_RATIO", "part_signal", "split_stacked"]
+__all__ = ["part_signal", "split_stacked"]
