@@ -225,13 +225,16 @@ def _is_relevance_map(layer) -> bool:
 #: Axis labels (napari's ``layer.axis_labels``, set by readers) that name channels, and
 #: those that name planes (depth, time): napari's own channel information.
 CHANNEL_LABELS = {"c", "ch", "channel", "channels"}
+#: An unnamed leading axis of at most this many planes is offered as channels.
+MAX_OFFERED_CHANNELS = 8
 PLANE_LABELS = {"z", "t", "time", "depth", "plane", "slice", "frame"}
 
 
 def channel_axis_choices(layer) -> list:
     """The Channel axis row's choices: a leading axis labelled as channels is the only
     choice (chosen); leading axes all labelled as planes offer none (the row hides);
-    unlabelled axes (napari's "-3", ...) are each offered, "none" first."""
+    unlabelled axes (napari's "-3", ...) of up to 8 planes are each offered, "none"
+    first (a plain z-stack offers none: the row hides)."""
     choices = [("none (grayscale or RGB)", None)]
     if layer is None or layer.rgb or layer.ndim < 3:
         return choices
@@ -243,7 +246,9 @@ def channel_axis_choices(layer) -> list:
         return [(f"axis {a} '{labels[a]}' ({shape[a]} channels)", a) for a in named]
     if len(labels) == len(lead) and all(x in PLANE_LABELS for x in labels):
         return choices  # z / t axes: planes, never channels
-    return choices + [(f"axis {a} ({shape[a]} channels)", a) for a in lead]
+    # An unnamed axis of many planes is a z-stack or a movie: not offered as channels.
+    few = [a for a in lead if shape[a] <= MAX_OFFERED_CHANNELS]
+    return choices + [(f"axis {a} ({shape[a]} channels)", a) for a in few]
 
 
 def sam_choices(files: list[str]) -> list:

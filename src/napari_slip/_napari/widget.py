@@ -27,6 +27,7 @@ from ..core.params import (
 )
 from ..core.runtime.perf import tune_allocator
 from . import form
+from .axes_controls import AxesControls
 from .edit_controls import EditControls
 from .fields import params_from
 from .folder_results import FolderResults
@@ -114,14 +115,17 @@ class SlipWidget(WorkerPanel):
         self.teaching = TeachingControls(self)  # the concept row
         self.edits = EditControls(self)  # clicks and keys that edit, their queue
         self.suggest = SuggestControls(self, self.edits)  # Find more, Ask me
+        self.axes = AxesControls(self)  # the image's axes: from its file, or a switch
         self.folder_results = FolderResults(self)
         self._lay_out()
         self._connect()
+        self.image.changed.connect(self.axes.follow)  # after the status is cleared
         form.add_microscopy_hint(self)
         self.results.histogram.on_pick = lambda value: form.pick_threshold(self, value)
         self.results.on_suggest = lambda: form.lower_filters(self)
         self.scroll_inside()
         self._update_visibility()
+        self.axes.follow()
 
     def _lay_out(self) -> None:
         names = (
@@ -149,6 +153,7 @@ class SlipWidget(WorkerPanel):
         )
         rows = [getattr(self, n) for n in names]
         teaching = [*self.teaching.widgets(), *self.edits.widgets(), *self.suggest.widgets()]
+        rows[1:1] = self.axes.widgets()  # under the image: what its axes are
         self.extend([*rows[:2], *teaching, *rows[2:], *self.controls()])
         # Full width under the form (not in a labelled row): the table needs the room.
         self.body().addWidget(self.results.native)
