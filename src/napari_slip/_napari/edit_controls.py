@@ -219,7 +219,8 @@ class EditControls:
                 self.shown(result)
 
         start = partial(teaching.iter_describe, made)
-        self.submit(start, described, "Measuring the edited object…", first=True)
+        measuring = f"{result.message} Measuring it…"  # the edit stays said meanwhile
+        self.submit(start, described, measuring, first=True)
 
     def apply_result(self, out, position=None) -> None:
         """Write a computed and described edit (the worker's ``(edit, table)``) and
