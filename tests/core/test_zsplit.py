@@ -154,3 +154,39 @@ def test_split_cuts_profiles_at_their_valleys_only():
     assert cut([90, 70, 95, 80, 100]) == [0] * 5  # noise on a plateau
     assert cut([10, 90]) == [0, 0]
     assert cut([10, 50, 90, 40, 12, 20, 70, 95, 60], ratio=0.1) == [0] * 9
+
+
+def test_unusual_stacks_give_correct_objects(seg):
+    """One plane; 100x anisotropy; empty planes inside a stack; objects touching
+    everywhere: the objects come back right (no error, nothing merged or lost)."""
+    rng = np.random.default_rng(4)
+    truth = np.zeros(SHAPE, np.int32)
+    truth[_ellipsoid((6, 32, 32), (5, 14, 14))] = 1
+    truth[_ellipsoid((16.5, 33, 31), (5, 13, 13)) & (truth == 0)] = 2
+    image = _image(truth, [0, 900, 1100], rng)
+    options = {"axes": "ZYX", "mode": "threshold", "threshold": -1}
+    one = seg.segment(image[6:7], "nucleus", labels=true_sections(truth[6:7]), **options)
+    assert one.labels.shape == (1, 64, 64) and len(np.unique(one.labels)) == 2
+    flat = seg.segment(
+        image,
+        "nucleus",
+        labels=true_sections(truth),
+        pixel_size={"Z": 50.0, "Y": 0.5, "X": 0.5},  # 100x anisotropy
+        **options,
+    )
+    objects = _objects_of(flat.labels, truth)
+    assert objects[1] != objects[2] and flat.table["volume_um3"].notna().all()
+    gap = true_sections(truth)
+    gap[9:14] = 0  # five planes with no object between the two nuclei
+    labels = seg.segment(image, "nucleus", labels=gap, **options).labels
+    assert len(np.unique(labels)) == 3  # two objects, not linked across the gap
+    touching = np.ones((8, 32, 32), np.int32)
+    touching[:, :, 16:] = 2
+    touching[4:, :, :16] = 3  # every object touches the others in the plane and along Z
+    counts = np.full(touching.shape, 900.0)
+    counts[3:5, :, :16] *= 0.4  # where 1 meets 3, dimmer (their borders, blurred)
+    counts = (counts + rng.normal(0, 10, counts.shape)).astype(np.uint16)
+    labels = seg.segment(counts, "nucleus", labels=touching, **options).labels
+    for k in (1, 2, 3):
+        assert len(np.unique(labels[touching == k])) == 1
+    assert len(np.unique(labels)) == 3

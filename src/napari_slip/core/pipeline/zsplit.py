@@ -5,7 +5,7 @@ Overlap linking joins the bottom cap of one nucleus to the top cap of the nucleu
 below it whenever they overlap enough (in dense tissue, often). Along a chain, one
 object's sections give a profile that rises and falls once; two stacked objects give
 two humps. The profile used is each section's *signal*: its area times its mean
-intensity above the plane's background (its integrated brightness), so that both a
+intensity above the plane's background level (its integrated brightness), so that both a
 neck (the sections shrink to caps and grow again) and a dim gap (the contact between
 two nuclei, dimmer once blurred) make a valley; without an image, the area alone. A
 chain is cut at its deepest valley when the valley is below ``ratio`` of the lower of
@@ -33,8 +33,9 @@ def part_signal(
     intensity: Callable[[tuple[int, ...]], np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """Each part's signal (index 0 unused): its area times its mean intensity above its
-    plane's background (the plane's 5th percentile), from ``intensity(plane)`` (a
-    2D array, or None); the area where there is no intensity."""
+    plane's background (the median where no part lies; 0 where parts fill the
+    plane), from ``intensity(plane)`` (a 2D array, or None); the area where there is
+    no intensity."""
     signal = np.zeros(n_parts, dtype=np.float64)
     for plane in planes:
         ids = np.asarray(parts[plane])
@@ -46,7 +47,9 @@ def part_signal(
             signal += np.bincount(ids[present], minlength=n_parts)[:n_parts]
             continue
         values = np.asarray(values, dtype=np.float64)
-        above = np.maximum(values - np.percentile(values, 5), 0.0)
+        outside = ~present  # the plane's background level: where no part lies
+        level = float(np.median(values[outside])) if outside.mean() >= 0.01 else 0.0
+        above = np.maximum(values - level, 0.0)
         signal += np.bincount(ids[present], weights=above[present], minlength=n_parts)[:n_parts]
     return signal
 
