@@ -65,10 +65,10 @@ def test_3d_shapes_are_scikit_images_in_physical_units():
         sphericity = np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area
         assert_close(row["sphericity"], sphericity, terms=len(faces), depth=4)
         assert row["extent"] == pytest.approx(p.extent)
-        assert_close(row["axis_major_length_um"], p.axis_major_length, terms=p.num_pixels)
-        assert_close(row["axis_minor_length_um"], p.axis_minor_length, terms=p.num_pixels)
+        assert_close(row["major_axis_length_um"], p.axis_major_length, terms=p.num_pixels)
+        assert_close(row["minor_axis_length_um"], p.axis_minor_length, terms=p.num_pixels)
     assert table.loc[1, "sphericity"] > 0.85 and table.loc[2, "sphericity"] < 0.85
-    lengths = [f"axis_{k}_length_um" for k in ("major", "middle", "minor")]
+    lengths = [f"{k}_axis_length_um" for k in ("major", "middle", "minor")]
     major, middle, minor = table.loc[2, lengths]
     assert major == pytest.approx(16.0, rel=0.1)  # 2 x 16 px x 0.5 um
     assert middle == pytest.approx(12.0, rel=0.15) and minor == pytest.approx(6.0, rel=0.15)

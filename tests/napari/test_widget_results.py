@@ -349,7 +349,7 @@ def test_opening_every_section_never_grows_the_window(make_napari_viewer, tiny_s
     assert window.height() <= 640 and _rows_overlap(widget) == []
 
 
-def test_table_shows_seven_rows_and_follows_the_layer_through_undo(setup, tmp_path):
+def test_table_shows_seven_rows_and_follows_the_layer_through_undo(setup, tmp_path, qtbot):
     viewer, widget, run, labels = setup
     target = viewer.add_labels(np.zeros_like(labels), name="mine")
     widget.output.value = target
@@ -365,11 +365,11 @@ def test_table_shows_seven_rows_and_follows_the_layer_through_undo(setup, tmp_pa
     assert len(visible) == n
     target.undo()  # the "add to" run is undone: its objects leave the table
     assert not target.data.any()
-    assert all(table.isRowHidden(r) for r in range(table.rowCount()))
+    qtbot.waitUntil(lambda: all(table.isRowHidden(r) for r in range(table.rowCount())))
     widget.results.export_csv(tmp_path / "after_undo.csv")
     assert len(pd.read_csv(tmp_path / "after_undo.csv")) == 0
-    target.redo()
-    assert not any(table.isRowHidden(r) for r in range(table.rowCount()))
+    target.redo()  # (the table follows once the GUI thread is free)
+    qtbot.waitUntil(lambda: not any(table.isRowHidden(r) for r in range(table.rowCount())))
 
 
 def test_threshold_spans_the_scores_and_is_set_from_the_histogram(setup, qtbot):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from magicgui.widgets import Container, Label
-from qtpy.QtCore import QRectF, Qt
+from qtpy.QtCore import QRectF, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -144,6 +144,7 @@ class ResultsPanel(Container):
     def __init__(self) -> None:
         super().__init__(labels=False)
         self.margins = (0, 0, 0, 0)
+        self._follow_due = False
         self.summary = Label(value="")
         wrap(self.summary)
         self.table = QTableWidget(0, len(self.COLUMNS))
@@ -207,7 +208,9 @@ class ResultsPanel(Container):
         """Fill the table and histogram from a :class:`StackResult`."""
         self._follow(layer)
         self.viewer, self.layer = viewer, layer
-        axes = [c for c in result.table.columns if str(c).startswith("axis")]
+        axes = [
+            c for c in result.table.columns if str(c)[4:].isdigit() and str(c).startswith("axis")
+        ]
         rows = result.table.copy()
         offset = 0
         if layer is not None and len(rows) and "index" in layer.features:
@@ -284,7 +287,15 @@ class ResultsPanel(Container):
 
     def follow_layer(self, *_args) -> None:
         """Hide the rows whose label is no longer in the layer (and show them again
-        when it comes back, after a redo)."""
+        when it comes back, after a redo): once per burst of the layer's events (a new
+        selection sends several), when the GUI thread is next free."""
+        if self._follow_due:
+            return
+        self._follow_due = True
+        QTimer.singleShot(0, self._follow_now)
+
+    def _follow_now(self) -> None:
+        self._follow_due = False
         if self.layer is None or not len(self.rows) or self.layer.data.size > FOLLOW_MAX:
             return
         present = set(np.unique(np.asarray(self.layer.data)).tolist())
@@ -393,7 +404,7 @@ def planes_text(row: pd.Series, axes: list[str]) -> str:
 def lead_position(row: pd.Series, columns, axes: str, n_lead: int) -> list[float]:
     """The leading data coordinates of an object's row: its plane (per-plane rows), its
     frame (track rows) and middle plane (3D objects)."""
-    per_plane = [c for c in columns if str(c).startswith("axis")]
+    per_plane = [c for c in columns if _is_plane_column(c)]
     if per_plane:
         return [int(row[a]) for a in per_plane]
     letters = axes[:-2] if axes else ""

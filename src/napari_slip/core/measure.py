@@ -125,29 +125,29 @@ def measure(
         starts = [sl.start for sl in block] + [0]
         grow(int(lab.max()))
         flat = lab.ravel()
-        sizes += np.bincount(flat, minlength=top + 1)
-        present = np.flatnonzero(np.bincount(flat, minlength=top + 1)[1:]) + 1
+        counts = np.bincount(flat, minlength=top + 1)
+        sizes += counts
+        present = np.flatnonzero(counts[1:]) + 1
         boxes = ndimage.find_objects(lab, max_label=top)
         for i in present:
             box = boxes[i - 1]
             for k, sl in enumerate(box):
                 lo[k][i] = min(lo[k][i], sl.start + starts[k])
                 hi[k][i] = max(hi[k][i], sl.stop + starts[k])
+        # Only the objects' pixels are read (a few objects on a big image: little work).
+        where = np.flatnonzero(flat)
+        owner = flat[where]
+        position = np.unravel_index(where, lab.shape)
         for k in range(len(shape)):
-            coords = np.arange(lab.shape[k], dtype=np.float64) + starts[k]
-            view = [1] * len(shape)
-            view[k] = lab.shape[k]
-            grid = np.broadcast_to(coords.reshape(view), lab.shape).ravel()
-            sums[k] += np.bincount(flat, weights=grid, minlength=top + 1)
+            coords = position[k].astype(np.float64) + starts[k]
+            sums[k] += np.bincount(owner, weights=coords, minlength=top + 1)
         if n_ch:
-            values = np.asarray(image[block], dtype=np.float64)
-            values = values.reshape(*lab.shape, n_ch) if n_ch > 1 else values.reshape(lab.shape)
-            inside = flat > 0
-            owner = flat[inside]
+            values = np.asarray(image[block]).reshape(lab.size, n_ch)[where]
+            values = values.astype(np.float64, copy=False)
             for c in range(n_ch):
-                v = (values[..., c] if n_ch > 1 else values).ravel()
-                isum[c] += np.bincount(flat, weights=v, minlength=top + 1)
-                np.maximum.at(imax[c], owner, v[inside])  # no sort (ndimage's sorts)
+                v = values[:, c]
+                isum[c] += np.bincount(owner, weights=v, minlength=top + 1)
+                np.maximum.at(imax[c], owner, v)  # no sort (ndimage's sorts)
     ids = np.flatnonzero(sizes[1:]) + 1
     data: dict[str, np.ndarray] = {"area": sizes[ids]}
     scale = dict(scale or {})

@@ -78,7 +78,7 @@ def _names_2d(suffix: str) -> list[str]:
 
 def _names_3d(suffix: str) -> list[str]:
     area = f"surface_area{suffix}2" if suffix else "surface_area"
-    lengths = [f"axis_{k}_length{suffix}" for k in ("major", "middle", "minor")]
+    lengths = [f"{k}_axis_length{suffix}" for k in ("major", "middle", "minor")]
     return [area, "sphericity", "extent", *lengths]
 
 
