@@ -208,9 +208,7 @@ class ResultsPanel(Container):
         """Fill the table and histogram from a :class:`StackResult`."""
         self._follow(layer)
         self.viewer, self.layer = viewer, layer
-        axes = [
-            c for c in result.table.columns if str(c)[4:].isdigit() and str(c).startswith("axis")
-        ]
+        axes = [c for c in result.table.columns if _is_plane_column(c)]
         rows = result.table.copy()
         offset = 0
         if layer is not None and len(rows) and "index" in layer.features:
@@ -419,3 +417,9 @@ def lead_position(row: pd.Series, columns, axes: str, n_lead: int) -> list[float
         else:
             out.append(0)
     return out
+
+
+def _is_plane_column(column) -> bool:
+    """A stack table's ``axis0``, ``axis1``... (the plane of a per-plane object)."""
+    name = str(column)
+    return name.startswith("axis") and name[4:].isdigit()
