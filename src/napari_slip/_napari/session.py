@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from ..core.pipeline.segmenter import Segmenter
@@ -187,6 +188,17 @@ class ViewerSession:
     def undo_correction(self) -> StackResult | None:
         """Take back the last edit of the output layer (None: there is none)."""
         return self.teaching.undo()
+
+    def folder_run(self, request: Request, images, out) -> tuple[Any, Path, Path]:
+        """A folder run's settings and its two folders, checked: (config, images, out)."""
+        from ..core.errors import InputError
+
+        config = self.folder_config(request)
+        if str(images) in ("", ".") or not Path(images).is_dir():
+            raise InputError("Choose the folder of images to segment.")
+        if str(out) in ("", ".") or Path(out).resolve() == Path(images).resolve():
+            raise InputError("Choose another folder to save the labels in.")
+        return config, Path(images), Path(out)
 
     @staticmethod
     def folder_config(request: Request):

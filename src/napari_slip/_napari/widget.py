@@ -12,12 +12,11 @@ from the parameter dataclasses (:mod:`.form`, :mod:`.fields`).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit
 
-from ..core.errors import InputError, SlipError
+from ..core.errors import SlipError
 from ..core.models.registry import SAM_MODELS
 from ..core.params import (
     CropParams,
@@ -293,12 +292,8 @@ class SlipWidget(WorkerPanel):
         if self.busy:
             return
         try:
-            config = self.folder_config()
-            images, out = Path(self.folder_in.value), Path(self.folder_out.value)
-            if str(self.folder_in.value) in ("", ".") or not images.is_dir():
-                raise InputError("Choose the folder of images to segment.")
-            if str(self.folder_out.value) in ("", ".") or out.resolve() == images.resolve():
-                raise InputError("Choose another folder to save the labels in.")
+            folders = (self.folder_in.value, self.folder_out.value)
+            config, images, out = self.session.folder_run(self.request(), *folders)
         except Exception as exc:
             self.show_error(exc)
             return
