@@ -65,6 +65,8 @@ class ViewerSession:
         self.teaching = Teaching(self)
         #: What the taught concept proposes (More like these, Ask me), shown first.
         self.suggestions = Suggestions(self.teaching)
+        #: The models whose prompt decoder was warmed for the first click.
+        self._warmed: set = set()
 
     def prepare(self, request: Request) -> Segmenter:
         """Check a request whole (before any model loads) and give the engine its
@@ -74,15 +76,19 @@ class ViewerSession:
         return self.segmenter
 
     def iter_segment(self, request: Request) -> Generator[Progress, None, StackResult]:
-        """The run of a prepared request: what the widget's worker drains. A result
-        SAM made ends with SAM warmed for the first click (:meth:`PlaneHandle.warm`)."""
+        """The run of a prepared request: what the widget's worker drains. The first
+        result SAM makes with these models ends with SAM's prompt decoder warmed for
+        the first click (:meth:`PlaneHandle.warm`)."""
         result = yield from iter_job(self.segmenter, request)
-        if result.provenance.get("sam") is not None and result.candidates:
+        models = self.segmenter.models  # once per models: later runs stay cached
+        made_by_sam = result.provenance.get("sam") is not None and bool(result.candidates)
+        if made_by_sam and models not in self._warmed:
             from ..core.pipeline.plane import plane_of
 
             plane = next(iter(result.candidates))
             yield Progress("preparing clicks", 0, 1, "SAM's prompt decoder")
-            plane_of(self.segmenter, result, plane).warm()
+            if plane_of(self.segmenter, result, plane).warm():
+                self._warmed.add(models)
         return result
 
     def segment(self, request: Request, progress: Callable | None = None) -> StackResult:
