@@ -706,3 +706,32 @@ for i in range(25):
     assert [p.returncode for p in procs] == [0] * 4, errors
     memo = json.loads((cache / "hashes.json").read_text())
     assert len(memo) == 100
+
+
+def test_huge_label_ids_are_measured_without_one_slot_per_possible_id():
+    """One object of id 2^31-1 (and one of 2^62) measures as the same objects with
+    small ids do, with memory bounded by the objects, not by the largest id."""
+    import tracemalloc
+
+    import pandas as pd
+
+    from napari_slip.core.measure import with_measurements
+
+    small = np.zeros((64, 64), np.int64)
+    small[10:20, 10:20], small[30:40, 5:9], small[50:60, 48:61] = 2, 1, 3
+    huge = np.select([small == 1, small == 2, small == 3], [7, 2**31 - 1, 2**62], 0)
+    image = np.random.default_rng(0).random((64, 64, 2))
+    ids = {1: 7, 2: 2**31 - 1, 3: 2**62}
+    table = pd.DataFrame({"id": [1, 2, 3], "score": [0.1, 0.2, 0.3]})
+    expected = with_measurements(table, small, image, "YX", {"Y": 0.5, "X": 0.5}, "um")
+    tracemalloc.start()
+    try:
+        got = with_measurements(
+            table.assign(id=table["id"].map(ids)), huge, image, "YX", {"Y": 0.5, "X": 0.5}, "um"
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50e6  # one slot per possible id would be 16 GB
+    assert got["id"].tolist() == [7, 2**31 - 1, 2**62]
+    pd.testing.assert_frame_equal(got.drop(columns="id"), expected.drop(columns="id"))

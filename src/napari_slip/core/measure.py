@@ -118,10 +118,13 @@ def measure(
             imax[c] = ext(imax[c], -np.inf)
         top = n
 
+    slots = _Slots() if _sparse_ids(labels) else None
     for block in _blocks(shape, _band_rows(shape, labels, image)):
         lab = np.asarray(labels[block]).astype(np.int64, copy=False)
         if not lab.any():
             continue
+        if slots is not None:  # ids up to 2^63: one slot per id present, not per id
+            lab = slots.of(lab)
         starts = [sl.start for sl in block] + [0]
         grow(int(lab.max()))
         flat = lab.ravel()
@@ -149,6 +152,8 @@ def measure(
                 isum[c] += np.bincount(owner, weights=v, minlength=top + 1)
                 np.maximum.at(imax[c], owner, v)  # no sort (ndimage's sorts)
     ids = np.flatnonzero(sizes[1:]) + 1
+    if slots is not None:  # rows in the order of the labels' own ids
+        ids = ids[np.argsort(slots.ids[ids - 1], kind="stable")]
     data: dict[str, np.ndarray] = {"area": sizes[ids]}
     scale = dict(scale or {})
     spatial = [a for a in letters if a in "ZYX"]
@@ -167,7 +172,8 @@ def measure(
     for c in range(n_ch):
         data[names[2 * c]] = isum[c][ids] / sizes[ids]
         data[names[2 * c + 1]] = imax[c][ids]
-    return pd.DataFrame(data, index=pd.Index(ids, name="id"))
+    index = ids if slots is None else slots.ids[ids - 1]
+    return pd.DataFrame(data, index=pd.Index(index, name="id"))
 
 
 def with_measurements(
@@ -194,6 +200,49 @@ def with_measurements(
     first = [c for c in table.columns if c in out.columns or c in measured.columns]
     rest = [c for c in out.columns if c not in first]
     return out[first + rest].reset_index(drop=True)
+
+
+#: Label ids above this (and above twice the pixels) are measured through slots.
+SPARSE_IDS = 1 << 22
+
+
+def _sparse_ids(labels) -> bool:
+    """Whether ``labels`` may hold ids so large that one slot per possible id would
+    not fit in memory (a 16-bit image never does)."""
+    if np.dtype(labels.dtype).itemsize <= 2:
+        return False
+    top = int(np.max(labels)) if isinstance(labels, np.ndarray) else _max_by_block(labels)
+    return top > max(SPARSE_IDS, 2 * int(np.prod(labels.shape)))
+
+
+def _max_by_block(labels) -> int:
+    top = 0
+    for block in _blocks(tuple(labels.shape), _band_rows(tuple(labels.shape), labels, None)):
+        top = max(top, int(np.max(np.asarray(labels[block]), initial=0)))
+    return top
+
+
+class _Slots:
+    """Label ids as slots 1..n, in the order they are first seen (``ids[slot - 1]``)."""
+
+    def __init__(self) -> None:
+        self._slot: dict[int, int] = {}
+        self._ids: list[int] = []
+
+    def of(self, lab: np.ndarray) -> np.ndarray:
+        present, inverse = np.unique(lab, return_inverse=True)
+        slot = np.zeros(len(present), dtype=np.int64)
+        for k, value in enumerate(present.tolist()):
+            if value:
+                if value not in self._slot:
+                    self._ids.append(value)
+                    self._slot[value] = len(self._ids)
+                slot[k] = self._slot[value]
+        return slot[inverse].reshape(lab.shape)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.asarray(self._ids, dtype=np.int64)
 
 
 @dataclass(frozen=True, eq=False)

@@ -43,6 +43,11 @@ def shape_table(
     scale = dict(scale or {})
     physical = all(a in scale for a in spatial)
     spacing = tuple(float(scale[a]) if physical else 1.0 for a in spatial)
+    own_ids = None
+    if labels.size and int(labels.max()) > 2 * labels.size:  # huge ids: 1..n instead
+        own_ids, compact = np.unique(labels, return_inverse=True)
+        labels = compact.reshape(labels.shape) + (0 if own_ids[0] == 0 else 1)
+        own_ids = own_ids if own_ids[0] == 0 else np.concatenate([[0], own_ids])
     rows, ids = [], []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
@@ -61,7 +66,7 @@ def shape_table(
         else:
             _KEPT.move_to_end(key)
         rows.append(row)
-        ids.append(index)
+        ids.append(index if own_ids is None else int(own_ids[index]))
     suffix = f"_{unit or 'physical'}" if physical else ""
     names = _names_3d(suffix) if len(spatial) == 3 else _names_2d(suffix)
     table = pd.DataFrame(rows, columns=names, index=pd.Index(ids, name="id"))
