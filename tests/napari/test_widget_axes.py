@@ -73,7 +73,7 @@ def test_without_metadata_the_assumption_is_said_and_switched_in_one_click(slip,
     assert widget.status.value.startswith("Axis 0 (30 planes) is treated as Z (depth)")
     assert (
         not widget.axes.switch.native.isHidden()
-        and widget.axes.switch.text == "Treat axis 0 as time"
+        and widget.axes.switch.text == "Axis 0 is read as Z: treat it as time"
     )
     assert widget.channel_axis.native.isHidden()  # a plain z-stack: no Channel axis row
     assert lead_letters(widget.request()) is None  # napari's order: a 3D stack is Z
@@ -83,6 +83,9 @@ def test_without_metadata_the_assumption_is_said_and_switched_in_one_click(slip,
     three = viewer.add_image(np.zeros((3, 40, 40), np.uint16), name="three")
     widget.image.value = three
     assert "channels?" in widget.status.value
-    assert widget.axes.switch.text == "Use as channels" and widget.channel_axis.value is None
+    assert (
+        widget.axes.switch.text == "Axis 0 is read as Z: use it as channels"
+        and widget.channel_axis.value is None
+    )
     QTest.mouseClick(widget.axes.switch.native, Qt.MouseButton.LeftButton)
     assert widget.channel_axis.value == 0

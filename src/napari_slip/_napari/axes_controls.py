@@ -15,7 +15,7 @@ class AxesControls:
 
     def __init__(self, widget) -> None:
         self.widget = widget
-        self.switch = PushButton(text="Treat axis 0 as time")
+        self.switch = PushButton(text="Axis 0 is read as Z: treat it as time")
         self.switch.visible = False
         self.switch.tooltip = "napari-slip assumed what the image's first axis is: switch it."
         self._action = ""

@@ -75,9 +75,9 @@ def assumption(layer) -> Assumption | None:
     planes = int(data.shape[0])
     if planes <= MAX_CHANNELS and layer.ndim == 3:
         line = f"Axis 0 ({planes} planes) is treated as Z (depth); channels?"
-        return Assumption(line, "Use as channels", "channels")
+        return Assumption(line, "Axis 0 is read as Z: use it as channels", "channels")
     line = f"Axis 0 ({planes} planes) is treated as Z (depth); name it t for time."
-    return Assumption(line, "Treat axis 0 as time", "time")
+    return Assumption(line, "Axis 0 is read as Z: treat it as time", "time")
 
 
 def name_time(layer) -> None:
