@@ -85,8 +85,7 @@ class ViewerSession:
         if made_by_sam and models not in self._warmed:
             from ..core.pipeline.plane import plane_of
 
-            plane = next(iter(result.candidates))
-            yield Progress("preparing clicks", 0, 1, "SAM's prompt decoder")
+            plane = next(iter(result.candidates))  # ~0.1 s: the run's stage stays shown
             if plane_of(self.segmenter, result, plane).warm():
                 self._warmed.add(models)
         return result
