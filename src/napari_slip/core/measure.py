@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .object_rows import RowCache, digest, objects_of
+
 #: Pixels read at once (a band of rows of one plane), unless the arrays are chunked.
 BAND_PIXELS = 2**16
 
@@ -190,16 +192,62 @@ def with_measurements(
     so the table's areas are what the labels carry."""
     if not len(table):
         return table
-    measured = measure(labels, image, letters, scale, unit)
     if isinstance(labels, np.ndarray) and letters.upper() in ("YX", "ZYX"):
         from .shape import shape_table  # perimeter, solidity...; surface, sphericity...
 
+        measured = kept_measure(labels, image, letters, scale, unit)
         measured = measured.join(shape_table(labels, letters, scale, unit))
+    else:
+        measured = measure(labels, image, letters, scale, unit)
     out = table.drop(columns=[c for c in measured.columns if c in table.columns])
     out = out.join(measured, on="id")
     first = [c for c in table.columns if c in out.columns or c in measured.columns]
     rest = [c for c in out.columns if c not in first]
     return out[first + rest].reset_index(drop=True)
+
+
+#: :func:`measure`'s rows of objects in memory, kept by their pixels and image.
+_KEPT = RowCache()
+#: Fewer objects than this to measure: each in its box; more: the whole image at once.
+_ONE_BY_ONE = 32
+
+
+def kept_measure(labels: np.ndarray, image=None, letters="YX", scale=None, unit=None):
+    """:func:`measure` of labels in memory, each object's row kept by its box, its
+    pixels and the image under it: a re-selection or an edit measures only the
+    objects it changed (in their boxes), the others come back as they were."""
+    letters = letters.upper()
+    options = (letters, tuple(sorted(dict(scale or {}).items())), unit)
+    objects = list(objects_of(labels))
+    keys = []
+    for _, box, mask in objects:
+        under = b"" if image is None else digest(np.asarray(image[box]))
+        keys.append((*options, tuple((b.start, b.stop) for b in box), digest(mask), under))
+
+    def make(missing: list[int]) -> dict:
+        if len(missing) > _ONE_BY_ONE:  # many: one pass over the image
+            whole = measure(labels, image, letters, scale, unit)
+            return {i: whole.loc[objects[i][0]] for i in missing}
+        rows = {}
+        for i in missing:
+            label, box, mask = objects[i]
+            crop = np.where(mask, label, 0)
+            sub = None if image is None else np.asarray(image[box])
+            row = measure(crop, sub, letters, scale, unit).loc[label].copy()
+            for k, a in enumerate(letters):  # the box's coordinates back in the image's
+                start = box[k].start
+                row[f"centroid_{a.lower()}"] += start
+                row[f"bbox_{a.lower()}0"] += start
+                row[f"bbox_{a.lower()}1"] += start
+            rows[i] = row
+        return rows
+
+    rows = _KEPT.rows(keys, make)
+    if not rows:
+        return measure(labels, image, letters, scale, unit)
+    out = pd.DataFrame(rows, index=pd.Index([label for label, _, _ in objects], name="id"))
+    counts = [c for c in out.columns if c in ("area", "n_planes") or c.startswith("bbox_")]
+    return out.astype({c: np.int64 for c in counts})  # a row's values came as floats
 
 
 #: Label ids above this (and above twice the pixels) are measured through slots.

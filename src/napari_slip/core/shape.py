@@ -13,16 +13,15 @@ the objects it changed.
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
+from .object_rows import RowCache, digest, objects_of
+
 #: Rows kept by mask (a re-selection's objects are mostly the same masks).
-_KEPT: OrderedDict = OrderedDict()
-_KEEP = 50_000
+_KEPT = RowCache()
 
 
 def shape_table(
@@ -33,8 +32,6 @@ def shape_table(
 ) -> pd.DataFrame:
     """One row per id of ``labels`` (2D ``YX`` or 3D ``ZYX``), indexed by id (see the
     module)."""
-    from scipy import ndimage
-
     labels = np.asarray(labels)
     letters = letters.upper()
     spatial = "ZYX" if "Z" in letters else "YX"
@@ -43,38 +40,22 @@ def shape_table(
     scale = dict(scale or {})
     physical = all(a in scale for a in spatial)
     spacing = tuple(float(scale[a]) if physical else 1.0 for a in spatial)
-    own_ids = None
-    if labels.size and int(labels.max()) > 2 * labels.size:  # huge ids: 1..n instead
-        own_ids, compact = np.unique(labels, return_inverse=True)
-        labels = compact.reshape(labels.shape) + (0 if own_ids[0] == 0 else 1)
-        own_ids = own_ids if own_ids[0] == 0 else np.concatenate([[0], own_ids])
-    rows, ids = [], []
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
-        mask = labels[box] == index
-        key = (spatial, spacing, physical, tuple((s.start, s.stop) for s in box), _digest(mask))
-        row = _KEPT.get(key)
-        if row is None:
-            if len(spatial) == 3:
-                row = _shape_3d(mask, spacing)
-            else:
-                row = _shape_2d(mask, spacing, physical)
-            _KEPT[key] = row
-            if len(_KEPT) > _KEEP:
-                _KEPT.popitem(last=False)
-        else:
-            _KEPT.move_to_end(key)
-        rows.append(row)
-        ids.append(index if own_ids is None else int(own_ids[index]))
+    objects = list(objects_of(labels))
+    keys = [
+        (spatial, spacing, physical, tuple((s.start, s.stop) for s in box), digest(mask))
+        for _, box, mask in objects
+    ]
+
+    def make(missing: list[int]) -> dict:
+        if len(spatial) == 3:
+            return {i: _shape_3d(objects[i][2], spacing) for i in missing}
+        return {i: _shape_2d(objects[i][2], spacing, physical) for i in missing}
+
+    rows = _KEPT.rows(keys, make)
     suffix = f"_{unit or 'physical'}" if physical else ""
     names = _names_3d(suffix) if len(spatial) == 3 else _names_2d(suffix)
-    table = pd.DataFrame(rows, columns=names, index=pd.Index(ids, name="id"))
-    return table
-
-
-def _digest(mask: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
+    ids = [label for label, _, _ in objects]
+    return pd.DataFrame(rows, columns=names, index=pd.Index(ids, name="id"))
 
 
 def _names_2d(suffix: str) -> list[str]:
