@@ -192,13 +192,15 @@ def with_measurements(
     so the table's areas are what the labels carry."""
     if not len(table):
         return table
-    if isinstance(labels, np.ndarray) and letters.upper() in ("YX", "ZYX"):
+    in_memory = isinstance(labels, np.ndarray) and letters.upper() in ("YX", "ZYX")
+    if in_memory and (image is None or isinstance(image, np.ndarray)):
+        measured = kept_measure(labels, image, letters, scale, unit)
+    else:  # a lazy image is read band by band, never an object's box at once
+        measured = measure(labels, image, letters, scale, unit)
+    if in_memory:
         from .shape import shape_table  # perimeter, solidity...; surface, sphericity...
 
-        measured = kept_measure(labels, image, letters, scale, unit)
         measured = measured.join(shape_table(labels, letters, scale, unit))
-    else:
-        measured = measure(labels, image, letters, scale, unit)
     out = table.drop(columns=[c for c in measured.columns if c in table.columns])
     out = out.join(measured, on="id")
     first = [c for c in table.columns if c in out.columns or c in measured.columns]
@@ -213,9 +215,9 @@ _ONE_BY_ONE = 32
 
 
 def kept_measure(labels: np.ndarray, image=None, letters="YX", scale=None, unit=None):
-    """:func:`measure` of labels in memory, each object's row kept by its box, its
-    pixels and the image under it: a re-selection or an edit measures only the
-    objects it changed (in their boxes), the others come back as they were."""
+    """:func:`measure` of labels and an image in memory, each object's row kept by its
+    box, its pixels and the image under it: a re-selection or an edit measures only
+    the objects it changed (in their boxes), the others come back as they were."""
     letters = letters.upper()
     options = (letters, tuple(sorted(dict(scale or {}).items())), unit)
     objects = list(objects_of(labels))
