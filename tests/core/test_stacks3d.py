@@ -76,6 +76,13 @@ def test_pixel_sizes_must_be_positive_and_finite(size):
         resolve_axes((4, 32, 32), "ZYX", pixel_size={"Z": size, "Y": 1, "X": 1})
 
 
+def test_a_pixel_size_that_would_make_volumes_infinite_is_refused():
+    with pytest.raises(InputError, match="at most 1e"):
+        resolve_axes((4, 32, 32), "ZYX", pixel_size={"Z": 1e200, "Y": 0.5, "X": 0.5})
+    ok = resolve_axes((4, 32, 32), "ZYX", pixel_size={"Z": 1e6, "Y": 0.5, "X": 0.5})
+    assert ok.scale["Z"] == 1e6
+
+
 def test_bad_stacks_refused_before_any_model_loads(tiny_clip_path, tiny_sam_path):
     image = np.zeros((10**6, 1, 1), np.uint8)
     cases = [
@@ -465,6 +472,8 @@ def test_channels_give_one_intensity_column_each(seg):
         (["--axes", "TZYX"], "names 4 axes, but the image has 3"),
         (["--axes", "ZYX", "--pixel-size", "Z=0,Y=1,X=1"], "above 0"),
         (["--axes", "ZYX", "--pixel-size", "Q=2"], "do not have"),
+        (["--axes", "ZYX", "--pixel-size", "Z=2,Z=3"], "gives Z twice"),
+        (["--axes", "ZYX", "--pixel-size", "Z=1e200,Y=1,X=1"], "at most 1e+09"),
     ],
 )
 def test_cli_bad_stack_options_are_one_line(tmp_path, tiny_clip_path, capsys, flags, pattern):

@@ -49,7 +49,12 @@ def _parse_pixel_size(text: str) -> dict[str, float]:
         try:
             if not sep:
                 raise ValueError
-            out[name.strip().upper()] = float(value)
+            letter = name.strip().upper()
+            if letter in out:
+                raise argparse.ArgumentTypeError(
+                    f"--pixel-size gives {letter} twice ({text!r}): give each axis once"
+                )
+            out[letter] = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"pixel sizes are AXIS=SIZE pairs such as Z=2,Y=0.5,X=0.5, not {text!r}"

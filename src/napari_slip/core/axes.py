@@ -134,6 +134,10 @@ class ImageAxes:
         return self.lead + "YX"
 
 
+#: The largest pixel size taken (in any unit): a product of three stays finite.
+MAX_PIXEL_SIZE = 1e9
+
+
 def check_scale(scale: Any, letters: str) -> dict[str, float]:
     """Pixel sizes as ``{letter: size}``: a mapping, or a sequence with one size per
     axis of ``letters`` other than C and S. Each must be a finite number above 0."""
@@ -165,6 +169,12 @@ def check_scale(scale: Any, letters: str) -> dict[str, float]:
             raise InputError(
                 f"The pixel size along {letter} is {value!r}: it must be a number above 0 "
                 "(fix the file's metadata or give pixel_size / --pixel-size)."
+            )
+        if float(value) > MAX_PIXEL_SIZE:  # volumes would overflow to inf
+            raise InputError(
+                f"The pixel size along {letter} is {value!r}: at most {MAX_PIXEL_SIZE:g} "
+                "(a pixel size in the image's unit; fix the file's metadata or give "
+                "pixel_size / --pixel-size)."
             )
         out[letter] = float(value)
     return out
