@@ -193,14 +193,15 @@ def with_measurements(
     if not len(table):
         return table
     in_memory = isinstance(labels, np.ndarray) and letters.upper() in ("YX", "ZYX")
+    objects = list(objects_of(labels)) if in_memory else None  # listed once, for both
     if in_memory and (image is None or isinstance(image, np.ndarray)):
-        measured = kept_measure(labels, image, letters, scale, unit)
+        measured = kept_measure(labels, image, letters, scale, unit, objects)
     else:  # a lazy image is read band by band, never an object's box at once
         measured = measure(labels, image, letters, scale, unit)
     if in_memory:
         from .shape import shape_table  # perimeter, solidity...; surface, sphericity...
 
-        measured = measured.join(shape_table(labels, letters, scale, unit))
+        measured = measured.join(shape_table(labels, letters, scale, unit, objects))
     out = table.drop(columns=[c for c in measured.columns if c in table.columns])
     out = out.join(measured, on="id")
     first = [c for c in table.columns if c in out.columns or c in measured.columns]
@@ -214,17 +215,19 @@ _KEPT = RowCache()
 _ONE_BY_ONE = 32
 
 
-def kept_measure(labels: np.ndarray, image=None, letters="YX", scale=None, unit=None):
+def kept_measure(
+    labels: np.ndarray, image=None, letters="YX", scale=None, unit=None, objects=None
+):
     """:func:`measure` of labels and an image in memory, each object's row kept by its
     box, its pixels and the image under it: a re-selection or an edit measures only
     the objects it changed (in their boxes), the others come back as they were."""
     letters = letters.upper()
     options = (letters, tuple(sorted(dict(scale or {}).items())), unit)
-    objects = list(objects_of(labels))
+    objects = list(objects_of(labels)) if objects is None else objects
     keys = []
-    for _, box, mask in objects:
+    for _, box, _, pixels in objects:
         under = b"" if image is None else digest(np.asarray(image[box]))
-        keys.append((*options, tuple((b.start, b.stop) for b in box), digest(mask), under))
+        keys.append((*options, tuple((b.start, b.stop) for b in box), pixels, under))
 
     def make(missing: list[int]) -> dict:
         if len(missing) > _ONE_BY_ONE:  # many: one pass over the image
@@ -232,7 +235,7 @@ def kept_measure(labels: np.ndarray, image=None, letters="YX", scale=None, unit=
             return {i: whole.loc[objects[i][0]] for i in missing}
         rows = {}
         for i in missing:
-            label, box, mask = objects[i]
+            label, box, mask, _ = objects[i]
             crop = np.where(mask, label, 0)
             sub = None if image is None else np.asarray(image[box])
             row = measure(crop, sub, letters, scale, unit).loc[label].copy()
@@ -247,7 +250,7 @@ def kept_measure(labels: np.ndarray, image=None, letters="YX", scale=None, unit=
     rows = _KEPT.rows(keys, make)
     if not rows:
         return measure(labels, image, letters, scale, unit)
-    out = pd.DataFrame(rows, index=pd.Index([label for label, _, _ in objects], name="id"))
+    out = pd.DataFrame(rows, index=pd.Index([label for label, *_ in objects], name="id"))
     counts = [c for c in out.columns if c in ("area", "n_planes") or c.startswith("bbox_")]
     return out.astype({c: np.int64 for c in counts})  # a row's values came as floats
 

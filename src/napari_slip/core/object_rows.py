@@ -23,10 +23,12 @@ def digest(array) -> bytes:
     return hashlib.blake2b(data.tobytes(), digest_size=16).digest()
 
 
-def objects_of(labels: np.ndarray) -> Iterator[tuple[int, tuple[slice, ...], np.ndarray]]:
-    """Each object of ``labels``: (its id, its box, its mask within the box), in id
-    order; ids far above the pixel count are numbered densely first (no list of one
-    entry per possible id)."""
+def objects_of(
+    labels: np.ndarray,
+) -> Iterator[tuple[int, tuple[slice, ...], np.ndarray, bytes]]:
+    """Each object of ``labels``: (its id, its box, its mask within the box, the mask's
+    :func:`digest`), in id order; ids far above the pixel count are numbered densely
+    first (no list of one entry per possible id)."""
     from scipy import ndimage
 
     labels = np.asarray(labels)
@@ -37,7 +39,8 @@ def objects_of(labels: np.ndarray) -> Iterator[tuple[int, tuple[slice, ...], np.
         own = own if own[0] == 0 else np.concatenate([[0], own])
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is not None:
-            yield (index if own is None else int(own[index])), box, labels[box] == index
+            mask = labels[box] == index
+            yield (index if own is None else int(own[index])), box, mask, digest(mask)
 
 
 class RowCache:

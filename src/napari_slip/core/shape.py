@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .object_rows import RowCache, digest, objects_of
+from .object_rows import RowCache, objects_of
 
 #: Rows kept by mask (a re-selection's objects are mostly the same masks).
 _KEPT = RowCache()
@@ -29,9 +29,10 @@ def shape_table(
     letters: str = "YX",
     scale: Mapping[str, float] | None = None,
     unit: str | None = None,
+    objects: list | None = None,
 ) -> pd.DataFrame:
     """One row per id of ``labels`` (2D ``YX`` or 3D ``ZYX``), indexed by id (see the
-    module)."""
+    module); ``objects``: :func:`~.object_rows.objects_of` of them, if made already."""
     labels = np.asarray(labels)
     letters = letters.upper()
     spatial = "ZYX" if "Z" in letters else "YX"
@@ -40,10 +41,10 @@ def shape_table(
     scale = dict(scale or {})
     physical = all(a in scale for a in spatial)
     spacing = tuple(float(scale[a]) if physical else 1.0 for a in spatial)
-    objects = list(objects_of(labels))
+    objects = list(objects_of(labels)) if objects is None else objects
     keys = [
-        (spatial, spacing, physical, tuple((s.start, s.stop) for s in box), digest(mask))
-        for _, box, mask in objects
+        (spatial, spacing, physical, tuple((s.start, s.stop) for s in box), pixels)
+        for _, box, _, pixels in objects
     ]
 
     def make(missing: list[int]) -> dict:
@@ -54,7 +55,7 @@ def shape_table(
     rows = _KEPT.rows(keys, make)
     suffix = f"_{unit or 'physical'}" if physical else ""
     names = _names_3d(suffix) if len(spatial) == 3 else _names_2d(suffix)
-    ids = [label for label, _, _ in objects]
+    ids = [label for label, *_ in objects]
     return pd.DataFrame(rows, columns=names, index=pd.Index(ids, name="id"))
 
 
