@@ -68,9 +68,12 @@ print(json.dumps({
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json")
-    parser.add_argument("--naive", action="store_true",
-                        help="also time the naive SLIP loop's first prompt (bench_pipeline's, "
-                        "about 3 minutes) on the same models: the speed-up users get")  # fmt: skip
+    parser.add_argument(
+        "--naive",
+        action="store_true",
+        help="also time the naive SLIP loop's first prompt (bench_pipeline's, "
+        "about 3 minutes) on the same models: the speed-up users get",
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_pipeline import _prepare_models
@@ -89,44 +92,78 @@ def main(argv=None) -> int:
             if mode == "untuned":
                 env["NAPARI_SLIP_MALLOC"] = "0"
             if mode == "plain API, auto measured":  # as in a later session: measured once
-                measured = subprocess.run([sys.executable, "-m", "napari_slip.cli", "models",
-                                           "--measure"], env=env, capture_output=True,
-                                          text=True, check=True)  # fmt: skip
-                out["auto_measurement"] = [ln for ln in measured.stdout.splitlines()
-                                           if "precision 'auto'" in ln or "->" in ln]  # fmt: skip
+                measured = subprocess.run(
+                    [sys.executable, "-m", "napari_slip.cli", "models", "--measure"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                out["auto_measurement"] = [
+                    ln
+                    for ln in measured.stdout.splitlines()
+                    if "precision 'auto'" in ln or "->" in ln
+                ]
                 print("\n".join(out["auto_measurement"]))
             child_mode = "plain API" if mode.startswith("plain API") else mode
-            run = subprocess.run([sys.executable, "-c", CHILD, child_mode, sam, clip], env=env,
-                                 capture_output=True, text=True, check=True)  # fmt: skip
+            run = subprocess.run(
+                [sys.executable, "-c", CHILD, child_mode, sam, clip],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             row = json.loads(run.stdout.strip().splitlines()[-1])
             out[mode] = row
             faults = row["minor_faults"] / 1e6
-            print(f"{mode:24s} [{row['precision']}] wall {row['wall_s']:6.1f} s  "
-                  f"user {row['user_s']:6.1f} s  "
-                  f"system {row['system_s']:5.1f} s  minor faults {faults:5.2f} M"
-                  f"  ({row['candidates']} candidates, {row['objects']} objects: no mask "
-                  "survives SAM's filters with random weights)")  # fmt: skip
+            print(
+                f"{mode:24s} [{row['precision']}] wall {row['wall_s']:6.1f} s  "
+                f"user {row['user_s']:6.1f} s  "
+                f"system {row['system_s']:5.1f} s  minor faults {faults:5.2f} M"
+                f"  ({row['candidates']} candidates, {row['objects']} objects: no mask "
+                "survives SAM's filters with random weights)"
+            )
         if args.naive:  # SLIP's loop, fp32, segment_anything's generator, crop by crop
-            env = {**os.environ, "NAPARI_SLIP_MALLOC": "0", "BENCH_FIRST_PROMPT_ONLY": "1",
-                   "NAPARI_SLIP_CACHE": tempfile.mkdtemp(dir=tmp)}  # fmt: skip
-            cmd = [sys.executable, str(Path(__file__).parent / "bench_pipeline.py"), "--worker",
-                   "naive", "--models", sam, clip, "--size", "1024", "--points", "32",
-                   "--crops", "100"]  # fmt: skip
+            env = {
+                **os.environ,
+                "NAPARI_SLIP_MALLOC": "0",
+                "BENCH_FIRST_PROMPT_ONLY": "1",
+                "NAPARI_SLIP_CACHE": tempfile.mkdtemp(dir=tmp),
+            }
+            cmd = [
+                sys.executable,
+                str(Path(__file__).parent / "bench_pipeline.py"),
+                "--worker",
+                "naive",
+                "--models",
+                sam,
+                clip,
+                "--size",
+                "1024",
+                "--points",
+                "32",
+                "--crops",
+                "100",
+            ]
             run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             naive = json.loads(run.stdout.strip().splitlines()[-1])
             stages = naive["stages"]
             out["naive"] = {"first_prompt_s": naive["first_prompt"], "stages": stages}
             sam_s = stages["encoder"] + stages["masks"]
             plain = out["plain API"]["wall_s"]
-            print(f"naive SLIP loop: first prompt {naive['first_prompt']:.1f} s (SAM "
-                  f"{sam_s:.1f} s, CLIP on 100 label crops {stages['clip']:.1f} s; models "
-                  f"loaded before). Plain API first prompt (models loaded in the call, no "
-                  f"crop to score: 0 candidates): {naive['first_prompt'] / plain:.1f}x the "
-                  f"naive loop's whole prompt, {sam_s / plain:.1f}x its SAM stages "
-                  "alone")  # fmt: skip
+            print(
+                f"naive SLIP loop: first prompt {naive['first_prompt']:.1f} s (SAM "
+                f"{sam_s:.1f} s, CLIP on 100 label crops {stages['clip']:.1f} s; models "
+                f"loaded before). Plain API first prompt (models loaded in the call, no "
+                f"crop to score: 0 candidates): {naive['first_prompt'] / plain:.1f}x the "
+                f"naive loop's whole prompt, {sam_s / plain:.1f}x its SAM stages "
+                "alone"
+            )
     plain, tuned = out["plain API"]["wall_s"], out["tuned process"]["wall_s"]
-    print(f"plain API / tuned process: {plain / tuned:.2f}; untuned / plain API: "
-          f"{out['untuned']['wall_s'] / plain:.2f}")  # fmt: skip
+    print(
+        f"plain API / tuned process: {plain / tuned:.2f}; untuned / plain API: "
+        f"{out['untuned']['wall_s'] / plain:.2f}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -46,9 +46,12 @@ def main(argv=None) -> int:
 
     tune_allocator()
     torch.manual_seed(0)
-    machine = {**cpu_info(), "torch": torch.__version__,
-               "thread_options": autotune.thread_options(),
-               "physical_cores": autotune.physical_cores()}  # fmt: skip
+    machine = {
+        **cpu_info(),
+        "torch": torch.__version__,
+        "thread_options": autotune.thread_options(),
+        "physical_cores": autotune.physical_cores(),
+    }
     print(json.dumps(machine))
 
     measured = autotune.measure()
@@ -59,13 +62,21 @@ def main(argv=None) -> int:
     rgb = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
     embedding = ImageEmbedding(torch.randn(1, 256, 64, 64), (1024, 1024), (1024, 1024))
     points = np.random.default_rng(1).uniform(0, 1024, (args.points, 2))
-    config = {"embed_dim": 512,
-              "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512,
-                           "heads": 8, "layers": 12}}  # fmt: skip
+    config = {
+        "embed_dim": 512,
+        "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 512,
+            "heads": 8,
+            "layers": 12,
+        },
+    }
     clip_base = build_clip(config).eval()
-    crops = [np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8)
-             for i in range(32)]  # fmt: skip
+    crops = [
+        np.random.default_rng(i).integers(0, 255, (96, 96, 3), dtype=np.uint8) for i in range(32)
+    ]
 
     def clip_of(precision):
         import copy
@@ -81,12 +92,16 @@ def main(argv=None) -> int:
     def runs(precision):  # per key: one call, and how many items it handles
         return {
             "encoder": (lambda: sam.embed(rgb, precision), 1),
-            "decoder": (lambda: sam.decode_points_above(embedding, points, 1e9, precision),
-                        len(points)),
-            "decoder_every_mask": (lambda: sam.decode_points_above(
-                embedding, points, -1e9, precision), len(points)),
+            "decoder": (
+                lambda: sam.decode_points_above(embedding, points, 1e9, precision),
+                len(points),
+            ),
+            "decoder_every_mask": (
+                lambda: sam.decode_points_above(embedding, points, -1e9, precision),
+                len(points),
+            ),
             "clip": (lambda: clips[precision].encode_images(crops), len(crops)),
-        }  # fmt: skip
+        }
 
     # Rounds that visit every precision in turn (a burst of load on a shared machine
     # slows a round of all of them, not one precision); the fastest round counts.
@@ -105,30 +120,52 @@ def main(argv=None) -> int:
                         row[str(n)] = min(row.get(str(n), t), t)
         for precision in autotune.cpu_precisions():
             r = {k: real[k][precision][str(n)] for k in keys}
-            print(f"{precision} x{n}: encoder {r['encoder']:.2f} s, decoder "
-                  f"{r['decoder'] * 1e3:.1f} ms/point (no mask) "
-                  f"{r['decoder_every_mask'] * 1e3:.1f} ms/point (every mask), CLIP "
-                  f"{r['clip'] * 1e3:.1f} ms/crop", flush=True)  # fmt: skip
+            print(
+                f"{precision} x{n}: encoder {r['encoder']:.2f} s, decoder "
+                f"{r['decoder'] * 1e3:.1f} ms/point (no mask) "
+                f"{r['decoder_every_mask'] * 1e3:.1f} ms/point (every mask), CLIP "
+                f"{r['clip'] * 1e3:.1f} ms/crop",
+                flush=True,
+            )
 
     verdict = {}
-    for stage, key in (("encoder", "encoder"), ("decoder", "decoder"),
-                       ("decoder", "decoder_every_mask"), ("clip", "clip")):  # fmt: skip
+    for stage, key in (
+        ("encoder", "encoder"),
+        ("decoder", "decoder"),
+        ("decoder", "decoder_every_mask"),
+        ("clip", "clip"),
+    ):
         pick = measured["choice"][stage]
         chosen = real[key][pick["precision"]][str(pick["threads"])]
         fastest = min(t for row in real[key].values() for t in row.values())
         fp32 = min(real[key]["fp32"].values())
-        verdict[key] = {"auto": pick, "auto_s": chosen, "fastest_s": fastest, "fp32_s": fp32,
-                        "within_10pct_of_fastest": chosen <= 1.10 * fastest,
-                        "not_slower_than_fp32": chosen <= 1.02 * fp32}  # fmt: skip
-        print(f"{key:<19} auto {pick['precision']} x{pick['threads']}: {chosen / fastest:.2f}x "
-              f"the fastest fixed precision, {chosen / fp32:.2f}x fp32")  # fmt: skip
+        verdict[key] = {
+            "auto": pick,
+            "auto_s": chosen,
+            "fastest_s": fastest,
+            "fp32_s": fp32,
+            "within_10pct_of_fastest": chosen <= 1.10 * fastest,
+            "not_slower_than_fp32": chosen <= 1.02 * fp32,
+        }
+        print(
+            f"{key:<19} auto {pick['precision']} x{pick['threads']}: {chosen / fastest:.2f}x "
+            f"the fastest fixed precision, {chosen / fp32:.2f}x fp32"
+        )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": machine, "auto_measurement": measured, "real": real,
-                       "verdict": verdict,
-                       "weights": "random (vit_b, ViT-B/32 shapes); no mask survives the "
-                                  "decoder's IoU filter in 'decoder', all in "
-                                  "'decoder_every_mask'"}, fh, indent=1)  # fmt: skip
+            json.dump(
+                {
+                    "machine": machine,
+                    "auto_measurement": measured,
+                    "real": real,
+                    "verdict": verdict,
+                    "weights": "random (vit_b, ViT-B/32 shapes); no mask survives the "
+                    "decoder's IoU filter in 'decoder', all in "
+                    "'decoder_every_mask'",
+                },
+                fh,
+                indent=1,
+            )
     return 0
 
 

@@ -64,8 +64,9 @@ def build_clip(folder: Path) -> Path:
     torch.manual_seed(0)
     config = open_clip.get_model_config("ViT-B-32")
     path = folder / "vit_b32_random.safetensors"
-    save_clip_checkpoint(build_clip(config).eval(), config, path,
-                         {"note": "random weights (benchmark)"})  # fmt: skip
+    save_clip_checkpoint(
+        build_clip(config).eval(), config, path, {"note": "random weights (benchmark)"}
+    )
     return path
 
 
@@ -140,13 +141,21 @@ def measure_domain(seg, name: str, seeds: int) -> dict:
                 rows[key][str(shots)] = float(np.mean(accs))
                 if label == "auto":
                     rows[key][f"{shots}_chosen"] = sorted(set(chosen_sets))
-            print(f"  {name:16s} {key:20s} " + "  ".join(
-                f"{k}: {v:.3f}" for k, v in rows[key].items() if not k.endswith("chosen")
-            ), flush=True)  # fmt: skip
+            print(
+                f"  {name:16s} {key:20s} "
+                + "  ".join(
+                    f"{k}: {v:.3f}" for k, v in rows[key].items() if not k.endswith("chosen")
+                ),
+                flush=True,
+            )
     print(f"  {name}: text only {rows['text only']['0']:.3f} (chance {1 / len(classes):.3f})")
-    return {"classes": classes, "test_objects": n_test, "accuracy": rows,
-            "learn_seconds_median": float(np.median(times)),
-            "learn_seconds_max": float(np.max(times))}  # fmt: skip
+    return {
+        "classes": classes,
+        "test_objects": n_test,
+        "accuracy": rows,
+        "learn_seconds_median": float(np.median(times)),
+        "learn_seconds_max": float(np.max(times)),
+    }
 
 
 def correction_time(seg) -> dict:
@@ -169,8 +178,12 @@ def correction_time(seg) -> dict:
         corrections.add_at(float(ys[len(ys) // 2]), float(xs[len(xs) // 2]))
         times.append(time.perf_counter() - start)
     ms = 1000 * np.asarray(times)
-    return {"candidates": len(result.candidates), "clicks": len(times),
-            "median_ms": float(np.median(ms)), "max_ms": float(ms.max())}  # fmt: skip
+    return {
+        "candidates": len(result.candidates),
+        "clicks": len(times),
+        "median_ms": float(np.median(ms)),
+        "max_ms": float(ms.max()),
+    }
 
 
 def learn_cli_time(clip: Path, folder: Path) -> dict:
@@ -178,8 +191,21 @@ def learn_cli_time(clip: Path, folder: Path) -> dict:
 
     data = write_concept_folder(folder / "data", 20, seed=21)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "napari_slip.cli", "learn", str(data), "-o",
-                    str(folder / "x.concept"), "--clip", str(clip), "-q"], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "napari_slip.cli",
+            "learn",
+            str(data),
+            "-o",
+            str(folder / "x.concept"),
+            "--clip",
+            str(clip),
+            "-q",
+        ],
+        check=True,
+    )
     return {"images": 20, "seconds": time.perf_counter() - start}
 
 
@@ -221,8 +247,9 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         clip = build_clip(tmp)
         seg = Segmenter(clip=str(clip), device="cpu")
-        out["domains"] = {d: measure_domain(seg, d, args.seeds)
-                          for d in ("shapes-textures", "fine-tuning")}  # fmt: skip
+        out["domains"] = {
+            d: measure_domain(seg, d, args.seeds) for d in ("shapes-textures", "fine-tuning")
+        }
         out["correction"] = correction_time(seg)
         print(f"  one correction: {out['correction']}")
         out["learn_cli"] = learn_cli_time(clip, tmp)

@@ -88,8 +88,11 @@ def quality(folder: Path) -> dict:
             "epochs_run": len(decoder.metadata["metrics"]["history"]),
             "train_seconds": round(seconds, 1),
         }
-        print(f"loss {loss:<5} held-out IoU {report['mean_iou']:.3f} "
-              f"Dice {report['mean_dice']:.3f} ({seconds:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"loss {loss:<5} held-out IoU {report['mean_iou']:.3f} "
+            f"Dice {report['mean_dice']:.3f} ({seconds:.0f} s)",
+            flush=True,
+        )
     seg = Segmenter("/unused/sam.pth", str(clip_path), "cpu", disk_cache=False)
     scores = untrained_map_scores(seg, held)
     best = (scores["mean_iou"], scores["mean_dice"], scores["level"])
@@ -98,8 +101,10 @@ def quality(folder: Path) -> dict:
         "dice": round(best[1], 3),
         "level": round(best[2], 2),
     }
-    print(f"untrained map at its best level ({best[2]:.2f}): IoU {best[0]:.3f} "
-          f"Dice {best[1]:.3f}", flush=True)  # fmt: skip
+    print(
+        f"untrained map at its best level ({best[2]:.2f}): IoU {best[0]:.3f} Dice {best[1]:.3f}",
+        flush=True,
+    )
     out["clip"] = str(clip_path)
     out["decoder"] = str(folder / "bce.safetensors")
     out["held"] = str(folder / "held")
@@ -149,10 +154,13 @@ def guided_recall(clip_path: str, decoder_path: str, held_folder: str) -> dict:
         "guided_recall": round(counts["guided_found"] / counts["objects"], 3),
         "guided_vs_grid": round(counts["guided_found"] / max(counts["grid_found"], 1), 3),
     }
-    print(f"guided: {out['guided_found']}/{out['objects']} target objects found with "
-          f"{out['guided_points']} points decoded over {out['queries']} prompts; full grid: "
-          f"{out['grid_found']} with {out['grid_points']} points "
-          f"({out['guided_vs_grid']:.0%} of the grid's)", flush=True)  # fmt: skip
+    print(
+        f"guided: {out['guided_found']}/{out['objects']} target objects found with "
+        f"{out['guided_points']} points decoded over {out['queries']} prompts; full grid: "
+        f"{out['grid_found']} with {out['grid_points']} points "
+        f"({out['guided_vs_grid']:.0%} of the grid's)",
+        flush=True,
+    )
     return out
 
 
@@ -199,10 +207,13 @@ def training_time(folder: Path, clip_path: str) -> dict:
     out["projected_seconds_all_epochs"] = round(
         reading + out["seconds_per_epoch"] * out["epochs_max"], 1
     )
-    print(f"training on 40 images of 256 px, ViT-B/32: {total:.0f} s for {len(history)} epochs "
-          f"(CLIP on the views {reading:.0f} s, {out['seconds_per_epoch']:.1f} s/epoch; all "
-          f"{out['epochs_max']} epochs: {out['projected_seconds_all_epochs']:.0f} s; target "
-          f"< 300 s)", flush=True)  # fmt: skip
+    print(
+        f"training on 40 images of 256 px, ViT-B/32: {total:.0f} s for {len(history)} epochs "
+        f"(CLIP on the views {reading:.0f} s, {out['seconds_per_epoch']:.1f} s/epoch; all "
+        f"{out['epochs_max']} epochs: {out['projected_seconds_all_epochs']:.0f} s; target "
+        f"< 300 s)",
+        flush=True,
+    )
     return out
 
 
@@ -244,8 +255,9 @@ def filing_day_grid(folder: Path, sam_path: Path, image: np.ndarray) -> float | 
     try:
         tar = subprocess.run(
             ["git", "-C", str(repo), "archive", FILING_DAY_COMMIT, "src"],
-            capture_output=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            check=True,
+        )
         subprocess.run(["tar", "-x", "-C", str(src)], input=tar.stdout, check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"filing day's engine not measured (no git history here: {exc})")
@@ -253,10 +265,19 @@ def filing_day_grid(folder: Path, sam_path: Path, image: np.ndarray) -> float | 
     np.save(folder / "image.npy", image)
     env = {**os.environ, "PYTHONPATH": str(src / "src")}
     out = subprocess.run(
-        [sys.executable, "-c", _FILING_DAY_SCRIPT, str(sam_path), str(folder / "image.npy"),
-         str(src / "src")],
-        capture_output=True, text=True, env=env, cwd=src,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            _FILING_DAY_SCRIPT,
+            str(sam_path),
+            str(folder / "image.npy"),
+            str(src / "src"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=src,
+    )
     if out.returncode:
         print(f"filing day's engine failed; not measured:\n{out.stderr[-2000:]}")
         return None
@@ -320,9 +341,14 @@ def real_speed(
         models loaded (a warm-up prompt on a corner loads them, in both modes); the
         masks past the IoU filter are added to ``out``."""
         seg = Segmenter(
-            str(sam_path), clip_path, "cpu", precision="fp32", disk_cache=False,
-            decoder=str(decoder_path) if decoder_path else None, sam_params=sam_params,
-        )  # fmt: skip
+            str(sam_path),
+            clip_path,
+            "cpu",
+            precision="fp32",
+            disk_cache=False,
+            decoder=str(decoder_path) if decoder_path else None,
+            sam_params=sam_params,
+        )
         proposals = "guided" if decoder_path else "sam"
         seg.segment(image[:64, :64].copy(), "warm up", proposals=proposals)
         before, passed["masks"] = seg.stats["sam_decoded_points"], 0
@@ -377,30 +403,45 @@ def real_speed(
     _, out["guided_every_mask"], _ = first_prompt(decoder_path, every)
     out["speedup_every_mask"] = round(out["full_grid_every_mask"] / out["guided_every_mask"], 2)
     PromptableSam.decode_points_above = above
-    print(f"{size} x {size}, {sam} + ViT-B/32 (random weights), fp32, {out['threads']} "
-          "threads; masks past SAM's IoU filter (so through the mask head): full grid "
-          f"{out['sam_masks_past_iou_filter']}, guided {out['guided_masks_past_iou_filter']}",
-          flush=True)  # fmt: skip
+    print(
+        f"{size} x {size}, {sam} + ViT-B/32 (random weights), fp32, {out['threads']} "
+        "threads; masks past SAM's IoU filter (so through the mask head): full grid "
+        f"{out['sam_masks_past_iou_filter']}, guided {out['guided_masks_past_iou_filter']}",
+        flush=True,
+    )
     if out.get("filing_day_full_grid_first_prompt"):
-        print(f"first prompt, full grid of the filing day (commit {FILING_DAY_COMMIT[:7]}) "
-              f"{out['filing_day_full_grid_first_prompt']:.2f} s")  # fmt: skip
+        print(
+            f"first prompt, full grid of the filing day (commit {FILING_DAY_COMMIT[:7]}) "
+            f"{out['filing_day_full_grid_first_prompt']:.2f} s"
+        )
     print(f"first prompt, full 32x32 grid  {out['full_grid_first_prompt']:7.2f} s")
-    print(f"first prompt, guided           {out['guided_first_prompt']:7.2f} s   "
-          f"({out['guided_points']} points: every peak placed; "
-          f"{out['speedup_first_prompt']:.2f}x faster than today's grid)")  # fmt: skip
+    print(
+        f"first prompt, guided           {out['guided_first_prompt']:7.2f} s   "
+        f"({out['guided_points']} points: every peak placed; "
+        f"{out['speedup_first_prompt']:.2f}x faster than today's grid)"
+    )
     if out.get("speedup_vs_filing_day"):
-        print(f"                               {out['speedup_vs_filing_day']:.2f}x faster than "
-              "the filing day's grid (target >= 3x)")  # fmt: skip
-    print(f"first prompt, guided, no peaks {out['guided_first_prompt_no_peaks']:7.2f} s   "
-          f"({out['guided_points_no_peaks']} points: the safety grid alone; "
-          f"{out['speedup_first_prompt_no_peaks']:.2f}x faster)")  # fmt: skip
-    print(f"every mask survives: full grid {out['full_grid_every_mask']:7.2f} s, guided "
-          f"{out['guided_every_mask']:.2f} s (every peak): "
-          f"{out['speedup_every_mask']:.2f}x faster")  # fmt: skip
-    print(f"decoder map, new prompt        {out['decoder_map_new_prompt']:7.3f} s   "
-          "(target < 0.5 s)")  # fmt: skip
-    print(f"guided, new prompt             {out['guided_new_prompt']:7.2f} s   "
-          f"({out['guided_new_prompt_points']} new points)")  # fmt: skip
+        print(
+            f"                               {out['speedup_vs_filing_day']:.2f}x faster than "
+            "the filing day's grid (target >= 3x)"
+        )
+    print(
+        f"first prompt, guided, no peaks {out['guided_first_prompt_no_peaks']:7.2f} s   "
+        f"({out['guided_points_no_peaks']} points: the safety grid alone; "
+        f"{out['speedup_first_prompt_no_peaks']:.2f}x faster)"
+    )
+    print(
+        f"every mask survives: full grid {out['full_grid_every_mask']:7.2f} s, guided "
+        f"{out['guided_every_mask']:.2f} s (every peak): "
+        f"{out['speedup_every_mask']:.2f}x faster"
+    )
+    print(
+        f"decoder map, new prompt        {out['decoder_map_new_prompt']:7.3f} s   (target < 0.5 s)"
+    )
+    print(
+        f"guided, new prompt             {out['guided_new_prompt']:7.2f} s   "
+        f"({out['guided_new_prompt_points']} new points)"
+    )
     return out
 
 
@@ -434,8 +475,11 @@ def main() -> int:
         "cpu": cpu_features(),
         "auto_precision": resolve_precision("auto", torch.device("cpu")),
     }
-    print(f"CPU: {results['cpu']['model']}; features {', '.join(results['cpu']['flags'])}; "
-          f"auto precision {results['auto_precision']}", flush=True)  # fmt: skip
+    print(
+        f"CPU: {results['cpu']['model']}; features {', '.join(results['cpu']['flags'])}; "
+        f"auto precision {results['auto_precision']}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if not args.speed_only:

@@ -119,7 +119,8 @@ def main(argv=None) -> int:
 
     cpu = dict(cpu_info())
     print(f"CPU: {cpu} ({platform.machine()}, python {platform.python_version()})")
-    tmp = Path(tempfile.mkdtemp())
+    scratch = tempfile.TemporaryDirectory()  # removed when the script ends
+    tmp = Path(scratch.name)
     clip = str(write_tiny_clip(tmp / "clip.safetensors"))
     dense = [dense_nuclei_stack(seed) for seed in range(args.stacks)]
     easy = [nuclei_stack(seed) for seed in range(5)]

@@ -52,12 +52,20 @@ def full_size_biomedclip(folder: Path) -> Path:
     )
     model_cfg = {
         "embed_dim": 512,
-        "vision_cfg": {"timm_model_name": "vit_base_patch16_224", "timm_pool": "",
-                       "timm_proj": "linear", "image_size": 224},
-        "text_cfg": {"hf_model_name": str(text), "hf_tokenizer_name": str(text),
-                     "hf_proj_type": "mlp", "hf_pooler_type": "cls_last_hidden_state_pooler",
-                     "context_length": 256},
-    }  # fmt: skip
+        "vision_cfg": {
+            "timm_model_name": "vit_base_patch16_224",
+            "timm_pool": "",
+            "timm_proj": "linear",
+            "image_size": 224,
+        },
+        "text_cfg": {
+            "hf_model_name": str(text),
+            "hf_tokenizer_name": str(text),
+            "hf_proj_type": "mlp",
+            "hf_pooler_type": "cls_last_hidden_state_pooler",
+            "context_length": 256,
+        },
+    }
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
     torch.save(build_clip(model_cfg).state_dict(), folder / "open_clip_pytorch_model.bin")
     return folder
@@ -80,11 +88,17 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(64)]
     windows = [rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in range(16)]
-    prompts = [f"a photo of a {w}." for w in ("cell", "nucleus", "mitotic nucleus",
-               "membrane", "blob", "ring", "star", "body")]  # fmt: skip
+    prompts = [
+        f"a photo of a {w}."
+        for w in ("cell", "nucleus", "mitotic nucleus", "membrane", "blob", "ring", "star", "body")
+    ]
     config = open_clip.get_model_config("ViT-B-32")
-    default = ClipModel(model=build_clip(config).eval(), tokenizer=make_tokenizer(config),
-                        config=config, image_size=224)  # fmt: skip
+    default = ClipModel(
+        model=build_clip(config).eval(),
+        tokenizer=make_tokenizer(config),
+        config=config,
+        image_size=224,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         biomed = load_hub_clip("biomedclip", full_size_biomedclip(Path(tmp)))
     out = {"cpu": dict(cpu_info()), "threads": torch.get_num_threads()}
@@ -98,9 +112,11 @@ def main(argv=None) -> int:
             "16_relevance_windows_s": best(lambda c=clip: patch_features(c, windows)),
         }
         out[name] = row
-        print(f"{name}: {row['parameters_millions']} M parameters ({row['fp32_megabytes']} MB "
-              f"fp32); 64 crops {row['64_crops_s']:.2f} s; 8 prompts {row['8_prompts_s']:.3f} "
-              f"s; relevance, 16 windows {row['16_relevance_windows_s']:.2f} s")  # fmt: skip
+        print(
+            f"{name}: {row['parameters_millions']} M parameters ({row['fp32_megabytes']} MB "
+            f"fp32); 64 crops {row['64_crops_s']:.2f} s; 8 prompts {row['8_prompts_s']:.3f} "
+            f"s; relevance, 16 windows {row['16_relevance_windows_s']:.2f} s"
+        )
     ratio = out["BiomedCLIP"]["64_crops_s"] / out["ViT-B-32 (default)"]["64_crops_s"]
     print(f"BiomedCLIP's crops cost {ratio:.1f}x the default CLIP's")
     out["crop_cost_ratio"] = ratio

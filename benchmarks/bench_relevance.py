@@ -47,8 +47,10 @@ def main() -> int:
         seg.relevance("mitotic nucleus")
         again = time.perf_counter() - start
         windows = seg.stats["relevance_windows"] // 2
-    print(f"{args.size} x {args.size} image, CLIP ViT-B/32 (random weights), fp32, "
-          f"{torch.get_num_threads()} threads: {windows} windows")  # fmt: skip
+    print(
+        f"{args.size} x {args.size} image, CLIP ViT-B/32 (random weights), fp32, "
+        f"{torch.get_num_threads()} threads: {windows} windows"
+    )
     print(f"first map of an image          {first:7.2f} s")
     print(f"a new prompt on the same image {again:7.3f} s   (target < 0.5 s)")
     return 0

@@ -130,9 +130,11 @@ def mask_carrying(stacks, sam_params) -> dict:
         "carried_points_decoded": int(carried_points),
         "grid_points_decoded_every_plane": int(grid_points),
     }
-    print(f"mask carrying from the middle plane: {row['recovered']:.3f} recovered, "
-          f"{carried_points} points decoded to carry (the grid on every plane: "
-          f"{grid_points})")  # fmt: skip
+    print(
+        f"mask carrying from the middle plane: {row['recovered']:.3f} recovered, "
+        f"{carried_points} points decoded to carry (the grid on every plane: "
+        f"{grid_points})"
+    )
     return row
 
 
@@ -151,7 +153,8 @@ def main(argv=None) -> int:
 
     cpu = dict(cpu_info())
     print(f"CPU: {cpu} ({platform.machine()}, python {platform.python_version()})")
-    tmp = Path(tempfile.mkdtemp())
+    scratch = tempfile.TemporaryDirectory()  # removed when the script ends
+    tmp = Path(scratch.name)
     clip = str(write_tiny_clip(tmp / "clip.safetensors"))
     sam_params = SamProposalParams(**FIXTURE_AMG)
     stacks = [nuclei_stack(seed) for seed in range(args.stacks)]

@@ -82,8 +82,15 @@ def tiling(tmp: Path, sizes=(1024, 2048), overlap: int = 32) -> list[dict]:
             ("tiles, no merging", TileParams(tiles="on", overlap=overlap, merge_iou=1.0)),
             ("tiles (default merge)", TileParams(tiles="on", overlap=overlap)),
         ):
-            seg = Segmenter(sam, clip, "cpu", sam_params=_params(), tile_params=tiles,
-                            precision="fp32", disk_cache=False)  # fmt: skip
+            seg = Segmenter(
+                sam,
+                clip,
+                "cpu",
+                sam_params=_params(),
+                tile_params=tiles,
+                precision="fp32",
+                disk_cache=False,
+            )
             seg.set_image(rgb)
             start = time.perf_counter()
             props = drain(seg.iter_proposals())
@@ -121,18 +128,28 @@ def _memory_child(store: str, labels: str, sam: str, clip: str) -> None:
     from napari_slip.core.runtime.generators import drain
 
     image = zarr.open_array(store, mode="r")
-    seg = Segmenter(sam, clip, "cpu", sam_params=_params(),
-                    tile_params=TileParams(tiles="on", overlap=32), precision="fp32",
-                    disk_cache=False)  # fmt: skip
+    seg = Segmenter(
+        sam,
+        clip,
+        "cpu",
+        sam_params=_params(),
+        tile_params=TileParams(tiles="on", overlap=32),
+        precision="fp32",
+        disk_cache=False,
+    )
     start = time.perf_counter()
     candidates = drain(seg.iter_candidates(image))
     result = seg.select(candidates, "nucleus", mode="topk", top_k=100, labels_out=labels)
-    print(json.dumps({
-        "candidates": len(candidates),
-        "objects": result.n_objects,
-        "seconds": round(time.perf_counter() - start, 1),
-        "peak_rss_mb": _peak_mb(),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "candidates": len(candidates),
+                "objects": result.n_objects,
+                "seconds": round(time.perf_counter() - start, 1),
+                "peak_rss_mb": _peak_mb(),
+            }
+        )
+    )
 
 
 def memory(tmp: Path, sizes=(512, 1024, 2048, 3072)) -> list[dict]:
@@ -147,17 +164,31 @@ def memory(tmp: Path, sizes=(512, 1024, 2048, 3072)) -> list[dict]:
         gray = _rgb[..., 0]
         del _rgb
         store = tmp / f"mosaic{size}.zarr"
-        z = zarr.open_array(str(store), mode="w", shape=gray.shape, chunks=(512, 512),
-                            dtype=gray.dtype)  # fmt: skip
+        z = zarr.open_array(
+            str(store), mode="w", shape=gray.shape, chunks=(512, 512), dtype=gray.dtype
+        )
         z[:] = gray
         del gray
         out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", str(store),
-             str(tmp / f"labels{size}.zarr"), sam, clip],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        row = {"size": size, "pixels": size * size, "objects_true": int(truth.max()),
-               **json.loads(out.stdout.strip().splitlines()[-1])}  # fmt: skip
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                str(store),
+                str(tmp / f"labels{size}.zarr"),
+                sam,
+                clip,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        row = {
+            "size": size,
+            "pixels": size * size,
+            "objects_true": int(truth.max()),
+            **json.loads(out.stdout.strip().splitlines()[-1]),
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -178,9 +209,17 @@ def throughput(tmp: Path, n_images: int = 24) -> list[dict]:
     rows = []
     for workers in (1, 2):
         start = time.perf_counter()
-        summary = batch(folder, tmp / f"out{workers}", "object", sam=sam, clip=clip,
-                        device="cpu", workers=workers, sam_params=_params(),
-                        precision="fp32")  # fmt: skip
+        summary = batch(
+            folder,
+            tmp / f"out{workers}",
+            "object",
+            sam=sam,
+            clip=clip,
+            device="cpu",
+            workers=workers,
+            sam_params=_params(),
+            precision="fp32",
+        )
         seconds = time.perf_counter() - start
         row = {
             "workers": workers,
@@ -202,7 +241,8 @@ def main() -> int:
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--parts", default="tiling,memory,throughput")
     args = parser.parse_args()
-    os.environ.setdefault("NAPARI_SLIP_CACHE", tempfile.mkdtemp())
+    cache = tempfile.TemporaryDirectory()  # removed when the script ends
+    os.environ.setdefault("NAPARI_SLIP_CACHE", cache.name)
     import torch
 
     report = {

@@ -35,8 +35,14 @@ def _faithful(table, **cosines):
 
 
 def _entry(table, fidelity):
-    return {"table": table, "fidelity": fidelity, "choice": autotune.choose(table, fidelity),
-            "seconds": 1.0, "machine": {}, "measured_at": "2026-12-02T00:00:00+00:00"}  # fmt: skip
+    return {
+        "table": table,
+        "fidelity": fidelity,
+        "choice": autotune.choose(table, fidelity),
+        "seconds": 1.0,
+        "machine": {},
+        "measured_at": "2026-12-02T00:00:00+00:00",
+    }
 
 
 def test_the_fastest_faithful_precision_wins_per_stage():
@@ -73,8 +79,9 @@ def test_fp32_keeps_ties_and_threads_are_chosen_too():
     )
     choice = autotune.choose(table, _faithful(table))
     # int8 1% ahead of bf16 is noise, not worth a quantized copy of the model: bf16.
-    near = _table({"fp32": 7.5, "bf16": 4.00, "int8": 3.96}, {"fp32": 1.0, "int8": 0.5},
-                  {"fp32": 1.0})  # fmt: skip
+    near = _table(
+        {"fp32": 7.5, "bf16": 4.00, "int8": 3.96}, {"fp32": 1.0, "int8": 0.5}, {"fp32": 1.0}
+    )
     picked = autotune.choose(near, _faithful(near))
     assert picked["encoder"]["precision"] == "bf16" and picked["decoder"]["precision"] == "int8"
     assert choice["encoder"] == {"precision": "fp32", "threads": 2}
@@ -92,8 +99,9 @@ def test_the_cache_is_per_machine_and_a_changed_cpu_measures_again(monkeypatch):
     cpu = torch.device("cpu")
     assert autotune.resolve_precision("auto", cpu) == autotune.guess()  # nothing measured
     assert autotune.pending()
-    table = _table({"fp32": 2.0, "int8": 1.0}, {"fp32": 1.0, "int8": 2.0},
-                   {"fp32": 1.0, "int8": 0.5})  # fmt: skip
+    table = _table(
+        {"fp32": 2.0, "int8": 1.0}, {"fp32": 1.0, "int8": 2.0}, {"fp32": 1.0, "int8": 0.5}
+    )
     autotune.save_measurement(_entry(table, _faithful(table)))
     plan = autotune.resolve_precision("auto", cpu)
     assert plan == "enc-int8.dec-fp32.clip-int8" and isinstance(plan, Plan)
@@ -102,8 +110,16 @@ def test_the_cache_is_per_machine_and_a_changed_cpu_measures_again(monkeypatch):
     assert list(saved) == [autotune.machine_key()] and "torch" in autotune.machine_key()
     # A damaged cache is no measurement (measured again), never a broken run.
     good = autotune.cache_file().read_text()
-    for damaged in ("{not json", json.dumps({autotune.machine_key(): {"choice": {
-            s: {"precision": "fp64", "threads": 2} for s in perf.STAGES}}})):  # fmt: skip
+    for damaged in (
+        "{not json",
+        json.dumps(
+            {
+                autotune.machine_key(): {
+                    "choice": {s: {"precision": "fp64", "threads": 2} for s in perf.STAGES}
+                }
+            }
+        ),
+    ):
         autotune.cache_file().write_text(damaged)
         assert autotune.load_measurement() is None
         assert autotune.resolve_precision("auto", cpu) == autotune.guess()
@@ -127,18 +143,28 @@ def test_a_measured_plan_runs_each_stage_in_its_precision(
     from napari_slip.testing import blobs_image
 
     monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
-    table = _table({"fp32": 2.0, "int8": 1.0, "bf16": 1.5},
-                   {"fp32": 1.0, "int8": 2.0, "bf16": 2.0},
-                   {"fp32": 1.0, "int8": 0.9, "bf16": 0.5})  # fmt: skip
+    table = _table(
+        {"fp32": 2.0, "int8": 1.0, "bf16": 1.5},
+        {"fp32": 1.0, "int8": 2.0, "bf16": 2.0},
+        {"fp32": 1.0, "int8": 0.9, "bf16": 0.5},
+    )
     autotune.save_measurement(_entry(table, _faithful(table)))
     threads = torch.get_num_threads()
-    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params,
-                    disk_cache=False)  # fmt: skip
+    seg = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        sam_params=fast_sam_params,
+        disk_cache=False,
+    )
     image, _ = blobs_image()
     result = seg.segment(image, "cell", mode="topk", top_k=2)
     stages = result.provenance["precision_stages"]
     assert {s: v["precision"] for s, v in stages.items()} == {
-        "encoder": "int8", "decoder": "fp32", "clip": "bf16"}  # fmt: skip
+        "encoder": "int8",
+        "decoder": "fp32",
+        "clip": "bf16",
+    }
     assert result.provenance["precision"] == "enc-int8.dec-fp32.clip-bf16"
     assert seg.model_set.load("sam").promptable._int8 is not None  # the encoder ran int8
     assert seg.model_set.load("clip").clip.precision == "bf16"
@@ -173,14 +199,22 @@ def test_a_plans_threads_are_set_around_its_stages_only(
     monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
     before = torch.get_num_threads()
     other = 1 if before > 1 else 2
-    table = _table({"fp32": {str(other): 1.0, str(before): 2.0}}, {"fp32": {str(before): 1.0}},
-                   {"fp32": {str(before): 1.0}})  # fmt: skip
+    table = _table(
+        {"fp32": {str(other): 1.0, str(before): 2.0}},
+        {"fp32": {str(before): 1.0}},
+        {"fp32": {str(before): 1.0}},
+    )
     autotune.save_measurement(_entry(table, _faithful(table)))
     calls = []
     real = torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n))[1])
-    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params,
-                    disk_cache=False)  # fmt: skip
+    seg = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        sam_params=fast_sam_params,
+        disk_cache=False,
+    )
     seg.segment(blobs_image()[0], "cell", mode="topk", top_k=1)
     assert calls[:2] == [other, before] and set(calls) == {other, before}
     assert torch.get_num_threads() == before
@@ -225,8 +259,11 @@ def test_models_prints_the_measured_table_and_the_choice(monkeypatch, capsys):
     monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
     assert main(["models"]) == 0
     assert "not measured yet" in capsys.readouterr().out
-    table = _table({"fp32": 7.5, "bf16": 4.0, "int8": 4.8}, {"fp32": 0.02, "bf16": 0.017},
-                   {"fp32": 0.2, "int8": 0.1})  # fmt: skip
+    table = _table(
+        {"fp32": 7.5, "bf16": 4.0, "int8": 4.8},
+        {"fp32": 0.02, "bf16": 0.017},
+        {"fp32": 0.2, "int8": 0.1},
+    )
     autotune.save_measurement(_entry(table, _faithful(table, clip_int8=0.5)))
     assert main(["models"]) == 0
     out = capsys.readouterr().out
@@ -260,11 +297,28 @@ def test_the_command_line_measures_after_its_run_in_the_foreground(
     image, labels = blobs_image()
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
-    args = ["segment", str(tmp_path / "img.tif"), "--prompt", "cell", "-o",
-            str(tmp_path / "out.tif"), "--proposals-from", str(tmp_path / "labels.tif"),
-            "--sam", str(tiny_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu",
-            "--mode", "topk", "--top-k", "2",
-            "--provenance", str(tmp_path / "prov.json")]  # fmt: skip
+    args = [
+        "segment",
+        str(tmp_path / "img.tif"),
+        "--prompt",
+        "cell",
+        "-o",
+        str(tmp_path / "out.tif"),
+        "--proposals-from",
+        str(tmp_path / "labels.tif"),
+        "--sam",
+        str(tiny_sam_path),
+        "--clip",
+        str(tiny_clip_path),
+        "--device",
+        "cpu",
+        "--mode",
+        "topk",
+        "--top-k",
+        "2",
+        "--provenance",
+        str(tmp_path / "prov.json"),
+    ]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "measuring this CPU's precisions once" in err and "precision 'auto' here:" in err

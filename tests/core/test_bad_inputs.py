@@ -698,10 +698,14 @@ for i in range(25):
     files.mkdir()
     env = {**__import__("os").environ, "NAPARI_SLIP_CACHE": str(cache)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(i), str(files)], env=env,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(i), str(files)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(4)
-    ]  # fmt: skip
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, errors
     memo = json.loads((cache / "hashes.json").read_text())

@@ -38,8 +38,13 @@ def folder(tmp_path):
     Image.fromarray(images[3]).save(tmp_path / "in" / "row2" / "d.png")
     import zarr
 
-    z = zarr.open_array(str(tmp_path / "in" / "row2" / "e.zarr"), mode="w", shape=(256, 256, 3),
-                        chunks=(128, 128, 3), dtype="uint8")  # fmt: skip
+    z = zarr.open_array(
+        str(tmp_path / "in" / "row2" / "e.zarr"),
+        mode="w",
+        shape=(256, 256, 3),
+        chunks=(128, 128, 3),
+        dtype="uint8",
+    )
     z[:] = scenes(5, seed=7)[0][4]
     (tmp_path / "in" / "broken.tif").write_bytes(b"II*\x00 not really a tiff")
     (tmp_path / "in" / "notes.txt").write_text("not an image")
@@ -64,11 +69,20 @@ def _options(sam, clip):
 
 def test_collect_inputs_names_and_refusals(folder):
     items = collect_inputs([folder / "in"], exclude=folder / "out")
-    assert [i.name for i in items] == ["a.tif", "b.ome.tif", "broken.tif", "row2/c.tif",
-                                       "row2/d.png", "row2/e.zarr"]  # fmt: skip
+    assert [i.name for i in items] == [
+        "a.tif",
+        "b.ome.tif",
+        "broken.tif",
+        "row2/c.tif",
+        "row2/d.png",
+        "row2/e.zarr",
+    ]
     assert [i.labels_name for i in items][1] == "b.tif"
     assert [i.name for i in collect_inputs([str(folder / "in" / "*.tif")])] == [
-        "a.tif", "b.ome.tif", "broken.tif"]  # fmt: skip
+        "a.tif",
+        "b.ome.tif",
+        "broken.tif",
+    ]
     with pytest.raises(InputError, match="matches no image"):
         collect_inputs([str(folder / "nothing*.tif")])
     tifffile.imwrite(folder / "a.tif", np.zeros((8, 8), np.uint8))
@@ -79,8 +93,14 @@ def test_collect_inputs_names_and_refusals(folder):
 def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_path, tiny_clip_path):
     out = folder / "out"
     events = []
-    summary = napari_slip.batch(folder / "in", out, "object", workers=1, progress=events.append,
-                                **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    summary = napari_slip.batch(
+        folder / "in",
+        out,
+        "object",
+        workers=1,
+        progress=events.append,
+        **_options(trained_sam_path, tiny_clip_path),
+    )
     assert sorted(summary.done) == GOOD_INPUTS
     assert list(summary.failed) == ["broken.tif"]
     assert "holds no image data" in summary.failed["broken.tif"]
@@ -108,23 +128,32 @@ def test_batch_in_process_resumes_and_reports_bad_inputs(folder, trained_sam_pat
 
     # Resume: done inputs are skipped (their files untouched), the failed one retried.
     stamp = (out / "a.tif").stat().st_mtime_ns
-    again = napari_slip.batch(folder / "in", out, "object", workers=1,
-                              **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    again = napari_slip.batch(
+        folder / "in", out, "object", workers=1, **_options(trained_sam_path, tiny_clip_path)
+    )
     assert len(again.skipped) == 5 and list(again.failed) == ["broken.tif"] and not again.done
     assert (out / "a.tif").stat().st_mtime_ns == stamp
     # Interrupted (labels claimed, never finished) and stale (other parameters) are
     # redone; labels with no record at all are not ours: replaced only with overwrite.
     record = out / ".napari-slip" / "row2" / "c.tif.json"
     record.write_text(json.dumps({**json.loads(record.read_text()), "status": "writing"}))
-    redo = napari_slip.batch(folder / "in", out, "object", workers=1,
-                             **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    redo = napari_slip.batch(
+        folder / "in", out, "object", workers=1, **_options(trained_sam_path, tiny_clip_path)
+    )
     assert redo.done == ["row2/c.tif"]
     record.unlink()
     with pytest.raises(InputError, match=r"not written by a napari-slip batch.*c\.tif"):
-        napari_slip.batch(folder / "in", out, "object", workers=1,
-                          **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
-    redo = napari_slip.batch(folder / "in", out, "object", workers=1, overwrite=True,
-                             **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+        napari_slip.batch(
+            folder / "in", out, "object", workers=1, **_options(trained_sam_path, tiny_clip_path)
+        )
+    redo = napari_slip.batch(
+        folder / "in",
+        out,
+        "object",
+        workers=1,
+        overwrite=True,
+        **_options(trained_sam_path, tiny_clip_path),
+    )
     assert redo.done == ["row2/c.tif"]
     options = {**_options(trained_sam_path, tiny_clip_path), "top_k": 1}
     stale = napari_slip.batch(folder / "in", out, "object", workers=1, **options)
@@ -136,10 +165,20 @@ def test_output_folder_inside_the_inputs_is_not_read_back(
     folder, trained_sam_path, tiny_clip_path
 ):
     out = folder / "in" / "results"
-    napari_slip.batch(folder / "in" / "row2", out, "object", workers=1,
-                      **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
-    again = napari_slip.batch(folder / "in" / "row2", out, "object", workers=1,
-                              **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    napari_slip.batch(
+        folder / "in" / "row2",
+        out,
+        "object",
+        workers=1,
+        **_options(trained_sam_path, tiny_clip_path),
+    )
+    again = napari_slip.batch(
+        folder / "in" / "row2",
+        out,
+        "object",
+        workers=1,
+        **_options(trained_sam_path, tiny_clip_path),
+    )
     assert again.n_inputs == 3 and len(again.skipped) == 3
 
 
@@ -162,9 +201,13 @@ def test_batch_on_a_local_cluster_of_two_worker_processes(
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers lack tests/
     out = folder / "out"
     summary = napari_slip.batch(
-        folder / "in", out, "object", workers=2, reader=crash_once_reader,
+        folder / "in",
+        out,
+        "object",
+        workers=2,
+        reader=crash_once_reader,
         **_options(trained_sam_path, tiny_clip_path),
-    )  # fmt: skip
+    )
     assert summary.workers == 2
     assert sorted(summary.done) == GOOD_INPUTS
     assert list(summary.failed) == ["broken.tif"]
@@ -182,8 +225,13 @@ def test_batch_on_a_local_cluster_of_two_worker_processes(
     objects = pd.read_csv(out / "objects.csv")
     assert (objects["image"] == "row2/c.tif").sum() == tifffile.imread(out / "row2/c.tif").max()
     # The same answers as in one process (models are the same, so are the labels).
-    one = napari_slip.batch(folder / "in", folder / "one", "object", workers=1,
-                            **_options(trained_sam_path, tiny_clip_path))  # fmt: skip
+    one = napari_slip.batch(
+        folder / "in",
+        folder / "one",
+        "object",
+        workers=1,
+        **_options(trained_sam_path, tiny_clip_path),
+    )
     assert one.params == summary.params
     for name in ("a.tif", "b.tif", "row2/c.tif", "row2/d.tif", "row2/e.tif"):
         assert np.array_equal(tifffile.imread(out / name), tifffile.imread(folder / "one" / name))
@@ -193,11 +241,25 @@ def test_cli_batch_resumes_and_exits_1_when_an_input_failed(
     folder, trained_sam_path, tiny_clip_path, capsys
 ):
     args = [
-        "batch", str(folder / "in" / "row2"), str(folder / "in" / "broken.tif"), "-p", "object",
-        "-o", str(folder / "out"), "--sam", str(trained_sam_path), "--clip",
-        str(tiny_clip_path), "--device", "cpu", "--workers", "1", "--mode", "topk",
+        "batch",
+        str(folder / "in" / "row2"),
+        str(folder / "in" / "broken.tif"),
+        "-p",
+        "object",
+        "-o",
+        str(folder / "out"),
+        "--sam",
+        str(trained_sam_path),
+        "--clip",
+        str(tiny_clip_path),
+        "--device",
+        "cpu",
+        "--workers",
+        "1",
+        "--mode",
+        "topk",
         *[f"--{k.replace('_', '-')}={v}" for k, v in FIXTURE_AMG.items()],
-    ]  # fmt: skip
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[-2].startswith("napari-slip: broken.tif: ")

@@ -73,8 +73,19 @@ def test_a_bad_scheduler_address_is_one_line_before_any_work(
     with pytest.raises(InputError, match=message):
         napari_slip.batch(one_image, tmp_path / "out", "cell", scheduler=address, **models)
     assert not (tmp_path / "out").exists()
-    code = main(["batch", str(one_image), "-p", "cell", "-o", str(tmp_path / "out"),
-                 "--scheduler", address, "-q"])  # fmt: skip
+    code = main(
+        [
+            "batch",
+            str(one_image),
+            "-p",
+            "cell",
+            "-o",
+            str(tmp_path / "out"),
+            "--scheduler",
+            address,
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert re.search(message, err[0]), err[0]
@@ -90,8 +101,14 @@ def test_a_port_that_never_answers_is_given_up_on_in_time(
 ):
     start = time.monotonic()
     with pytest.raises(InputError) as info:
-        napari_slip.batch(one_image, tmp_path / "out", "cell", scheduler=silent_server,
-                          connect_timeout=2, **models)  # fmt: skip
+        napari_slip.batch(
+            one_image,
+            tmp_path / "out",
+            "cell",
+            scheduler=silent_server,
+            connect_timeout=2,
+            **models,
+        )
     took = time.monotonic() - start
     message = str(info.value)
     assert f"Could not reach the Dask scheduler at {silent_server} within 2 s" in message
@@ -105,15 +122,20 @@ def test_a_scheduler_with_no_workers_is_waited_for_aloud_then_given_up(
 ):
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=0, processes=True, host="127.0.0.1",
-                           dashboard_address=None)  # fmt: skip
+    cluster = LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=None)
     events = []
     try:
         start = time.monotonic()
         with pytest.raises(InputError, match=r"No worker joined the Dask scheduler at .* 3 s"):
-            napari_slip.batch(one_image, tmp_path / "out", "cell",
-                              scheduler=cluster.scheduler_address, worker_timeout=3,
-                              progress=events.append, **models)  # fmt: skip
+            napari_slip.batch(
+                one_image,
+                tmp_path / "out",
+                "cell",
+                scheduler=cluster.scheduler_address,
+                worker_timeout=3,
+                progress=events.append,
+                **models,
+            )
         took = time.monotonic() - start
     finally:
         cluster.close()
@@ -132,8 +154,9 @@ def test_local_workers_are_capped_by_images_and_cores(one_image, models, tmp_pat
     with pytest.raises(InputError, match="at least 1"):
         check_workers(0, 3)
     # One image and two workers asked for: it runs in this process, no cluster.
-    summary = napari_slip.batch(one_image, tmp_path / "out", "cell", workers=2,
-                                mode="topk", **models)  # fmt: skip
+    summary = napari_slip.batch(
+        one_image, tmp_path / "out", "cell", workers=2, mode="topk", **models
+    )
     assert summary.workers == 1 and summary.done == ["a.tif"]
 
 
@@ -146,8 +169,9 @@ def test_batch_cli_says_when_workers_outnumber_cores(tmp_path, tiny_sam_path, ti
         tifffile.imwrite(tmp_path / f"img{i}.tif", images)
     from napari_slip.core.batches import iter_batch, make_config
 
-    config = make_config("cell", str(tiny_sam_path), str(tiny_clip_path), "cpu", mode="topk",
-                         threshold=-1.0)  # fmt: skip
+    config = make_config(
+        "cell", str(tiny_sam_path), str(tiny_clip_path), "cpu", mode="topk", threshold=-1.0
+    )
     gen = iter_batch(tmp_path, tmp_path / "out", config, workers=cores + 1)
     first = [next(gen), next(gen)]
     gen.close()  # cancel before any cluster starts

@@ -44,9 +44,12 @@ def test_biomedclip_downloads_every_file_and_loads_offline_after(
     loaded = load_clip_model("biomedclip")
     folder = isolated_cache / "clip" / "biomedclip"
     assert loaded.path == folder / "open_clip_pytorch_model.bin"
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) \
-        == ["open_clip_config.json", "open_clip_pytorch_model.bin", "text/config.json",
-            "text/vocab.txt"]  # fmt: skip
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "open_clip_config.json",
+        "open_clip_pytorch_model.bin",
+        "text/config.json",
+        "text/vocab.txt",
+    ]
     clip = loaded.clip
     texts = clip.encode_texts(["a micrograph of a mitotic nucleus.", "a cell membrane"])
     assert texts.shape == (2, 512)
@@ -76,9 +79,15 @@ def test_biomedclip_segments_and_maps_through_the_api(
     monkeypatch.setattr(hubclip, "HUB", base)
     image, labels = blobs_image()
     result = napari_slip.segment(
-        image, "nucleus", clip="biomedclip", sam=str(tiny_sam_path), labels=labels,
-        mode="threshold", threshold=-1, relevance=True,
-    )  # fmt: skip
+        image,
+        "nucleus",
+        clip="biomedclip",
+        sam=str(tiny_sam_path),
+        labels=labels,
+        mode="threshold",
+        threshold=-1,
+        relevance=True,
+    )
     assert result.n_objects == len(np.unique(labels)) - 1
     assert result.provenance["clip"]["spec"] == "biomedclip"
     assert result.relevance.shape == image.shape[:2]  # the timm tower's training-free map
@@ -129,10 +138,25 @@ def test_cli_takes_biomedclip_and_the_map(
     maps = {}
     for method in ("naclip", "maskclip"):
         out = tmp_path / f"{method}.tif"
-        code = main(["segment", str(tmp_path / "img.tif"), "-p", "nucleus", "--clip",
-                     "biomedclip", "--proposals-from", str(tmp_path / "props.tif"), "-o",
-                     str(tmp_path / f"labels_{method}.tif"), "--relevance-out", str(out),
-                     "--map", method, "-q"])  # fmt: skip
+        code = main(
+            [
+                "segment",
+                str(tmp_path / "img.tif"),
+                "-p",
+                "nucleus",
+                "--clip",
+                "biomedclip",
+                "--proposals-from",
+                str(tmp_path / "props.tif"),
+                "-o",
+                str(tmp_path / f"labels_{method}.tif"),
+                "--relevance-out",
+                str(out),
+                "--map",
+                method,
+                "-q",
+            ]
+        )
         assert code == 0, capsys.readouterr().err
         maps[method] = tifffile.imread(out)
     assert maps["naclip"].shape == image.shape[:2]

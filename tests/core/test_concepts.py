@@ -72,8 +72,9 @@ def test_text_decides_without_examples_and_fades_with_them():
     text = np.array([[30.0, 20.0]])
     assert classifier.logits(model, np.zeros((1, 2)), text).argmax() == 0
     z = np.array([[1.0, 0.0], [-1.0, 0.0]])
-    model = classifier.fit(np.array([[1.0, 0], [1.1, 0], [-1.0, 0], [-1.1, 0]]),
-                           np.array([0, 0, 1, 1]), 2)  # fmt: skip
+    model = classifier.fit(
+        np.array([[1.0, 0], [1.1, 0], [-1.0, 0], [-1.1, 0]]), np.array([0, 0, 1, 1]), 2
+    )
     # Many examples say class 1; a mild text preference for 0 no longer wins.
     assert classifier.logits(model, z[1:], np.array([[22.0, 20.0]]))[0, :2].argmax() == 1
 
@@ -88,8 +89,10 @@ def test_auto_features_pick_what_separates_the_examples():
     rows[:, MEASUREMENTS.index("mean")] = rng.normal(0, 3, 8)  # intensity is noise
     clip = rng.normal(size=(8, 8)).astype(np.float32)
     feats = ObjectFeatures(rows, clip / np.linalg.norm(clip, axis=1, keepdims=True))
-    pool = ObjectFeatures(np.concatenate([rows, rng.normal(0, 2, (60, M))]),
-                          np.concatenate([feats.clip] * 8 + [feats.clip[:4]]))  # fmt: skip
+    pool = ObjectFeatures(
+        np.concatenate([rows, rng.normal(0, 2, (60, M))]),
+        np.concatenate([feats.clip] * 8 + [feats.clip[:4]]),
+    )
     concept = Concept(["a", "b"], texts=False)  # features="auto"
     concept.add(feats, ["a"] * 4 + ["b"] * 4, pool=pool)
     assert "shape" in concept.chosen_features()
@@ -151,8 +154,10 @@ def test_a_concept_travels_through_segment_stacks_and_files(domain, segmenter, t
     # napari_slip.segment takes the concept's own CLIP when none is named.
     one = napari_slip.segment(image, loaded, labels=labels)
     two = seg.segment(image, concept, labels=labels)
-    pd.testing.assert_frame_equal(one.table[["id", "class", "class_probability"]],
-                                  two.table[["id", "class", "class_probability"]])  # fmt: skip
+    pd.testing.assert_frame_equal(
+        one.table[["id", "class", "class_probability"]],
+        two.table[["id", "class", "class_probability"]],
+    )
     # A z-stack: objects linked across planes get the class of their parts.
     stack = np.stack([image, image])
     result = seg.segment(stack, concept, labels=np.stack([labels, labels]), axes="ZYX")
@@ -225,8 +230,16 @@ def test_file_round_trip_keeps_features_not_pixels(concept_file):
     from napari_slip.core.concepts.files import read_header
 
     header, meta = read_header(path)
-    assert set(header) <= {"measurements", "clip", "labels", "steps", "pool_m_sum",
-                           "pool_m_sq", "pool_c_sum", "pool_c_outer"}  # fmt: skip
+    assert set(header) <= {
+        "measurements",
+        "clip",
+        "labels",
+        "steps",
+        "pool_m_sum",
+        "pool_m_sq",
+        "pool_c_sum",
+        "pool_c_outer",
+    }
     assert meta["clip"]["sha256"] == "0" * 64
 
 
@@ -257,17 +270,21 @@ def _meta(change):
         (lambda p: p.write_bytes(p.read_bytes()[:-100]), "truncated"),
         (lambda p: p.write_bytes(p.read_bytes()[:5]), "too short"),
         (lambda p: p.write_bytes(struct.pack("<Q", 2**40) + b"{}"), "header claims"),
-        (lambda p: _rewrite_header(p, lambda h: h["labels"].update(shape=[10**9])),
-         "examples|truncated"),
+        (
+            lambda p: _rewrite_header(p, lambda h: h["labels"].update(shape=[10**9])),
+            "examples|truncated",
+        ),
         (lambda p: _rewrite_header(p, lambda h: h["clip"].update(dtype="F16")), "unexpected type"),
-        (lambda p: _rewrite_header(p, _meta(lambda m: m.update(classes=MILLION))),
-         "header claims|1 to 256 classes"),
+        (
+            lambda p: _rewrite_header(p, _meta(lambda m: m.update(classes=MILLION))),
+            "header claims|1 to 256 classes",
+        ),
         (lambda p: _rewrite_header(p, _meta(lambda m: m.update(classes=["a", 3]))), "class names"),
         (lambda p: _rewrite_header(p, _meta(lambda m: m.update(format="x"))), "not a napari-slip"),
         (lambda p: _rewrite_header(p, _meta(lambda m: m.update(version=9))), "version 9"),
         (lambda p: _rewrite_header(p, lambda h: h.pop("__metadata__")), "no napari-slip"),
     ],
-)  # fmt: skip
+)
 def test_hostile_or_damaged_files_are_one_line(concept_file, damage, why):
     _, path = concept_file
     damage(path)
@@ -283,34 +300,93 @@ def test_batch_and_cli_learn_and_segment_with_a_concept(tmp_path, segmenter, cap
     _, clip = segmenter
     data = write_concept_folder(tmp_path / "data", 4, seed=5)
     out = tmp_path / "cells.concept"
-    assert main(["learn", str(data), "-o", str(out), "--clip", str(clip), "--shots", "3",
-                 "--seed", "1", "-q"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "learn",
+                str(data),
+                "-o",
+                str(out),
+                "--clip",
+                str(clip),
+                "--shots",
+                "3",
+                "--seed",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     concept = Concept.load(out)
     assert concept.counts() == {"elongated": 3, "round": 3, "spiky": 3, None: 0}
     assert "Learnt" in capsys.readouterr().err
     test = write_concept_folder(tmp_path / "test", 1, seed=6)
     labels_csv = tmp_path / "objects.csv"
-    code = main(["segment", str(test / "images" / "scene000.tif"), "--concept", str(out),
-                 "--proposals-from", str(test / "labels" / "scene000.tif"), "--class", "round",
-                 "-o", str(tmp_path / "round.tif"), "--table", str(labels_csv), "-q"])  # fmt: skip
+    code = main(
+        [
+            "segment",
+            str(test / "images" / "scene000.tif"),
+            "--concept",
+            str(out),
+            "--proposals-from",
+            str(test / "labels" / "scene000.tif"),
+            "--class",
+            "round",
+            "-o",
+            str(tmp_path / "round.tif"),
+            "--table",
+            str(labels_csv),
+            "-q",
+        ]
+    )
     assert code == 0
     table = pd.read_csv(labels_csv)
     assert {"class", "class_probability"} <= set(table) and set(table["class"]) == {"round"}
     written = tifffile.imread(tmp_path / "round.tif")
     assert set(np.unique(written)) - {0} == set(table["id"])
     # Both a prompt and a concept, or --class without one: one line, nothing written.
-    assert main(["segment", str(test / "images" / "scene000.tif"), "--concept", str(out),
-                 "--prompt", "x", "-o", str(tmp_path / "x.tif")]) != 0  # fmt: skip
+    assert (
+        main(
+            [
+                "segment",
+                str(test / "images" / "scene000.tif"),
+                "--concept",
+                str(out),
+                "--prompt",
+                "x",
+                "-o",
+                str(tmp_path / "x.tif"),
+            ]
+        )
+        != 0
+    )
     assert "not both" in capsys.readouterr().err and not (tmp_path / "x.tif").exists()
     # A batch with the concept: class columns in objects.csv, the concept in the digest.
-    summary = napari_slip.batch(test / "images", tmp_path / "bout", concept, workers=1,
-                                proposals="relevance")  # fmt: skip
+    summary = napari_slip.batch(
+        test / "images", tmp_path / "bout", concept, workers=1, proposals="relevance"
+    )
     assert len(summary.done) == 1
     objects = pd.read_csv(tmp_path / "bout" / "objects.csv")
     assert "class" in objects and objects["class"].isin(concept.classes).all()
-    assert main(["batch", str(test / "images"), "--concept", str(out), "-o",
-                 str(tmp_path / "cli_out"), "--proposals", "relevance", "--workers", "1",
-                 "-q"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "batch",
+                str(test / "images"),
+                "--concept",
+                str(out),
+                "-o",
+                str(tmp_path / "cli_out"),
+                "--proposals",
+                "relevance",
+                "--workers",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     cli = pd.read_csv(tmp_path / "cli_out" / "objects.csv")
     pd.testing.assert_frame_equal(cli[["id", "class"]], objects[["id", "class"]])
     from napari_slip.core.batches import make_config
@@ -360,9 +436,14 @@ def test_a_concept_runs_tile_by_tile(trained_sam_path, segmenter):
 
     _, clip = segmenter
     rgb, truth = nuclei_mosaic(3, (256, 480), spacing=44)
-    seg = Segmenter(str(trained_sam_path), str(clip), "cpu",
-                    sam_params=SamProposalParams(**FIXTURE_AMG, min_area=30),
-                    tile_params=TileParams(tiles="on", overlap=32), disk_cache=False)  # fmt: skip
+    seg = Segmenter(
+        str(trained_sam_path),
+        str(clip),
+        "cpu",
+        sam_params=SamProposalParams(**FIXTURE_AMG, min_area=30),
+        tile_params=TileParams(tiles="on", overlap=32),
+        disk_cache=False,
+    )
     concept = Concept(["nucleus"])
     ids = np.unique(truth)[1:6]
     concept.add_labels(rgb, truth, {int(i): "nucleus" for i in ids}, segmenter=seg)

@@ -55,8 +55,14 @@ def test_a_folder_output_that_holds_the_inputs_is_refused_even_with_overwrite(
 ):
     before = _tree(store)
     folder = store / "X.zarr"
-    code = _segment(folder / "cells.tif", folder / "cells_labels.tif", tiny_clip_path,
-                    "-o", str(folder), "--overwrite")  # fmt: skip
+    code = _segment(
+        folder / "cells.tif",
+        folder / "cells_labels.tif",
+        tiny_clip_path,
+        "-o",
+        str(folder),
+        "--overwrite",
+    )
     assert code == 2
     line = _error(capsys)
     assert "--output" in line and "holds the input" in line and "cells" in line
@@ -71,8 +77,13 @@ def test_an_output_inside_an_input_store_is_refused(tmp_path, tiny_clip_path, ca
     z[:] = image
     tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
     before = _tree(tmp_path)
-    code = _segment(tmp_path / "img.zarr", tmp_path / "labels.tif", tiny_clip_path,
-                    "-o", str(tmp_path / "img.zarr" / "out.tif"))  # fmt: skip
+    code = _segment(
+        tmp_path / "img.zarr",
+        tmp_path / "labels.tif",
+        tiny_clip_path,
+        "-o",
+        str(tmp_path / "img.zarr" / "out.tif"),
+    )
     assert code == 2 and "lies inside the input" in _error(capsys)
     assert _tree(tmp_path) == before
 
@@ -84,13 +95,22 @@ def test_a_table_inside_the_zarr_output_is_refused_before_anything_is_replaced(
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
     out = tmp_path / "L.zarr"
-    assert _segment(tmp_path / "img.tif", tmp_path / "labels.tif", tiny_clip_path,
-                    "-o", str(out)) == 0  # fmt: skip
+    assert (
+        _segment(tmp_path / "img.tif", tmp_path / "labels.tif", tiny_clip_path, "-o", str(out))
+        == 0
+    )
     capsys.readouterr()
     before = _tree(tmp_path)
-    code = _segment(tmp_path / "img.tif", tmp_path / "labels.tif", tiny_clip_path,
-                    "-o", str(out), "--table", str(out / "objects.csv"),
-                    "--overwrite")  # fmt: skip
+    code = _segment(
+        tmp_path / "img.tif",
+        tmp_path / "labels.tif",
+        tiny_clip_path,
+        "-o",
+        str(out),
+        "--table",
+        str(out / "objects.csv"),
+        "--overwrite",
+    )
     line = _error(capsys)
     assert code == 2 and "--table lies inside --output" in line
     assert _tree(tmp_path) == before
@@ -206,13 +226,23 @@ def test_a_long_output_name_works_and_a_too_long_one_is_refused_before_any_work(
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
     long_name = "n" * 246 + ".tif"  # 250 characters: legal; its temporary must be too
-    code = _segment(tmp_path / "img.tif", tmp_path / "labels.tif", tiny_clip_path,
-                    "-o", str(tmp_path / long_name))  # fmt: skip
+    code = _segment(
+        tmp_path / "img.tif",
+        tmp_path / "labels.tif",
+        tiny_clip_path,
+        "-o",
+        str(tmp_path / long_name),
+    )
     assert code == 0 and (tmp_path / long_name).is_file()
     capsys.readouterr()
     before = _tree(tmp_path)
-    code = _segment(tmp_path / "img.tif", tmp_path / "labels.tif", tiny_clip_path,
-                    "-o", str(tmp_path / ("m" * 296 + ".tif")))  # fmt: skip
+    code = _segment(
+        tmp_path / "img.tif",
+        tmp_path / "labels.tif",
+        tiny_clip_path,
+        "-o",
+        str(tmp_path / ("m" * 296 + ".tif")),
+    )
     assert code == 2 and "file systems allow 255" in _error(capsys)
     assert _tree(tmp_path) == before
 
@@ -252,8 +282,14 @@ def plate(tmp_path):
 
 
 def _batch_options(tiny_sam_path, tiny_clip_path, fast_sam_params):
-    return {"sam": str(tiny_sam_path), "clip": str(tiny_clip_path), "device": "cpu",
-            "sam_params": fast_sam_params, "mode": "topk", "top_k": 1}  # fmt: skip
+    return {
+        "sam": str(tiny_sam_path),
+        "clip": str(tiny_clip_path),
+        "device": "cpu",
+        "sam_params": fast_sam_params,
+        "mode": "topk",
+        "top_k": 1,
+    }
 
 
 def test_batch_refuses_to_replace_a_file_it_did_not_write(
@@ -266,8 +302,9 @@ def test_batch_refuses_to_replace_a_file_it_did_not_write(
     message = str(info.value)
     assert "1 file(s)" in message and "A01.tif" in message and "overwrite" in message
     assert _tree(plate) == before  # refused before any work: no records, no summary
-    summary = napari_slip.batch(str(plate / "plate" / "*.ome.tif"), plate / "plate", "a blob",
-                                overwrite=True, **options)  # fmt: skip
+    summary = napari_slip.batch(
+        str(plate / "plate" / "*.ome.tif"), plate / "plate", "a blob", overwrite=True, **options
+    )
     assert sorted(summary.done) == ["A01.ome.tif", "B01.ome.tif"]
     assert (plate / "plate" / "A01.tif").read_bytes() != before["plate/A01.tif"]
 
@@ -279,10 +316,31 @@ def test_batch_refuses_a_results_folder_of_another_tool_and_updates_its_own(
     results.mkdir()
     (results / "objects.csv").write_text("cell,area\n1,20\n")  # last week's, another tool
     before = _tree(plate)
-    args = ["batch", str(plate / "plate" / "B01.ome.tif"), "-p", "a blob", "-o", str(results),
-            "--sam", str(tiny_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu",
-            "--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0",
-            "--mode", "topk", "--top-k", "1", "-q"]  # fmt: skip
+    args = [
+        "batch",
+        str(plate / "plate" / "B01.ome.tif"),
+        "-p",
+        "a blob",
+        "-o",
+        str(results),
+        "--sam",
+        str(tiny_sam_path),
+        "--clip",
+        str(tiny_clip_path),
+        "--device",
+        "cpu",
+        "--points-per-side",
+        "4",
+        "--pred-iou-thresh",
+        "0",
+        "--stability-score-thresh",
+        "0",
+        "--mode",
+        "topk",
+        "--top-k",
+        "1",
+        "-q",
+    ]
     assert main(args) == 2
     line = _error(capsys)
     assert "objects.csv" in line and "were not written by a napari-slip batch" in line
@@ -343,8 +401,17 @@ def test_batch_given_no_paths_says_what_it_takes(tmp_path, inputs):
 
 def test_batch_into_a_folder_under_a_file_is_one_line(plate, capsys):
     (plate / "notes.txt").write_text("notes")
-    code = main(["batch", str(plate / "plate" / "B01.ome.tif"), "-p", "x",
-                 "-o", str(plate / "notes.txt" / "labels"), "-q"])  # fmt: skip
+    code = main(
+        [
+            "batch",
+            str(plate / "plate" / "B01.ome.tif"),
+            "-p",
+            "x",
+            "-o",
+            str(plate / "notes.txt" / "labels"),
+            "-q",
+        ]
+    )
     assert code == 2 and "notes.txt is a file, not a folder" in _error(capsys)
     assert (plate / "notes.txt").read_text() == "notes"
 

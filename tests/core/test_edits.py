@@ -29,8 +29,7 @@ def seg(trained_sam_path, tmp_path_factory):
 
     clip = write_tiny_clip(tmp_path_factory.mktemp("clip") / "clip.safetensors")
     params = SamProposalParams(**FIXTURE_AMG, min_area=30)
-    return Segmenter(str(trained_sam_path), str(clip), "cpu", sam_params=params,
-                     disk_cache=False)  # fmt: skip
+    return Segmenter(str(trained_sam_path), str(clip), "cpu", sam_params=params, disk_cache=False)
 
 
 @pytest.fixture(scope="module")
@@ -316,16 +315,18 @@ def linked_stack(trained_sam_path, tmp_path_factory):
 
     clip = write_tiny_clip(tmp_path_factory.mktemp("clip3d") / "clip.safetensors")
     params = SamProposalParams(**FIXTURE_AMG, min_area=30)
-    seg = Segmenter(str(trained_sam_path), str(clip), "cpu", sam_params=params,
-                    disk_cache=False, cache_size=16)  # fmt: skip
+    seg = Segmenter(
+        str(trained_sam_path), str(clip), "cpu", sam_params=params, disk_cache=False, cache_size=16
+    )
     image, truth = nuclei_stack(3, depth=8)
     depths = {
         k: len({z for z in range(8) if (truth[z] == k).any()}) for k in range(1, truth.max() + 1)
     }
     target = max(depths, key=lambda k: (depths[k], (truth == k).sum()))
     given = np.where(truth == target, 0, truth)
-    result = seg.segment(image, "nucleus", labels=given, axes="ZYX", mode="threshold",
-                         threshold=-1)  # fmt: skip
+    result = seg.segment(
+        image, "nucleus", labels=given, axes="ZYX", mode="threshold", threshold=-1
+    )
     assert result.linked is not None
     return seg, image, truth, target, result
 
@@ -428,8 +429,9 @@ def test_a_click_on_a_tracked_time_series_adds_one_track(trained_sam_path, tmp_p
 
     clip = write_tiny_clip(tmp_path / "clip.safetensors")
     params = SamProposalParams(**FIXTURE_AMG, min_area=30)
-    seg = Segmenter(str(trained_sam_path), str(clip), "cpu", sam_params=params,
-                    disk_cache=False, cache_size=8)  # fmt: skip
+    seg = Segmenter(
+        str(trained_sam_path), str(clip), "cpu", sam_params=params, disk_cache=False, cache_size=8
+    )
     rgbs, truths = scenes(3, seed=11)
     rgb, truth = rgbs[2], truths[2]
     frames = [np.roll(rgb, 2 * t, axis=1) for t in range(5)]  # drifting 2 px a frame

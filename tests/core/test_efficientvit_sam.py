@@ -223,16 +223,25 @@ def test_truncated_efficientvit_sam_is_a_clear_error(tmp_path):
     ("write", "encoder", "input_size"),
     [(write_tiny_efficientvit_sam, "efficientvit", 512), (write_tiny_mobile_sam, "tinyvit", 1024)],
 )
-def test_segment_with_a_light_sam(tmp_path, tiny_clip_path, fast_sam_params, write, encoder,
-                                  input_size):  # fmt: skip
+def test_segment_with_a_light_sam(
+    tmp_path, tiny_clip_path, fast_sam_params, write, encoder, input_size
+):
     """EfficientViT-SAM and MobileSAM through the whole pipeline, from their files."""
     from napari_slip import segment
     from napari_slip.testing import blobs_image
 
     path = write(tmp_path / "light_sam.pt")
     image, _ = blobs_image()
-    result = segment(image, "blob", sam=str(path), clip=str(tiny_clip_path), device="cpu",
-                     sam_params=fast_sam_params, mode="threshold", threshold=-1)  # fmt: skip
+    result = segment(
+        image,
+        "blob",
+        sam=str(path),
+        clip=str(tiny_clip_path),
+        device="cpu",
+        sam_params=fast_sam_params,
+        mode="threshold",
+        threshold=-1,
+    )
     architecture = result.provenance["sam"]["architecture"]
     assert architecture["encoder"] == encoder
     assert architecture[encoder].get("input_size", 1024) == input_size

@@ -230,8 +230,14 @@ def test_int8_gives_fp32s_masks_and_selection(trained_sam_path, tiny_clip_path):
     params = SamProposalParams(**FIXTURE_AMG, min_area=30)
     found, tables = {}, {}
     for precision in ("fp32", "int8"):
-        seg = Segmenter(str(trained_sam_path), str(tiny_clip_path), "cpu", sam_params=params,
-                        precision=precision, disk_cache=False)  # fmt: skip
+        seg = Segmenter(
+            str(trained_sam_path),
+            str(tiny_clip_path),
+            "cpu",
+            sam_params=params,
+            precision=precision,
+            disk_cache=False,
+        )
         found[precision] = []
         for rgb in rgbs:
             seg.set_image(rgb)

@@ -199,8 +199,21 @@ def test_train_decoder_refuses_a_class_no_pixel_belongs_to(
 ):
     data = _dataset(tmp_path / "data", labels, classes)
     out = tmp_path / "d.safetensors"
-    code = main(["train-decoder", str(data), "--clip", str(tiny_clip_path), "-o", str(out),
-                 "--device", "cpu", "--epochs", "1", "-q"])  # fmt: skip
+    code = main(
+        [
+            "train-decoder",
+            str(data),
+            "--clip",
+            str(tiny_clip_path),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "-q",
+        ]
+    )
     assert code == 2 and message in _error(capsys)
     assert not out.exists()
 
@@ -215,8 +228,18 @@ def test_train_decoder_refuses_a_class_no_pixel_belongs_to(
 )
 def test_train_decoder_options_are_bounded(tmp_path, tiny_clip_path, capsys, flags, message):
     out = tmp_path / "d.safetensors"
-    code = main(["train-decoder", str(tmp_path), "--clip", str(tiny_clip_path), "-o", str(out),
-                 *flags, "-q"])  # fmt: skip
+    code = main(
+        [
+            "train-decoder",
+            str(tmp_path),
+            "--clip",
+            str(tiny_clip_path),
+            "-o",
+            str(out),
+            *flags,
+            "-q",
+        ]
+    )
     assert code == 2 and message in _error(capsys)
     assert not out.exists()
 
@@ -315,8 +338,17 @@ def test_evaluate_json_naming_a_folder_is_refused_before_any_work(
 ):
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "keep.txt").write_text("mine")
-    code = main(["evaluate", str(tmp_path / "data"), "--clip", str(tiny_clip_path),
-                 "--json", str(tmp_path / "report"), "-q"])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "data"),
+            "--clip",
+            str(tiny_clip_path),
+            "--json",
+            str(tmp_path / "report"),
+            "-q",
+        ]
+    )
     assert code == 2 and "--json" in _error(capsys)
     assert (tmp_path / "report" / "keep.txt").read_text() == "mine"
 
@@ -329,9 +361,15 @@ def test_a_batch_with_a_decoder_of_another_clip_stops_before_the_first_image(
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((64, 64), np.uint8))
     tifffile.imwrite(tmp_path / "b.tif", np.zeros((64, 64), np.uint8))
     with pytest.raises(InputError, match=r"was trained on .* not on"):
-        napari_slip.batch([tmp_path / "a.tif", tmp_path / "b.tif"], tmp_path / "out", "cell",
-                          clip=str(tiny_clip_path), decoder=str(decoder_fixture.decoder),
-                          proposals="relevance", device="cpu")  # fmt: skip
+        napari_slip.batch(
+            [tmp_path / "a.tif", tmp_path / "b.tif"],
+            tmp_path / "out",
+            "cell",
+            clip=str(tiny_clip_path),
+            decoder=str(decoder_fixture.decoder),
+            proposals="relevance",
+            device="cpu",
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -340,8 +378,21 @@ def test_rgb_label_images_for_train_decoder_are_one_line(tmp_path, tiny_clip_pat
     labels[4:12, 4:12] = 1
     data = _dataset(tmp_path / "data", labels, "image,label,class\na.tif,1,cell\n")
     out = tmp_path / "d.safetensors"
-    code = main(["train-decoder", str(data), "--clip", str(tiny_clip_path), "-o", str(out),
-                 "--device", "cpu", "--epochs", "1", "-q"])  # fmt: skip
+    code = main(
+        [
+            "train-decoder",
+            str(data),
+            "--clip",
+            str(tiny_clip_path),
+            "-o",
+            str(out),
+            "--device",
+            "cpu",
+            "--epochs",
+            "1",
+            "-q",
+        ]
+    )
     line = _error(capsys)
     assert code == 2 and ("2D label image" in line or "label image" in line), line
     assert not out.exists()

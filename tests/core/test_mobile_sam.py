@@ -51,8 +51,11 @@ def test_mobile_sam_encoder_has_the_official_key_layout():
         assert tuple(state[key].shape) == shape, key
     assert not any("attention_bias_idxs" in k for k in state)  # not persistent
     assert "layers.3.downsample.conv1.c.weight" not in state  # the last stage has none
-    blocks = {k.split(".blocks.")[0] + "." + k.split(".blocks.")[1].split(".")[0]
-              for k in state if ".blocks." in k}  # fmt: skip
+    blocks = {
+        k.split(".blocks.")[0] + "." + k.split(".blocks.")[1].split(".")[0]
+        for k in state
+        if ".blocks." in k
+    }
     assert len(blocks) == 2 + 2 + 6 + 2
     # 1,024 px in, SAM's 256 x 64 x 64 embedding out (the last merge keeps the size).
     params = sum(p.numel() for n, p in TinyViTEncoder().named_parameters() if "head" not in n)
@@ -88,8 +91,13 @@ def test_encoder_runs_channels_last_with_the_numbers_of_nchw():
     the convolutions see channels-last maps, and the embedding is the one the same
     modules give on plain NCHW maps (folded batch norms with their statistics set)."""
     torch.manual_seed(0)
-    encoder = TinyViTEncoder(img_size=256, dims=(8, 16, 16, 24), depths=(1, 1, 2, 1),
-                             heads=(1, 2, 2, 3), windows=(7, 7, 7, 7)).eval()  # fmt: skip
+    encoder = TinyViTEncoder(
+        img_size=256,
+        dims=(8, 16, 16, 24),
+        depths=(1, 1, 2, 1),
+        heads=(1, 2, 2, 3),
+        windows=(7, 7, 7, 7),
+    ).eval()
     for module in encoder.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_()

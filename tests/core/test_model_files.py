@@ -20,9 +20,13 @@ DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
 def offline(monkeypatch, isolated_cache):
     """SAM vit_b and CLIP ViT-B-32 named, both unreachable."""
     sam = registry.SAM_MODELS["vit_b"]
-    monkeypatch.setitem(registry.SAM_MODELS, "vit_b",
-                        registry.SamWeights("vit_b", f"{DEAD}/sam_vit_b_01ec64.pth", sam.sha256,
-                                            358, sam.description))  # fmt: skip
+    monkeypatch.setitem(
+        registry.SAM_MODELS,
+        "vit_b",
+        registry.SamWeights(
+            "vit_b", f"{DEAD}/sam_vit_b_01ec64.pth", sam.sha256, 358, sam.description
+        ),
+    )
     real = registry._clip_source
 
     def source(spec):

@@ -76,8 +76,9 @@ def test_no_candidates_says_which_filter_dropped_how_many(tiny_sam_path, tiny_cl
     image, _ = blobs_image()
     sam, _ = load_sam(tiny_sam_path)
     promptable = PromptableSam(sam)
-    strict = SamProposalParams(points_per_side=3, pred_iou_thresh=0.0,
-                               stability_score_thresh=1.0, min_area=10)  # fmt: skip
+    strict = SamProposalParams(
+        points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=1.0, min_area=10
+    )
     rgb = np.dstack([(image / image.max() * 255).astype(np.uint8)] * 3)
     props = drain(sam_proposals(promptable, promptable.embed(rgb), strict))
     funnel = props.funnel

@@ -150,10 +150,16 @@ def test_a_stack_gets_a_map_per_segmented_plane(tiny_sam_path, tiny_clip_path):
     seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", disk_cache=False)
     result = drain(
         iter_segment_stack(
-            seg, stack, "cell", planes=[(0,), (2,)], labels=labels, relevance=True,
-            mode="topk", top_k=2,
+            seg,
+            stack,
+            "cell",
+            planes=[(0,), (2,)],
+            labels=labels,
+            relevance=True,
+            mode="topk",
+            top_k=2,
         )
-    )  # fmt: skip
+    )
     assert result.relevance.shape == stack.shape and result.relevance.dtype == np.float32
     assert not result.relevance[1].any()
     for z in (0, 2):
@@ -174,9 +180,21 @@ def test_cli_writes_a_relevance_map(tmp_path, tiny_clip_path, capsys):
     image, labels = blobs_image()
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "labels.tif", labels.astype(np.uint16))
-    args = ["segment", str(tmp_path / "img.tif"), "-p", "cell", "-o", str(tmp_path / "o.tif"),
-            "--proposals-from", str(tmp_path / "labels.tif"), "--sam", "/no/sam.pth",
-            "--clip", str(tiny_clip_path), "-q"]  # fmt: skip
+    args = [
+        "segment",
+        str(tmp_path / "img.tif"),
+        "-p",
+        "cell",
+        "-o",
+        str(tmp_path / "o.tif"),
+        "--proposals-from",
+        str(tmp_path / "labels.tif"),
+        "--sam",
+        "/no/sam.pth",
+        "--clip",
+        str(tiny_clip_path),
+        "-q",
+    ]
     assert main([*args, "--relevance-out", str(tmp_path / "map.tif")]) == 0
     relevance = tifffile.imread(tmp_path / "map.tif")
     assert relevance.shape == image.shape and relevance.dtype == np.float32
@@ -195,8 +213,13 @@ def test_lazy_images_are_read_window_by_window(tiny_sam_path, tiny_clip_path):
 
     gray = np.random.default_rng(5).integers(0, 4000, (300, 420), dtype=np.uint16)
     lazy = CountingArray(gray)
-    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", disk_cache=False,
-                    tile_params=TileParams(tiles="on"))  # fmt: skip
+    seg = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        disk_cache=False,
+        tile_params=TileParams(tiles="on"),
+    )
     seg.set_image(lazy, contrast_limits=(0, 4000))
     lazy.reads.clear()
     from_lazy = seg.relevance("cell", window=64)
@@ -229,8 +252,9 @@ def _reference_last_block(last, x, method):
     b = last.attn.in_proj_bias.detach().numpy().astype(np.float64)
     h = last.ln_1(x).detach().numpy().astype(np.float64)[:, 1:]  # patch tokens
     width = W.shape[1]
-    q, k, v = (h @ W[i * width : (i + 1) * width].T + b[i * width : (i + 1) * width]
-               for i in range(3))  # fmt: skip
+    q, k, v = (
+        h @ W[i * width : (i + 1) * width].T + b[i * width : (i + 1) * width] for i in range(3)
+    )
     heads = last.attn.num_heads
     d = width // heads
     t = h.shape[1]

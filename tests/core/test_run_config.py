@@ -139,8 +139,9 @@ def test_cli_refuses_before_any_model_loads(
     tifffile.imwrite(tmp_path / "a.tif", IMAGE)
     out = tmp_path / ("o.tif" if command == "segment" else "out")
     models = ["--sam", str(tiny_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu"]
-    code = main([command, str(tmp_path / "a.tif"), "-p", "cell", "-o", str(out), *models,
-                 *flags, "-q"])  # fmt: skip
+    code = main(
+        [command, str(tmp_path / "a.tif"), "-p", "cell", "-o", str(out), *models, *flags, "-q"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     import re
@@ -173,14 +174,27 @@ def test_a_sam_file_whose_input_size_is_known_only_when_loaded_is_checked_then(
     tiny_sam_path, tiny_clip_path, fast_sam_params
 ):
     # The tiny SAM works at 256 px: an overlap of 128 is half its tile, known once loaded.
-    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params,
-                    tile_params=TileParams(tiles="on", overlap=128))  # fmt: skip
+    seg = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        sam_params=fast_sam_params,
+        tile_params=TileParams(tiles="on", overlap=128),
+    )
     big = np.tile(IMAGE, (4, 4, 1)) if IMAGE.ndim == 3 else np.tile(IMAGE, (4, 4))
-    with pytest.raises(InputError, match=r"overlap \(128 px\) must be less than half the tile "
-                                         r"\(256 px, this SAM's input size\)"):  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"overlap \(128 px\) must be less than half the tile "
+        r"\(256 px, this SAM's input size\)",
+    ):
         seg.segment(big, "cell")
-    ok = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params,
-                   tile_params=TileParams(tiles="on", overlap=32))  # fmt: skip
+    ok = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        sam_params=fast_sam_params,
+        tile_params=TileParams(tiles="on", overlap=32),
+    )
     assert ok.segment(big, "cell", mode="topk").provenance["proposals"]["source"] == "sam-tiles"
 
 
@@ -223,8 +237,13 @@ def test_a_run_reports_the_stages_it_promises(tiny_sam_path, tiny_clip_path, fas
     from napari_slip.core.runtime.progress import STAGES
 
     image, labels = blobs_image()
-    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params,
-                    disk_cache=False)  # fmt: skip
+    seg = Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        sam_params=fast_sam_params,
+        disk_cache=False,
+    )
     events = []
     seg.segment(image, "cell", mode="topk", relevance=True, progress=events.append)
     seg.segment(image, "cell", labels=labels, progress=events.append)

@@ -84,14 +84,22 @@ def test_a_near_duplicate_of_a_kept_object_is_left_out_and_hides_nothing(
         return np.ones((y1 - y0, x1 - x0), bool)
 
     boxes = np.array([[10, 10, 30, 30], [10, 10, 30, 31], [40, 40, 60, 60]])
-    proposals = Proposals((64, 64), boxes, [box_mask(*b) for b in boxes],
-                          np.ones(3, np.float32), np.zeros(3, np.int64))  # fmt: skip
+    proposals = Proposals(
+        (64, 64),
+        boxes,
+        [box_mask(*b) for b in boxes],
+        np.ones(3, np.float32),
+        np.zeros(3, np.int64),
+    )
     # The best object is the smaller duplicate: painted largest first, the larger
     # (worse) one would be painted under it, but counted as a second object.
     embeddings = np.stack([prompt, 0.9 * prompt + 0.1 * other, 0.7 * prompt + 0.3 * other])
     embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    candidates = Candidates(proposals, embeddings.astype(np.float32),
-                            (seg.model_set.clip_spec, seg.model_set.precision))  # fmt: skip
+    candidates = Candidates(
+        proposals,
+        embeddings.astype(np.float32),
+        (seg.model_set.clip_spec, seg.model_set.precision),
+    )
     assert clip is not None
     result = seg.select(candidates, "a blob", mode="threshold", threshold=-1)
     assert result.n_objects == 2

@@ -445,8 +445,9 @@ def test_tzyx_links_z_into_3d_objects_then_t_into_tracks(seg):
     image, labels = two_nuclei_stack()
     movie = np.stack([image] * 3)
     props = np.stack([labels + 100 * t * (labels > 0) for t in range(3)])
-    result = seg.segment(movie, "nucleus", labels=props, axes="TZYX", mode="threshold",
-                         threshold=-1)  # fmt: skip
+    result = seg.segment(
+        movie, "nucleus", labels=props, axes="TZYX", mode="threshold", threshold=-1
+    )
     assert result.axes == "TZYX" and result.n_objects == 2
     table = result.table
     assert len(table) == 6 and sorted(table["n_planes"]) == [4, 4, 4, 6, 6, 6]
@@ -458,8 +459,9 @@ def test_channels_give_one_intensity_column_each(seg):
     image, labels = two_nuclei_stack()
     second = np.where(labels > 0, 7.0, 1.0).astype(np.float32)
     stack = np.stack([image, second], axis=1)  # Z, C, Y, X
-    result = seg.segment(stack, "nucleus", labels=labels, axes="ZCYX", mode="threshold",
-                         threshold=-1)  # fmt: skip
+    result = seg.segment(
+        stack, "nucleus", labels=labels, axes="ZCYX", mode="threshold", threshold=-1
+    )
     assert result.labels.shape == labels.shape
     assert (result.table["mean_intensity_c1"] == 7.0).all()
     assert (result.table["max_intensity_c0"] >= 100).all()
@@ -480,8 +482,20 @@ def test_cli_bad_stack_options_are_one_line(tmp_path, tiny_clip_path, capsys, fl
     image, _ = two_nuclei_stack()
     src = tmp_path / "plain.tif"
     tifffile.imwrite(src, image)
-    code = _cli("segment", src, "-p", "nucleus", "-o", tmp_path / "o.tif", "--clip",
-                tiny_clip_path, "--proposals", "relevance", "-q", *flags)  # fmt: skip
+    code = _cli(
+        "segment",
+        src,
+        "-p",
+        "nucleus",
+        "-o",
+        tmp_path / "o.tif",
+        "--clip",
+        tiny_clip_path,
+        "--proposals",
+        "relevance",
+        "-q",
+        *flags,
+    )
     err = capsys.readouterr().err
     assert code != 0 and len(err.strip().splitlines()) == 1
     assert pattern in err

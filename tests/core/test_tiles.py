@@ -58,8 +58,9 @@ def test_merge_joins_pieces_and_duplicates_but_not_neighbours():
     right[70:90, 90:96] = True
     both = left | right
     tile_a = _props(shape, [_crop(cut & (np.arange(180) < 100)), _crop(whole), _crop(both)])
-    tile_b = _props(shape, [_crop(cut & (np.arange(180) >= 80)), _crop(whole), _crop(left),
-                            _crop(right)])  # fmt: skip
+    tile_b = _props(
+        shape, [_crop(cut & (np.arange(180) >= 80)), _crop(whole), _crop(left), _crop(right)]
+    )
     merged = merge_tiles([tile_a, tile_b], tiles, shape, merge_iou=0.7)
     full = [merged.full_mask(i) for i in range(len(merged))]
     assert sum(np.array_equal(m, cut) for m in full) == 1  # the cut object, one mask
@@ -79,8 +80,9 @@ def test_merge_iou_one_keeps_every_piece():
     tiles = [(0, 0, 50, 50), (0, 40, 50, 90)]
     full = np.zeros(shape, bool)
     full[10:20, 42:48] = True
-    merged = merge_tiles([_props(shape, [_crop(full)]), _props(shape, [_crop(full)])], tiles,
-                         shape, merge_iou=1.0)  # fmt: skip
+    merged = merge_tiles(
+        [_props(shape, [_crop(full)]), _props(shape, [_crop(full)])], tiles, shape, merge_iou=1.0
+    )
     assert len(merged) == 2
 
 
@@ -170,9 +172,14 @@ def test_lazy_input_is_read_tile_by_tile(fixture_segmenter, mosaic, monkeypatch)
     from_lazy = drain(seg.iter_proposals())
     assert lazy.reads and max(lazy.reads) <= 256 * 256  # never more than a tile at once
     seg2 = Segmenter(
-        seg.sam_spec, seg.clip_spec, "cpu", sam_params=seg.sam_params,
-        tile_params=seg.tile_params, precision="fp32", disk_cache=False,
-    )  # fmt: skip
+        seg.sam_spec,
+        seg.clip_spec,
+        "cpu",
+        sam_params=seg.sam_params,
+        tile_params=seg.tile_params,
+        precision="fp32",
+        disk_cache=False,
+    )
     seg2.set_image(gray)
     from_numpy = drain(seg2.iter_proposals())
     assert len(from_lazy) == len(from_numpy) > 50
@@ -238,8 +245,9 @@ def test_auto_tiles_only_above_max_side(tiny_sam_path, tiny_clip_path):
     seg.set_image(np.zeros((300, 200), np.uint8))
     from napari_slip.core.pipeline.collect import pick_source
 
-    assert isinstance(pick_source(None, None, seg._current(), seg.sam_params, seg.tile_params),
-                      TiledSamSource)  # fmt: skip
+    assert isinstance(
+        pick_source(None, None, seg._current(), seg.sam_params, seg.tile_params), TiledSamSource
+    )
 
 
 def test_cli_tiles_a_tif_into_a_zarr_store(trained_sam_path, tiny_clip_path, tmp_path, capsys):
@@ -252,12 +260,34 @@ def test_cli_tiles_a_tif_into_a_zarr_store(trained_sam_path, tiny_clip_path, tmp
     tifffile.imwrite(tmp_path / "field.tif", rgb[..., 0], tile=(128, 128))
     out = tmp_path / "labels.zarr"
     args = [
-        "segment", str(tmp_path / "field.tif"), "-p", "nucleus", "-o", str(out),
-        "--table", str(tmp_path / "t.csv"), "--mode", "threshold", "--threshold", "-1",
-        "--sam", str(trained_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu",
-        "--precision", "fp32", "--tiles", "on", "--overlap", "32", "--min-area", "30",
+        "segment",
+        str(tmp_path / "field.tif"),
+        "-p",
+        "nucleus",
+        "-o",
+        str(out),
+        "--table",
+        str(tmp_path / "t.csv"),
+        "--mode",
+        "threshold",
+        "--threshold",
+        "-1",
+        "--sam",
+        str(trained_sam_path),
+        "--clip",
+        str(tiny_clip_path),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--tiles",
+        "on",
+        "--overlap",
+        "32",
+        "--min-area",
+        "30",
         *[f"--{k.replace('_', '-')}={v}" for k, v in FIXTURE_AMG.items()],
-    ]  # fmt: skip
+    ]
     assert main(args) == 0
     labels = np.asarray(zarr.open_array(str(out), mode="r"))
     assert labels.shape == truth.shape

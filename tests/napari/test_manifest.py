@@ -103,8 +103,10 @@ def test_dock_titles_fit_from_either_menu(make_napari_viewer):
     titles = {}
     for dock in viewer.window._qt_window.findChildren(QDockWidget):
         for label in dock.titleBarWidget().findChildren(QLabel):
-            titles[label.text()] = (label.fontMetrics().horizontalAdvance(label.text()),
-                                    label.width())  # fmt: skip
+            titles[label.text()] = (
+                label.fontMetrics().horizontalAdvance(label.text()),
+                label.width(),
+            )
     assert set(titles) >= {"Segment from text (napari-slip)", "Fine-tune CLIP (napari-slip)"}
     for title, (needed, width) in titles.items():
         assert needed <= width, (title, needed, width)

@@ -315,13 +315,15 @@ def test_napari_axis_labels_say_which_axis_is_channels(setup):
     """A reader's axis labels: 'c' is the channel axis (chosen, the only choice); 'z' and
     't' are planes, so no Channel axis row; unlabelled axes are each offered."""
     viewer, widget, _ = setup
-    cyx = viewer.add_image(np.zeros((3, 40, 40), np.uint16), name="cyx",
-                           axis_labels=("c", "y", "x"))  # fmt: skip
+    cyx = viewer.add_image(
+        np.zeros((3, 40, 40), np.uint16), name="cyx", axis_labels=("c", "y", "x")
+    )
     widget.image.value = cyx
     assert widget.channel_axis.choices == (0,) and widget.channel_axis.value == 0
     assert not widget.channel_axis.native.isHidden()
-    zyx = viewer.add_image(np.zeros((5, 40, 40), np.uint16), name="zyx",
-                           axis_labels=("z", "y", "x"))  # fmt: skip
+    zyx = viewer.add_image(
+        np.zeros((5, 40, 40), np.uint16), name="zyx", axis_labels=("z", "y", "x")
+    )
     widget.image.value = zyx
     assert widget.channel_axis.choices == (None,) and not widget.channel_axis.visible
     plain = viewer.add_image(np.zeros((5, 40, 40), np.uint16), name="plain")
@@ -540,18 +542,30 @@ def test_console_call_with_relevance_and_tiles(
 
     viewer = make_napari_viewer()
     _blobs(viewer)
-    common = {"image": "blobs", "sam": str(tiny_sam_path), "clip": str(tiny_clip_path),
-              "device": "cpu", "mode": "threshold", "threshold": -1.0}  # fmt: skip
-    layer = napari_slip.segment_in_viewer(viewer, "cell", proposals="truth", relevance=True,
-                                          **common)  # fmt: skip
+    common = {
+        "image": "blobs",
+        "sam": str(tiny_sam_path),
+        "clip": str(tiny_clip_path),
+        "device": "cpu",
+        "mode": "threshold",
+        "threshold": -1.0,
+    }
+    layer = napari_slip.segment_in_viewer(
+        viewer, "cell", proposals="truth", relevance=True, **common
+    )
     relevance = viewer.layers["relevance: cell (blobs)"]
     assert relevance.data.shape == layer.data.shape
     assert viewer.layers.selection.active is layer
     from napari_slip.core.params import TileParams
 
     # The tiny SAM works at 256 px: the overlap must stay under half of it.
-    tiled = napari_slip.segment_in_viewer(viewer, "cell", tile_params=TileParams("on", overlap=32),
-                                          sam_params=fast_sam_params, **common)  # fmt: skip
+    tiled = napari_slip.segment_in_viewer(
+        viewer,
+        "cell",
+        tile_params=TileParams("on", overlap=32),
+        sam_params=fast_sam_params,
+        **common,
+    )
     provenance = tiled.metadata["napari_slip"][-1]
     assert provenance["proposals"]["source"] == "sam-tiles"
 
@@ -636,8 +650,11 @@ def test_green_and_blue_offer_only_layers_that_can_join_the_image(setup):
     image = viewer.add_image(np.zeros((40, 40), np.uint16), name="dapi")
     viewer.add_image(np.zeros((40, 40), np.uint16), name="membrane")
     viewer.add_image(np.zeros((20, 20), np.uint16), name="smaller")
-    viewer.add_image(np.zeros((40, 40), np.float32), name="relevance: cell (dapi)",
-                     metadata={"napari_slip": {"relevance_of": "cell"}})  # fmt: skip
+    viewer.add_image(
+        np.zeros((40, 40), np.float32),
+        name="relevance: cell (dapi)",
+        metadata={"napari_slip": {"relevance_of": "cell"}},
+    )
     widget.image.value = image
     widget.green.reset_choices()
     names = [c for c in widget.green.choices if c is not None]

@@ -437,8 +437,14 @@ def _drag(viewer, layer, start, end, keys=SHIFT):
     left = Qt.MouseButton.LeftButton
     QTest.mousePress(canvas.native, left, keys, points[0].toPoint())
     for p in points[1:]:
-        move = QMouseEvent(QEvent.Type.MouseMove, p, canvas.native.mapToGlobal(p),
-                           Qt.MouseButton.NoButton, left, keys)  # fmt: skip
+        move = QMouseEvent(
+            QEvent.Type.MouseMove,
+            p,
+            canvas.native.mapToGlobal(p),
+            Qt.MouseButton.NoButton,
+            left,
+            keys,
+        )
         QApplication.sendEvent(canvas.native, move)
     QTest.mouseRelease(canvas.native, left, keys, points[-1].toPoint())
     widget = _WIDGETS[viewer]

@@ -237,8 +237,10 @@ def test_all_slices_link_a_zstack_into_3d_objects_and_export_them(setup, tmp_pat
     written = pd.read_csv(out)
     assert sorted(written["id"]) == sorted(features["index"])
     assert {"volume_um3", "centroid_z", "n_planes", "mean_intensity"} <= set(written.columns)
-    expected = [image[truth == s].mean() for s in written["id"].map(
-        lambda i: np.unique(truth[layer.data == i])[0])]  # fmt: skip
+    expected = [
+        image[truth == s].mean()
+        for s in written["id"].map(lambda i: np.unique(truth[layer.data == i])[0])
+    ]
     assert written["mean_intensity"].to_numpy() == pytest.approx(expected)
 
 
@@ -264,8 +266,10 @@ def test_time_axis_label_links_frames_into_tracks(setup):
     assert result.axes == "TYX" and "track_id" in result.table
     assert result.n_objects == 3
     for row in result.table.itertuples():  # a track keeps its id in every frame
-        assert np.array_equal(layer.data[row.t] == row.track_id, truth[row.t] == truth[
-            row.t][layer.data[row.t] == row.track_id][0])  # fmt: skip
+        assert np.array_equal(
+            layer.data[row.t] == row.track_id,
+            truth[row.t] == truth[row.t][layer.data[row.t] == row.track_id][0],
+        )
     assert sorted(result.table.groupby("track_id")["t"].count()) == [5, 5, 5]
     features = layer.features  # one row per track
     assert features["index"].is_unique and {"t0", "t1", "n_frames"} <= set(features.columns)
@@ -275,16 +279,24 @@ def test_time_axis_label_links_frames_into_tracks(setup):
     assert all(t.startswith("t ") for t in texts)
 
 
-def test_console_call_links_a_stack_and_can_keep_planes(make_napari_viewer, tiny_sam_path,
-                                                        tiny_clip_path):  # fmt: skip
+def test_console_call_links_a_stack_and_can_keep_planes(
+    make_napari_viewer, tiny_sam_path, tiny_clip_path
+):
     import napari_slip
 
     viewer = make_napari_viewer()
     image, truth = make_nuclei_stack(shape=(5, 96, 96), n=4, seed=2)
     viewer.add_image(image, name="stack")
     viewer.add_labels(truth, name="nuclei")
-    common = dict(image="stack", proposals="nuclei", mode="threshold", threshold=-1.0,
-                  sam=str(tiny_sam_path), clip=str(tiny_clip_path), all_slices=True)  # fmt: skip
+    common = dict(
+        image="stack",
+        proposals="nuclei",
+        mode="threshold",
+        threshold=-1.0,
+        sam=str(tiny_sam_path),
+        clip=str(tiny_clip_path),
+        all_slices=True,
+    )
     linked = napari_slip.segment_in_viewer(viewer, "nucleus", **common)
     assert linked.data.shape == truth.shape
     assert len(linked.features) == len(np.unique(truth)) - 1
@@ -309,8 +321,9 @@ def _rows_overlap(panel) -> list[str]:
     return bad
 
 
-def test_opening_every_section_never_grows_the_window(make_napari_viewer, tiny_sam_path,
-                                                      tiny_clip_path, qtbot):  # fmt: skip
+def test_opening_every_section_never_grows_the_window(
+    make_napari_viewer, tiny_sam_path, tiny_clip_path, qtbot
+):
     from napari_slip._napari.finetune_widget import FinetuneWidget
     from napari_slip._napari.widget import SlipWidget
 
