@@ -279,12 +279,12 @@ def test_physical_cores_and_thread_options():
     assert np.all(np.diff(options) > 0)
 
 
-def test_the_command_line_measures_after_its_run_in_the_foreground(
+def test_the_command_line_measures_only_when_asked(
     monkeypatch, tmp_path, tiny_sam_path, tiny_clip_path, capsys
 ):
-    """The first CLI run with ``auto`` and no measurement: the results are written
-    first, then the measurement runs in the foreground (no background thread that the
-    exiting process would kill), once; the next run uses the cached plan."""
+    """A CLI run with ``auto`` and no measurement uses the flag table and prints only
+    its own work: no measurement in the foreground after it, no background thread.
+    ``napari-slip models --measure`` measures; the next run uses that plan."""
     import tifffile
 
     from napari_slip.cli import main
@@ -320,14 +320,17 @@ def test_the_command_line_measures_after_its_run_in_the_foreground(
         str(tmp_path / "prov.json"),
     ]
     assert main(args) == 0
-    err = capsys.readouterr().err
-    assert "measuring this CPU's precisions once" in err and "precision 'auto' here:" in err
-    assert (tmp_path / "out.tif").is_file() and autotune.load_measurement() is not None
-    assert autotune._THREAD is None  # measured in the foreground
+    captured = capsys.readouterr()
+    assert "precisions" not in captured.err + captured.out
+    assert (tmp_path / "out.tif").is_file() and autotune.load_measurement() is None
+    assert autotune._THREAD is None  # no background thread either
     first = json.loads((tmp_path / "prov.json").read_text())
-    assert first["precision"] == autotune.guess()  # the run itself did not wait
+    assert first["precision"] == autotune.guess()
+    assert main(["models", "--measure"]) == 0
+    assert autotune.load_measurement() is not None
+    assert "precision 'auto' measured" in capsys.readouterr().out
     assert main([*args, "--overwrite"]) == 0
-    assert "measuring" not in capsys.readouterr().err  # once
+    assert "precisions" not in capsys.readouterr().err
     again = json.loads((tmp_path / "prov.json").read_text())
     assert again["precision"] == "fp32" and again["precision_stages"]["encoder"]["threads"]
 

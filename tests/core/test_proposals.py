@@ -93,8 +93,33 @@ def test_no_candidates_says_which_filter_dropped_how_many(tiny_sam_path, tiny_cl
     )  # SAM's own filters
     result = seg.segment(image, "cell")
     assert not result.found
-    assert "27 masks" in result.message and "below Min IoU 0.88" in result.message
-    assert "Lower Min IoU or Min stability" in result.message
+    assert "27 masks" in result.message and "below pred_iou_thresh 0.88" in result.message
+    assert "Lower pred_iou_thresh or stability_score_thresh (sam_params)" in result.message
+    # Each surface names the filters as its user sets them.
+    cli, widget = result.message_for("cli"), result.message_for("widget")
+    assert "Lower --pred-iou-thresh or --stability-score-thresh, try" in cli
+    assert "below --pred-iou-thresh 0.88" in cli and "Advanced" not in cli
+    assert "Lower Min IoU or Min stability (Advanced settings)" in widget
+    stack = seg.segment(image[None], "cell", axes="ZYX")
+    assert "--stability-score-thresh" in stack.message_for("cli")
+
+
+def test_the_command_lines_nothing_found_names_its_flags(
+    tmp_path, tiny_sam_path, tiny_clip_path, capsys
+):
+    import tifffile
+
+    from napari_slip.cli import main
+
+    image, _ = blobs_image()
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    args = ["segment", str(tmp_path / "img.tif"), "--prompt", "cell", "-o"]
+    args += [str(tmp_path / "out.tif"), "--sam", str(tiny_sam_path), "--clip"]
+    args += [str(tiny_clip_path), "--device", "cpu", "--points-per-side", "3"]
+    main(args)
+    err = capsys.readouterr().err
+    assert "--pred-iou-thresh" in err and "--stability-score-thresh" in err
+    assert "Advanced settings" not in err and "Min IoU" not in err
 
 
 def test_min_area_drops_only_masks_smaller_than_it(trained_sam_path):

@@ -364,7 +364,7 @@ class SlipWidget(WorkerPanel):
         """Show a result: the status line, the results panel, the threshold's range."""
         last = self.session.last
         layer = last.layer if last is not None else None
-        message = result.message
+        message = result.message_for("widget")
         if not result.n_objects and last is not None and last.created and layer is None:
             message = f"{sentence(message)} No layer was added."
         self.status.value = message

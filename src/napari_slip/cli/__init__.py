@@ -63,11 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_allocator()  # opt-in, process-wide: the command line owns its process
     from ..core.runtime import autotune
 
-    autotune.in_foreground()  # a due measurement of 'auto' runs after the command
+    autotune.in_foreground()  # 'auto' is measured only when asked: models --measure
     try:
-        code = COMMANDS[args.command].run(args)
-        _measure_if_due()
-        return code
+        return COMMANDS[args.command].run(args)
     except SlipError as exc:
         print(f"napari-slip: error: {exc.for_surface('cli')}", file=sys.stderr)
         return 2
@@ -89,31 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
-
-
-def _measure_if_due() -> None:
-    """A run used ``precision='auto'`` with no measurement of this CPU yet: measure now,
-    after the results are written, once (cached; see ``napari-slip models``)."""
-    from ..core.runtime import autotune
-
-    if not autotune.pending():
-        return
-    print(
-        "napari-slip: measuring this CPU's precisions once for precision 'auto' ("
-        "10-20 s; cached; NAPARI_SLIP_AUTOTUNE=0 skips it)...",
-        file=sys.stderr,
-    )
-    try:
-        entry = autotune.measure_now()
-    except (KeyboardInterrupt, OSError) as exc:
-        print(
-            f"napari-slip: measuring stopped ({type(exc).__name__}); the results are "
-            "written; the next run measures again.",
-            file=sys.stderr,
-        )
-        return
-    chosen = ", ".join(f"{s} {c['precision']}" for s, c in entry["choice"].items())
-    print(f"napari-slip: precision 'auto' here: {chosen}.", file=sys.stderr)
 
 
 def _log_traceback(command: str) -> Path:

@@ -110,7 +110,7 @@ def _sentence(result) -> str:
     prompt = result.provenance.get("prompt", "")
     if n:
         return f"Found {n} object{'s' if n != 1 else ''} matching {prompt!r}."
-    reason = result.message.split(": ", 1)[-1].rstrip(".")
+    reason = result.message_for("cli").split(": ", 1)[-1].rstrip(".")
     n_cand = len(result.candidate_table)
     best = (
         f" The best of {n_cand} candidates scored {result.candidate_table['score'].max():.3f}."

@@ -261,18 +261,37 @@ def sam_proposals(
     return replace(props, funnel=funnel)
 
 
-def funnel_hint(funnel: dict) -> str:
-    """Why SAM's grid left no candidate, in one line, and what to try."""
+#: What SAM's three filters are called where a user sets them: in Python (the
+#: ``SamProposalParams`` fields), on the command line, in the widget.
+FILTER_NAMES = {
+    "python": ("pred_iou_thresh", "stability_score_thresh", "min_area", "sam_params"),
+    "cli": ("--pred-iou-thresh", "--stability-score-thresh", "--min-area", None),
+    "widget": ("Min IoU", "Min stability", "Min area", "Advanced settings"),
+}
+
+
+def funnel_hint(funnel: dict, surface: str = "python") -> str:
+    """Why SAM's grid left no candidate, in one line, and what to try, naming the
+    filters as ``surface`` (``python``, ``cli``, ``widget``) calls them."""
+    iou, stability, area, where = FILTER_NAMES.get(surface, FILTER_NAMES["python"])
     shown = [
-        f"{funnel.get('below_iou', 0)} below Min IoU {funnel['min_iou']:g}",
-        f"{funnel.get('unstable', 0)} below Min stability {funnel['min_stability']:g}",
-        f"{funnel.get('too_small', 0)} under Min area {funnel['min_area']} px",
+        f"{funnel.get('below_iou', 0)} below {iou} {funnel['min_iou']:g}",
+        f"{funnel.get('unstable', 0)} below {stability} {funnel['min_stability']:g}",
+        f"{funnel.get('too_small', 0)} under {area} {funnel['min_area']} px",
     ]
+    within = f" ({where})" if where else ""
     return (
         f"SAM decoded {funnel['points']} points ({funnel['masks']} masks): "
-        f"{', '.join(shown)}. Lower Min IoU or Min stability (Advanced settings), try "
+        f"{', '.join(shown)}. Lower {iou} or {stability}{within}, try "
         "guided proposals, or raise the image's contrast."
     )
+
+
+def for_surface(message: str, funnel: dict | None, surface: str) -> str:
+    """``message`` (a run's, naming Python's filters) as ``surface`` should read it."""
+    if not funnel:
+        return message
+    return message.replace(funnel_hint(funnel), funnel_hint(funnel, surface))
 
 
 def binary_masks(

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .proposals import Proposals
+from .proposals import Proposals, for_surface
 
 TABLE_COLUMNS = [
     "id",
@@ -69,6 +69,11 @@ class SegmentationResult:
     @property
     def found(self) -> bool:
         return len(self.table) > 0
+
+    def message_for(self, surface: str) -> str:
+        """:attr:`message` naming the settings as ``surface`` (``python``, ``cli``,
+        ``widget``) calls them."""
+        return message_for(self, surface)
 
     @property
     def n_objects(self) -> int:
@@ -215,3 +220,15 @@ def mean_inside(proposals: Proposals, values: np.ndarray) -> np.ndarray:
         inside = values[y0:y1, x0:x1][mask]
         out[i] = float(inside.mean()) if inside.size else 0.0
     return out
+
+
+def message_for(result, surface: str) -> str:
+    """A result's (a plane's or a stack's) message as ``surface`` should read it: SAM's
+    filters named by their flags on the command line, their fields in the widget."""
+    candidates = getattr(result, "candidates", None)
+    planes = list(candidates.values()) if isinstance(candidates, dict) else [candidates]
+    message = result.message
+    for plane in planes:
+        proposals = getattr(plane, "proposals", None)
+        message = for_surface(message, getattr(proposals, "funnel", None), surface)
+    return message

@@ -27,7 +27,7 @@ from ..params import NormalisationParams, SelectionParams, check_options
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
 from .images import plane_of
-from .results import TABLE_COLUMNS, SegmentationResult
+from .results import TABLE_COLUMNS, SegmentationResult, message_for
 from .run import proposals_of
 from .session import Candidates
 from .stack_measure import measured, plane_intensity
@@ -96,6 +96,11 @@ class StackResult:
     @property
     def found(self) -> bool:
         return len(self.table) > 0
+
+    def message_for(self, surface: str) -> str:
+        """:attr:`message` naming the settings as ``surface`` (``python``, ``cli``,
+        ``widget``) calls them."""
+        return message_for(self, surface)
 
     @property
     def tracks(self) -> pd.DataFrame | None:

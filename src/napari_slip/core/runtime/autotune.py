@@ -361,8 +361,8 @@ def measure_when_idle() -> threading.Thread | None:
 
 
 def in_foreground() -> None:
-    """This process measures in the foreground when it chooses (the command line: after
-    its run, :func:`measure_now`); no background thread is started."""
+    """This process measures only when it asks (the command line: ``napari-slip models
+    --measure`` calls :func:`measure_now`); no background thread is started."""
     global _BACKGROUND
     _BACKGROUND = False
 
