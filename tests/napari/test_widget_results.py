@@ -475,12 +475,12 @@ def test_a_new_run_takes_down_the_last_runs_error_toasts(setup, qtbot, tmp_path)
     run()
     error = widget.status.value.removeprefix("Error: ")
     assert "not a readable safetensors" in error
-    qtbot.waitUntil(lambda: shown() == [error])
-    assert [t.message.text() for t in toasts.on_screen()] == [error]
+    qtbot.waitUntil(lambda: shown() == [toasts.headlined(error)])
+    assert [t.message.text() for t in toasts.on_screen()] == [toasts.headlined(error)]
     widget.clip.value = good_clip
     run()
     assert "object(s) matching 'cell'" in widget.status.value
-    assert error not in shown()  # the stale error is gone
+    assert toasts.headlined(error) not in shown()  # the stale error is gone
     widget.threshold.value = widget.threshold.max  # nothing passes: an info toast, a sentence
     widget.mode.value = "threshold"
     run()

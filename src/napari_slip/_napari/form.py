@@ -24,6 +24,7 @@ from ..core.errors import InputError, SlipError
 from ..core.models.registry import SAM_MODELS
 from ..core.params import (
     DEFAULT_THRESHOLD,
+    SCORE_UNITS,
     CropParams,
     SamProposalParams,
     SelectionParams,
@@ -67,6 +68,8 @@ class ThresholdSlider(FloatSlider):
         from qtpy.QtWidgets import QDoubleSpinBox
 
         self._box = self.native.findChild(QDoubleSpinBox)
+        #: What the threshold is in (see :data:`~napari_slip.core.params.SCORE_UNITS`).
+        self.unit = "cosine similarity"
         if self._box is not None:
             self._box.setKeyboardTracking(False)
             self._box.editingFinished.connect(lambda: setattr(self, "value", self._box.value()))
@@ -75,6 +78,25 @@ class ThresholdSlider(FloatSlider):
     def _open_box(self) -> None:
         if getattr(self, "_box", None) is not None:
             self._box.setRange(*THRESHOLD_LIMITS)
+        from qtpy.QtWidgets import QSlider
+
+        slider = self.native.findChild(QSlider)
+        if slider is not None:  # PageUp/PageDown: ten steps (Qt's default is 10 units)
+            slider.setPageStep(10 * slider.singleStep())
+
+    def set_unit(self, unit: str) -> bool:
+        """The scores are now in ``unit``: the slider spans that unit's range from its
+        starting value (a cosine threshold means nothing as a probability). Returns
+        whether the unit changed."""
+        if unit == self.unit or unit not in SCORE_UNITS:
+            return False
+        self.unit = unit
+        lo, hi, start = SCORE_UNITS[unit]
+        self.min, self.max = min(lo, self.min), max(hi, self.max)
+        self.value = start
+        self.min, self.max = lo, hi
+        self.tooltip = f"{SelectionParams.help('threshold')} Now in: {unit}."
+        return True
 
     @property
     def value(self) -> float:
@@ -353,6 +375,8 @@ def update_visibility(w) -> None:
     # The threshold does something only in threshold mode or as a floor (a concept's:
     # a floor on the class probability).
     w.threshold.enabled = (mode == "threshold" and not concept) or bool(w.use_floor.value)
+    weight = float(w.relevance_weight.value)
+    w.threshold.set_unit(SelectionParams(mode=mode, relevance_weight=weight).score_unit(concept))
     w.replace_existing.visible = w.output.value is not None
     layer = w.image.value
     single = layer is not None and not layer.rgb

@@ -37,11 +37,15 @@ def _name_on_hover(box, text: str) -> None:
 
 class _TallEnough(QObject):
     """Keeps a wrapped label as tall as its text needs at its width (a scroll area's
-    layout would otherwise give it its one-line minimum)."""
+    layout would otherwise give it its one-line minimum), up to ``MAX_LINES`` unless
+    expanded; ``on_cut`` is told whether the text is cut there."""
 
     def __init__(self, label) -> None:
         super().__init__(label)
         self.label = label
+        self.expanded = False
+        self.cut = False
+        self.on_cut: Callable[[bool], None] | None = None
         label.installEventFilter(self)
 
     def eventFilter(self, obj, event):
@@ -49,8 +53,8 @@ class _TallEnough(QObject):
             self.fit()
         return False
 
-    #: The most lines shown; a longer message is cut there and whole in its tooltip
-    #: (and in napari's notification), so a long error never makes the dock taller.
+    #: The most lines shown until the text is expanded ("Show all"), so a long error
+    #: does not push the dock's buttons away unless the user asks for it.
     MAX_LINES = 4
 
     def fit(self, *_args) -> None:
@@ -59,9 +63,13 @@ class _TallEnough(QObject):
             return
         need = self.label.heightForWidth(width)
         most = self.MAX_LINES * self.label.fontMetrics().lineSpacing() + 4
+        if self.expanded:
+            most = max(need, most)
         self.label.setMinimumHeight(min(need, most))
         self.label.setMaximumHeight(most)
-        self.label.setToolTip(self.label.text() if need > most else "")
+        self.cut = need > most
+        if self.on_cut is not None:
+            self.on_cut(self.cut or self.expanded)
 
 
 def wrap(label) -> None:
@@ -76,6 +84,51 @@ def wrap(label) -> None:
     label.native.setSizePolicy(policy)
     label._tall_enough = _TallEnough(label.native)
     label.changed.connect(label._tall_enough.fit)
+
+
+class StatusLine:
+    """The panel's status: wrapped, selectable and copyable text whose tooltip is always
+    the whole message; a long one shows its first lines and a "Show all" toggle."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import Qt
+
+        self.label = Label(label="", value="")
+        wrap(self.label)
+        self.label.native.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse
+            | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
+        self.label.native.setContextMenuPolicy(Qt.ContextMenuPolicy.DefaultContextMenu)
+        self.toggle = PushButton(text="Show all")
+        self.toggle.tooltip = "Show the whole message (or its first lines again)"
+        self.toggle.native.setVisible(False)
+        self.toggle.changed.connect(self._toggle)
+        self._fit = self.label._tall_enough
+        self._fit.on_cut = self.toggle.native.setVisible
+        self.label.changed.connect(self._new_text)
+
+    @property
+    def value(self) -> str:
+        return self.label.value
+
+    @value.setter
+    def value(self, text: str) -> None:
+        self.label.value = text
+
+    @property
+    def expanded(self) -> bool:
+        return self._fit.expanded
+
+    def _new_text(self, text: str) -> None:
+        self.label.native.setToolTip(text)
+        if self._fit.expanded:  # a new message starts folded again
+            self._toggle()
+
+    def _toggle(self, *_args) -> None:
+        self._fit.expanded = not self._fit.expanded
+        self.toggle.text = "Show less" if self._fit.expanded else "Show all"
+        self._fit.fit()
 
 
 def one_line(exc: BaseException) -> str:
@@ -143,18 +196,19 @@ class WorkerPanel(Container):
         self.run_button = PushButton(text=run_text)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="Progress", min=0, max=1, value=0)
-        self.status = Label(label="", value="")
-        wrap(self.status)
+        self.status_line = StatusLine()
+        self.status = self.status_line.label
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
 
     def controls(self) -> list:
-        """Run and Cancel on one row, the progress bar, the status line."""
+        """Run and Cancel on one row, the progress bar, the status line (and its "Show
+        all" toggle)."""
         buttons = Container(
             widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False
         )
         buttons.margins = (0, 0, 0, 0)
-        return [buttons, self.progress, self.status]
+        return [buttons, self.progress, self.status, self.status_line.toggle]
 
     def body(self):
         """The layout the panel's rows are in (inside its scroll area, once made)."""
@@ -176,7 +230,12 @@ class WorkerPanel(Container):
         rows.setContentsMargins(outer.contentsMargins())
         rows.setSpacing(outer.spacing())
         # Run, Cancel, the progress bar and the status stay in view below the area.
-        controls = (self.run_button.native, self.progress.native, self.status.native)
+        controls = (
+            self.run_button.native,
+            self.progress.native,
+            self.status.native,
+            self.status_line.toggle.native,
+        )
         pinned = []
         while outer.count():
             item = outer.takeAt(0)
@@ -197,9 +256,23 @@ class WorkerPanel(Container):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll, 1)
         for widget in pinned:
+            # Off the dock's edges, as the rows in the scroll area are.
+            widget.setContentsMargins(4, 0, bar // 2, 0)
             outer.addWidget(widget)
         inner.installEventFilter(scroll)
         self._scroll = scroll
+
+    def pin_below_status(self, widget) -> None:
+        """Show a Qt ``widget`` (a fix offered for what the status says) right below the
+        status, in view however the dock is scrolled (call after :meth:`scroll_inside`)."""
+        outer = self.native.layout()
+        status = self.status_line.toggle.native
+        for i in range(outer.count()):
+            row = outer.itemAt(i).widget()
+            if row is not None and (row is status or row.isAncestorOf(status)):
+                outer.insertWidget(i + 1, widget)
+                return
+        outer.addWidget(widget)
 
     def add_collapsible(self, after, box: Container, max_height: int = 240):
         """Put ``box`` in a scroll area right below the widget ``after``; returns it.

@@ -49,11 +49,13 @@ class ScoreHistogram(QWidget):
         self.scores = np.zeros(0)
         self.kept = np.zeros(0, dtype=bool)
         self.threshold: float | None = None
+        #: What the scores are: the axis title (see ``SelectionParams.score_unit``).
+        self.unit = "cosine similarity"
         #: Called with the score under the mouse when the histogram is clicked or
         #: dragged (the widget sets its threshold there).
         self.on_pick = None
-        self.setMinimumHeight(60)
-        self.setMaximumHeight(80)
+        self.setMinimumHeight(72)
+        self.setMaximumHeight(92)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
 
     def value_at(self, x: float) -> float:
@@ -72,26 +74,42 @@ class ScoreHistogram(QWidget):
         if event.buttons() & Qt.MouseButton.LeftButton:
             self._pick(event)
 
-    def set_data(self, scores, kept, threshold: float | None) -> None:
+    def set_data(self, scores, kept, threshold: float | None, unit: str | None = None) -> None:
         self.scores = np.asarray(scores, dtype=float)
         self.kept = np.asarray(kept, dtype=bool)
         self.threshold = threshold
+        self.unit = unit or self.unit
         self.update()
 
     def set_threshold(self, threshold: float | None) -> None:
         self.threshold = threshold
         self.update()
 
+    #: A threshold further from the scores than this many times their spread is drawn
+    #: at the edge (an arrow and its value) instead of squeezing every bar to a side.
+    FAR = 1.0
+
     def range(self) -> tuple[float, float]:
-        """The score range shown: the scores' range, widened to include the threshold."""
-        values = list(self.scores[np.isfinite(self.scores)])
-        if self.threshold is not None:
+        """The score range shown: the scores' range, widened to include the threshold
+        unless it is far from them (:attr:`FAR`)."""
+        scores = self.scores[np.isfinite(self.scores)]
+        values = list(scores)
+        if self.threshold is not None and not self.threshold_far():
             values.append(self.threshold)
         if not values:
             return 0.0, 1.0
         lo, hi = min(values), max(values)
         pad = max((hi - lo) * 0.05, 0.005)
         return lo - pad, hi + pad
+
+    def threshold_far(self) -> bool:
+        """Whether the threshold lies far outside the scores (drawn at the edge)."""
+        scores = self.scores[np.isfinite(self.scores)]
+        if self.threshold is None or not len(scores):
+            return False
+        lo, hi = float(scores.min()), float(scores.max())
+        spread = max(hi - lo, 0.05)
+        return self.threshold < lo - self.FAR * spread or self.threshold > hi + self.FAR * spread
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(edges, kept counts, dropped counts) of the bars."""
@@ -107,7 +125,8 @@ class ScoreHistogram(QWidget):
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)
-        w, h = self.width(), self.height() - 12
+        text_h = self.fontMetrics().height()
+        w, h = self.width(), self.height() - text_h - 2
         painter.fillRect(0, 0, self.width(), self.height(), QColor(38, 41, 48))
         edges, kept, dropped = self.counts()
         top = max(int((kept + dropped).max(initial=0)), 1)
@@ -120,12 +139,23 @@ class ScoreHistogram(QWidget):
             painter.fillRect(QRectF(x + 1, h - hk, bar - 1, hk), KEPT)
         painter.setPen(QColor(200, 200, 200))
         lo, hi = edges[0], edges[-1]
-        painter.drawText(2, self.height() - 1, f"{lo:.3f}")
-        painter.drawText(w - 40, self.height() - 1, f"{hi:.3f}")
+        base = self.height() - 2
+        painter.drawText(2, base, f"{lo:.3f}")
+        right = f"{hi:.3f}"
+        painter.drawText(w - self.fontMetrics().horizontalAdvance(right) - 2, base, right)
+        # The axis title: what the scores (and the threshold) are.
+        title = self.unit
+        painter.drawText((w - self.fontMetrics().horizontalAdvance(title)) // 2, base, title)
         if self.threshold is not None:
             painter.setPen(QPen(LINE, 2))
-            x = self.x_of(self.threshold)
-            painter.drawLine(int(x), 0, int(x), h)
+            if self.threshold_far():  # at the edge, with an arrow and its value
+                left = self.threshold < lo
+                arrow = f"\u25c0 {self.threshold:.3f}" if left else f"{self.threshold:.3f} \u25b6"
+                width = self.fontMetrics().horizontalAdvance(arrow)
+                painter.drawText(2 if left else w - width - 2, text_h, arrow)
+            else:
+                x = self.x_of(self.threshold)
+                painter.drawLine(int(x), 0, int(x), h)
         painter.end()
 
 
@@ -133,6 +163,8 @@ class ResultsPanel(Container):
     """Objects table and score histogram of the last run."""
 
     COLUMNS = ("id", "score", "area", "planes", "mean")
+    #: Table rows always shown (more when the dock has room).
+    MIN_ROWS = 6
     TIPS = (
         "label id",
         "the mode's score (a 3D object's or track's over all its planes)",
@@ -159,9 +191,10 @@ class ResultsPanel(Container):
         header.setMinimumSectionSize(36)
         header.setDefaultSectionSize(48)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        # Seven rows and the header; the dock scrolls, so the table need not be tiny.
+        # Six rows and the header (at the default window, the summary, histogram and
+        # these rows fit in the dock's view together); the dock scrolls for more.
         row = self.table.verticalHeader().defaultSectionSize()
-        self.table.setMinimumHeight(7 * row + header.sizeHint().height() + 4)
+        self.table.setMinimumHeight(self.MIN_ROWS * row + header.sizeHint().height() + 4)
         self.table.setMaximumHeight(12 * row + header.sizeHint().height() + 4)
         self.histogram = ScoreHistogram()
         self.histogram.setToolTip(
@@ -255,18 +288,43 @@ class ResultsPanel(Container):
             what = "tracks"
         scores = cands["score"].to_numpy(float) if len(cands) else np.zeros(0)
         kept = cands["kept"].to_numpy(bool) if len(cands) else np.zeros(0, bool)
-        self.histogram.set_data(scores, kept, threshold)
+        unit = getattr(result, "score_unit", "cosine similarity")
+        self.histogram.set_data(scores, kept, threshold, unit)
         if len(cands):
             best = float(scores.max())
             where = f"; best {best:.3f}" + (
                 f", threshold {threshold:.3f}" if threshold is not None else ""
             )
+            where += f" ({unit})"
             self.summary.value = f"{int(kept.sum())} of {len(cands)} {what} kept{where}"
         else:
             self.summary.value = "No candidate objects."
         funnels = [getattr(c.proposals, "funnel", None) for c in _planes(result)]
         self.suggest.setVisible(not len(cands) and any(f and f["masks"] for f in funnels))
         self.visible = True
+        QTimer.singleShot(0, self.bring_into_view)  # once laid out at its new size
+
+    def bring_into_view(self) -> None:
+        """Scroll the dock so the summary, the histogram and the table's first rows are
+        in view (the results sit below the form: the user should not have to scroll
+        after every run)."""
+        from qtpy.QtWidgets import QScrollArea
+
+        area = self.native.parentWidget()
+        while area is not None and not isinstance(area, QScrollArea):
+            area = area.parentWidget()
+        if area is None or self.native.isHidden():
+            return
+        area.widget().layout().activate()  # the rows at the height they now have
+        top = self.native.mapTo(area.widget(), self.native.rect().topLeft()).y()
+        bottom = top + self.native.height()
+        bar = area.verticalScrollBar()
+        view = area.viewport().height()
+        if top >= bar.value() and bottom <= bar.value() + view:
+            return  # already whole in view
+        # The panel's top at the view's top, or its bottom at the view's bottom,
+        # whichever shows more of it from its top.
+        bar.setValue(min(top, max(bottom - view, bar.value())))
 
     def _follow(self, layer) -> None:
         """Keep the table to the objects still in ``layer`` (an undo, a painted-over

@@ -21,10 +21,30 @@ def sentence(text: str) -> str:
     return text if not text or text[-1] in ".!?…)" else text + "."
 
 
+#: A message longer than this gets its first sentence (what happened) as a line of its
+#: own: napari's toast shows that line, and the rest one click (the chevron) away.
+HEADLINE_CHARS = 60
+
+
+def headlined(message: str) -> str:
+    """``message`` with what happened on its first line: its first sentence or clause
+    (up to the first ": " or ". "), the rest below it."""
+    if len(message) <= HEADLINE_CHARS or "\n" in message:
+        return message
+    cuts = [i for i in (message.find(": "), message.find(". ")) if i > 0]
+    if not cuts:
+        return message
+    cut = min(cuts)
+    rest = message[cut + 2 :].strip()
+    return f"{message[:cut]}.\n{rest[:1].upper()}{rest[1:]}" if rest else message
+
+
 def post(message: str, severity: str = "info") -> None:
-    """Show ``message`` as a napari notification (``info``, ``warning`` or ``error``)."""
+    """Show ``message`` as a napari notification (``info``, ``warning`` or ``error``),
+    :func:`headlined`."""
     from napari.utils import notifications
 
+    message = headlined(message)
     _POSTED.append(message)
     {
         "info": notifications.show_info,
@@ -59,4 +79,4 @@ def dismiss_stale() -> int:
     return len(toasts)
 
 
-__all__ = ["dismiss_stale", "on_screen", "post", "sentence"]
+__all__ = ["dismiss_stale", "headlined", "on_screen", "post", "sentence"]

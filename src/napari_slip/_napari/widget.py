@@ -123,6 +123,7 @@ class SlipWidget(WorkerPanel):
         self.results.histogram.on_pick = lambda value: form.pick_threshold(self, value)
         self.results.on_suggest = lambda: form.lower_filters(self)
         self.scroll_inside()
+        self.pin_below_status(self.results.suggest)  # the fix beside what it fixes
         self._update_visibility()
         self.axes.follow()
 

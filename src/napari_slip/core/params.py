@@ -239,6 +239,26 @@ class SelectionParams(_Params):
             return DEFAULT_THRESHOLD
         return self.threshold
 
+    def score_unit(self, concept: bool = False) -> str:
+        """What the scores are, and so the threshold (one of :data:`SCORE_UNITS`): a
+        concept's class probability, the prompt's probability against the distractors,
+        or the cosine similarity to the prompt (plus the relevance map's share)."""
+        if concept:
+            return "class probability"
+        if self.mode == "distractors":
+            return "probability vs distractors"
+        return "cosine + relevance" if self.relevance_weight else "cosine similarity"
+
+
+#: The units scores come in (:meth:`SelectionParams.score_unit`): the range a threshold
+#: in each may take and where it starts.
+SCORE_UNITS = {
+    "cosine similarity": (-1.0, 1.0, DEFAULT_THRESHOLD),
+    "cosine + relevance": (-1.0, 1.0, DEFAULT_THRESHOLD),
+    "probability vs distractors": (0.0, 1.0, 0.5),
+    "class probability": (0.0, 1.0, 0.5),
+}
+
 
 #: A Z-linked object is cut where its sections' signal falls below this share of the
 #: humps on both sides (chosen by measurement: docs/stacks.md, "Dense stacks").
@@ -447,6 +467,7 @@ class GuidedParams(_Params):
 
 
 __all__ = [
+    "SCORE_UNITS",
     "DEFAULT_CLIP",
     "DEFAULT_SAM",
     "DEFAULT_THRESHOLD",

@@ -99,6 +99,7 @@ def choose(
         provenance=record,
         message=message,
         candidate_table=candidate_table,
+        score_unit=selection.score_unit(concept=query is not None),
     )
 
 

@@ -39,7 +39,8 @@ class SegmentationResult:
     provenance
         Models with their file hashes, every parameter, the normalisation used.
     message
-        One line: how many objects, or why none was found.
+        One line: how many objects, or why none was found (:meth:`message_for` names
+        the settings as the command line or the widget calls them).
     candidate_table
         One row per candidate (every proposal, kept or not): candidate (its index),
         score, similarity, area, bbox, kept, id (its label id, 0 if not kept), prompt.
@@ -65,6 +66,8 @@ class SegmentationResult:
     #: selection settings without image work; and the relevance map it used, if any.
     candidates: Any = field(default=None, repr=False, compare=False)
     used_relevance: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: What ``score`` is (:meth:`~napari_slip.core.params.SelectionParams.score_unit`).
+    score_unit: str = "cosine similarity"
 
     @property
     def found(self) -> bool:

@@ -85,6 +85,8 @@ class StackResult:
     object_scores: pd.DataFrame | None = field(default=None, repr=False)
     #: What selection looked for: the prompt, or a concept query (its classes).
     query: Any = field(default=None, repr=False)
+    #: What ``score`` is (:meth:`~napari_slip.core.params.SelectionParams.score_unit`).
+    score_unit: str = "cosine similarity"
 
     @property
     def n_objects(self) -> int:
@@ -194,7 +196,10 @@ def _assemble(
     candidate_table = (
         pd.concat(scored, ignore_index=True) if scored else results[0].candidate_table.copy()
     )
-    return StackResult(out, table, provenance, message, candidates, prompt, candidate_table)
+    result = StackResult(out, table, provenance, message, candidates, prompt, candidate_table)
+    if results:
+        result.score_unit = results[0].score_unit
+    return result
 
 
 def iter_segment_stack(
@@ -436,6 +441,7 @@ def linked_result(
     )
     candidate_table = pd.concat(scored, ignore_index=True) if scored else candidates_table(None)
     result = StackResult(labels, table, {}, message, candidates, prompt, candidate_table)
+    result.score_unit = selection.score_unit(concept=not isinstance(query, str))
     result.linked = linked
     result.object_scores = pd.DataFrame(
         {"score": chosen.all_scores, "kept": final > 0, "id": final}
