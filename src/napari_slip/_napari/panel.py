@@ -61,6 +61,7 @@ class _TallEnough(QObject):
         width = self.label.width()
         if width <= 0:
             return
+        self.label.setMinimumHeight(0)  # QLabel's height-for-width includes its minimum
         need = self.label.heightForWidth(width)
         most = self.MAX_LINES * self.label.fontMetrics().lineSpacing() + 4
         if self.expanded:
@@ -86,6 +87,23 @@ def wrap(label) -> None:
     label.changed.connect(label._tall_enough.fit)
 
 
+class _Said(Label):
+    """A Label that tells ``on_text`` each text it is given (magicgui's Label sends no
+    ``changed`` event when its value is set)."""
+
+    on_text: Callable[[str], None] | None = None
+
+    @property
+    def value(self) -> str:
+        return Label.value.fget(self)
+
+    @value.setter
+    def value(self, text: str) -> None:
+        Label.value.fset(self, text)
+        if self.on_text is not None:
+            self.on_text(str(text))
+
+
 class StatusLine:
     """The panel's status: wrapped, selectable and copyable text whose tooltip is always
     the whole message; a long one shows its first lines and a "Show all" toggle."""
@@ -93,7 +111,7 @@ class StatusLine:
     def __init__(self) -> None:
         from qtpy.QtCore import Qt
 
-        self.label = Label(label="", value="")
+        self.label = _Said(label="", value="")
         wrap(self.label)
         self.label.native.setTextInteractionFlags(
             Qt.TextInteractionFlag.TextSelectableByMouse
@@ -106,7 +124,7 @@ class StatusLine:
         self.toggle.changed.connect(self._toggle)
         self._fit = self.label._tall_enough
         self._fit.on_cut = self.toggle.native.setVisible
-        self.label.changed.connect(self._new_text)
+        self.label.on_text = self._new_text
 
     @property
     def value(self) -> str:
@@ -124,6 +142,8 @@ class StatusLine:
         self.label.native.setToolTip(text)
         if self._fit.expanded:  # a new message starts folded again
             self._toggle()
+        else:
+            self._fit.fit()
 
     def _toggle(self, *_args) -> None:
         self._fit.expanded = not self._fit.expanded

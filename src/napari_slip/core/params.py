@@ -467,7 +467,6 @@ class GuidedParams(_Params):
 
 
 __all__ = [
-    "SCORE_UNITS",
     "DEFAULT_CLIP",
     "DEFAULT_SAM",
     "DEFAULT_THRESHOLD",
@@ -477,6 +476,7 @@ __all__ = [
     "MODES",
     "PRECISIONS",
     "PROPOSALS",
+    "SCORE_UNITS",
     "TILING",
     "TRAINABLE",
     "CropParams",

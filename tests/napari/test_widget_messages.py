@@ -1,0 +1,196 @@
+"""The dock as a microscopist reads it at napari's default window (1,089 x 651): every
+message whole, the results in view after a run, one unit per view (real viewer, real
+Qt events)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QPoint, QRect, Qt
+
+from napari_slip._napari import toasts
+from napari_slip.core.errors import WeightsUnavailableError
+from napari_slip.testing.scenes import nuclei_scene
+
+DEFAULT_WINDOW = (1089, 651)
+
+
+@pytest.fixture
+def shown(slip, qtbot):
+    """The ``slip`` viewer shown at napari's default window size."""
+    viewer, widget, run = slip
+    viewer.window.show()
+    viewer.window._qt_window.resize(*DEFAULT_WINDOW)
+    qtbot.wait(100)
+    return viewer, widget, run
+
+
+def _scene(viewer, widget, n_objects: int = 9):
+    image, truth = nuclei_scene(np.random.default_rng(4), n=(n_objects, n_objects + 1))
+    viewer.add_image(image, name="nuclei")
+    viewer.add_labels(truth, name="truth")
+    widget.image.value = viewer.layers["nuclei"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    return truth
+
+
+def _in_view(area, widget, rect: QRect | None = None) -> bool:
+    """Whether ``rect`` of ``widget`` (all of it by default) lies inside the scroll
+    area's viewport as it is scrolled now."""
+    rect = widget.rect() if rect is None else rect
+    top_left = widget.mapTo(area.viewport(), rect.topLeft())
+    bottom_right = widget.mapTo(area.viewport(), rect.bottomRight())
+    return area.viewport().rect().contains(QRect(top_left, bottom_right))
+
+
+def test_after_a_run_the_summary_histogram_and_five_rows_are_in_view(shown, qtbot):
+    viewer, widget, run = shown
+    truth = _scene(viewer, widget)
+    area = widget._scroll
+    area.verticalScrollBar().setValue(0)  # the form at the top, as before a run
+    assert not _in_view(area, widget.results.table)  # below the fold at this size
+    run()
+    qtbot.wait(200)
+    results = widget.results
+    assert len(results.rows) == truth.max() >= 5
+    assert results.summary.value.startswith(f"{truth.max()} of {truth.max()} candidates")
+    for part in (results.summary.native, results.histogram, results.table.horizontalHeader()):
+        assert part.isVisible() and _in_view(area, part)
+    table = results.table
+    for row in range(5):
+        cell = table.visualRect(table.model().index(row, 0))
+        assert cell.height() > 0 and _in_view(area, table.viewport(), cell)
+        assert table.item(row, 0) is not None
+    # The window kept napari's size: the dock scrolled, it did not grow.
+    assert widget.native.window().height() <= DEFAULT_WINDOW[1] + 1
+
+
+def test_a_long_error_is_whole_selectable_and_its_tooltip(shown, qtbot, tmp_path):
+    _, widget, _ = shown
+    error = WeightsUnavailableError.offline(
+        "SAM ViT-B",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        tmp_path / "cache" / "sam_vit_b_01ec64.pth",
+        "URLError: <urlopen error [Errno -3] Temporary failure in name resolution>",
+    )
+    widget.show_error(error)
+    qtbot.wait(100)
+    label, toggle = widget.status.native, widget.status_line.toggle.native
+    text = widget.status.value
+    assert text.endswith(error.for_surface("widget").splitlines()[0])
+    assert label.toolTip() == text  # the tooltip is the message, always
+    width = label.width()
+    assert label.height() < label.heightForWidth(width)  # cut at first ...
+    assert toggle.isVisible() and toggle.text() == "Show all"  # ... with a way to all
+    qtbot.mouseClick(toggle, Qt.MouseButton.LeftButton)
+    qtbot.wait(100)
+    assert label.height() >= label.heightForWidth(label.width())  # the whole text
+    assert toggle.text() == "Show less"
+    # Selectable and copyable: drag across the text with the mouse.
+    assert label.textInteractionFlags() & Qt.TextInteractionFlag.TextSelectableByMouse
+    label.setSelection(0, len(text))
+    assert label.selectedText() == text
+    # A new message starts folded, with its own tooltip; a short one needs no toggle.
+    widget.status.value = "3 object(s) matching 'nucleus'."
+    qtbot.wait(50)
+    assert label.toolTip() == widget.status.value and not toggle.isVisible()
+
+
+def test_the_toast_says_what_happened_first_and_the_rest_is_there(shown, qtbot):
+    viewer, widget, run = shown
+    _scene(viewer, widget)
+    widget.pred_iou_thresh.value = 0.99  # not used: label proposals; force nothing kept
+    widget.threshold.value = 1.0
+    run()
+    status = widget.status.value
+    assert status.startswith("Nothing found for 'nucleus'")
+    posted = toasts.headlined(status)
+    first, _, rest = posted.partition("\n")
+    assert first == "Nothing found for 'nucleus'." and rest
+    assert posted.replace("\n", " ").replace("'nucleus'. ", "'nucleus': ").lower() == (
+        status.lower()
+    )
+    qtbot.waitUntil(lambda: any(t.message.text() == posted for t in toasts.on_screen()))
+
+
+def test_nothing_found_offers_its_fix_beside_the_status_in_view(shown, qtbot):
+    viewer, widget, run = shown
+    image, _ = nuclei_scene(np.random.default_rng(4))
+    viewer.add_image(image, name="nuclei")
+    widget.image.value = viewer.layers["nuclei"]
+    widget.prompt.value = "nucleus"
+    widget.points_per_side.value = 4
+    widget.pred_iou_thresh.value = 0.99  # random SAM weights: no mask passes
+    widget.stability_score_thresh.value = 0.99
+    run()
+    assert "Lower Min IoU or Min stability (Advanced settings)" in widget.status.value
+    fix = widget.results.suggest
+    assert fix.isVisible()
+    # Pinned with the status below the scrolling form: in view however it is scrolled.
+    assert fix.parentWidget() is widget.native
+    for value in (0, widget._scroll.verticalScrollBar().maximum()):
+        widget._scroll.verticalScrollBar().setValue(value)
+        qtbot.wait(20)
+        assert fix.visibleRegion().boundingRect() == fix.rect()
+    status_bottom = widget.status.native.mapTo(widget.native, QPoint(0, 0)).y()
+    assert fix.mapTo(widget.native, QPoint(0, 0)).y() > status_bottom
+
+
+@pytest.mark.parametrize(
+    ("mode", "concept", "unit"),
+    [
+        ("threshold", False, "cosine similarity"),
+        ("distractors", False, "probability vs distractors"),
+    ],
+)
+def test_the_histogram_and_threshold_share_the_modes_unit(shown, qtbot, mode, concept, unit):
+    viewer, widget, run = shown
+    _scene(viewer, widget)
+    widget.mode.value = mode
+    widget.distractors.value = "debris, dust"
+    widget.use_floor.value = True
+    slider = widget.threshold
+    assert slider.unit == unit
+    if unit.startswith("probability"):  # switched: a probability's range and start
+        assert (slider.min, slider.max, slider.value) == (0.0, 1.0, 0.5)
+        slider.value = 0.0
+    else:
+        slider.value = -1.0
+    run()
+    hist = widget.results.histogram
+    assert hist.unit == unit and f"({unit})" in widget.results.summary.value
+    scores = widget.results.rows["score"].to_numpy(float)
+    if unit.startswith("probability"):
+        assert ((scores >= 0) & (scores <= 1)).all()
+    # Switching the mode back switches the slider's unit, range and value too.
+    widget.mode.value = "distractors" if mode == "threshold" else "threshold"
+    assert slider.unit != unit
+    lo, hi = (0.0, 1.0) if slider.unit.startswith("probability") else (-1.0, 1.0)
+    assert (slider.min, slider.max) == (lo, hi)
+
+
+def test_a_far_threshold_leaves_the_bars_their_width_and_pageup_steps(shown, qtbot):
+    viewer, widget, run = shown
+    _scene(viewer, widget)
+    run()
+    hist = widget.results.histogram
+    assert hist.threshold == -1.0 and hist.threshold_far()
+    lo, hi = hist.range()
+    scores = hist.scores
+    assert lo > -1.0 and lo <= scores.min() and hi >= scores.max()
+    spread = float(scores.max() - scores.min())
+    assert hi - lo == pytest.approx(spread + 2 * max(0.05 * spread, 0.005))  # the scores'
+    # Keyboard: PageDown / PageUp move the threshold by ten steps.
+    from qtpy.QtWidgets import QSlider
+
+    slider = widget.threshold.native.findChild(QSlider)
+    widget.threshold.value = 0.2
+    before = widget.threshold.value
+    slider.setFocus()
+    qtbot.keyClick(slider, Qt.Key.Key_PageDown)
+    assert widget.threshold.value == pytest.approx(before - 10 * widget.threshold.step)
+    qtbot.keyClick(slider, Qt.Key.Key_PageUp)
+    assert widget.threshold.value == pytest.approx(before)
