@@ -26,6 +26,17 @@ def add_parser(sub) -> None:
     seg.add_argument("--table", help="per-object table to write (.csv)")
     seg.add_argument("--provenance", help="provenance to write (.json)")
     seg.add_argument(
+        "--geojson",
+        metavar="OUT.geojson",
+        help="also write the objects' outlines for QuPath (GeoJSON polygons with their "
+        "measurements and class)",
+    )
+    seg.add_argument(
+        "--rois",
+        metavar="OUT.zip",
+        help="also write the objects' outlines as ImageJ ROIs (a .zip for Fiji's ROI Manager)",
+    )
+    seg.add_argument(
         "--relevance-out",
         metavar="MAP.tif",
         help="also write where the prompt matches: a float32 relevance map (.tif)",
@@ -40,6 +51,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.export import write_geojson, write_rois
     from ..core.io import (
         Outputs,
         _write_labels_to,
@@ -57,12 +69,20 @@ def run(args: argparse.Namespace) -> int:
     relevance_out = args.relevance_out
     if relevance_out and Path(relevance_out).suffix.lower() not in (".tif", ".tiff"):
         raise SlipError(f"--relevance-out must end in .tif, not {Path(relevance_out).name!r}.")
+    for flag, path, suffix in (
+        ("--geojson", args.geojson, ".geojson"),
+        ("--rois", args.rois, ".zip"),
+    ):
+        if path and Path(path).suffix.lower() != suffix:
+            raise SlipError(f"{flag} must end in {suffix}, not {Path(path).name!r}.")
     outputs = Outputs(
         {
             "labels": out,
             "table": args.table,
             "provenance": args.provenance,
             "relevance": relevance_out,
+            "geojson": args.geojson,
+            "rois": args.rois,
         },
         inputs=[args.image, args.proposals_from, args.sam, args.clip, args.decoder, args.concept],
         overwrite=args.overwrite,
@@ -74,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
             "table": "--table",
             "provenance": "--provenance",
             "relevance": "--relevance-out",
+            "geojson": "--geojson",
+            "rois": "--rois",
         }
     )
     proposals = args.proposals or ("labels" if args.proposals_from else "sam")
@@ -145,12 +167,27 @@ def run(args: argparse.Namespace) -> int:
                 json.dumps(done().provenance, indent=2, default=str)
             ),
             "relevance": lambda tmp: _write_relevance(tmp, done().relevance),
+            "geojson": lambda tmp: write_geojson(
+                tmp, done().labels, done().table, _axes_of(done()), _name_of(done())
+            ),
+            "rois": lambda tmp: write_rois(tmp, done().labels, _axes_of(done())),
         }
     )
     result = done()
     written = [str(p) for p in written]
     print(f"napari-slip: {_sentence(result)} Wrote {_and(written)}.", file=sys.stderr)
     return 0
+
+
+def _axes_of(result) -> str:
+    """A result's axes letters (a stack's; "" for one plane)."""
+    return getattr(result, "axes", "") or ""
+
+
+def _name_of(result) -> str:
+    """What the objects are called in exported outlines: the prompt."""
+    prompt = getattr(result, "prompt", "") or result.provenance.get("prompt")
+    return str(prompt or "object")
 
 
 def _write_relevance(path, relevance) -> None:
