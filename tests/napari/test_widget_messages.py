@@ -194,3 +194,47 @@ def test_a_far_threshold_leaves_the_bars_their_width_and_pageup_steps(shown, qtb
     assert widget.threshold.value == pytest.approx(before - 10 * widget.threshold.step)
     qtbot.keyClick(slider, Qt.Key.Key_PageUp)
     assert widget.threshold.value == pytest.approx(before)
+
+
+def test_save_and_export_from_the_dock_read_back(shown, qtbot, tmp_path):
+    import json
+
+    import pandas as pd
+    import roifile
+    import shapely
+    import tifffile
+    from shapely.geometry import shape
+
+    viewer, widget, run = shown
+    _scene(viewer, widget)
+    viewer.layers["nuclei"].scale = (0.5, 0.5)
+    run()
+    files = widget.results.files
+    assert files.save_button.isEnabled() and files.export_button.isEnabled()
+    layer = widget.session.last.layer
+    gone = int(layer.data.max())
+    layer.data = np.where(layer.data == gone, 0, layer.data)  # the user removed one
+    qtbot.wait(50)
+    labels = np.asarray(layer.data)
+    written = files.save_labels(tmp_path / "cells.ome.tif")
+    with tifffile.TiffFile(written[0]) as tif:
+        assert tif.series[0].axes == "YX" and np.array_equal(tif.asarray(), labels)
+    table = pd.read_csv(written[1])
+    assert sorted(table["id"]) == sorted(set(np.unique(labels)) - {0})  # what is shown
+    assert "area_um2" in table and gone not in set(table["id"])
+    row = table.iloc[0]
+    assert row["area_um2"] == pytest.approx(row["area"] * 0.25)
+    files.export(tmp_path / "cells.geojson")
+    yy, xx = np.mgrid[: labels.shape[0], : labels.shape[1]]
+    for feature in json.loads((tmp_path / "cells.geojson").read_text())["features"]:
+        label = feature["properties"]["measurements"]["label"]
+        inside = shapely.contains_xy(shape(feature["geometry"]), xx + 0.5, yy + 0.5)
+        assert np.array_equal(inside, labels == label)
+        assert feature["properties"]["classification"]["name"] == "nucleus"
+    files.export(tmp_path / "cells.zip")
+    names = sorted(int(r.name.split("-")[0]) for r in roifile.roiread(tmp_path / "cells.zip"))
+    assert set(names) == set(np.unique(labels)) - {0}
+    # What was written is said in the status; a bad name is refused and writes nothing.
+    files._write(lambda: files.export(tmp_path / "cells.xlsx"))
+    assert widget.status.value.startswith("Not saved:") and ".geojson" in widget.status.value
+    assert not (tmp_path / "cells.xlsx").exists()

@@ -232,7 +232,7 @@ def test_all_slices_link_a_zstack_into_3d_objects_and_export_them(setup, tmp_pat
     assert layer.selected_label == tall["index"]
     # Export writes every row with its measurements.
     out = tmp_path / "objects.csv"
-    assert widget.results.export.isEnabled()
+    assert widget.results.files.export_button.isEnabled()
     widget.results.export_csv(out)
     written = pd.read_csv(out)
     assert sorted(written["id"]) == sorted(features["index"])

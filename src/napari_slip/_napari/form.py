@@ -29,6 +29,7 @@ from ..core.params import (
     SamProposalParams,
     SelectionParams,
     TileParams,
+    score_unit,
 )
 from ..core.pipeline.stack import leading_shape
 from .choices import CHOOSE_FILE
@@ -375,8 +376,7 @@ def update_visibility(w) -> None:
     # The threshold does something only in threshold mode or as a floor (a concept's:
     # a floor on the class probability).
     w.threshold.enabled = (mode == "threshold" and not concept) or bool(w.use_floor.value)
-    weight = float(w.relevance_weight.value)
-    w.threshold.set_unit(SelectionParams(mode=mode, relevance_weight=weight).score_unit(concept))
+    w.threshold.set_unit(score_unit(mode, float(w.relevance_weight.value), concept))
     w.replace_existing.visible = w.output.value is not None
     layer = w.image.value
     single = layer is not None and not layer.rgb

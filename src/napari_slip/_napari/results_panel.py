@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from magicgui.widgets import Container, Label
-from qtpy.QtCore import QRectF, Qt, QTimer
-from qtpy.QtGui import QColor, QPainter, QPen
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -23,140 +22,20 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
+    QVBoxLayout,
     QWidget,
 )
 
+from .histogram import ScoreHistogram
 from .layers import camera_of
 from .panel import wrap
+from .result_files import Made, ResultFiles
 
 #: The layer's events after which the table is checked against its labels (an undo
 #: refreshes the layer: ``set_data``), and the largest layer checked (its labels are
 #: counted each time).
 FOLLOWED_EVENTS = ("data", "set_data", "paint", "labels_update")
 FOLLOW_MAX = 64_000_000
-
-KEPT = QColor(255, 170, 0)
-DROPPED = QColor(130, 130, 130)
-LINE = QColor(230, 60, 60)
-
-
-class ScoreHistogram(QWidget):
-    """Bars of candidate scores (kept ones coloured) and a vertical threshold line."""
-
-    def __init__(self, parent=None, bins: int = 30) -> None:
-        super().__init__(parent)
-        self.bins = bins
-        self.scores = np.zeros(0)
-        self.kept = np.zeros(0, dtype=bool)
-        self.threshold: float | None = None
-        #: What the scores are: the axis title (see ``SelectionParams.score_unit``).
-        self.unit = "cosine similarity"
-        #: Called with the score under the mouse when the histogram is clicked or
-        #: dragged (the widget sets its threshold there).
-        self.on_pick = None
-        self.setMinimumHeight(72)
-        self.setMaximumHeight(92)
-        self.setCursor(Qt.CursorShape.PointingHandCursor)
-
-    def value_at(self, x: float) -> float:
-        """The score at ``x`` pixels from the left (the inverse of :meth:`x_of`)."""
-        lo, hi = self.range()
-        return lo + min(max(x / max(self.width(), 1), 0.0), 1.0) * (hi - lo)
-
-    def _pick(self, event) -> None:
-        if self.on_pick is not None and len(self.scores):
-            self.on_pick(self.value_at(event.position().x()))
-
-    def mousePressEvent(self, event) -> None:
-        self._pick(event)
-
-    def mouseMoveEvent(self, event) -> None:
-        if event.buttons() & Qt.MouseButton.LeftButton:
-            self._pick(event)
-
-    def set_data(self, scores, kept, threshold: float | None, unit: str | None = None) -> None:
-        self.scores = np.asarray(scores, dtype=float)
-        self.kept = np.asarray(kept, dtype=bool)
-        self.threshold = threshold
-        self.unit = unit or self.unit
-        self.update()
-
-    def set_threshold(self, threshold: float | None) -> None:
-        self.threshold = threshold
-        self.update()
-
-    #: A threshold further from the scores than this many times their spread is drawn
-    #: at the edge (an arrow and its value) instead of squeezing every bar to a side.
-    FAR = 1.0
-
-    def range(self) -> tuple[float, float]:
-        """The score range shown: the scores' range, widened to include the threshold
-        unless it is far from them (:attr:`FAR`)."""
-        scores = self.scores[np.isfinite(self.scores)]
-        values = list(scores)
-        if self.threshold is not None and not self.threshold_far():
-            values.append(self.threshold)
-        if not values:
-            return 0.0, 1.0
-        lo, hi = min(values), max(values)
-        pad = max((hi - lo) * 0.05, 0.005)
-        return lo - pad, hi + pad
-
-    def threshold_far(self) -> bool:
-        """Whether the threshold lies far outside the scores (drawn at the edge)."""
-        scores = self.scores[np.isfinite(self.scores)]
-        if self.threshold is None or not len(scores):
-            return False
-        lo, hi = float(scores.min()), float(scores.max())
-        spread = max(hi - lo, 0.05)
-        return self.threshold < lo - self.FAR * spread or self.threshold > hi + self.FAR * spread
-
-    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(edges, kept counts, dropped counts) of the bars."""
-        lo, hi = self.range()
-        edges = np.linspace(lo, hi, self.bins + 1)
-        kept, _ = np.histogram(self.scores[self.kept], edges)
-        dropped, _ = np.histogram(self.scores[~self.kept], edges)
-        return edges, kept, dropped
-
-    def x_of(self, value: float) -> float:
-        lo, hi = self.range()
-        return (value - lo) / (hi - lo) * self.width()
-
-    def paintEvent(self, _event) -> None:
-        painter = QPainter(self)
-        text_h = self.fontMetrics().height()
-        w, h = self.width(), self.height() - text_h - 2
-        painter.fillRect(0, 0, self.width(), self.height(), QColor(38, 41, 48))
-        edges, kept, dropped = self.counts()
-        top = max(int((kept + dropped).max(initial=0)), 1)
-        bar = w / self.bins
-        for i in range(self.bins):
-            x = i * bar
-            hd = dropped[i] / top * h
-            hk = kept[i] / top * h
-            painter.fillRect(QRectF(x + 1, h - hd - hk, bar - 1, hd), DROPPED)
-            painter.fillRect(QRectF(x + 1, h - hk, bar - 1, hk), KEPT)
-        painter.setPen(QColor(200, 200, 200))
-        lo, hi = edges[0], edges[-1]
-        base = self.height() - 2
-        painter.drawText(2, base, f"{lo:.3f}")
-        right = f"{hi:.3f}"
-        painter.drawText(w - self.fontMetrics().horizontalAdvance(right) - 2, base, right)
-        # The axis title: what the scores (and the threshold) are.
-        title = self.unit
-        painter.drawText((w - self.fontMetrics().horizontalAdvance(title)) // 2, base, title)
-        if self.threshold is not None:
-            painter.setPen(QPen(LINE, 2))
-            if self.threshold_far():  # at the edge, with an arrow and its value
-                left = self.threshold < lo
-                arrow = f"\u25c0 {self.threshold:.3f}" if left else f"{self.threshold:.3f} \u25b6"
-                width = self.fontMetrics().horizontalAdvance(arrow)
-                painter.drawText(2 if left else w - width - 2, text_h, arrow)
-            else:
-                x = self.x_of(self.threshold)
-                painter.drawLine(int(x), 0, int(x), h)
-        painter.end()
 
 
 class ResultsPanel(Container):
@@ -201,16 +80,20 @@ class ResultsPanel(Container):
             "Scores of all candidates: kept (orange), dropped (gray); the red line is the "
             "threshold. Click or drag to set the threshold there."
         )
-        self.export = QPushButton("Export CSV...")
-        self.export.setEnabled(False)
-        self.export.setToolTip("Save every object's row (measurements included) as a CSV")
-        self.export.clicked.connect(self._ask_export)
-        # The button shares the summary's row: the panel grows no taller for it.
+        #: "Save labels..." and "Export..." (see :mod:`.result_files`); what they say
+        #: goes to ``on_said(text, error)`` (the widget's status) and a toast.
+        self.on_said = None
+        self.files = ResultFiles(self.made, self._said)
+        # The buttons share the summary's row: the panel grows no taller for them.
         row = QWidget()
         line = QHBoxLayout(row)
         line.setContentsMargins(0, 0, 0, 0)
         line.addWidget(self.summary.native, 1)
-        line.addWidget(self.export, 0, Qt.AlignmentFlag.AlignTop)
+        buttons = QVBoxLayout()
+        buttons.setSpacing(2)
+        buttons.addWidget(self.files.save_button)
+        buttons.addWidget(self.files.export_button)
+        line.addLayout(buttons, 0)
         #: Shown when SAM's filters left no candidate: lower them and run again.
         self.suggest = QPushButton("Lower SAM's filters and run again")
         self.suggest.setToolTip("Min IoU 0.5 and Min stability 0.7 (or half the current)")
@@ -226,6 +109,9 @@ class ResultsPanel(Container):
         self.native.layout().addWidget(self.histogram)
         self.native.layout().addWidget(self.table)
         self.axes = ""
+        self.scale: dict = {}
+        self.unit: str | None = None
+        self.name = "object"
         self.layer = None
         self.viewer = None
         self.rows: pd.DataFrame = pd.DataFrame()
@@ -252,6 +138,11 @@ class ResultsPanel(Container):
         if "track_id" in rows:
             rows["track_id"] = rows["id"]
         self.axes = getattr(result, "axes", "")
+        measuring = getattr(getattr(result, "candidates", None), "measuring", None)
+        self.scale = dict(getattr(result, "scale", None) or getattr(measuring, "scale", {}) or {})
+        self.unit = getattr(result, "unit", None) or getattr(measuring, "unit", None)
+        prompt = getattr(result, "prompt", "") or result.provenance.get("prompt")
+        self.name = str(prompt or "object")
         self.rows = rows.reset_index(drop=True)
         mean = next((c for c in ("mean_intensity", "mean_intensity_c0") if c in rows), None)
         self.table.setSortingEnabled(False)
@@ -279,7 +170,7 @@ class ResultsPanel(Container):
             self.table.setRowHidden(r, False)
         self.follow_layer()
         self.table.setVisible(len(self.rows) > 0)
-        self.export.setEnabled(len(self.rows) > 0)
+        self.files.enable(len(self.rows) > 0 and layer is not None)
         # Linked planes: selection chose among whole objects, so their scores are shown.
         objects = getattr(result, "object_scores", None)
         cands = objects if objects is not None else result.candidate_table
@@ -415,23 +306,25 @@ class ResultsPanel(Container):
             viewer.dims.point = point
         camera_of(viewer).center = tuple(float(v) for v in world[-2:])
 
-    def export_csv(self, path) -> None:
-        """Write the table (every column, measurements included) to ``path``."""
-        from ..core.io import Outputs
-
-        rows = self.shown_rows
-        Outputs({"table": path}, overwrite=True).write(
-            {"table": lambda tmp: rows.to_csv(tmp, index=False)}
+    def made(self) -> Made | None:
+        """The result as the layer holds it now (None when its layer is gone)."""
+        layer = self.layer
+        if layer is None or (self.viewer is not None and layer not in self.viewer.layers):
+            return None
+        return Made(
+            np.asarray(layer.data), self.shown_rows, self.axes, self.scale, self.unit, self.name
         )
 
-    def _ask_export(self, *_args) -> None:
-        from qtpy.QtWidgets import QFileDialog
+    def export_csv(self, path) -> None:
+        """Write the table (every column, measurements included) to ``path``."""
+        self.files.export(path)
 
-        path = QFileDialog.getSaveFileName(
-            self.native, "Export objects", "objects.csv", "CSV (*.csv)"
-        )[0]
-        if path:
-            self.export_csv(path)
+    def _said(self, text: str, error: bool) -> None:
+        from .toasts import post
+
+        if self.on_said is not None:
+            self.on_said(text)
+        post(text, "error" if error else "info")
 
 
 def _planes(result) -> list:

@@ -122,6 +122,7 @@ class SlipWidget(WorkerPanel):
         form.add_microscopy_hint(self)
         self.results.histogram.on_pick = lambda value: form.pick_threshold(self, value)
         self.results.on_suggest = lambda: form.lower_filters(self)
+        self.results.on_said = lambda text: setattr(self.status, "value", text)
         self.scroll_inside()
         self.pin_below_status(self.results.suggest)  # the fix beside what it fixes
         self._update_visibility()

@@ -240,14 +240,20 @@ class SelectionParams(_Params):
         return self.threshold
 
     def score_unit(self, concept: bool = False) -> str:
-        """What the scores are, and so the threshold (one of :data:`SCORE_UNITS`): a
-        concept's class probability, the prompt's probability against the distractors,
-        or the cosine similarity to the prompt (plus the relevance map's share)."""
-        if concept:
-            return "class probability"
-        if self.mode == "distractors":
-            return "probability vs distractors"
-        return "cosine + relevance" if self.relevance_weight else "cosine similarity"
+        """What the scores are, and so the threshold (see :func:`score_unit`)."""
+        return score_unit(self.mode, self.relevance_weight, concept)
+
+
+def score_unit(mode: str, relevance_weight: float = 0.0, concept: bool = False) -> str:
+    """What a selection's scores are, and so its threshold (one of
+    :data:`SCORE_UNITS`): a concept's class probability, the prompt's probability
+    against the distractors, or the cosine similarity to the prompt (plus the relevance
+    map's share)."""
+    if concept:
+        return "class probability"
+    if mode == "distractors":
+        return "probability vs distractors"
+    return "cosine + relevance" if relevance_weight else "cosine similarity"
 
 
 #: The units scores come in (:meth:`SelectionParams.score_unit`): the range a threshold
@@ -490,4 +496,5 @@ __all__ = [
     "TileParams",
     "check_options",
     "parse_phrases",
+    "score_unit",
 ]
