@@ -336,14 +336,15 @@ def looks_like_microscopy(layer) -> bool:
 
 def fit_threshold(slider, lo: float, hi: float) -> None:
     """The threshold slider spans the scores shown (the histogram's range, in the
-    mode's own unit: cosines, or probabilities in distractors mode), so its travel is
-    spent where the candidates are; its value stays."""
+    mode's own unit: cosines, or probabilities in distractors mode) and its value, so
+    its travel is spent where the candidates are, with one page (ten steps) to spare on
+    each side for PageUp and PageDown; its value stays."""
     step = slider.step or 0.005
-    lo = float(np.floor(min(lo, slider.value) / step) * step)
-    hi = float(np.ceil(max(hi, slider.value) / step) * step)
-    if hi - lo < 10 * step:
-        hi = lo + 10 * step
-    lo, hi = max(lo, THRESHOLD_LIMITS[0]), min(hi, THRESHOLD_LIMITS[1])
+    page = 10 * step
+    lo = float(np.floor(min(lo, slider.value) / step) * step) - page
+    hi = float(np.ceil(max(hi, slider.value) / step) * step) + page
+    unit_lo, unit_hi, _ = SCORE_UNITS.get(getattr(slider, "unit", ""), (*THRESHOLD_LIMITS, 0))
+    lo, hi = max(lo, unit_lo, THRESHOLD_LIMITS[0]), min(hi, unit_hi, THRESHOLD_LIMITS[1])
     if lo >= slider.max:
         slider.max, slider.min = hi, lo
     else:

@@ -371,8 +371,7 @@ class SlipWidget(WorkerPanel):
             message = f"{sentence(message)} No layer was added."
         self.status.value = message
         self.results.show_result(self.viewer, layer, result, request.selection().floor)
-        if notify:  # a run's scores; a re-selection keeps the slider's travel as it is
-            form.fit_threshold(self.threshold, *self.results.histogram.range())
+        form.fit_threshold(self.threshold, *self.results.histogram.range())
         if notify and not result.n_objects:  # a run, not every tick of the slider
             post(message)
 
