@@ -238,3 +238,41 @@ def test_save_and_export_from_the_dock_read_back(shown, qtbot, tmp_path):
     files._write(lambda: files.export(tmp_path / "cells.xlsx"))
     assert widget.status.value.startswith("Not saved:") and ".geojson" in widget.status.value
     assert not (tmp_path / "cells.xlsx").exists()
+
+
+def test_the_table_shows_physical_sizes_channels_and_where_and_columns_can_be_hidden(
+    shown, qtbot
+):
+    viewer, widget, run = shown
+    _, truth = nuclei_scene(np.random.default_rng(4), n=(6, 7))
+    stack = np.stack([truth] * 3).astype(np.int32)
+    image = np.stack([(truth > 0) * 1000 + 100 * z for z in range(3)]).astype(np.uint16)
+    viewer.add_image(image, name="planes", scale=(2.0, 0.5, 0.5))
+    viewer.add_labels(stack, name="truth")
+    widget.image.value = viewer.layers["planes"]
+    widget.proposals.value = viewer.layers["truth"]
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    widget.scope.value = "all slices"
+    run()
+    table = widget.results.table
+    headers = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
+    assert headers[:2] == ["id", "score"] and "volume \u00b5m\u00b3" in headers
+    assert "where" in headers and "mean" in headers
+    rows = widget.results.rows
+    size, where = headers.index("volume \u00b5m\u00b3"), headers.index("where")
+    for r in range(table.rowCount()):
+        row = rows.iloc[int(table.item(r, 0).data(Qt.ItemDataRole.UserRole))]
+        assert float(table.item(r, size).text()) == pytest.approx(
+            row["volume_um3"], abs=0.01
+        )
+        assert row["volume_um3"] == pytest.approx(row["area"] * 2.0 * 0.25)
+        assert table.item(r, where).text() == "z 0-2"  # linked through the 3 planes
+    # Untick a column in the header's menu: hidden now and for the next result.
+    menu = widget.results.column_menu()
+    action = next(a for a in menu.actions() if a.text() == "mean")
+    action.setChecked(False)
+    assert table.isColumnHidden(headers.index("mean"))
+    run()
+    assert table.isColumnHidden(headers.index("mean")) and not table.isColumnHidden(where)

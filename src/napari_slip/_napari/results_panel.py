@@ -30,6 +30,7 @@ from .histogram import ScoreHistogram
 from .layers import camera_of
 from .panel import wrap
 from .result_files import Made, ResultFiles
+from .table_columns import columns_for
 
 #: The layer's events after which the table is checked against its labels (an undo
 #: refreshes the layer: ``set_data``), and the largest layer checked (its labels are
@@ -41,16 +42,8 @@ FOLLOW_MAX = 64_000_000
 class ResultsPanel(Container):
     """Objects table and score histogram of the last run."""
 
-    COLUMNS = ("id", "score", "area", "planes", "mean")
     #: Table rows always shown (more when the dock has room).
     MIN_ROWS = 6
-    TIPS = (
-        "label id",
-        "the mode's score (a 3D object's or track's over all its planes)",
-        "pixels (voxels for a 3D object)",
-        "the plane(s) or frame of the object",
-        "mean intensity of the original image (first channel)",
-    )
 
     def __init__(self) -> None:
         super().__init__(labels=False)
@@ -58,10 +51,14 @@ class ResultsPanel(Container):
         self._follow_due = False
         self.summary = Label(value="")
         wrap(self.summary)
-        self.table = QTableWidget(0, len(self.COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
-        for j, tip in enumerate(self.TIPS):
-            self.table.horizontalHeaderItem(j).setToolTip(tip)
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["id", "score"])
+        #: The columns shown (see :mod:`.table_columns`); the user hides any of them
+        #: with the header's context menu, and they stay hidden for the next results.
+        self.columns: list = []
+        self.hidden_columns: set[str] = set()
+        self.table.horizontalHeader().setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.horizontalHeader().customContextMenuRequested.connect(self._choose_columns)
         self.table.setSortingEnabled(True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -144,25 +141,25 @@ class ResultsPanel(Container):
         prompt = getattr(result, "prompt", "") or result.provenance.get("prompt")
         self.name = str(prompt or "object")
         self.rows = rows.reset_index(drop=True)
-        mean = next((c for c in ("mean_intensity", "mean_intensity_c0") if c in rows), None)
+        self.columns = columns_for(self.rows, axes, self.axes)
         self.table.setSortingEnabled(False)
+        self.table.clear()
+        self.table.setColumnCount(len(self.columns))
+        self.table.setHorizontalHeaderLabels([c.header for c in self.columns])
+        for j, column in enumerate(self.columns):
+            self.table.horizontalHeaderItem(j).setToolTip(column.tip)
+            self.table.setColumnHidden(j, column.header in self.hidden_columns)
         self.table.setRowCount(len(self.rows))
         for i, row in self.rows.iterrows():
-            values = (
-                row["id"],
-                row["score"],
-                row["area"],
-                planes_text(row, axes),
-                row[mean] if mean else "",
-            )
-            for j, value in enumerate(values):
+            for j, column in enumerate(self.columns):
+                value = column.value(row)
                 item = QTableWidgetItem()
-                if isinstance(value, str):
-                    item.setData(Qt.ItemDataRole.DisplayRole, value)
-                elif j in (1, 4):
-                    item.setData(Qt.ItemDataRole.DisplayRole, round(float(value), 3))
-                else:
+                if column.digits is None:
+                    item.setData(Qt.ItemDataRole.DisplayRole, str(value))
+                elif column.digits == 0:
                     item.setData(Qt.ItemDataRole.DisplayRole, int(value))
+                else:
+                    item.setData(Qt.ItemDataRole.DisplayRole, round(float(value), column.digits))
                 item.setData(Qt.ItemDataRole.UserRole, int(i))  # its row, however sorted
                 self.table.setItem(int(i), j, item)
         self.table.setSortingEnabled(True)
@@ -306,6 +303,26 @@ class ResultsPanel(Container):
             viewer.dims.point = point
         camera_of(viewer).center = tuple(float(v) for v in world[-2:])
 
+    def column_menu(self):
+        """The header's menu: a tick per column, untick to hide it."""
+        from qtpy.QtWidgets import QMenu
+
+        menu = QMenu(self.table)
+        for j, column in enumerate(self.columns):
+            action = menu.addAction(column.header)
+            action.setCheckable(True)
+            action.setChecked(not self.table.isColumnHidden(j))
+            action.toggled.connect(lambda on, j=j: self.show_column(j, on))
+        return menu
+
+    def show_column(self, j: int, shown: bool) -> None:
+        header = self.columns[j].header
+        self.table.setColumnHidden(j, not shown)
+        (self.hidden_columns.discard if shown else self.hidden_columns.add)(header)
+
+    def _choose_columns(self, pos) -> None:
+        self.column_menu().exec(self.table.horizontalHeader().mapToGlobal(pos))
+
     def made(self) -> Made | None:
         """The result as the layer holds it now (None when its layer is gone)."""
         layer = self.layer
@@ -333,21 +350,6 @@ def _planes(result) -> list:
     if isinstance(candidates, dict):
         return [c for c in candidates.values() if c is not None]
     return [] if candidates is None else [candidates]
-
-
-def planes_text(row: pd.Series, axes: list[str]) -> str:
-    """Where an object is in a stack: its plane (per plane), its frame (a track's row)
-    or its planes (a 3D object); "" in a 2D image."""
-    if axes:
-        return ", ".join(str(int(row[a])) for a in axes)
-    if "t" in row and "bbox_z0" not in row:
-        return f"t {int(row['t'])}"
-    if "t" in row:
-        return f"t {int(row['t'])}, z {int(row['bbox_z0'])}-{int(row['bbox_z1']) - 1}"
-    if "bbox_z0" in row:
-        z0, z1 = int(row["bbox_z0"]), int(row["bbox_z1"]) - 1
-        return str(z0) if z0 == z1 else f"{z0}-{z1}"
-    return ""
 
 
 def lead_position(row: pd.Series, columns, axes: str, n_lead: int) -> list[float]:
