@@ -240,9 +240,7 @@ def test_save_and_export_from_the_dock_read_back(shown, qtbot, tmp_path):
     assert not (tmp_path / "cells.xlsx").exists()
 
 
-def test_the_table_shows_physical_sizes_channels_and_where_and_columns_can_be_hidden(
-    shown, qtbot
-):
+def test_the_table_shows_physical_sizes_channels_and_where_and_columns_can_be_hidden(shown, qtbot):
     viewer, widget, run = shown
     _, truth = nuclei_scene(np.random.default_rng(4), n=(6, 7))
     stack = np.stack([truth] * 3).astype(np.int32)
@@ -264,9 +262,7 @@ def test_the_table_shows_physical_sizes_channels_and_where_and_columns_can_be_hi
     size, where = headers.index("volume \u00b5m\u00b3"), headers.index("where")
     for r in range(table.rowCount()):
         row = rows.iloc[int(table.item(r, 0).data(Qt.ItemDataRole.UserRole))]
-        assert float(table.item(r, size).text()) == pytest.approx(
-            row["volume_um3"], abs=0.01
-        )
+        assert float(table.item(r, size).text()) == pytest.approx(row["volume_um3"], abs=0.01)
         assert row["volume_um3"] == pytest.approx(row["area"] * 2.0 * 0.25)
         assert table.item(r, where).text() == "z 0-2"  # linked through the 3 planes
     # Untick a column in the header's menu: hidden now and for the next result.
