@@ -199,10 +199,16 @@ def test_a_saved_concept_finds_objects_in_another_image(teach, qtbot):
     assert not widget.mode.visible and widget.mode.value == "distractors"
     viewer.add_image(rgbs[1], name="more cells", rgb=True)
     widget.image.value = viewer.layers["more cells"]
-    widget.prompt.value = ""
+    widget.prompt.value = "text typed before the concept"
+    assert widget.threshold.unit == "class probability"  # the slider's unit follows
     run()
     out = widget.session.last.layer
     assert out is not None and out.data.shape == rgbs[1].shape[:2]
+    # Named after the concept, never after text left in the prompt field.
+    assert out.name.startswith(saved.name) and "typed" not in out.name
+    assert widget.results.histogram.unit == "class probability"
+    probabilities = widget.results.rows["score"].to_numpy(float)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
     assert "class" in out.features and set(out.features["class"]) == {"object"}
     found = {int(v) for v in np.unique(truth[1][out.data > 0])} - {0}
     assert len(found) >= 0.6 * (len(np.unique(truth[1])) - 1)
@@ -546,3 +552,26 @@ def test_an_alt_drag_refines_the_picked_object_with_a_box(teach, qtbot):
     else:
         assert "SAM's mask with this box covers" in widget.status.value
         np.testing.assert_array_equal(layer.data, before)
+
+
+def test_the_prompts_of_one_image_are_hidden_over_the_next(teach, qtbot):
+    viewer, widget, run, rgbs, truth = teach
+    run()
+    image = viewer.layers["cells"]
+    layer = widget.session.last.layer
+    missed = [v for v in np.unique(truth[0])[1:] if not layer.data[truth[0] == v].any()]
+    _click(viewer, image, *_centre(truth[0] == missed[0]))
+    prompts = viewer.layers["prompts: object"]
+    assert prompts.visible and len(prompts.data) == 1
+    run()  # the same image again: its clicks stay shown
+    assert prompts.visible
+    viewer.add_image(rgbs[1], name="other", rgb=True)
+    widget.image.value = viewer.layers["other"]
+    run()
+    assert not prompts.visible and prompts in viewer.layers  # hidden, not deleted
+    layer = widget.session.last.layer
+    other = viewer.layers["other"]
+    missed = [v for v in np.unique(truth[1])[1:] if not layer.data[truth[1] == v].any()]
+    _click(viewer, other, *_centre(truth[1] == missed[0]))
+    new = [p for p in viewer.layers if p.name.startswith("prompts") and p is not prompts]
+    assert len(new) == 1 and new[0].visible and len(new[0].data) == 1

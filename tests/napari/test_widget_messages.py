@@ -272,3 +272,17 @@ def test_the_table_shows_physical_sizes_channels_and_where_and_columns_can_be_hi
     assert table.isColumnHidden(headers.index("mean"))
     run()
     assert table.isColumnHidden(headers.index("mean")) and not table.isColumnHidden(where)
+
+
+def test_a_histogram_click_that_makes_the_layer_takes_down_nothing_found(shown, qtbot):
+    viewer, widget, run = shown
+    _scene(viewer, widget)
+    widget.threshold.value = 1.0
+    run()
+    assert widget.session.last.layer is None
+    qtbot.waitUntil(lambda: any("Nothing found" in t.message.text() for t in toasts.on_screen()))
+    hist = widget.results.histogram
+    qtbot.mouseClick(hist, Qt.MouseButton.LeftButton, pos=QPoint(2, 10))
+    qtbot.waitUntil(lambda: widget.session.last.layer is not None)
+    qtbot.waitUntil(lambda: not toasts.on_screen())
+    assert "matching 'nucleus'" in widget.status.value

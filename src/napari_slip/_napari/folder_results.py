@@ -47,7 +47,9 @@ class FolderResults:
         }
         results = self.widget.results
         results.clear()
-        results.summary.value = f"{summary.sentence()} Open any image with its labels below."
+        results.summary.value = (
+            f"{summary.sentence()} Pick one in Result above and press Open as layers."
+        )
         results.visible = True
         self.widget.show_folder.value = True
         self._update()

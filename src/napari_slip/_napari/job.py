@@ -83,8 +83,10 @@ class Request:
     concept_class: str | None = None
 
     def __post_init__(self) -> None:
-        if self.concept is not None and not str(self.prompt).strip():
-            self.prompt = self.concept.name  # what the layer and messages are called
+        if self.concept is not None:  # what the layer and messages are called: the
+            # concept (and its class), never text left in the prompt field before it
+            named = f"{self.concept.name}: {self.concept_class}" if self.concept_class else None
+            self.prompt = named or self.concept.name
 
     @property
     def target(self) -> Any:

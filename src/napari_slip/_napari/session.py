@@ -106,7 +106,7 @@ class ViewerSession:
         """Put a result into the viewer: a new Labels layer (none when nothing was
         found), or its objects into ``output``; the relevance map layer if asked for.
         Returns the Labels layer written, or None."""
-        self.teaching.reset()
+        self.teaching.reset(request.image_layer)
         self.suggestions.discard()
         if output is None:
             layer = self.new_layer(request, result) if result.n_objects else None

@@ -15,6 +15,7 @@ leaves the concept with it (:meth:`Teaching.follow_undo`). No other object chang
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +42,7 @@ class Teaching:
         self.session = session
         self.editor: Any = None
         self.points: Any = None
+        self._points_image: Any = None  # the image layer the prompts were clicked on
         #: True while an edit is written (napari's paint event is then ours).
         self.writing = False
         #: The class clicks teach (the dock's field; None: the run's own class).
@@ -49,9 +51,15 @@ class Teaching:
         #: The plane whose kept objects are still to become the concept's examples.
         self._seed_due: tuple[int, ...] | None = None
 
-    def reset(self) -> None:
-        """A new output: the next click starts a new editor (the prompts stay shown)."""
+    def reset(self, image=None) -> None:
+        """A new output (of ``image``; None: none): the next click starts a new editor.
+        The prompts stay shown over the same image; over another image they described
+        a result that is no longer there, and are hidden (the layer is kept)."""
         self.editor, self._seed_due = None, None
+        if self.points is not None and (image is None or image is not self._points_image):
+            with contextlib.suppress(RuntimeError, ValueError):
+                self.points.visible = False
+            self.points = None
 
     @property
     def summary(self) -> str:
@@ -354,6 +362,7 @@ class Teaching:
                 size=max(4.0, 0.02 * max(image.data.shape[-2:])),
                 border_color="white",
             )
+            self._points_image = image
             if active is not None and active in viewer.layers:
                 viewer.layers.selection.active = active
         return self.points

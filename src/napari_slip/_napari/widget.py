@@ -38,7 +38,7 @@ from .scripting import remember_widget
 from .session import ViewerSession
 from .suggest_controls import SuggestControls
 from .teaching_controls import TeachingControls
-from .toasts import post, sentence
+from .toasts import dismiss_stale, post, sentence
 
 if TYPE_CHECKING:
     import napari
@@ -49,6 +49,49 @@ MODE_CHOICES, MODE_TIPS = form.MODE_CHOICES, form.MODE_TIPS
 
 #: What the Planes choice offers: this plane, every plane linked, every plane alone.
 SCOPES = ("current slice", "all slices", "all slices, per plane")
+
+
+#: The form's rows, top to bottom (the axes, concept and click rows go in after the
+#: image and prompt rows; Run, Cancel and the status below them).
+FORM_ROWS = (
+    "image",
+    "prompt",
+    "mode",
+    "threshold",
+    "use_floor",
+    "distractors",
+    "top_k",
+    "green",
+    "blue",
+    "channel_axis",
+    "channels",
+    "proposals",
+    "sam",
+    "clip",
+    "decoder",
+    "device",
+    "scope",
+    "output",
+    "replace_existing",
+    "show_advanced",
+    "show_folder",
+)
+#: The combo boxes that shrink with the dock (their long choices elide).
+COMBOS = (
+    "image",
+    "mode",
+    "proposals",
+    "sam",
+    "clip",
+    "decoder",
+    "device",
+    "green",
+    "blue",
+    "channel_axis",
+    "scope",
+    "output",
+    "fill",
+)
 
 
 class SlipWidget(WorkerPanel):
@@ -129,30 +172,7 @@ class SlipWidget(WorkerPanel):
         self.axes.follow()
 
     def _lay_out(self) -> None:
-        names = (
-            "image",
-            "prompt",
-            "mode",
-            "threshold",
-            "use_floor",
-            "distractors",
-            "top_k",
-            "green",
-            "blue",
-            "channel_axis",
-            "channels",
-            "proposals",
-            "sam",
-            "clip",
-            "decoder",
-            "device",
-            "scope",
-            "output",
-            "replace_existing",
-            "show_advanced",
-            "show_folder",
-        )
-        rows = [getattr(self, n) for n in names]
+        rows = [getattr(self, n) for n in FORM_ROWS]
         teaching = [*self.teaching.widgets(), *self.edits.widgets(), *self.suggest.widgets()]
         rows[1:1] = self.axes.widgets()  # under the image: what its axes are
         self.extend([*rows[:2], *teaching, *rows[2:], *self.controls()])
@@ -161,21 +181,7 @@ class SlipWidget(WorkerPanel):
         self.body().addStretch(1)  # spare height goes below, not between rows
         self.advanced_area = self.add_collapsible(self.show_advanced, self.advanced)
         self.folder_area = self.add_collapsible(self.show_folder, self.folder, max_height=180)
-        compact(
-            self.image,
-            self.mode,
-            self.proposals,
-            self.sam,
-            self.clip,
-            self.decoder,
-            self.device,
-            self.green,
-            self.blue,
-            self.channel_axis,
-            self.scope,
-            self.output,
-            self.fill,
-        )
+        compact(*(getattr(self, n) for n in COMBOS))
         self.sam.tooltip = "\n".join(
             f"{name}: {w.description}, {w.size_mb} MB" for name, w in SAM_MODELS.items()
         )
@@ -374,6 +380,8 @@ class SlipWidget(WorkerPanel):
         form.fit_threshold(self.threshold, *self.results.histogram.range())
         if notify and not result.n_objects:  # a run, not every tick of the slider
             post(message)
+        elif result.n_objects:  # "nothing found" no longer describes the screen
+            dismiss_stale()
 
     def _forget_last(self, *_args, layer=None) -> None:
         """The status and results no longer describe the screen: clear them."""
