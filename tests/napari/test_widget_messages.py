@@ -286,3 +286,46 @@ def test_a_histogram_click_that_makes_the_layer_takes_down_nothing_found(shown, 
     qtbot.waitUntil(lambda: widget.session.last.layer is not None)
     qtbot.waitUntil(lambda: not toasts.on_screen())
     assert "matching 'nucleus'" in widget.status.value
+
+
+def test_table_columns_name_classes_channels_and_planes():
+    import pandas as pd
+
+    from napari_slip._napari.table_columns import columns_for, where_text
+
+    rows = pd.DataFrame(
+        {
+            "id": [1, 2],
+            "score": [0.9, 0.8],
+            "class": ["mitotic", "interphase"],
+            "class_probability": [0.7, 0.95],
+            "area": [40, 50],
+            "area_um2": [10.0, 12.5],
+            "mean_intensity_c0": [1.0, 2.0],
+            "mean_intensity_c1": [1.0, 2.0],  # a copy of c0: shown once
+            "mean_intensity_c2": [5.0, 6.0],
+            "axis0": [3, 4],
+            "axis1": [0, 1],
+        }
+    )
+    columns = columns_for(rows, ["axis0", "axis1"], "TZYX")
+    headers = [c.header for c in columns]
+    assert headers == [
+        "id",
+        "score",
+        "class",
+        "probability",
+        "area \u00b5m\u00b2",
+        "where",
+        "mean c0",
+        "mean c2",
+    ]
+    row = rows.iloc[1]
+    values = {c.header: c.value(row) for c in columns}
+    assert values["class"] == "interphase" and values["probability"] == 0.95
+    assert values["area \u00b5m\u00b2"] == 12.5 and values["where"] == "t 4, z 1"
+    linked = pd.Series({"t": 2, "bbox_z0": 3, "bbox_z1": 10})
+    assert where_text(linked, [], "TZYX") == "t 2, z 3-9"
+    assert where_text(pd.Series({"bbox_z0": 4, "bbox_z1": 5}), [], "ZYX") == "z 4"
+    plain = columns_for(rows.drop(columns=["area_um2", "axis0", "axis1"]), [], "")
+    assert "area px" in [c.header for c in plain] and "where" not in [c.header for c in plain]

@@ -75,11 +75,15 @@ def columns_for(rows: pd.DataFrame, plane_columns: list[str], axes: str) -> list
         )
     means = [c for c in rows.columns if str(c) == "mean_intensity"]
     means += sorted(c for c in rows.columns if str(c).startswith("mean_intensity_c"))
+    distinct = []  # a gray image shown as RGB measures one channel three times
     for c in means:
+        if not any(rows[c].equals(rows[d]) for d in distinct):
+            distinct.append(c)
+    for c in distinct:
         channel = str(c).removeprefix("mean_intensity").removeprefix("_c")
-        header = f"mean c{channel}" if channel else "mean"
+        header = f"mean c{channel}" if channel and len(distinct) > 1 else "mean"
         tip = f"mean intensity of the original image{f' (channel {channel})' if channel else ''}"
-        out.append(Column(header, tip, lambda r, c=c: r[c], 3))
+        out.append(Column(header, tip, lambda r, c=c: r[c], 1))
     return out
 
 
