@@ -7,6 +7,7 @@
     ... docs/make_screenshots.py --stack-3d   (a z-stack's linked 3D objects, 3D view)
     ... docs/make_screenshots.py --sections   (every section open, 1090 x 630 and 1600 x 1000)
     ... docs/make_screenshots.py --concept    (a Shift+click, then More like these: its preview)
+    ... docs/make_screenshots.py --default-window   (1089 x 651: results in view, a long message)
 
 Weights cannot be downloaded on the machines that build these docs, so the widget runs
 with tiny random models (napari_slip.testing): the screenshots show the interface and
@@ -330,7 +331,40 @@ def finetune_shapes(weights: Path) -> None:
 
 
 #: The flags that make one screenshot (or one set) instead of the default ones.
+def default_window(weights: Path) -> None:
+    """napari's default window (1,089 x 651) after a run on a 16-bit nuclei image with
+    its label image as proposals, and after a long error: the dock scrolled to the
+    results, the whole message one click away."""
+    from napari_slip.core.errors import WeightsUnavailableError
+    from napari_slip.testing.scenes import nuclei_scene
+
+    viewer, widget = make_viewer(weights)
+    viewer.window._qt_window.resize(1089, 651)
+    image, truth = nuclei_scene(np.random.default_rng(4), n=(9, 10))
+    viewer.add_image(image, name="nuclei", scale=(0.5, 0.5))
+    viewer.add_labels(truth, name="nuclei labels", scale=(0.5, 0.5))
+    widget.image.value = viewer.layers["nuclei"]
+    widget.proposals.value = viewer.layers["nuclei labels"]
+    widget.prompt.value = "nucleus"
+    widget.mode.value = "threshold"
+    widget.threshold.value = -1.0
+    run_and_wait(widget)
+    shoot(viewer, "widget-default-window.png")
+    error = WeightsUnavailableError.offline(
+        "SAM ViT-B",
+        "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        Path.home() / ".cache" / "napari-slip" / "sam_vit_b_01ec64.pth",
+        "URLError: <urlopen error [Errno -3] Temporary failure in name resolution>",
+    )
+    widget.show_error(error)
+    settle(0.3)
+    widget.status_line.toggle.native.click()
+    shoot(viewer, "widget-long-message.png")
+    viewer.close()
+
+
 ONE_SCREENSHOT = {
+    "--default-window": default_window,
     "--tiles": tiles_and_folder,
     "--decoder": decoder_guided,
     "--sections": every_section,
