@@ -412,3 +412,22 @@ def test_an_unwritable_cache_folder_measures_nothing_in_vain(monkeypatch, tmp_pa
     with pytest.raises(InputError, match="NAPARI_SLIP_CACHE"):
         autotune.save_measurement(_entry(table, _faithful(table)))
     assert not_a_folder.read_text() == "mine"
+
+
+def test_learn_on_a_folder_prints_only_its_own_work(monkeypatch, tmp_path, tiny_clip_path, capsys):
+    """``precision`` is ``auto`` and nothing is measured yet: ``learn`` learns and
+    says so, and no measurement runs after it (nor is one cached)."""
+    from napari_slip.cli import main
+    from napari_slip.testing.concept_scenes import write_concept_folder
+
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "_THREAD", None)
+    data = write_concept_folder(tmp_path / "data", 2, seed=5)
+    out = tmp_path / "cells.concept"
+    args = ["learn", str(data), "-o", str(out), "--clip", str(tiny_clip_path), "--shots", "2"]
+    assert main([*args, "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert out.is_file() and "Learnt" in captured.err
+    assert "precisions" not in captured.err + captured.out and "autotune" not in captured.err
+    assert autotune.load_measurement() is None and autotune._THREAD is None
+    assert autotune.pending()  # auto was used unmeasured: the old CLI measured here

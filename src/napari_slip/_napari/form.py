@@ -117,7 +117,7 @@ class ThresholdSlider(FloatSlider):
 def selection_fields() -> dict:
     """The prompt and the selection settings."""
     prompt = LineEdit(label="Prompt", value="")
-    prompt.native.setPlaceholderText("what to segment, e.g. nucleus (Enter runs)")
+    prompt.native.setPlaceholderText("e.g. nucleus (Enter runs)")
     prompt.tooltip = "What to segment, e.g. nucleus or mitotic nucleus; Enter runs."
     threshold = ThresholdSlider(
         label="Threshold", min=-1.0, max=1.0, step=0.005, value=DEFAULT_THRESHOLD
