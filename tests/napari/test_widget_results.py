@@ -187,9 +187,10 @@ def test_results_of_a_stack_move_to_the_objects_plane(setup):
     run()
     layer = viewer.layers[-1]
     table = widget.results.table
-    planes = {table.item(r, 3).text() for r in range(table.rowCount())}
-    assert len(planes) == 4
-    row = next(r for r in range(table.rowCount()) if table.item(r, 3).text() == "2")
+    where = _column(table, "where")
+    planes = {table.item(r, where).text() for r in range(table.rowCount())}
+    assert len(planes) == 4 and all(p.startswith("z ") for p in planes)
+    row = next(r for r in range(table.rowCount()) if table.item(r, where).text() == "z 2")
     label_id = int(table.item(row, 0).text())
     table.cellClicked.emit(row, 0)
     assert viewer.dims.current_step[0] == 2 and layer.selected_label == label_id
@@ -226,7 +227,8 @@ def test_all_slices_link_a_zstack_into_3d_objects_and_export_them(setup, tmp_pat
     # Clicking a 3D object goes to its middle plane.
     tall = features.sort_values("n_planes").iloc[-1]
     row = next(r for r in range(table.rowCount()) if int(table.item(r, 0).text()) == tall["index"])
-    assert table.item(row, 3).text() == f"{tall.bbox_z0}-{tall.bbox_z1 - 1}"
+    where = _column(table, "where")
+    assert table.item(row, where).text() == f"z {tall.bbox_z0}-{tall.bbox_z1 - 1}"
     table.cellClicked.emit(row, 0)
     assert viewer.dims.current_step[0] == round(tall.centroid_z)
     assert layer.selected_label == tall["index"]
@@ -273,8 +275,9 @@ def test_time_axis_label_links_frames_into_tracks(setup):
     assert sorted(result.table.groupby("track_id")["t"].count()) == [5, 5, 5]
     features = layer.features  # one row per track
     assert features["index"].is_unique and {"t0", "t1", "n_frames"} <= set(features.columns)
+    where = _column(widget.results.table, "where")
     texts = {
-        widget.results.table.item(r, 3).text() for r in range(widget.results.table.rowCount())
+        widget.results.table.item(r, where).text() for r in range(widget.results.table.rowCount())
     }
     assert all(t.startswith("t ") for t in texts)
 
@@ -509,3 +512,9 @@ def test_the_widget_measures_auto_in_the_background_after_a_run(setup, monkeypat
     qtbot.waitUntil(lambda: autotune.load_measurement() is not None, timeout=60_000)
     assert not autotune.pending()
     assert autotune.resolve_precision("auto", __import__("torch").device("cpu")) == "fp32"
+
+
+def _column(table, header: str) -> int:
+    """The index of the table's column with ``header``."""
+    headers = [table.horizontalHeaderItem(j).text() for j in range(table.columnCount())]
+    return headers.index(header)
