@@ -352,11 +352,36 @@ def files(tmp_path):
     tifffile.imwrite(tmp_path / "img.tif", IMAGE)
     tifffile.imwrite(tmp_path / "labels.tif", LABELS.astype(np.uint16))
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([IMAGE] * 3), photometric="minisblack")
+    # Three planes as tifffile stores them by default (its axes "SYX": planar RGB).
+    planar = {"photometric": "rgb", "planarconfig": "separate"}
+    tifffile.imwrite(tmp_path / "planar.tif", np.stack([IMAGE] * 3), **planar)
+    tifffile.imwrite(tmp_path / "line.tif", IMAGE[0])
     (tmp_path / "notes.txt").write_text("hello")
     return tmp_path
 
 
 CLI_CASES = {
+    "1-D image": (["segment", "{d}/line.tif", "-p", "x", "-o", "{d}/o.tif"], r"shape \(96,\)"),
+    "plain 3-plane tiff": (
+        ["segment", "{d}/planar.tif", "-p", "x", "-o", "{d}/o.tif"],
+        r"shape \(3, .*say what its axes are",
+    ),
+    "prompt names a missing concept file": (
+        ["segment", "{d}/img.tif", "-p", "{d}/cells.concept", "-o", "{d}/o.tif"],
+        "names a concept file, but there is no file",
+    ),
+    "batch workers 0": (
+        ["batch", "{d}/img.tif", "-p", "x", "-o", "{d}/out", "--workers", "0"],
+        "at least 1",
+    ),
+    "batch output is the input folder": (
+        ["batch", "{d}", "-p", "x", "-o", "{d}"],
+        "output folder is the input folder",
+    ),
+    "batch input inside the output": (
+        ["batch", "{d}", "-p", "x", "-o", "{d}/.."],
+        "lies inside the output folder",
+    ),
     "missing image": (["segment", "{d}/nope.tif", "-p", "x", "-o", "{d}/o.tif"], "does not exist"),
     "text file as image": (
         ["segment", "{d}/notes.txt", "-p", "x", "-o", "{d}/o.tif"],
@@ -739,3 +764,42 @@ def test_huge_label_ids_are_measured_without_one_slot_per_possible_id():
     assert peak < 50e6  # one slot per possible id would be 16 GB
     assert got["id"].tolist() == [7, 2**31 - 1, 2**62]
     pd.testing.assert_frame_equal(got.drop(columns="id"), expected.drop(columns="id"))
+
+
+def test_learn_refuses_a_class_with_no_object_and_says_what_it_skips(
+    tmp_path, tiny_clip_path, capsys
+):
+    from napari_slip.testing.concept_scenes import write_concept_folder
+
+    data = write_concept_folder(tmp_path / "data", 2, seed=5)
+    table = data / "classes.csv"
+    original = table.read_text()
+    table.write_text(original + "scene000,99,ghost\n")  # label 99 is in no label image
+    out = tmp_path / "c.concept"
+    args = ["learn", str(data), "-o", str(out), "--clip", str(tiny_clip_path), "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'ghost'" in err[0] and "scene000 label 99" in err[0]
+    assert not out.exists()  # refused before any work
+    table.write_text(original + "scene000,97,round\n")  # round has other objects
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped 1 row(s)" in err and "scene000 label 97 (round)" in err
+    assert out.is_file()
+
+
+def test_a_glob_rerun_does_not_take_its_own_outputs_for_inputs(
+    tmp_path, tiny_sam_path, tiny_clip_path
+):
+    from napari_slip.core.batches import batch
+    from napari_slip.core.params import SamProposalParams
+
+    (tmp_path / "plate" / "a").mkdir(parents=True)
+    tifffile.imwrite(tmp_path / "plate" / "a" / "img.tif", IMAGE)
+    pattern, out = str(tmp_path / "plate" / "**" / "*.tif"), tmp_path / "plate" / "labels"
+    options = {"sam": str(tiny_sam_path), "clip": str(tiny_clip_path), "device": "cpu"}
+    options["sam_params"] = SamProposalParams(points_per_side=2)
+    first = batch([pattern], out, "cell", workers=1, **options)
+    assert first.done == ["img.tif"] and (out / "img.tif").is_file()
+    again = batch([pattern], out, "cell", workers=1, **options)  # its labels match too
+    assert again.n_inputs == 1 and again.skipped == ["img.tif"] and not again.failed

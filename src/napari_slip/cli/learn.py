@@ -77,7 +77,17 @@ def run(args: argparse.Namespace) -> int:
         text=args.text,
         name=args.name,
     )
-    concept = drain(learn, _progress_printer(args.quiet))
+    printer, skipped = _progress_printer(args.quiet), []
+
+    def progress(event) -> None:
+        if event.stage == "skipped":  # said even with --quiet: objects left out
+            skipped.append(event.message)
+        else:
+            printer(event)
+
+    concept = drain(learn, progress)
+    for line in skipped:
+        print(f"napari-slip: warning: {line}", file=sys.stderr)
     concept.save(out)
     print(
         f"napari-slip: Learnt {concept!r} in {time.perf_counter() - start:.1f} s "

@@ -274,6 +274,11 @@ def _tiff_axes(path: Path) -> ImageAxes | None:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
+        if not (tif.is_ome or tif.is_imagej):
+            # A plain TIFF records no axes: tifffile's letters are its guesses (three or
+            # four planes become planar RGB samples, "SYX"); the image's own shape
+            # decides, as for any file without axes.
+            return None
         series = tif.series[0]
         letters = series.axes.upper()
         if any(a not in LETTERS for a in letters):
@@ -386,6 +391,11 @@ def resolve_axes(
     ``pixel_size`` replaces the file's pixel sizes where given (micrometres, unless the
     file names another unit)."""
     shape = tuple(int(s) for s in shape)
+    if len(shape) < 2:
+        raise InputError(
+            f"The image has {len(shape)} axis (shape {shape}): an image to segment needs "
+            "rows and columns (at least 2 axes)."
+        )
     found = read_axes(path) if path is not None and axes is None else None
     if isinstance(axes, ImageAxes):
         result = axes

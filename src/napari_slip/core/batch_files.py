@@ -56,6 +56,7 @@ def collect_inputs(
     for given in inputs:
         path = Path(given).expanduser()
         if path.is_dir() and path.suffix.lower() != ".zarr":
+            _outside_output(path, exclude)
             found = []
             for root, dirs, files in os.walk(path):
                 here = Path(root)
@@ -75,7 +76,8 @@ def collect_inputs(
             items.append(BatchItem(path, path.name))
         else:
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            matches = [m for m in matches if _wanted(m)]
+            # Our own outputs (a rerun's labels under -o) are not inputs.
+            matches = [m for m in matches if _wanted(m) and not _inside(m, exclude)]
             if not matches:
                 raise InputError(f"{given} is not a file or folder and matches no image.")
             items += [BatchItem(m, m.name) for m in matches]
@@ -95,6 +97,29 @@ def collect_inputs(
     if not unique:
         raise InputError("No inputs given.")
     return unique
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    """Whether ``path`` lies in ``folder`` (resolved; ``folder`` None: no)."""
+    return folder is not None and folder in path.resolve().parents
+
+
+def _outside_output(folder: Path, out: Path | None) -> None:
+    """An input folder that is the output folder, or lies inside it, would have its
+    images taken for outputs: refused, naming why (not "holds no images")."""
+    if out is None:
+        return
+    real = folder.resolve()
+    if real == out:
+        raise InputError(
+            f"The output folder is the input folder {folder}: the labels would be written "
+            f"among the images. Give another output folder (e.g. {folder / 'labels'})."
+        )
+    if out in real.parents:
+        raise InputError(
+            f"The input folder {folder} lies inside the output folder {out}: its images "
+            "would be taken for earlier outputs. Give an output folder outside it."
+        )
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -296,6 +296,13 @@ def iter_batch(
     out_dir = Path(out_dir).expanduser()
     config.run_config()  # every check before the first image, not once per image
     _check_decoder_clip(config)
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise InputError(
+            f"workers (--workers) must be a whole number of at least 1 (leave it out for "
+            f"one per 2 cores and 4 GB of memory); got {workers!r}."
+        )
     items = collect_inputs(inputs, exclude=out_dir)
     _check_out_dir(out_dir, items)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,13 @@ class Models:
         return None if _looks_like_path(self.sam) else SAM_INPUT_SIZE
 
 
+def _names_a_concept_file(prompt) -> bool:
+    """A prompt that is a path (or text) ending in ``.concept``."""
+    if isinstance(prompt, os.PathLike):
+        prompt = os.fspath(prompt)
+    return isinstance(prompt, str) and prompt.strip().lower().endswith(".concept")
+
+
 @dataclass(frozen=True)
 class Target:
     """What to find: the prompt, the phrases that compete with it, and how text is made
@@ -153,6 +160,14 @@ class Target:
     def __post_init__(self) -> None:
         from .concepts import Concept, ConceptQuery
 
+        if _names_a_concept_file(self.prompt):  # "cells.concept" is a file, not a text
+            path = Path(self.prompt).expanduser()
+            if not path.is_file():
+                raise InputError(
+                    f"{str(self.prompt)!r} names a concept file, but there is no file "
+                    f"{path.resolve()}: give its path (or Concept.load(path))."
+                )
+            object.__setattr__(self, "prompt", Concept.load(path))
         if isinstance(self.prompt, ConceptQuery):
             object.__setattr__(self, "concept_class", self.prompt.class_name)
             object.__setattr__(self, "prompt", self.prompt.concept)

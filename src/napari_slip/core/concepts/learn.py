@@ -15,6 +15,44 @@ from .concept import DEFAULT_FEATURES, Concept
 from .features import features_of
 
 
+def absent_objects(items) -> list[tuple[str, int, str]]:
+    """``(image, label, class)`` of each classes.csv row whose label is in no pixel of
+    its label image (a typo, or a label image that changed)."""
+    out = []
+    for item in items:
+        present = set(np.unique(item.labels).tolist())
+        out += [(item.name, int(k), v) for k, v in item.classes.items() if k not in present]
+    return out
+
+
+def check_absent(items) -> str:
+    """Refuse a class none of whose objects is in the label images (it would vanish
+    from the concept); return a line about the other absent rows ("" if none)."""
+    absent = absent_objects(items)
+    if not absent:
+        return ""
+    named = {name for item in items for name in item.classes.values()}
+    missing = {(img, label) for img, label, _ in absent}
+    found = {
+        name
+        for item in items
+        for label, name in item.classes.items()
+        if (item.name, int(label)) not in missing
+    }
+    gone = sorted(named - found)
+    shown = "; ".join(f"{img} label {label} ({cls})" for img, label, cls in absent[:3])
+    more = f" and {len(absent) - 3} more" if len(absent) > 3 else ""
+    if gone:
+        raise InputError(
+            f"classes.csv names no object of class {', '.join(map(repr, gone))} that is in "
+            f"the label images ({shown}{more}): fix classes.csv or the label images."
+        )
+    return (
+        f"skipped {len(absent)} row(s) of classes.csv whose label is in no label image: "
+        f"{shown}{more}."
+    )
+
+
 def pick_shots(items, shots: int | None, seed: int) -> dict[int, dict[int, str]]:
     """``{item index: {label: class}}``: every labelled object, or ``shots`` per class
     drawn at random (``seed``)."""
@@ -55,6 +93,9 @@ def iter_learn(
     from ..training.datasets import read_dataset_folder
 
     items = read_dataset_folder(data) if isinstance(data, (str, os.PathLike)) else list(data)
+    skipped = check_absent(items)  # before any model work
+    if skipped:
+        yield Progress("skipped", 1, 1, skipped)
     chosen = pick_shots(items, shots, seed)
     classes = sorted({c for per in chosen.values() for c in per.values()})
     concept = Concept(classes, texts=None if text else False, features=features, name=name)
@@ -75,4 +116,4 @@ def iter_learn(
     return concept
 
 
-__all__ = ["iter_learn", "pick_shots"]
+__all__ = ["absent_objects", "check_absent", "iter_learn", "pick_shots"]
