@@ -105,3 +105,37 @@ def test_cancelling_a_folder_run_keeps_the_images_done(slip, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert sorted(widget.last_batch.skipped) == kept
     assert len(widget.last_batch.done) == 8 - len(kept)
+
+
+def test_folder_results_survive_a_hand_edited_summary_and_open_a_stack_with_channels(
+    slip, tmp_path
+):
+    import json
+
+    from napari_slip.core.batches import BatchSummary
+
+    _, widget, _ = slip
+    out = tmp_path / "out"
+    out.mkdir()
+    image = np.zeros((3, 2, 32, 32), np.uint16)  # Z, C, Y, X
+    labels = np.zeros((3, 32, 32), np.uint16)
+    labels[1, 8:16, 8:16] = 1
+    tifffile.imwrite(tmp_path / "cells.tif", image, imagej=True, metadata={"axes": "ZCYX"})
+    tifffile.imwrite(out / "cells.tif", labels, photometric="minisblack")
+    good = {"input": str(tmp_path / "cells.tif"), "labels": "cells.tif", "n_objects": 1}
+    hostile = [good, "not an entry", {"labels": 5}, {"labels": "x.tif"}, {"input": 3}, None]
+    hostile.append({**good, "labels": "other.tif", "n_objects": "many"})
+    (out / "summary.json").write_text(json.dumps({"images": hostile}))
+    summary = BatchSummary(out, ["cells.tif"], [], {}, "", 1.0, 1)
+    widget.folder_results.show(summary)  # no exception: the usable entries listed
+    assert sorted(widget.folder_results.entries) == [
+        "cells.tif (1 objects)",
+        "other.tif (0 objects)",
+    ]
+    layer = widget.folder_results.open("cells.tif (1 objects)")
+    assert layer.data.shape == (3, 32, 32) and np.array_equal(layer.data, labels)
+    assert len(layer.scale) == 3
+    for damaged in ("{broken", "[1, 2]", json.dumps({"images": {"a": 1}})):
+        (out / "summary.json").write_text(damaged)
+        widget.folder_results.show(summary)
+        assert widget.folder_results.entries == {}

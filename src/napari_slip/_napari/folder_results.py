@@ -36,15 +36,7 @@ class FolderResults:
         from .toasts import post
 
         self.out_dir = Path(summary.out_dir)
-        try:
-            info = json.loads((self.out_dir / "summary.json").read_text())
-        except (OSError, ValueError):
-            info = {"images": []}
-        self.entries = {
-            f"{entry['labels']} ({entry.get('n_objects') or 0} objects)": entry
-            for entry in info.get("images", [])
-            if entry.get("labels")
-        }
+        self.entries = listed_results(self.out_dir / "summary.json")
         results = self.widget.results
         results.clear()
         results.summary.value = (
@@ -75,11 +67,31 @@ class FolderResults:
         labels_path = self.out_dir / entry["labels"]
         stem = Path(entry["labels"]).name
         image = viewer.add_image(read_image(entry["input"]), name=stem)
-        return viewer.add_labels(
-            read_image(labels_path).astype("int32"),
-            name=f"{stem} labels",
-            scale=image.scale[-2:] if image.rgb else image.scale,
-        )
+        labels = read_image(labels_path).astype("int32")
+        # The labels' axes are the image's last ones (a channel axis has no labels).
+        return viewer.add_labels(labels, name=f"{stem} labels", scale=image.scale[-labels.ndim :])
 
 
-__all__ = ["FolderResults"]
+def listed_results(summary: Path) -> dict[str, dict]:
+    """``{"NAME (n objects)": entry}`` of a folder run's ``summary.json``: entries with a
+    labels file name and an input path; anything else in a damaged or hand-edited file
+    is left out (a file that cannot be read lists nothing)."""
+    try:
+        info = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return {}
+    images = info.get("images") if isinstance(info, dict) else None
+    out = {}
+    for entry in images if isinstance(images, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        labels, source = entry.get("labels"), entry.get("input")
+        if not (isinstance(labels, str) and labels and isinstance(source, str) and source):
+            continue
+        count = entry.get("n_objects")
+        count = count if isinstance(count, int) and not isinstance(count, bool) else 0
+        out[f"{labels} ({count} objects)"] = entry
+    return out
+
+
+__all__ = ["FolderResults", "listed_results"]
