@@ -63,6 +63,17 @@ def check_scheduler(address: str) -> str:
     return text
 
 
+def check_given_workers(workers) -> None:
+    """A worker count the user gave (None: the default) is a whole number >= 1."""
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise InputError(
+            f"workers (--workers) must be a whole number of at least 1 (leave it out for "
+            f"one per 2 cores and 4 GB of memory); got {workers!r}."
+        )
+
+
 def check_workers(workers: int, n_images: int, cores: int | None = None) -> tuple[int, str]:
     """Local workers for ``n_images`` images (at most one per image), and a warning
     ("" for none) when there are more than cores."""
@@ -168,6 +179,7 @@ def client_for(scheduler: str | None, workers: int, connect_timeout: float = CON
 __all__ = [
     "CONNECT_TIMEOUT",
     "WORKER_TIMEOUT",
+    "check_given_workers",
     "check_scheduler",
     "check_workers",
     "client_for",

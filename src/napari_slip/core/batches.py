@@ -40,6 +40,7 @@ from .axes import check_scale, parse_axes
 from .batch_cluster import (
     CONNECT_TIMEOUT,
     WORKER_TIMEOUT,
+    check_given_workers,
     check_scheduler,
     check_workers,
     client_for,
@@ -296,13 +297,7 @@ def iter_batch(
     out_dir = Path(out_dir).expanduser()
     config.run_config()  # every check before the first image, not once per image
     _check_decoder_clip(config)
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise InputError(
-            f"workers (--workers) must be a whole number of at least 1 (leave it out for "
-            f"one per 2 cores and 4 GB of memory); got {workers!r}."
-        )
+    check_given_workers(workers)
     items = collect_inputs(inputs, exclude=out_dir)
     _check_out_dir(out_dir, items)
     out_dir.mkdir(parents=True, exist_ok=True)
