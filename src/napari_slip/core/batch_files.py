@@ -122,6 +122,31 @@ def _outside_output(folder: Path, out: Path | None) -> None:
         )
 
 
+@dataclass
+class BatchSummary:
+    """What a batch did."""
+
+    out_dir: Path
+    done: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    params: str
+    seconds: float
+    workers: int
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.done) + len(self.skipped) + len(self.failed)
+
+    def sentence(self) -> str:
+        parts = [f"{len(self.done)} segmented"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} already done (skipped)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed (see summary.json)")
+        return f"{self.n_inputs} images: " + ", ".join(parts) + "."
+
+
 def _atomic_text(path: Path, text: str) -> None:
     from .io import Outputs
 
@@ -262,4 +287,12 @@ def _write_summary(out_dir: Path, items: list[BatchItem], config, summary, recor
     )
 
 
-__all__ = ["RECORDS", "SUFFIXES", "BatchItem", "collect_inputs", "is_done", "read_record"]
+__all__ = [
+    "RECORDS",
+    "SUFFIXES",
+    "BatchItem",
+    "BatchSummary",
+    "collect_inputs",
+    "is_done",
+    "read_record",
+]

@@ -48,6 +48,7 @@ from .batch_cluster import (
     iter_wait_for_workers,
 )
 from .batch_files import (
+    BatchSummary,
     _check_out_dir,
     _not_ours,
     _write_summary,
@@ -216,31 +217,6 @@ class BatchConfig:
 
 
 # --- many images -----------------------------------------------------------------------
-
-
-@dataclass
-class BatchSummary:
-    """What a batch did."""
-
-    out_dir: Path
-    done: list[str]
-    skipped: list[str]
-    failed: dict[str, str]
-    params: str
-    seconds: float
-    workers: int
-
-    @property
-    def n_inputs(self) -> int:
-        return len(self.done) + len(self.skipped) + len(self.failed)
-
-    def sentence(self) -> str:
-        parts = [f"{len(self.done)} segmented"]
-        if self.skipped:
-            parts.append(f"{len(self.skipped)} already done (skipped)")
-        if self.failed:
-            parts.append(f"{len(self.failed)} failed (see summary.json)")
-        return f"{self.n_inputs} images: " + ", ".join(parts) + "."
 
 
 def _check_decoder_clip(config: BatchConfig) -> None:
