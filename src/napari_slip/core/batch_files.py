@@ -77,7 +77,7 @@ def collect_inputs(
         else:
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
             # Our own outputs (a rerun's labels under -o) are not inputs.
-            matches = [m for m in matches if _wanted(m) and not _inside(m, exclude)]
+            matches = [m for m in matches if _wanted(m) and not _our_output(m, exclude)]
             if not matches:
                 raise InputError(f"{given} is not a file or folder and matches no image.")
             items += [BatchItem(m, m.name) for m in matches]
@@ -99,9 +99,17 @@ def collect_inputs(
     return unique
 
 
-def _inside(path: Path, folder: Path | None) -> bool:
-    """Whether ``path`` lies in ``folder`` (resolved; ``folder`` None: no)."""
-    return folder is not None and folder in path.resolve().parents
+def _our_output(path: Path, out: Path | None) -> bool:
+    """Whether ``path`` is labels an earlier batch into ``out`` wrote (its record
+    there says so); other files in the output folder are still inputs."""
+    if out is None or out not in path.resolve().parents:
+        return False
+    name = path.resolve().relative_to(out).as_posix()
+    try:
+        record = json.loads((out / RECORDS / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and bool(record.get("wrote") or record.get("status") == "done")
 
 
 def _outside_output(folder: Path, out: Path | None) -> None:
