@@ -220,21 +220,89 @@ def logits(model: Model, z: np.ndarray, text: np.ndarray | None = None) -> np.nd
     return out
 
 
+#: The most examples held out one at a time to score a feature choice: beyond it, an
+#: even spread of this many (the choice's cost stops growing with the examples).
+LOO_MAX = 256
+#: Held-out examples scored together (bounds the memory of the negatives' distances).
+LOO_BLOCK = 32
+
+
 def loo_loss(z: np.ndarray, y: np.ndarray, n_classes: int, reject: float) -> float | None:
     """Leave-one-out log-loss of :func:`fit` on its own examples (None: too few, i.e.
-    fewer than two labels with two examples each)."""
+    fewer than two labels with two examples each): the mean over the examples (at most
+    :data:`LOO_MAX` of them, evenly spread) of the log-loss of each under the model fitted
+    to all the others. Computed in closed form (the class means, counts, the shared
+    variance and the negatives without that example), as :func:`fit` would give."""
+    z = np.asarray(z, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
     _, counts = np.unique(y, return_counts=True)
     if (counts >= 2).sum() < 2:
         return None
+    model = fit(z, y, n_classes, reject)
+    dims = z.shape[1]
+    squares = np.zeros(dims)
+    for c in range(n_classes):
+        if model.counts[c]:
+            squares += ((z[y == c] - model.means[c]) ** 2).sum(0)
+    n_within = int(sum(max(int(n) - 1, 0) for n in model.counts))
+    held = np.arange(len(y))
+    if len(held) > LOO_MAX:
+        held = np.unique(np.linspace(0, len(y) - 1, LOO_MAX).round().astype(np.int64))
+    negatives = np.flatnonzero(y == -1)
     loss = 0.0
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        if (y[keep] == y[i]).sum() == 0:
-            continue
-        model = fit(z[keep], y[keep], n_classes, reject)
-        p = probabilities(logits(model, z[i : i + 1]))[0]
-        loss -= np.log(max(p[y[i]], 1e-9))  # y == -1: the last column, "none"
-    return loss / len(y)
+    for start in range(0, len(held), LOO_BLOCK):
+        rows = held[start : start + LOO_BLOCK]
+        loss += _held_out_loss(z, y, rows, model, squares, n_within, negatives)
+    return loss / len(held)
+
+
+def _held_out_loss(z, y, rows, model: Model, squares, n_within: int, negatives) -> float:
+    """The summed log-loss of examples ``rows``, each under the model without it."""
+    n_classes = len(model.means)
+    zi, yi = z[rows], y[rows]
+    n = len(rows)
+    counts = np.broadcast_to(model.counts, (n, n_classes)).copy()
+    means = np.broadcast_to(model.means, (n, *model.means.shape)).copy()
+    ss = np.broadcast_to(squares, zi.shape).copy()
+    within = np.full(n, n_within, dtype=np.float64)
+    member = yi >= 0
+    idx = np.flatnonzero(member)
+    c = yi[idx]
+    nc = model.counts[c].astype(np.float64)
+    alone = nc <= 1  # its class's only example: left out of the loss, as fit would see
+    ok = idx[~alone]
+    c_ok, nc_ok = c[~alone], nc[~alone]
+    diff = zi[ok] - model.means[c_ok]
+    means[ok, c_ok] = (nc_ok[:, None] * model.means[c_ok] - zi[ok]) / (nc_ok[:, None] - 1)
+    counts[ok, c_ok] -= 1
+    ss[ok] -= (nc_ok / (nc_ok - 1))[:, None] * diff**2
+    within[ok] -= 1
+    var = (np.maximum(ss, 0.0) + PRIOR_STRENGTH * PRIOR_VARIANCE) / (
+        within[:, None] + PRIOR_STRENGTH
+    )
+    out = np.empty((n, n_classes + 1))
+    for k in range(n_classes):
+        spread = var * (1 + 1 / np.maximum(counts[:, k], 1))[:, None]
+        cost = -_cost(((zi - means[:, k]) ** 2) / spread).sum(1)
+        out[:, k] = np.where(counts[:, k] > 0, cost, -1e9)
+    none = np.full(n, model.reject)
+    if len(negatives):
+        d = _cost(((zi[:, None, :] - z[negatives][None]) ** 2) / (2 * var[:, None, :])).sum(2)
+        itself = rows[:, None] == negatives[None, :]  # a negative is not its own neighbour
+        d = np.where(itself, 1e300, d)  # (finite: exp gives 0, and no inf - inf)
+        others = np.maximum(len(negatives) - itself.sum(1), 1)
+        none = np.logaddexp(none, _logsumexp(-d, axis=1) - np.log(others))
+    out[:, -1] = none
+    probs = probabilities(out)
+    target = np.where(yi >= 0, yi, n_classes)
+    p = probs[np.arange(n), target]
+    # Skipped as the exact loss skips them: the only example of its class (or the
+    # only negative), which no model without it can predict.
+    lone_negative = (yi == -1) & (len(negatives) <= 1)
+    skip = np.zeros(n, dtype=bool)
+    skip[idx[alone]] = True
+    skip |= lone_negative
+    return float(-np.log(np.maximum(p[~skip], 1e-9)).sum())
 
 
 def probabilities(logit: np.ndarray) -> np.ndarray:
@@ -246,6 +314,7 @@ def probabilities(logit: np.ndarray) -> np.ndarray:
 
 __all__ = [
     "CLIP_DIMS",
+    "LOO_MAX",
     "Model",
     "Pool",
     "Space",

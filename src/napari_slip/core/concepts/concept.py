@@ -94,6 +94,8 @@ class Concept:
         self.clip: dict = {}
         self._step = 0
         self._fitted: tuple | None = None
+        #: The last ``features="auto"`` choice: (groups, examples then, classes then).
+        self._choice: tuple | None = None
 
     # -- what it is -------------------------------------------------------------------
     @property
@@ -287,14 +289,32 @@ class Concept:
         z = space(ex.measurements, ex.clip) if len(ex) else np.zeros((0, space.dims))
         return space, z
 
+    #: With ``features="auto"``, the choice is made again for every change while the
+    #: concept has fewer examples than this, then only once they grew by
+    #: :data:`RECHOOSE_GROWTH` (or a class was added): a click's cost stays bounded.
+    RECHOOSE_BELOW = 64
+    RECHOOSE_GROWTH = 1.25
+
     def chosen_features(self) -> tuple[str, ...]:
         """The feature groups the classifier uses: as given, or with ``features="auto"``
         the combination with the lowest leave-one-out log-loss on the examples (all
-        groups until two labels have two examples each)."""
+        groups until two labels have two examples each; see :attr:`RECHOOSE_BELOW` for
+        when it is chosen again, and it is saved with the concept)."""
         if self.features != ("auto",):
             return self.features
         if self._fitted is not None:
             return self._fitted[2]
+        n, classes = len(self.examples), len(self.classes)
+        if self._choice is not None:
+            groups, n_then, classes_then = self._choice
+            grown = n > max(self.RECHOOSE_BELOW, self.RECHOOSE_GROWTH * n_then)
+            if classes == classes_then and n >= self.RECHOOSE_BELOW and not grown:
+                return groups
+        groups = self._choose_features()
+        self._choice = (groups, n, classes)
+        return groups
+
+    def _choose_features(self) -> tuple[str, ...]:
         import itertools
 
         best, best_loss = GROUP_ORDER, None

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..runtime.atomic import atomic_write
-from .base import MAX_CLASSES, MAX_EXAMPLES, MAX_NAME, Examples, check_features
+from .base import GROUP_ORDER, MAX_CLASSES, MAX_EXAMPLES, MAX_NAME, Examples, check_features
 from .features import MEASUREMENTS
 
 FORMAT = "napari-slip-concept"
@@ -68,6 +68,13 @@ def save_concept(concept: Any, path) -> Path:
         "pool_n": int(pool.n),
         "clip": dict(concept.clip),
     }
+    if concept.features == ("auto",) and (concept.classes and len(concept.examples)):
+        # The feature choice, saved so that loading does not make it again.
+        meta["chosen"] = {
+            "groups": list(concept.chosen_features()),
+            "examples": len(concept.examples),
+            "classes": len(concept.classes),
+        }
     metadata = {"napari_slip": json.dumps(meta)}
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
@@ -274,7 +281,23 @@ def load_concept(path, cls) -> Any:
         pool.m_sum, pool.m_sq = tensors["pool_m_sum"], tensors["pool_m_sq"]
         pool.c_sum, pool.c_outer = tensors["pool_c_sum"], tensors["pool_c_outer"]
     concept.clip = dict(meta["clip"])
+    concept._choice = _saved_choice(meta.get("chosen"), concept)
     return concept
+
+
+def _saved_choice(chosen: Any, concept: Any) -> tuple | None:
+    """The saved feature choice, if it is well formed and fits the examples read (a
+    hand-edited one is ignored: the choice is then made again)."""
+    if not isinstance(chosen, dict):
+        return None
+    groups, n, classes = chosen.get("groups"), chosen.get("examples"), chosen.get("classes")
+    if not (isinstance(groups, list) and groups and all(g in GROUP_ORDER for g in groups)):
+        return None
+    if len(set(groups)) != len(groups) or n != len(concept.examples):
+        return None
+    if classes != len(concept.classes):
+        return None
+    return tuple(g for g in GROUP_ORDER if g in groups), n, classes
 
 
 __all__ = [
