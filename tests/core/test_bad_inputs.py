@@ -803,3 +803,32 @@ def test_a_glob_rerun_does_not_take_its_own_outputs_for_inputs(
     assert first.done == ["img.tif"] and (out / "img.tif").is_file()
     again = batch([pattern], out, "cell", workers=1, **options)  # its labels match too
     assert again.n_inputs == 1 and again.skipped == ["img.tif"] and not again.failed
+
+
+def test_a_text_only_concept_saves_and_loads(tmp_path):
+    from napari_slip.core.concepts import Concept
+
+    concept = Concept(["mitotic", "interphase"])  # classes with their texts, no example
+    path = concept.save(tmp_path / "texts.concept")
+    loaded = Concept.load(path)
+    assert loaded.classes == ["mitotic", "interphase"] and loaded.texts == concept.texts
+    assert len(loaded.examples) == 0
+
+
+@pytest.mark.parametrize("damage", ["{broken", '{"images": "x", "params_hash": 5}', "[]", ""])
+def test_a_batch_resumes_past_a_damaged_summary(tmp_path, tiny_sam_path, tiny_clip_path, damage):
+    from napari_slip.core.batches import batch
+    from napari_slip.core.params import SamProposalParams
+
+    (tmp_path / "plate").mkdir()
+    tifffile.imwrite(tmp_path / "plate" / "a.tif", IMAGE)
+    options = {"sam": str(tiny_sam_path), "clip": str(tiny_clip_path), "device": "cpu"}
+    options["sam_params"] = SamProposalParams(points_per_side=2)
+    out = tmp_path / "out"
+    assert batch([tmp_path / "plate"], out, "cell", workers=1, **options).done == ["a.tif"]
+    (out / "summary.json").write_text(damage)
+    again = batch([tmp_path / "plate"], out, "cell", workers=1, **options)
+    assert again.skipped == ["a.tif"] and not again.failed
+    import json
+
+    assert json.loads((out / "summary.json").read_text())["params_hash"]  # rewritten whole

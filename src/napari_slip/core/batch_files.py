@@ -224,7 +224,12 @@ def _not_ours(out_dir: Path, items: list[BatchItem]) -> list[Path]:
             record = read_record(out_dir, item) or {}
             if not (record.get("wrote") or record.get("status") == "done"):
                 foreign.append(target)
-    ours = (out_dir / RECORDS).is_dir() and _is_our_summary(out_dir / "summary.json")
+    # A folder with our records is ours: its summary and table are ours to rewrite,
+    # even where a crash or a hand edit damaged the summary (a resume must not stop).
+    records = out_dir / RECORDS
+    ours = records.is_dir() and (
+        _is_our_summary(out_dir / "summary.json") or any(records.rglob("*.json"))
+    )
     for name in ("objects.csv", "summary.json"):
         target = out_dir / name
         if (target.exists() or target.is_symlink()) and not ours:

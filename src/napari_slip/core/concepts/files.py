@@ -44,7 +44,8 @@ def save_concept(concept: Any, path) -> Path:
         "measurements": np.ascontiguousarray(ex.measurements, dtype=np.float64).reshape(
             -1, len(MEASUREMENTS)
         ),
-        "clip": np.ascontiguousarray(ex.clip, dtype=np.float32).reshape(-1, dim),
+        # (no example and no pool yet: a text-only concept, (0, 0) embeddings)
+        "clip": np.ascontiguousarray(ex.clip, dtype=np.float32).reshape(len(ex), dim),
         "labels": np.ascontiguousarray(ex.labels, dtype=np.int64),
         "steps": np.ascontiguousarray(ex.steps, dtype=np.int64),
     }
