@@ -112,6 +112,15 @@ def test_without_transformers_the_extra_is_named(tiny_biomedclip, monkeypatch):
         hubclip.load_hub_clip("biomedclip", tiny_biomedclip)
 
 
+def test_without_transformers_nothing_is_downloaded_first(isolated_cache, monkeypatch):
+    """Not 800 MB of downloads, then the missing extra: the extra first (a download
+    tried first would fail here with an offline error, not this one)."""
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(InputError, match=r"napari-slip\[biomed\]"):
+        hubclip.resolve_hub_clip("biomedclip")
+    assert not (isolated_cache / "clip" / "biomedclip").exists()
+
+
 def test_biomedclip_is_listed_with_its_urls_and_paths(isolated_cache):
     from napari_slip.core.models.listing import list_models
 

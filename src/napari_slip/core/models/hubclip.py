@@ -85,6 +85,7 @@ def resolve_hub_clip(name: str, progress=None) -> Path:
     with its URL and where to put it."""
     from .download import download
 
+    _require_transformers(name)  # before 800 MB of downloads it could not use
     missing = missing_files(name)
     for url, path in missing:
         try:
