@@ -832,3 +832,29 @@ def test_a_batch_resumes_past_a_damaged_summary(tmp_path, tiny_sam_path, tiny_cl
     import json
 
     assert json.loads((out / "summary.json").read_text())["params_hash"]  # rewritten whole
+
+
+def test_a_batch_with_a_concept_of_another_clip_stops_before_any_image(
+    tmp_path, tiny_sam_path, tiny_clip_path
+):
+    from napari_slip.core.batches import batch
+    from napari_slip.core.concepts import Concept
+    from napari_slip.core.models.download import file_sha256
+    from napari_slip.testing import write_tiny_clip
+
+    concept = Concept(["cell"])
+    concept.bind_clip("tiny_clip.safetensors", file_sha256(tiny_clip_path))
+    other = write_tiny_clip(tmp_path / "other_clip.safetensors", seed=3)
+    (tmp_path / "plate").mkdir()
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(tmp_path / "plate" / name, IMAGE)
+    with pytest.raises(InputError, match=r"learnt with CLIP tiny_clip\.safetensors") as info:
+        batch(
+            [tmp_path / "plate"],
+            tmp_path / "out",
+            concept,
+            sam=str(tiny_sam_path),
+            clip=str(other),
+        )
+    assert "other_clip.safetensors" in str(info.value)
+    assert not (tmp_path / "out").exists()  # once, before any image: nothing written

@@ -219,17 +219,21 @@ class BatchConfig:
 # --- many images -----------------------------------------------------------------------
 
 
-def _check_decoder_clip(config: BatchConfig) -> None:
-    """A decoder trained on another CLIP than the batch's is one line before the first
-    image (compared by the CLIP file's SHA-256, where the file is here)."""
+def _check_clips(config: BatchConfig) -> None:
+    """A decoder trained on, or a concept learnt with, another CLIP than the batch's is
+    one line before the first image (compared by the CLIP file's SHA-256, where the
+    file is here), not one failure per image."""
+    from .models.download import file_sha256
+
+    clip = Path(config.clip).expanduser()
+    if config.concept is not None and clip.is_file():
+        config.concept.check_clip(file_sha256(clip), clip.name)
     if not config.decoder:
         return
     from .models.decoder import read_decoder_metadata
-    from .models.download import file_sha256
 
     meta = read_decoder_metadata(config.decoder)
     trained = meta.get("clip_sha256")
-    clip = Path(config.clip).expanduser()
     if isinstance(trained, str) and trained and clip.is_file() and file_sha256(clip) != trained:
         raise InputError(
             f"The decoder {Path(config.decoder).name} was trained on "
@@ -272,7 +276,7 @@ def iter_batch(
         raise InputError(f"out_dir must be a folder path; got {type(out_dir).__name__}.")
     out_dir = Path(out_dir).expanduser()
     config.run_config()  # every check before the first image, not once per image
-    _check_decoder_clip(config)
+    _check_clips(config)
     check_given_workers(workers)
     items = collect_inputs(inputs, exclude=out_dir)
     _check_out_dir(out_dir, items)
