@@ -431,3 +431,21 @@ def test_learn_on_a_folder_prints_only_its_own_work(monkeypatch, tmp_path, tiny_
     assert "precisions" not in captured.err + captured.out and "autotune" not in captured.err
     assert autotune.load_measurement() is None and autotune._THREAD is None
     assert autotune.pending()  # auto was used unmeasured: the old CLI measured here
+
+
+def test_models_never_shows_a_measurement_that_is_not_in_use(monkeypatch, capsys):
+    """With NAPARI_SLIP_AUTOTUNE=0, ``auto`` is the flag table: a stored measurement
+    is not shown as if it were used."""
+    from napari_slip.cli import main
+
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    _saved_with_threads(1)
+    assert autotune.load_measurement() is not None
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "0")
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "off (NAPARI_SLIP_AUTOTUNE=0)" in out and "is not used" in out
+    assert "measured" not in out.split("auto gives")[0] and "-> " not in out
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    assert main(["models"]) == 0
+    assert "precision 'auto' measured" in capsys.readouterr().out

@@ -379,11 +379,15 @@ def _stop_at_exit() -> None:
 
 def describe() -> list[str]:
     """Lines for ``napari-slip models``: the measured table and ``auto``'s choice."""
+    if not enabled():  # a stored measurement is not used: say so, not show it
+        return [
+            f"precision 'auto' by measurement: off (NAPARI_SLIP_AUTOTUNE=0): auto gives "
+            f"{guess()} (the flag table); any stored measurement is not used"
+        ]
     entry = load_measurement()
     if entry is None:
-        how = "off (NAPARI_SLIP_AUTOTUNE=0)" if not enabled() else "not measured yet"
         return [
-            f"precision 'auto' by measurement: {how}; until then {guess()} "
+            f"precision 'auto' by measurement: not measured yet; until then {guess()} "
             "(`napari-slip models --measure` measures now, in 10-20 s)"
         ]
     return describe_entry(entry)
