@@ -858,3 +858,22 @@ def test_a_batch_with_a_concept_of_another_clip_stops_before_any_image(
         )
     assert "other_clip.safetensors" in str(info.value)
     assert not (tmp_path / "out").exists()  # once, before any image: nothing written
+
+
+def test_a_plane_read_as_xy_writes_rows_by_columns_and_says_so(
+    tmp_path, tiny_sam_path, tiny_clip_path
+):
+    image, labels = IMAGE[:64], LABELS[:64].astype(np.uint16)  # not square
+    tifffile.imwrite(tmp_path / "xy.tif", image)
+    tifffile.imwrite(tmp_path / "xy_labels.tif", labels)  # in the file's own order
+    args = ["segment", str(tmp_path / "xy.tif"), "-p", "x", "-o", str(tmp_path / "o.tif")]
+    args += ["--axes", "XY", "--proposals-from", str(tmp_path / "xy_labels.tif")]
+    args += ["--mode", "threshold", "--threshold", "-1", "--clip", str(tiny_clip_path)]
+    assert main([*args, "--sam", str(tiny_sam_path), "--device", "cpu", "-q"]) == 0
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "YX"
+        out = tif.asarray()
+    assert out.shape == labels.T.shape  # rows are the file's columns: Y, then X
+    for value in np.unique(labels)[1:]:
+        assert len(np.unique(out[value == labels.T])) == 1  # each object whole, in place
+    assert np.array_equal(out > 0, labels.T > 0)

@@ -150,6 +150,12 @@ def run(args: argparse.Namespace) -> int:
             write_stack_labels_to(
                 tmp, result.labels, out.suffix.lower(), result.axes, result.scale, result.unit
             )
+        elif _reordered(axes) and out.suffix.lower() in (".tif", ".tiff"):
+            # The plane was read in another order (--axes XY): the labels are rows (Y)
+            # by columns (X), and the file says so.
+            write_stack_labels_to(
+                tmp, result.labels, out.suffix.lower(), "YX", axes.scale, axes.unit
+            )
         else:
             _write_labels_to(tmp, result.labels, out.suffix.lower())
 
@@ -177,6 +183,11 @@ def run(args: argparse.Namespace) -> int:
     written = [str(p) for p in written]
     print(f"napari-slip: {_sentence(result)} Wrote {_and(written)}.", file=sys.stderr)
     return 0
+
+
+def _reordered(axes) -> bool:
+    """Whether a plane's file order is not rows then columns (``--axes XY``)."""
+    return "".join(a for a in axes.letters if a in "YX") != "YX"
 
 
 def _axes_of(result) -> str:

@@ -121,6 +121,8 @@ def iter_segment_image(
     elif info.colour == "S" and config.normalisation.rgb is None:
         config = replace(config, normalisation=replace(config.normalisation, rgb=True))
     if not info.lead:
+        if labels is not None and not hasattr(labels, "chunks"):  # as the image: reordered
+            labels = _labels_in_order(labels, info)
         return (
             yield from segmenter.iter_run(
                 arranged,
