@@ -302,3 +302,21 @@ def test_cli_tiles_a_tif_into_a_zarr_store(trained_sam_path, tiny_clip_path, tmp
     again = np.asarray(zarr.open_array(str(out), mode="r"))
     assert again.max() == 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_default_overlap_holds_for_a_sam_of_256_px(trained_sam_path, tiny_clip_path, mosaic):
+    """The defaults are valid for every SAM: the default 128 px overlap is at most a
+    quarter of a tile of SAM's own size (64 px for this 256 px SAM); one given by the
+    user is kept, and refused where it cannot work."""
+    rgb, _ = mosaic
+    params = SamProposalParams(**{**FIXTURE_AMG, "min_area": 30, "points_per_side": 4})
+    seg = Segmenter(str(trained_sam_path), str(tiny_clip_path), "cpu", sam_params=params)
+    seg.set_tile_params(TileParams(tiles="on"))  # the default overlap
+    seg.set_image(rgb)
+    proposals = drain(seg.iter_proposals())
+    assert proposals.decoded_points == len(tile_grid(rgb.shape[:2], 256, 64)) * 4 * 4
+    assert TileParams(tiles="on").overlap_for(1024) == 128  # SAM's own 1,024 px: as before
+    assert TileParams(tiles="on", overlap=100).overlap_for(256) == 100  # given: kept
+    seg.set_tile_params(TileParams(tiles="on", overlap=130))
+    with pytest.raises(InputError, match=r"overlap \(130 px\) must be less than half"):
+        drain(seg.iter_proposals())

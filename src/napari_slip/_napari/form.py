@@ -24,13 +24,12 @@ from ..core.errors import InputError, SlipError
 from ..core.models.registry import SAM_MODELS
 from ..core.params import (
     DEFAULT_THRESHOLD,
-    SCORE_UNITS,
     CropParams,
     SamProposalParams,
     SelectionParams,
     TileParams,
-    score_unit,
 )
+from ..core.pipeline.selection import SCORE_UNITS, score_unit
 from ..core.pipeline.stack import leading_shape
 from .choices import CHOOSE_FILE
 from .fields import param_widgets
@@ -69,7 +68,7 @@ class ThresholdSlider(FloatSlider):
         from qtpy.QtWidgets import QDoubleSpinBox
 
         self._box = self.native.findChild(QDoubleSpinBox)
-        #: What the threshold is in (see :data:`~napari_slip.core.params.SCORE_UNITS`).
+        #: What the threshold is in (see :data:`~napari_slip.core.pipeline.selection.SCORE_UNITS`).
         self.unit = "cosine similarity"
         if self._box is not None:
             self._box.setKeyboardTracking(False)

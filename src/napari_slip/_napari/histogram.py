@@ -22,7 +22,7 @@ class ScoreHistogram(QWidget):
         self.scores = np.zeros(0)
         self.kept = np.zeros(0, dtype=bool)
         self.threshold: float | None = None
-        #: What the scores are: the axis title (see ``SelectionParams.score_unit``).
+        #: What the scores are: the axis title (see ``core.pipeline.selection.score_unit``).
         self.unit = "cosine similarity"
         #: Called with the score under the mouse when the histogram is clicked or
         #: dragged (the widget sets its threshold there).

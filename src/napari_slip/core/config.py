@@ -312,12 +312,10 @@ class RunConfig:
         if tiles.tiles == "off" or not self.needs_sam:
             return
         size = tiles.tile_size or self.models.sam_input_size
-        if size is not None and 2 * tiles.overlap >= size:
-            whose = "" if tiles.tile_size else ", SAM's input size"
-            raise InputError(
-                f"overlap ({tiles.overlap} px) must be less than half the tile ({size} px"
-                f"{whose}): lower the overlap or raise the tile size."
-            )
+        if size is not None:
+            from .pipeline.tiles import checked_tile_size
+
+            checked_tile_size(tiles, size)
 
     @property
     def prompt(self) -> str:

@@ -120,7 +120,8 @@ class TileParams(_Params):
     )
     overlap: int = option(
         128,
-        "pixels shared by neighbouring tiles (> the largest object)",
+        "pixels shared by neighbouring tiles (> the largest object; the default 128 is "
+        "at most a quarter of the tile when the tile is SAM's own input size)",
         bounds=(0, 8192),
         label="Tile overlap (px)",
     )
@@ -144,6 +145,14 @@ class TileParams(_Params):
             )
         _check_unit("merge_iou", self.merge_iou)
         self._check_bounds()
+
+    def overlap_for(self, size: int) -> int:
+        """The overlap used with tiles of ``size`` px: the one given; the default at
+        most a quarter of a tile of SAM's own input size (a 256 px SAM gets 64), so
+        that the defaults hold for every SAM."""
+        if self.tile_size is None and self.overlap == type(self).default("overlap"):
+            return min(self.overlap, int(size) // 4)
+        return self.overlap
 
     @classmethod
     def choose(cls, params: TileParams | None = None, tiles: str | None = None) -> TileParams:
@@ -238,32 +247,6 @@ class SelectionParams(_Params):
         if self.mode == "threshold" and self.threshold is None:
             return DEFAULT_THRESHOLD
         return self.threshold
-
-    def score_unit(self, concept: bool = False) -> str:
-        """What the scores are, and so the threshold (see :func:`score_unit`)."""
-        return score_unit(self.mode, self.relevance_weight, concept)
-
-
-def score_unit(mode: str, relevance_weight: float = 0.0, concept: bool = False) -> str:
-    """What a selection's scores are, and so its threshold (one of
-    :data:`SCORE_UNITS`): a concept's class probability, the prompt's probability
-    against the distractors, or the cosine similarity to the prompt (plus the relevance
-    map's share)."""
-    if concept:
-        return "class probability"
-    if mode == "distractors":
-        return "probability vs distractors"
-    return "cosine + relevance" if relevance_weight else "cosine similarity"
-
-
-#: The units scores come in (:meth:`SelectionParams.score_unit`): the range a threshold
-#: in each may take and where it starts.
-SCORE_UNITS = {
-    "cosine similarity": (-1.0, 1.0, DEFAULT_THRESHOLD),
-    "cosine + relevance": (-1.0, 1.0, DEFAULT_THRESHOLD),
-    "probability vs distractors": (0.0, 1.0, 0.5),
-    "class probability": (0.0, 1.0, 0.5),
-}
 
 
 #: A Z-linked object is cut where its sections' signal falls below this share of the
@@ -482,7 +465,6 @@ __all__ = [
     "MODES",
     "PRECISIONS",
     "PROPOSALS",
-    "SCORE_UNITS",
     "TILING",
     "TRAINABLE",
     "CropParams",
@@ -496,5 +478,4 @@ __all__ = [
     "TileParams",
     "check_options",
     "parse_phrases",
-    "score_unit",
 ]

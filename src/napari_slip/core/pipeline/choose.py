@@ -17,7 +17,7 @@ from .proposals import near_duplicates
 from .provenance import provenance
 from .results import SegmentationResult, candidates_table, mean_inside, paint_labels
 from .scoring import cosine
-from .selection import Selection, select
+from .selection import Selection, score_unit, select
 from .session import Candidates
 
 
@@ -99,7 +99,7 @@ def choose(
         provenance=record,
         message=message,
         candidate_table=candidate_table,
-        score_unit=selection.score_unit(concept=query is not None),
+        score_unit=score_unit(selection.mode, selection.relevance_weight, query is not None),
     )
 
 

@@ -66,7 +66,7 @@ class SegmentationResult:
     #: selection settings without image work; and the relevance map it used, if any.
     candidates: Any = field(default=None, repr=False, compare=False)
     used_relevance: np.ndarray | None = field(default=None, repr=False, compare=False)
-    #: What ``score`` is (:meth:`~napari_slip.core.params.SelectionParams.score_unit`).
+    #: What ``score`` is (:func:`~napari_slip.core.pipeline.selection.score_unit`).
     score_unit: str = "cosine similarity"
 
     @property

@@ -41,6 +41,28 @@ class Selection:
         return len(self.indices) > 0
 
 
+def score_unit(mode: str, relevance_weight: float = 0.0, concept: bool = False) -> str:
+    """What a selection's scores are, and so its threshold (one of
+    :data:`SCORE_UNITS`): a concept's class probability, the prompt's probability
+    against the distractors, or the cosine similarity to the prompt (plus the relevance
+    map's share)."""
+    if concept:
+        return "class probability"
+    if mode == "distractors":
+        return "probability vs distractors"
+    return "cosine + relevance" if relevance_weight else "cosine similarity"
+
+
+#: The units scores come in (:func:`score_unit`): the range a threshold
+#: in each may take and where it starts.
+SCORE_UNITS = {
+    "cosine similarity": (-1.0, 1.0, DEFAULT_THRESHOLD),
+    "cosine + relevance": (-1.0, 1.0, DEFAULT_THRESHOLD),
+    "probability vs distractors": (0.0, 1.0, 0.5),
+    "class probability": (0.0, 1.0, 0.5),
+}
+
+
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)

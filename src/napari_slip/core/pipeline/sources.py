@@ -207,7 +207,7 @@ class TiledGuidedSource:
         sam = yield from context.iter_load("sam")
         shape = session.image.shape
         size = checked_tile_size(self.tiles, sam.promptable.input_size)
-        tiles = tile_grid(shape, size, self.tiles.overlap)
+        tiles = tile_grid(shape, size, self.tiles.overlap_for(size))
         n, found, decoded = len(tiles), [], 0
         for t, box in enumerate(tiles):
             what = f"tile {t + 1}/{n}"

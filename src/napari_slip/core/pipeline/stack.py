@@ -28,6 +28,7 @@ from ..runtime.progress import Progress
 from .images import plane_of
 from .results import TABLE_COLUMNS, SegmentationResult
 from .run import proposals_of
+from .selection import score_unit
 from .stack_measure import measured, plane_intensity
 from .stack_result import StackResult
 
@@ -347,7 +348,9 @@ def linked_result(
     )
     candidate_table = pd.concat(scored, ignore_index=True) if scored else candidates_table(None)
     result = StackResult(labels, table, {}, message, candidates, prompt, candidate_table)
-    result.score_unit = selection.score_unit(concept=not isinstance(query, str))
+    result.score_unit = score_unit(
+        selection.mode, selection.relevance_weight, not isinstance(query, str)
+    )
     result.linked = linked
     result.object_scores = pd.DataFrame(
         {"score": chosen.all_scores, "kept": final > 0, "id": final}

@@ -62,7 +62,7 @@ class StackResult:
     object_scores: pd.DataFrame | None = field(default=None, repr=False)
     #: What selection looked for: the prompt, or a concept query (its classes).
     query: Any = field(default=None, repr=False)
-    #: What ``score`` is (:meth:`~napari_slip.core.params.SelectionParams.score_unit`).
+    #: What ``score`` is (:func:`~napari_slip.core.pipeline.selection.score_unit`).
     score_unit: str = "cosine similarity"
 
     @property

@@ -68,10 +68,11 @@ def checked_tile_size(tiles: TileParams, sam_input_size: int) -> int:
     the overlap is not under half of it. A run's config checks this before any model
     loads where SAM's size is known from its name; a SAM file's is known once loaded."""
     size = tiles.tile_size or int(sam_input_size)
-    if 2 * tiles.overlap >= size:
+    overlap = tiles.overlap_for(size)
+    if 2 * overlap >= size:
         whose = "" if tiles.tile_size else ", this SAM's input size"
         raise InputError(
-            f"overlap ({tiles.overlap} px) must be less than half the tile ({size} px"
+            f"overlap ({overlap} px) must be less than half the tile ({size} px"
             f"{whose}): lower the overlap or raise the tile size."
         )
     return size
@@ -292,7 +293,7 @@ class TiledSamSource:
         sam = yield from context.iter_load("sam")
         shape = session.image.shape
         size = checked_tile_size(self.tiles, sam.promptable.input_size)
-        tiles = tile_grid(shape, size, self.tiles.overlap)
+        tiles = tile_grid(shape, size, self.tiles.overlap_for(size))
         n = len(tiles)
         found: list[Proposals] = []
         funnels: list = []
