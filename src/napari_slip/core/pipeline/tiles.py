@@ -70,7 +70,7 @@ def checked_tile_size(tiles: TileParams, sam_input_size: int) -> int:
     size = tiles.tile_size or int(sam_input_size)
     overlap = tiles.overlap_for(size)
     if 2 * overlap >= size:
-        whose = "" if tiles.tile_size else ", this SAM's input size"
+        whose = "" if tiles.tile_size else ", SAM's input size"
         raise InputError(
             f"overlap ({overlap} px) must be less than half the tile ({size} px"
             f"{whose}): lower the overlap or raise the tile size."
