@@ -877,3 +877,24 @@ def test_a_plane_read_as_xy_writes_rows_by_columns_and_says_so(
     for value in np.unique(labels)[1:]:
         assert len(np.unique(out[value == labels.T])) == 1  # each object whole, in place
     assert np.array_equal(out > 0, labels.T > 0)
+
+
+def test_a_wrong_pixel_size_in_the_file_is_replaced_by_the_one_given(
+    tmp_path, tiny_sam_path, tiny_clip_path, capsys
+):
+    stack, labels = np.stack([IMAGE] * 3), np.stack([LABELS] * 3).astype(np.uint16)
+    meta = {"axes": "ZYX", "spacing": 1e12, "unit": "um"}  # a broken Z size
+    tifffile.imwrite(tmp_path / "s.tif", stack, imagej=True, metadata=meta)
+    tifffile.imwrite(tmp_path / "l.tif", labels, photometric="minisblack")
+    args = ["segment", str(tmp_path / "s.tif"), "-p", "x", "-o", str(tmp_path / "o.tif")]
+    args += ["--proposals-from", str(tmp_path / "l.tif"), "--mode", "threshold"]
+    args += ["--threshold", "-1", "--sam", str(tiny_sam_path), "--clip", str(tiny_clip_path)]
+    args += ["--device", "cpu", "-q", "--table", str(tmp_path / "t.csv")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--pixel-size" in err and not (tmp_path / "o.tif").exists()
+    assert main([*args, "--pixel-size", "Z=2,Y=0.5,X=0.5"]) == 0  # as the message says
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert len(table) and (table["volume_um3"] == table["area"] * 0.5).all()

@@ -253,16 +253,18 @@ def check_planes(shape: Sequence[int], axes: ImageAxes) -> None:
         )
 
 
-def read_axes(path: str | os.PathLike) -> ImageAxes | None:
+def read_axes(path: str | os.PathLike, replaced: str = "") -> ImageAxes | None:
     """The axes and pixel sizes a file records (OME-TIFF, ImageJ TIFF, OME-Zarr), or None
-    where it records none this module understands."""
+    where it records none this module understands. The sizes along ``replaced`` (the
+    letters the user gives sizes for) are not read: a wrong one there is replaced, not
+    refused."""
     path = Path(path)
     suffix = path.suffix.lower()
     try:
         if suffix in (".tif", ".tiff") and path.is_file():
-            return _tiff_axes(path)
+            return _tiff_axes(path, replaced)
         if suffix == ".zarr" and path.is_dir():
-            return _zarr_axes(path)
+            return _zarr_axes(path, replaced)
     except InputError:
         raise
     except Exception:  # unreadable metadata is no metadata: the image itself is read later
@@ -270,7 +272,7 @@ def read_axes(path: str | os.PathLike) -> ImageAxes | None:
     return None
 
 
-def _tiff_axes(path: Path) -> ImageAxes | None:
+def _tiff_axes(path: Path, replaced: str = "") -> ImageAxes | None:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
@@ -303,7 +305,7 @@ def _tiff_axes(path: Path) -> ImageAxes | None:
                 scale["T"] = float(meta["finterval"])
             if not scale:
                 unit = None
-        scale = {k: v for k, v in scale.items() if k in letters}
+        scale = {k: v for k, v in scale.items() if k in letters and k not in replaced}
         return ImageAxes(letters, scale, unit)
 
 
@@ -325,7 +327,7 @@ def _ome_xml_scale(xml: str) -> tuple[dict[str, float], str | None]:
     return scale, unit
 
 
-def _zarr_axes(path: Path) -> ImageAxes | None:
+def _zarr_axes(path: Path, replaced: str = "") -> ImageAxes | None:
     import zarr
 
     node = zarr.open(str(path), mode="r")
@@ -350,7 +352,7 @@ def _zarr_axes(path: Path) -> ImageAxes | None:
     for transform in (datasets[0].get("coordinateTransformations") or []) if datasets else []:
         if transform.get("type") == "scale":
             for letter, value in zip(letters, transform.get("scale", []), strict=False):
-                if letter not in "CS" and value != 1:
+                if letter not in "CS" and value != 1 and letter not in replaced:
                     scale[letter] = value
     for a in first.get("axes", []):
         if isinstance(a, dict) and a.get("type") == "space" and a.get("unit"):
@@ -377,6 +379,15 @@ def _with_channel(shape: tuple[int, ...], channel_axis: Any) -> str:
     return "".join(letters)
 
 
+def _given_letters(pixel_size: Any) -> str:
+    """The axes ``pixel_size`` gives sizes for (every one for a sequence)."""
+    if pixel_size is None:
+        return ""
+    if isinstance(pixel_size, Mapping):
+        return "".join(str(k).upper() for k in pixel_size)
+    return "TZYX"
+
+
 def resolve_axes(
     shape: Sequence[int],
     axes: str | ImageAxes | None = None,
@@ -396,7 +407,9 @@ def resolve_axes(
             f"The image has {len(shape)} axis (shape {shape}): an image to segment needs "
             "rows and columns (at least 2 axes)."
         )
-    found = read_axes(path) if path is not None and axes is None else None
+    found = (
+        read_axes(path, _given_letters(pixel_size)) if path is not None and axes is None else None
+    )
     if isinstance(axes, ImageAxes):
         result = axes
     elif axes is not None:
