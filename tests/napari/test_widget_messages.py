@@ -240,7 +240,9 @@ def test_save_and_export_from_the_dock_read_back(shown, qtbot, tmp_path):
     assert not (tmp_path / "cells.xlsx").exists()
 
 
-def test_the_table_shows_physical_sizes_channels_and_where_and_columns_can_be_hidden(shown, qtbot):
+def test_the_table_shows_physical_sizes_channels_and_where_and_columns_can_be_hidden(
+    shown, qtbot, tmp_path
+):
     viewer, widget, run = shown
     _, truth = nuclei_scene(np.random.default_rng(4), n=(6, 7))
     stack = np.stack([truth] * 3).astype(np.int32)
@@ -272,6 +274,15 @@ def test_the_table_shows_physical_sizes_channels_and_where_and_columns_can_be_hi
     assert table.isColumnHidden(headers.index("mean"))
     run()
     assert table.isColumnHidden(headers.index("mean")) and not table.isColumnHidden(where)
+    # Save labels... of a 3D result: an OME-Zarr with its axes and pixel sizes.
+    import zarr
+
+    written = widget.results.files.save_labels(tmp_path / "planes.ome.zarr")
+    group = zarr.open_group(str(written[0]), mode="r")
+    meta = group.attrs["multiscales"][0]
+    assert [a["name"] for a in meta["axes"]] == ["z", "y", "x"]
+    assert meta["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.5, 0.5]
+    assert np.array_equal(group["0"][...], widget.session.last.layer.data)
 
 
 def test_a_histogram_click_that_makes_the_layer_takes_down_nothing_found(shown, qtbot):
