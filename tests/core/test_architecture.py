@@ -112,6 +112,55 @@ def test_sizes_are_measured_as_ruff_lays_the_code_out():
     assert packed == set()
 
 
+def _private_names_defined(tree: ast.AST) -> set[str]:
+    """The private names a module defines: functions, classes, assigned attributes and
+    variables starting with one underscore."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def private_reaches() -> list[str]:
+    """Accesses ``obj._name`` to a private name another module of the package defines
+    and this one does not (``self``, ``cls`` and ``super()`` are the object's own;
+    third-party private names are not the package's to count)."""
+    trees = {name: ast.parse(path.read_text()) for name, path in MODULES.items()}
+    defined = {name: _private_names_defined(tree) for name, tree in trees.items()}
+    ours = set().union(*defined.values())
+    found = []
+    for name, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or node.attr not in ours:
+                continue
+            value = node.value
+            if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+                continue
+            if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "super":
+                continue
+            if node.attr not in defined[name]:
+                found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    """Features use the engine's public handles (``segmenter.texts``,
+    ``concept.step``), never another module's private attributes."""
+    assert private_reaches() == []
+
+
+def test_the_private_reach_finder_finds_one(monkeypatch, tmp_path):
+    fake = tmp_path / "_reach_fixture.py"
+    fake.write_text("def f(segmenter):\n    return segmenter._sessions\n")
+    monkeypatch.setitem(MODULES, "napari_slip._reach_fixture", fake)
+    assert private_reaches() == ["napari_slip._reach_fixture:2: segmenter._sessions"]
+
+
 def test_no_import_cycles():
     graph = {name: _imports(name, path) for name, path in MODULES.items()}
     assert _cycles(graph) == []

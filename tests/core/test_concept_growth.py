@@ -102,7 +102,7 @@ def test_a_hand_edited_choice_is_ignored(tmp_path):
         meta["chosen"] = {**fits, **bad} if isinstance(bad, dict) else bad
         save_file(tensors, str(path), metadata={"napari_slip": json.dumps(meta)})
         loaded = Concept.load(path)
-        assert loaded._choice is None  # made again when asked
+        assert loaded.feature_choice is None  # made again when asked
         assert set(loaded.chosen_features()) <= {"shape", "intensity", "texture", "clip"}
 
 

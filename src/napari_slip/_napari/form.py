@@ -308,7 +308,7 @@ def add_microscopy_hint(w) -> None:
     """Keep the status line's microscopy suggestion current as the image (after the
     widget has cleared its status for the new image), SAM and CLIP change."""
     for field in (w.image, w.sam, w.clip):
-        field.changed.connect(w._update_visibility)
+        field.changed.connect(w.update_visibility)
 
 
 def show_microscopy_hint(w, layer) -> None:

@@ -61,7 +61,7 @@ class TeachingControls:
             self._mode, mode.value = mode.value, "distractors"
         elif value is None and getattr(self, "_mode", None):
             mode.value, self._mode = self._mode, None
-        self.widget._update_visibility()
+        self.widget.update_visibility()
         if value != CHOOSE:
             return
         from qtpy.QtWidgets import QFileDialog

@@ -168,7 +168,7 @@ class SlipWidget(WorkerPanel):
         self.results.on_said = lambda text: setattr(self.status, "value", text)
         self.scroll_inside()
         self.pin_below_status(self.results.suggest)  # the fix beside what it fixes
-        self._update_visibility()
+        self.update_visibility()
         self.axes.follow()
 
     def _lay_out(self) -> None:
@@ -205,7 +205,7 @@ class SlipWidget(WorkerPanel):
             self.show_relevance,
             self.relevance_weight,
         ):
-            widget.changed.connect(self._update_visibility)
+            widget.changed.connect(self.update_visibility)
         for widget in (
             self.mode,
             self.threshold,
@@ -234,7 +234,7 @@ class SlipWidget(WorkerPanel):
 
     def reset_choices(self, *_args) -> None:
         super().reset_choices()
-        self._update_visibility()
+        self.update_visibility()
 
     # The pickers' own: scripts and tests offer model files through the dock.
     add_sam_file = property(lambda self: self.models.add_sam_file)
@@ -243,7 +243,7 @@ class SlipWidget(WorkerPanel):
     add_decoder_file = property(lambda self: self.models.add_decoder_file)
     files = property(lambda self: self.models.files)
 
-    def _update_visibility(self, *_args) -> None:
+    def update_visibility(self, *_args) -> None:
         form.update_visibility(self)
 
     # --- requests ----------------------------------------------------------------------

@@ -92,15 +92,22 @@ class Concept:
         self.pool = Pool()
         #: The CLIP the embeddings come from: ``{"spec": ..., "sha256": ...}``.
         self.clip: dict = {}
-        self._step = 0
+        #: The last step examples were added in (each :meth:`add` is one).
+        self.step = 0
         self._fitted: tuple | None = None
-        #: The last ``features="auto"`` choice: (groups, examples then, classes then).
-        self._choice: tuple | None = None
+        #: The last ``features="auto"`` choice: (groups, examples then, classes then);
+        #: saved in the file with the examples it was made on.
+        self.feature_choice: tuple | None = None
 
     # -- what it is -------------------------------------------------------------------
     @property
     def name(self) -> str:
         return self._name or (" | ".join(self.classes) if self.classes else "concept")
+
+    @property
+    def given_name(self) -> str | None:
+        """The name given when it was made (None: named after its classes)."""
+        return self._name
 
     def __repr__(self) -> str:
         counts = self.counts()
@@ -207,7 +214,7 @@ class Concept:
         if len(names) != len(features):
             raise InputError(f"{len(features)} examples but {len(names)} class names.")
         label = np.array([-1 if n is None else self.add_class(n) for n in names], dtype=np.int64)
-        self._step += 1
+        self.step += 1
         ex = self.examples
         self.examples = Examples(
             np.concatenate(
@@ -215,12 +222,12 @@ class Concept:
             ),
             np.concatenate([ex.clip.reshape(-1, dim), features.clip.astype(np.float32)]),
             np.concatenate([ex.labels, label]),
-            np.concatenate([ex.steps, np.full(len(features), self._step, dtype=np.int64)]),
+            np.concatenate([ex.steps, np.full(len(features), self.step, dtype=np.int64)]),
         )
         pool = features if pool is None else pool
         self.pool.add(pool.measurements, pool.clip)
         self._fitted = None
-        return self._step
+        return self.step
 
     def undo(self) -> bool:
         """Remove the examples of the last :meth:`add` (the pool keeps its moments)."""
@@ -305,13 +312,13 @@ class Concept:
         if self._fitted is not None:
             return self._fitted[2]
         n, classes = len(self.examples), len(self.classes)
-        if self._choice is not None:
-            groups, n_then, classes_then = self._choice
+        if self.feature_choice is not None:
+            groups, n_then, classes_then = self.feature_choice
             grown = n > max(self.RECHOOSE_BELOW, self.RECHOOSE_GROWTH * n_then)
             if classes == classes_then and n >= self.RECHOOSE_BELOW and not grown:
                 return groups
         groups = self._choose_features()
-        self._choice = (groups, n, classes)
+        self.feature_choice = (groups, n, classes)
         return groups
 
     def _choose_features(self) -> tuple[str, ...]:

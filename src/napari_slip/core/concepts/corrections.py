@@ -117,7 +117,7 @@ class Corrections:
         if concept is None and len(kept):  # what the run kept: the first examples
             feats = features_of(candidates, self._image)
             self.concept.add(feats.take(kept), self.class_name, pool=self._pool(feats))
-        self._base_steps = self.concept._step
+        self._base_steps = self.concept.step
         self.keep: set[int] = set()
         self.drop: set[int] = set()
 
@@ -192,7 +192,7 @@ class Corrections:
 
     def undo(self):
         """Take back the last correction; returns the new result (None: nothing to undo)."""
-        if not self.history or self.concept._step <= self._base_steps:
+        if not self.history or self.concept.step <= self._base_steps:
             return None
         last = self.history.pop()
         self.concept.undo()

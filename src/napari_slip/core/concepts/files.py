@@ -59,7 +59,7 @@ def save_concept(concept: Any, path) -> Path:
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "name": concept._name,
+        "name": concept.given_name,
         "classes": list(concept.classes),
         "texts": list(concept.texts),
         "use_text": concept.use_text,
@@ -275,14 +275,14 @@ def load_concept(path, cls) -> Any:
         raise _fail(path, str(exc).rstrip(".")) from None
     concept.texts = list(meta["texts"])
     concept.examples = Examples(tensors["measurements"], tensors["clip"], labels, tensors["steps"])
-    concept._step = int(tensors["steps"].max(initial=0))
+    concept.step = int(tensors["steps"].max(initial=0))
     if pool_n:
         pool = concept.pool
         pool.n = pool_n
         pool.m_sum, pool.m_sq = tensors["pool_m_sum"], tensors["pool_m_sq"]
         pool.c_sum, pool.c_outer = tensors["pool_c_sum"], tensors["pool_c_outer"]
     concept.clip = dict(meta["clip"])
-    concept._choice = _saved_choice(meta.get("chosen"), concept)
+    concept.feature_choice = _saved_choice(meta.get("chosen"), concept)
     return concept
 
 

@@ -105,7 +105,7 @@ class ConceptQuery:
         from ..pipeline.linked import object_similarities
 
         scale = segmenter.model_set.load("clip").clip.logit_scale
-        texts = segmenter._texts
+        texts = segmenter.texts
         logit = [self.logits(candidates[p], texts, scale) for p in linked.planes]
         objects = object_similarities(linked, logit, len(self.concept.classes) + 1)
         return self.annotate(table, chosen, objects)

@@ -43,7 +43,7 @@ def settings_of(segmenter: Any) -> dict:
         "device": segmenter.device_spec,
         "precision": segmenter.precision_spec,
         "decoder": segmenter.decoder_spec,
-        "templates": segmenter._texts.given,
+        "templates": segmenter.texts.given,
         "sam_params": segmenter.sam_params,
         "tile_params": segmenter.tile_params,
         "guided_params": segmenter.guided_params,
@@ -60,7 +60,7 @@ def configure(segmenter: Any, config: RunConfig) -> None:
     segmenter.tile_params = config.tile_params
     segmenter.guided_params = config.guided_params
     segmenter.crop_params = config.crop_params
-    segmenter._texts.given = config.templates
+    segmenter.texts.given = config.templates
 
 
 def iter_run(

@@ -142,7 +142,8 @@ class Segmenter(UsesModels):
         self.model_set = ModelSet(hub, sam, clip, device, precision, decoder, download_progress)
         #: Counts of expensive work done, for diagnostics and benchmarks.
         self.stats: Counter = Counter()
-        self._texts = TextEmbeddings(self.model_set, self.stats)
+        #: The prompt's text embeddings, cached (and the templates they are made with).
+        self.texts = TextEmbeddings(self.model_set, self.stats)
         self.templates = templates
         self.disk_cache = disk_cache
         self.sam_params = sam_params or SamProposalParams()
@@ -160,11 +161,11 @@ class Segmenter(UsesModels):
     @property
     def templates(self) -> tuple[str, ...]:
         """The prompt templates in use (the CLIP's own if none were given: loads it)."""
-        return self._texts.templates()
+        return self.texts.templates()
 
     @templates.setter
     def templates(self, value: Sequence[str] | None) -> None:
-        self._texts.given = check_templates(value) if value is not None else None
+        self.texts.given = check_templates(value) if value is not None else None
 
     def set_tile_params(self, params: TileParams) -> None:
         """Change tiling; cached embeddings stay valid (tiles are cached per tile)."""
@@ -173,7 +174,7 @@ class Segmenter(UsesModels):
     def context(self) -> RunContext:
         """What proposal sources may use (see :mod:`.context`)."""
         maps = RelevanceMaps(
-            self.model_set, self._texts, self.stats, self.relevance_window, self.guided_params.map
+            self.model_set, self.texts, self.stats, self.relevance_window, self.guided_params.map
         )
         sam = SamEmbeddings(self.model_set, self.disk_cache, self.stats)
         return RunContext(self.model_set, sam, maps, self._sessions)
@@ -257,7 +258,7 @@ class Segmenter(UsesModels):
 
     def text_embedding(self, phrase: str) -> np.ndarray:
         """Embedding of one phrase through the templates (cached; loads CLIP if needed)."""
-        return self._texts.embed(phrase)
+        return self.texts.embed(phrase)
 
     def select(
         self,
@@ -298,7 +299,7 @@ class Segmenter(UsesModels):
             prompt,
             selection,
             self.model_set,
-            self._texts,
+            self.texts,
             self.crop_params,
             relevance=relevance,
             labels_out=labels_out,

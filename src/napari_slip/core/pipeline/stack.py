@@ -285,7 +285,7 @@ def plane_similarities(segmenter, candidates, prompt, selection, relevance) -> n
     from .choose import similarities
 
     return similarities(
-        candidates, prompt, selection, segmenter.model_set, segmenter._texts, relevance
+        candidates, prompt, selection, segmenter.model_set, segmenter.texts, relevance
     )
 
 
