@@ -449,3 +449,25 @@ def test_models_never_shows_a_measurement_that_is_not_in_use(monkeypatch, capsys
     monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
     assert main(["models"]) == 0
     assert "precision 'auto' measured" in capsys.readouterr().out
+
+
+def test_nothing_runs_at_import():
+    """Importing the package registers no exit handler and no idle hook (they are
+    registered when a measurement first becomes due)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit\n"
+        "ours, register = [], atexit.register\n"
+        "def record(f, *a, **k):\n"
+        "    ours.append(getattr(f, '__module__', '') or '')\n"
+        "    return register(f, *a, **k)\n"
+        "atexit.register = record\n"
+        "import napari_slip, napari_slip.core.runtime.autotune, napari_slip.cli\n"
+        "from napari_slip.core.runtime import perf\n"
+        "print(sum(m.startswith('napari_slip') for m in ours), len(perf._IDLE_HOOKS))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    handlers, hooks = (int(v) for v in out.stdout.split()[-2:])
+    assert (handlers, hooks) == (0, 0)

@@ -313,6 +313,7 @@ def auto_cpu() -> str:
     if enabled():
         with _LOCK:
             _PENDING = True
+        when_idle(measure_when_idle)  # hooked when first due, never at import
     return guess()
 
 
@@ -356,6 +357,8 @@ def measure_when_idle() -> threading.Thread | None:
                 measure_now(stop=lambda: runs_started() != seen or _EXITING.is_set())
 
         _THREAD = threading.Thread(target=work, name="napari-slip autotune", daemon=True)
+        atexit.unregister(_stop_at_exit)  # registered once, with the first thread
+        atexit.register(_stop_at_exit)
         _THREAD.start()
         return _THREAD
 
@@ -367,7 +370,6 @@ def in_foreground() -> None:
     _BACKGROUND = False
 
 
-@atexit.register
 def _stop_at_exit() -> None:
     """A measurement still running stops at its next step; exit waits a moment for it
     (a thread inside torch while the interpreter shuts down could crash)."""
@@ -415,8 +417,6 @@ def describe_entry(entry: dict) -> list[str]:
         )
     return lines
 
-
-when_idle(measure_when_idle)
 
 __all__ = [
     "FIDELITY",
