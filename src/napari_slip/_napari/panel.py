@@ -69,8 +69,10 @@ class _TallEnough(QObject):
         self.label.setMinimumHeight(min(need, most))
         self.label.setMaximumHeight(most)
         self.cut = need > most
-        if self.on_cut is not None:
+        if self.on_cut is not None:  # a toggle shows the rest
             self.on_cut(self.cut or self.expanded)
+        else:  # the rest in the tooltip
+            self.label.setToolTip(self.label.text() if self.cut else "")
 
 
 def wrap(label) -> None:
@@ -125,18 +127,6 @@ class StatusLine:
         self._fit = self.label._tall_enough
         self._fit.on_cut = self.toggle.native.setVisible
         self.label.on_text = self._new_text
-
-    @property
-    def value(self) -> str:
-        return self.label.value
-
-    @value.setter
-    def value(self, text: str) -> None:
-        self.label.value = text
-
-    @property
-    def expanded(self) -> bool:
-        return self._fit.expanded
 
     def _new_text(self, text: str) -> None:
         self.label.native.setToolTip(text)
