@@ -2,11 +2,12 @@
 candidates' scores with the threshold drawn on it.
 
 Clicking a row selects that label in its layer and centres the view on it (moving to
-its plane in a stack: a 3D object's middle plane, a track's frame). "Export CSV..."
-writes the whole table, measurements included. The histogram shows kept candidates in
-the label colour and dropped ones in gray, so a threshold can be chosen by looking at
-the scores; it is shown also when nothing was found, with how far the best candidate
-was.
+its plane in a stack: a 3D object's middle plane, a track's frame); its columns are
+those of :mod:`.table_columns`, hidden from the header's menu. "Save labels..." and
+"Export..." write the result (:mod:`.result_files`). The histogram (:mod:`.histogram`)
+shows kept candidates in the label colour and dropped ones in gray, in the scores' own
+unit, so a threshold can be chosen by looking at the scores; it is shown also when
+nothing was found, with how far the best candidate was.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class ResultsPanel(Container):
             "threshold. Click or drag to set the threshold there."
         )
         #: "Save labels..." and "Export..." (see :mod:`.result_files`); what they say
-        #: goes to ``on_said(text, error)`` (the widget's status) and a toast.
+        #: goes to ``on_said(text)`` (the widget's status) and a toast.
         self.on_said = None
         self.files = ResultFiles(self.made, self._said)
         # The buttons share the summary's row: the panel grows no taller for them.
