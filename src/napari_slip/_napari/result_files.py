@@ -18,7 +18,7 @@ import pandas as pd
 from qtpy.QtWidgets import QFileDialog, QMessageBox, QPushButton
 
 from ..core.errors import SlipError
-from ..core.export import export_objects, save_labels
+from ..core.export import export_objects, save_labels, table_beside
 
 LABEL_FILTERS = "OME-TIFF (*.ome.tif *.tif);;OME-Zarr (*.ome.zarr *.zarr)"
 EXPORT_FILTERS = "Table (*.csv);;QuPath GeoJSON (*.geojson);;ImageJ ROIs (*.zip)"
@@ -105,10 +105,17 @@ class ResultFiles:
             self._write(lambda: [self.export(path)])
 
     def _may_replace(self, path: str) -> bool:
-        """A store (a folder) the dialog did not ask about: ask before replacing it."""
-        if not Path(path).is_dir():
+        """What the file dialog did not ask about (a store, which is a folder; the table
+        written beside the labels): asked before it is replaced."""
+        asks = [path] if Path(path).is_dir() else []
+        beside = table_beside(path)
+        if beside.exists():
+            asks.append(str(beside))
+        if not asks:
             return True
-        answer = QMessageBox.question(self.save_button, "Replace?", f"{path} exists. Replace it?")
+        answer = QMessageBox.question(
+            self.save_button, "Replace?", f"{' and '.join(asks)} exist. Replace them?"
+        )
         return answer == QMessageBox.StandardButton.Yes
 
     def _write(self, write: Callable[[], list[Path]]) -> None:
