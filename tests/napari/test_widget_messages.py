@@ -340,3 +340,30 @@ def test_table_columns_name_classes_channels_and_planes():
     assert where_text(pd.Series({"bbox_z0": 4, "bbox_z1": 5}), [], "ZYX") == "z 4"
     plain = columns_for(rows.drop(columns=["area_um2", "axis0", "axis1"]), [], "")
     assert "area px" in [c.header for c in plain] and "where" not in [c.header for c in plain]
+
+
+def test_save_labels_asks_before_replacing_the_table_beside(shown, qtbot, tmp_path):
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication, QMessageBox
+
+    _, widget, _ = shown
+    files = widget.results.files
+    target = str(tmp_path / "cells.ome.tif")
+    assert files._may_replace(target)  # nothing there: no question
+    (tmp_path / "cells.csv").write_text("the user's own table")
+    answers = []
+
+    def answer(button):
+        box = QApplication.activeModalWidget()
+        if isinstance(box, QMessageBox):
+            answers.append(box.text())
+            box.button(button).click()
+
+    for button, expected in (
+        (QMessageBox.StandardButton.No, False),
+        (QMessageBox.StandardButton.Yes, True),
+    ):
+        QTimer.singleShot(200, lambda button=button: answer(button))
+        assert files._may_replace(target) is expected
+    assert len(answers) == 2 and "cells.csv" in answers[0]
+    assert (tmp_path / "cells.csv").read_text() == "the user's own table"
