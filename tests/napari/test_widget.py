@@ -244,7 +244,7 @@ def test_finetuned_checkpoints_show_up_with_what_they_learned(setup, tmp_path):
         tmp_path / "elsewhere.safetensors",
         {"base_model": "tiny", "class_names": ["mitochondrion"]},
     )
-    widget.reset_choices()
+    widget.rescan()  # the "Rescan checkpoints" button
     combo = widget.clip.native  # the labels the user sees, keyed by the value they select
     labels = {str(combo.itemData(i)): combo.itemText(i) for i in range(combo.count())}
     path = str(checkpoint_dir() / "my_cells.safetensors")

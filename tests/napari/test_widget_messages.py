@@ -367,3 +367,24 @@ def test_save_labels_asks_before_replacing_the_table_beside(shown, qtbot, tmp_pa
         assert files._may_replace(target) is expected
     assert len(answers) == 2 and "cells.csv" in answers[0]
     assert (tmp_path / "cells.csv").read_text() == "the user's own table"
+
+
+def test_layer_events_never_rescan_checkpoint_folders(shown, monkeypatch, tmp_path):
+    """napari calls the dock's reset_choices on every layer event: the layer lists
+    follow, the checkpoint folders are scanned only when asked."""
+    from napari_slip._napari import model_pickers
+
+    viewer, widget, _ = shown
+    widget.add_checkpoint_folder(tmp_path)
+    scans = []
+    real = model_pickers.clip_choices
+    monkeypatch.setattr(model_pickers, "clip_choices", lambda *a: scans.append(1) or real(*a))
+    for i in range(3):
+        viewer.add_image(np.zeros((16, 16)), name=f"new {i}")
+    viewer.layers["new 0"].name = "renamed"
+    del viewer.layers["new 1"]
+    assert scans == []
+    assert "renamed" in [str(getattr(c, "name", c)) for c in widget.image.choices]
+    assert "new 1" not in [str(getattr(c, "name", c)) for c in widget.image.choices]
+    widget.rescan_button.changed.emit(True)  # the button: scanned again
+    assert scans

@@ -167,7 +167,7 @@ def advanced_fields() -> dict:
     fields[
         "template"
     ].tooltip = "How the prompt becomes text for CLIP; empty: the checkpoint's own."
-    fields["rescan"] = PushButton(text="Rescan checkpoints")
+    fields["rescan_button"] = PushButton(text="Rescan checkpoints")
     for widget in fields.values():
         native = widget.native
         if hasattr(native, "setMinimumWidth") and hasattr(native, "setMaximumWidth"):

@@ -76,6 +76,8 @@ FORM_ROWS = (
     "show_advanced",
     "show_folder",
 )
+#: The combo boxes that list the viewer's layers (kept current on layer events).
+LAYER_COMBOS = ("image", "proposals", "output", "green", "blue", "channel_axis")
 #: The combo boxes that shrink with the dock (their long choices elide).
 COMBOS = (
     "image",
@@ -191,7 +193,7 @@ class SlipWidget(WorkerPanel):
         self.show_advanced.changed.connect(lambda show: self.advanced_area.setVisible(show))
         self.show_folder.changed.connect(lambda show: self.folder_area.setVisible(show))
         self.run_folder.changed.connect(self.run_on_folder)
-        self.rescan.changed.connect(self.reset_choices)
+        self.rescan_button.changed.connect(self.rescan)
         for widget in (self.channel_axis, self.green, self.blue):
             self.image.changed.connect(widget.reset_choices)
         for widget in (
@@ -233,6 +235,15 @@ class SlipWidget(WorkerPanel):
         self.reset_choices()
 
     def reset_choices(self, *_args) -> None:
+        """The lists of layers follow the viewer (napari calls this on every layer
+        event); model files and concepts are scanned again only when asked
+        (:meth:`rescan`) or when a checkpoint is saved, never on a layer event."""
+        for name in LAYER_COMBOS:
+            getattr(self, name).reset_choices()
+        self.update_visibility()
+
+    def rescan(self, *_args) -> None:
+        """Every list again: checkpoint folders, model files and concepts too."""
         super().reset_choices()
         self.update_visibility()
 
