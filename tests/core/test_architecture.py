@@ -156,9 +156,9 @@ def test_no_module_reaches_into_another_modules_private_names():
 
 def test_the_private_reach_finder_finds_one(monkeypatch, tmp_path):
     fake = tmp_path / "_reach_fixture.py"
-    fake.write_text("def f(segmenter):\n    return segmenter._sessions\n")
+    fake.write_text("def f(workspace):\n    return workspace._model_sets\n")
     monkeypatch.setitem(MODULES, "napari_slip._reach_fixture", fake)
-    assert private_reaches() == ["napari_slip._reach_fixture:2: segmenter._sessions"]
+    assert private_reaches() == ["napari_slip._reach_fixture:2: workspace._model_sets"]
 
 
 def test_no_import_cycles():

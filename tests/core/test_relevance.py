@@ -92,13 +92,13 @@ def test_a_region_of_the_map_is_that_part_of_the_whole_map(clip, decoder_fixture
 
     seg = Segmenter("/no/sam.pth", str(decoder_fixture.clip), "cpu", disk_cache=False)
     seg.set_image(image)
-    maps, session = seg.context().relevance, seg._current()  # what guided sources see
+    maps, session = seg.scope().context.relevance, seg.current_session()  # what guided sources see
     unit = drain(maps.iter_unit(session, "circle", region=region))
     part = drain(seg.iter_relevance("circle"))[10:90, 70:140]
     low, high = relevance_range(drain(maps.iter_dense(session)), seg.text_embedding("circle"))
     assert_close(unit, (part - low) / (high - low), terms=CLIP_TERMS, depth=4)
     seg.set_decoder(decoder_fixture.decoder)
-    decoded = drain(seg.context().relevance.iter_unit(session, "circle", region=region))
+    decoded = drain(seg.scope().context.relevance.iter_unit(session, "circle", region=region))
     part = drain(seg.iter_relevance("circle"))[10:90, 70:140]
     assert_close(decoded, part, terms=CLIP_TERMS, depth=4)  # the decoder's batches differ
     decoder = load_decoder(decoder_fixture.decoder)

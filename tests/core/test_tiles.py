@@ -246,7 +246,8 @@ def test_auto_tiles_only_above_max_side(tiny_sam_path, tiny_clip_path):
     from napari_slip.core.pipeline.collect import pick_source
 
     assert isinstance(
-        pick_source(None, None, seg._current(), seg.sam_params, seg.tile_params), TiledSamSource
+        pick_source(None, None, seg.current_session(), seg.sam_params, seg.tile_params),
+        TiledSamSource,
     )
 
 

@@ -22,13 +22,14 @@ from ..core.params import (
     DEFAULT_SAM,
     CropParams,
     GuidedParams,
+    NormalisationParams,
     SamProposalParams,
     SelectionParams,
     StackParams,
     TileParams,
 )
 from ..core.pipeline.segmenter import Segmenter
-from ..core.pipeline.stack import StackResult, iter_segment_stack, leading_shape
+from ..core.pipeline.stack import StackResult, iter_stack, leading_shape
 from ..core.pipeline.stack import lead_letters as default_letters
 from ..core.runtime.progress import Progress
 
@@ -98,7 +99,8 @@ class Request:
         return (self.sam, self.clip, self.device, self.precision)
 
     def config(self) -> RunConfig:
-        """The run this request asks for, validated as a whole (loads nothing)."""
+        """The run this request asks for, validated as a whole (loads nothing): the
+        one configuration a press of Run (or the console call) hands to the engine."""
         selection = self.selection()
         return RunConfig(
             target=Target(
@@ -115,6 +117,7 @@ class Request:
             tile_params=self.tile_params,
             guided_params=self.guided_params,
             crop_params=self.crop_params,
+            normalisation=NormalisationParams(**normalisation(self)),
             relevance=self.relevance,
             stack_params=StackParams(link=self.link),
         )
@@ -223,9 +226,14 @@ def planes_of(request: Request) -> list[tuple[int, ...]] | None:
 
 
 def normalisation(request: Request) -> dict:
-    """How intensities map to the models' 8-bit RGB: the layer's contrast limits."""
+    """How intensities map to the models' 8-bit RGB: the layer's contrast limits (none
+    without a layer), and where colour is."""
+    if request.image_layer is None:
+        return {}
     limits = tuple(float(v) for v in request.image_layer.contrast_limits)
     options: dict = {"contrast_limits": limits}
+    if source(request)[1]:
+        options["rgb"] = True
     if request.colour_layers:
         layers = [request.image_layer, *request.colour_layers]
         options["contrast_limits"] = [tuple(float(v) for v in x.contrast_limits) for x in layers]
@@ -237,29 +245,23 @@ def normalisation(request: Request) -> dict:
     return options
 
 
-def engine_options(request: Request) -> dict:
-    """The engine's per-call options for this request."""
-    chosen = {"concept_class": request.concept_class} if request.concept_class else {}
-    return {**request.selection().as_dict(), **normalisation(request), **chosen}
+def engine(segmenter: Segmenter | None, request: Request, cache_size: int = 64) -> Segmenter:
+    """The engine of a session: ``segmenter``, or one made for the first request (its
+    models its defaults). A run's settings are its config's, never set on it."""
+    if segmenter is not None:
+        return segmenter
+    return Segmenter(
+        request.sam,
+        request.clip,
+        request.device,
+        cache_size=cache_size,
+        precision=request.precision,
+    )
 
 
-def configure(segmenter: Segmenter | None, request: Request, cache_size: int = 64) -> Segmenter:
-    """The segmenter for a request, switched to its models (loaded once, in the hub)."""
-    config = request.config()
-    if segmenter is None:
-        segmenter = Segmenter(
-            request.sam,
-            request.clip,
-            request.device,
-            cache_size=cache_size,
-            precision=request.precision,
-        )
-    segmenter.configure(config)
-    return segmenter
-
-
-def check(request: Request) -> None:
-    """Refuse a request early, with the reason, before any work starts."""
+def check(request: Request) -> RunConfig:
+    """Refuse a request early, with the reason, before any work starts; return its
+    configuration, built once."""
     if request.image_layer is None:
         raise InputError("Choose an image layer to segment.")
     if not request.prompt.strip() and request.concept is None:
@@ -268,13 +270,14 @@ def check(request: Request) -> None:
         raise InputError(f"Unknown proposals {request.proposals!r}.")
     if request.proposals != "sam" and request.labels_layer is not None:
         raise InputError("Proposals come from a labels layer or the prompt, not both.")
-    request.config()  # the combinations, the model files: all before any model loads
+    config = request.config()  # the combinations, the model files: before any model loads
     expected = output_shape(request)
     if request.labels_layer is not None and tuple(request.labels_layer.data.shape) != expected:
         raise InputError(
             f"The proposals layer {request.labels_layer.name!r} has shape "
             f"{tuple(request.labels_layer.data.shape)}, the image needs {expected}."
         )
+    return config
 
 
 #: Axis labels that name time and depth (napari's defaults are "0", "1", ...).
@@ -328,25 +331,23 @@ def _planes(request: Request) -> list[tuple[int, ...]]:
     return planes
 
 
-def iter_job(segmenter: Segmenter, request: Request) -> Generator[Progress, None, StackResult]:
-    """Segment the request's planes; yields progress, returns labels for the whole layer."""
-    check(request)
+def iter_job(
+    segmenter: Segmenter, request: Request, config: RunConfig
+) -> Generator[Progress, None, StackResult]:
+    """Segment the request's planes with its ``config`` (:func:`check`'s); yields
+    progress, returns labels for the whole layer."""
     data, colour = source(request)
     scale, unit = pixel_sizes(request)
     return (
-        yield from iter_segment_stack(
+        yield from iter_stack(
             segmenter,
             data,
-            request.target,
+            config,
             rgb=colour,
             planes=_planes(request),
             labels=None if request.labels_layer is None else request.labels_layer.data,
-            proposals=request.proposals,
-            relevance=request.relevance,
             lead=lead_letters(request),
             scale=scale,
             unit=normalise_unit(unit),
-            link=request.link,
-            **engine_options(request),
         )
     )

@@ -278,7 +278,7 @@ def segment_in_viewer(
     session = viewer_session(viewer)  # the widget's, when it is open: one state
     with shared_lock:
         if session.segmenter is None:
-            session.segmenter = shared_segmenter(sam, clip, device, precision)
+            session.segmenter = shared_segmenter()  # its caches; the run is the config
         result = session.segment(request, progress)
     if not result.n_objects:  # no layer added or changed; the map is shown if asked for
         session.deliver(request, result, hide_proposals=False)

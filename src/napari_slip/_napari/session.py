@@ -14,11 +14,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..core.config import RunConfig
+from ..core.params import NormalisationParams
 from ..core.pipeline.segmenter import Segmenter
 from ..core.pipeline.stack import StackResult, reselect_stack
 from ..core.runtime.generators import drain
 from ..core.runtime.progress import Progress
-from .job import Request, check, configure, iter_job, spatial_axes
+from .job import Request, check, engine, iter_job, spatial_axes
 from .layers import new_labels_layer, replace_layer_data, show_relevance_layer, write_into_layer
 from .suggestions import Suggestions
 from .teaching import Teaching
@@ -68,19 +70,21 @@ class ViewerSession:
         #: The models whose prompt decoder was warmed for the first click.
         self._warmed: set = set()
 
-    def prepare(self, request: Request) -> Segmenter:
-        """Check a request whole (before any model loads) and give the engine its
-        settings; the GUI thread may call it (no image or model work)."""
-        check(request)
-        self.segmenter = configure(self.segmenter, request)
-        return self.segmenter
+    def prepare(self, request: Request) -> RunConfig:
+        """Check a request whole (before any model loads) and return the run's one
+        configuration; the GUI thread may call it (no image or model work)."""
+        config = check(request)
+        self.segmenter = engine(self.segmenter, request)
+        return config
 
-    def iter_segment(self, request: Request) -> Generator[Progress, None, StackResult]:
-        """The run of a prepared request: what the widget's worker drains. The first
-        result SAM makes with these models ends with SAM's prompt decoder warmed for
-        the first click (:meth:`PlaneHandle.warm`)."""
-        result = yield from iter_job(self.segmenter, request)
-        models = self.segmenter.models  # once per models: later runs stay cached
+    def iter_segment(
+        self, request: Request, config: RunConfig
+    ) -> Generator[Progress, None, StackResult]:
+        """The run of a prepared request (``config``: :meth:`prepare`'s): what the
+        widget's worker drains. The first result SAM makes with these models ends
+        with SAM's prompt decoder warmed for the first click (:meth:`PlaneHandle.warm`)."""
+        result = yield from iter_job(self.segmenter, request, config)
+        models = config.models  # once per models: later runs stay cached
         made_by_sam = result.provenance.get("sam") is not None and bool(result.candidates)
         if made_by_sam and models not in self._warmed:
             from ..core.pipeline.plane import plane_of
@@ -92,8 +96,8 @@ class ViewerSession:
 
     def segment(self, request: Request, progress: Callable | None = None) -> StackResult:
         """Prepare and run a request here (blocking), as the console call does."""
-        self.prepare(request)
-        return drain(self.iter_segment(request), progress)
+        config = self.prepare(request)
+        return drain(self.iter_segment(request, config), progress)
 
     def deliver(
         self,
@@ -155,7 +159,7 @@ class ViewerSession:
                 "The labels were edited by hand: re-selecting would replace your edits. "
                 "Press Run for a new layer."
             )
-        if self.segmenter is None or self.segmenter.models != request.models:
+        if self.segmenter is None or current.models != last.request.models:
             return "Settings changed: press Run to apply."
         result = reselect_stack(self.segmenter, last.result, request.selection())
         if last.layer is not None:
@@ -216,6 +220,8 @@ class ViewerSession:
         run = request.config()  # validated as a whole, as a run is
         if run.proposals == "labels":  # a labels layer belongs to one image, not a folder
             run = replace(run, proposals="sam")
+        # The layer's contrast limits are its own; each image of a folder gets its own.
+        run = replace(run, normalisation=NormalisationParams())
         return BatchConfig.from_run(run)
 
 

@@ -353,13 +353,14 @@ class SlipWidget(WorkerPanel):
             return
         try:
             request = self.request()
-            self.session.prepare(request)
+            config = self.session.prepare(request)  # the run's one configuration
         except Exception as exc:  # shown to the user as one line, never a traceback
             self.show_error(exc)
             return
         self.start_worker(
             self.session.iter_segment,
             request,
+            config,
             on_result=lambda result: self._deliver(request, result),
         )
 

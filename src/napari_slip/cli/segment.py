@@ -124,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
         precision=models.precision,
         download_progress=_download_printer(args.quiet),
     )
-    segmenter.configure(config)
+    run_models = segmenter.scope(config).models  # the run's: nothing set on the segmenter
     # Every model file first (all missing ones in one line), then the decoder's CLIP.
-    drain(segmenter.model_set.iter_resolve(config.needs_sam), progress)
+    drain(run_models.iter_resolve(config.needs_sam), progress)
     if models.decoder:  # the file and its CLIP are checked before any image work
-        segmenter.load("decoder", progress=progress)
+        drain(run_models.iter_load("decoder"), progress)
 
     def segment(labels_out=None):
         run = iter_segment_image(

@@ -335,6 +335,12 @@ class RunConfig:
         """Whether the run decodes SAM (its grid, its tiles, or guided points)."""
         return self.proposals in ("sam", "guided")
 
+    def with_selection(self, selection: SelectionParams) -> RunConfig:
+        """The same run with other selection settings (their distractors and
+        background phrase become the target's; validated again)."""
+        phrases = {"distractors": selection.distractors, "background": selection.background}
+        return replace(self, target=replace(self.target, **phrases), selection=selection)
+
     def with_prompt(self, prompt: str) -> RunConfig:
         """The same run for another prompt (validated again)."""
         return replace(self, target=replace(self.target, prompt=prompt))

@@ -105,8 +105,10 @@ class Corrections:
             self.concept.classes[0] if self.concept.classes else prompt
         )
         self.concept.add_class(self.class_name)
-        clip = segmenter.model_set.load("clip")
-        self._clip = (segmenter.clip_spec, clip.sha256)
+        #: The models and options of the run that made the result.
+        self.scope = segmenter.scope(getattr(result, "config", None))
+        clip = self.scope.models.load("clip")
+        self._clip = (self.scope.models.clip_spec, clip.sha256)
         self.concept.bind_clip(*self._clip)
         #: The result's own image (never the segmenter's latest one).
         self.handle = plane_of(segmenter, result, self.plane)
@@ -220,7 +222,8 @@ class Corrections:
             result = reselect_stack(self.segmenter, result, selection)
         else:
             candidates = result.candidates
-            new = self.segmenter.select(candidates, query, selection)
+            config = getattr(result, "config", None)
+            new = self.segmenter.select(candidates, query, selection, config=config)
             new.candidates, new.used_relevance = candidates, result.used_relevance
             result = new  # measured as its run measured (the candidates know how)
         result.query = query
@@ -244,7 +247,7 @@ class Corrections:
     def _object_at(self, candidates, y: int, x: int):
         """(candidate index, the extended candidates or None)."""
         source = candidates.source.get("source", "")
-        if source in ("labels", "relevance") or not self.segmenter.model_set.sam_spec:
+        if source in ("labels", "relevance") or not self.scope.models.sam_spec:
             return _containing(candidates, y, x), None
         mask = mask_at(self.handle, y, x)
         best, best_iou = -1, 0.0
@@ -276,8 +279,8 @@ class Corrections:
             np.ones(1, np.float32),
             np.zeros(1, np.int64),
         )
-        clip = self.segmenter.model_set.load("clip").clip
-        embedding = drain(embed_proposals(clip, self._image, one, self.segmenter.crop_params))
+        clip = self.scope.models.load("clip").clip
+        embedding = drain(embed_proposals(clip, self._image, one, self.scope.crop_params))
         props = candidates.proposals
         joined = Proposals(
             props.shape,

@@ -34,19 +34,29 @@ _SHARED_LOCK = threading.RLock()
 
 
 def shared_segmenter(
-    sam: str = DEFAULT_SAM, clip: str = DEFAULT_CLIP, device: str = "auto", precision: str = "auto"
+    sam: str | None = None,
+    clip: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> Segmenter:
-    """The process-wide segmenter, switched to these models (its caches kept).
+    """The process-wide segmenter (caches for 64 images), its default models switched
+    to those given (None keeps one; its caches are kept).
 
-    Used by :func:`segment` and the napari console call. Hold :data:`shared_lock`
-    while using it from several threads.
+    :func:`segment` uses it with each call's own models (its defaults untouched).
+    Hold :data:`shared_lock` while using it from several threads.
     """
     with _SHARED_LOCK:
         seg = _SHARED.get("default")
         if seg is None:
-            seg = Segmenter(sam, clip, device, cache_size=64, precision=precision)
+            seg = Segmenter(
+                sam or DEFAULT_SAM,
+                clip or DEFAULT_CLIP,
+                device or "auto",
+                cache_size=64,
+                precision=precision or "auto",
+            )
             _SHARED["default"] = seg
-        else:
+        elif (sam, clip, device, precision) != (None, None, None, None):
             seg.set_models(sam, clip, device, precision)
         return seg
 
@@ -123,7 +133,7 @@ def segment(
         **options,
     )
     with shared_lock:
-        seg = shared_segmenter(sam, clip, device, precision)
+        seg = shared_segmenter()  # its caches; the models are the config's
         run = iter_segment_image(
             seg, image, config, axes=axes, pixel_size=pixel_size, labels=labels, source=source
         )

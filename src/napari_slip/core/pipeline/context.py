@@ -90,10 +90,17 @@ class SamEmbeddings:
 class TextEmbeddings:
     """Phrases through the run's templates (the CLIP's own when none are given), cached."""
 
-    def __init__(self, models: ModelSet, stats: Counter, cache: LRU | None = None) -> None:
+    def __init__(
+        self,
+        models: ModelSet,
+        stats: Counter,
+        cache: LRU | None = None,
+        given: tuple[str, ...] | None = None,
+    ) -> None:
         self.models, self.stats = models, stats
         self.cache = cache if cache is not None else LRU(256)
-        self.given: tuple[str, ...] | None = None
+        #: The templates given (None: the CLIP's own, else the default).
+        self.given = given
 
     def templates(self) -> tuple[str, ...]:
         """The templates in use: as given, else the one the CLIP recorded, else the

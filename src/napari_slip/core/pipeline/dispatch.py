@@ -22,7 +22,7 @@ from ..config import RunConfig
 from ..errors import InputError
 from ..params import NormalisationParams, SelectionParams, check_options
 from ..runtime.progress import Progress
-from .run import proposals_of
+from .run import iter_run, proposals_of
 
 #: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
 SEGMENT_OPTIONS = (
@@ -107,8 +107,8 @@ def iter_segment_image(
     """
     if image is None:
         return (
-            yield from segmenter.iter_run(
-                None, config, labels=labels, source=source, labels_out=labels_out
+            yield from iter_run(
+                segmenter, None, config, labels=labels, source=source, labels_out=labels_out
             )
         )
     if not hasattr(image, "shape"):
@@ -124,7 +124,8 @@ def iter_segment_image(
         if labels is not None and not hasattr(labels, "chunks"):  # as the image: reordered
             labels = _labels_in_order(labels, info)
         return (
-            yield from segmenter.iter_run(
+            yield from iter_run(
+                segmenter,
                 arranged,
                 config,
                 labels=labels,

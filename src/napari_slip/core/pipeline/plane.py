@@ -37,7 +37,8 @@ class PlaneMask:
 class PlaneHandle:
     """The narrow interface of one segmented image (see the module's docstring).
 
-    Made by :func:`plane_of` from a segmenter's :meth:`~.segmenter.Segmenter.context`.
+    Made by :func:`plane_of` from a segmenter's :meth:`~.segmenter.Segmenter.scope`
+    of the result's run.
     """
 
     session: ImageSession
@@ -151,12 +152,14 @@ class PlaneHandle:
 
 def plane_of(segmenter, result, plane: tuple[int, ...] | None = None) -> PlaneHandle:
     """The image ``result`` (its ``plane``, of a stack) was made from, as edits use
-    it: that image's own cache in ``segmenter``, whichever image it saw last."""
-    context = segmenter.context()
-    session = context.session(candidates_of(result, plane).image_key)
+    it: that image's own cache in ``segmenter``, whichever image it saw last, with the
+    models and options of the run that made ``result`` (``result.config``; else the
+    segmenter's own)."""
+    scope = segmenter.scope(getattr(result, "config", None))
+    session = scope.context.session(candidates_of(result, plane).image_key)
     if session is None:
         raise InputError("The image is no longer cached: segment it again, then edit.")
-    return PlaneHandle(session, context, segmenter.sam_params, segmenter.crop_params)
+    return PlaneHandle(session, scope.context, scope.sam_params, scope.crop_params)
 
 
 def candidates_of(result, plane: tuple[int, ...] | None = None):

@@ -20,6 +20,8 @@ from ..config import RunConfig
 from ..errors import InputError
 from ..measure import Measuring
 from ..runtime.progress import Progress
+from .choose import choose
+from .collect import iter_candidates, pick_source, prompt_source
 from .results import SegmentationResult
 
 
@@ -35,34 +37,6 @@ def proposals_of(proposals: str | None, labels: Any = None, source: Any = None) 
     return "sam"
 
 
-def settings_of(segmenter: Any) -> dict:
-    """A segmenter's models and options as keyword options of :meth:`RunConfig.build`."""
-    return {
-        "sam": segmenter.sam_spec,
-        "clip": segmenter.clip_spec,
-        "device": segmenter.device_spec,
-        "precision": segmenter.precision_spec,
-        "decoder": segmenter.decoder_spec,
-        "templates": segmenter.texts.given,
-        "sam_params": segmenter.sam_params,
-        "tile_params": segmenter.tile_params,
-        "guided_params": segmenter.guided_params,
-        "crop_params": segmenter.crop_params,
-    }
-
-
-def configure(segmenter: Any, config: RunConfig) -> None:
-    """Give a segmenter a run's models and options: the one place they enter it."""
-    models = config.models
-    segmenter.model_set.set(models.sam, models.clip, models.device, models.precision)
-    segmenter.model_set.set_decoder(models.decoder)
-    segmenter.sam_params = config.sam_params
-    segmenter.tile_params = config.tile_params
-    segmenter.guided_params = config.guided_params
-    segmenter.crop_params = config.crop_params
-    segmenter.texts.given = config.templates
-
-
 def iter_run(
     segmenter: Any,
     image: np.ndarray | None,
@@ -76,7 +50,8 @@ def iter_run(
     unit: str | None = None,
 ) -> Generator[Progress, None, SegmentationResult]:
     """One run of ``config`` on ``segmenter`` (a :class:`~.segmenter.Segmenter`, whose
-    caches it uses and fills).
+    caches it uses and fills; its own settings are not used, nor changed: the run's
+    models and options are the config's, through :meth:`Segmenter.scope`).
 
     Parameters
     ----------
@@ -97,49 +72,72 @@ def iter_run(
     The result also carries the candidates (``result.candidates``) and the relevance
     map it used, so that new selection settings need no image work.
     """
-    configure(segmenter, config)
+    scope = segmenter.scope(config)  # the run's models and options; nothing written
     # Every model file first: a missing CLIP is not found out after SAM's whole stage.
-    yield from segmenter.model_set.iter_resolve(config.needs_sam)
+    yield from scope.models.iter_resolve(config.needs_sam)
     original = image
     prompt, selection = config.prompt, config.selection
-    normalisation = config.normalisation.kwargs()
+    if image is not None:
+        lazy = config.tile_params.tiles != "off"
+        session = segmenter.workspace.open(image, config.normalisation.kwargs(), lazy)
+    else:
+        session = segmenter.current_session()
     if config.proposals in ("relevance", "guided"):
         if labels is not None or source is not None:
             raise InputError(
                 f"proposals={config.proposals!r} makes its own candidates: give no "
                 "labels or source."
             )
-        if image is not None:  # the source needs to know the image (tiled or not)
-            segmenter.set_image(image, **normalisation)
-            image, normalisation = None, {}
-        source = segmenter.proposal_source(config.proposals, prompt)
+        source = prompt_source(
+            config.proposals,
+            prompt,
+            session,
+            scope.context,
+            config.guided_params,
+            config.sam_params,
+            config.tile_params,
+        )
     elif config.proposals == "labels" and labels is None and source is None:
         raise InputError("proposals='labels' needs the label image: labels=...")
     query = config.query
     if not isinstance(query, str):  # a concept: its CLIP checked before any image work
-        clip = yield from segmenter.model_set.iter_load("clip")
-        query.check_clip(clip.sha256, segmenter.clip_spec)
-    candidates = yield from segmenter.iter_candidates(
-        image, source, labels=labels, **normalisation
+        clip = yield from scope.models.iter_load("clip")
+        query.check_clip(clip.sha256, scope.models.clip_spec)
+    source = pick_source(source, labels, session, config.sam_params, config.tile_params)
+    candidates = yield from iter_candidates(
+        session,
+        source,
+        scope.context,
+        config.crop_params,
+        segmenter.batch_size,
+        segmenter.stats,
     )
     if not isinstance(query, str):
         from ..concepts import features_of
 
         yield Progress("measuring objects", 0, 1, f"{len(candidates)} candidates")
-        features_of(candidates, segmenter.image)
+        features_of(candidates, session.image)
         yield Progress("measuring objects", 1, 1, f"{len(candidates)} candidates")
     if measure:  # this run's own copy (cached candidates are shared between runs)
         how = Measuring(channels_last(original, config), scale, unit)
         candidates = replace(candidates, measuring=how)
     relevance = None
     if config.relevance or selection.relevance_weight:
-        relevance = yield from segmenter.iter_relevance(prompt)
+        relevance = yield from scope.context.relevance.iter_map(session, prompt)
     yield Progress("selection", 0, 1, prompt)
-    result = segmenter.select(
-        candidates, query, selection, relevance=relevance, labels_out=labels_out
+    result = choose(
+        candidates,
+        query,
+        selection,
+        scope.models,
+        scope.texts,
+        config.crop_params,
+        relevance=relevance,
+        labels_out=labels_out,
     )
     yield Progress("selection", 1, 1, result.message)
     result.candidates, result.used_relevance = candidates, relevance
+    result.config = config
     if config.relevance:
         result.relevance = relevance
     return result
@@ -157,4 +155,4 @@ def channels_last(image: Any, config: RunConfig) -> Any:
     return None
 
 
-__all__ = ["channels_last", "configure", "iter_run", "proposals_of", "settings_of"]
+__all__ = ["channels_last", "iter_run", "proposals_of"]

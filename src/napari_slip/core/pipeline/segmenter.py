@@ -7,14 +7,15 @@ mode, threshold or distractors, or switching models and back reuses the SAM imag
 embedding, the proposals and the crop embeddings, and costs only a text encoding
 (itself cached per phrase).
 
-:meth:`Segmenter.iter_run` is the one place a run is put together (image -> proposals
+:func:`.run.iter_run` is the one place a run is put together (image -> proposals
 -> candidates -> relevance -> selection -> result) from a validated
-:class:`~..config.RunConfig`; :func:`~.api.segment`, :meth:`Segmenter.segment`, stacks
-(:mod:`.stack`), batches, the widget, the console call and the command line all call
-it. Its two halves can also be called on their own: candidate collection
-(:meth:`Segmenter.iter_candidates`) and selection (:meth:`Segmenter.select`), so new
-selection settings need no image work. Proposal sources see a narrow
-:class:`~.context.RunContext`, never the segmenter.
+:class:`~..config.RunConfig`, through the run's :meth:`Segmenter.scope` (its models
+and options; the segmenter's own defaults are neither used nor changed);
+:func:`~.api.segment`, :meth:`Segmenter.segment`, stacks (:mod:`.stack`), batches, the
+widget, the console call and the command line all call it. Its two halves can also be
+called on their own: candidate collection (:meth:`Segmenter.iter_candidates`) and
+selection (:meth:`Segmenter.select`), so new selection settings need no image work.
+Proposal sources see a narrow :class:`~.context.RunContext`, never the segmenter.
 """
 
 from __future__ import annotations
@@ -44,15 +45,15 @@ from ..runtime.generators import drain
 from ..runtime.progress import Progress
 from .choose import choose
 from .collect import is_tiled, iter_candidates, iter_proposals, pick_source, prompt_source
-from .context import RelevanceMaps, RunContext, SamEmbeddings, TextEmbeddings
 from .dispatch import SEGMENT_OPTIONS, iter_call
 from .images import LazyImage, PreparedImage
 from .modelset import ModelSet, UsesModels
 from .proposals import Proposals
 from .results import SegmentationResult
-from .run import configure, iter_run, proposals_of, settings_of
+from .run import proposals_of
+from .scope import RunScope, Workspace
 from .scoring import check_templates
-from .session import LRU, Candidates, ImageSession, open_session
+from .session import Candidates, ImageSession
 from .sources import ProposalSource
 
 
@@ -140,12 +141,13 @@ class Segmenter(UsesModels):
             raise InputError(f"batch_size must be at least 1; got {batch_size}.")
         hub = hub or default_hub()
         self.model_set = ModelSet(hub, sam, clip, device, precision, decoder, download_progress)
+        #: What its runs share: image caches, text embeddings, model sets, counters.
+        self.workspace = Workspace(self.model_set, cache_size, disk_cache)
         #: Counts of expensive work done, for diagnostics and benchmarks.
-        self.stats: Counter = Counter()
+        self.stats: Counter = self.workspace.stats
         #: The prompt's text embeddings, cached (and the templates they are made with).
-        self.texts = TextEmbeddings(self.model_set, self.stats)
+        self.texts = self.workspace.texts
         self.templates = templates
-        self.disk_cache = disk_cache
         self.sam_params = sam_params or SamProposalParams()
         self.crop_params = crop_params or CropParams()
         self.tile_params = tile_params or TileParams()
@@ -155,8 +157,6 @@ class Segmenter(UsesModels):
         #: Side (8-4096 px) of the windows CLIP sees for relevance maps; None: its input
         #: size, larger for big images. ``relevance(window=...)`` overrides it per call.
         self.relevance_window: int | None = None
-        self._sessions = LRU(max(1, cache_size))
-        self._session: ImageSession | None = None
 
     @property
     def templates(self) -> tuple[str, ...]:
@@ -171,13 +171,30 @@ class Segmenter(UsesModels):
         """Change tiling; cached embeddings stay valid (tiles are cached per tile)."""
         self.tile_params = params
 
-    def context(self) -> RunContext:
-        """What proposal sources may use (see :mod:`.context`)."""
-        maps = RelevanceMaps(
-            self.model_set, self.texts, self.stats, self.relevance_window, self.guided_params.map
-        )
-        sam = SamEmbeddings(self.model_set, self.disk_cache, self.stats)
-        return RunContext(self.model_set, sam, maps, self._sessions)
+    def defaults(self) -> dict:
+        """This segmenter's models and options (as given to it, or by
+        :meth:`set_models`, :meth:`set_tile_params`, ...) as keyword options of
+        :meth:`RunConfig.build <napari_slip.core.config.RunConfig.build>`: what its
+        own calls (:meth:`segment`, :meth:`select`, ...) start from."""
+        return {
+            "sam": self.sam_spec,
+            "clip": self.clip_spec,
+            "device": self.device_spec,
+            "precision": self.precision_spec,
+            "decoder": self.decoder_spec,
+            "templates": self.texts.given,
+            "sam_params": self.sam_params,
+            "tile_params": self.tile_params,
+            "guided_params": self.guided_params,
+            "crop_params": self.crop_params,
+        }
+
+    def scope(self, config: RunConfig | None = None) -> RunScope:
+        """The engine parts a run of ``config`` uses (its models, its templates' text
+        embeddings, its sources' context) beside this segmenter's caches; default:
+        this segmenter's own settings. Nothing is written onto the segmenter."""
+        own = (self.sam_params, self.tile_params, self.guided_params, self.crop_params)
+        return self.workspace.scope(config, own, self.relevance_window)
 
     # --- image ---------------------------------------------------------------------
 
@@ -189,44 +206,46 @@ class Segmenter(UsesModels):
         """
         check_options(normalisation, NormalisationParams.names(), "set_image()")
         lazy = self.tile_params.tiles != "off"
-        self._session = open_session(self._sessions, image, normalisation, lazy)
-        return self._session.image
+        return self.workspace.open(image, normalisation, lazy).image
 
     @property
     def image(self) -> PreparedImage | LazyImage | None:
-        return None if self._session is None else self._session.image
+        current = self.workspace.current
+        return None if current is None else current.image
 
-    def _current(self) -> ImageSession:
-        if self._session is None:
+    def current_session(self) -> ImageSession:
+        """The cache of the last image (:meth:`set_image`, or a run's)."""
+        if self.workspace.current is None:
             raise InputError("No image given: pass the image to segment.")
-        return self._session
+        return self.workspace.current
 
     # --- candidate collection ------------------------------------------------------
 
     def tiled(self, shape: tuple[int, int] | None = None) -> bool:
         """Whether SAM works tile by tile on an image of ``shape`` (default: current)."""
-        shape = self._current().image.shape if shape is None else shape
+        shape = self.current_session().image.shape if shape is None else shape
         return is_tiled(self.tile_params, self.sam_params, shape)
 
     def proposal_source(self, proposals: str, prompt: str | None = None) -> ProposalSource:
         """The source of ``proposals="relevance"`` or ``"guided"`` for ``prompt``."""
+        scope = self.scope()
         return prompt_source(
             proposals,
             prompt,
-            self._session,
-            self.context(),
-            self.guided_params,
-            self.sam_params,
-            self.tile_params,
+            self.workspace.current,
+            scope.context,
+            scope.guided_params,
+            scope.sam_params,
+            scope.tile_params,
         )
 
     def iter_proposals(
         self, source: ProposalSource | None = None, *, labels: np.ndarray | None = None
     ) -> Generator[Progress, None, Proposals]:
         """Proposals for the current image from ``source`` (default SAM's grid), cached."""
-        session = self._current()
-        source = pick_source(source, labels, session, self.sam_params, self.tile_params)
-        return (yield from iter_proposals(session, source, self.context(), self.stats))
+        session, scope = self.current_session(), self.scope()
+        source = pick_source(source, labels, session, scope.sam_params, scope.tile_params)
+        return (yield from iter_proposals(session, source, scope.context, self.stats))
 
     def iter_candidates(
         self,
@@ -247,12 +266,11 @@ class Segmenter(UsesModels):
             self.set_image(image, **normalisation)
         elif normalisation:
             raise InputError("Normalisation options need the image they apply to.")
-        session = self._current()
-        source = pick_source(source, labels, session, self.sam_params, self.tile_params)
-        context, crops = self.context(), self.crop_params
+        session, scope = self.current_session(), self.scope()
+        source = pick_source(source, labels, session, scope.sam_params, scope.tile_params)
         return (
             yield from iter_candidates(
-                session, source, context, crops, self.batch_size, self.stats
+                session, source, scope.context, scope.crop_params, self.batch_size, self.stats
             )
         )
 
@@ -268,6 +286,7 @@ class Segmenter(UsesModels):
         *,
         labels_out: Any = None,
         relevance: np.ndarray | None = None,
+        config: RunConfig | None = None,
         **options: Any,
     ) -> SegmentationResult:
         """Choose among ``candidates`` for ``prompt``: a text encoding at most.
@@ -287,6 +306,9 @@ class Segmenter(UsesModels):
             The prompt's relevance map (:meth:`relevance`): with
             ``relevance_weight`` above 0, each candidate's similarity to the prompt
             gains ``relevance_weight`` x its mean relevance (0-1) inside its mask.
+        config
+            The run that made ``candidates`` (``result.config``): its models, templates
+            and crops score them (default: this segmenter's own).
         """
         if selection is None:
             check_options(options, SelectionParams.names(), "select()")
@@ -294,51 +316,33 @@ class Segmenter(UsesModels):
             selection = SelectionParams(**options)
         elif options:
             raise InputError("Give selection options either as SelectionParams or keywords.")
-        return choose(
+        scope = self.scope(config)
+        result = choose(
             candidates,
             prompt,
             selection,
-            self.model_set,
-            self.texts,
-            self.crop_params,
+            scope.models,
+            scope.texts,
+            scope.crop_params,
             relevance=relevance,
             labels_out=labels_out,
         )
+        if config is not None:
+            result.config = config.with_selection(selection)
+        return result
 
     def run_config(self, prompt: str, where: str = "segment()", **options: Any) -> RunConfig:
         """A validated :class:`~..config.RunConfig`: this segmenter's models and options
         with the per-call ``options`` (selection, normalisation, ``proposals``,
         ``relevance``). Loads nothing."""
         options.setdefault("background", self.background)
-        return RunConfig.build(prompt, where, **{**settings_of(self), **options})
-
-    def configure(self, config: RunConfig) -> None:
-        """Take a run's models and options (caches stay valid: keyed by what made them)."""
-        configure(self, config)
+        return RunConfig.build(prompt, where, **{**self.defaults(), **options})
 
     def iter_segment(
         self, image: np.ndarray | None, prompt: str, **options: Any
     ) -> Generator[Progress, None, SegmentationResult]:
         """:meth:`segment` as a generator of :class:`Progress` (for GUIs and cancelling)."""
         return (yield from iter_call(self, image, prompt, options))  # a plane or a stack
-
-    def iter_run(
-        self,
-        image: np.ndarray | None,
-        config: RunConfig,
-        *,
-        labels: np.ndarray | None = None,
-        source: ProposalSource | None = None,
-        labels_out: Any = None,
-        **measure: Any,
-    ) -> Generator[Progress, None, SegmentationResult]:
-        """One run of a validated ``config`` (see :func:`.run.iter_run`): image ->
-        proposals -> candidates -> (relevance) -> selection -> result; ``measure``,
-        ``scale`` and ``unit`` as there."""
-        run = iter_run(
-            self, image, config, labels=labels, source=source, labels_out=labels_out, **measure
-        )
-        return (yield from run)
 
     def iter_relevance(
         self, prompt: str, window: int | None = None
@@ -348,8 +352,8 @@ class Segmenter(UsesModels):
         kept with the image, so another prompt costs a text encoding. ``window``: the
         side (8 to 4,096 px) of the windows CLIP sees (default: its input size or more).
         """
-        session = self._current()
-        return (yield from self.context().relevance.iter_map(session, prompt, window))
+        session = self.current_session()
+        return (yield from self.scope().context.relevance.iter_map(session, prompt, window))
 
     def relevance(
         self, prompt: str, image: np.ndarray | None = None, window: int | None = None

@@ -27,7 +27,8 @@ from ..runtime.generators import relabel
 from ..runtime.progress import Progress
 from .images import plane_of
 from .results import TABLE_COLUMNS, SegmentationResult
-from .run import proposals_of
+from .run import iter_run, proposals_of
+from .scope import RunScope
 from .selection import score_unit
 from .stack_measure import measured, plane_intensity
 from .stack_result import StackResult
@@ -224,7 +225,8 @@ def iter_stack(
     for n, plane in enumerate(planes, start=1):
         if lead_shape:  # a plain 2D image has no slices to report
             yield Progress("slice", n - 1, len(planes), f"slice {plane}")
-        gen = segmenter.iter_run(
+        gen = iter_run(
+            segmenter,
             plane_of(image, plane),
             config,
             labels=None if labels is None else np.asarray(labels[plane]),
@@ -243,8 +245,9 @@ def iter_stack(
         yield Progress("linking", 0, 1, "linking objects across planes")
         from .linked import link_parts, partition
 
+        scope = segmenter.scope(config)
         sims = [
-            plane_similarities(segmenter, candidates[p], query, config.selection, maps.get(p))
+            plane_similarities(scope, candidates[p], query, config.selection, maps.get(p))
             for p in planes
         ]
         parts = [
@@ -253,7 +256,7 @@ def iter_stack(
         ]
         intensity = partial(plane_intensity, image, config=config)
         linked = link_parts(parts, planes, out_shape, letters, config.stack_params, intensity)
-        result = linked_result(segmenter, linked, candidates, sims, config.selection, query)
+        result = linked_result(scope, linked, candidates, sims, config.selection, query)
         result.provenance = {
             **(results[0].provenance if results else {}),
             "planes": [list(p) for p in planes],
@@ -263,7 +266,7 @@ def iter_stack(
         result = _assemble(
             out_shape, planes, results, prompt, len(lead_shape), start_id, candidates
         )
-    result.candidates, result.query = candidates, query
+    result.candidates, result.query, result.config = candidates, query, config
     result.provenance["stack"] = {
         "axes": letters + "YX",
         **config.stack_params.as_dict(),
@@ -280,17 +283,16 @@ def iter_stack(
     return result
 
 
-def plane_similarities(segmenter, candidates, prompt, selection, relevance) -> np.ndarray:
-    """One plane's candidates' similarities (see :func:`.choose.similarities`)."""
+def plane_similarities(scope: RunScope, candidates, prompt, selection, relevance) -> np.ndarray:
+    """One plane's candidates' similarities (see :func:`.choose.similarities`), with
+    the run's models and templates."""
     from .choose import similarities
 
-    return similarities(
-        candidates, prompt, selection, segmenter.model_set, segmenter.texts, relevance
-    )
+    return similarities(candidates, prompt, selection, scope.models, scope.texts, relevance)
 
 
 def linked_result(
-    segmenter: Any,
+    scope: RunScope,
     linked,
     candidates: dict,
     sims: list[np.ndarray],
@@ -303,7 +305,7 @@ def linked_result(
     from .results import candidates_table
     from .selection import select
 
-    logit_scale = segmenter.model_set.load("clip").clip.logit_scale
+    logit_scale = scope.models.load("clip").clip.logit_scale
     mode, floor, k = selection.mode, selection.threshold, selection.top_k
     chosen, labels, final, object_sims = select_objects(linked, sims, mode, floor, k, logit_scale)
     query, prompt = prompt, getattr(prompt, "name", prompt)
@@ -321,7 +323,7 @@ def linked_result(
         mothers = linked.parents()[chosen.indices]
         table["parent_track"] = np.where(mothers >= 0, final[mothers], 0).astype(np.int64)
     if not isinstance(query, str):  # a concept: each object's class, from its parts'
-        table = query.annotate_linked(table, chosen.indices, linked, candidates, segmenter)
+        table = query.annotate_linked(table, chosen.indices, linked, candidates, scope)
     scored = []
     for n, plane in enumerate(linked.planes):
         ids = {}
@@ -377,23 +379,26 @@ def reselect_stack(
     selection: SelectionParams,
     start_id: int = 1,
 ) -> StackResult:
-    """``previous`` with new selection settings: no image work, a text encoding at most."""
+    """``previous`` with new selection settings: no image work, a text encoding at most
+    (with the models and options of the run that made ``previous``)."""
     planes = list(previous.candidates)
+    config = previous.config
     maps, what = previous.plane_relevance, previous.query or previous.prompt
     if selection.relevance_weight and any(p not in maps for p in planes):
         raise InputError("The relevance weight needs the relevance map: run again.")
     if previous.linked is not None:
+        scope = segmenter.scope(config)
         sims = [
-            plane_similarities(segmenter, previous.candidates[p], what, selection, maps.get(p))
+            plane_similarities(scope, previous.candidates[p], what, selection, maps.get(p))
             for p in planes
         ]
-        result = linked_result(
-            segmenter, previous.linked, previous.candidates, sims, selection, what
-        )
+        result = linked_result(scope, previous.linked, previous.candidates, sims, selection, what)
         result.provenance = {**previous.provenance, "selection": selection.as_dict()}
     else:
         results = [
-            segmenter.select(previous.candidates[p], what, selection, relevance=maps.get(p))
+            segmenter.select(
+                previous.candidates[p], what, selection, relevance=maps.get(p), config=config
+            )
             for p in planes
         ]
         n_lead = len(planes[0]) if planes else 0
@@ -412,4 +417,5 @@ def reselect_stack(
     result.table = measured(result)
     result.plane_relevance, result.query = maps, previous.query
     result.relevance = previous.relevance
+    result.config = None if config is None else config.with_selection(selection)
     return result

@@ -64,6 +64,9 @@ class StackResult:
     query: Any = field(default=None, repr=False)
     #: What ``score`` is (:func:`~napari_slip.core.pipeline.selection.score_unit`).
     score_unit: str = "cosine similarity"
+    #: The run that made it (:class:`~napari_slip.core.config.RunConfig`): a
+    #: re-selection or an edit works with its models and options.
+    config: Any = field(default=None, repr=False, compare=False)
 
     @property
     def n_objects(self) -> int:
