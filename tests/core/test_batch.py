@@ -299,3 +299,37 @@ def test_batch_with_a_decoder_and_prompt_guided_proposals(tmp_path, decoder_fixt
     assert with_decoder.describe()["decoder"].startswith("sha256:")
     with pytest.raises(InputError, match="proposals are sam, relevance or guided"):
         make_config(name, **{**options, "proposals": "labels"})
+
+
+def test_a_batch_is_its_run_plus_its_own_fields_and_old_digests_hold():
+    """BatchConfig holds the RunConfig whole (no mirror of its fields); the hash that
+    names a batch's outputs is the one batches recorded before (values computed by
+    the field-by-field BatchConfig before it held the run), so finished images resume."""
+    from napari_slip.core.batches import make_config
+    from napari_slip.core.config import RunConfig
+    from napari_slip.core.params import StackParams
+
+    named = {"sam": "vit_b", "clip": "ViT-B-32:laion2b_s34b_b79k"}
+    plain = make_config("nucleus", mode="threshold", threshold=0.2, distractors="dust", **named)
+    assert isinstance(plain.run, RunConfig) and plain.run.selection.threshold == 0.2
+    assert plain.digest() == "fb7cf355cdd5ab08"
+    stack = make_config(
+        "nucleus",
+        axes="ZYX",
+        pixel_size={"Z": 2.0, "Y": 0.5, "X": 0.5},
+        link=False,
+        tiles="on",
+        **named,
+    )
+    assert stack.digest() == "f7b16adb5c048c79"
+    # Any option of the run changes the hash, without a line in BatchConfig.
+    deeper = make_config("nucleus", stack_params=StackParams(max_gap=2), **named)
+    assert deeper.digest() != make_config("nucleus", **named).digest()
+    assert deeper.describe()["stack_params"]["max_gap"] == 2
+    # A field added since (``option(new=True)``) is recorded only when set.
+    from napari_slip.core.params import SamProposalParams
+
+    assert "max_area_share" not in plain.describe()["sam_params"]
+    capped = make_config("nucleus", sam_params=SamProposalParams(max_area_share=0.5), **named)
+    assert capped.describe()["sam_params"]["max_area_share"] == 0.5
+    assert capped.digest() != make_config("nucleus", **named).digest()

@@ -269,7 +269,7 @@ def test_big_images_run_sam_on_a_smaller_copy(tiny_sam_path, tiny_clip_path):
         str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=params, precision="fp32"
     )
     result = seg.segment(big, "cell", mode="topk", top_k=2)
-    [session] = seg._sessions.values()
+    [session] = seg.workspace.sessions.values()
     [embedding] = session.embeddings.values()
     assert embedding.original_size == (120, 120)  # SAM saw the small copy
     assert result.labels.shape == (480, 480) and result.n_objects >= 1

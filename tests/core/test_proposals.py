@@ -144,3 +144,48 @@ def test_min_area_drops_only_masks_smaller_than_it(trained_sam_path):
     assert smallest not in [
         int(m.sum()) for m in drain(sam_proposals(sam, embedding, above)).masks
     ]
+
+
+def test_max_area_share_drops_masks_over_that_share_of_the_image(
+    trained_sam_path, tmp_path, tiny_sam_path, tiny_clip_path
+):
+    """A new option, end to end: its field (``SamProposalParams.max_area_share``), its
+    use (SAM's filters), and what follows from the field alone: the command line's
+    flag, the provenance, the batch hash (see test_batch, test_widget)."""
+    import json
+
+    import tifffile
+
+    from napari_slip.cli import main
+    from napari_slip.testing.scenes import scenes
+    from napari_slip.testing.trained_sam import FIXTURE_AMG
+
+    sam = PromptableSam(load_sam(trained_sam_path)[0])
+    rgb = scenes(1, seed=21)[0][0]
+    embedding = sam.embed(rgb)
+    every = drain(sam_proposals(sam, embedding, SamProposalParams(**FIXTURE_AMG)))
+    assert every.funnel["too_large"] == 0  # the default keeps every size
+    pixels = rgb.shape[0] * rgb.shape[1]
+    largest = max(int(m.sum()) for m in every.masks)
+    share = (largest - 1) / pixels
+    capped = drain(
+        sam_proposals(sam, embedding, SamProposalParams(**FIXTURE_AMG, max_area_share=share))
+    )
+    assert len(capped) and max(int(m.sum()) for m in capped.masks) <= share * pixels
+    funnel = capped.funnel
+    assert funnel["too_large"] >= 1 and funnel["max_area_share"] == share
+    dropped = funnel["below_iou"] + funnel["unstable"] + funnel["too_small"]
+    dropped += funnel["too_large"]
+    assert dropped + funnel["overlapping"] + funnel["kept"] == funnel["masks"]
+    with pytest.raises(InputError, match="max_area_share"):
+        SamProposalParams(max_area_share=0)
+    # The command line's flag reaches SAM's grid, and the provenance records it.
+    image, _ = blobs_image()
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    args = ["segment", str(tmp_path / "img.tif"), "--prompt", "cell", "-o"]
+    args += [str(tmp_path / "out.tif"), "--sam", str(tiny_sam_path), "--clip"]
+    args += [str(tiny_clip_path), "--device", "cpu", "--points-per-side", "3", "-q"]
+    args += ["--max-area-share", "0.25", "--provenance", str(tmp_path / "p.json")]
+    main(args)
+    record = json.loads((tmp_path / "p.json").read_text())
+    assert record["proposals"]["max_area_share"] == 0.25

@@ -101,9 +101,9 @@ def test_cancel_writes_nothing(setup, qtbot):
     widget.scope.value = "all slices"
     widget.prompt.value = "nucleus"
     n_layers = len(viewer.layers)
-    from napari_slip._napari.job import configure
+    from napari_slip._napari.job import engine
 
-    seg = widget.session.segmenter = configure(None, widget.request()).load()
+    seg = widget.session.segmenter = engine(None, widget.request()).load()
     encoded = []
     seg.sam.model.image_encoder.register_forward_hook(lambda *a: encoded.append(1))
     widget.run()
@@ -452,14 +452,14 @@ def test_no_image_or_model_work_on_the_gui_thread(setup, monkeypatch, qtbot):
     import threading
 
     import napari_slip.core.pipeline.images as segmenter_module
-    from napari_slip._napari.job import configure
+    from napari_slip._napari.job import engine
 
     viewer, widget, run = setup
     _blobs(viewer)
     widget.image.value = viewer.layers["blobs"]
     widget.prompt.value = "cell"
     widget.mode.value = "topk"
-    seg = widget.session.segmenter = configure(None, widget.request()).load()
+    seg = widget.session.segmenter = engine(None, widget.request()).load()
     on_gui = []
 
     def record(*_args):
@@ -494,10 +494,15 @@ def test_exact_mode_switch_keeps_models_and_caches(setup):
     run()
     seg = widget.session.segmenter
     loads = dict(default_hub().loads)
-    precisions = {seg.precision}
+
+    def precision():  # what the run used (its config's; the engine's defaults stay)
+        return viewer.layers[-1].metadata["napari_slip"][-1]["precision"]
+
+    precisions = {precision()}
     widget.exact.value = True
     run()
-    precisions.add(seg.precision)
+    precisions.add(precision())
+    assert precision() == "fp32"
     widget.exact.value = False
     run()
     assert widget.session.segmenter is seg  # one engine: its caches survive the switch
@@ -692,3 +697,32 @@ def _labels_proposals_every_object(widget, viewer) -> None:
     widget.prompt.value = "cell"
     widget.mode.value = "threshold"
     widget.threshold.value = -1.0
+
+
+def test_one_press_of_run_builds_one_config_and_sets_nothing_on_the_engine(setup, monkeypatch):
+    """The widget hands the engine the configuration it built once; the engine's own
+    settings (its defaults) stay as they were made, whatever the Advanced settings."""
+    from napari_slip.core.config import RunConfig
+
+    viewer, widget, run = setup
+    _blobs(viewer)
+    widget.image.value = viewer.layers["blobs"]
+    widget.prompt.value = "cell"
+    widget.mode.value = "topk"
+    run()
+    seg = widget.session.segmenter
+    defaults = seg.defaults()
+    built = []
+    check = RunConfig.__post_init__
+    monkeypatch.setattr(RunConfig, "__post_init__", lambda self: (built.append(1), check(self)))
+    widget.exact.value = True  # fp32 and SAM's own filters: another model set
+    widget.top_k.value = 2
+    widget.max_area_share.value = 0.5  # a field made from SamProposalParams' metadata
+    run()
+    assert len(built) == 1
+    layer = viewer.layers[-1]
+    record = layer.metadata["napari_slip"][-1]
+    assert record["precision"] == "fp32" and record["selection"]["top_k"] == 2
+    assert record["proposals"]["max_area_share"] == 0.5
+    assert widget.session.last.result.config.models.precision == "fp32"
+    assert seg.defaults() == defaults and widget.session.segmenter is seg

@@ -22,7 +22,8 @@ def _segmenter(config: Any):
     """This process's segmenter for the config's models (loaded once per process)."""
     from .pipeline.segmenter import Segmenter
 
-    key = (config.sam, config.clip, config.device, config.precision)
+    models = config.models
+    key = (models.sam, models.clip, models.device, models.precision)
     seg = _WORKER_SEGMENTERS.get(key)
     if seg is None:
         import multiprocessing
@@ -40,10 +41,10 @@ def _segmenter(config: Any):
             cap_threads(config.threads)  # auto's per-stage threads stay within the share
         # One image at a time, never revisited: no per-image caches to keep.
         seg = Segmenter(
-            config.sam,
-            config.clip,
-            config.device,
-            precision=config.precision,
+            models.sam,
+            models.clip,
+            models.device,
+            precision=models.precision,
             cache_size=1,
             disk_cache=False,
         )
@@ -91,12 +92,12 @@ def iter_process(
         if reader is not None:
             image = reader(item.path)
         else:
-            image = open_image(item.path, lazy=config.tile_params.tiles != "off")
+            image = open_image(item.path, lazy=config.run.tile_params.tiles != "off")
         pixel_size = dict(config.pixel_size) if config.pixel_size else None
         run = iter_segment_image(
             _segmenter(config),
             image,
-            config.run_config(),
+            config.run,
             axes=config.axes,
             pixel_size=pixel_size,
             path=item.path,

@@ -32,7 +32,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, Field, asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +56,32 @@ from .batch_files import (
     is_done,
 )
 from .batch_worker import iter_process, process
-from .config import Models, RunConfig, Target
+from .config import Models, RunConfig
 from .errors import InputError
 from .params import (
     DEFAULT_CLIP,
     DEFAULT_SAM,
-    CropParams,
-    GuidedParams,
     NormalisationParams,
-    SamProposalParams,
     SelectionParams,
-    StackParams,
-    TileParams,
     check_options,
 )
 from .runtime.generators import drain, relabel
 from .runtime.progress import Progress
+
+#: Run options a batch's parameters always record (others: where not their default).
+_RECORDED_ALWAYS = (
+    "proposals",
+    "selection",
+    "sam_params",
+    "tile_params",
+    "guided_params",
+    "crop_params",
+    "normalisation",
+)
+
+
+def _default_of(f: Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
 def _model_identity(spec: str) -> str:
@@ -86,40 +96,31 @@ def _model_identity(spec: str) -> str:
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """Everything that decides a batch's outputs (its hash names them)."""
+    """A batch's settings: the run every image gets (a :class:`~.config.RunConfig`)
+    and the batch's own. Everything that decides the outputs names them (its hash).
 
-    prompt: str
-    sam: str = DEFAULT_SAM
-    clip: str = DEFAULT_CLIP
-    device: str = "auto"
-    precision: str = "auto"
-    sam_params: SamProposalParams = field(default_factory=SamProposalParams)
-    crop_params: CropParams = field(default_factory=CropParams)
-    tile_params: TileParams = field(default_factory=TileParams)
-    selection: SelectionParams = field(default_factory=SelectionParams)
-    normalisation: NormalisationParams = field(default_factory=NormalisationParams)
-    templates: tuple[str, ...] | None = None
-    #: Torch threads per worker (None: torch's default).
+    Parameters
+    ----------
+    run
+        The run each image gets (validated as a whole).
+    threads
+        Torch threads per worker (None: torch's default).
+    axes, pixel_size
+        Axes of inputs whose files do not record them (e.g. ``"ZYX"``), and pixel sizes
+        that replace the files' (see :func:`napari_slip.core.axes.resolve_axes`).
+    """
+
+    run: RunConfig
     threads: int | None = None
-    #: ``sam`` (the grid, or tiles), ``relevance`` or ``guided`` (see Segmenter.segment).
-    proposals: str = "sam"
-    #: A trained decoder file for the relevance map (None: CLIP's untrained map).
-    decoder: str | None = None
-    guided_params: GuidedParams = field(default_factory=GuidedParams)
-    stack_params: StackParams = field(default_factory=StackParams)
-    #: Axes of inputs whose files do not record them (e.g. ``"ZYX"``), and pixel sizes
-    #: that replace the files' (see :func:`napari_slip.core.axes.resolve_axes`).
     axes: str | None = None
     pixel_size: tuple[tuple[str, float], ...] | None = None
-    #: A :class:`~.concepts.Concept` to find instead of the prompt's text (its hash
-    #: names the outputs), and the one class of it to keep (None: any).
-    concept: Any = field(default=None, compare=False)
-    concept_class: str | None = None
 
     def __post_init__(self) -> None:
-        if self.proposals not in ("sam", "relevance", "guided"):
+        if not isinstance(self.run, RunConfig):
+            raise InputError(f"run must be a RunConfig; got {type(self.run).__name__}.")
+        if self.run.proposals not in ("sam", "relevance", "guided"):
             raise InputError(
-                f"A batch's proposals are sam, relevance or guided; got {self.proposals!r}."
+                f"A batch's proposals are sam, relevance or guided; got {self.run.proposals!r}."
             )
         if self.axes is not None:
             object.__setattr__(self, "axes", parse_axes(self.axes, where="axes"))
@@ -139,70 +140,47 @@ class BatchConfig:
     ) -> BatchConfig:
         """The batch of ``run``'s settings (``threads``: torch threads per worker;
         ``axes``, ``pixel_size``: for stacks whose files do not record them)."""
-        models = run.models
-        return cls(
-            stack_params=run.stack_params,
-            axes=axes,
-            pixel_size=pixel_size,
-            prompt=run.prompt,
-            sam=models.sam,
-            clip=models.clip,
-            device=models.device,
-            precision=models.precision,
-            sam_params=run.sam_params,
-            crop_params=run.crop_params,
-            tile_params=run.tile_params,
-            selection=run.selection,
-            normalisation=run.normalisation,
-            templates=run.templates,
-            threads=threads,
-            proposals=run.proposals,
-            decoder=models.decoder,
-            guided_params=run.guided_params,
-            concept=run.target.concept,
-            concept_class=run.target.concept_class,
-        )
+        return cls(run, threads, axes, pixel_size)
+
+    @property
+    def models(self) -> Models:
+        return self.run.models
 
     def run_config(self) -> RunConfig:
-        """The run each image gets, validated as a whole (loads nothing)."""
-        selection = self.selection
-        return RunConfig(
-            target=Target(
-                self.concept if self.concept is not None else self.prompt,
-                selection.distractors,
-                selection.background,
-                self.templates,
-                concept_class=self.concept_class,
-            ),
-            models=Models(self.sam, self.clip, self.device, self.precision, self.decoder),
-            proposals=self.proposals,
-            selection=selection,
-            sam_params=self.sam_params,
-            tile_params=self.tile_params,
-            guided_params=self.guided_params,
-            crop_params=self.crop_params,
-            normalisation=self.normalisation,
-            stack_params=self.stack_params,
-        )
+        """The run each image gets."""
+        return self.run
 
     def describe(self) -> dict:
-        """The parameters as JSON-able data, models by identity."""
-        concept = self.concept
-        data = asdict(replace(self, concept=None))
-        data.pop("threads")
-        if concept is not None:
+        """The parameters as JSON-able data, models by identity (the layout of batches
+        before the run was one object, so their digests still hold: a run option is
+        recorded where it is not its default)."""
+        run, models = self.run, self.run.models
+        data: dict[str, Any] = {
+            "prompt": run.prompt,
+            "sam": _model_identity(models.sam),
+            "clip": _model_identity(models.clip),
+            "device": models.device,
+            "precision": models.precision,
+            "templates": run.templates,
+            "decoder": None if models.decoder is None else _model_identity(models.decoder),
+        }
+        for f in fields(RunConfig):
+            value = getattr(run, f.name)
+            if f.name in _RECORDED_ALWAYS or (
+                f.name not in ("target", "models") and value != _default_of(f)
+            ):
+                if hasattr(value, "recorded"):  # a parameter group: its new fields when set
+                    value = value.recorded()
+                data[f.name] = asdict(value) if is_dataclass(value) else value
+        if run.target.concept is not None:
             from .concepts.files import fingerprint
 
-            data["concept"] = fingerprint(concept)
-        for name in ("axes", "pixel_size", "concept", "concept_class"):
-            if data[name] is None:  # absent as before stacks and concepts: old digests hold
-                data.pop(name)
-        if self.stack_params == StackParams():
-            data.pop("stack_params")
-        data["sam"] = _model_identity(self.sam)
-        data["clip"] = _model_identity(self.clip)
-        if self.decoder is not None:
-            data["decoder"] = _model_identity(self.decoder)
+            data["concept"] = fingerprint(run.target.concept)
+        if run.target.concept_class is not None:
+            data["concept_class"] = run.target.concept_class
+        for name in ("axes", "pixel_size"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
         return data
 
     def digest(self) -> str:
@@ -225,19 +203,20 @@ def _check_clips(config: BatchConfig) -> None:
     file is here), not one failure per image."""
     from .models.download import file_sha256
 
-    clip = Path(config.clip).expanduser()
-    if config.concept is not None and clip.is_file():
-        config.concept.check_clip(file_sha256(clip), clip.name)
-    if not config.decoder:
+    clip = Path(config.models.clip).expanduser()
+    concept, decoder = config.run.target.concept, config.models.decoder
+    if concept is not None and clip.is_file():
+        concept.check_clip(file_sha256(clip), clip.name)
+    if not decoder:
         return
     from .models.decoder import read_decoder_metadata
 
-    meta = read_decoder_metadata(config.decoder)
+    meta = read_decoder_metadata(decoder)
     trained = meta.get("clip_sha256")
     if isinstance(trained, str) and trained and clip.is_file() and file_sha256(clip) != trained:
         raise InputError(
-            f"The decoder {Path(config.decoder).name} was trained on "
-            f"{meta.get('clip_spec') or 'another CLIP'}, not on {config.clip}: choose the "
+            f"The decoder {Path(decoder).name} was trained on "
+            f"{meta.get('clip_spec') or 'another CLIP'}, not on {config.models.clip}: choose the "
             "CLIP it was trained on, or train a decoder for this CLIP."
         )
 
@@ -319,7 +298,7 @@ def iter_batch(
 
         cores = os.cpu_count() or 1
         if config.threads is None and not scheduler:
-            config = BatchConfig(**{**_fields(config), "threads": max(1, cores // workers)})
+            config = replace(config, threads=max(1, cores // workers))
         what = f"connecting to {scheduler}" if scheduler else f"starting {workers} workers"
         yield Progress("batch", done, n, what, heavy=True)
         with client_for(scheduler, workers, connect_timeout) as client:
@@ -352,10 +331,6 @@ def iter_batch(
     )
     _write_summary(out_dir, items, config, summary, records)
     return summary
-
-
-def _fields(config: BatchConfig) -> dict:
-    return {f: getattr(config, f) for f in config.__dataclass_fields__}
 
 
 def _line(record: dict) -> str:

@@ -6,8 +6,10 @@ is made, the combinations included, so that a bad run is refused with one line
 *before any model loads*. Every entry point builds one: :func:`napari_slip.segment`,
 :meth:`Segmenter.segment <napari_slip.core.pipeline.segmenter.Segmenter.segment>`,
 the widget and ``segment_in_viewer`` (through their request), :func:`napari_slip.batch`
-and the command line; the engine then takes it whole
-(:meth:`~napari_slip.core.pipeline.segmenter.Segmenter.configure`).
+and the command line; the engine then takes it whole, as an argument
+(:func:`napari_slip.core.pipeline.run.iter_run`, through
+:meth:`~napari_slip.core.pipeline.segmenter.Segmenter.scope`): nothing of it is set on
+the segmenter.
 
 A new option is one field in one parameter dataclass of :mod:`.params` (the command
 line's flag and the widget's field are generated from its metadata), its check here if

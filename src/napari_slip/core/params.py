@@ -63,6 +63,14 @@ class SamProposalParams(_Params):
     min_area: int = option(
         0, "drop masks smaller than this many pixels", bounds=(0, 10**9), label="Min area (px)"
     )
+    max_area_share: float = option(
+        1.0,
+        "drop masks covering more than this share of the image SAM sees (its whole-image "
+        "and background masks; of a tile, when tiled)",
+        bounds=(0.01, 1),
+        label="Max area (share)",
+        new=True,
+    )
     skip_covered: bool = option(
         False,
         "skip grid points inside masks already found (faster; may miss nested objects)",

@@ -17,17 +17,22 @@ def option(
     choices: Sequence | None = None,
     bounds: tuple[float, float] | None = None,
     label: str | None = None,
+    new: bool = False,
     **kw,
 ):
     """A dataclass field with a help text, optional choices, optional ``bounds``
     ``(low, high)`` (inclusive; checked on construction, the widget's range) and an
     optional ``label`` (the field then shows in the widget's advanced settings under
-    that label). Read by the command line's flags and the widget's fields."""
+    that label). Read by the command line's flags and the widget's fields.
+
+    ``new``: a field added after batches recorded their parameters: recorded (in a
+    batch's hash) only when it is not its default, so earlier batches still resume."""
     meta = {
         "help": help,
         "choices": tuple(choices) if choices else None,
         "bounds": bounds,
         "label": label,
+        "new": new,
     }
     if callable(default) and not isinstance(default, (int, float, str, tuple)):
         return field(default_factory=default, metadata=meta, **kw)
@@ -93,6 +98,15 @@ class _Params:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def recorded(self) -> dict:
+        """:meth:`as_dict` without the ``new`` fields (see :func:`option`) left at
+        their defaults: what a batch's hash is made of."""
+        out = self.as_dict()
+        for f in fields(self):
+            if f.metadata.get("new") and out[f.name] == self.default(f.name):
+                out.pop(f.name)
+        return out
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

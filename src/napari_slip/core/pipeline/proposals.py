@@ -193,7 +193,8 @@ def sam_proposals(
     done more cheaply without changing the answer: the predicted-IoU filter runs on
     the decoder's low-resolution output, so only surviving masks are upsampled; and
     masks are kept cropped and binary (no run-length encodings). Unlike SAM, empty
-    masks and masks below ``min_area`` pixels are dropped.
+    masks, masks below ``min_area`` pixels and masks over ``max_area_share`` of the image are
+    dropped.
 
     Parameters
     ----------
@@ -251,12 +252,14 @@ def sam_proposals(
         "below_iou": 0,
         "unstable": 0,
         "too_small": 0,
+        "too_large": 0,
         **counts,
         "overlapping": len(crops) - len(props),
         "kept": len(props),
         "min_iou": params.pred_iou_thresh,
         "min_stability": params.stability_score_thresh,
         "min_area": params.min_area,
+        "max_area_share": params.max_area_share,
     }
     return replace(props, funnel=funnel)
 
@@ -279,6 +282,8 @@ def funnel_hint(funnel: dict, surface: str = "python") -> str:
         f"{funnel.get('unstable', 0)} below {stability} {funnel['min_stability']:g}",
         f"{funnel.get('too_small', 0)} under {area} {funnel['min_area']} px",
     ]
+    if funnel.get("too_large"):
+        shown.append(f"{funnel['too_large']} over {funnel['max_area_share']:g} of the image")
     within = f" ({where})" if where else ""
     return (
         f"SAM decoded {funnel['points']} points ({funnel['masks']} masks): "
@@ -324,6 +329,11 @@ def binary_masks(
     keep = (areas >= max(params.min_area, 1)).cpu()  # smaller than min_area: dropped
     if counts is not None:
         counts["too_small"] += int((~keep).sum())
+    if params.max_area_share < 1:  # more than max_area_share of the image: dropped
+        large = (areas > params.max_area_share * binary[0].numel()).cpu() & keep
+        keep &= ~large
+        if counts is not None:
+            counts["too_large"] += int(large.sum())
     binary, iou, rows = binary[keep.to(binary.device)], iou[keep.to(iou.device)], rows[keep]
     bb = batched_mask_to_box(binary)  # x0, y0, x1, y1 inclusive
     out = []

@@ -80,6 +80,8 @@ def iter_run(
     if image is not None:
         lazy = config.tile_params.tiles != "off"
         session = segmenter.workspace.open(image, config.normalisation.kwargs(), lazy)
+    elif config.normalisation.kwargs():
+        raise InputError("Normalisation options need the image they apply to.")
     else:
         session = segmenter.current_session()
     if config.proposals in ("relevance", "guided"):

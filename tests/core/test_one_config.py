@@ -1,0 +1,97 @@
+"""One configuration per run, passed down whole: a run uses its config's models and
+options and writes nothing onto the segmenter; what a result is re-selected or edited
+with is the config that made it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_slip.core.config import RunConfig
+from napari_slip.core.models.hub import ModelHub
+from napari_slip.core.params import CropParams, SelectionParams
+from napari_slip.core.pipeline.dispatch import iter_segment_image
+from napari_slip.core.pipeline.plane import plane_of
+from napari_slip.core.pipeline.segmenter import Segmenter
+from napari_slip.core.pipeline.stack import reselect_stack
+from napari_slip.core.runtime.generators import drain
+from napari_slip.testing import blobs_image
+
+
+@pytest.fixture
+def segmenter(tiny_sam_path, tiny_clip_path, fast_sam_params):
+    return Segmenter(
+        str(tiny_sam_path),
+        str(tiny_clip_path),
+        "cpu",
+        precision="bf16",
+        sam_params=fast_sam_params,
+        hub=ModelHub(),
+    )
+
+
+def _config(segmenter, **options) -> RunConfig:
+    """A run whose precision, crops and templates are not the segmenter's defaults."""
+    options = {
+        "precision": "fp32",
+        "crop_params": CropParams(margin=0.5),
+        "templates": ("a micrograph of {}.",),
+        "mode": "topk",
+        "top_k": 3,
+        **options,
+    }
+    return segmenter.run_config("nucleus", **options)
+
+
+def test_a_run_takes_its_config_whole_and_sets_nothing_on_the_segmenter(segmenter):
+    image, _ = blobs_image()
+    before = segmenter.defaults()
+    config = _config(segmenter)
+    result = drain(iter_segment_image(segmenter, image, config))
+    assert result.config is config
+    record = result.provenance
+    assert record["precision"] == "fp32"
+    assert record["crops"]["margin"] == 0.5
+    assert record["templates"] == ["a micrograph of {}."]
+    # The engine's own settings are what its caller gave, untouched by the run.
+    assert segmenter.defaults() == before
+    assert segmenter.precision_spec == "bf16"
+    assert segmenter.crop_params == CropParams()
+    assert segmenter.texts.given is None
+    # Its own calls still use its own settings.
+    own = segmenter.segment(image, "nucleus", mode="topk", top_k=3)
+    assert own.provenance["precision"] == "bf16"
+    assert own.provenance["crops"]["margin"] == CropParams().margin
+    assert own.provenance["templates"] != ["a micrograph of {}."]
+
+
+def test_reselection_and_edits_work_with_the_config_that_made_the_result(segmenter):
+    image, _ = blobs_image()
+    stack = np.stack([image, image[:, ::-1]])
+    config = _config(segmenter, link=False)
+    result = drain(iter_segment_image(segmenter, stack, config, axes="ZYX"))
+    segmenter.set_models(precision="bf16")  # the engine's defaults differ from the run's
+    # Re-selection scores with the run's CLIP (fp32) and templates: before, it took the
+    # segmenter's and refused ("embedded with another CLIP").
+    again = reselect_stack(segmenter, result, SelectionParams(mode="topk", top_k=1))
+    assert again.provenance["precision"] == "fp32"
+    assert again.provenance["templates"] == ["a micrograph of {}."]
+    assert again.config.selection.top_k == 1 and again.config.models == config.models
+    assert len(again.table) == 2  # one object in each of the two planes
+    # An edit decodes and embeds with the run's models and crops.
+    handle = plane_of(segmenter, result, (0,))
+    assert handle.context.precision == "fp32"
+    assert handle.crop_params.margin == 0.5
+
+
+def test_a_runs_scope_is_its_configs(segmenter):
+    config = _config(segmenter)
+    scope = segmenter.scope(config)
+    assert scope.models.precision_spec == "fp32"
+    assert scope.crop_params == config.crop_params
+    assert scope.texts.templates() == ("a micrograph of {}.",)
+    assert segmenter.scope(config).models is scope.models  # kept: once per models
+    own = segmenter.scope()
+    assert own.models is segmenter.model_set and own.texts is segmenter.texts
+    # Text embeddings are shared between scopes (one cache), keyed by what made them.
+    assert scope.texts.cache is own.texts.cache
