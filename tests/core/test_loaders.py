@@ -174,3 +174,25 @@ def test_named_clip_uses_weights_placed_in_the_cache_by_hand(isolated_cache, tmp
     finally:
         del open_clip.factory._MODEL_CONFIGS["Tiny-Test"]
         del open_clip.pretrained._PRETRAINED["Tiny-Test"]
+
+
+def test_each_sam_encoder_family_is_one_row_that_reads_back_what_it_builds():
+    """``SAM_ENCODERS`` is the one table of SAM families: a state dict is recognised by
+    its family's marker weight and read back into the architecture it was built from."""
+    from napari_slip.core.models.sam import (
+        SAM_ENCODERS,
+        build_sam,
+        sam_config_from_state_dict,
+    )
+    from napari_slip.testing.tiny import TINY_EFFICIENTVIT_SAM, TINY_MOBILE_SAM, TINY_SAM
+
+    tiny = {"vit": TINY_SAM, "tinyvit": TINY_MOBILE_SAM, "efficientvit": TINY_EFFICIENTVIT_SAM}
+    assert set(SAM_ENCODERS) == set(tiny)
+    for name, config in tiny.items():
+        state = build_sam(config).state_dict()
+        marker = SAM_ENCODERS[name].marker
+        assert marker is None or marker in state
+        read = sam_config_from_state_dict(state)
+        assert read.encoder == name and read == config, name
+    with pytest.raises(CheckpointError, match="Unknown SAM image encoder"):
+        build_sam(SamConfig(encoder="resnet"))

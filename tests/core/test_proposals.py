@@ -189,3 +189,47 @@ def test_max_area_share_drops_masks_over_that_share_of_the_image(
     main(args)
     record = json.loads((tmp_path / "p.json").read_text())
     assert record["proposals"]["max_area_share"] == 0.25
+
+
+def test_every_named_kind_of_proposals_is_one_row_and_one_factory(
+    tiny_sam_path, tiny_clip_path, monkeypatch
+):
+    """Choices, checks, help and provenance flags derive from ``PROPOSAL_KINDS``; each
+    kind has its factory in ``collect.SOURCES``, whose source says what the row says."""
+    import argparse
+
+    from napari_slip.cli._options import _segment_options
+    from napari_slip.core.config import RunConfig
+    from napari_slip.core.pipeline.collect import SOURCES, make_source
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.core.proposal_kinds import PROPOSAL_KINDS, ProposalKind, kinds_where
+
+    assert set(SOURCES) == set(PROPOSAL_KINDS)
+    seg = Segmenter(str(tiny_sam_path), str(tiny_clip_path), "cpu")
+    scope = seg.scope()
+    labels = np.zeros((8, 8), np.int32)
+    labels[2:5, 2:5] = 1
+    for name, kind in PROPOSAL_KINDS.items():
+        source = make_source(
+            name,
+            None,
+            scope.sam_params,
+            scope.tile_params,
+            prompt="cell",
+            labels=labels,
+            context=scope.context,
+        )
+        assert source.needs_sam == kind.needs_sam, name
+        assert bool(getattr(source, "uses_map", False)) == kind.uses_map, name
+        config = RunConfig("cell", proposals=name)
+        assert config.needs_sam == kind.needs_sam
+    assert kinds_where(per_image=False) == ("sam", "relevance", "guided")
+    # A new row is a new choice of the command line and a known name of the config.
+    extra = ProposalKind("peaks", "local maxima of the image (no SAM)", needs_sam=False)
+    monkeypatch.setitem(PROPOSAL_KINDS, "peaks", extra)
+    parser = argparse.ArgumentParser()
+    _segment_options(parser)
+    assert "peaks" in parser._option_string_actions["--proposals"].choices
+    assert RunConfig("cell", proposals="peaks").needs_sam is False
+    with pytest.raises(InputError, match="proposals must be one of sam, labels"):
+        RunConfig("cell", proposals="nothing")

@@ -31,6 +31,7 @@ from ..core.params import (
 )
 from ..core.pipeline.selection import SCORE_UNITS, score_unit
 from ..core.pipeline.stack import leading_shape
+from ..core.proposal_kinds import PROPOSAL_KINDS
 from .choices import CHOOSE_FILE
 from .fields import param_widgets
 from .job import image_data, source
@@ -209,11 +210,12 @@ def image_choices(viewer) -> list:
 
 
 def proposal_choices(viewer) -> list:
-    return [
-        ("SAM automatic masks", None),
-        ("Fast: guided by the prompt", "guided"),
-        ("Relevance map regions (no SAM)", "relevance"),
-    ] + [(f"labels: {layer.name}", layer) for layer in layers_of(viewer, "Labels")]
+    named = [
+        (kind.label, None if name == "sam" else name)
+        for name, kind in PROPOSAL_KINDS.items()
+        if kind.label is not None
+    ]
+    return named + [(f"labels: {layer.name}", layer) for layer in layers_of(viewer, "Labels")]
 
 
 def output_choices(viewer) -> list:

@@ -31,6 +31,7 @@ from ..core.params import (
 from ..core.pipeline.segmenter import Segmenter
 from ..core.pipeline.stack import StackResult, iter_stack, leading_shape
 from ..core.pipeline.stack import lead_letters as default_letters
+from ..core.proposal_kinds import kinds_where
 from ..core.runtime.progress import Progress
 
 
@@ -266,7 +267,7 @@ def check(request: Request) -> RunConfig:
         raise InputError("Choose an image layer to segment.")
     if not request.prompt.strip() and request.concept is None:
         raise InputError("Type what to segment in the prompt field, e.g. 'nucleus'.")
-    if request.proposals not in ("sam", "relevance", "guided"):
+    if request.proposals not in kinds_where(per_image=False):
         raise InputError(f"Unknown proposals {request.proposals!r}.")
     if request.proposals != "sam" and request.labels_layer is not None:
         raise InputError("Proposals come from a labels layer or the prompt, not both.")

@@ -19,6 +19,7 @@ from ..core.params import (
     parse_phrases,
 )
 from ..core.pipeline.api import shared_lock, shared_segmenter
+from ..core.proposal_kinds import kinds_where
 from .job import Request, check
 from .session import ViewerSession
 
@@ -238,7 +239,7 @@ def segment_in_viewer(
     device = device if device is not None else chosen.get("device", "auto")
     precision = precision if precision is not None else chosen.get("precision", "auto")
     decoder = decoder if decoder is not None else chosen.get("decoder")
-    named = isinstance(proposals, str) and proposals in ("sam", "relevance", "guided")
+    named = isinstance(proposals, str) and proposals in kinds_where(per_image=False)
     mode_of_proposals = proposals if named else None
     request = Request(
         image_layer=image,

@@ -23,7 +23,6 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
         DEFAULT_CLIP,
         DEFAULT_SAM,
         PRECISIONS,
-        PROPOSALS,
         CropParams,
         GuidedParams,
         NormalisationParams,
@@ -32,6 +31,7 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
         TileParams,
         parse_phrases,
     )
+    from ..core.proposal_kinds import PROPOSAL_KINDS
 
     add_arguments(seg, SelectionParams, types={"distractors": parse_phrases})
     seg.add_argument(
@@ -43,14 +43,15 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
         help=f"CLIP MODEL:TAG or checkpoint path (default {DEFAULT_CLIP}, or the CLIP a "
         "--concept was learnt with)",
     )
+    offered = [k for k in PROPOSAL_KINDS.values() if proposals_from or not k.per_image]
     seg.add_argument(
         "--proposals",
-        choices=PROPOSALS if proposals_from else [p for p in PROPOSALS if p != "labels"],
+        choices=[k.name for k in offered],
         default=None,
-        help="where candidates come from: SAM's grid"
-        + (", a label image (--proposals-from)" if proposals_from else "")
-        + ", the relevance map's regions (no SAM), or SAM at points the map places (fast) "
-        "(default: sam" + (", or labels with --proposals-from)" if proposals_from else ")"),
+        help="where candidates come from: "
+        + "; ".join(f"{k.name}: {k.help}" for k in offered).replace("labels=", "--proposals-from ")
+        + " (default: sam"
+        + (", or labels with --proposals-from)" if proposals_from else ")"),
     )
     if proposals_from:
         seg.add_argument(

@@ -65,6 +65,7 @@ from .params import (
     SelectionParams,
     check_options,
 )
+from .proposal_kinds import kinds_where
 from .runtime.generators import drain, relabel
 from .runtime.progress import Progress
 
@@ -118,10 +119,9 @@ class BatchConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.run, RunConfig):
             raise InputError(f"run must be a RunConfig; got {type(self.run).__name__}.")
-        if self.run.proposals not in ("sam", "relevance", "guided"):
-            raise InputError(
-                f"A batch's proposals are sam, relevance or guided; got {self.run.proposals!r}."
-            )
+        if self.run.proposals not in kinds_where(per_image=False):
+            shown = ", ".join(kinds_where(per_image=False))
+            raise InputError(f"A batch's proposals are {shown}; got {self.run.proposals!r}.")
         if self.axes is not None:
             object.__setattr__(self, "axes", parse_axes(self.axes, where="axes"))
         if self.pixel_size is not None:

@@ -29,7 +29,6 @@ from .params import (
     DEFAULT_SAM,
     DEVICES,
     PRECISIONS,
-    PROPOSALS,
     CropParams,
     GuidedParams,
     NormalisationParams,
@@ -40,6 +39,7 @@ from .params import (
     check_options,
     parse_phrases,
 )
+from .proposal_kinds import PROPOSAL_KINDS, proposal_kind
 
 #: The side SAM's own models (every registry name) work at; a file's is read when it loads.
 SAM_INPUT_SIZE = 1024
@@ -262,11 +262,11 @@ class RunConfig:
                 raise InputError(
                     f"{name} must be a {kind.__name__}; got {type(getattr(self, name)).__name__}."
                 )
-        if not isinstance(self.proposals, str) or self.proposals not in PROPOSALS:
+        if proposal_kind(self.proposals) is None:
             given = self.proposals
             shown = given if isinstance(given, str) else type(given).__name__
             raise InputError(
-                f"proposals must be one of {', '.join(PROPOSALS)}; got {shown!r}. To use "
+                f"proposals must be one of {', '.join(PROPOSAL_KINDS)}; got {shown!r}. To use "
                 "a label image's objects, pass it as labels=..."
             )
         target, selection = self.target, self.selection
@@ -335,7 +335,7 @@ class RunConfig:
     @property
     def needs_sam(self) -> bool:
         """Whether the run decodes SAM (its grid, its tiles, or guided points)."""
-        return self.proposals in ("sam", "guided")
+        return PROPOSAL_KINDS[self.proposals].needs_sam
 
     def with_selection(self, selection: SelectionParams) -> RunConfig:
         """The same run with other selection settings (their distractors and

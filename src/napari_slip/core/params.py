@@ -21,6 +21,7 @@ from .params_base import (
     option,
     parse_phrases,
 )
+from .proposal_kinds import PROPOSALS
 
 #: The models used when none is named (registry names: see ``napari-slip models``).
 DEFAULT_SAM = "vit_b"
@@ -416,10 +417,6 @@ class DecoderParams(_Params):
             raise InputError(f"patience must be at least 1; got {self.patience}.")
         _check_template(self.template)
         self._check_bounds()
-
-
-#: Where candidate masks come from (see ``Segmenter.segment(proposals=...)``).
-PROPOSALS = ("sam", "labels", "relevance", "guided")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -79,46 +80,12 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
     from ..._compat import guard_gui_process
 
     guard_gui_process()
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    if config.encoder == "tinyvit":
-        from .tinyvit import TinyViTEncoder
-
-        grid = config.img_size // 16
-        encoder = TinyViTEncoder(
-            img_size=config.img_size, out_chans=config.prompt_embed_dim, **config.tinyvit
-        )
-    elif config.encoder == "efficientvit":
-        from .efficientvit import EfficientViTSamEncoder
-
-        grid = config.img_size // 16
-        encoder = EfficientViTSamEncoder(
-            config.efficientvit, img_size=config.img_size, out_chans=config.prompt_embed_dim
-        )
-    elif config.encoder == "vit":
-        grid = config.img_size // config.patch_size
-        encoder = ImageEncoderViT(
-            depth=config.depth,
-            embed_dim=config.embed_dim,
-            img_size=config.img_size,
-            mlp_ratio=config.mlp_ratio,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=config.num_heads,
-            patch_size=config.patch_size,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=tuple(config.global_attn_indexes),
-            window_size=config.window_size,
-            out_chans=config.prompt_embed_dim,
-        )
-    else:
+    family = SAM_ENCODERS.get(config.encoder)
+    if family is None:
         raise CheckpointError(f"Unknown SAM image encoder {config.encoder!r}.")
+    encoder, grid = family.build(config)
     sam = Sam(
         image_encoder=encoder,
         prompt_encoder=PromptEncoder(
@@ -149,17 +116,22 @@ def build_sam(config: SamConfig) -> torch.nn.Module:
 
 
 def sam_config_from_state_dict(state: dict[str, torch.Tensor]) -> SamConfig:
-    """Read a SAM architecture off its weights.
+    """Read a SAM architecture off its weights (its family from
+    :data:`SAM_ENCODERS`: the first whose marker weight it has, else SAM's ViT).
 
     Raises
     ------
     CheckpointError
         If the weights are not a SAM state dict.
     """
-    if "image_encoder.patch_embed.seq.0.c.weight" in state:
-        return _tinyvit_sam_config(state)
-    if "image_encoder.backbone.stages.0.op_list.0.conv.weight" in state:
-        return _efficientvit_sam_config(state)
+    for family in SAM_ENCODERS.values():
+        if family.marker is not None and family.marker in state:
+            return family.read(state)
+    return SAM_ENCODERS["vit"].read(state)
+
+
+def _vit_sam_config(state: dict[str, torch.Tensor]) -> SamConfig:
+    """SAM's own ViT encoder (vit_b/l/h, micro-sam, MedSAM, any size)."""
     try:
         patch_w = state["image_encoder.patch_embed.proj.weight"]  # (dim, 3, p, p)
         pos = state["image_encoder.pos_embed"]  # (1, grid, grid, dim)
@@ -273,6 +245,81 @@ def _light_sam_config(state: dict, encoder: str, read, out_key: str, what: str) 
         encoder=encoder,
         **{encoder: architecture},
     )
+
+
+def _build_vit(config: SamConfig) -> tuple[torch.nn.Module, int]:
+    from segment_anything.modeling import ImageEncoderViT
+
+    encoder = ImageEncoderViT(
+        depth=config.depth,
+        embed_dim=config.embed_dim,
+        img_size=config.img_size,
+        mlp_ratio=config.mlp_ratio,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=config.num_heads,
+        patch_size=config.patch_size,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=tuple(config.global_attn_indexes),
+        window_size=config.window_size,
+        out_chans=config.prompt_embed_dim,
+    )
+    return encoder, config.img_size // config.patch_size
+
+
+def _build_tinyvit(config: SamConfig) -> tuple[torch.nn.Module, int]:
+    from .tinyvit import TinyViTEncoder
+
+    encoder = TinyViTEncoder(
+        img_size=config.img_size, out_chans=config.prompt_embed_dim, **config.tinyvit
+    )
+    return encoder, config.img_size // 16
+
+
+def _build_efficientvit(config: SamConfig) -> tuple[torch.nn.Module, int]:
+    from .efficientvit import EfficientViTSamEncoder
+
+    encoder = EfficientViTSamEncoder(
+        config.efficientvit, img_size=config.img_size, out_chans=config.prompt_embed_dim
+    )
+    return encoder, config.img_size // 16
+
+
+@dataclass(frozen=True)
+class SamEncoder:
+    """One family of SAM image encoders: how its weights are recognised and read, and
+    how its encoder is built (the prompt encoder and mask decoder are SAM's own)."""
+
+    #: :attr:`SamConfig.encoder`.
+    name: str
+    #: A weight only this family's state dicts have (None: the default family).
+    marker: str | None
+    #: The SAM architecture, read off a state dict of this family.
+    read: Callable[[dict], SamConfig]
+    #: A random encoder of ``config``'s architecture, and its embedding's grid side.
+    build: Callable[[SamConfig], tuple[torch.nn.Module, int]]
+
+
+#: Every SAM encoder family (as segment-anything's ``sam_model_registry`` for its
+#: ViTs): a new family is its reader and builder (a module beside this one) and a row.
+SAM_ENCODERS: dict[str, SamEncoder] = {
+    family.name: family
+    for family in (
+        SamEncoder(
+            "tinyvit",
+            "image_encoder.patch_embed.seq.0.c.weight",
+            _tinyvit_sam_config,
+            _build_tinyvit,
+        ),
+        SamEncoder(
+            "efficientvit",
+            "image_encoder.backbone.stages.0.op_list.0.conv.weight",
+            _efficientvit_sam_config,
+            _build_efficientvit,
+        ),
+        SamEncoder("vit", None, _vit_sam_config, _build_vit),
+    )
+}
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

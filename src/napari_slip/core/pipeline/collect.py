@@ -8,12 +8,14 @@ prompt or new selection settings on a seen image cost no image work.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
 from ..params import CropParams, GuidedParams, SamProposalParams, TileParams
+from ..proposal_kinds import PROPOSAL_KINDS, kinds_where, proposal_kind
 from ..runtime.progress import Progress
 from .context import RunContext
 from .proposals import Proposals
@@ -37,13 +39,79 @@ def is_tiled(tiles: TileParams, sam_params: SamProposalParams, shape: tuple[int,
     return sam_params.max_side is not None and max(shape) > sam_params.max_side
 
 
-def grid_source(
-    session: ImageSession | None, sam_params: SamProposalParams, tiles: TileParams
+@dataclass(frozen=True)
+class SourceArgs:
+    """What a named kind's factory may use to make its source."""
+
+    prompt: str | None
+    labels: np.ndarray | None
+    tiled: bool
+    context: RunContext | None
+    guided: GuidedParams
+    sam_params: SamProposalParams
+    tiles: TileParams
+
+
+def _sam(a: SourceArgs) -> ProposalSource:
+    return TiledSamSource(a.sam_params, a.tiles) if a.tiled else SamGridSource(a.sam_params)
+
+
+def _labels(a: SourceArgs) -> ProposalSource:
+    if a.labels is None:
+        raise InputError("proposals='labels' needs the label image: labels=...")
+    return LabelSource(a.labels)
+
+
+def _relevance(a: SourceArgs) -> ProposalSource:
+    return RelevanceSource(a.prompt, a.guided, a.context.relevance.key())
+
+
+def _guided(a: SourceArgs) -> ProposalSource:
+    models = a.context.relevance.key()
+    if a.tiled:
+        return TiledGuidedSource(a.prompt, a.guided, a.sam_params, a.tiles, models)
+    return GuidedSource(a.prompt, a.guided, a.sam_params, models)
+
+
+#: The source of each named kind of proposals (:mod:`~..proposal_kinds`): name -> factory.
+SOURCES: dict[str, Callable[[SourceArgs], ProposalSource]] = {
+    "sam": _sam,
+    "labels": _labels,
+    "relevance": _relevance,
+    "guided": _guided,
+}
+
+
+def uses(source: ProposalSource) -> dict:
+    """Which models a source's proposals come from (for provenance)."""
+    return {
+        "needs_sam": bool(source.needs_sam),
+        "uses_map": bool(getattr(source, "uses_map", False)),
+    }
+
+
+def make_source(
+    kind: str,
+    session: ImageSession | None,
+    sam_params: SamProposalParams,
+    tiles: TileParams,
+    *,
+    prompt: str | None = None,
+    labels: np.ndarray | None = None,
+    context: RunContext | None = None,
+    guided: GuidedParams | None = None,
 ) -> ProposalSource:
-    """SAM's grid over the image, or over its tiles."""
-    if session is not None and is_tiled(tiles, sam_params, session.image.shape):
-        return TiledSamSource(sam_params, tiles)
-    return SamGridSource(sam_params)
+    """The source of the named kind ``kind`` (one of
+    :data:`~..proposal_kinds.PROPOSALS`) for the session's image."""
+    found = proposal_kind(kind)
+    if found is None:
+        shown = ", ".join(PROPOSAL_KINDS)
+        raise InputError(f"proposals must be one of {shown}; got {kind!r}.")
+    if found.from_prompt and (not isinstance(prompt, str) or not prompt.strip()):
+        raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
+    tiled = session is not None and is_tiled(tiles, sam_params, session.image.shape)
+    args = SourceArgs(prompt, labels, tiled, context, guided or GuidedParams(), sam_params, tiles)
+    return SOURCES[kind](args)
 
 
 def prompt_source(
@@ -55,17 +123,13 @@ def prompt_source(
     sam_params: SamProposalParams,
     tiles: TileParams,
 ) -> ProposalSource:
-    """The source of ``proposals="relevance"`` or ``"guided"`` for ``prompt``."""
-    if kind not in ("relevance", "guided"):
-        raise InputError(f"proposal_source() makes relevance or guided; got {kind!r}.")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError("The prompt is empty: type what to segment, e.g. 'nucleus'.")
-    models = context.relevance.key()
-    if kind == "relevance":
-        return RelevanceSource(prompt, guided, models)
-    if session is not None and is_tiled(tiles, sam_params, session.image.shape):
-        return TiledGuidedSource(prompt, guided, sam_params, tiles, models)
-    return GuidedSource(prompt, guided, sam_params, models)
+    """The source of a kind made from the prompt (``relevance``, ``guided``)."""
+    if kind not in kinds_where(from_prompt=True):
+        made = ", ".join(kinds_where(from_prompt=True))
+        raise InputError(f"proposal_source() makes {made}; got {kind!r}.")
+    return make_source(
+        kind, session, sam_params, tiles, prompt=prompt, context=context, guided=guided
+    )
 
 
 def pick_source(
@@ -78,10 +142,9 @@ def pick_source(
     """The source a call means: its own, its labels', or SAM's grid."""
     if source is not None and labels is not None:
         raise InputError("Give either labels or a proposal source, not both.")
-    if labels is not None:
-        return LabelSource(labels)
     if source is None:
-        return grid_source(session, sam_params, tiles)
+        kind = "sam" if labels is None else "labels"
+        return make_source(kind, session, sam_params, tiles, labels=labels)
     if not isinstance(source, ProposalSource):
         raise InputError(f"source must be a proposal source; got {type(source).__name__}.")
     return source
@@ -136,17 +199,19 @@ def iter_candidates(
         proposals=proposals,
         embeddings=embeddings,
         clip=(models.clip_spec, models.precision),
-        source={"source": source.name, "n": len(proposals), **source.describe()},
+        source={"source": source.name, "n": len(proposals), **source.describe(), **uses(source)},
         normalisation=dict(session.image.normalisation),
         image_key=session.key,
     )
 
 
 __all__ = [
-    "grid_source",
+    "SOURCES",
+    "SourceArgs",
     "is_tiled",
     "iter_candidates",
     "iter_proposals",
+    "make_source",
     "pick_source",
     "prompt_source",
     "proposals_key",

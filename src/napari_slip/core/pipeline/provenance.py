@@ -11,11 +11,6 @@ from ..runtime.perf import stages_of
 from .modelset import ModelSet
 from .session import Candidates
 
-#: Proposal sources whose candidates come from SAM (their provenance names the SAM).
-FROM_SAM = ("sam", "sam-tiles", "guided", "guided-tiles")
-#: Proposal sources made from the relevance map (their provenance names the decoder).
-FROM_MAP = ("relevance", "guided", "guided-tiles")
-
 
 def provenance(
     prompt: str,
@@ -26,8 +21,8 @@ def provenance(
     crop_params: CropParams,
 ) -> dict:
     """The provenance of one selection from ``candidates`` (the models are loaded)."""
-    name = candidates.source.get("source")
-    uses_map = selection.relevance_weight or name in FROM_MAP
+    made = candidates.source  # the source's own flags: SAM named where it decoded
+    uses_map = selection.relevance_weight or made.get("uses_map")
     decoder = models.load("decoder") if uses_map else None
     return {
         "napari_slip_version": __version__,
@@ -44,7 +39,7 @@ def provenance(
         "templates": list(templates),
         "proposals": dict(candidates.source),
         "crops": {"fill": crop_params.fill, "margin": crop_params.margin},
-        "sam": models.load("sam").describe() if name in FROM_SAM else None,
+        "sam": models.load("sam").describe() if made.get("needs_sam") else None,
         "clip": models.load("clip").describe(),
         "decoder": None if decoder is None else decoder.describe(),
         "normalisation": dict(candidates.normalisation),
@@ -55,4 +50,4 @@ def provenance(
     }
 
 
-__all__ = ["FROM_MAP", "FROM_SAM", "provenance"]
+__all__ = ["provenance"]

@@ -19,6 +19,7 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import InputError
 from ..measure import Measuring
+from ..proposal_kinds import PROPOSAL_KINDS
 from ..runtime.progress import Progress
 from .choose import choose
 from .collect import iter_candidates, pick_source, prompt_source
@@ -84,7 +85,7 @@ def iter_run(
         raise InputError("Normalisation options need the image they apply to.")
     else:
         session = segmenter.current_session()
-    if config.proposals in ("relevance", "guided"):
+    if PROPOSAL_KINDS[config.proposals].from_prompt:
         if labels is not None or source is not None:
             raise InputError(
                 f"proposals={config.proposals!r} makes its own candidates: give no "

@@ -32,6 +32,8 @@ class ProposalSource(Protocol):
     name: str
     #: Whether :meth:`generate` uses the segmenter's SAM (its identity joins the key).
     needs_sam: bool
+    # A source made from the prompt's relevance map also has ``uses_map = True`` (its
+    # provenance then names the decoder); without the attribute it uses none.
 
     def key(self) -> tuple:
         """Identifies the proposals this source makes for a given image."""
@@ -102,6 +104,7 @@ class RelevanceSource:
     models: tuple = ()
     name: str = "relevance"
     needs_sam: bool = False
+    uses_map: bool = True
 
     def key(self) -> tuple:
         return ("relevance", self.prompt.strip(), self.models, _items(self.params))
@@ -130,6 +133,7 @@ class GuidedSource:
     models: tuple = ()
     name: str = "guided"
     needs_sam: bool = True
+    uses_map: bool = True
 
     def key(self) -> tuple:
         return (
@@ -180,6 +184,7 @@ class TiledGuidedSource:
     models: tuple = ()
     name: str = "guided-tiles"
     needs_sam: bool = True
+    uses_map: bool = True
 
     def key(self) -> tuple:
         from .tiles import tiled_key

@@ -23,6 +23,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..errors import InputError
 from ..params import NormalisationParams, SelectionParams, check_options
+from ..proposal_kinds import PROPOSAL_KINDS
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
 from .images import plane_of
@@ -210,7 +211,7 @@ def iter_stack(
         raise InputError(
             f"Proposal labels have shape {tuple(np.shape(labels))}, the image needs {out_shape}."
         )
-    if kind in ("relevance", "guided") and labels is not None:
+    if PROPOSAL_KINDS[kind].from_prompt and labels is not None:
         raise InputError(f"proposals={kind!r} makes its own candidates: give no labels.")
     if planes is None:
         planes = list(itertools.product(*(range(n) for n in lead_shape)))
