@@ -95,3 +95,25 @@ def test_a_runs_scope_is_its_configs(segmenter):
     assert own.models is segmenter.model_set and own.texts is segmenter.texts
     # Text embeddings are shared between scopes (one cache), keyed by what made them.
     assert scope.texts.cache is own.texts.cache
+
+
+def test_a_selection_names_the_sam_that_made_the_candidates_and_loads_none(
+    tiny_sam_path, tiny_clip_path, trained_sam_path, fast_sam_params
+):
+    """Provenance records the SAM that decoded the candidates, as recorded when they
+    were made: a selection after the segmenter switched to another SAM neither names
+    nor loads that one (before, it loaded the new SAM, with no progress event, and
+    recorded it)."""
+    hub = ModelHub()
+    seg = Segmenter(
+        str(tiny_sam_path), str(tiny_clip_path), "cpu", sam_params=fast_sam_params, hub=hub
+    )
+    image, _ = blobs_image()
+    first = seg.segment(image, "nucleus", mode="topk", top_k=2)
+    made_by = first.provenance["sam"]
+    assert made_by is not None and made_by["path"].endswith(tiny_sam_path.name)
+    seg.set_models(sam=str(trained_sam_path))
+    loads = dict(hub.loads)
+    again = seg.select(first.candidates, "nucleus", mode="topk", top_k=1)
+    assert again.provenance["sam"] == made_by
+    assert hub.loads["sam"] == loads["sam"]  # the other SAM was never loaded

@@ -289,6 +289,7 @@ class Corrections:
             np.concatenate([props.quality, one.quality]),
             np.concatenate([props.source_ids, one.source_ids]),
             props.decoded_points,
+            sam=props.sam,
         )
         return Candidates(
             joined,
@@ -312,7 +313,13 @@ def _without_last(candidates):
 
     p = candidates.proposals
     props = Proposals(
-        p.shape, p.boxes[:-1], p.masks[:-1], p.quality[:-1], p.source_ids[:-1], p.decoded_points
+        p.shape,
+        p.boxes[:-1],
+        p.masks[:-1],
+        p.quality[:-1],
+        p.source_ids[:-1],
+        p.decoded_points,
+        sam=p.sam,
     )
     source = {**candidates.source, "clicked": candidates.source.get("clicked", 1) - 1}
     return Candidates(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -169,6 +169,8 @@ def iter_proposals(
     if source.needs_sam:
         stats["sam_decoded_points"] += proposals.decoded_points
         stats["sam_proposal_runs"] += 1
+        sam = yield from context.iter_load("sam")  # loaded: it just decoded them
+        proposals = replace(proposals, sam=sam.describe())
     session.proposals.put(key, proposals)
     return proposals
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -47,6 +47,9 @@ class Proposals:
     #: Where SAM's masks went (:func:`funnel_hint`): decoded, dropped by each filter,
     #: kept; None for proposals not from SAM's grid.
     funnel: dict | None = None
+    #: The SAM that decoded them (its provenance entry), for proposals from SAM:
+    #: recorded when they are made, so a later selection names it without loading it.
+    sam: dict | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.masks)

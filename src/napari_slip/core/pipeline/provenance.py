@@ -39,7 +39,8 @@ def provenance(
         "templates": list(templates),
         "proposals": dict(candidates.source),
         "crops": {"fill": crop_params.fill, "margin": crop_params.margin},
-        "sam": models.load("sam").describe() if made.get("needs_sam") else None,
+        # The SAM that made the candidates, as recorded then: nothing loads here.
+        "sam": candidates.proposals.sam if made.get("needs_sam") else None,
         "clip": models.load("clip").describe(),
         "decoder": None if decoder is None else decoder.describe(),
         "normalisation": dict(candidates.normalisation),
