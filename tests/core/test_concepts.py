@@ -461,3 +461,21 @@ def test_a_class_left_without_examples_or_text_is_never_chosen():
     concept.undo()  # ...taken back: "b" has nothing left to be recognised by
     names, _ = concept.classify(_features([[0, 0], [3, 3], [9, 9]]))
     assert "b" not in names and names[0] == "a"
+
+
+def test_a_concepts_log_odds_are_computed_once_per_selection(domain, segmenter, monkeypatch):
+    """Selection by a concept scores every candidate once: the same log-odds make its
+    selection columns and the table's classes (before: twice per selection)."""
+    seg, _ = segmenter
+    image, labels, _ = domain[0]
+    concept = Concept(list(CLASSES))
+    concept.add_labels(image, labels, _examples(domain[0], 2), segmenter=seg)
+    first = seg.segment(domain[1][0], concept, labels=domain[1][1])
+    calls = []
+    logits = Concept.logits
+    monkeypatch.setattr(
+        Concept, "logits", lambda self, *a, **k: (calls.append(1), logits(self, *a, **k))[1]
+    )
+    again = seg.select(first.candidates, concept)
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(again.table, first.table)

@@ -52,9 +52,13 @@ def choose(
             f"The distractor {same[0]!r} is the prompt itself, so nothing could beat "
             "it; remove it from the distractors."
         )
-    sims = similarities(candidates, query or prompt, selection, models, texts, relevance)
-    proposals = candidates.proposals
     logit_scale = models.load("clip").clip.logit_scale
+    if query is not None:  # the classifier's log-odds, once: columns and the table's
+        logit = query.logits(candidates, texts, logit_scale)
+        sims = query.columns(logit) / logit_scale
+    else:
+        sims = similarities(candidates, prompt, selection, models, texts, relevance)
+    proposals = candidates.proposals
     chosen = without_duplicates(proposals, sims, selection, logit_scale)
     similarity = sims[:, 0] if len(sims) else np.zeros(0)
     if query is not None:  # no cosine to show: the class probability
@@ -86,7 +90,6 @@ def choose(
     record = provenance(prompt, selection, candidates, models, texts.templates(), crop_params)
     candidate_table = candidates_table(proposals, chosen.all_scores, similarity, ids, prompt)
     if query is not None:
-        logit = query.logits(candidates, texts, logit_scale)
         by_id = {v: k for k, v in ids.items()}
         table = query.annotate(table, [by_id[i] for i in table["id"]], logit)
         candidate_table = query.annotate(candidate_table, candidate_table["candidate"], logit)
