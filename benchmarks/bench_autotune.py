@@ -5,7 +5,7 @@
 One process, one run, this machine's threads. Printed first: the CPU's model and
 features. Then:
 
-1. ``auto``'s own measurement (:func:`napari_slip.core.runtime.autotune.measure`, the
+1. ``auto``'s own measurement (:func:`napari_slip.core.models.autotune.measure`, the
    probes it times on first use: two ViT-B encoder blocks, SAM's decoder on 16 + 8
    points, two CLIP ViT-B/32 blocks on 16 crops), its table and its choice, and how
    long it took.
@@ -38,10 +38,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from napari_slip.core.models import autotune
     from napari_slip.core.models.clip import ClipModel, build_clip
     from napari_slip.core.models.promptable import ImageEmbedding, PromptableSam
     from napari_slip.core.models.sam import SamConfig, build_sam
-    from napari_slip.core.runtime import autotune
     from napari_slip.core.runtime.perf import cpu_info, threads, tune_allocator
 
     tune_allocator()

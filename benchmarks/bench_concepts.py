@@ -161,7 +161,7 @@ def measure_domain(seg, name: str, seeds: int) -> dict:
 def correction_time(seg) -> dict:
     """One click's re-scoring on ~300 candidates (label proposals: no SAM decode)."""
     from napari_slip import Concept
-    from napari_slip.core.concepts.corrections import Corrections
+    from napari_slip.core.edits.corrections import Corrections
     from napari_slip.testing.concept_scenes import concept_scene
 
     rng = np.random.default_rng(3)

@@ -31,9 +31,9 @@ def fresh_process_state():
     """Every test starts with an empty model hub and no shared segmenters, so what a
     test counts (loads, encodings) never depends on the tests before it or the CPU."""
     from napari_slip.core import batch_worker
+    from napari_slip.core.models import autotune
     from napari_slip.core.models.hub import default_hub
     from napari_slip.core.pipeline import api
-    from napari_slip.core.runtime import autotune
 
     def reset():
         hub = default_hub()

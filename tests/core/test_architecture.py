@@ -166,6 +166,99 @@ def test_no_import_cycles():
     assert _cycles(graph) == []
 
 
+#: The package's layers, lowest first: a module imports (at the top, inside a function
+#: or under TYPE_CHECKING) only from its own layer or lower ones. The longest prefix
+#: decides a module's layer.
+LAYERS = (
+    (
+        "napari_slip._version",
+        "napari_slip._compat",
+        "napari_slip.core.errors",
+        "napari_slip.core.params_base",
+        "napari_slip.core.proposal_kinds",
+        "napari_slip.core.params",
+        "napari_slip.core.params_training",
+        "napari_slip.core.axes",
+        "napari_slip.core.shape",
+        "napari_slip.core.object_rows",
+        "napari_slip.core.measure",
+        "napari_slip.core.io",
+        "napari_slip.core.runtime",
+    ),
+    ("napari_slip.core.models",),  # model files, builders, the hub, autotune's probes
+    ("napari_slip.core.concepts",),  # what a concept is: classes, examples, files
+    ("napari_slip.core.config",),  # one run's settings, checked whole
+    ("napari_slip.core.pipeline",),  # the engine
+    ("napari_slip.core.edits", "napari_slip.core.training", "napari_slip.core.export"),
+    ("napari_slip.core",),  # batches, and the package's lazy exports
+    ("napari_slip",),  # the command line, the napari plugin, testing tools
+)
+
+
+def layer_of(name: str, layers: tuple = LAYERS) -> int:
+    best, length = len(layers), -1
+    for i, prefixes in enumerate(layers):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > length:
+                best, length = i, len(prefix)
+    return best
+
+
+def climbing_imports(layers: tuple = LAYERS) -> list[str]:
+    """``module -> imported`` for every import of a higher layer's module."""
+    out = []
+    for name, path in MODULES.items():
+        for target in sorted(_imports(name, path)):
+            if layer_of(target, layers) > layer_of(name, layers):
+                out.append(f"{name} -> {target}")
+    return out
+
+
+def _subpackage(name: str) -> str:
+    """A module's package (a module of ``napari_slip.core`` itself is its own node)."""
+    if name.startswith("napari_slip.core.") and name.count(".") >= 2:
+        head = ".".join(name.split(".")[:3])
+        if MODULES.get(head) is not None and MODULES[head].name == "__init__.py":
+            return head
+        return name
+    return name
+
+
+def test_no_import_climbs_a_layer():
+    assert climbing_imports() == []
+
+
+def test_the_layer_finder_finds_a_climb(monkeypatch, tmp_path):
+    fake = tmp_path / "climb.py"
+    fake.write_text("def f():\n    from .pipeline import run\n")
+    monkeypatch.setitem(MODULES, "napari_slip.core.climb", fake)
+    layers = ((*LAYERS[0], "napari_slip.core.climb"), *LAYERS[1:])
+    assert climbing_imports(layers) == [
+        "napari_slip.core.climb -> napari_slip.core.pipeline",
+        "napari_slip.core.climb -> napari_slip.core.pipeline.run",
+    ]
+
+
+def test_no_import_loops_between_the_engines_packages():
+    """models, runtime, concepts, pipeline, edits and training (and each module of
+    ``core`` itself) import each other one way only, function-level imports included."""
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        if not name.startswith("napari_slip.core"):
+            continue
+        here = _subpackage(name)
+        graph.setdefault(here, set())
+        for target in _imports(name, path):
+            there = _subpackage(target)
+            if there != here and there.startswith("napari_slip.core"):
+                graph[here].add(there)
+                graph.setdefault(there, set())
+    graph.pop("napari_slip.core", None)  # the lazy exports: above everything
+    for node in graph.values():
+        node.discard("napari_slip.core")
+    assert _cycles(graph) == []
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_slip.core.runtime import autotune, perf
+from napari_slip.core.models import autotune
+from napari_slip.core.runtime import perf
 from napari_slip.core.runtime.perf import Plan, stage_precision, stages_of
 
 
@@ -464,7 +465,7 @@ def test_nothing_runs_at_import():
         "    ours.append(getattr(f, '__module__', '') or '')\n"
         "    return register(f, *a, **k)\n"
         "atexit.register = record\n"
-        "import napari_slip, napari_slip.core.runtime.autotune, napari_slip.cli\n"
+        "import napari_slip, napari_slip.core.models.autotune, napari_slip.cli\n"
         "from napari_slip.core.runtime import perf\n"
         "print(sum(m.startswith('napari_slip') for m in ours), len(perf._IDLE_HOOKS))\n"
     )

@@ -404,7 +404,7 @@ def test_batch_and_cli_learn_and_segment_with_a_concept(tmp_path, segmenter, cap
 
 
 def test_corrections_on_label_proposals_add_remove_undo(domain, segmenter):
-    from napari_slip.core.concepts.corrections import Corrections
+    from napari_slip.core.edits.corrections import Corrections
 
     seg, _ = segmenter
     image, labels, names = domain[1]

@@ -496,7 +496,7 @@ def test_the_widget_measures_auto_in_the_background_after_a_run(setup, monkeypat
     """The first run with ``auto`` and no measurement uses the guess and is not slowed;
     once it has finished, a real background thread measures (the probes kept small
     here) and caches the choice, which the next model set uses."""
-    from napari_slip.core.runtime import autotune
+    from napari_slip.core.models import autotune
 
     _, widget, run, _ = setup
     monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")

@@ -382,7 +382,7 @@ class WorkerPanel(Container):
         self._worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
-        from ..core.runtime.autotune import measure_when_idle
+        from ..core.models.autotune import measure_when_idle
 
         measure_when_idle()  # precision 'auto' measured while the user looks (once)
 

@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..core.runtime.perf import tune_allocator
 
     tune_allocator()  # opt-in, process-wide: the command line owns its process
-    from ..core.runtime import autotune
+    from ..core.models import autotune
 
     autotune.in_foreground()  # 'auto' is measured only when asked: models --measure
     try:

@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..core.concepts.concept import check_features
-    from ..core.concepts.learn import iter_learn
     from ..core.errors import InputError
     from ..core.io import Outputs
     from ..core.pipeline.segmenter import Segmenter
     from ..core.runtime.generators import drain
+    from ..core.training.concept_learning import iter_learn
 
     out = Path(args.output)
     if out.suffix != ".concept":

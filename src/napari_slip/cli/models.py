@@ -18,10 +18,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..core.models import autotune
     from ..core.models.download import cache_dir
     from ..core.models.listing import list_models
     from ..core.models.registry import available_devices
-    from ..core.runtime import autotune
     from ..core.runtime.perf import describe_machine
 
     rows = list_models()

@@ -29,7 +29,7 @@ def _segmenter(config: Any):
         import multiprocessing
 
         if multiprocessing.parent_process() is not None:
-            from .runtime import autotune
+            from .models import autotune
 
             autotune.in_foreground()  # a worker process: never a measurement of its own
         if config.threads:

@@ -39,6 +39,7 @@ from .params import (
     check_options,
     parse_phrases,
 )
+from .params_base import check_templates
 from .proposal_kinds import PROPOSAL_KINDS, proposal_kind
 
 #: The side SAM's own models (every registry name) work at; a file's is read when it loads.
@@ -193,8 +194,6 @@ class Target:
         if not isinstance(self.background, str):
             raise InputError(f"background must be a phrase; got {self.background!r}.")
         if self.templates is not None:
-            from .pipeline.scoring import check_templates
-
             templates = (self.templates,) if isinstance(self.templates, str) else self.templates
             object.__setattr__(self, "templates", check_templates(templates))
 
@@ -315,9 +314,7 @@ class RunConfig:
             return
         size = tiles.tile_size or self.models.sam_input_size
         if size is not None:
-            from .pipeline.tiles import checked_tile_size
-
-            checked_tile_size(tiles, size)
+            tiles.checked_size(size)
 
     @property
     def prompt(self) -> str:

@@ -67,6 +67,16 @@ def _check_template(template: str) -> None:
         ) from None
 
 
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    """Validate prompt templates: each holds ``{}`` exactly once and no other braces."""
+    templates = tuple(templates)
+    if not templates:
+        raise InputError("Give at least one prompt template, e.g. 'a photo of {}.'.")
+    for t in templates:
+        _check_template(t)
+    return templates
+
+
 def _check_unit(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise InputError(f"{name} must be between 0 and 1; got {value!r}.")

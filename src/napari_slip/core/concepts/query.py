@@ -98,19 +98,6 @@ class ConceptQuery:
         table["class_probability"] = probs[np.arange(len(best)), best]
         return table
 
-    def annotate_linked(self, table, chosen, linked, candidates, scope) -> pd.DataFrame:
-        """A stack's object table with the classes of its linked objects (``chosen``:
-        the objects in table order): each object's log-odds are its parts', weighted
-        by area (as its selection row is). ``scope``: the run's
-        (:class:`~..pipeline.scope.RunScope`: its CLIP and texts)."""
-        from ..pipeline.linked import object_similarities
-
-        scale = scope.models.load("clip").clip.logit_scale
-        texts = scope.texts
-        logit = [self.logits(candidates[p], texts, scale) for p in linked.planes]
-        objects = object_similarities(linked, logit, len(self.concept.classes) + 1)
-        return self.annotate(table, chosen, objects)
-
 
 def as_query(prompt) -> ConceptQuery | None:
     """The concept query ``prompt`` is, if it is one."""

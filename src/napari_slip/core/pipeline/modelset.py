@@ -13,9 +13,9 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from ..errors import InputError
+from ..models.autotune import resolve_precision
 from ..models.hub import ModelHub
 from ..models.registry import resolve_all, resolve_device
-from ..runtime.autotune import resolve_precision
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
 from .session import LRU

@@ -9,22 +9,12 @@ import numpy as np
 from ..errors import InputError
 from ..models.clip import ClipModel
 from ..params import CropParams
-from ..params_base import _check_template
+from ..params_base import check_templates
 from ..runtime.progress import Progress
 from .crops import make_crops
 from .proposals import Proposals
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of {}.",)
-
-
-def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
-    """Validate prompt templates: each holds ``{}`` exactly once and no other braces."""
-    templates = tuple(templates)
-    if not templates:
-        raise InputError("Give at least one prompt template, e.g. 'a photo of {}.'.")
-    for t in templates:
-        _check_template(t)
-    return templates
 
 
 def embed_proposals(

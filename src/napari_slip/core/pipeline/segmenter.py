@@ -41,6 +41,7 @@ from ..params import (
     TileParams,
     check_options,
 )
+from ..params_base import check_templates
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
 from .choose import choose
@@ -52,7 +53,6 @@ from .proposals import Proposals
 from .results import SegmentationResult
 from .run import proposals_of
 from .scope import RunScope, Workspace
-from .scoring import check_templates
 from .session import Candidates, ImageSession
 from .sources import ProposalSource
 

@@ -207,11 +207,11 @@ class TiledGuidedSource:
 
     def generate(self, session, context) -> Generator[Progress, None, Proposals]:
         from .guided import cached_proposals, decode_points, guided_points, point_keys
-        from .tiles import checked_tile_size, merge_tiles, one_bar, shift, tile_grid
+        from .tiles import merge_tiles, one_bar, shift, tile_grid
 
         sam = yield from context.iter_load("sam")
         shape = session.image.shape
-        size = checked_tile_size(self.tiles, sam.promptable.input_size)
+        size = self.tiles.checked_size(sam.promptable.input_size)
         tiles = tile_grid(shape, size, self.tiles.overlap_for(size))
         n, found, decoded = len(tiles), [], 0
         for t, box in enumerate(tiles):

@@ -302,7 +302,7 @@ def linked_result(
 ) -> StackResult:
     """The stack's labels and tables for ``selection`` over linked objects (``prompt``:
     the text, or a concept query, whose classes then label the objects)."""
-    from .linked import select_objects
+    from .linked import object_similarities, select_objects
     from .results import candidates_table
     from .selection import select
 
@@ -324,7 +324,11 @@ def linked_result(
         mothers = linked.parents()[chosen.indices]
         table["parent_track"] = np.where(mothers >= 0, final[mothers], 0).astype(np.int64)
     if not isinstance(query, str):  # a concept: each object's class, from its parts'
-        table = query.annotate_linked(table, chosen.indices, linked, candidates, scope)
+        # Each object's log-odds are its parts', weighted by area (as its selection row).
+        logit = [query.logits(candidates[p], scope.texts, logit_scale) for p in linked.planes]
+        n_columns = len(query.concept.classes) + 1
+        objects = object_similarities(linked, logit, n_columns)
+        table = query.annotate(table, chosen.indices, objects)
     scored = []
     for n, plane in enumerate(linked.planes):
         ids = {}

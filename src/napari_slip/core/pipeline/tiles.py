@@ -63,21 +63,6 @@ def tile_grid(shape: tuple[int, int], tile: int, overlap: int) -> list[Box]:
     ]
 
 
-def checked_tile_size(tiles: TileParams, sam_input_size: int) -> int:
-    """The tile side SAM works on (the given one, else SAM's input size), refused when
-    the overlap is not under half of it. A run's config checks this before any model
-    loads where SAM's size is known from its name; a SAM file's is known once loaded."""
-    size = tiles.tile_size or int(sam_input_size)
-    overlap = tiles.overlap_for(size)
-    if 2 * overlap >= size:
-        whose = "" if tiles.tile_size else ", SAM's input size"
-        raise InputError(
-            f"overlap ({overlap} px) must be less than half the tile ({size} px"
-            f"{whose}): lower the overlap or raise the tile size."
-        )
-    return size
-
-
 def _intersection(a, b) -> Box | None:
     y0, x0 = max(a[0], b[0]), max(a[1], b[1])
     y1, x1 = min(a[2], b[2]), min(a[3], b[3])
@@ -292,7 +277,7 @@ class TiledSamSource:
     def generate(self, session, context) -> Generator[Progress, None, Proposals]:
         sam = yield from context.iter_load("sam")
         shape = session.image.shape
-        size = checked_tile_size(self.tiles, sam.promptable.input_size)
+        size = self.tiles.checked_size(sam.promptable.input_size)
         tiles = tile_grid(shape, size, self.tiles.overlap_for(size))
         n = len(tiles)
         found: list[Proposals] = []

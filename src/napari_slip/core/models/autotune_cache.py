@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from .atomic import atomic_write_text
-from .machine import thread_options
-from .perf import STAGES, cpu_info
+from ..runtime.atomic import atomic_write_text
+from ..runtime.machine import thread_options
+from ..runtime.perf import STAGES, cpu_info
 
 #: Bumped when the probes change (old measurements are then measured again).
 PROBE_VERSION = 1
@@ -28,7 +28,7 @@ def machine_key() -> str:
 
 
 def cache_file() -> Path:
-    from ..models.download import cache_dir
+    from .download import cache_dir
 
     return cache_dir() / "autotune.json"
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..concepts.concept import Concept
+from ..concepts.features import features_of, measure_objects
+from ..concepts.query import ConceptQuery
 from ..errors import InputError
 from ..pipeline.plane import plane_of
 from ..runtime.generators import drain
-from .concept import Concept
-from .features import features_of, measure_objects
-from .query import ConceptQuery
 
 #: A decoded mask and a candidate at least this alike (IoU) are the same object.
 SAME_OBJECT = 0.8

@@ -9,10 +9,10 @@ from collections.abc import Generator, Sequence
 
 import numpy as np
 
+from ..concepts.concept import DEFAULT_FEATURES, Concept
+from ..concepts.features import features_of
 from ..errors import InputError
 from ..runtime.progress import Progress
-from .concept import DEFAULT_FEATURES, Concept
-from .features import features_of
 
 
 def absent_objects(items) -> list[tuple[str, int, str]]:
@@ -90,7 +90,7 @@ def iter_learn(
     """A concept of the classes of ``data`` (a dataset folder, or its
     :class:`~..training.datasets.DatasetImage` items), their examples embedded by
     ``segmenter``'s CLIP. ``text``: each class's name is also its text prior."""
-    from ..training.datasets import read_dataset_folder
+    from .datasets import read_dataset_folder
 
     items = read_dataset_folder(data) if isinstance(data, (str, os.PathLike)) else list(data)
     skipped = check_absent(items)  # before any model work

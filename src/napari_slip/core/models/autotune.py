@@ -43,15 +43,8 @@ from collections.abc import Callable
 import torch
 
 from ..errors import InputError
-from .autotune_cache import (
-    cache_file,
-    load_measurement,
-    machine_key,
-    save_measurement,
-    writable,
-)
-from .machine import cpu_precisions, physical_cores, thread_options
-from .perf import (
+from ..runtime.machine import cpu_precisions, physical_cores, thread_options
+from ..runtime.perf import (
     STAGES,
     Plan,
     autocast,
@@ -62,6 +55,13 @@ from .perf import (
     runs_started,
     threads,
     when_idle,
+)
+from .autotune_cache import (
+    cache_file,
+    load_measurement,
+    machine_key,
+    save_measurement,
+    writable,
 )
 
 #: Output cosine against fp32 a precision needs to be chosen for a stage.
@@ -141,7 +141,7 @@ def _encoder_probe(precision: str) -> list:
     """ViT-B's 8 windowed blocks (25 windows each, timed on 4) and 4 global ones."""
     import copy
 
-    from ..models.sam import SamConfig, build_sam
+    from .sam import SamConfig, build_sam
 
     gen = torch.Generator().manual_seed(0)
     side = ENCODER_GRID
@@ -168,8 +168,8 @@ def _decoder_probe(precision: str) -> list:
     """SAM's mask decoder on 16 points none of whose masks pass, and 8 whose all do."""
     import numpy as np
 
-    from ..models.promptable import ImageEmbedding, PromptableSam
-    from ..models.sam import SamConfig, build_sam
+    from .promptable import ImageEmbedding, PromptableSam
+    from .sam import SamConfig, build_sam
 
     gen = torch.Generator().manual_seed(0)
     with _seeded():
@@ -192,7 +192,7 @@ def _clip_probe(precision: str) -> list:
     real CLIP is (:meth:`~..models.clip.ClipModel.set_precision`)."""
     import numpy as np
 
-    from ..models.clip import ClipModel, build_clip
+    from .clip import ClipModel, build_clip
 
     config = {
         "embed_dim": 512,
@@ -319,7 +319,7 @@ def auto_cpu() -> str:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The precision used for ``precision`` on ``device`` (``auto``: see the module)."""
-    from .perf import resolve_precision as table
+    from ..runtime.perf import resolve_precision as table
 
     resolved = table(precision, device)
     return auto_cpu() if precision == "auto" and device.type == "cpu" else resolved
