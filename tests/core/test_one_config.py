@@ -117,3 +117,46 @@ def test_a_selection_names_the_sam_that_made_the_candidates_and_loads_none(
     again = seg.select(first.candidates, "nucleus", mode="topk", top_k=1)
     assert again.provenance["sam"] == made_by
     assert hub.loads["sam"] == loads["sam"]  # the other SAM was never loaded
+
+
+def test_one_finishing_step_gives_every_path_the_runs_columns(segmenter):
+    """A run, a re-selection, a stack run, a stack re-selection and an edit all end in
+    :func:`~napari_slip.core.pipeline.finish.finished`: each table carries the run's
+    measurements (intensity and physical size included), and the same object keeps
+    the same measured values whichever path measured it."""
+    import napari_slip
+    from napari_slip.core.pipeline.finish import table_of
+
+    image, _ = blobs_image()
+    sizes = {"Y": 0.5, "X": 0.5}
+    plane = segmenter.segment(image, "nucleus", mode="topk", top_k=3, pixel_size=sizes)
+    columns = set(plane.table.columns)
+    physical = {c for c in columns if "um" in c}
+    assert physical and any("mean" in c for c in columns)
+    again = segmenter.select(
+        plane.candidates, "nucleus", mode="topk", top_k=2, config=plane.config
+    )
+    assert set(again.table.columns) == columns
+    stack = segmenter.segment(
+        np.stack([image, image]),
+        "nucleus",
+        mode="topk",
+        top_k=3,
+        axes="ZYX",
+        pixel_size={"Z": 2.0, **sizes},
+        link=False,
+    )
+    stack_columns = set(stack.table.columns)
+    assert {"volume_um3"} <= stack_columns and any("mean" in c for c in stack_columns)
+    fewer = reselect_stack(segmenter, stack, SelectionParams(mode="topk", top_k=1))
+    assert set(fewer.table.columns) == stack_columns
+    # An edit of one plane of the stack: measured as a run of that plane measures it
+    # (before: no intensity or physical columns unless the caller passed them again).
+    editor = napari_slip.edit(stack, segmenter, plane=(0,))
+    edited = editor.table().sort_values("id").reset_index(drop=True)
+    assert columns - {"prompt"} <= set(edited.columns)
+    same = plane.table.sort_values("id").reset_index(drop=True)
+    assert list(edited["id"]) == list(same["id"])  # plane 0 is the 2D image
+    for column in sorted(physical | {c for c in columns if "mean" in c}):
+        assert np.allclose(edited[column], same[column]), column
+    assert table_of(stack).equals(stack.table)  # finishing twice changes nothing

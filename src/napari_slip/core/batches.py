@@ -120,7 +120,8 @@ class BatchConfig:
         if not isinstance(self.run, RunConfig):
             raise InputError(f"run must be a RunConfig; got {type(self.run).__name__}.")
         if self.run.proposals not in kinds_where(per_image=False):
-            shown = ", ".join(kinds_where(per_image=False))
+            *most, last = kinds_where(per_image=False)
+            shown = f"{', '.join(most)} or {last}"
             raise InputError(f"A batch's proposals are {shown}; got {self.run.proposals!r}.")
         if self.axes is not None:
             object.__setattr__(self, "axes", parse_axes(self.axes, where="axes"))

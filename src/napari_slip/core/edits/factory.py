@@ -10,8 +10,8 @@ import pandas as pd
 
 from ..concepts.features import features_of
 from ..errors import InputError
+from ..pipeline.finish import plane_measuring, table_of
 from ..pipeline.plane import candidates_of, plane_of
-from ..pipeline.stack_measure import measured
 from ..runtime.generators import drain
 from .editor import LabelEditor
 
@@ -75,9 +75,12 @@ def edit(
     if whole and image is None and scale is None:
 
         def finish(labels: np.ndarray, table: pd.DataFrame) -> pd.DataFrame:
-            return measured(replace(result, labels=labels, table=table))
+            return table_of(replace(result, labels=labels, table=table))
 
         stack["finish"] = finish
+    elif image is None and scale is None:  # a plane: measured as its run measured it
+        how = plane_measuring(result, plane)
+        image, scale, unit = how.image, how.scale, unit or how.unit
     if linked:  # every plane's own image
         handles = {p: plane_of(segmenter, result, p) for p in result.candidates}
         stack.update(handles=handles, linked=True)

@@ -94,8 +94,6 @@ def choose(
         table = query.annotate(table, [by_id[i] for i in table["id"]], logit)
         candidate_table = query.annotate(candidate_table, candidate_table["candidate"], logit)
         record["concept"] = query.describe()
-    if candidates.measuring is not None and len(table):  # the run's columns, every time
-        table = candidates.measuring.table(table, label_image)
     return SegmentationResult(
         labels=label_image,
         table=table,

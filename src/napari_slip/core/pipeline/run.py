@@ -23,7 +23,9 @@ from ..proposal_kinds import PROPOSAL_KINDS
 from ..runtime.progress import Progress
 from .choose import choose
 from .collect import iter_candidates, pick_source, prompt_source
+from .finish import finished
 from .results import SegmentationResult
+from .stack_measure import channels_last
 
 
 def proposals_of(proposals: str | None, labels: Any = None, source: Any = None) -> str:
@@ -138,24 +140,12 @@ def iter_run(
         relevance=relevance,
         labels_out=labels_out,
     )
-    yield Progress("selection", 1, 1, result.message)
     result.candidates, result.used_relevance = candidates, relevance
-    result.config = config
+    finished(result, config)  # the run's columns, as every re-selection's and edit's
+    yield Progress("selection", 1, 1, result.message)
     if config.relevance:
         result.relevance = relevance
     return result
 
 
-def channels_last(image: Any, config: RunConfig) -> Any:
-    """The original 2D image with its channels last, for intensities (None if unknown)."""
-    if image is None:
-        return None
-    axis = config.normalisation.channel_axis
-    if axis is None:
-        return image
-    if isinstance(image, np.ndarray) and image.ndim == 3:
-        return np.moveaxis(image, axis, -1)
-    return None
-
-
-__all__ = ["channels_last", "iter_run", "proposals_of"]
+__all__ = ["iter_run", "proposals_of"]

@@ -47,6 +47,7 @@ from ..runtime.progress import Progress
 from .choose import choose
 from .collect import is_tiled, iter_candidates, iter_proposals, pick_source, prompt_source
 from .dispatch import SEGMENT_OPTIONS, iter_call
+from .finish import finished
 from .images import LazyImage, PreparedImage
 from .modelset import ModelSet, UsesModels
 from .proposals import Proposals
@@ -327,9 +328,8 @@ class Segmenter(UsesModels):
             relevance=relevance,
             labels_out=labels_out,
         )
-        if config is not None:
-            result.config = config.with_selection(selection)
-        return result
+        result.candidates = candidates
+        return finished(result, None if config is None else config.with_selection(selection))
 
     def run_config(self, prompt: str, where: str = "segment()", **options: Any) -> RunConfig:
         """A validated :class:`~..config.RunConfig`: this segmenter's models and options

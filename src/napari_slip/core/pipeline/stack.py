@@ -26,12 +26,13 @@ from ..params import NormalisationParams, SelectionParams, check_options
 from ..proposal_kinds import PROPOSAL_KINDS
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
+from .finish import finished
 from .images import plane_of
 from .results import TABLE_COLUMNS, SegmentationResult
 from .run import iter_run, proposals_of
 from .scope import RunScope
 from .selection import score_unit
-from .stack_measure import measured, plane_intensity
+from .stack_measure import plane_intensity
 from .stack_result import StackResult
 
 #: Options of a stack run besides selection and normalisation.
@@ -267,7 +268,7 @@ def iter_stack(
         result = _assemble(
             out_shape, planes, results, prompt, len(lead_shape), start_id, candidates
         )
-    result.candidates, result.query, result.config = candidates, query, config
+    result.candidates, result.query = candidates, query
     result.provenance["stack"] = {
         "axes": letters + "YX",
         **config.stack_params.as_dict(),
@@ -275,7 +276,7 @@ def iter_stack(
     }
     result.axes, result.scale, result.unit = letters + "YX", dict(scale or {}), unit
     result.image = image
-    result.table = measured(result)
+    finished(result, config)
     result.plane_relevance = maps
     if config.relevance:
         result.relevance = relevance_volume(out_shape, maps)
@@ -419,8 +420,7 @@ def reselect_stack(
     result.provenance.setdefault("stack", previous.provenance.get("stack"))
     result.axes, result.scale, result.unit = previous.axes, previous.scale, previous.unit
     result.image = previous.image
-    result.table = measured(result)
     result.plane_relevance, result.query = maps, previous.query
     result.relevance = previous.relevance
-    result.config = None if config is None else config.with_selection(selection)
+    finished(result, None if config is None else config.with_selection(selection))
     return result

@@ -4,13 +4,14 @@ linking (:mod:`.zsplit`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from ..config import RunConfig
 from ..measure import with_measurements
 from .images import plane_of
-from .run import channels_last
 
 
 def measured(result) -> pd.DataFrame:
@@ -46,6 +47,18 @@ def measured(result) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else table
 
 
+def channels_last(image: Any, config: RunConfig) -> Any:
+    """The original 2D image with its channels last, for intensities (None if unknown)."""
+    if image is None:
+        return None
+    axis = config.normalisation.channel_axis
+    if axis is None:
+        return image
+    if isinstance(image, np.ndarray) and image.ndim == 3:
+        return np.moveaxis(image, axis, -1)
+    return None
+
+
 def plane_intensity(image, plane: tuple[int, ...], config: RunConfig) -> np.ndarray:
     """One plane of the original image as 2D intensities (channels averaged), read
     when asked (a lazy stack is read a plane at a time)."""
@@ -53,4 +66,4 @@ def plane_intensity(image, plane: tuple[int, ...], config: RunConfig) -> np.ndar
     return data.mean(axis=-1) if data.ndim == 3 else data
 
 
-__all__ = ["measured", "plane_intensity"]
+__all__ = ["channels_last", "measured", "plane_intensity"]
