@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from napari_slip.core.config import RunConfig
+from napari_slip.core.errors import InputError
 from napari_slip.core.models.hub import ModelHub
 from napari_slip.core.params import CropParams, SelectionParams
 from napari_slip.core.pipeline.dispatch import iter_segment_image
@@ -160,3 +161,35 @@ def test_one_finishing_step_gives_every_path_the_runs_columns(segmenter):
     for column in sorted(physical | {c for c in columns if "mean" in c}):
         assert np.allclose(edited[column], same[column]), column
     assert table_of(stack).equals(stack.table)  # finishing twice changes nothing
+
+
+def test_one_list_of_options_serves_every_entry_point(segmenter):
+    """``config.OPTIONS`` (derived from the dataclasses) is what ``segment()``,
+    ``Segmenter.segment``, ``batch()`` and stacks accept; a segmenter's own settings are
+    the defaults of a call's."""
+    from dataclasses import fields
+
+    from napari_slip.core.batches import BATCH_OPTIONS
+    from napari_slip.core.config import IMAGE_OPTIONS, OPTIONS, Models
+    from napari_slip.core.params import NormalisationParams
+
+    for name in (*SelectionParams.names(), *NormalisationParams.names()):
+        assert name in OPTIONS
+    assert {f.name for f in fields(Models)} <= set(OPTIONS)
+    from napari_slip.core.pipeline.dispatch import SEGMENT_OPTIONS
+
+    assert set(SEGMENT_OPTIONS) == set(OPTIONS) | set(IMAGE_OPTIONS)
+    assert set(BATCH_OPTIONS) == set(OPTIONS) - {"sam", "clip", "device", "relevance"} | {
+        "axes",
+        "pixel_size",
+        "threads",
+    }
+    image, _ = blobs_image()
+    before = segmenter.defaults()
+    result = segmenter.segment(
+        image, "nucleus", mode="topk", top_k=2, precision="fp32", crop_params=CropParams(margin=0)
+    )
+    assert result.provenance["precision"] == "fp32" and result.provenance["crops"]["margin"] == 0
+    assert segmenter.defaults() == before
+    with pytest.raises(InputError, match="unknown_option"):
+        segmenter.segment(image, "nucleus", unknown_option=1)

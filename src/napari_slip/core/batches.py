@@ -56,13 +56,11 @@ from .batch_files import (
     is_done,
 )
 from .batch_worker import iter_process, process
-from .config import Models, RunConfig
+from .config import OPTIONS, Models, RunConfig
 from .errors import InputError
 from .params import (
     DEFAULT_CLIP,
     DEFAULT_SAM,
-    NormalisationParams,
-    SelectionParams,
     check_options,
 )
 from .proposal_kinds import kinds_where
@@ -340,25 +338,14 @@ def _line(record: dict) -> str:
     return f"{record['name']}: failed: {record.get('error', '')}"
 
 
-#: Keyword options of :func:`batch` that build its :class:`BatchConfig`.
+#: Keyword options of :func:`batch` that build its :class:`BatchConfig`: a run's
+#: (:data:`~.config.OPTIONS`, its models given by name; no relevance maps are kept), the
+#: axes and pixel sizes of files that do not record them, threads per worker.
 BATCH_OPTIONS = (
-    *SelectionParams.names(),
-    *NormalisationParams.names(),
-    "sam_params",
-    "crop_params",
-    "tile_params",
-    "tiles",
-    "templates",
-    "precision",
-    "threads",
-    "proposals",
-    "decoder",
-    "guided_params",
-    "link",
-    "stack_params",
+    *(o for o in OPTIONS if o not in ("sam", "clip", "device", "relevance")),
     "axes",
     "pixel_size",
-    "concept_class",
+    "threads",
 )
 
 

@@ -416,7 +416,10 @@ def _stack_params(params: StackParams | None, link: bool | None) -> StackParams:
 
 _MODEL_FIELDS = tuple(f.name for f in fields(Models))
 
-#: Every keyword option :meth:`RunConfig.build` takes besides the prompt.
+#: Every keyword option :meth:`RunConfig.build` takes besides the prompt: the one list
+#: of a run's options, derived from the dataclasses, that :func:`napari_slip.segment`,
+#: :meth:`Segmenter.segment`, :func:`napari_slip.batch` and ``segment_in_viewer`` take
+#: (the command line's flags are made from the same dataclasses).
 OPTIONS = (
     *_MODEL_FIELDS,
     "proposals",
@@ -435,4 +438,10 @@ OPTIONS = (
 )
 
 
-__all__ = ["OPTIONS", "SAM_INPUT_SIZE", "Models", "RunConfig", "Target"]
+#: What an image brings beside the run's options (given to a call with the image, not
+#: part of the run): its axes and pixel sizes (where its file does not record them),
+#: label proposals, a proposal source of the caller's own.
+IMAGE_OPTIONS = ("axes", "pixel_size", "labels", "source")
+
+
+__all__ = ["IMAGE_OPTIONS", "OPTIONS", "SAM_INPUT_SIZE", "Models", "RunConfig", "Target"]

@@ -18,26 +18,16 @@ from typing import Any
 import numpy as np
 
 from ..axes import ImageAxes, canonical, resolve_axes
-from ..config import RunConfig
+from ..config import IMAGE_OPTIONS, OPTIONS, RunConfig
 from ..errors import InputError
-from ..params import NormalisationParams, SelectionParams, check_options
+from ..params import check_options
 from ..runtime.progress import Progress
 from .run import iter_run, proposals_of
 
-#: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt.
-SEGMENT_OPTIONS = (
-    *SelectionParams.names(),
-    *NormalisationParams.names(),
-    "labels",
-    "source",
-    "proposals",
-    "relevance",
-    "axes",
-    "pixel_size",
-    "link",
-    "stack_params",
-    "concept_class",
-)
+#: Keyword options of :meth:`Segmenter.segment` besides the image and the prompt: a
+#: run's (:data:`~..config.OPTIONS`; a segmenter's models and options are the defaults
+#: of the ones not given) and the image's.
+SEGMENT_OPTIONS = (*OPTIONS, *IMAGE_OPTIONS)
 
 
 def iter_call(

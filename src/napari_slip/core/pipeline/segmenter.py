@@ -384,14 +384,19 @@ class Segmenter(UsesModels):
         progress
             Called with every :class:`Progress` event.
         **options
-            Selection (:class:`~..params.SelectionParams`: ``mode``, ``threshold``,
-            ``top_k``, ``distractors``, ``background``, ``relevance_weight``),
-            normalisation (:class:`~..params.NormalisationParams`), ``proposals``
-            (:data:`~..params.PROPOSALS`), ``labels`` (a label image whose labels are the
-            proposals), ``source`` (a proposal source), ``relevance`` (also return the
-            map); for a stack, ``axes`` (``"ZYX"``...), ``pixel_size`` and ``link`` (see
-            :func:`~.api.segment`). Anything else, or a bad combination, is refused in
-            one line before any model loads. Returns a :class:`SegmentationResult` (a
+            Any option of a run (:data:`~..config.OPTIONS`, the same list
+            :func:`~.api.segment` and :func:`napari_slip.batch` take): selection
+            (:class:`~..params.SelectionParams`: ``mode``, ``threshold``, ``top_k``,
+            ``distractors``, ``background``, ``relevance_weight``), normalisation
+            (:class:`~..params.NormalisationParams`), ``proposals``
+            (:data:`~..params.PROPOSALS`), ``relevance`` (also return the map), and
+            for this call only the models and option groups this segmenter holds
+            (``precision="fp32"``, ``sam_params=...``: its own are the defaults and
+            stay); and the image's: ``labels`` (a label image whose labels are the
+            proposals), ``source`` (a proposal source), for a stack ``axes``
+            (``"ZYX"``...), ``pixel_size`` and ``link`` (see :func:`~.api.segment`).
+            Anything else, or a bad combination, is refused in one line before any
+            model loads. Returns a :class:`SegmentationResult` (a
             :class:`~.stack.StackResult` for a stack).
         """
         return drain(self.iter_segment(image, prompt, **options), progress)

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
+from ..config import OPTIONS, RunConfig
 from ..errors import InputError
-from ..params import NormalisationParams, SelectionParams, check_options
+from ..params import SelectionParams, check_options
 from ..proposal_kinds import PROPOSAL_KINDS
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
@@ -34,9 +34,6 @@ from .scope import RunScope
 from .selection import score_unit
 from .stack_measure import plane_intensity
 from .stack_result import StackResult
-
-#: Options of a stack run besides selection and normalisation.
-STACK_OPTIONS = ("link", "stack_params", "concept_class")
 
 
 def lead_letters(lead: str | None, n_lead: int) -> str:
@@ -162,11 +159,7 @@ def iter_segment_stack(
         Selection and normalisation options, as for :meth:`Segmenter.segment`;
         ``link=False`` (or ``stack_params``) keeps each plane's objects its own.
     """
-    check_options(
-        options,
-        (*SelectionParams.names(), *NormalisationParams.names(), *STACK_OPTIONS),
-        "segment",
-    )
+    check_options(options, OPTIONS, "segment")
     if rgb:
         options.setdefault("rgb", True)
     kind = proposals_of(proposals, labels)
