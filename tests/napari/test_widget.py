@@ -373,8 +373,8 @@ def test_exact_mode_runs_sam_unchanged_in_fp32(setup):
     assert widget.session.segmenter.stats["sam_decoded_points"] == 16  # every point of the grid
     widget.exact.value = False
     widget.skip_covered.value = True
-    request = widget.request()
-    assert request.sam_params.skip_covered and request.precision == "auto"
+    config = widget.request().config()
+    assert config.sam_params.skip_covered and config.models.precision == "auto"
 
 
 def test_channels_split_into_layers_are_combined_as_colours(setup):
@@ -602,14 +602,14 @@ def test_labelled_fields_of_the_dataclasses_are_the_widgets_fields(slip):
     widget.overlap.value = 40
     widget.fill.value = "white"
     widget.margin.value = 0.25
-    request = widget.request()
-    assert request.sam_params == SamProposalParams(
+    config = widget.request().config()  # what a run gets
+    assert config.sam_params == SamProposalParams(
         points_per_side=7, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_area=20
     )
-    assert request.tile_params == TileParams(overlap=40)
-    assert request.crop_params == CropParams(fill="white", margin=0.25)
+    assert config.tile_params == TileParams(overlap=40)
+    assert config.crop_params == CropParams(fill="white", margin=0.25)
     widget.exact.value = True  # SAM's own generator: every point, nothing shrunk
-    assert widget.request().sam_params == SamProposalParams.exact(
+    assert widget.request().config().sam_params == SamProposalParams.exact(
         points_per_side=7, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_area=20
     )
 
@@ -712,12 +712,12 @@ def test_one_press_of_run_builds_one_config_and_sets_nothing_on_the_engine(setup
     run()
     seg = widget.session.segmenter
     defaults = seg.defaults()
-    built = []
-    check = RunConfig.__post_init__
-    monkeypatch.setattr(RunConfig, "__post_init__", lambda self: (built.append(1), check(self)))
     widget.exact.value = True  # fp32 and SAM's own filters: another model set
     widget.top_k.value = 2
     widget.max_area_share.value = 0.5  # a field made from SamProposalParams' metadata
+    built = []
+    check = RunConfig.__post_init__
+    monkeypatch.setattr(RunConfig, "__post_init__", lambda self: (built.append(1), check(self)))
     run()
     assert len(built) == 1
     layer = viewer.layers[-1]

@@ -85,7 +85,7 @@ def test_relevance_regions_and_the_weight_reselect_instantly(
     layer = viewer.layers[-1]
     stats = dict(widget.session.segmenter.stats)
     widget.relevance_weight.value = 1.0  # re-selection: no image or model work
-    assert widget.session.last.request.relevance_weight == 1.0
+    assert widget.session.last.request.options["relevance_weight"] == 1.0
     assert widget.session.segmenter.stats["relevance_windows"] == stats["relevance_windows"]
     kept = layer.data > 0
     assert item.classes[int(np.bincount(item.labels[kept]).argmax())] == name

@@ -450,7 +450,7 @@ def test_no_candidates_offers_to_lower_the_filters_and_run_again(slip, qtbot):
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert (widget.pred_iou_thresh.value, widget.stability_score_thresh.value) == (0.5, 0.7)
     assert widget.show_advanced.value  # the changed fields are shown
-    assert widget.session.last.request.sam_params.pred_iou_thresh == 0.5  # it ran again
+    assert widget.session.last.request.config().sam_params.pred_iou_thresh == 0.5  # it ran again
 
 
 def test_a_new_run_takes_down_the_last_runs_error_toasts(setup, qtbot, tmp_path):

@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..core.axes import normalise_unit
-from ..core.config import Models, RunConfig, Target
+from ..core.config import OPTIONS, RunConfig
 from ..core.errors import InputError
 from ..core.params import (
-    DEFAULT_CLIP,
-    DEFAULT_SAM,
-    CropParams,
-    GuidedParams,
     NormalisationParams,
-    SamProposalParams,
     SelectionParams,
-    StackParams,
-    TileParams,
+    check_options,
 )
 from ..core.pipeline.segmenter import Segmenter
 from ..core.pipeline.stack import StackResult, iter_stack, leading_shape
@@ -34,61 +28,65 @@ from ..core.pipeline.stack import lead_letters as default_letters
 from ..core.proposal_kinds import kinds_where
 from ..core.runtime.progress import Progress
 
+#: A run's options (:data:`~..core.config.OPTIONS`) a request may carry: all but the
+#: image's intensities and channels, which its layer decides (:func:`normalisation`).
+REQUEST_OPTIONS = tuple(o for o in OPTIONS if o not in NormalisationParams.names())
+#: The options that say which models a run uses (:class:`~..core.config.Models`).
+MODEL_OPTIONS = ("sam", "clip", "device", "precision", "decoder")
+
 
 @dataclass
 class Request:
-    """Everything a run needs, mapped from the widget (or the console call)."""
+    """What one press of Run (or the console call) asks for: the run's options by name
+    (:data:`REQUEST_OPTIONS`, from which :meth:`config` builds the run's one
+    configuration) and the viewer's side of it: which layers, planes and channels.
+
+    Parameters
+    ----------
+    image_layer
+        The Image layer to segment.
+    prompt
+        What to find (a concept's name when ``concept`` is given).
+    options
+        The run's options, as :meth:`RunConfig.build <napari_slip.core.config.RunConfig.build>`
+        takes them (an unknown one is refused here, naming it).
+    labels_layer
+        A Labels layer whose labels are the proposals.
+    channel_axis, channels
+        The image layer's channel axis, for multichannel data shown as one layer, and
+        up to three of its channels to show the models as R, G, B.
+    colour_layers
+        Other Image layers shown as green (and blue), the image layer being red: for
+        multichannel data that napari shows as one layer per channel.
+    all_planes
+        Segment every plane (default: the one at ``world_point``).
+    world_point
+        The viewer's position (world coordinates), for the current plane.
+    axis_labels
+        The viewer's axis labels: which leading axis is T and which Z where they say so.
+    concept
+        A :class:`~napari_slip.core.concepts.Concept` to find instead of the prompt's
+        text (``options["concept_class"]``: the one class of it to keep).
+    """
 
     image_layer: Any
     prompt: str
-    mode: str = SelectionParams.default("mode")
-    threshold: float | None = SelectionParams.default("threshold")
-    top_k: int = SelectionParams.default("top_k")
-    distractors: tuple[str, ...] = ()
+    options: dict = field(default_factory=dict)
     labels_layer: Any = None
-    #: The image layer's channel axis, for multichannel data shown as one layer, and up
-    #: to three of its channels to show the models as R, G, B.
     channel_axis: int | None = None
     channels: tuple[int, ...] | None = None
-    #: Other Image layers shown as green (and blue), the image layer being red: for
-    #: multichannel data that napari shows as one layer per channel.
     colour_layers: tuple[Any, ...] = ()
     all_planes: bool = False
-    #: The viewer's position (world coordinates), for the current plane.
     world_point: tuple[float, ...] = ()
-    sam: str = DEFAULT_SAM
-    clip: str = DEFAULT_CLIP
-    device: str = "auto"
-    precision: str = "auto"
-    background: str = SelectionParams.default("background")
-    sam_params: SamProposalParams = field(default_factory=SamProposalParams)
-    crop_params: CropParams = field(default_factory=CropParams)
-    tile_params: TileParams = field(default_factory=TileParams)
-    templates: tuple[str, ...] | None = None
-    #: Also make the prompt's relevance map of each plane segmented.
-    relevance: bool = False
-    #: Where candidates come from besides SAM's grid and a labels layer: ``relevance``
-    #: (the map's regions, no SAM) or ``guided`` (SAM at points the map places).
-    proposals: str = "sam"
-    #: A trained decoder file whose map is the relevance map (None: CLIP's own).
-    decoder: str | None = None
-    relevance_weight: float = SelectionParams.default("relevance_weight")
-    guided_params: GuidedParams = field(default_factory=GuidedParams)
-    #: Link objects across Z planes and T frames (all slices): 3D objects and tracks.
-    link: bool = True
-    #: The viewer's axis labels (``viewer.dims.axis_labels``): which leading axis is T
-    #: and which Z where they say so.
     axis_labels: tuple[str, ...] = ()
-    #: A :class:`~napari_slip.core.concepts.Concept` to find instead of the prompt's
-    #: text, and the one class of it to keep (None: any).
     concept: Any = None
-    concept_class: str | None = None
 
     def __post_init__(self) -> None:
+        check_options(self.options, REQUEST_OPTIONS, "segment_in_viewer()")
         if self.concept is not None:  # what the layer and messages are called: the
             # concept (and its class), never text left in the prompt field before it
-            named = f"{self.concept.name}: {self.concept_class}" if self.concept_class else None
-            self.prompt = named or self.concept.name
+            chosen = self.options.get("concept_class")
+            self.prompt = f"{self.concept.name}: {chosen}" if chosen else self.concept.name
 
     @property
     def target(self) -> Any:
@@ -96,43 +94,39 @@ class Request:
         return self.concept if self.concept is not None else self.prompt
 
     @property
-    def models(self) -> tuple[str, str, str, str]:
-        return (self.sam, self.clip, self.device, self.precision)
+    def proposals(self) -> str:
+        """Where candidates come from: the labels layer's objects, else as asked."""
+        if self.labels_layer is not None:
+            return "labels"
+        return self.options.get("proposals") or "sam"
+
+    @property
+    def decoder(self) -> str | None:
+        return self.options.get("decoder")
+
+    @property
+    def models(self) -> tuple:
+        """The model options as given (to compare two requests' models)."""
+        return tuple(self.options.get(k) for k in MODEL_OPTIONS)
 
     def config(self) -> RunConfig:
         """The run this request asks for, validated as a whole (loads nothing): the
         one configuration a press of Run (or the console call) hands to the engine."""
-        selection = self.selection()
-        return RunConfig(
-            target=Target(
-                self.target,
-                selection.distractors,
-                selection.background,
-                self.templates,
-                concept_class=self.concept_class,
-            ),
-            models=Models(self.sam, self.clip, self.device, self.precision, self.decoder),
-            proposals="labels" if self.labels_layer is not None else self.proposals,
-            selection=selection,
-            sam_params=self.sam_params,
-            tile_params=self.tile_params,
-            guided_params=self.guided_params,
-            crop_params=self.crop_params,
-            normalisation=NormalisationParams(**normalisation(self)),
-            relevance=self.relevance,
-            stack_params=StackParams(link=self.link),
-        )
+        options = {**self.options, **normalisation(self), "proposals": self.proposals}
+        return RunConfig.build(self.target, "segment_in_viewer()", **options)
 
     def selection(self) -> SelectionParams:
-        """The selection settings (validated)."""
-        return SelectionParams(
-            mode=self.mode,
-            threshold=self.threshold,
-            top_k=self.top_k,
-            distractors=self.distractors,
-            background=self.background,
-            relevance_weight=self.relevance_weight,
-        )
+        """The selection settings (validated with the whole run)."""
+        return self.config().selection
+
+    def with_selection_of(self, other: Request) -> Request:
+        """This request with ``other``'s selection options (a re-selection)."""
+        chosen = {k: v for k, v in other.options.items() if k in SELECTION_OPTIONS}
+        return replace(self, options={**self.options, **chosen})
+
+
+#: The options a re-selection takes from the current inputs.
+SELECTION_OPTIONS = ("mode", "threshold", "top_k", "distractors", "relevance_weight")
 
 
 def image_data(layer) -> np.ndarray:
@@ -251,12 +245,9 @@ def engine(segmenter: Segmenter | None, request: Request, cache_size: int = 64) 
     models its defaults). A run's settings are its config's, never set on it."""
     if segmenter is not None:
         return segmenter
+    models = request.config().models
     return Segmenter(
-        request.sam,
-        request.clip,
-        request.device,
-        cache_size=cache_size,
-        precision=request.precision,
+        models.sam, models.clip, models.device, cache_size=cache_size, precision=models.precision
     )
 
 
@@ -267,9 +258,10 @@ def check(request: Request) -> RunConfig:
         raise InputError("Choose an image layer to segment.")
     if not request.prompt.strip() and request.concept is None:
         raise InputError("Type what to segment in the prompt field, e.g. 'nucleus'.")
-    if request.proposals not in kinds_where(per_image=False):
-        raise InputError(f"Unknown proposals {request.proposals!r}.")
-    if request.proposals != "sam" and request.labels_layer is not None:
+    asked = request.options.get("proposals") or "sam"
+    if asked not in kinds_where(per_image=False):
+        raise InputError(f"Unknown proposals {asked!r}.")
+    if asked != "sam" and request.labels_layer is not None:
         raise InputError("Proposals come from a labels layer or the prompt, not both.")
     config = request.config()  # the combinations, the model files: before any model loads
     expected = output_shape(request)

@@ -8,19 +8,11 @@ from typing import Any
 
 from ..core.errors import InputError
 from ..core.params import (
-    DEFAULT_CLIP,
-    DEFAULT_SAM,
-    CropParams,
-    GuidedParams,
-    SamProposalParams,
-    SelectionParams,
-    TileParams,
     check_options,
-    parse_phrases,
 )
 from ..core.pipeline.api import shared_lock, shared_segmenter
 from ..core.proposal_kinds import kinds_where
-from .job import Request, check
+from .job import MODEL_OPTIONS, REQUEST_OPTIONS, Request, check
 from .session import ViewerSession
 
 
@@ -62,16 +54,18 @@ def open_widget(viewer):
     return widget
 
 
+#: The widget's Advanced settings a console call takes when it gives none of its own.
+ADVANCED = ("sam_params", "crop_params", "tile_params", "templates")
+
+
 def widget_models(viewer) -> dict:
     """The models and Advanced settings chosen in ``viewer``'s open widget (empty if
     none is open)."""
     widget = open_widget(viewer)
     if widget is None:
         return {}
-    request = widget.request()
-    models = ("sam", "clip", "device", "precision", "decoder")
-    advanced = ("sam_params", "crop_params", "tile_params", "templates")
-    return {name: getattr(request, name) for name in (*models, *advanced)}
+    given = widget.request().options
+    return {name: given[name] for name in (*MODEL_OPTIONS, *ADVANCED) if name in given}
 
 
 #: The console's session of each viewer without an open widget (by the viewer's id).
@@ -104,39 +98,25 @@ def edit_in_viewer(viewer, kind: str, point, label: int | None = None):
     return session.correct(kind, point)
 
 
+#: The run's options the console call takes (:data:`~.job.REQUEST_OPTIONS`; proposals
+#: are a parameter of their own: a name, or a Labels layer).
+CONSOLE_OPTIONS = tuple(o for o in REQUEST_OPTIONS if o != "proposals")
+
+
 def segment_in_viewer(
     viewer,
     prompt: str,
     image=None,
     *,
-    mode: str = SelectionParams.default("mode"),
-    threshold: float | None = SelectionParams.default("threshold"),
-    top_k: int = SelectionParams.default("top_k"),
-    distractors=(),
     proposals=None,
     output=None,
     replace: bool = False,
     all_slices: bool = False,
-    link: bool = True,
     channel_axis: int | None = None,
     channels=None,
     colour_layers=(),
-    sam: str | None = None,
-    clip: str | None = None,
-    device: str | None = None,
-    precision: str | None = None,
-    sam_params: SamProposalParams | None = None,
-    crop_params: CropParams | None = None,
-    templates=None,
-    tiles: str | None = None,
-    tile_params: TileParams | None = None,
-    relevance: bool = False,
-    decoder=None,
-    relevance_weight: float = SelectionParams.default("relevance_weight"),
-    guided_params=None,
-    concept_class: str | None = None,
     progress=None,
-    **unknown: Any,
+    **options: Any,
 ) -> Any:
     """Segment ``prompt`` in an image layer and return the Labels layer written.
 
@@ -154,8 +134,6 @@ def segment_in_viewer(
         ``class_probability``; ``concept_class`` keeps one class).
     image
         An Image layer or its name; default the selected Image layer (or the only one).
-    mode, threshold, top_k, distractors
-        Selection, as in :meth:`napari_slip.Segmenter.segment`.
     proposals
         A Labels layer (or name) whose labels are the proposals, instead of SAM; or
         ``"guided"`` (SAM decodes only points the relevance map places: fast) or
@@ -166,40 +144,36 @@ def segment_in_viewer(
         With ``output``: overwrite existing labels where new objects overlap them.
     all_slices
         Segment every plane of a z-stack / time series (default: the current plane).
-    link
-        With ``all_slices``: link objects across Z planes into 3D objects and across T
-        frames into tracks (the viewer's axis labels ``t``/``z`` say which is which;
-        otherwise napari's order: the last leading axis is Z, the one before it T).
-        False: each plane's objects their own.
     channel_axis, channels
         For a multichannel image shown as one layer: its channel axis, and up to three
         channels to show the models as R, G, B (default the first three).
     colour_layers
         One or two more single-channel Image layers (or names) shown as green and blue,
         ``image`` being red: for channels that napari shows as separate layers.
-    sam, clip, device, precision
-        Models, as in :class:`napari_slip.Segmenter`; loaded once and shared. Not
-        given: those chosen in the viewer's **Segment from text** widget when it is
-        open (what its Run button uses, its decoder and Advanced settings included),
-        else the defaults. With the widget open, the call is made on the widget's own
-        session: its result is the widget's last result (Shift+clicks edit it, the
-        results panel's slider re-selects it).
-    tiles, tile_params
-        SAM tile by tile at full resolution (``"on"``, or ``"auto"``: above
-        ``max_side``), for large images; see :class:`~napari_slip.core.params.TileParams`.
-    relevance
-        Also add an Image layer of where the prompt matches (2D images; see
-        :mod:`napari_slip.core.pipeline.relevance`).
-    decoder
-        A trained decoder file (``napari-slip train-decoder`` or the Fine-tune widget)
-        whose map is the relevance map; it must match ``clip``.
-    relevance_weight
-        Second opinion of the map: a candidate's similarity gains this times its mean
-        relevance inside its mask.
-    guided_params
-        :class:`~napari_slip.core.params.GuidedParams` of the guided modes.
     progress
         Called with each :class:`~napari_slip.core.runtime.progress.Progress` event.
+    **options
+        Any option of a run but the image's intensities, which the layer decides: the
+        list :func:`napari_slip.segment` takes (:data:`napari_slip.core.config.OPTIONS`).
+        Selection: ``mode``, ``threshold``, ``top_k``, ``distractors``,
+        ``relevance_weight`` (as in :meth:`napari_slip.Segmenter.segment`). Models:
+        ``sam``, ``clip``, ``device``, ``precision`` (as in
+        :class:`napari_slip.Segmenter`; loaded once and shared) and ``decoder`` (a
+        trained decoder file whose map is the relevance map; it must match ``clip``).
+        Not given: those chosen in the viewer's **Segment from text** widget when it
+        is open (what its Run button uses, its decoder and Advanced settings included:
+        ``sam_params``, ``crop_params``, ``tile_params``, ``templates``), else the
+        defaults. With the widget open, the call is made on the widget's own session:
+        its result is the widget's last result (Shift+clicks edit it, the results
+        panel's slider re-selects it). ``tiles`` (``"on"``, or ``"auto"``: above
+        ``max_side``) runs SAM tile by tile at full resolution, for large images (see
+        :class:`~napari_slip.core.params.TileParams`). ``relevance=True`` also adds an
+        Image layer of where the prompt matches. ``guided_params``: the guided modes'
+        options (:class:`~napari_slip.core.params.GuidedParams`). ``concept_class``
+        keeps one class of a concept. ``link``: with ``all_slices``, link objects
+        across Z planes into 3D objects and across T frames into tracks (the viewer's
+        axis labels ``t``/``z`` say which is which; otherwise napari's order: the last
+        leading axis is Z, the one before it T); False: each plane's objects their own.
 
     Examples
     --------
@@ -209,11 +183,7 @@ def segment_in_viewer(
         layer = napari_slip.segment_in_viewer(viewer, "coin", mode="threshold", threshold=0.22)
         layer.features
     """
-    if unknown:  # one line naming it, as segment() answers
-        import inspect
-
-        known = [p for p in inspect.signature(segment_in_viewer).parameters if p != "unknown"]
-        check_options(unknown, known[1:], "segment_in_viewer()")
+    check_options(options, CONSOLE_OPTIONS, "segment_in_viewer()")
     if image is None:
         active = viewer.layers.selection.active
         images = [x for x in viewer.layers if type(x).__name__ == "Image"]
@@ -224,55 +194,34 @@ def segment_in_viewer(
         else:
             raise InputError("Select an Image layer or pass image=... (a layer or its name).")
     image = _layer(viewer, image, "Image", "image")
-    chosen = widget_models(viewer)
-    sam_params = sam_params or chosen.get("sam_params")
-    crop_params = crop_params or chosen.get("crop_params")
-    templates = templates if templates is not None else chosen.get("templates")
-    if tile_params is None and tiles is None:
-        tile_params = chosen.get("tile_params")
-    sam = sam if sam is not None else chosen.get("sam", DEFAULT_SAM)
     from ..core.concepts import Concept
 
     concept = prompt if isinstance(prompt, Concept) else None
+    for name in (*MODEL_OPTIONS, *ADVANCED, "tiles", "guided_params"):
+        if name in options and options[name] is None:  # None: not given
+            del options[name]
+    chosen = widget_models(viewer)  # the widget's models and Advanced settings
+    if "tiles" in options or "tile_params" in options:
+        chosen.pop("tile_params", None)
     own_clip = concept.clip_spec() if concept is not None else None
-    clip = clip if clip is not None else chosen.get("clip", own_clip or DEFAULT_CLIP)
-    device = device if device is not None else chosen.get("device", "auto")
-    precision = precision if precision is not None else chosen.get("precision", "auto")
-    decoder = decoder if decoder is not None else chosen.get("decoder")
+    if own_clip and "clip" not in chosen:  # the CLIP the concept was learnt with
+        chosen["clip"] = own_clip
+    options = {**chosen, **options}
     named = isinstance(proposals, str) and proposals in kinds_where(per_image=False)
-    mode_of_proposals = proposals if named else None
+    if named:
+        options["proposals"] = proposals
     request = Request(
         image_layer=image,
         prompt=concept.name if concept is not None else prompt,
+        options=options,
         concept=concept,
-        concept_class=concept_class,
-        mode=mode,
-        threshold=threshold,
-        top_k=top_k,
-        distractors=parse_phrases(distractors),
-        labels_layer=None
-        if mode_of_proposals
-        else _layer(viewer, proposals, "Labels", "proposals"),
-        proposals=mode_of_proposals or "sam",
-        decoder=None if decoder is None else str(decoder),
-        relevance_weight=relevance_weight,
-        guided_params=guided_params or GuidedParams(),
+        labels_layer=None if named else _layer(viewer, proposals, "Labels", "proposals"),
         all_planes=all_slices,
-        link=link,
         axis_labels=tuple(viewer.dims.axis_labels),
         world_point=tuple(viewer.dims.point),
         channel_axis=channel_axis,
         channels=tuple(channels) if channels else None,
         colour_layers=tuple(_layer(viewer, x, "Image", "colour layer") for x in colour_layers),
-        sam=sam,
-        clip=clip,
-        device=device,
-        precision=precision,
-        sam_params=sam_params or SamProposalParams(),
-        crop_params=crop_params or CropParams(),
-        templates=tuple(templates) if templates else None,
-        tile_params=TileParams.choose(tile_params, tiles),
-        relevance=bool(relevance),
     )
     target = _layer(viewer, output, "Labels", "output")
     check(request)  # every check before the shared segmenter or any model

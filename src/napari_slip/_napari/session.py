@@ -25,9 +25,6 @@ from .layers import new_labels_layer, replace_layer_data, show_relevance_layer, 
 from .suggestions import Suggestions
 from .teaching import Teaching
 
-#: The selection settings a re-selection takes from the current inputs.
-SELECTION_FIELDS = ("mode", "threshold", "top_k", "distractors", "relevance_weight")
-
 
 @dataclass
 class Output:
@@ -151,7 +148,7 @@ class ViewerSession:
         if last.layer is not None and last.layer not in self.viewer.layers:
             return None
         # The layer keeps its prompt; a new prompt (Enter) makes a new layer.
-        request = replace(last.request, **{k: getattr(current, k) for k in SELECTION_FIELDS})
+        request = last.request.with_selection_of(current)
         if request.selection() == last.request.selection():
             return None
         if last.edited:

@@ -89,7 +89,7 @@ class Teaching:
             concept = concept if concept is not None else Concept([prompt], texts=[prompt])
             if editor is not None and editor.plane != plane:
                 concept, seed = editor.concept, False  # one concept taught across planes
-            teach = {"concept": concept, "class_name": request.concept_class}
+            teach = {"concept": concept, "class_name": request.options.get("concept_class")}
             where = {"plane": plane or None, "labels": last.layer.data}
             self.editor = edit(last.result, self.session.segmenter, **where, **teach)
             self.default_class = self.editor.class_name

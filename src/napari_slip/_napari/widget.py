@@ -266,34 +266,37 @@ class SlipWidget(WorkerPanel):
         template = self.template.value.strip()
         exact = {"skip_covered": False, "max_side": None} if self.exact.value else {}
         given = {cls: {n: getattr(self, n) for n in cls.shown()} for cls in form.SHOWN}
+        options = {
+            "mode": mode,
+            "threshold": threshold,
+            "top_k": int(self.top_k.value),
+            "distractors": parse_phrases(self.distractors.value),
+            "proposals": proposals if isinstance(proposals, str) else "sam",
+            "decoder": self.decoder.value,
+            "relevance_weight": float(self.relevance_weight.value),
+            "link": self.scope.value != SCOPES[2],
+            "sam": str(self.sam.value),
+            "clip": str(self.clip.value),
+            "device": str(self.device.value),
+            "precision": "fp32" if self.exact.value else "auto",
+            # Exact: SAM's own generator (SamProposalParams.exact()), in fp32.
+            "sam_params": params_from(SamProposalParams, given[SamProposalParams], **exact),
+            "crop_params": params_from(CropParams, given[CropParams]),
+            "tile_params": params_from(TileParams, given[TileParams]),
+            "templates": (template,) if template else None,
+            "relevance": bool(self.show_relevance.value),
+        }
         return Request(
             image_layer=self.image.value,
             prompt=self.prompt.value.strip(),
-            mode=mode,
-            threshold=threshold,
-            top_k=int(self.top_k.value),
-            distractors=parse_phrases(self.distractors.value),
+            options=options,
             labels_layer=None if isinstance(proposals, str) else proposals,
-            proposals=proposals if isinstance(proposals, str) else "sam",
-            decoder=self.decoder.value,
-            relevance_weight=float(self.relevance_weight.value),
             channel_axis=self.channel_axis.value,
             channels=form.parse_channels(self.channels.value),
             colour_layers=tuple(x for x in (self.green.value, self.blue.value) if x is not None),
             all_planes=self.scope.value != SCOPES[0],
-            link=self.scope.value != SCOPES[2],
             axis_labels=tuple(self.viewer.dims.axis_labels),
             world_point=tuple(self.viewer.dims.point),
-            sam=str(self.sam.value),
-            clip=str(self.clip.value),
-            device=str(self.device.value),
-            precision="fp32" if self.exact.value else "auto",
-            # Exact: SAM's own generator (SamProposalParams.exact()), in fp32.
-            sam_params=params_from(SamProposalParams, given[SamProposalParams], **exact),
-            crop_params=params_from(CropParams, given[CropParams]),
-            tile_params=params_from(TileParams, given[TileParams]),
-            templates=(template,) if template else None,
-            relevance=bool(self.show_relevance.value),
             concept=self.teaching.chosen(),
         )
 
@@ -388,7 +391,8 @@ class SlipWidget(WorkerPanel):
         if not result.n_objects and last is not None and last.created and layer is None:
             message = f"{sentence(message)} No layer was added."
         self.status.value = message
-        self.results.show_result(self.viewer, layer, result, request.selection().floor)
+        floor = (result.config or request.config()).selection.floor  # the run's own
+        self.results.show_result(self.viewer, layer, result, floor)
         form.fit_threshold(self.threshold, *self.results.histogram.range())
         if notify and not result.n_objects:  # a run, not every tick of the slider
             post(message)
