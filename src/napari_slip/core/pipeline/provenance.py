@@ -28,17 +28,15 @@ def provenance(
         "napari_slip_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "prompt": prompt,
+        # Every field of the option groups (a new one is recorded without a line here).
         "selection": {
-            "mode": selection.mode,
-            "threshold": selection.threshold,
-            "top_k": selection.top_k,
+            **selection.as_dict(),
             "distractors": list(selection.distractors),
             "background": selection.background if selection.mode == "distractors" else None,
-            "relevance_weight": selection.relevance_weight,
         },
         "templates": list(templates),
         "proposals": dict(candidates.source),
-        "crops": {"fill": crop_params.fill, "margin": crop_params.margin},
+        "crops": crop_params.as_dict(),
         # The SAM that made the candidates, as recorded then: nothing loads here.
         "sam": candidates.proposals.sam if made.get("needs_sam") else None,
         "clip": models.load("clip").describe(),
