@@ -11,7 +11,7 @@ from napari_slip.core.config import RunConfig
 from napari_slip.core.errors import InputError
 from napari_slip.core.models.hub import ModelHub
 from napari_slip.core.params import CropParams, SelectionParams
-from napari_slip.core.pipeline.dispatch import iter_segment_image
+from napari_slip.core.pipeline.dispatch import ImageInputs, iter_segment_image
 from napari_slip.core.pipeline.plane import plane_of
 from napari_slip.core.pipeline.segmenter import Segmenter
 from napari_slip.core.pipeline.stack import reselect_stack
@@ -70,7 +70,7 @@ def test_reselection_and_edits_work_with_the_config_that_made_the_result(segment
     image, _ = blobs_image()
     stack = np.stack([image, image[:, ::-1]])
     config = _config(segmenter, link=False)
-    result = drain(iter_segment_image(segmenter, stack, config, axes="ZYX"))
+    result = drain(iter_segment_image(segmenter, stack, config, ImageInputs(axes="ZYX")))
     segmenter.set_models(precision="bf16")  # the engine's defaults differ from the run's
     # Re-selection scores with the run's CLIP (fp32) and templates: before, it took the
     # segmenter's and refused ("embedded with another CLIP").

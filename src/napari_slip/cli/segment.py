@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         read_image,
         write_stack_labels_to,
     )
-    from ..core.pipeline.dispatch import image_axes, iter_segment_image
+    from ..core.pipeline.dispatch import ImageInputs, image_axes, iter_segment_image
     from ..core.pipeline.segmenter import Segmenter
     from ..core.runtime.generators import drain
 
@@ -131,9 +131,8 @@ def run(args: argparse.Namespace) -> int:
         drain(run_models.iter_load("decoder"), progress)
 
     def segment(labels_out=None):
-        run = iter_segment_image(
-            segmenter, image, config, axes=axes, labels=labels, labels_out=labels_out
-        )
+        inputs = ImageInputs(axes=axes, labels=labels, labels_out=labels_out)
+        run = iter_segment_image(segmenter, image, config, inputs)
         result = drain(run, progress)
         progress.close()
         return result

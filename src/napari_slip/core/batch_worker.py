@@ -76,7 +76,7 @@ def iter_process(
     batch run in this process. Closed midway (a cancel), it writes nothing for the
     image: no labels, no record, so the next run does it again."""
     from .io import Outputs, open_image, write_labels, write_stack_labels_to
-    from .pipeline.dispatch import iter_segment_image
+    from .pipeline.dispatch import ImageInputs, iter_segment_image
 
     out_dir = Path(out_dir)
     start = time.perf_counter()
@@ -94,14 +94,8 @@ def iter_process(
         else:
             image = open_image(item.path, lazy=config.run.tile_params.tiles != "off")
         pixel_size = dict(config.pixel_size) if config.pixel_size else None
-        run = iter_segment_image(
-            _segmenter(config),
-            image,
-            config.run,
-            axes=config.axes,
-            pixel_size=pixel_size,
-            path=item.path,
-        )
+        inputs = ImageInputs(axes=config.axes, pixel_size=pixel_size, path=item.path)
+        run = iter_segment_image(_segmenter(config), image, config.run, inputs)
         result = yield from run
         # Claimed before it is written: killed between the two, the labels stay ours.
         _write_record(out_dir, item, {**record, "status": "writing", "wrote": True})

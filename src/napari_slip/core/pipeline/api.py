@@ -25,7 +25,7 @@ from ..params import (
 )
 from ..runtime.generators import drain
 from ..runtime.progress import Progress
-from .dispatch import iter_segment_image
+from .dispatch import ImageInputs, iter_segment_image
 from .results import SegmentationResult
 from .segmenter import SEGMENT_OPTIONS, Segmenter, proposals_of
 
@@ -112,9 +112,8 @@ def segment(
     check_options(options, SEGMENT_OPTIONS, "segment()")
     if clip is None:  # the default CLIP, or the one a concept was learnt with
         clip = getattr(prompt, "clip_spec", lambda: None)() or DEFAULT_CLIP
-    labels, source = options.pop("labels", None), options.pop("source", None)
-    axes, pixel_size = options.pop("axes", None), options.pop("pixel_size", None)
-    options["proposals"] = proposals_of(options.get("proposals"), labels, source)
+    inputs = ImageInputs.pick(options)  # the image's: beside the run's settings
+    options["proposals"] = proposals_of(options.get("proposals"), inputs.labels, inputs.source)
     # Every check, the combinations included, before the shared segmenter or a model.
     config = RunConfig.build(
         prompt,
@@ -134,10 +133,7 @@ def segment(
     )
     with shared_lock:
         seg = shared_segmenter()  # its caches; the models are the config's
-        run = iter_segment_image(
-            seg, image, config, axes=axes, pixel_size=pixel_size, labels=labels, source=source
-        )
-        return drain(run, progress)
+        return drain(iter_segment_image(seg, image, config, inputs), progress)
 
 
 __all__ = ["segment", "shared_lock", "shared_segmenter"]

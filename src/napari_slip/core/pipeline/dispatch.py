@@ -11,8 +11,8 @@ and T. Everything about the axes is checked before any model work.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
-from dataclasses import replace
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,15 +36,10 @@ def iter_call(
     """:meth:`Segmenter.segment`'s keyword options checked and made one run, then
     :func:`iter_segment_image`."""
     check_options(options, SEGMENT_OPTIONS, "segment()")
-    labels, source = options.pop("labels", None), options.pop("source", None)
-    shape = {k: options.pop(k, None) for k in ("axes", "pixel_size")}
-    options["proposals"] = proposals_of(options.get("proposals"), labels, source)
+    inputs = ImageInputs.pick(options)
+    options["proposals"] = proposals_of(options.get("proposals"), inputs.labels, inputs.source)
     config = segmenter.run_config(prompt, **options)  # every check before any model loads
-    return (
-        yield from iter_segment_image(
-            segmenter, image, config, labels=labels, source=source, **shape
-        )
-    )
+    return (yield from iter_segment_image(segmenter, image, config, inputs))
 
 
 def image_axes(
@@ -68,33 +63,51 @@ def image_axes(
     )
 
 
-def iter_segment_image(
-    segmenter: Any,
-    image: Any,
-    config: RunConfig,
-    *,
-    axes: str | ImageAxes | None = None,
-    pixel_size: Any = None,
-    path: str | os.PathLike | None = None,
-    labels: Any = None,
-    source: Any = None,
-    labels_out: Any = None,
-) -> Generator[Progress, None, Any]:
-    """Segment a plane (a :class:`~.results.SegmentationResult`) or a stack (a
-    :class:`~.stack.StackResult`, in the engine's axis order: T, Z, Y, X).
+@dataclass(frozen=True)
+class ImageInputs:
+    """What an image brings to a run beside its pixels (the run's settings are its
+    :class:`~..config.RunConfig`).
 
     Parameters
     ----------
-    image
-        The image; None reuses the segmenter's last one (a plane).
-    config
-        The run (validated).
-    axes, pixel_size, path
-        The image's axes and pixel sizes, or the file it came from (whose metadata is
-        read where ``axes`` is None).
-    labels, source, labels_out
-        As for :func:`.run.iter_run`; ``labels`` of a stack in the image's own order.
+    axes, pixel_size
+        The image's axes (``"ZYX"``, ``"TCYX"``...) and pixel sizes, where its file
+        does not record them (see :func:`~napari_slip.core.axes.resolve_axes`).
+    path
+        The file it came from, whose metadata is read where ``axes`` is None.
+    labels
+        A label image whose objects are the proposals (in the image's axis order).
+    source
+        A proposal source of the caller's own (a plane only).
+    labels_out
+        Where to paint a large plane's labels (a ``.zarr`` path or an array).
+    planes
+        The leading indices of a stack's planes to segment (None: all).
     """
+
+    axes: Any = None
+    pixel_size: Any = None
+    path: str | os.PathLike | None = None
+    labels: Any = field(default=None, repr=False)
+    source: Any = None
+    labels_out: Any = field(default=None, repr=False)
+    planes: Sequence[tuple[int, ...]] | None = None
+
+    @classmethod
+    def pick(cls, options: dict) -> ImageInputs:
+        """The image's options (:data:`~..config.IMAGE_OPTIONS`) taken out of a call's."""
+        return cls(**{k: options.pop(k) for k in IMAGE_OPTIONS if k in options})
+
+
+def iter_segment_image(
+    segmenter: Any, image: Any, config: RunConfig, inputs: ImageInputs | None = None
+) -> Generator[Progress, None, Any]:
+    """Segment a plane (a :class:`~.results.SegmentationResult`) or a stack (a
+    :class:`~.stack.StackResult`, in the engine's axis order: T, Z, Y, X) with the
+    run's ``config`` and the image's ``inputs``. ``image`` None reuses the
+    segmenter's last one (a plane)."""
+    inputs = inputs or ImageInputs()
+    labels, source, labels_out = inputs.labels, inputs.source, inputs.labels_out
     if image is None:
         return (
             yield from iter_run(
@@ -103,7 +116,7 @@ def iter_segment_image(
         )
     if not hasattr(image, "shape"):
         image = np.asarray(image)
-    info = image_axes(image, config, axes, pixel_size, path)
+    info = image_axes(image, config, inputs.axes, inputs.pixel_size, inputs.path)
     arranged, colour = canonical(image, info)
     plane_scale = {k: v for k, v in info.scale.items() if k in "YX"}
     if info.colour == "C":
@@ -111,6 +124,8 @@ def iter_segment_image(
     elif info.colour == "S" and config.normalisation.rgb is None:
         config = replace(config, normalisation=replace(config.normalisation, rgb=True))
     if not info.lead:
+        if inputs.planes not in (None, [()], ((),)):
+            raise InputError("A 2D image has one plane: give no planes.")
         if labels is not None and not hasattr(labels, "chunks"):  # as the image: reordered
             labels = _labels_in_order(labels, info)
         return (
@@ -139,6 +154,7 @@ def iter_segment_image(
             arranged,
             config,
             rgb=colour,
+            planes=inputs.planes,
             labels=labels,
             lead=info.lead,
             scale=info.scale,
@@ -158,4 +174,4 @@ def _labels_in_order(labels: Any, info: ImageAxes) -> np.ndarray:
     return np.transpose(labels, [own.index(a) for a in info.label_letters])
 
 
-__all__ = ["SEGMENT_OPTIONS", "image_axes", "iter_call", "iter_segment_image"]
+__all__ = ["SEGMENT_OPTIONS", "ImageInputs", "image_axes", "iter_call", "iter_segment_image"]
