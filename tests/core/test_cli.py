@@ -424,3 +424,42 @@ def test_train_decoder_evaluate_and_segment_with_it(
     assert main([*wrong, "--proposals", "labels"]) == 2
     assert "--proposals-from" in capsys.readouterr().err
     assert not (tmp_path / "w.tif").exists()
+
+
+def test_a_one_plane_stacks_labels_come_back_as_its_proposals(
+    tmp_path, tiny_sam_path, tiny_clip_path
+):
+    """A one-plane z-stack's labels (OME-TIFF, Z = 1) are read back without their Z:
+    OME cannot tell one Z plane from none, and readers squeeze it. Given back as the
+    stack's proposals they get the Z back instead of being refused (before: "Proposal
+    labels have 2 axes"), and every object is kept pixel for pixel."""
+    image, truth = blobs_image()
+    tifffile.imwrite(tmp_path / "one.tif", image[None].astype(np.uint16))
+    tifffile.imwrite(tmp_path / "truth.tif", truth[None].astype(np.uint16))  # (1, H, W)
+    models = ["--sam", str(tiny_sam_path), "--clip", str(tiny_clip_path), "--device", "cpu"]
+    keep_all = ["--mode", "threshold", "--threshold", "-1", "-q", "--axes", "ZYX", *models]
+    first, second = tmp_path / "first.tif", tmp_path / "second.tif"
+    stack = str(tmp_path / "one.tif")
+    given = str(tmp_path / "truth.tif")
+    main(["segment", stack, "-p", "cell", "-o", str(first), "--proposals-from", given, *keep_all])
+    labels = tifffile.imread(first)
+    assert labels.shape == truth.shape  # our stack labels, squeezed by the reader
+    main(
+        [
+            "segment",
+            stack,
+            "-p",
+            "cell",
+            "-o",
+            str(second),
+            "--proposals-from",
+            str(first),
+            *keep_all,
+        ]
+    )
+    again = tifffile.imread(second)
+    for value in (int(v) for v in np.unique(labels) if v):
+        ids = np.unique(again[labels == value])
+        assert len(ids) == 1 and ids[0] > 0
+        assert ((again == ids[0]) == (labels == value)).all()
+    assert len(np.unique(labels)) == len(np.unique(truth)) == len(np.unique(again))

@@ -127,7 +127,7 @@ def iter_segment_image(
         if inputs.planes not in (None, [()], ((),)):
             raise InputError("A 2D image has one plane: give no planes.")
         if labels is not None and not hasattr(labels, "chunks"):  # as the image: reordered
-            labels = _labels_in_order(labels, info)
+            labels = _labels_in_order(labels, info, image.shape)
         return (
             yield from iter_run(
                 segmenter,
@@ -145,7 +145,7 @@ def iter_segment_image(
     if labels_out is not None:
         raise InputError("Labels painted into a store are for one large plane, not a stack.")
     if labels is not None:
-        labels = _labels_in_order(labels, info)
+        labels = _labels_in_order(labels, info, image.shape)
     from .stack import iter_stack
 
     return (
@@ -163,10 +163,16 @@ def iter_segment_image(
     )
 
 
-def _labels_in_order(labels: Any, info: ImageAxes) -> np.ndarray:
-    """Proposal labels given in the image's axis order (without colour), reordered."""
+def _labels_in_order(labels: Any, info: ImageAxes, shape: tuple[int, ...]) -> np.ndarray:
+    """Proposal labels given in the image's axis order (without colour), reordered.
+    Labels without the image's size-1 axes (a one-plane stack's labels, which readers
+    squeeze: OME cannot tell a single Z from none) get them back."""
     own = "".join(a for a in info.letters if a not in "CS")
+    sizes = tuple(n for a, n in zip(info.letters, shape, strict=True) if a not in "CS")
     labels = np.asarray(labels)
+    squeezed = tuple(n for n in sizes if n != 1)
+    if labels.ndim < len(own) and tuple(n for n in labels.shape if n != 1) == squeezed:
+        labels = labels.reshape(sizes)
     if labels.ndim != len(own):
         raise InputError(
             f"Proposal labels have {labels.ndim} axes; the image's labels have {len(own)} ({own})."
