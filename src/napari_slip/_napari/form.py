@@ -20,7 +20,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from ..core.errors import InputError, SlipError
+from ..core.errors import InputError
 from ..core.models.registry import SAM_MODELS
 from ..core.params import (
     DEFAULT_THRESHOLD,
@@ -29,12 +29,11 @@ from ..core.params import (
     SelectionParams,
     TileParams,
 )
-from ..core.pipeline.selection import SCORE_UNITS, score_unit
-from ..core.pipeline.stack import leading_shape
+from ..core.pipeline.selection import SCORE_UNITS
 from ..core.proposal_kinds import PROPOSAL_KINDS
 from .choices import CHOOSE_FILE
 from .fields import param_widgets
-from .job import image_data, source
+from .job import image_data
 
 MODE_CHOICES = [
     ("best match", "best"),
@@ -114,11 +113,16 @@ class ThresholdSlider(FloatSlider):
         self._open_box()
 
 
-def selection_fields() -> dict:
-    """The prompt and the selection settings."""
+def prompt_field() -> LineEdit:
+    """What to segment (Enter runs)."""
     prompt = LineEdit(label="Prompt", value="")
     prompt.native.setPlaceholderText("e.g. nucleus (Enter runs)")
     prompt.tooltip = "What to segment, e.g. nucleus or mitotic nucleus; Enter runs."
+    return prompt
+
+
+def selection_fields() -> dict:
+    """The selection settings (see :class:`~.selection_controls.SelectionControls`)."""
     threshold = ThresholdSlider(
         label="Threshold", min=-1.0, max=1.0, step=0.005, value=DEFAULT_THRESHOLD
     )
@@ -135,7 +139,6 @@ def selection_fields() -> dict:
     mode = ComboBox(label="Selection", choices=MODE_CHOICES, value="best")
     mode.tooltip = "\n".join(f"{label}: {MODE_TIPS[v]}" for label, v in MODE_CHOICES)
     return {
-        "prompt": prompt,
         "mode": mode,
         "threshold": threshold,
         "use_floor": use_floor,
@@ -306,25 +309,12 @@ MICROSCOPY_HINT = (
 )
 
 
-def add_microscopy_hint(w) -> None:
-    """Keep the status line's microscopy suggestion current as the image (after the
-    widget has cleared its status for the new image), SAM and CLIP change."""
-    for field in (w.image, w.sam, w.clip):
-        field.changed.connect(w.update_visibility)
-
-
-def show_microscopy_hint(w, layer) -> None:
-    """On an image that looks like microscopy (one channel, or 16-bit), while the
-    status line is free, suggest micro-sam's SAM and BiomedCLIP there; never chosen for
-    the user, and no line of its own (the dock grows no taller)."""
-    chosen = SAM_MODELS.get(str(w.sam.value))
-    suggest = looks_like_microscopy(layer) and not (
-        chosen is not None and chosen.microscopy and w.clip.value == MICROSCOPY_PAIR[1]
-    )
-    if suggest and not w.status.value:
-        w.status.value = MICROSCOPY_HINT
-    elif not suggest and w.status.value == MICROSCOPY_HINT:
-        w.status.value = ""
+def suggests_microscopy_models(layer, sam: str, clip: str) -> bool:
+    """Whether to suggest micro-sam's SAM and BiomedCLIP for ``layer``: it looks like
+    microscopy (one channel, or 16-bit) and they are not chosen already."""
+    chosen = SAM_MODELS.get(str(sam))
+    has_them = chosen is not None and chosen.microscopy and clip == MICROSCOPY_PAIR[1]
+    return looks_like_microscopy(layer) and not has_them
 
 
 def looks_like_microscopy(layer) -> bool:
@@ -354,70 +344,11 @@ def fit_threshold(slider, lo: float, hi: float) -> None:
         slider._open_box()
 
 
-def pick_threshold(w, value: float) -> None:
-    """The histogram was clicked at ``value``: the threshold goes there (as a floor in
-    the modes where it is one), and the selection follows at once."""
-    if w.mode.value != "threshold" and not w.use_floor.value:
-        w.use_floor.value = True
-    step = w.threshold.step or 0.005
-    w.threshold.value = float(
-        np.clip(round(value / step) * step, w.threshold.min, w.threshold.max)
-    )
-
-
-def update_visibility(w) -> None:
-    """Show each field of the segmentation dock only where it does something."""
-    mode = w.mode.value
-    teaching = getattr(w, "teaching", None)
-    concept = teaching is not None and teaching.chosen_name() is not None
-    # A concept's classes compete with each other and "none": no mode, no phrases.
-    w.mode.visible = not concept
-    w.distractors.visible = mode == "distractors" and not concept
-    w.top_k.visible = mode == "topk" and not concept
-    w.use_floor.visible = mode != "threshold" or concept
-    # The threshold does something only in threshold mode or as a floor (a concept's:
-    # a floor on the class probability).
-    w.threshold.enabled = (mode == "threshold" and not concept) or bool(w.use_floor.value)
-    w.threshold.set_unit(score_unit(mode, float(w.relevance_weight.value), concept))
-    w.replace_existing.visible = w.output.value is not None
-    layer = w.image.value
-    single = layer is not None and not layer.rgb
-    w.green.visible = single and len(w.green.choices) > 1
-    w.blue.visible = w.green.visible and w.green.value is not None
-    w.channel_axis.visible = any(c is not None for c in w.channel_axis.choices)
-    w.channels.visible = w.channel_axis.value is not None
-    # The decoder matters only where the relevance map is used.
-    w.decoder.visible = (
-        isinstance(w.proposals.value, str)
-        or bool(w.show_relevance.value)
-        or float(w.relevance_weight.value) > 0
-    )
-    if not w.busy:
-        show_microscopy_hint(w, layer)
-    if layer is None:
-        w.scope.visible = False
-        return
-    try:
-        data, colour = source(w.request())
-        w.scope.visible = bool(leading_shape(data.shape, colour))
-    except SlipError:  # e.g. an invalid channel choice: the Run button will say why
-        w.scope.visible = layer.ndim > 2
-
-
-def follow_threshold(widget, value: float) -> None:
-    """The histogram's threshold line at the slider's value (where the slider applies)."""
-    if widget.threshold.enabled:
-        widget.results.histogram.set_threshold(float(value))
-
-
-def lower_filters(widget) -> None:
-    """SAM's filters left no candidate: Min IoU 0.5 and Min stability 0.7 (half the
-    current value where it is already lower), shown in the Advanced settings, and Run."""
-    for name, relaxed in (("pred_iou_thresh", 0.5), ("stability_score_thresh", 0.7)):
-        field = getattr(widget, name)
-        field.value = relaxed if field.value > relaxed else round(field.value / 2, 3)
-    widget.show_advanced.value = True
-    widget.run()
-
-
-__all__ = ["MODE_CHOICES", "MODE_TIPS", "advanced_fields", "folder_fields", "selection_fields"]
+__all__ = [
+    "MODE_CHOICES",
+    "MODE_TIPS",
+    "advanced_fields",
+    "folder_fields",
+    "prompt_field",
+    "selection_fields",
+]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit
+from magicgui.widgets import CheckBox, ComboBox, Container
 
 from ..core.errors import SlipError
 from ..core.models.registry import SAM_MODELS
@@ -22,19 +22,21 @@ from ..core.params import (
     CropParams,
     SamProposalParams,
     TileParams,
-    parse_phrases,
 )
+from ..core.pipeline.stack import leading_shape
 from ..core.runtime.perf import tune_allocator
 from . import form
 from .axes_controls import AxesControls
+from .channel_controls import ChannelControls
 from .edit_controls import EditControls
 from .fields import params_from
 from .folder_results import FolderResults
-from .job import Request
+from .job import Request, source
 from .model_pickers import ModelPickers
 from .panel import WorkerPanel, compact, one_line
 from .results_panel import ResultsPanel
 from .scripting import remember_widget
+from .selection_controls import SelectionControls
 from .session import ViewerSession
 from .suggest_controls import SuggestControls
 from .teaching_controls import TeachingControls
@@ -117,8 +119,7 @@ class SlipWidget(WorkerPanel):
         self._folder_running = False
         image = lambda: self.image.value if hasattr(self, "image") else None  # noqa: E731
         self.image = ComboBox(label="Image", choices=lambda _w=None: form.image_choices(viewer))
-        for name, widget in form.selection_fields().items():
-            setattr(self, name, widget)
+        self.prompt = form.prompt_field()
         self.proposals = ComboBox(
             label="Proposals", choices=lambda _w=None: form.proposal_choices(viewer)
         )
@@ -126,14 +127,10 @@ class SlipWidget(WorkerPanel):
         self.models = ModelPickers(self.native, lambda line: setattr(self.status, "value", line))
         self.sam, self.clip, self.decoder = self.models.sam, self.models.clip, self.models.decoder
         self.device = self.models.device
-        colours = lambda _w=None: form.colour_choices(viewer, image())  # noqa: E731
-        self.green = ComboBox(label="Green from", choices=colours)
-        self.blue = ComboBox(label="Blue from", choices=colours)
-        self.channel_axis = ComboBox(
-            label="Channel axis", choices=lambda _w=None: form.channel_axis_choices(image())
-        )
-        self.channels = LineEdit(label="Channels as RGB", value="")
-        self.channels.native.setPlaceholderText("e.g. 0,2 (default: the first three)")
+        #: Green from, Blue from, Channel axis, Channels as RGB.
+        self.colour = ChannelControls(viewer, image)
+        for name in ("green", "blue", "channel_axis", "channels"):
+            setattr(self, name, getattr(self.colour, name))  # the dock's rows
         self.scope = ComboBox(label="Planes", choices=list(SCOPES))
         self.scope.tooltip = (
             "all slices: objects linked across Z planes into 3D objects and across T "
@@ -149,6 +146,10 @@ class SlipWidget(WorkerPanel):
         advanced = form.advanced_fields()
         for name, widget in advanced.items():
             setattr(self, name, widget)
+        #: Mode, threshold, distractors, top k: shown where they do something.
+        self.selection = SelectionControls(self.relevance_weight)
+        for name in ("mode", "threshold", "use_floor", "distractors", "top_k"):
+            setattr(self, name, getattr(self.selection, name))  # the dock's rows
         self.advanced = Container(widgets=list(advanced.values()), labels=True)
         self.show_folder = CheckBox(text="Segment a folder of images", value=False)
         folder = form.folder_fields()
@@ -164,9 +165,10 @@ class SlipWidget(WorkerPanel):
         self._lay_out()
         self._connect()
         self.image.changed.connect(self.axes.follow)  # after the status is cleared
-        form.add_microscopy_hint(self)
-        self.results.histogram.on_pick = lambda value: form.pick_threshold(self, value)
-        self.results.on_suggest = lambda: form.lower_filters(self)
+        for field in (self.image, self.sam, self.clip):  # then the microscopy suggestion
+            field.changed.connect(self.update_visibility)
+        self.results.histogram.on_pick = self.selection.pick
+        self.results.on_suggest = self.lower_filters
         self.results.on_said = lambda text: setattr(self.status, "value", text)
         self.scroll_inside()
         self.pin_below_status(self.results.suggest)  # the fix beside what it fixes
@@ -194,7 +196,7 @@ class SlipWidget(WorkerPanel):
         self.show_folder.changed.connect(lambda show: self.folder_area.setVisible(show))
         self.run_folder.changed.connect(self.run_on_folder)
         self.rescan_button.changed.connect(self.rescan)
-        for widget in (self.channel_axis, self.green, self.blue):
+        for widget in self.colour.combos():
             self.image.changed.connect(widget.reset_choices)
         for widget in (
             self.mode,
@@ -208,17 +210,11 @@ class SlipWidget(WorkerPanel):
             self.relevance_weight,
         ):
             widget.changed.connect(self.update_visibility)
-        for widget in (
-            self.mode,
-            self.threshold,
-            self.use_floor,
-            self.distractors,
-            self.top_k,
-            self.relevance_weight,
-        ):
+        for widget in self.selection.fields():
             widget.changed.connect(self._reselect)
         # The histogram's threshold line follows the slider, even before a re-run.
-        self.threshold.changed.connect(lambda v: form.follow_threshold(self, v))
+        histogram = self.results.histogram
+        self.threshold.changed.connect(lambda v: self.selection.follow(histogram, v))
         self.image.changed.connect(self._forget_last)
         layers = self.viewer.layers.events
         layers.inserted.connect(self._on_layer_inserted)
@@ -255,25 +251,54 @@ class SlipWidget(WorkerPanel):
     files = property(lambda self: self.models.files)
 
     def update_visibility(self, *_args) -> None:
-        form.update_visibility(self)
+        """Show each field of the dock only where it does something."""
+        teaching = getattr(self, "teaching", None)  # None while the dock is being made
+        self.selection.update(concept=teaching is not None and teaching.chosen_name() is not None)
+        self.replace_existing.visible = self.output.value is not None
+        layer = self.image.value
+        self.colour.update(layer)
+        # The decoder matters only where the relevance map is used.
+        self.decoder.visible = (
+            isinstance(self.proposals.value, str)
+            or bool(self.show_relevance.value)
+            or float(self.relevance_weight.value) > 0
+        )
+        if not self.busy:  # micro-sam's SAM and BiomedCLIP, suggested while it is free
+            hint = form.suggests_microscopy_models(layer, self.sam.value, self.clip.value)
+            if hint and not self.status.value:
+                self.status.value = form.MICROSCOPY_HINT
+            elif not hint and self.status.value == form.MICROSCOPY_HINT:
+                self.status.value = ""
+        if layer is None:
+            self.scope.visible = False
+            return
+        try:
+            data, colour = source(self.request())
+            self.scope.visible = bool(leading_shape(data.shape, colour))
+        except SlipError:  # e.g. an invalid channel choice: Run will say why
+            self.scope.visible = layer.ndim > 2
+
+    def lower_filters(self) -> None:
+        """SAM's filters left no candidate: Min IoU 0.5 and Min stability 0.7 (half the
+        current value where it is lower already), shown in the Advanced settings; Run."""
+        for name, relaxed in (("pred_iou_thresh", 0.5), ("stability_score_thresh", 0.7)):
+            field = getattr(self, name)
+            field.value = relaxed if field.value > relaxed else round(field.value / 2, 3)
+        self.show_advanced.value = True
+        self.run()
 
     # --- requests ----------------------------------------------------------------------
 
     def request(self) -> Request:
         """The current inputs as a :class:`Request`."""
-        mode, proposals = self.mode.value, self.proposals.value
-        threshold = self.threshold.value if (mode == "threshold" or self.use_floor.value) else None
+        proposals = self.proposals.value
         template = self.template.value.strip()
         exact = {"skip_covered": False, "max_side": None} if self.exact.value else {}
         given = {cls: {n: getattr(self, n) for n in cls.shown()} for cls in form.SHOWN}
         options = {
-            "mode": mode,
-            "threshold": threshold,
-            "top_k": int(self.top_k.value),
-            "distractors": parse_phrases(self.distractors.value),
+            **self.selection.options(),
             "proposals": proposals if isinstance(proposals, str) else "sam",
             "decoder": self.decoder.value,
-            "relevance_weight": float(self.relevance_weight.value),
             "link": self.scope.value != SCOPES[2],
             "sam": str(self.sam.value),
             "clip": str(self.clip.value),
@@ -291,9 +316,7 @@ class SlipWidget(WorkerPanel):
             prompt=self.prompt.value.strip(),
             options=options,
             labels_layer=None if isinstance(proposals, str) else proposals,
-            channel_axis=self.channel_axis.value,
-            channels=form.parse_channels(self.channels.value),
-            colour_layers=tuple(x for x in (self.green.value, self.blue.value) if x is not None),
+            **self.colour.request_fields(),
             all_planes=self.scope.value != SCOPES[0],
             axis_labels=tuple(self.viewer.dims.axis_labels),
             world_point=tuple(self.viewer.dims.point),
