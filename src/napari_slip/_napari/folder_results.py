@@ -10,50 +10,65 @@ from ..core.errors import InputError, SlipError
 
 
 class FolderResults:
-    """The folder section's result picker and Open button, for the last folder run."""
+    """The folder section's result picker and Open button, for the last folder run.
 
-    def __init__(self, widget) -> None:
-        self.widget = widget
+    Parameters
+    ----------
+    viewer
+        Where a result's image and labels open.
+    results
+        The results panel (:class:`~.results_panel.ResultsPanel`) that shows the run's
+        sentence.
+    picker, button
+        The section's Result list and Open as layers button.
+    say, show_error
+        Put a line in the dock's status; show an error there.
+    reveal
+        Open the folder section (its list is in it).
+    """
+
+    def __init__(self, viewer, results, picker, button, say, show_error, reveal) -> None:
+        self.viewer, self.results, self.picker, self.button = viewer, results, picker, button
+        self.say, self.show_error, self.reveal = say, show_error, reveal
         self.out_dir: Path | None = None
         self.entries: dict[str, dict] = {}
-        widget.folder_result.choices = self._choices
-        widget.open_result.changed.connect(lambda *_: self.open_chosen())
-        for field in (widget.folder_in, widget.folder_out):  # a long path shows whole here
-            field.changed.connect(
-                lambda value, f=field, tip=field.tooltip: setattr(f, "tooltip", f"{value}\n{tip}")
-            )
+        #: The last folder run's summary (:class:`~..core.batch_files.BatchSummary`).
+        self.summary = None
+        picker.choices = self._choices
+        button.changed.connect(lambda *_: self.open_chosen())
         self._update()
 
     def _choices(self, _widget=None):
         return [(name, name) for name in self.entries] or [("(run on a folder first)", None)]
 
     def _update(self) -> None:
-        self.widget.folder_result.reset_choices()
-        self.widget.open_result.enabled = bool(self.entries)
+        self.picker.reset_choices()
+        self.button.enabled = bool(self.entries)
 
     def show(self, summary) -> None:
         """A finished folder run: its sentence in the results panel, its images listed."""
         from .toasts import post
 
-        self.out_dir = Path(summary.out_dir)
+        self.summary, self.out_dir = summary, Path(summary.out_dir)
         self.entries = listed_results(self.out_dir / "summary.json")
-        results = self.widget.results
+        results = self.results
         results.clear()
         results.summary.value = (
             f"{summary.sentence()} Pick one in Result above and press Open as layers."
         )
         results.visible = True
-        self.widget.show_folder.value = True
+        self.reveal()
         self._update()
-        self.widget.status.value = f"{summary.sentence()} Saved in {summary.out_dir}."
-        post(self.widget.status.value)
+        line = f"{summary.sentence()} Saved in {summary.out_dir}."
+        self.say(line)
+        post(line)
 
     def open_chosen(self):
         """Open the chosen image and its labels as layers (returns the Labels layer)."""
         try:
-            return self.open(self.widget.folder_result.value)
+            return self.open(self.picker.value)
         except (SlipError, OSError) as exc:
-            self.widget.show_error(exc)
+            self.show_error(exc)
             return None
 
     def open(self, name: str):
@@ -63,7 +78,7 @@ class FolderResults:
         entry = self.entries.get(name)
         if entry is None or self.out_dir is None:
             raise InputError("Choose an image of the last folder run.")
-        viewer = self.widget.viewer
+        viewer = self.viewer
         labels_path = self.out_dir / entry["labels"]
         stem = Path(entry["labels"]).name
         image = viewer.add_image(read_image(entry["input"]), name=stem)

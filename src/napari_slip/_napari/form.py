@@ -194,6 +194,10 @@ def folder_fields() -> dict:
     result.tooltip = "An image of the last folder run, with its number of objects."
     opened = PushButton(text="Open as layers")
     opened.tooltip = "Open the chosen image and its labels in the viewer."
+    for field in (folder_in, folder_out):  # a long path shows whole in the tooltip
+        field.changed.connect(
+            lambda value, f=field, tip=field.tooltip: setattr(f, "tooltip", f"{value}\n{tip}")
+        )
     return {
         "folder_in": folder_in,
         "folder_out": folder_out,

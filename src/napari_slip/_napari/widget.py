@@ -114,8 +114,6 @@ class SlipWidget(WorkerPanel):
         #: The scripting object every callback calls (see :class:`ViewerSession`).
         self.session = ViewerSession(viewer)
         remember_widget(viewer, self)  # the console call uses this widget's models
-        #: The summary of the last folder run (see :func:`napari_slip.batch`).
-        self.last_batch = None
         self._folder_running = False
         image = lambda: self.image.value if hasattr(self, "image") else None  # noqa: E731
         self.image = ComboBox(label="Image", choices=lambda _w=None: form.image_choices(viewer))
@@ -161,7 +159,15 @@ class SlipWidget(WorkerPanel):
         self.edits = EditControls(self)  # clicks and keys that edit, their queue
         self.suggest = SuggestControls(self, self.edits)  # Find more, Ask me
         self.axes = AxesControls(self)  # the image's axes: from its file, or a switch
-        self.folder_results = FolderResults(self)
+        self.folder_results = FolderResults(
+            viewer,
+            self.results,
+            self.folder_result,
+            self.open_result,
+            lambda line: setattr(self.status, "value", line),
+            self.show_error,
+            lambda: setattr(self.show_folder, "value", True),
+        )
         self._lay_out()
         self._connect()
         self.image.changed.connect(self.axes.follow)  # after the status is cleared
@@ -243,6 +249,8 @@ class SlipWidget(WorkerPanel):
         super().reset_choices()
         self.update_visibility()
 
+    #: The summary of the last folder run (see :func:`napari_slip.batch`), or None.
+    last_batch = property(lambda self: self.folder_results.summary)
     # The pickers' own: scripts and tests offer model files through the dock.
     add_sam_file = property(lambda self: self.models.add_sam_file)
     add_clip_file = property(lambda self: self.models.add_clip_file)
@@ -323,10 +331,6 @@ class SlipWidget(WorkerPanel):
             concept=self.teaching.chosen(),
         )
 
-    def folder_config(self):
-        """The folder run's settings: this widget's prompt, selection and models."""
-        return self.session.folder_config(self.request())
-
     def run_on_folder(self, *_args) -> None:
         """Segment every image of the chosen folder in a worker (progress, Cancel).
 
@@ -350,7 +354,7 @@ class SlipWidget(WorkerPanel):
             out,
             config,
             workers=int(self.folder_workers.value),
-            on_result=self._folder_done,
+            on_result=self.folder_results.show,  # the panel's summary; images as layers
             status=f"segmenting the images of {images.name}…",
         )
 
@@ -364,10 +368,6 @@ class SlipWidget(WorkerPanel):
     def _on_finished(self) -> None:
         super()._on_finished()
         self._folder_running = False
-
-    def _folder_done(self, summary) -> None:
-        self.last_batch = summary
-        self.folder_results.show(summary)  # the panel's summary; any image as layers
 
     def run(self, *_args) -> None:
         """Segment with the current inputs in a worker (quick when the image is cached).
