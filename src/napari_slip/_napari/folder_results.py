@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..core.errors import InputError, SlipError
+from .services import DockServices
 
 
 class FolderResults:
@@ -14,22 +15,20 @@ class FolderResults:
 
     Parameters
     ----------
-    viewer
-        Where a result's image and labels open.
+    dock
+        The dock's shared parts (:class:`~.services.DockServices`).
     results
         The results panel (:class:`~.results_panel.ResultsPanel`) that shows the run's
         sentence.
     picker, button
         The section's Result list and Open as layers button.
-    say, show_error
-        Put a line in the dock's status; show an error there.
     reveal
         Open the folder section (its list is in it).
     """
 
-    def __init__(self, viewer, results, picker, button, say, show_error, reveal) -> None:
-        self.viewer, self.results, self.picker, self.button = viewer, results, picker, button
-        self.say, self.show_error, self.reveal = say, show_error, reveal
+    def __init__(self, dock: DockServices, results, picker, button, reveal) -> None:
+        self.dock, self.results, self.picker, self.button = dock, results, picker, button
+        self.reveal = reveal
         self.out_dir: Path | None = None
         self.entries: dict[str, dict] = {}
         #: The last folder run's summary (:class:`~..core.batch_files.BatchSummary`).
@@ -60,7 +59,7 @@ class FolderResults:
         self.reveal()
         self._update()
         line = f"{summary.sentence()} Saved in {summary.out_dir}."
-        self.say(line)
+        self.dock.say(line)
         post(line)
 
     def open_chosen(self):
@@ -68,7 +67,7 @@ class FolderResults:
         try:
             return self.open(self.picker.value)
         except (SlipError, OSError) as exc:
-            self.show_error(exc)
+            self.dock.show_error(exc)
             return None
 
     def open(self, name: str):
@@ -78,7 +77,7 @@ class FolderResults:
         entry = self.entries.get(name)
         if entry is None or self.out_dir is None:
             raise InputError("Choose an image of the last folder run.")
-        viewer = self.viewer
+        viewer = self.dock.viewer
         labels_path = self.out_dir / entry["labels"]
         stem = Path(entry["labels"]).name
         image = viewer.add_image(read_image(entry["input"]), name=stem)

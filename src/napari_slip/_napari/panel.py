@@ -392,6 +392,10 @@ class WorkerPanel(Container):
         self.progress.value = 0
         self.progress.native.setFormat("")
 
+    def say(self, line: str) -> None:
+        """Put ``line`` in the status."""
+        self.status.value = line
+
     def show_error(self, exc: BaseException) -> None:
         """Show an exception as one line in the status and as a napari notification."""
         from .toasts import post

@@ -12,15 +12,26 @@ from magicgui.widgets import ComboBox, PushButton
 
 from ..core.errors import SlipError
 from .edit_controls import HINT
+from .services import DockServices
 
 CHOOSE = "choose a .concept file..."
 
 
 class TeachingControls:
-    """What the dock shows and binds for concepts and corrections."""
+    """What the dock shows and binds for concepts and corrections.
 
-    def __init__(self, widget) -> None:
-        self.widget, self.viewer = widget, widget.viewer
+    Parameters
+    ----------
+    dock
+        The dock's shared parts (:class:`~.services.DockServices`).
+    mode
+        The selection mode field (a concept selects by its classes: distractors mode).
+    on_change
+        Called when the chosen concept changes (the dock shows what applies).
+    """
+
+    def __init__(self, dock: DockServices, mode, on_change) -> None:
+        self.dock, self.mode, self.on_change = dock, mode, on_change
         self._files: list[str] = []
         self._loaded: dict[str, tuple[float, Any]] = {}
         self.concept = ComboBox(label="Concept", choices=self._choices, value=None)
@@ -54,20 +65,20 @@ class TeachingControls:
         return None if value in (None, CHOOSE) else value
 
     def _on_choice(self, value) -> None:
-        mode = self.widget.mode
+        mode = self.mode
         if value is not None and value != CHOOSE and mode.value != "distractors":
             # A concept keeps what its classifier says: the distractors rule, over its
             # classes (the mode row is hidden); the user's mode comes back without one.
             self._mode, mode.value = mode.value, "distractors"
         elif value is None and getattr(self, "_mode", None):
             mode.value, self._mode = self._mode, None
-        self.widget.update_visibility()
+        self.on_change()
         if value != CHOOSE:
             return
         from qtpy.QtWidgets import QFileDialog
 
         path = QFileDialog.getOpenFileName(
-            self.widget.native, "Concept", "", "napari-slip concept (*.concept)"
+            self.dock.parent, "Concept", "", "napari-slip concept (*.concept)"
         )[0]
         self.add_file(path) if path else setattr(self.concept, "value", None)
 
@@ -97,28 +108,28 @@ class TeachingControls:
         """Save what was taught (``path`` None: ask, in the cache's concepts folder)."""
         from ..core.concepts.files import concept_dir
 
-        teaching = self.widget.session.teaching
+        teaching = self.dock.session.teaching
         try:
             if path is None:
                 from qtpy.QtWidgets import QFileDialog
 
                 folder = concept_dir()
                 folder.mkdir(parents=True, exist_ok=True)
-                last = self.widget.session.last
+                last = self.dock.session.last
                 name = last.request.prompt if last is not None else "concept"
                 kinds = "napari-slip concept (*.concept)"
                 start = str(folder / f"{name}.concept")
-                path = QFileDialog.getSaveFileName(
-                    self.widget.native, "Save concept", start, kinds
-                )[0]
+                path = QFileDialog.getSaveFileName(self.dock.parent, "Save concept", start, kinds)[
+                    0
+                ]
                 if not path:
                     return None
             saved = teaching.save(path)
         except (SlipError, OSError) as exc:
-            self.widget.show_error(exc)
+            self.dock.show_error(exc)
             return None
         self.concept.reset_choices()
-        self.widget.status.value = f"Saved the concept to {saved}."
+        self.dock.say(f"Saved the concept to {saved}.")
         return saved
 
 

@@ -37,6 +37,7 @@ from .panel import WorkerPanel, compact, one_line
 from .results_panel import ResultsPanel
 from .scripting import remember_widget
 from .selection_controls import SelectionControls
+from .services import DockServices
 from .session import ViewerSession
 from .suggest_controls import SuggestControls
 from .teaching_controls import TeachingControls
@@ -122,7 +123,7 @@ class SlipWidget(WorkerPanel):
             label="Proposals", choices=lambda _w=None: form.proposal_choices(viewer)
         )
         #: SAM, CLIP, decoder, device: the pickers and the files offered in them.
-        self.models = ModelPickers(self.native, lambda line: setattr(self.status, "value", line))
+        self.models = ModelPickers(self.native, self.say)
         self.sam, self.clip, self.decoder = self.models.sam, self.models.clip, self.models.decoder
         self.device = self.models.device
         #: Green from, Blue from, Channel axis, Channels as RGB.
@@ -155,19 +156,15 @@ class SlipWidget(WorkerPanel):
             setattr(self, name, widget)
         self.folder = Container(widgets=list(folder.values()), labels=True)
         self.results = ResultsPanel()
-        self.teaching = TeachingControls(self)  # the concept row
+        #: What the dock's parts share of it (never the dock itself).
+        self.services = DockServices(viewer, self.session, self.native, self.say, self.show_error)
+        self.teaching = TeachingControls(self.services, self.mode, self.update_visibility)
         self.edits = EditControls(self)  # clicks and keys that edit, their queue
         self.suggest = SuggestControls(self, self.edits)  # Find more, Ask me
         self.axes = AxesControls(self)  # the image's axes: from its file, or a switch
-        self.folder_results = FolderResults(
-            viewer,
-            self.results,
-            self.folder_result,
-            self.open_result,
-            lambda line: setattr(self.status, "value", line),
-            self.show_error,
-            lambda: setattr(self.show_folder, "value", True),
-        )
+        reveal = lambda: setattr(self.show_folder, "value", True)  # noqa: E731
+        picker, button = self.folder_result, self.open_result
+        self.folder_results = FolderResults(self.services, self.results, picker, button, reveal)
         self._lay_out()
         self._connect()
         self.image.changed.connect(self.axes.follow)  # after the status is cleared
@@ -175,7 +172,7 @@ class SlipWidget(WorkerPanel):
             field.changed.connect(self.update_visibility)
         self.results.histogram.on_pick = self.selection.pick
         self.results.on_suggest = self.lower_filters
-        self.results.on_said = lambda text: setattr(self.status, "value", text)
+        self.results.on_said = self.say
         self.scroll_inside()
         self.pin_below_status(self.results.suggest)  # the fix beside what it fixes
         self.update_visibility()
