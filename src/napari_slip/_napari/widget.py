@@ -161,7 +161,11 @@ class SlipWidget(WorkerPanel):
         self.teaching = TeachingControls(self.services, self.mode, self.update_visibility)
         self.edits = EditControls(self)  # clicks and keys that edit, their queue
         self.suggest = SuggestControls(self, self.edits)  # Find more, Ask me
-        self.axes = AxesControls(self)  # the image's axes: from its file, or a switch
+        busy = lambda: self.busy  # noqa: E731
+        # The image's axes: from its file, or a switch.
+        self.axes = AxesControls(
+            self.services, self.image, self.channel_axis, self.reset_choices, busy
+        )
         reveal = lambda: setattr(self.show_folder, "value", True)  # noqa: E731
         picker, button = self.folder_result, self.open_result
         self.folder_results = FolderResults(self.services, self.results, picker, button, reveal)
