@@ -26,6 +26,7 @@ from magicgui.widgets import LineEdit
 
 from ..core.errors import InputError, SlipError
 from .layers import camera_of
+from .services import DockServices, DockWork
 
 #: The key that undoes the last edit (napari's key-binding syntax); Ctrl+Z on the
 #: Labels layer does the same (napari's own undo: each edit is one step).
@@ -46,8 +47,8 @@ DOING = {"add": "Adding the object…", "remove": "Removing the object…", "spl
 class EditControls:
     """The clicks' bindings, the class they teach, and the queue of work."""
 
-    def __init__(self, widget) -> None:
-        self.widget, self.viewer = widget, widget.viewer
+    def __init__(self, dock: DockServices, work: DockWork, examples) -> None:
+        self.dock, self.work, self.viewer = dock, work, dock.viewer
         self.teach_class = LineEdit(label="Clicks teach")
         self.teach_class.tooltip = (
             "The class Shift+clicks add examples of (default: the prompt). Type another "
@@ -55,17 +56,17 @@ class EditControls:
         )
         self.teach_class.native.setPlaceholderText("the prompt")
         #: The results panel's line of what was taught.
-        self.examples = widget.results.examples
+        self.examples = examples
         self.examples.tooltip = HINT
         self._queue: deque = deque()
         self._worker: Any = None
         self._split_from: tuple | None = None
         self._followed: Any = None
         self._measuring = False
-        widget.busy_parts.append(lambda: self.editing)  # a run waits for the edits
+        work.add_busy(lambda: self.editing)  # a run waits for the edits
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
         self.viewer.bind_key(UNDO_KEY, self._on_undo, overwrite=True)
-        widget.native.destroyed.connect(lambda *_: self.detach())
+        dock.parent.destroyed.connect(lambda *_: self.detach())
 
     def widgets(self) -> list:
         return [self.teach_class]
@@ -100,7 +101,7 @@ class EditControls:
         if first:
             self._queue.appendleft((start, done, status))
         elif len(self._queue) >= MAX_QUEUED:
-            self.widget.status.value = "Too many clicks waiting: this one was ignored."
+            self.dock.say("Too many clicks waiting: this one was ignored.")
             return False
         else:
             self._queue.append((start, done, status))
@@ -115,28 +116,28 @@ class EditControls:
             try:
                 work = start()
             except SlipError as exc:
-                self.widget.show_error(exc)
+                self.dock.show_error(exc)
                 continue
             if work is None:
                 continue
             handlers = {"returned": done, "errored": self._failed, "finished": self._finished}
             self._worker = create_worker(_drained, work, _start_thread=False, _connect=handlers)
-            self.widget.status.value = status
-            self.widget.progress.native.setRange(0, 0)  # busy: a moving bar
+            self.dock.say(status)
+            self.work.progress.native.setRange(0, 0)  # busy: a moving bar
             self._worker.start()
 
     def _failed(self, exc: BaseException) -> None:
         from ..core.edits import NothingToDo
 
         if isinstance(exc, NothingToDo):  # one line, no alarm: nothing changed
-            self.widget.status.value = str(exc)
+            self.dock.say(str(exc))
         else:
-            self.widget.show_error(exc)
+            self.dock.show_error(exc)
 
     def _finished(self) -> None:
         self._worker = None
-        self.widget.progress.native.setRange(0, 1)
-        self.widget.reset_progress()
+        self.work.progress.native.setRange(0, 1)
+        self.work.reset_progress()
         self._next()
 
     # -- clicks and keys ------------------------------------------------------------------
@@ -146,7 +147,7 @@ class EditControls:
         if event.button not in (1, 2):
             return
         kind = _kind(event.modifiers, event.button)
-        if kind is None or self.widget.running or self.widget.session.last is None:
+        if kind is None or self.work.running() or self.dock.session.last is None:
             return  # not ours, or an edit during a run: ignored (the run replaces it)
         start = tuple(event.position)
         end = start
@@ -172,7 +173,7 @@ class EditControls:
         )
 
     def _start_box(self, kind: str, start: tuple, end: tuple):
-        session = self.widget.session
+        session = self.dock.session
         teaching = session.teaching
         plane, y0, x0 = teaching.prepare(start)
         _, y1, x1 = teaching.prepare(end)
@@ -182,11 +183,11 @@ class EditControls:
 
     def _start(self, kind: str, position: tuple):
         """A click's turn: the pixel, the picked object and the class, read here."""
-        session = self.widget.session
+        session = self.dock.session
         plane, y, x = session.teaching.prepare(position)
         if kind == "split" and self._split_from is None:
             self._split_from = (plane, y, x)
-            self.widget.status.value = "Ctrl+click a second point inside the object to split."
+            self.dock.say("Ctrl+click a second point inside the object to split.")
             return None
         first = None
         if kind == "split":
@@ -203,13 +204,13 @@ class EditControls:
         """Write a decoded edit's pixels at once (the status says what changed), then
         describe it in the worker before the next click: the table and the example
         follow."""
-        teaching = self.widget.session.teaching
+        teaching = self.dock.session.teaching
         try:
             result = teaching.apply(made)
         except SlipError as exc:
-            self.widget.show_error(exc)
+            self.dock.show_error(exc)
             return
-        self.widget.status.value = result.message
+        self.dock.say(result.message)
 
         def described(out) -> None:
             result = teaching.show_described(*out)
@@ -226,21 +227,21 @@ class EditControls:
         """Write a computed and described edit (the worker's ``(edit, table)``) and
         show it."""
         try:
-            result = self.widget.session.teaching.apply(*out, position)
+            result = self.dock.session.teaching.apply(*out, position)
         except SlipError as exc:
-            self.widget.show_error(exc)
+            self.dock.show_error(exc)
             return
         self.shown(result)
 
     def _on_undo(self, viewer=None) -> None:
-        if self.widget.busy:
+        if self.work.busy():
             return
-        if self.widget.session.undo_correction() is not None:
+        if self.dock.session.undo_correction() is not None:
             self.update()
 
     def shown(self, result) -> None:
         """A result after an edit: the status, the panel, the examples line."""
-        self.widget.show_outcome(result, self.widget.session.last.request)
+        self.work.show_outcome(result, self.dock.session.last.request)
         self.update()
 
     # -- napari's own brush -------------------------------------------------------------
@@ -260,12 +261,12 @@ class EditControls:
     def _on_set_data(self, _event=None) -> None:
         """napari's Ctrl+Z / Ctrl+Shift+Z (a refresh of the layer): the examples of
         edits undone leave the concept, those redone come back."""
-        if not self.editing and self.widget.session.teaching.follow_undo():
+        if not self.editing and self.dock.session.teaching.follow_undo():
             self.update()
 
     def _on_paint(self, _event=None) -> None:
-        teaching = self.widget.session.teaching
-        last = self.widget.session.last
+        teaching = self.dock.session.teaching
+        last = self.dock.session.last
         if teaching.writing or last is None:
             return  # our own edit: measured already
         last.edited = True
@@ -280,15 +281,15 @@ class EditControls:
         def done(table) -> None:
             result = teaching.show_table(table)
             if result is not None:
-                self.widget.show_outcome(result, self.widget.session.last.request)
+                self.work.show_outcome(result, self.dock.session.last.request)
 
         self.submit(start, done, "Measuring the objects…")
 
     def update(self) -> None:
         """The examples line: what has been taught, and how to teach."""
-        last = self.widget.session.last
+        last = self.dock.session.last
         self.follow(last.layer if last is not None and last.created else None)
-        summary = self.widget.session.teaching.summary
+        summary = self.dock.session.teaching.summary
         self.examples.value = (
             summary or "Shift+click adds an object, Shift+right-click removes one."
         )

@@ -11,6 +11,7 @@ from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QScrollArea
 
 from ..core.errors import SlipError
+from .services import DockWork
 
 
 def compact(*combos) -> None:
@@ -391,6 +392,13 @@ class WorkerPanel(Container):
         self.progress.max = 1
         self.progress.value = 0
         self.progress.native.setFormat("")
+
+    def work_handle(self, show_outcome: Callable) -> DockWork:
+        """This panel's work as the parts that run some see it (``show_outcome``: how
+        a result is shown)."""
+        running, busy = (lambda: self.running), (lambda: self.busy)
+        add_busy = self.busy_parts.append
+        return DockWork(self.progress, self.reset_progress, running, busy, add_busy, show_outcome)
 
     def say(self, line: str) -> None:
         """Put ``line`` in the status."""

@@ -1,4 +1,4 @@
-"""What the dock's parts share of it: a narrow handle, never the dock itself.
+"""What the dock's parts share of it: narrow handles, never the dock itself.
 
 A part of the dock (the concept row, the folder results...) gets a
 :class:`DockServices`: the viewer, the scripting session, the window to parent its
@@ -37,4 +37,32 @@ class DockServices:
     show_error: Callable[[BaseException], None]
 
 
-__all__ = ["DockServices"]
+@dataclass(frozen=True)
+class DockWork:
+    """The dock's work in the background, as a part that runs some uses it.
+
+    Attributes
+    ----------
+    progress
+        The progress bar.
+    reset_progress
+        An empty bar (it describes no work).
+    running
+        Whether a run of the dock's own is going.
+    busy
+        Whether a run or any part's work is going.
+    add_busy
+        Register a part's own ``busy()`` (a run waits for it).
+    show_outcome
+        Show a result as a run's is shown (``show_outcome(result, request)``).
+    """
+
+    progress: Any
+    reset_progress: Callable[[], None]
+    running: Callable[[], bool]
+    busy: Callable[[], bool]
+    add_busy: Callable[[Callable[[], bool]], None]
+    show_outcome: Callable[[Any, Any], None]
+
+
+__all__ = ["DockServices", "DockWork"]

@@ -11,6 +11,7 @@ from typing import Any
 from magicgui.widgets import Container, PushButton
 
 from ..core.errors import SlipError
+from .services import DockServices, DockWork
 
 #: How many candidates Ask me asks about at most, and its keys.
 QUESTIONS = 10
@@ -20,8 +21,8 @@ YES, NO, STOP = "Y", "N", "Escape"
 class SuggestControls:
     """Find more like these, Apply / Discard, Ask me."""
 
-    def __init__(self, widget, edits) -> None:
-        self.widget, self.edits, self.viewer = widget, edits, widget.viewer
+    def __init__(self, dock: DockServices, work: DockWork, edits) -> None:
+        self.dock, self.work, self.edits, self.viewer = dock, work, edits, dock.viewer
         self.more = PushButton(text="More like these")
         self.more.tooltip = (
             "Find more like these: what the concept your clicks taught would add and "
@@ -51,47 +52,47 @@ class SuggestControls:
 
     def update(self) -> None:
         """Apply and Discard while a suggestion is shown; Find more and Ask me otherwise."""
-        shown = self.widget.session.suggestions.suggestion is not None
+        shown = self.dock.session.suggestions.suggestion is not None
         self.apply_more.visible = self.discard_more.visible = shown
         self.more.visible = self.ask_button.visible = not shown
 
     # -- find more --------------------------------------------------------------------------
     def find_more(self) -> None:
         """Compute the concept's suggestion in a worker, then show it."""
-        if self.widget.running:
+        if self.work.running():
             return
-        suggestions = self.widget.session.suggestions
+        suggestions = self.dock.session.suggestions
         self.edits.submit(suggestions.iter_find_more, self._suggested, "Finding more like these…")
 
     def _suggested(self, out) -> None:
         suggestion, table = out
-        self.widget.session.suggestions.show(suggestion, table)
+        self.dock.session.suggestions.show(suggestion, table)
         self.update()
-        self.widget.status.value = f"{suggestion.message} Apply or Discard."
+        self.dock.say(f"{suggestion.message} Apply or Discard.")
 
     def apply_suggestion(self) -> None:
-        if self.widget.running:
+        if self.work.running():
             return
         try:
-            result = self.widget.session.suggestions.apply()
+            result = self.dock.session.suggestions.apply()
         except SlipError as exc:
-            self.widget.show_error(exc)
+            self.dock.show_error(exc)
             result = None
         self.update()
         if result is not None:
             self.edits.shown(result)
 
     def discard_suggestion(self) -> None:
-        self.widget.session.suggestions.discard()
+        self.dock.session.suggestions.discard()
         self.update()
-        self.widget.status.value = "Suggestion discarded: nothing changed."
+        self.dock.say("Suggestion discarded: nothing changed.")
 
     # -- ask me -----------------------------------------------------------------------------
     def ask(self) -> None:
         """Find the least sure candidates in a worker, then ask about the first."""
-        if self.widget.running:
+        if self.work.running():
             return
-        suggestions = self.widget.session.suggestions
+        suggestions = self.dock.session.suggestions
         self.edits.submit(lambda: suggestions.iter_ask(QUESTIONS), self._asked, "Asking…")
 
     def _asked(self, questions) -> None:
@@ -106,18 +107,18 @@ class SuggestControls:
     def _show(self) -> None:
         if not self.questions:
             return self.stop("No more questions.")
-        question, session = self.questions[0], self.widget.session
+        question, session = self.questions[0], self.dock.session
         name = session.teaching.editor.class_name or "one of them"
         keys = f"{YES} yes, {NO} no, {STOP} stop"
         session.suggestions.show_question(question, f"question: {name}?")
-        self.widget.status.value = f"Is this {name}? (p = {question.probability:.2f}) {keys}."
+        self.dock.say(f"Is this {name}? (p = {question.probability:.2f}) {keys}.")
         return None
 
     def answer(self, yes: bool) -> None:
         """The shown candidate is (``yes``) or is not an object of the class."""
         if not self.questions or self.edits.editing:
             return
-        question, suggestions = self.questions.pop(0), self.widget.session.suggestions
+        question, suggestions = self.questions.pop(0), self.dock.session.suggestions
         suggestions.discard()
         status = "Adding it…" if yes else "Remembering: not this."
         self.edits.submit(lambda: suggestions.iter_answer(question, yes), self._answered, status)
@@ -132,8 +133,8 @@ class SuggestControls:
         for key, previous in self._keys.items():
             self.viewer.bind_key(key, previous, overwrite=True)
         self._keys = {}
-        self.widget.session.suggestions.discard()
-        self.widget.status.value = message
+        self.dock.session.suggestions.discard()
+        self.dock.say(message)
 
 
 __all__ = ["QUESTIONS", "SuggestControls"]

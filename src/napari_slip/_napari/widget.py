@@ -159,12 +159,13 @@ class SlipWidget(WorkerPanel):
         #: What the dock's parts share of it (never the dock itself).
         self.services = DockServices(viewer, self.session, self.native, self.say, self.show_error)
         self.teaching = TeachingControls(self.services, self.mode, self.update_visibility)
-        self.edits = EditControls(self)  # clicks and keys that edit, their queue
-        self.suggest = SuggestControls(self, self.edits)  # Find more, Ask me
-        busy = lambda: self.busy  # noqa: E731
+        self.work = self.work_handle(self.show_outcome)  # the worker side, for parts
+        # Clicks and keys that edit, their queue; Find more, Ask me.
+        self.edits = EditControls(self.services, self.work, self.results.examples)
+        self.suggest = SuggestControls(self.services, self.work, self.edits)
         # The image's axes: from its file, or a switch.
         self.axes = AxesControls(
-            self.services, self.image, self.channel_axis, self.reset_choices, busy
+            self.services, self.image, self.channel_axis, self.reset_choices, self.work.busy
         )
         reveal = lambda: setattr(self.show_folder, "value", True)  # noqa: E731
         picker, button = self.folder_result, self.open_result
