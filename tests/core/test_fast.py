@@ -117,18 +117,21 @@ def _sams_width_attention(seed: int) -> tuple[DecoderAttention, DecoderAttention
 
 
 @pytest.mark.parametrize("direction", ["tokens_to_image", "image_to_tokens"])
-@pytest.mark.parametrize("image_batch", [1, 5])
+@pytest.mark.parametrize(("image_batch", "prompts"), [(1, 5), (5, 5), (1, 1)])
 @pytest.mark.parametrize("fold", [True, False])
-def test_decoder_attention_folded_at_sams_width(direction, image_batch, fold, monkeypatch):
+def test_decoder_attention_folded_at_sams_width(
+    direction, image_batch, prompts, fold, monkeypatch
+):
     """At SAM's decoder width, 7 prompt tokens x 8 heads (56) are fewer than the 128
     internal channels, so the image side's projections are folded into the tokens
-    (per prompt) or projected once (an image side shared by the batch, as the first
-    layer passes it): SAM's numbers either way, and with folding switched off; keys
-    and values differ, as in SAM (image + positions, image)."""
+    (per prompt) or projected once (an image side shared by several prompts, as the
+    first layer passes it; one prompt, a click, still folds): SAM's numbers either
+    way, and with folding switched off; keys and values differ, as in SAM (image +
+    positions, image)."""
     monkeypatch.setattr(fast, "FOLD_PROJECTIONS", fold)
-    theirs, ours = _sams_width_attention(image_batch + fold)
+    theirs, ours = _sams_width_attention(image_batch + fold + prompts)
     assert ours._fold(7) is fold and not ours._fold(16)  # 8 x 16 = 128: no saving
-    tokens, token_values = torch.randn(5, 7, 256), torch.randn(5, 7, 256)
+    tokens, token_values = torch.randn(prompts, 7, 256), torch.randn(prompts, 7, 256)
     image = torch.randn(image_batch, 300, 256)
     image_keys = image + torch.randn(1, 300, 256)
     if direction == "tokens_to_image":
@@ -137,7 +140,7 @@ def test_decoder_attention_folded_at_sams_width(direction, image_batch, fold, mo
         args = (image_keys, tokens, token_values)
     with torch.no_grad():
         expected = theirs(*args)
-        assert expected.shape == (5, *args[0].shape[1:])
+        assert expected.shape == (prompts, *args[0].shape[1:])
         assert_close(ours(*args), expected, terms=max(args[1].shape[1], 256))
 
 
@@ -166,6 +169,67 @@ def test_decoder_attention_trains(width):
         scale = max(float(p.grad.abs().max()) for n, p in grads.items() if n.startswith(layer))
         terms = q.shape[0] * q.shape[1]
         assert_close(a.grad, grads[name].grad, terms=terms, scale=scale, depth=2)
+
+
+def _sams_upscaling(seed: int) -> torch.nn.Sequential:
+    """SAM's mask decoder's upscaling at ViT-B's width, LayerNorm2d weights not 1."""
+    from segment_anything.modeling import MaskDecoder, TwoWayTransformer
+
+    torch.manual_seed(seed)
+    transformer = TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8)
+    theirs = MaskDecoder(transformer_dim=256, transformer=transformer).output_upscaling
+    with torch.no_grad():
+        theirs[1].weight.uniform_(0.5, 1.5)
+        theirs[1].bias.normal_(0, 0.5)
+    return theirs
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_upscaling_matches_sams(layout):
+    """The transposed convolutions as matrix products: SAM's numbers, from either
+    memory layout (the transformer hands its maps channels last); switched back,
+    SAM's own module."""
+    theirs = _sams_upscaling(1)
+    ours = copy.deepcopy(theirs)
+    holder = torch.nn.Module()
+    holder.output_upscaling = ours
+    assert fast.use_fast_attention(holder) == 1 and type(ours) is fast.FastUpscaling
+    x = torch.randn(2, 256, 16, 16)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = theirs(x)
+        out = ours(x)
+        assert out.shape == expected.shape == (2, 32, 64, 64) and out.is_contiguous()
+        assert_close(out, expected, terms=256, depth=3)  # 256 channels, then 64
+        assert_close(ours.channels_last(x).permute(0, 3, 1, 2), expected, terms=256, depth=3)
+    assert fast.use_fast_attention(holder, enabled=False) == 1
+    assert type(ours) is torch.nn.Sequential
+
+
+def test_upscaling_trains():
+    """The fixture's training recipe backpropagates through it: SAM's gradients."""
+    theirs = _sams_upscaling(2)
+    ours = copy.deepcopy(theirs)
+    ours.__class__ = fast.FastUpscaling
+    x = torch.randn(2, 256, 8, 8)
+    for module in (theirs, ours):
+        module(x).square().sum().backward()
+    grads = dict(theirs.named_parameters())
+    for name, a in ours.named_parameters():
+        layer = name.rsplit(".", 1)[0]
+        scale = max(float(p.grad.abs().max()) for n, p in grads.items() if n.startswith(layer))
+        # A weight's gradient sums over every output pixel (2 x 32 x 32 at most).
+        assert_close(a.grad, grads[name].grad, terms=2 * 32 * 32, scale=scale, depth=3)
+
+
+def test_upscaling_left_alone_when_it_is_not_sams():
+    """Another upscaling (here 3 x 3 kernels) is not SAM's: left as it is."""
+    other = _sams_upscaling(3)
+    other[0] = torch.nn.ConvTranspose2d(256, 64, kernel_size=3, stride=2)
+    holder = torch.nn.Module()
+    holder.output_upscaling = other
+    assert fast.use_fast_attention(holder) == 0 and type(other) is torch.nn.Sequential
 
 
 @pytest.fixture(scope="module")
@@ -308,3 +372,50 @@ def test_int8_keeps_folding_attention_in_fp32():
         isinstance(m, Int8Linear) for m in int8.mask_decoder.output_hypernetworks_mlps.modules()
     )
     assert not any(isinstance(m, Int8Linear) for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    ("points", "positive", "box"),
+    [
+        ([(120.0, 90.0)], [True], None),  # a click: three masks
+        ([(120.0, 90.0), (40.0, 200.0)], [True, False], None),
+        ([(120.0, 90.0)], [True], (60.0, 50.0, 180.0, 150.0)),  # point and box: one mask
+    ],
+)
+def test_a_click_decodes_as_sams_own_decoder(fixture_pair, points, positive, box):
+    """An edit's prompt (``decode_prompt``: folded one-prompt attention, the
+    upscaling as matrix products, the cached positional map) gives what SAM's own
+    ``MaskDecoder.forward`` gives on SAM's own modules."""
+    fast_sam, slow_sam = fixture_pair
+    rgb = scenes(1, seed=5)[0][0]
+    emb = fast_sam.embed(rgb)
+    multimask = box is None
+    xy, flags = np.asarray(points), np.asarray(positive)
+    logits, iou = fast_sam.decode_prompt(emb, xy, flags, box and np.asarray(box), multimask)
+    model = slow_sam.model
+    coords = slow_sam.transform.apply_coords(xy, emb.original_size)
+    prompt = (
+        torch.as_tensor(coords, dtype=torch.float32)[None],
+        torch.as_tensor(flags.astype(np.int64))[None],
+    )
+    boxes = None
+    if box is not None:
+        boxes = torch.as_tensor(
+            slow_sam.transform.apply_boxes(np.asarray([box]), emb.original_size)
+        )
+    with torch.no_grad():
+        sparse, dense = model.prompt_encoder(
+            points=prompt, boxes=boxes.float() if boxes is not None else None, masks=None
+        )
+        low, expected_iou = model.mask_decoder(
+            image_embeddings=emb.features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        expected = slow_sam.upscale(low[0], emb)
+    assert logits.shape == expected.shape == (3 if multimask else 1, *rgb.shape[:2])
+    tokens = emb.features.shape[-1] * emb.features.shape[-2]
+    assert_close(logits, expected, terms=tokens, depth=4)
+    assert_close(iou, expected_iou[0], terms=tokens, depth=4)

@@ -158,4 +158,29 @@ def true_sections(labels: np.ndarray, drop_plane: int | None = None) -> np.ndarr
     return out
 
 
-__all__ = ["VOXEL", "dense_nuclei_stack", "true_sections"]
+def dense_planes(n: int, seed: int, size: int = 256) -> tuple[list, list]:
+    """``n`` planes of dense stacks as a 2D SAM sees them, to train a fixture SAM on
+    (lists of (size, size, 3) uint8 RGB and int32 labels): stacks from seeds
+    ``seed * 1000`` on (never the benchmarks' seeds, 0-99), each plane prepared as a
+    run prepares it (percentile contrast) and enlarged to ``size`` as SAM enlarges a
+    128 px plane (bilinear; labels nearest)."""
+    from ..core.pipeline.images import prepare_image
+
+    rng = np.random.default_rng(seed)
+    rgbs, labels = [], []
+    stack = 0
+    while len(rgbs) < n:
+        image, truth = dense_nuclei_stack(seed * 1000 + stack)
+        stack += 1
+        for z in rng.permutation(len(image))[: max(1, len(image) // 2)]:
+            if len(rgbs) == n:
+                break
+            rgb = prepare_image(image[z]).rgb
+            zoom = size / rgb.shape[0]
+            big = ndimage.zoom(rgb.astype(np.float32), (zoom, zoom, 1), order=1)
+            rgbs.append(np.clip(np.rint(big), 0, 255).astype(np.uint8))
+            labels.append(ndimage.zoom(truth[z], zoom, order=0).astype(np.int32))
+    return rgbs, labels
+
+
+__all__ = ["VOXEL", "dense_nuclei_stack", "dense_planes", "true_sections"]

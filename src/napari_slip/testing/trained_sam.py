@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.models.sam import SamConfig
+from .dense import dense_planes
 from .scenes import scenes
 
 #: The fixture's architecture: small enough to train on a CPU, big enough to learn.
@@ -44,6 +45,10 @@ FIXTURE_AMG = {
 }
 #: Where the trained fixture is kept in the repository (made by :func:`train_sam`).
 FIXTURE_PATH = Path(__file__).resolve().parents[3] / "tests" / "data" / "fixture_sam.pth"
+#: The fixture fine-tuned on dense stacks' planes too (made by :func:`train_sam` with
+#: ``dense_share=0.5, init=FIXTURE_PATH``): judges dense 3D linking from SAM's own
+#: proposals.
+FIXTURE_DENSE_PATH = FIXTURE_PATH.with_name("fixture_sam_dense.pth")
 
 
 def _targets(labels: np.ndarray, rng, n_points: int):
@@ -69,8 +74,15 @@ def train_sam(
     seed: int = 0,
     lr: float = 1e-3,
     log=print,
+    dense_share: float = 0.0,
+    init: str | Path | None = None,
 ) -> Path:
-    """Train the fixture SAM and save it as a SAM-format ``.pth`` state dict."""
+    """Train the fixture SAM and save it as a SAM-format ``.pth`` state dict.
+
+    With ``dense_share``, that share of the batches' images are planes of dense
+    stacks (:func:`~.dense.dense_planes`) instead of the sparse scenes; with
+    ``init``, training starts from that fixture's weights (fine-tuning).
+    """
     import torch
     import torch.nn.functional as F
 
@@ -79,16 +91,22 @@ def train_sam(
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_sam(FIXTURE_SAM).train()
+    model = build_sam(FIXTURE_SAM)
+    if init is not None:
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True))
+    model.train()
     pool_rgb, pool_labels = scenes(600, seed=seed + 1)
+    dense_rgb, dense_labels = dense_planes(600, seed=seed + 1) if dense_share else ([], [])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
     mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
     t0 = time.perf_counter()
     for step in range(steps):
-        idx = rng.choice(len(pool_rgb), batch_images, replace=False)
-        rgb = np.stack([pool_rgb[i] for i in idx])
+        use_dense = rng.random() < dense_share
+        images, truths = (dense_rgb, dense_labels) if use_dense else (pool_rgb, pool_labels)
+        idx = rng.choice(len(images), batch_images, replace=False)
+        rgb = np.stack([images[i] for i in idx])
         if rng.random() < 0.5:  # flips: cheap augmentation
             rgb = rgb[:, :, ::-1]
             flip = True
@@ -99,7 +117,7 @@ def train_sam(
         dense_pe = model.prompt_encoder.get_dense_pe()
         loss_total = 0.0
         for b, i in enumerate(idx):
-            labels = pool_labels[i][:, ::-1] if flip else pool_labels[i]
+            labels = truths[i][:, ::-1] if flip else truths[i]
             pts, target = _targets(labels, rng, points_per_image)
             coords = torch.from_numpy(pts)[:, None, :]
             plabels = torch.ones(coords.shape[:2], dtype=torch.int64)
@@ -199,8 +217,14 @@ def main(argv=None) -> int:
     parser.add_argument("out")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dense-share", type=float, default=0.0, help="share of batches of dense planes"
+    )
+    parser.add_argument("--init", help="start from this fixture's weights")
     args = parser.parse_args(argv)
-    path = train_sam(args.out, steps=args.steps, seed=args.seed)
+    path = train_sam(
+        args.out, steps=args.steps, seed=args.seed, dense_share=args.dense_share, init=args.init
+    )
     print(evaluate_sam(path))
     return 0
 

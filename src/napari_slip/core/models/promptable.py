@@ -15,6 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..runtime.perf import autocast, stage_precision, stage_threads
+from .fast import FastUpscaling
 
 #: Whether :func:`decode_points` takes the image maps channels last (off only in the
 #: benchmark's ablation).
@@ -41,7 +42,14 @@ class ImageEmbedding:
 
 
 def decode_points(
-    model, features, dense_pe, sparse, dense, pred_iou_thresh=None, return_index=False
+    model,
+    features,
+    dense_pe,
+    sparse,
+    dense,
+    pred_iou_thresh=None,
+    return_index=False,
+    multimask=True,
 ):
     """SAM's mask decoder for a batch of single-image prompts, sharing the image work.
 
@@ -57,6 +65,9 @@ def decode_points(
     hypernetworks, a quarter of the work) runs only for masks whose IoU is above it:
     returns ``(low_res (M, h, w), iou (M,))`` of those masks, in prompt order, and
     with ``return_index`` also ``(M,)`` the prompt each mask answers.
+
+    With ``multimask`` False, SAM's single-mask output instead (a prompt that is not
+    ambiguous: several points, a box): ``(B, 1, h, w)`` and ``(B, 1)``.
     """
     decoder = model.mask_decoder
     # Channels last: the transformer flattens these maps to (token, channel) matrices,
@@ -72,7 +83,8 @@ def decode_points(
     src = features + dense[:1]
     hs, src = decoder.transformer(src, dense_pe, tokens)
     src = src.expand(n, -1, -1) if src.shape[0] == 1 else src
-    iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]
+    outputs = slice(1, None) if multimask else slice(0, 1)
+    iou = decoder.iou_prediction_head(hs[:, 0, :])[:, outputs]
     mask_tokens_out = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
     keep = None
     if pred_iou_thresh is not None:
@@ -87,18 +99,19 @@ def decode_points(
             src, mask_tokens_out, keep = src[prompts], mask_tokens_out[prompts], keep[prompts]
     b = src.shape[0]
     _, c, h, w = features.shape
-    upscaled = decoder.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-    # The multimask outputs only (SAM computes the single-mask token too, then drops it).
-    hyper_in = torch.stack(
-        [
-            mlp(mask_tokens_out[:, i, :])
-            for i, mlp in enumerate(decoder.output_hypernetworks_mlps)
-            if i > 0
-        ],
-        dim=1,
-    )
-    _, c, h, w = upscaled.shape
-    masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+    maps = src.transpose(1, 2).reshape(b, c, h, w)  # channels last in memory
+    # The outputs asked for only (SAM computes every mask token's, then drops some).
+    mlps = list(enumerate(decoder.output_hypernetworks_mlps))[outputs]
+    hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in mlps], dim=1)
+    upscaling = decoder.output_upscaling
+    if isinstance(upscaling, FastUpscaling):
+        upscaled = upscaling.channels_last(maps)  # (B, H, W, C)
+        _, h, w, c = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, h * w, c).transpose(1, 2)).view(b, -1, h, w)
+    else:
+        upscaled = upscaling(maps)
+        _, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
     if keep is None:
         return masks, iou
     if return_index:
@@ -293,14 +306,12 @@ class PromptableSam:
             box = self.transform.apply_boxes(np.asarray(box_xyxy, dtype=float)[None], size)
             boxes = torch.as_tensor(box, dtype=torch.float32, device=self.device)
         model = self._model(precision)
+        if self._dense_pe is None:
+            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
         with autocast(precision, self.device), stage_threads(plan, "decoder"):
             sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
-            low_res, iou = model.mask_decoder(
-                image_embeddings=embedding.features,
-                image_pe=model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask,
+            low_res, iou = decode_points(
+                model, embedding.features, self._dense_pe, sparse, dense, multimask=multimask
             )
         return self.upscale(low_res[0].float(), embedding), iou[0].float()
 
