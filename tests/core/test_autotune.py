@@ -5,6 +5,7 @@ measurement (real thread, given up when a run starts), and what `models` prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -413,6 +414,54 @@ def test_an_unwritable_cache_folder_measures_nothing_in_vain(monkeypatch, tmp_pa
     with pytest.raises(InputError, match="NAPARI_SLIP_CACHE"):
         autotune.save_measurement(_entry(table, _faithful(table)))
     assert not_a_folder.read_text() == "mine"
+
+
+@contextlib.contextmanager
+def _unwritable(folder):
+    """``folder`` made unwritable for real: read-only for a user, immutable for root
+    (``chattr +i``: root writes through permissions); made writable again after."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if made.returncode != 0:  # a file system without the attribute
+        pytest.skip(f"root cannot make {folder} unwritable here: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_measuring_into_an_unwritable_cache_folder_says_so_first(monkeypatch, tmp_path, capsys):
+    """``napari-slip models --measure`` with a cache folder that cannot be written
+    (for real: no permission, or immutable when the suite runs as root): exit 2 with
+    one line naming the folder and NAPARI_SLIP_CACHE, before any measuring; nothing
+    written there, the user's file kept."""
+    from napari_slip.cli import main
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("kept")
+    monkeypatch.setenv("NAPARI_SLIP_CACHE", str(folder))
+    monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
+    measured = []
+    monkeypatch.setattr(autotune, "measure", lambda **kw: measured.append(kw) or {})
+    with _unwritable(folder):
+        with pytest.raises(OSError):
+            (folder / "probe").write_text("x")  # truly unwritable
+        assert main(["models", "--measure"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and str(folder) in errors[0] and "NAPARI_SLIP_CACHE" in errors[0]
+    assert measured == []  # said before measuring
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
+    assert (folder / "mine.txt").read_text() == "kept"
 
 
 def test_learn_on_a_folder_prints_only_its_own_work(monkeypatch, tmp_path, tiny_clip_path, capsys):

@@ -58,6 +58,7 @@ from ..runtime.perf import (
 )
 from .autotune_cache import (
     cache_file,
+    check_writable,
     load_measurement,
     machine_key,
     save_measurement,
@@ -331,8 +332,10 @@ def pending() -> bool:
 
 
 def measure_now(stop: Callable[[], bool] = lambda: False) -> dict:
-    """Measure and cache now (blocking); returns the entry."""
+    """Measure and cache now (blocking); returns the entry. A cache folder that
+    cannot be written is said before any measuring."""
     global _PENDING
+    check_writable()
     entry = measure(stop=stop)
     save_measurement(entry)
     with _LOCK:

@@ -94,6 +94,21 @@ def save_measurement(entry: dict) -> None:
         ) from None
 
 
+def check_writable() -> None:
+    """Raise before a measurement that could not be kept (seconds of work for nothing).
+
+    Raises
+    ------
+    InputError
+        If the cache folder cannot be written: set NAPARI_SLIP_CACHE elsewhere.
+    """
+    if not writable():
+        raise InputError(
+            f"Could not keep a precision measurement in {cache_file().parent} (it cannot "
+            "be written): set NAPARI_SLIP_CACHE to a folder you can write."
+        )
+
+
 def writable() -> bool:
     """Whether a measurement could be kept (the cache folder is, or can be, written):
     a measurement that would be thrown away is not started in the background."""
@@ -107,6 +122,7 @@ __all__ = [
     "MAX_CACHE_BYTES",
     "PROBE_VERSION",
     "cache_file",
+    "check_writable",
     "load_measurement",
     "machine_key",
     "save_measurement",
