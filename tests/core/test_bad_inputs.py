@@ -627,6 +627,39 @@ def test_classes_csv_in_latin1_is_refused_with_how_to_fix(tmp_path, capsys):
     assert "is not UTF-8 text" in err[0] and "CSV UTF-8" in err[0]
 
 
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (
+            lambda t: t.replace("2,circle", '2,"circle', 1),
+            r"line \d+: the 'class' field 'circle'.*stray quote",
+        ),
+        (lambda t: t.replace("2,circle", '2,"cir\ncle"', 1), r"runs over several lines"),
+        (lambda t: t.replace("2,circle", "2,circle, dividing", 1), r"line 3: more fields.*quotes"),
+        (lambda t: t.replace("2,circle", "2", 1), r"line 3: the 'class' field is missing"),
+    ],
+    ids=["a stray quote", "a line break in a name", "an unquoted comma", "a short row"],
+)
+def test_a_garbled_classes_csv_is_refused_before_any_learning(
+    tmp_path, capsys, tiny_clip_path, edit, pattern
+):
+    """``learn`` on a classes.csv that a stray quote (which swallows every row after
+    it into one class name), a name over two lines, an unquoted comma or a short row
+    garbled: exit 2 naming the line and the fix, no concept written (it used to learn
+    garbled class names and lose half the objects, exit 0)."""
+    from napari_slip.core.training.synthetic import make_synthetic_dataset
+
+    folder = make_synthetic_dataset(tmp_path / "d", n_images=3, size=64)
+    table = folder / "classes.csv"
+    table.write_text(edit(table.read_text()))
+    out = tmp_path / "c.concept"
+    code = main(["learn", str(folder), "-o", str(out), "--clip", str(tiny_clip_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert re.search(pattern, err[0]) and "classes.csv" in err[0], err[0]
+    assert not out.exists()
+
+
 def test_an_extremely_thin_image_is_refused_for_sam(seg):
     with pytest.raises(InputError, match=r"4 x 20000 pixels: too thin for SAM") as info:
         seg.segment(np.random.default_rng(0).random((4, 20000)), "x")

@@ -128,7 +128,9 @@ def read_dataset_folder(folder: str | os.PathLike) -> list[DatasetImage]:
             raise InputError(
                 f"{table} needs the columns image,label,class; has {reader.fieldnames}."
             )
-        for row_no, row in enumerate(reader, start=2):
+        for row in reader:
+            row_no = reader.line_num
+            _check_row(table, row_no, row)
             try:
                 label = int(row["label"])
             except (TypeError, ValueError):
@@ -151,6 +153,27 @@ def read_dataset_folder(folder: str | os.PathLike) -> list[DatasetImage]:
     if not items:
         raise InputError(f"{table} lists no objects.")
     return items
+
+
+def _check_row(table: Path, line: int, row: dict) -> None:
+    """Refuse a row that a stray quote or an unquoted comma garbled, naming its line
+    (where the row ends) and the fix: a field over several lines (a quote opened and
+    never closed swallows the rows after it), more fields than columns, fewer."""
+    if None in row:
+        raise InputError(
+            f"{table} line {line}: more fields than the columns {list(row)[:-1]}; a name "
+            'with a comma needs quotes ("cell, dividing").'
+        )
+    for column, value in row.items():
+        if value is None:
+            raise InputError(f"{table} line {line}: the {column!r} field is missing.")
+        if any(ch in value for ch in "\r\n\x00"):
+            shown = value.splitlines()[0][:40] if value.strip() else ""
+            raise InputError(
+                f"{table} line {line}: the {column!r} field {shown!r}... runs over several "
+                'lines: a quote (") opened and never closed swallows the rows after it; '
+                "remove the stray quote or close it."
+            )
 
 
 def _open_csv(path: Path):
@@ -181,7 +204,9 @@ def read_paraphrases(csv_path: str | os.PathLike) -> dict[str, list[str]]:
             raise InputError(
                 f"{csv_path} needs the columns class,phrase; has {reader.fieldnames}."
             )
-        for row_no, row in enumerate(reader, start=2):
+        for row in reader:
+            row_no = reader.line_num
+            _check_row(csv_path, row_no, row)
             cls, phrase = (row["class"] or "").strip(), (row["phrase"] or "").strip()
             if not cls or not phrase:
                 raise InputError(f"{csv_path} line {row_no}: the class or the phrase is empty.")
@@ -199,7 +224,9 @@ def read_captions(csv_path: str | os.PathLike) -> Pairs:
             raise InputError(
                 f"{csv_path} needs the columns image,caption; has {reader.fieldnames}."
             )
-        for row_no, row in enumerate(reader, start=2):
+        for row in reader:
+            row_no = reader.line_num
+            _check_row(csv_path, row_no, row)
             caption = (row["caption"] or "").strip()
             if not caption:
                 raise InputError(f"{csv_path} line {row_no}: the caption is empty.")
