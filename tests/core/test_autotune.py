@@ -365,6 +365,7 @@ def test_hostile_cache_values_are_no_measurement(monkeypatch):
         fh.truncate(1 << 30)
     reads = []
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self))
+    monkeypatch.setattr(Path, "read_bytes", lambda self, *a, **k: reads.append(self))
     assert autotune.load_measurement() is None and not reads
 
 
@@ -373,7 +374,7 @@ def test_the_cache_is_parsed_once_per_version_of_the_file(monkeypatch):
     _saved_with_threads(1)
     parsed = []
     loads = json.loads
-    monkeypatch.setattr(json, "loads", lambda text: parsed.append(1) or loads(text))
+    monkeypatch.setattr(json, "loads", lambda text, **kw: parsed.append(1) or loads(text, **kw))
     for _ in range(50):  # every plane of a stack asks
         assert autotune.load_measurement() is not None
     assert len(parsed) == 1

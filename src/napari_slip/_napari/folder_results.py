@@ -3,10 +3,10 @@ the viewer with its labels (from the folder's ``summary.json``, what the run wro
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..core.errors import InputError, SlipError
+from ..core.runtime.json_files import read_json_or_none
 from .services import DockServices
 
 
@@ -90,11 +90,8 @@ def listed_results(summary: Path) -> dict[str, dict]:
     """``{"NAME (n objects)": entry}`` of a folder run's ``summary.json``: entries with a
     labels file name and an input path; anything else in a damaged or hand-edited file
     is left out (a file that cannot be read lists nothing)."""
-    try:
-        info = json.loads(summary.read_text())
-    except (OSError, ValueError):
-        return {}
-    images = info.get("images") if isinstance(info, dict) else None
+    info = read_json_or_none(summary)
+    images = info.get("images") if info is not None else None
     out = {}
     for entry in images if isinstance(images, list) else []:
         if not isinstance(entry, dict):

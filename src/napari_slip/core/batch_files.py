@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
+from .runtime.json_files import read_json_or_none
 
 #: Inputs a batch picks up in folders (a ``.zarr`` folder is one image).
 SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
@@ -105,11 +106,8 @@ def _our_output(path: Path, out: Path | None) -> bool:
     if out is None or out not in path.resolve().parents:
         return False
     name = path.resolve().relative_to(out).as_posix()
-    try:
-        record = json.loads((out / RECORDS / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and bool(record.get("wrote") or record.get("status") == "done")
+    record = read_json_or_none(out / RECORDS / f"{name}.json")
+    return record is not None and bool(record.get("wrote") or record.get("status") == "done")
 
 
 def _outside_output(folder: Path, out: Path | None) -> None:
@@ -173,11 +171,7 @@ def _write_record(out_dir: Path, item: BatchItem, record: dict) -> None:
 
 def read_record(out_dir: Path, item: BatchItem) -> dict | None:
     """An input's record, or None if it is missing or unreadable."""
-    try:
-        record = json.loads(_record_path(out_dir, item).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
+    return read_json_or_none(_record_path(out_dir, item))
 
 
 def is_done(out_dir: Path, item: BatchItem, digest: str) -> bool:
@@ -240,11 +234,8 @@ def _not_ours(out_dir: Path, items: list[BatchItem]) -> list[Path]:
 def _is_our_summary(path: Path) -> bool:
     if not path.exists():
         return True
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "params_hash" in data
+    data = read_json_or_none(path)
+    return data is not None and "params_hash" in data
 
 
 def _write_summary(out_dir: Path, items: list[BatchItem], config, summary, records: dict) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..runtime.atomic import atomic_write
+from ..runtime.json_files import JsonDamaged, parse_json
 from .base import GROUP_ORDER, MAX_CLASSES, MAX_EXAMPLES, MAX_NAME, Examples, check_features
 from .features import MEASUREMENTS
 
@@ -148,17 +149,15 @@ def read_header(path: Path) -> tuple[dict, dict]:
         if n > MAX_HEADER or n + 8 > size:
             raise _fail(path, f"its header claims {n} bytes (truncated or not a concept)")
         try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise _fail(path, "its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise _fail(path, "its header is not a mapping")
+            header = parse_json(fh.read(n), max_bytes=MAX_HEADER)
+        except JsonDamaged as exc:
+            raise _fail(path, f"its header is damaged: {exc}") from None
     raw = header.pop("__metadata__", {})
     try:
-        meta = json.loads(raw["napari_slip"])
-    except (KeyError, TypeError, json.JSONDecodeError):
+        meta = parse_json(raw["napari_slip"], max_bytes=MAX_HEADER)
+    except (KeyError, TypeError, JsonDamaged):
         raise _fail(path, "it has no napari-slip concept metadata") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if meta.get("format") != FORMAT:
         raise _fail(path, "it is not a napari-slip concept")
     if meta.get("version") != VERSION:
         raise _fail(

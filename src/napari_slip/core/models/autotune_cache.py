@@ -12,6 +12,7 @@ import torch
 
 from ..errors import InputError
 from ..runtime.atomic import atomic_write_text
+from ..runtime.json_files import read_json_or_none
 from ..runtime.machine import thread_options
 from ..runtime.perf import STAGES, cpu_info
 
@@ -49,13 +50,7 @@ def _entries() -> dict | None:
     key = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
     if _READ is not None and _READ[0] == key:
         return _READ[1]
-    entries = None
-    if stat.st_size <= MAX_CACHE_BYTES:
-        try:
-            entries = json.loads(path.read_text())
-        except (OSError, ValueError, RecursionError):
-            entries = None
-    entries = entries if isinstance(entries, dict) else None
+    entries = read_json_or_none(path, max_bytes=MAX_CACHE_BYTES)
     _READ = (key, entries)
     return entries
 

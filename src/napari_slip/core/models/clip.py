@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..runtime.json_files import JsonDamaged, parse_json
 
 CONFIG_KEY = "open_clip_config"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -281,8 +282,8 @@ def read_safetensors_metadata(path: str | os.PathLike) -> dict:
     meta = {}
     for key, value in raw.items():
         try:
-            meta[key] = json.loads(value)
-        except ValueError:
+            meta[key] = parse_json(value, kind=object)
+        except JsonDamaged:
             meta[key] = value
     return meta
 

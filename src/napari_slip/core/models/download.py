@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import ChecksumError, WeightsUnavailableError
 from ..runtime.atomic import atomic_write_text, staging_path
+from ..runtime.json_files import read_json_or_none
 
 #: Environment variable that overrides the cache folder.
 CACHE_ENV = "NAPARI_SLIP_CACHE"
@@ -98,11 +99,8 @@ def _hash_key(path: Path) -> str:
 
 def _read_hash_index() -> dict[str, str]:
     """The memo of file hashes; anything unreadable or malformed counts as empty."""
-    try:
-        index = json.loads(_hash_index().read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(index, dict):
+    index = read_json_or_none(_hash_index())
+    if index is None:
         return {}
     return {k: v for k, v in index.items() if isinstance(v, str) and _HEX64.match(v)}
 

@@ -15,11 +15,11 @@ the exact path to put it at. The text tower needs ``transformers``
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError, WeightsUnavailableError
+from ..runtime.json_files import JsonDamaged, read_json
 
 #: Where the hub's files are fetched from (a test points it at 127.0.0.1).
 HUB = "https://huggingface.co"
@@ -120,11 +120,11 @@ def load_hub_clip(name: str, folder: Path, device="cpu"):
     _require_transformers(name)
     clip = HUB_CLIPS[name]
     try:
-        config = json.loads((folder / "open_clip_config.json").read_text())
+        config = read_json(folder / "open_clip_config.json")
         model_cfg = copy.deepcopy(config["model_cfg"])
         preprocess = config.get("preprocess_cfg", {})
         text_cfg = model_cfg["text_cfg"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, JsonDamaged, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"{folder / 'open_clip_config.json'} is not an open_clip hub config "
             f"({type(exc).__name__}: {exc}); delete it to download it again."

@@ -16,6 +16,7 @@ import torch
 from ..models.download import cache_dir
 from ..models.promptable import ImageEmbedding
 from ..runtime.atomic import atomic_write
+from ..runtime.json_files import parse_json
 
 DEFAULT_LIMIT = 1 << 30
 
@@ -59,8 +60,8 @@ def load_embedding(path: Path, device: torch.device | str = "cpu") -> ImageEmbed
             meta = fh.metadata()
         embedding = ImageEmbedding(
             features=features.to(device),
-            original_size=tuple(json.loads(meta["original_size"])),
-            input_size=tuple(json.loads(meta["input_size"])),
+            original_size=tuple(parse_json(meta["original_size"], kind=list)),
+            input_size=tuple(parse_json(meta["input_size"], kind=list)),
         )
     except Exception:
         return None  # corrupt or foreign: recompute rather than fail
