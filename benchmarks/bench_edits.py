@@ -62,10 +62,11 @@ def build_sam(folder: Path, sam: str = "vit_b") -> Path:
 
 def one_click(viewer, widget, y: int, x: int, right: bool = False) -> tuple[float, float, bool]:
     """A real Shift+click (``right``: Shift+right-click) on napari's canvas at data
-    pixel (y, x): milliseconds to the Labels layer written (the status line says
-    what was added or removed, set right after napari's ``data_setitem``; polled)
-    and to the edit done (its table shown, its example taught, or the refusal), and
-    whether the labels changed."""
+    pixel (y, x): milliseconds to the Labels layer written (napari's
+    ``labels_update`` event, which ``data_setitem`` emits as it asks for the
+    repaint) and to the edit done (its table shown, its example taught, or the
+    refusal), and whether the labels changed. The wait runs Qt's event loop, as a
+    user's napari does (a poll with a short sleep)."""
     from qtpy.QtCore import QPoint, Qt
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
@@ -76,19 +77,25 @@ def one_click(viewer, widget, y: int, x: int, right: bool = False) -> tuple[floa
     layer = widget.session.last.layer
     before = None if layer is None else layer.data.copy()
     button = Qt.MouseButton.RightButton if right else Qt.MouseButton.LeftButton
-    written = None
+    written = []
+
+    def labels_written(_event=None) -> None:
+        written.append(time.perf_counter())
+
+    if layer is not None:
+        layer.events.labels_update.connect(labels_written)
     start = time.perf_counter()
     QTest.mouseClick(
         canvas.native, button, Qt.KeyboardModifier.ShiftModifier, QPoint(round(px), round(py))
     )
     while widget.edits.editing:
         QApplication.processEvents()
-        said = widget.status.value
-        if written is None and said.startswith(("Added object", "Removed object")):
-            written = time.perf_counter()
         time.sleep(0.0005)
     QApplication.processEvents()
     done = 1000 * (time.perf_counter() - start)
+    if layer is not None:
+        layer.events.labels_update.disconnect(labels_written)
+    written = written[0] if written else None
     layer = widget.session.last.layer
     changed = layer is not None and (before is None or not np.array_equal(layer.data, before))
     return (done if written is None else 1000 * (written - start)), done, bool(changed)

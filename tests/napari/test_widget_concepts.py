@@ -175,6 +175,45 @@ def test_a_background_click_adds_nothing_and_the_gui_stays_free(teach, qtbot):
     assert "nothing was added" in widget.status.value
 
 
+def _job(seconds: float):
+    """A job of the edits' queue that takes ``seconds`` in the worker."""
+    import time
+
+    def work():
+        time.sleep(seconds)
+        yield
+        return seconds
+
+    return work
+
+
+def test_a_busy_bar_only_for_edits_that_take_long(teach, qtbot):
+    """A job answered within BUSY_AFTER_MS shows no busy bar and leaves the status as
+    it was (a flashing bar and text only repainted the dock while SAM decoded); one
+    that takes longer says what it does with a moving bar, reset when it ends."""
+    from napari_slip._napari.edit_controls import BUSY_AFTER_MS
+
+    _, widget, _, _, _ = teach
+    bar = widget.progress.native
+    widget.status.value = "Added object 3."
+    for seconds, busy in ((0.01, False), (4 * BUSY_AFTER_MS / 1000, True)):
+        done = []
+        widget.edits.submit(_job(seconds), done.append, "Adding the object…")
+        seen = []
+        while not done:
+            seen.append((bar.maximum(), widget.status.value))
+            qtbot.wait(10)
+        qtbot.waitUntil(lambda: not widget.edits.editing, timeout=10_000)
+        busy_seen = [status for maximum, status in seen if maximum == 0]
+        assert bool(busy_seen) is busy, seen
+        if busy:
+            assert set(busy_seen) == {"Adding the object…"}
+            assert seen[0] == (1, "Added object 3.")  # not at once
+        else:
+            assert {status for _, status in seen} == {"Added object 3."}
+        assert bar.maximum() == 1 and done == [seconds]
+
+
 def test_a_saved_concept_finds_objects_in_another_image(teach, qtbot):
     viewer, widget, run, rgbs, truth = teach
     run()
