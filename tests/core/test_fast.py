@@ -203,6 +203,9 @@ def test_upscaling_matches_sams(layout):
         assert out.shape == expected.shape == (2, 32, 64, 64) and out.is_contiguous()
         assert_close(out, expected, terms=256, depth=3)  # 256 channels, then 64
         assert_close(ours.channels_last(x).permute(0, 3, 1, 2), expected, terms=256, depth=3)
+        hyper = torch.randn(2, 3, 32)  # three masks' hypernetwork outputs per prompt
+        masks = (hyper @ expected.flatten(2)).view(2, 3, 64, 64)
+        assert_close(ours.masks(x, hyper), masks, terms=256 * 32, depth=4)
     assert fast.use_fast_attention(holder, enabled=False) == 1
     assert type(ours) is torch.nn.Sequential
 

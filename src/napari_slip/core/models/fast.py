@@ -317,6 +317,22 @@ class FastUpscaling(torch.nn.Sequential):
         y = act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
         return act2(_transposed_conv2x2(y, up2))
 
+    def masks(self, x: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """SAM's mask logits ``hyper_in @ upscaled``: (B, C, H, W) maps and (B, K, C')
+        hypernetwork outputs -> (B, K, 4H, 4W). The product is taken before the second
+        reshuffle, so K channels are moved rather than C' (3 against 32)."""
+        up1, norm, act1, up2, act2 = self
+        y = _transposed_conv2x2(x.permute(0, 2, 3, 1), up1)
+        y = act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
+        b, h, w, c = y.shape
+        out = up2.weight.shape[1]
+        weight = up2.weight.permute(0, 2, 3, 1).reshape(c, 4 * out)  # columns (dy, dx, o)
+        z = act2(torch.addmm(up2.bias.repeat(4), y.reshape(-1, c), weight))
+        logits = z.view(b, h * w * 4, out) @ hyper_in.transpose(1, 2)  # (B, pixels, K)
+        k = hyper_in.shape[1]
+        logits = logits.view(b, h, w, 2, 2, k).permute(0, 5, 1, 3, 2, 4)
+        return logits.reshape(b, k, 2 * h, 2 * w)
+
     @staticmethod
     def fits(module: torch.nn.Module) -> bool:
         """Whether ``module`` is SAM's upscaling (the layers this class computes)."""

@@ -8,7 +8,7 @@ encoder and mask decoder can be plugged in behind it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,6 +39,16 @@ class ImageEmbedding:
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
+    _maps: tuple | None = field(default=None, init=False, repr=False, compare=False)
+
+    def maps(self) -> torch.Tensor:
+        """The features in channels-last memory, as the mask decoder reads them; made
+        on the first click and kept while the features are these (each click
+        converted them again: 2 ms of its decode)."""
+        if self._maps is None or self._maps[0] is not self.features:
+            maps = self.features.contiguous(memory_format=torch.channels_last)
+            self._maps = (self.features, maps)
+        return self._maps[1]
 
 
 def decode_points(
@@ -105,9 +115,7 @@ def decode_points(
     hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in mlps], dim=1)
     upscaling = decoder.output_upscaling
     if isinstance(upscaling, FastUpscaling):
-        upscaled = upscaling.channels_last(maps)  # (B, H, W, C)
-        _, h, w, c = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, h * w, c).transpose(1, 2)).view(b, -1, h, w)
+        masks = upscaling.masks(maps, hyper_in)
     else:
         upscaled = upscaling(maps)
         _, c, h, w = upscaled.shape
@@ -245,7 +253,7 @@ class PromptableSam:
         sparse, dense = self._prompts(points_xy, embedding, precision)
         with autocast(precision, self.device), stage_threads(plan, "decoder"):
             low_res, iou = decode_points(
-                self._model(precision), embedding.features, self._dense_pe, sparse, dense
+                self._model(precision), embedding.features, self._positions(), sparse, dense
             )
         return low_res.float(), iou.float()
 
@@ -268,7 +276,7 @@ class PromptableSam:
             out = decode_points(
                 self._model(precision),
                 embedding.features,
-                self._dense_pe,
+                self._positions(),
                 sparse,
                 dense,
                 pred_iou_thresh,
@@ -306,22 +314,28 @@ class PromptableSam:
             box = self.transform.apply_boxes(np.asarray(box_xyxy, dtype=float)[None], size)
             boxes = torch.as_tensor(box, dtype=torch.float32, device=self.device)
         model = self._model(precision)
-        if self._dense_pe is None:
-            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
+        positions = self._positions()
         with autocast(precision, self.device), stage_threads(plan, "decoder"):
             sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
             low_res, iou = decode_points(
-                model, embedding.features, self._dense_pe, sparse, dense, multimask=multimask
+                model, embedding.maps(), positions, sparse, dense, multimask=multimask
             )
         return self.upscale(low_res[0].float(), embedding), iou[0].float()
+
+    def _positions(self) -> torch.Tensor:
+        """SAM's positional map of the image grid (the same for every prompt), made
+        once, channels last as the decoder reads it."""
+        if self._dense_pe is None:
+            with torch.no_grad():
+                positions = self.model.prompt_encoder.get_dense_pe()
+            self._dense_pe = positions.contiguous(memory_format=torch.channels_last)
+        return self._dense_pe
 
     def _prompts(self, points_xy, embedding: ImageEmbedding, precision: str):
         """The prompt encoder's (sparse, dense) embeddings of one positive point each."""
         coords = self.transform.apply_coords(np.asarray(points_xy), embedding.original_size)
         points = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[:, None, :]
         labels = torch.ones(points.shape[:2], dtype=torch.int64, device=self.device)
-        if self._dense_pe is None:
-            self._dense_pe = self.model.prompt_encoder.get_dense_pe()
         with autocast(precision, self.device):
             return self.model.prompt_encoder(points=(points, labels), boxes=None, masks=None)
 
