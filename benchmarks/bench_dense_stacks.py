@@ -20,10 +20,12 @@ of the stack's time spent linking (splitting included):
 1. each plane's true sections given as proposals (linking alone), for
    ``split_valley`` 0 (no splitting: the earlier linking) and a range of values, and
    with one plane's sections missing;
-2. the trained fixture SAM's proposals (tests/data/fixture_sam.pth, 16 x 16 points
-   on every plane): on the dense stacks its 2D recall per plane (what linking gets)
-   and the 3D share without and with splitting; on the easy stacks, the 3D share for
-   each ``split_valley`` (noisy SAM sections must not be cut).
+2. the trained fixture SAMs' proposals (16 x 16 points on every plane): the fixture
+   trained on sparse scenes (tests/data/fixture_sam.pth) and the same fine-tuned on
+   planes of dense stacks too (tests/data/fixture_sam_dense.pth; stacks of other
+   seeds than these); on the dense stacks each one's 2D recall per plane (what
+   linking gets) and the 3D share without and with splitting; on the easy stacks,
+   the 3D share for each ``split_valley`` (noisy SAM sections must not be cut).
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def main(argv=None) -> int:
     from napari_slip.testing.dense import VOXEL, dense_nuclei_stack, true_sections
     from napari_slip.testing.scenes import nuclei_stack
     from napari_slip.testing.tiny import write_tiny_clip
-    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_PATH
+    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_DENSE_PATH, FIXTURE_PATH
 
     cpu = dict(cpu_info())
     print(f"CPU: {cpu} ({platform.machine()}, python {platform.python_version()})")
@@ -152,8 +154,10 @@ def main(argv=None) -> int:
         given[key] = row(key, outcomes, dense_truth)
     out["labels_given"] = given
 
-    if not args.no_sam:
-        print("2. the fixture SAM's proposals (16 x 16 points on every plane)")
+    fixtures = {"fixture_sam": FIXTURE_PATH, "fixture_sam_dense": FIXTURE_DENSE_PATH}
+    for name, path in {} if args.no_sam else fixtures.items():
+        print(f"2. {path.name}'s proposals (16 x 16 points on every plane)")
+        engine = Segmenter(str(path), clip, sam_params=sam_params, disk_cache=False)
         sam: dict = {}
         recalls = [plane_recall(engine, image, truth) for image, truth in dense]
         sam["dense, 2D recall per plane"] = round(float(np.mean(recalls)), 3)
@@ -161,12 +165,12 @@ def main(argv=None) -> int:
         for valley in (0.0, default):
             outcomes = [run(engine, i, None, VOXEL, valley) for i, _ in dense]
             key = f"dense, split_valley {valley}"
-            sam[key] = row(f"fixture SAM, {key}", outcomes, dense_truth)
+            sam[key] = row(f"{name}, {key}", outcomes, dense_truth)
         for valley in VALLEYS:
             outcomes = [run(engine, i, None, (1, 1, 1), valley) for i, _ in easy]
             key = f"easy, split_valley {valley}"
-            sam[key] = row(f"fixture SAM, {key}", outcomes, easy_truth)
-        out["fixture_sam"] = sam
+            sam[key] = row(f"{name}, {key}", outcomes, easy_truth)
+        out[name] = sam
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")

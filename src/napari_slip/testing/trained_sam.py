@@ -45,9 +45,11 @@ FIXTURE_AMG = {
 }
 #: Where the trained fixture is kept in the repository (made by :func:`train_sam`).
 FIXTURE_PATH = Path(__file__).resolve().parents[3] / "tests" / "data" / "fixture_sam.pth"
-#: The fixture fine-tuned on dense stacks' planes too (made by :func:`train_sam` with
-#: ``dense_share=0.5, init=FIXTURE_PATH``): judges dense 3D linking from SAM's own
-#: proposals.
+#: The fixture fine-tuned on planes of dense stacks too (:mod:`.dense`, stacks of
+#: seeds 5,000 on, never the tests' or benchmarks'), which judges dense 3D linking from
+#: SAM's own proposals; made by ``python -m napari_slip.testing.trained_sam
+#: tests/data/fixture_sam_dense.pth --steps 3000 --seed 4 --dense-share 0.6 --init
+#: tests/data/fixture_sam.pth`` (17 minutes on one CPU thread).
 FIXTURE_DENSE_PATH = FIXTURE_PATH.with_name("fixture_sam_dense.pth")
 
 
