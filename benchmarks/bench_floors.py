@@ -25,23 +25,13 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_concepts import build_clip
-
-
-def best_time(fn, repeats: int = 3) -> float:
-    fn()  # warm: allocations, one-time casts and quantized copies
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from bench_fp32 import best_time
 
 
 def counted_flops(fn) -> float:
