@@ -312,26 +312,25 @@ class FastUpscaling(torch.nn.Sequential):
 
     def channels_last(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) in any memory layout -> (B, 4H, 4W, C') channels last."""
-        up1, norm, act1, up2, act2 = self
-        y = _transposed_conv2x2(x.permute(0, 2, 3, 1), up1)
-        y = act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
-        return act2(_transposed_conv2x2(y, up2))
+        return self[4](_transposed_conv2x2(self._first_half(x), self[3]))
 
     def masks(self, x: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
         """SAM's mask logits ``hyper_in @ upscaled``: (B, C, H, W) maps and (B, K, C')
         hypernetwork outputs -> (B, K, 4H, 4W). The product is taken before the second
         reshuffle, so K channels are moved rather than C' (3 against 32)."""
-        up1, norm, act1, up2, act2 = self
-        y = _transposed_conv2x2(x.permute(0, 2, 3, 1), up1)
-        y = act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
-        b, h, w, c = y.shape
-        out = up2.weight.shape[1]
-        weight = up2.weight.permute(0, 2, 3, 1).reshape(c, 4 * out)  # columns (dy, dx, o)
-        z = act2(torch.addmm(up2.bias.repeat(4), y.reshape(-1, c), weight))
-        logits = z.view(b, h * w * 4, out) @ hyper_in.transpose(1, 2)  # (B, pixels, K)
+        y = self._first_half(x)
+        b, h, w, _ = y.shape
+        logits = self[4](_unshuffled(y, self[3])) @ hyper_in.transpose(1, 2)  # (B, px, K)
         k = hyper_in.shape[1]
         logits = logits.view(b, h, w, 2, 2, k).permute(0, 5, 1, 3, 2, 4)
         return logits.reshape(b, k, 2 * h, 2 * w)
+
+    def _first_half(self, x: torch.Tensor) -> torch.Tensor:
+        """The first transposed convolution, the norm and the activation: (B, C, H, W)
+        -> (B, 2H, 2W, C1) channels last."""
+        up1, norm, act1 = self[0], self[1], self[2]
+        y = _transposed_conv2x2(x.permute(0, 2, 3, 1), up1)
+        return act1(F.layer_norm(y, (y.shape[-1],), norm.weight, norm.bias, norm.eps))
 
     @staticmethod
     def fits(module: torch.nn.Module) -> bool:
@@ -366,14 +365,22 @@ def _plain_2x2(conv: torch.nn.ConvTranspose2d) -> bool:
     )
 
 
-def _transposed_conv2x2(x: torch.Tensor, conv: torch.nn.ConvTranspose2d) -> torch.Tensor:
-    """A 2 x 2, stride-2 transposed convolution of channels-last ``x`` (B, H, W, C):
-    (B, 2H, 2W, C')."""
+def _unshuffled(x: torch.Tensor, conv: torch.nn.ConvTranspose2d) -> torch.Tensor:
+    """A 2 x 2, stride-2 transposed convolution of channels-last ``x`` (B, H, W, C)
+    before its pixels are put in place: (B, H * W * 4, C'), rows (pixel, dy, dx)."""
     b, h, w, c = x.shape
     out = conv.weight.shape[1]
     weight = conv.weight.permute(0, 2, 3, 1).reshape(c, 4 * out)  # columns (dy, dx, o)
     y = torch.addmm(conv.bias.repeat(4), x.reshape(-1, c), weight)
-    return y.view(b, h, w, 2, 2, out).transpose(2, 3).reshape(b, 2 * h, 2 * w, out)
+    return y.view(b, h * w * 4, out)
+
+
+def _transposed_conv2x2(x: torch.Tensor, conv: torch.nn.ConvTranspose2d) -> torch.Tensor:
+    """A 2 x 2, stride-2 transposed convolution of channels-last ``x`` (B, H, W, C):
+    (B, 2H, 2W, C')."""
+    b, h, w, _ = x.shape
+    y = _unshuffled(x, conv).view(b, h, w, 2, 2, -1)
+    return y.transpose(2, 3).reshape(b, 2 * h, 2 * w, y.shape[-1])
 
 
 def _softmax_over_rows(scores: torch.Tensor) -> torch.Tensor:
