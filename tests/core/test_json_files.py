@@ -84,3 +84,25 @@ def test_no_other_json_reader_in_the_package():
             if re.search(r"\bjson\.loads?\(", line) and made_here.get(rel, "\0") not in line:
                 found.append(f"{rel}: {line.strip()}")
     assert found == []
+
+
+def test_a_batch_record_of_a_slides_many_objects_reads_back(tmp_path):
+    """A batch record holds every object's row: one larger than the default cap (a
+    whole slide's nuclei) is still read back, so a resume neither redoes the image
+    nor takes its labels for a file it did not write."""
+    import json
+
+    from napari_slip.core.batch_files import RECORDS, BatchItem, read_record
+    from napari_slip.core.runtime.json_files import MAX_BYTES
+
+    item = BatchItem(tmp_path / "slide.tif", "slide.tif")
+    rows = [{"id": i, "area": 120 + i % 50, "mean_intensity_0": 812.25} for i in range(400_000)]
+    record = {"status": "done", "wrote": True, "n_objects": len(rows), "objects": rows}
+    path = tmp_path / RECORDS / "slide.tif.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    assert path.stat().st_size > MAX_BYTES
+    back = read_record(tmp_path, item)
+    assert (
+        back is not None and back["n_objects"] == 400_000 and back["objects"][-1]["id"] == 399_999
+    )

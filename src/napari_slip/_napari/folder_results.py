@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.batch_files import BATCH_JSON_BYTES
 from ..core.errors import InputError, SlipError
 from ..core.runtime.json_files import read_json_or_none
 from .services import DockServices
@@ -90,7 +91,7 @@ def listed_results(summary: Path) -> dict[str, dict]:
     """``{"NAME (n objects)": entry}`` of a folder run's ``summary.json``: entries with a
     labels file name and an input path; anything else in a damaged or hand-edited file
     is left out (a file that cannot be read lists nothing)."""
-    info = read_json_or_none(summary)
+    info = read_json_or_none(summary, max_bytes=BATCH_JSON_BYTES)
     images = info.get("images") if info is not None else None
     out = {}
     for entry in images if isinstance(images, list) else []:

@@ -13,6 +13,9 @@ from pathlib import Path
 from .errors import InputError
 from .runtime.json_files import read_json_or_none
 
+#: The largest batch record or summary read back: a record holds every object's row
+#: (a whole slide's million nuclei are about 0.5 GB), so far above the default cap.
+BATCH_JSON_BYTES = 1 << 30
 #: Inputs a batch picks up in folders (a ``.zarr`` folder is one image).
 SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".zarr")
 
@@ -106,7 +109,7 @@ def _our_output(path: Path, out: Path | None) -> bool:
     if out is None or out not in path.resolve().parents:
         return False
     name = path.resolve().relative_to(out).as_posix()
-    record = read_json_or_none(out / RECORDS / f"{name}.json")
+    record = read_json_or_none(out / RECORDS / f"{name}.json", max_bytes=BATCH_JSON_BYTES)
     return record is not None and bool(record.get("wrote") or record.get("status") == "done")
 
 
@@ -171,7 +174,7 @@ def _write_record(out_dir: Path, item: BatchItem, record: dict) -> None:
 
 def read_record(out_dir: Path, item: BatchItem) -> dict | None:
     """An input's record, or None if it is missing or unreadable."""
-    return read_json_or_none(_record_path(out_dir, item))
+    return read_json_or_none(_record_path(out_dir, item), max_bytes=BATCH_JSON_BYTES)
 
 
 def is_done(out_dir: Path, item: BatchItem, digest: str) -> bool:
@@ -234,7 +237,7 @@ def _not_ours(out_dir: Path, items: list[BatchItem]) -> list[Path]:
 def _is_our_summary(path: Path) -> bool:
     if not path.exists():
         return True
-    data = read_json_or_none(path)
+    data = read_json_or_none(path, max_bytes=BATCH_JSON_BYTES)
     return data is not None and "params_hash" in data
 
 
@@ -292,6 +295,7 @@ def _write_summary(out_dir: Path, items: list[BatchItem], config, summary, recor
 
 
 __all__ = [
+    "BATCH_JSON_BYTES",
     "RECORDS",
     "SUFFIXES",
     "BatchItem",
