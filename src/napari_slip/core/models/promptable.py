@@ -7,6 +7,8 @@ encoder and mask decoder can be plugged in behind it.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import threading
 from dataclasses import dataclass, field
 
@@ -20,6 +22,10 @@ from .fast import FastUpscaling
 #: Whether :func:`decode_points` takes the image maps channels last (off only in the
 #: benchmark's ablation).
 CHANNELS_LAST_MAPS = True
+
+#: Whether bf16 on a CPU decodes with a bf16 copy of the mask decoder rather than under
+#: autocast (off only in the benchmark's ablation; see ``PromptableSam._decoder``).
+NATIVE_BF16_DECODER = True
 
 
 @dataclass
@@ -39,16 +45,18 @@ class ImageEmbedding:
     features: torch.Tensor
     original_size: tuple[int, int]
     input_size: tuple[int, int]
-    _maps: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _maps: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def maps(self) -> torch.Tensor:
-        """The features in channels-last memory, as the mask decoder reads them; made
-        on the first click and kept while the features are these (each click
-        converted them again: 2 ms of its decode)."""
-        if self._maps is None or self._maps[0] is not self.features:
+    def maps(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The features in channels-last memory (and ``dtype``: the bf16 decoder's),
+        as the mask decoder reads them; made on the first decode and kept while the
+        features are these (each click converted them again: 2 ms of its decode)."""
+        if self._maps.get("features") is not self.features:
+            self._maps = {"features": self.features}
+        if dtype not in self._maps:
             maps = self.features.contiguous(memory_format=torch.channels_last)
-            self._maps = (self.features, maps)
-        return self._maps[1]
+            self._maps[dtype] = maps if dtype is None else maps.to(dtype)
+        return self._maps[dtype]
 
 
 def decode_points(
@@ -151,6 +159,15 @@ def int8_copy(model: torch.nn.Module) -> torch.nn.Module:
     return quantized
 
 
+class Bf16Decoder(torch.nn.Module):
+    """A bf16 copy of SAM's mask decoder, as the ``mask_decoder`` of a model
+    :func:`decode_points` takes (the image encoder is not copied)."""
+
+    def __init__(self, mask_decoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.mask_decoder = copy.deepcopy(mask_decoder).to(torch.bfloat16).eval()
+
+
 class PromptableSam:
     """A SAM model behind a small interface: :meth:`embed`, :meth:`decode_points`,
     :meth:`upscale`.
@@ -167,8 +184,9 @@ class PromptableSam:
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self._encoder_transform = ResizeLongestSide(self.encoder_size)
-        self._dense_pe = None
+        self._dense_pe: dict = {}
         self._int8 = None
+        self._bf16 = None
         self._lock = threading.Lock()
 
     def _model(self, precision: str) -> torch.nn.Module:
@@ -180,6 +198,36 @@ class PromptableSam:
             if self._int8 is None:
                 self._int8 = int8_copy(self.model)
         return self._int8
+
+    def _decoder(self, precision: str) -> tuple[torch.nn.Module, torch.dtype | None]:
+        """The model whose ``mask_decoder`` decodes in ``precision``, and the dtype its
+        inputs must have (None: the model's own, under :func:`autocast`).
+
+        bf16 on a CPU runs a bf16 copy of the mask decoder (4 M weights, made once):
+        under autocast the decoder's stream of image tokens stayed fp32 and every
+        matrix product cast a copy of it to bf16 (a quarter of the decode's time); in
+        bf16 throughout it is neither cast nor read twice as wide (1.5x per point on
+        2 AVX-512-bf16 cores; same output to bf16 rounding, see docs/performance.md).
+        """
+        if precision != "bf16" or self.device.type != "cpu" or not NATIVE_BF16_DECODER:
+            return self._model(precision), None
+        with self._lock:
+            if self._bf16 is None:
+                self._bf16 = Bf16Decoder(self.model.mask_decoder)
+        return self._bf16, torch.bfloat16
+
+    def _decode(self, embedding: ImageEmbedding, sparse, dense, plan: str, **options):
+        """:func:`decode_points` in the decoder stage's precision and threads."""
+        precision = stage_precision(plan, "decoder")
+        model, dtype = self._decoder(precision)
+        if dtype is not None:
+            sparse, dense = sparse.to(dtype), dense.to(dtype)
+        context = contextlib.nullcontext() if dtype else autocast(precision, self.device)
+        with context, stage_threads(plan, "decoder"):
+            out = decode_points(
+                model, embedding.maps(dtype), self._positions(dtype), sparse, dense, **options
+            )
+        return (out[0].float(), out[1].float(), *out[2:])
 
     @property
     def device(self) -> torch.device:
@@ -249,13 +297,8 @@ class PromptableSam:
             (N, 3, h, w) mask logits at the decoder's resolution and (N, 3) predicted
             IoUs, both float32.
         """
-        plan, precision = precision, stage_precision(precision, "decoder")
         sparse, dense = self._prompts(points_xy, embedding, precision)
-        with autocast(precision, self.device), stage_threads(plan, "decoder"):
-            low_res, iou = decode_points(
-                self._model(precision), embedding.features, self._positions(), sparse, dense
-            )
-        return low_res.float(), iou.float()
+        return self._decode(embedding, sparse, dense, precision)
 
     @torch.no_grad()
     def decode_points_above(
@@ -270,19 +313,15 @@ class PromptableSam:
         ``pred_iou_thresh``, flattened: ``(M, h, w)`` low-resolution logits and ``(M,)``
         IoUs, and with ``return_index`` the ``(M,)`` point each mask answers. The mask
         head runs only for those (see :func:`decode_points`)."""
-        plan, precision = precision, stage_precision(precision, "decoder")
         sparse, dense = self._prompts(points_xy, embedding, precision)
-        with autocast(precision, self.device), stage_threads(plan, "decoder"):
-            out = decode_points(
-                self._model(precision),
-                embedding.features,
-                self._positions(),
-                sparse,
-                dense,
-                pred_iou_thresh,
-                return_index,
-            )
-        return (out[0].float(), out[1].float(), *out[2:])
+        return self._decode(
+            embedding,
+            sparse,
+            dense,
+            precision,
+            pred_iou_thresh=pred_iou_thresh,
+            return_index=return_index,
+        )
 
     @torch.no_grad()
     def decode_prompt(
@@ -313,26 +352,24 @@ class PromptableSam:
         if box_xyxy is not None:
             box = self.transform.apply_boxes(np.asarray(box_xyxy, dtype=float)[None], size)
             boxes = torch.as_tensor(box, dtype=torch.float32, device=self.device)
-        model = self._model(precision)
-        positions = self._positions()
-        with autocast(precision, self.device), stage_threads(plan, "decoder"):
-            sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
-            low_res, iou = decode_points(
-                model, embedding.maps(), positions, sparse, dense, multimask=multimask
-            )
-        return self.upscale(low_res[0].float(), embedding), iou[0].float()
+        with autocast(precision, self.device):
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        low_res, iou = self._decode(embedding, sparse, dense, plan, multimask=multimask)
+        return self.upscale(low_res[0], embedding), iou[0]
 
-    def _positions(self) -> torch.Tensor:
+    def _positions(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """SAM's positional map of the image grid (the same for every prompt), made
-        once, channels last as the decoder reads it."""
-        if self._dense_pe is None:
+        once, channels last as the decoder reads it (and in ``dtype``)."""
+        if dtype not in self._dense_pe:
             with torch.no_grad():
                 positions = self.model.prompt_encoder.get_dense_pe()
-            self._dense_pe = positions.contiguous(memory_format=torch.channels_last)
-        return self._dense_pe
+            positions = positions.contiguous(memory_format=torch.channels_last)
+            self._dense_pe[dtype] = positions if dtype is None else positions.to(dtype)
+        return self._dense_pe[dtype]
 
-    def _prompts(self, points_xy, embedding: ImageEmbedding, precision: str):
+    def _prompts(self, points_xy, embedding: ImageEmbedding, plan: str):
         """The prompt encoder's (sparse, dense) embeddings of one positive point each."""
+        precision = stage_precision(plan, "decoder")
         coords = self.transform.apply_coords(np.asarray(points_xy), embedding.original_size)
         points = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[:, None, :]
         labels = torch.ones(points.shape[:2], dtype=torch.int64, device=self.device)
