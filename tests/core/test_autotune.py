@@ -236,6 +236,7 @@ def test_a_real_measurement_is_consistent_and_gives_up_when_a_run_starts(monkeyp
     clip = autotune.measure(["fp32", "bf16"], [n], stages=("clip",))
     assert set(clip["table"]) == {"clip"} and 0.99 < clip["fidelity"]["clip"]["bf16"] <= 1.0
     monkeypatch.setattr(autotune, "ENCODER_GRID", 28)  # the global block on fewer tokens
+    monkeypatch.setattr(autotune, "POINT_BATCHES", (4, 8))  # 8 points, not 64
     monkeypatch.setattr(autotune, "cpu_precisions", lambda: ["fp32"])
     monkeypatch.setattr(autotune, "thread_options", lambda: [n])
     stopped = autotune.measure_when_idle()  # waits a moment, then measures
@@ -251,7 +252,11 @@ def test_a_real_measurement_is_consistent_and_gives_up_when_a_run_starts(monkeyp
     assert entry is not None and not autotune.pending()
     for stage in perf.STAGES:
         assert entry["table"][stage]["fp32"][str(n)] > 0
-        assert entry["choice"][stage] == {"precision": "fp32", "threads": n}
+        pick = {k: v for k, v in entry["choice"][stage].items() if k != "point_batch"}
+        assert pick == {"precision": "fp32", "threads": n}
+    per_point = entry["point_batch"]  # the grid's decode timed at each batch
+    assert set(per_point) == {"4", "8"} and all(t > 0 for t in per_point.values())
+    assert entry["choice"]["decoder"]["point_batch"] == autotune.choose_batch(per_point)
     assert entry["machine"]["model"] == perf.cpu_info()["model"]
 
 
@@ -294,6 +299,7 @@ def test_the_command_line_measures_only_when_asked(
 
     monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
     monkeypatch.setattr(autotune, "ENCODER_GRID", 28)
+    monkeypatch.setattr(autotune, "POINT_BATCHES", (4, 8))
     monkeypatch.setattr(autotune, "cpu_precisions", lambda: ["fp32"])
     monkeypatch.setattr(autotune, "_THREAD", None)
     image, labels = blobs_image()

@@ -501,6 +501,7 @@ def test_the_widget_measures_auto_in_the_background_after_a_run(setup, monkeypat
     _, widget, run, _ = setup
     monkeypatch.setenv("NAPARI_SLIP_AUTOTUNE", "1")
     monkeypatch.setattr(autotune, "ENCODER_GRID", 28)
+    monkeypatch.setattr(autotune, "POINT_BATCHES", (4, 8))
     monkeypatch.setattr(autotune, "cpu_precisions", lambda: ["fp32"])
     monkeypatch.setattr(autotune, "_THREAD", None)
     run()

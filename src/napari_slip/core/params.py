@@ -49,9 +49,9 @@ class SamProposalParams(_Params):
     points_per_side: int = option(
         32, "grid density: points per image side", bounds=(1, 256), label="Points/side"
     )
-    #: None: 16 on a CPU (as fast as 64, 0.5 GB less memory at 1024 px), 64 on a GPU.
+    #: None: on a CPU the batch ``precision="auto"`` measured for it (else 16), 64 on a GPU.
     points_per_batch: int | None = option(
-        None, "points decoded together (default 16 on a CPU, 64 on a GPU)"
+        None, "points decoded together (default: measured on a CPU, else 16; 64 on a GPU)"
     )
     pred_iou_thresh: float = option(
         0.88, "drop masks whose predicted IoU is not above this", bounds=(0, 1), label="Min IoU"

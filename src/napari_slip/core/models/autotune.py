@@ -9,7 +9,10 @@ the shapes that matter on this machine, once:
 - **decoder**: SAM's full-size mask decoder (width 256, a 64 x 64 embedding) on 8
   points, once with no mask passing the IoU filter and once with every mask passing;
 - **clip**: two blocks of CLIP ViT-B/32's vision tower (width 768) on 16 crops at
-  224 px, through the same weight casting / quantization the real CLIP gets.
+  224 px, through the same weight casting / quantization the real CLIP gets;
+- **the grid's point batch**: then, in the decoder's chosen precision and threads,
+  the grid's decode at 8, 16, 32 and 64 points per batch (the real shapes), the
+  smallest batch within ``TIE`` of the fastest per point winning.
 
 Each stage runs in every precision this CPU supports (fp32, bf16, int8), with every
 thread count worth trying (the logical cores and the physical ones, when they
@@ -121,7 +124,16 @@ def plan_of(choice: dict) -> Plan:
     return Plan(
         *(choice[s]["precision"] for s in STAGES),
         threads={s: choice[s]["threads"] for s in STAGES},
+        point_batch=choice["decoder"].get("point_batch"),
     )
+
+
+def choose_batch(per_point: dict) -> int:
+    """The grid's points per decoder batch from measured seconds per point
+    ``{batch: s}``: the smallest batch within :data:`TIE` of the fastest (a smaller
+    batch holds less memory and reports progress, or stops, sooner)."""
+    fastest = min(per_point.values())
+    return min(int(b) for b, t in per_point.items() if t <= fastest * (1 + TIE))
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -209,6 +221,49 @@ def _clip_probe(precision: str) -> list:
     return [(lambda: torch.from_numpy(clip.encode_images(crops)), 1.0)]
 
 
+#: Point batches the grid's decode is timed at (see :func:`measure_point_batch`).
+POINT_BATCHES = (8, 16, 32, 64)
+
+
+def measure_point_batch(
+    precision: str, n_threads: int, stop: Callable[[], bool] = lambda: False
+) -> dict:
+    """Seconds per point of the grid's decode at each of :data:`POINT_BATCHES`, in the
+    decoder's chosen precision and threads, on the real shapes: SAM's full-size mask
+    decoder on a 64 x 64 embedding, 64 points per batch size, none of whose masks
+    passes SAM's IoU filter (most of a grid's points; a passing mask's head costs the
+    same in any batch). Best of :data:`REPEATS` after a warm-up."""
+    import numpy as np
+
+    from .promptable import ImageEmbedding, PromptableSam
+    from .sam import SamConfig, build_sam
+
+    gen = torch.Generator().manual_seed(0)
+    with _seeded():
+        decoder = PromptableSam(build_sam(SamConfig(depth=0, global_attn_indexes=())))
+    embedding = ImageEmbedding(
+        torch.randn(1, 256, 64, 64, generator=gen), (1024, 1024), (1024, 1024)
+    )
+    points = np.random.default_rng(1).uniform(0, 1024, (max(POINT_BATCHES), 2))
+
+    def grid(batch: int) -> None:
+        for start in range(0, len(points), batch):
+            if stop():
+                raise Interrupted
+            decoder.decode_points_above(embedding, points[start : start + batch], 1e9, precision)
+
+    best = {}
+    with threads(n_threads):
+        grid(POINT_BATCHES[-1])  # warm-up: the allocator's pools, a bf16 copy
+        for _ in range(REPEATS):
+            for batch in POINT_BATCHES:  # rounds over every batch (see _time_stage)
+                t0 = time.perf_counter()
+                grid(batch)
+                seconds = (time.perf_counter() - t0) / len(points)
+                best[str(batch)] = min(best.get(str(batch), float("inf")), seconds)
+    return best
+
+
 #: Per stage: ``probe(precision) -> [(run, weight), ...]``; the stage's time is the
 #: weighted sum of its parts' times (the encoder's stand for ViT-B's 12 blocks). The
 #: weights are random and seeded alike for every precision (the same model each time).
@@ -273,11 +328,18 @@ def measure(
             for n in thread_counts:
                 with threads(n):
                     _time_stage(stage, order, n, table, fidelity, stop)
+        chosen = choose(table, fidelity)
+        batches = None
+        if "decoder" in chosen:
+            pick = chosen["decoder"]
+            batches = measure_point_batch(pick["precision"], pick["threads"], stop)
+            pick["point_batch"] = choose_batch(batches)
     info = cpu_info()
     return {
         "table": table,
         "fidelity": fidelity,
-        "choice": choose(table, fidelity),
+        "point_batch": batches,
+        "choice": chosen,
         "seconds": round(time.perf_counter() - start, 2),
         "machine": {**info, "torch": torch.__version__, "threads": thread_counts},
         "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -418,6 +480,13 @@ def describe_entry(entry: dict) -> list[str]:
             f"  {stage:<8} {'; '.join(cells)}  -> {pick['precision']} with "
             f"{pick['threads']} thread(s)"
         )
+    per_point = entry.get("point_batch")
+    if per_point:
+        times = ", ".join(f"{b}: {t * 1000:.1f} ms" for b, t in per_point.items())
+        lines.append(
+            f"  grid     per point, by points per batch: {times}  -> "
+            f"{entry['choice']['decoder'].get('point_batch')} points per batch"
+        )
     return lines
 
 
@@ -426,12 +495,14 @@ __all__ = [
     "TIE",
     "cache_file",
     "choose",
+    "choose_batch",
     "describe",
     "describe_entry",
     "load_measurement",
     "machine_key",
     "measure",
     "measure_now",
+    "measure_point_batch",
     "measure_when_idle",
     "physical_cores",
     "resolve_precision",

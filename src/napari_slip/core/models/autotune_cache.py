@@ -17,7 +17,10 @@ from ..runtime.machine import thread_options
 from ..runtime.perf import STAGES, cpu_info
 
 #: Bumped when the probes change (old measurements are then measured again).
-PROBE_VERSION = 1
+PROBE_VERSION = 2
+#: The largest point batch a measurement may choose (a damaged file's larger one is
+#: not trusted: a batch's memory grows with it).
+MAX_POINT_BATCH = 1024
 
 
 def machine_key() -> str:
@@ -72,6 +75,9 @@ def load_measurement() -> dict | None:
         threads = pick.get("threads")  # never more threads than this process may use
         if type(threads) is not int or not 1 <= threads <= max(thread_options()):
             return None
+    batch = choice["decoder"].get("point_batch")
+    if batch is not None and (type(batch) is not int or not 1 <= batch <= MAX_POINT_BATCH):
+        return None
     return entry
 
 

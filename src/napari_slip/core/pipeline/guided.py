@@ -19,6 +19,7 @@ import numpy as np
 
 from ..models.promptable import ImageEmbedding, PromptableSam
 from ..params import GuidedParams, SamProposalParams
+from ..runtime.perf import point_batch
 from ..runtime.progress import Progress
 from .proposals import Proposals, binary_masks, grid_points, nms_proposals
 
@@ -130,7 +131,7 @@ def decode_points(
     and add their filtered masks to it, a whole batch at a time (an error or a cancel
     leaves no half-decoded point). Returns how many points were decoded."""
     new = [k for k in keys if k not in cache]
-    batch_size = params.points_per_batch or (64 if sam.device.type == "cuda" else 16)
+    batch_size = point_batch(precision, sam.device, params.points_per_batch)
     yield Progress("proposals", 0, len(new), f"SAM on {len(new)} guided points", heavy=True)
     for start in range(0, len(new), batch_size):
         batch = new[start : start + batch_size]

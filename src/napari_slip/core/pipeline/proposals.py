@@ -16,6 +16,7 @@ import torch
 from ..errors import InputError
 from ..models.promptable import ImageEmbedding, PromptableSam
 from ..params import SamProposalParams
+from ..runtime.perf import point_batch
 from ..runtime.progress import Progress
 
 
@@ -213,7 +214,7 @@ def sam_proposals(
     params = params or SamProposalParams()
     h, w = embedding.original_size
     points = grid_points(params.points_per_side, w, h, params.skip_covered)
-    batch_size = params.points_per_batch or (64 if sam.device.type == "cuda" else 16)
+    batch_size = point_batch(precision, sam.device, params.points_per_batch)
     covered = np.zeros((h, w), dtype=bool)
     boxes, crops, scores, counts = [], [], [], Counter()
     n_points, done, decoded = len(points), 0, 0

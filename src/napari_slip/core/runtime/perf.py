@@ -121,31 +121,48 @@ STAGES = ("encoder", "decoder", "clip")
 
 
 class Plan(str):
-    """A precision per stage (and optionally a thread count per stage), as a ``str``.
+    """A precision per stage (and optionally a thread count per stage, and the grid's
+    points per decoder batch), as a ``str``.
 
     The text is the one precision when every stage has it (``"bf16"``), else
     ``"enc-int8.dec-fp32.clip-bf16"``: cache keys, embedding file names and provenance
-    use it unchanged. Each stage asks :func:`stage_precision` for its own.
+    use it unchanged (the thread counts and the point batch change no result). Each
+    stage asks :func:`stage_precision` for its own.
     """
 
     encoder: str
     decoder: str
     clip: str
     threads: dict
+    point_batch: int | None
 
-    def __new__(cls, encoder: str, decoder: str, clip: str, threads: dict | None = None):
+    def __new__(
+        cls,
+        encoder: str,
+        decoder: str,
+        clip: str,
+        threads: dict | None = None,
+        point_batch: int | None = None,
+    ):
         same = encoder == decoder == clip
         obj = super().__new__(cls, encoder if same else f"enc-{encoder}.dec-{decoder}.clip-{clip}")
         obj.encoder, obj.decoder, obj.clip = encoder, decoder, clip
         obj.threads = {k: int(v) for k, v in (threads or {}).items() if v}
+        obj.point_batch = int(point_batch) if point_batch else None
         return obj
 
     def __reduce__(self):  # pickled whole (to worker processes, in copies)
-        return (Plan, (self.encoder, self.decoder, self.clip, self.threads))
+        return (Plan, (self.encoder, self.decoder, self.clip, self.threads, self.point_batch))
 
     def describe(self) -> dict:
-        """``{stage: {"precision": ..., "threads": n or None}}`` (for provenance)."""
-        return {s: {"precision": getattr(self, s), "threads": self.threads.get(s)} for s in STAGES}
+        """``{stage: {"precision": ..., "threads": n or None}}`` (for provenance); the
+        decoder's also has ``"point_batch"`` when the plan chose one."""
+        stages = {
+            s: {"precision": getattr(self, s), "threads": self.threads.get(s)} for s in STAGES
+        }
+        if self.point_batch:
+            stages["decoder"]["point_batch"] = self.point_batch
+        return stages
 
 
 def stages_of(precision: str) -> dict:
@@ -153,6 +170,21 @@ def stages_of(precision: str) -> dict:
     if isinstance(precision, Plan):
         return precision.describe()
     return {s: {"precision": str(precision), "threads": None} for s in STAGES}
+
+
+#: Points per batch of the grid's decode when neither the options nor a measured
+#: :class:`Plan` say (SAM's 64 on a GPU; 16 on a CPU, measured on AVX2 in 2026-11).
+DEFAULT_POINT_BATCH = {"cuda": 64, "cpu": 16}
+
+
+def point_batch(precision: str, device: torch.device, asked: int | None = None) -> int:
+    """The grid's points per decoder batch: ``asked`` (the run's option), else the one
+    a measured plan chose for this CPU, else :data:`DEFAULT_POINT_BATCH`."""
+    if asked:
+        return int(asked)
+    if isinstance(precision, Plan) and precision.point_batch and device.type == "cpu":
+        return precision.point_batch
+    return DEFAULT_POINT_BATCH.get(device.type, 16)
 
 
 def stage_precision(precision: str, stage: str) -> str:
