@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError
 from ..runtime.json_files import JsonDamaged, parse_json
+from .no_init import skip_random_init
 
 CONFIG_KEY = "open_clip_config"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -296,7 +297,8 @@ def load_clip_checkpoint(path: str | os.PathLike, device: str | torch.device = "
     config = meta[CONFIG_KEY]
     if not isinstance(config, dict) or "vision_cfg" not in config:
         raise CheckpointError(f"{path}: '{CONFIG_KEY}' is not an open_clip model config.")
-    model = build_clip(config)
+    with skip_random_init():  # every weight comes from the file (strict load)
+        model = build_clip(config)
     state = load_file(str(path), device="cpu")
     _load_state(model, state, path)
     model.requires_grad_(False)  # inference only; fine-tuning enables what it trains
@@ -343,7 +345,8 @@ def load_open_clip(
     config = copy.deepcopy(config)
     if pretrained_cfg.get("quick_gelu"):
         config["quick_gelu"] = True
-    model = build_clip(config)
+    with skip_random_init():  # every weight comes from the file (strict load)
+        model = build_clip(config)
     try:
         load_checkpoint(model, str(weights), weights_only=True)
     except Exception as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from .no_init import skip_random_init
 
 
 @dataclass(frozen=True)
@@ -412,7 +413,8 @@ def load_sam(
     try:
         config = sam_config_from_state_dict(state)
         check_size(config, state, path)
-        sam = build_sam(config)
+        with skip_random_init():  # every weight comes from the file (missing: refused)
+            sam = build_sam(config)
         missing, unexpected = sam.load_state_dict(state, strict=False)
     except CheckpointError:
         raise
