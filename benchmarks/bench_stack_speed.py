@@ -1,0 +1,186 @@
+"""A z-stack's time through the plain Python API, and what each faster option costs in
+3D recall (run by hand, not a test).
+
+    python benchmarks/bench_stack_speed.py [--planes 30] [--sams vit_t efficientvit_l0]
+        [--json benchmarks/results/NAME.json] [--quick]
+
+1. **Time**: ``napari_slip.segment(stack, "nucleus", sam=..., clip=..., axes="ZYX")``
+   as a notebook calls it, on a dense 16-bit stack of ``--planes`` planes of 512 x 512
+   px (``napari_slip.testing.dense.dense_nuclei_stack``: touching nuclei in the
+   plane and along Z, 4x anisotropy, uneven background, noise), each option in a
+   fresh process with its own empty cache folder, models loaded in the call, the
+   CPU's ``auto`` precision. Weights: the SAMs at their published sizes (MobileSAM
+   ``vit_t``, EfficientViT-SAM-L0, optionally ViT-B) and CLIP ViT-B/32, all random
+   (the arithmetic does not depend on the values). **The bound**: with random weights
+   no mask survives SAM's filters, so every plane decodes its whole grid and CLIP
+   scores nothing: the cost of the encoder and of the grid's decode, which the
+   options below change; the cost of the masks themselves is not in it.
+2. **Recall**: the same options with the trained fixture SAM fine-tuned on dense
+   planes (``tests/data/fixture_sam_dense.pth``) on 4 dense stacks (32 planes of 128
+   x 128 px), every candidate surviving selection: the share of nuclei recovered as
+   one 3D object (3D IoU >= 0.5) and the grid points decoded per plane, against the
+   full per-plane grid.
+
+Options: ``grid 32`` (SAM's default 32 x 32 points per plane; the fixture's own
+default is 16 x 16 on its 128 px planes), ``grid 16`` (a quarter of the points; the
+fixture 8 x 8), ``skip covered`` (the full grid, but a point inside a mask already
+found is not decoded; with random weights nothing is found, so its time is the full
+grid's: only the fixture's decoded points show what it saves).
+The CPU, its threads and torch are printed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+CHILD = """
+import json, sys, time
+import numpy as np
+import napari_slip
+from napari_slip.core.params import SamProposalParams
+stack_path, sam, clip, options = sys.argv[1:5]
+stack = np.load(stack_path)
+params = SamProposalParams(**json.loads(options))
+t0 = time.perf_counter()
+result = napari_slip.segment(stack, "nucleus", sam=sam, clip=clip, device="cpu",
+                             axes="ZYX", sam_params=params)
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "precision": result.provenance["precision"],
+                  "objects": int(result.labels.max())}))
+"""
+
+#: Option name -> (real-size SAM params, the fixture's params on its 128 px planes).
+OPTIONS = {
+    "grid 32": ({}, {}),
+    "grid 16": ({"points_per_side": 16}, {"points_per_side": 8}),
+    "skip covered": ({"skip_covered": True}, {"skip_covered": True}),
+}
+
+
+def time_options(sams: list[str], planes: int, tmp: Path, quick: bool) -> dict:
+    from bench_edits import build_sam
+    from bench_pipeline import _prepare_models
+
+    from napari_slip.testing.dense import dense_nuclei_stack
+
+    stack, _ = dense_nuclei_stack(0, shape=(planes, 512, 512))
+    stack_path = tmp / "stack.npy"
+    np.save(stack_path, stack)
+    print(f"stack {stack.shape} {stack.dtype}, range {stack.min()}-{stack.max()}")
+    _, clip = _prepare_models(tmp)  # CLIP ViT-B/32 at its real size, random weights
+    out: dict = {}
+    for name in sams:
+        sam = str(build_sam(tmp, name)) if name != "vit_b" else _prepare_models(tmp)[0]
+        for option, (params, _) in OPTIONS.items():
+            if quick and option == "skip covered":
+                continue
+            env = {**os.environ, "NAPARI_SLIP_CACHE": tempfile.mkdtemp(dir=tmp)}
+            run = subprocess.run(
+                [sys.executable, "-c", CHILD, str(stack_path), sam, clip, json.dumps(params)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            if run.returncode:
+                raise SystemExit(run.stderr[-3000:])
+            row = json.loads(run.stdout.strip().splitlines()[-1])
+            row["per_plane_s"] = round(row["wall_s"] / planes, 3)
+            out.setdefault(name, {})[option] = row
+            print(
+                f"  {name:16s} {option:13s} [{row['precision']}] {row['wall_s']:6.1f} s "
+                f"({row['per_plane_s']:.2f} s per plane)"
+            )
+    return out
+
+
+def recall_options(n_stacks: int, tmp: Path) -> dict:
+    from bench_stacks import recovered
+
+    from napari_slip.core.params import SamProposalParams
+    from napari_slip.core.pipeline.segmenter import Segmenter
+    from napari_slip.testing.dense import VOXEL, dense_nuclei_stack
+    from napari_slip.testing.tiny import write_tiny_clip
+    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_DENSE_PATH
+
+    clip = str(write_tiny_clip(tmp / "tiny_clip.safetensors"))
+    stacks = [dense_nuclei_stack(seed) for seed in range(n_stacks)]
+    out: dict = {}
+    for option, (_, params) in OPTIONS.items():
+        sam_params = SamProposalParams(**{**FIXTURE_AMG, **params})
+        engine = Segmenter(str(FIXTURE_DENSE_PATH), clip, sam_params=sam_params, disk_cache=False)
+        shares, decoded, seconds = [], [], 0.0
+        for image, truth in stacks:
+            start = time.perf_counter()
+            result = engine.segment(
+                image,
+                "nucleus",
+                axes="ZYX",
+                pixel_size=dict(zip("ZYX", VOXEL, strict=True)),
+                mode="threshold",
+                threshold=-1,
+            )
+            seconds += time.perf_counter() - start
+            shares.append(recovered(truth, result.labels))
+            planes = result.candidates.values()
+            decoded.append(np.mean([c.proposals.decoded_points for c in planes]))
+        out[option] = {
+            "recovered": round(float(np.mean(shares)), 3),
+            "worst_stack": round(float(np.min(shares)), 3),
+            "points_decoded_per_plane": round(float(np.mean(decoded)), 1),
+            "grid_points": sam_params.points_per_side**2,
+            "seconds": round(seconds, 1),
+        }
+        print(f"  fixture {option:13s} {out[option]}")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--planes", type=int, default=30)
+    parser.add_argument("--sams", nargs="+", default=["vit_t", "efficientvit_l0"])
+    parser.add_argument("--stacks", type=int, default=4, help="dense stacks for recall")
+    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--quick", action="store_true", help="no skip-covered timing")
+    parser.add_argument("--no-time", action="store_true", help="recall only")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from napari_slip.core.runtime.perf import cpu_info
+
+    cpu = dict(cpu_info())
+    print(
+        f"CPU: {cpu} ({platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__})"
+    )
+    out: dict = {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "bound": "random weights at real size: no mask survives, the whole grid decoded "
+        "on every plane, no crop scored",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        print("1. recall with the dense fixture SAM (4 stacks of 32 x 128 x 128)")
+        out["recall"] = recall_options(args.stacks, Path(tmp))
+        if not args.no_time:
+            print(f"2. time of a {args.planes}-plane 512 x 512 16-bit stack, plain API")
+            out["time"] = time_options(args.sams, args.planes, Path(tmp), args.quick)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
