@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from napari_slip.core.models import autotune
+    from napari_slip.core.models import autotune, autotune_report
     from napari_slip.core.models.clip import ClipModel, build_clip
     from napari_slip.core.models.promptable import ImageEmbedding, PromptableSam
     from napari_slip.core.models.sam import SamConfig, build_sam
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     measured = autotune.measure()
     print(f"auto's measurement: {measured['seconds']} s")
-    print("\n".join(autotune.describe_entry(measured)))
+    print("\n".join(autotune_report.describe_entry(measured)))
 
     sam = PromptableSam(build_sam(SamConfig()))
     rgb = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)

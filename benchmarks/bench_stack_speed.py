@@ -50,26 +50,45 @@ import json, sys, time
 import numpy as np
 import napari_slip
 from napari_slip.core.params import SamProposalParams
-stack_path, sam, clip, options = sys.argv[1:5]
+from napari_slip.core.params import StackParams
+stack_path, sam, clip, options, stack_options = sys.argv[1:6]
 stack = np.load(stack_path)
 params = SamProposalParams(**json.loads(options))
+stack_params = StackParams(**json.loads(stack_options))
 t0 = time.perf_counter()
 result = napari_slip.segment(stack, "nucleus", sam=sam, clip=clip, device="cpu",
-                             axes="ZYX", sam_params=params)
+                             axes="ZYX", sam_params=params, stack_params=stack_params)
 wall = time.perf_counter() - t0
 print(json.dumps({"wall_s": wall, "precision": result.provenance["precision"],
                   "objects": int(result.labels.max())}))
 """
 
-#: Option name -> (real-size SAM params, the fixture's params on its 128 px planes).
+#: Option name -> (real-size SAM params, the fixture's params on its 128 px planes,
+#: stack params).
 OPTIONS = {
-    "grid 32": ({}, {}),
-    "grid 16": ({"points_per_side": 16}, {"points_per_side": 8}),
-    "skip covered": ({"skip_covered": True}, {"skip_covered": True}),
+    "grid 32": ({}, {}, {}),
+    "grid 16": ({"points_per_side": 16}, {"points_per_side": 8}, {}),
+    "skip covered": ({"skip_covered": True}, {"skip_covered": True}, {}),
+    "carry, grid every 2": ({}, {}, {"grid_every": 2}),
+    "carry, grid every 4": ({}, {}, {"grid_every": 4}),
+    "carry + skip covered, grid every 4": (
+        {"skip_covered": True},
+        {"skip_covered": True},
+        {"grid_every": 4},
+    ),
+    "carry, grid every 8": ({}, {}, {"grid_every": 8}),
+    "carry + skip covered, grid every 8": (
+        {"skip_covered": True},
+        {"skip_covered": True},
+        {"grid_every": 8},
+    ),
 }
+#: Options whose time with random weights would flatter (they decode fewer points only
+#: where SAM keeps masks, which random weights never do): not timed at real size.
+MASK_DEPENDENT = ("skip covered", "carry")
 
 
-def time_options(sams: list[str], planes: int, tmp: Path, quick: bool) -> dict:
+def time_options(sams: list[str], planes: int, tmp: Path) -> dict:
     from bench_edits import build_sam
     from bench_pipeline import _prepare_models
 
@@ -83,12 +102,13 @@ def time_options(sams: list[str], planes: int, tmp: Path, quick: bool) -> dict:
     out: dict = {}
     for name in sams:
         sam = str(build_sam(tmp, name)) if name != "vit_b" else _prepare_models(tmp)[0]
-        for option, (params, _) in OPTIONS.items():
-            if quick and option == "skip covered":
+        for option, (params, _, stacking) in OPTIONS.items():
+            if option.startswith(MASK_DEPENDENT):
                 continue
             env = {**os.environ, "NAPARI_SLIP_CACHE": tempfile.mkdtemp(dir=tmp)}
+            args = [str(stack_path), sam, clip, json.dumps(params), json.dumps(stacking)]
             run = subprocess.run(
-                [sys.executable, "-c", CHILD, str(stack_path), sam, clip, json.dumps(params)],
+                [sys.executable, "-c", CHILD, *args],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -105,10 +125,10 @@ def time_options(sams: list[str], planes: int, tmp: Path, quick: bool) -> dict:
     return out
 
 
-def recall_options(n_stacks: int, tmp: Path) -> dict:
+def recall_options(n_stacks: int, tmp: Path, only: list[str] | None = None) -> dict:
     from bench_stacks import recovered
 
-    from napari_slip.core.params import SamProposalParams
+    from napari_slip.core.params import SamProposalParams, StackParams
     from napari_slip.core.pipeline.segmenter import Segmenter
     from napari_slip.testing.dense import VOXEL, dense_nuclei_stack
     from napari_slip.testing.tiny import write_tiny_clip
@@ -117,7 +137,9 @@ def recall_options(n_stacks: int, tmp: Path) -> dict:
     clip = str(write_tiny_clip(tmp / "tiny_clip.safetensors"))
     stacks = [dense_nuclei_stack(seed) for seed in range(n_stacks)]
     out: dict = {}
-    for option, (_, params) in OPTIONS.items():
+    for option, (_, params, stacking) in OPTIONS.items():
+        if only and option not in only:
+            continue
         sam_params = SamProposalParams(**{**FIXTURE_AMG, **params})
         engine = Segmenter(str(FIXTURE_DENSE_PATH), clip, sam_params=sam_params, disk_cache=False)
         shares, decoded, seconds = [], [], 0.0
@@ -130,6 +152,7 @@ def recall_options(n_stacks: int, tmp: Path) -> dict:
                 pixel_size=dict(zip("ZYX", VOXEL, strict=True)),
                 mode="threshold",
                 threshold=-1,
+                stack_params=StackParams(**stacking),
             )
             seconds += time.perf_counter() - start
             shares.append(recovered(truth, result.labels))
@@ -152,7 +175,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sams", nargs="+", default=["vit_t", "efficientvit_l0"])
     parser.add_argument("--stacks", type=int, default=4, help="dense stacks for recall")
     parser.add_argument("--json", help="also write the figures here")
-    parser.add_argument("--quick", action="store_true", help="no skip-covered timing")
+    parser.add_argument("--only", nargs="+", help="recall of these options only")
     parser.add_argument("--no-time", action="store_true", help="recall only")
     args = parser.parse_args(argv)
 
@@ -173,10 +196,10 @@ def main(argv=None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         print("1. recall with the dense fixture SAM (4 stacks of 32 x 128 x 128)")
-        out["recall"] = recall_options(args.stacks, Path(tmp))
+        out["recall"] = recall_options(args.stacks, Path(tmp), args.only)
         if not args.no_time:
             print(f"2. time of a {args.planes}-plane 512 x 512 16-bit stack, plain API")
-            out["time"] = time_options(args.sams, args.planes, Path(tmp), args.quick)
+            out["time"] = time_options(args.sams, args.planes, Path(tmp))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -39,19 +39,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_slip.testing.metrics import recovered
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def recovered(truth: np.ndarray, labels: np.ndarray, iou: float = 0.5) -> float:
-    """The share of the objects in ``truth`` (of the ids it holds: a plane of a stack
-    holds a few of the stack's) that one object of ``labels`` matches at ``iou``."""
-    from napari_slip.core.pipeline.linking import overlaps
-
-    ia, ib, inter = overlaps(truth, labels)
-    size_t, size_l = np.bincount(truth.ravel()), np.bincount(labels.ravel())
-    ious = inter / (size_t[ia] + size_l[ib] - inter)
-    present = np.count_nonzero(size_t[1:])  # a plane of a stack holds some ids only
-    return len(set(ia[ious >= iou].tolist())) / present
 
 
 def per_plane_labels(truth: np.ndarray, drop_plane: int | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ from napari_slip.core.models.sam import load_sam
 from napari_slip.core.params import SamProposalParams
 from napari_slip.core.pipeline.proposals import sam_proposals
 from napari_slip.core.runtime.generators import drain
+from napari_slip.testing.metrics import recovered
 from napari_slip.testing.scenes import scenes
 from napari_slip.testing.trained_sam import FIXTURE_AMG, evaluate_sam, match_objects, train_sam
 
@@ -19,17 +20,6 @@ def test_fixture_finds_most_objects_of_held_out_scenes(trained_sam_path):
     assert report["objects"] >= 60
     assert report["recall"] >= 0.85  # 0.95 on 20 scenes, stated in docs/performance.md
     assert report["precision"] >= 0.3
-
-
-def _recovered(truth: np.ndarray, labels: np.ndarray) -> float:
-    """The share of ``truth``'s objects that one object of ``labels`` matches at IoU
-    >= 0.5 (3D)."""
-    from napari_slip.core.pipeline.linking import overlaps
-
-    ia, ib, inter = overlaps(truth, labels)
-    size_t, size_l = np.bincount(truth.ravel()), np.bincount(labels.ravel())
-    ious = inter / (size_t[ia] + size_l[ib] - inter)
-    return len(set(ia[ious >= 0.5].tolist())) / np.count_nonzero(size_t[1:])
 
 
 def test_the_dense_fixture_finds_dense_nuclei_in_3d(tiny_clip_path):
@@ -52,7 +42,7 @@ def test_the_dense_fixture_finds_dense_nuclei_in_3d(tiny_clip_path):
         image, "nucleus", axes="ZYX", pixel_size=pixel_size, mode="threshold", threshold=-1
     )
     assert image.dtype == np.uint16 and truth.max() > 100
-    assert _recovered(truth, result.labels) >= 0.7
+    assert recovered(truth, result.labels) >= 0.7
 
 
 def test_random_weights_find_nothing_at_the_same_settings(tiny_sam_path):

@@ -13,12 +13,12 @@ def add_parser(sub) -> None:
         "--measure",
         action="store_true",
         help="measure now which precision is fastest per stage on this CPU (what "
-        "--precision auto uses; 10-20 s, cached)",
+        "--precision auto uses; 15-25 s, cached)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.models import autotune
+    from ..core.models import autotune, autotune_report
     from ..core.models.download import cache_dir
     from ..core.models.listing import list_models
     from ..core.models.registry import available_devices
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     print(describe_machine())
     if getattr(args, "measure", False):
         autotune.measure_now()
-    print("\n".join(autotune.describe()))
+    print("\n".join(autotune_report.describe()))
     print(f"devices: {', '.join(available_devices())}")
     print(f"cache folder: {cache_dir()}  (set NAPARI_SLIP_CACHE to move it)")
     width = max(len(r.name) for r in rows)

@@ -300,12 +300,21 @@ class StackParams(_Params):
         "humps on both sides (objects stacked along Z; 0: never)",
         bounds=(0, 1),
     )
+    grid_every: int = option(
+        1,
+        "SAM's full grid on every k-th plane along Z (else T); the planes between decode "
+        "the previous plane's objects only (1: the full grid on every plane)",
+        bounds=(1, 64),
+        new=True,
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.link, bool):
             raise InputError(f"link must be True or False; got {self.link!r}.")
-        if isinstance(self.max_gap, bool) or not isinstance(self.max_gap, int):
-            raise InputError(f"max_gap must be a whole number; got {self.max_gap!r}.")
+        for name in ("max_gap", "grid_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"{name} must be a whole number; got {value!r}.")
         self._check_bounds()
 
 

@@ -68,3 +68,16 @@ def label_metrics(truth: np.ndarray, labels: np.ndarray, iou: float = 0.5) -> di
     from ..core.pipeline.proposals import proposals_from_labels
 
     return object_metrics(truth, proposals_from_labels(np.asarray(labels)), iou)
+
+
+def recovered(truth: np.ndarray, labels: np.ndarray, iou: float = 0.5) -> float:
+    """The share of the objects in ``truth`` (of the ids it holds: a plane of a stack
+    holds a few of the stack's) that one object of ``labels`` matches at ``iou`` (in
+    as many dimensions as the arrays have: 3D objects of a stack)."""
+    from ..core.pipeline.linking import overlaps
+
+    ia, ib, inter = overlaps(truth, labels)
+    size_t, size_l = np.bincount(truth.ravel()), np.bincount(labels.ravel())
+    ious = inter / (size_t[ia] + size_l[ib] - inter)
+    present = np.count_nonzero(size_t[1:])
+    return len(set(ia[ious >= iou].tolist())) / present

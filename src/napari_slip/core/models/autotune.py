@@ -21,7 +21,7 @@ eligible for a stage only if its output agrees with fp32's (cosine >= ``FIDELITY
 the fastest eligible one wins, but times within ``TIE`` of it are a tie, won by the
 simplest precision (fp32, then bf16, then int8): never slower than fp32 beyond noise,
 exact when nothing is clearly faster, and no int8 copy of a model for a gain that
-noise could give. 10-20 s on 2 cores.
+noise could give. 15-25 s on 2 cores.
 
 When: never during a run. A run with no measurement yet uses the flag table's guess;
 the measurement follows once the process has no heavy work (a background thread that
@@ -444,60 +444,12 @@ def _stop_at_exit() -> None:
         thread.join(timeout=5)
 
 
-def describe() -> list[str]:
-    """Lines for ``napari-slip models``: the measured table and ``auto``'s choice."""
-    if not enabled():  # a stored measurement is not used: say so, not show it
-        return [
-            f"precision 'auto' by measurement: off (NAPARI_SLIP_AUTOTUNE=0): auto gives "
-            f"{guess()} (the flag table); any stored measurement is not used"
-        ]
-    entry = load_measurement()
-    if entry is None:
-        return [
-            f"precision 'auto' by measurement: not measured yet; until then {guess()} "
-            "(`napari-slip models --measure` measures now, in 10-20 s)"
-        ]
-    return describe_entry(entry)
-
-
-def describe_entry(entry: dict) -> list[str]:
-    """The lines of :func:`describe` for one measurement."""
-    lines = [
-        f"precision 'auto' measured {entry['measured_at']} in {entry['seconds']} s "
-        f"(probes of ViT-B shapes, random weights; seconds per probe run):"
-    ]
-    for stage in STAGES:
-        cells = []
-        if stage not in entry["table"]:
-            continue
-        for precision, row in entry["table"][stage].items():
-            cos = entry["fidelity"][stage].get(precision, 0.0)
-            times = ", ".join(f"{t * 1000:.0f} ms x{n}" for n, t in row.items())
-            refused = "" if cos >= FIDELITY else f" (cos {cos:.3f}: refused)"
-            cells.append(f"{precision} {times}{refused}")
-        pick = entry["choice"][stage]
-        lines.append(
-            f"  {stage:<8} {'; '.join(cells)}  -> {pick['precision']} with "
-            f"{pick['threads']} thread(s)"
-        )
-    per_point = entry.get("point_batch")
-    if per_point:
-        times = ", ".join(f"{b}: {t * 1000:.1f} ms" for b, t in per_point.items())
-        lines.append(
-            f"  grid     per point, by points per batch: {times}  -> "
-            f"{entry['choice']['decoder'].get('point_batch')} points per batch"
-        )
-    return lines
-
-
 __all__ = [
     "FIDELITY",
     "TIE",
     "cache_file",
     "choose",
     "choose_batch",
-    "describe",
-    "describe_entry",
     "load_measurement",
     "machine_key",
     "measure",

@@ -214,6 +214,25 @@ def sam_proposals(
     params = params or SamProposalParams()
     h, w = embedding.original_size
     points = grid_points(params.points_per_side, w, h, params.skip_covered)
+    return (yield from point_list_proposals(sam, embedding, points, params, precision))
+
+
+def point_list_proposals(
+    sam: PromptableSam,
+    embedding: ImageEmbedding,
+    points: np.ndarray,
+    params: SamProposalParams,
+    precision: str = "fp32",
+    skip_covered: bool | None = None,
+    always: int = 0,
+) -> Generator[Progress, None, Proposals]:
+    """SAM's masks of ``points`` ((N, 2) pixels x, y, decoded in their order) through
+    the filters and NMS of :func:`sam_proposals` (its grid is one such list).
+    ``skip_covered`` (default: ``params.skip_covered``): a point inside a mask already
+    kept is not decoded, except the first ``always`` points."""
+    if skip_covered is None:
+        skip_covered = params.skip_covered
+    h, w = embedding.original_size
     batch_size = point_batch(precision, sam.device, params.points_per_batch)
     covered = np.zeros((h, w), dtype=bool)
     boxes, crops, scores, counts = [], [], [], Counter()
@@ -221,12 +240,14 @@ def sam_proposals(
     yield Progress("proposals", 0, n_points, "SAM mask decoder", heavy=True)
     while done < n_points:
         batch = points[done : done + batch_size]
+        first = done
         done += len(batch)
-        if params.skip_covered:
+        if skip_covered:
             inside = covered[
                 np.clip(batch[:, 1].astype(int), 0, h - 1),
                 np.clip(batch[:, 0].astype(int), 0, w - 1),
             ]
+            inside &= np.arange(first, done) >= always
             batch = batch[~inside]
             if not len(batch):
                 yield Progress("proposals", done, n_points, f"{len(crops)} candidate masks")
@@ -245,7 +266,7 @@ def sam_proposals(
             crops.append(crop)
             boxes.append(box)
             scores.append(score)
-            if params.skip_covered:
+            if skip_covered:
                 y0, x0, y1, x1 = box
                 covered[y0:y1, x0:x1] |= crop
         yield Progress("proposals", done, n_points, f"{len(crops)} candidate masks")

@@ -26,6 +26,7 @@ from ..params import SelectionParams, check_options
 from ..proposal_kinds import PROPOSAL_KINDS
 from ..runtime.generators import relabel
 from ..runtime.progress import Progress
+from .carry import CarriedSamSource, carried_from
 from .finish import finished
 from .images import plane_of
 from .results import TABLE_COLUMNS, SegmentationResult
@@ -217,14 +218,22 @@ def iter_stack(
             raise InputError(f"Plane {p} is outside the image's leading shape {lead_shape}.")
     keep_maps = config.relevance or bool(config.selection.relevance_weight)
     results, candidates, maps = [], {}, {}
+    carries = carrying(config, kind, labels, letters, image.shape[len(lead_shape) :][:2])
     for n, plane in enumerate(planes, start=1):
         if lead_shape:  # a plain 2D image has no slices to report
             yield Progress("slice", n - 1, len(planes), f"slice {plane}")
+        previous = planes[n - 2] if n > 1 else None
+        source = None
+        if carries and carried_plane(previous, plane, config.stack_params.grid_every):
+            source = CarriedSamSource(
+                config.sam_params, carried_from(candidates[previous].proposals)
+            )
         gen = iter_run(
             segmenter,
             plane_of(image, plane),
             config,
             labels=None if labels is None else np.asarray(labels[plane]),
+            source=source,
             measure=False,
         )
         if len(planes) > 1:
@@ -276,6 +285,28 @@ def iter_stack(
     if lead_shape:
         yield Progress("slice", len(planes), len(planes), result.message)
     return result
+
+
+def carrying(config: RunConfig, kind: str, labels, letters: str, plane_shape) -> bool:
+    """Whether planes between full grids decode only the previous plane's objects
+    (see :mod:`.carry`): ``grid_every`` above 1, SAM's own grid (untiled) as the
+    proposals, and a Z or T axis last among the leading ones."""
+    from .collect import is_tiled
+
+    if config.stack_params.grid_every <= 1 or kind != "sam" or labels is not None:
+        return False
+    if not letters or letters[-1] not in "ZT":
+        return False
+    return not is_tiled(config.tile_params, config.sam_params, tuple(plane_shape))
+
+
+def carried_plane(previous, plane, grid_every: int) -> bool:
+    """Whether ``plane`` decodes ``previous``'s objects rather than the full grid: it
+    follows ``previous`` along the last leading axis and is not one of every
+    ``grid_every``-th planes (those, and the first plane, decode the full grid)."""
+    if previous is None or plane[:-1] != previous[:-1] or plane[-1] != previous[-1] + 1:
+        return False
+    return plane[-1] % grid_every != 0
 
 
 def plane_similarities(scope: RunScope, candidates, prompt, selection, relevance) -> np.ndarray:
