@@ -15,6 +15,31 @@ import pytest
 
 from napari_slip.testing import write_tiny_clip, write_tiny_sam
 
+#: The session's own cache folder (see :func:`pytest_configure`).
+_SESSION_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """The whole session, fixtures of every scope included, uses a cache folder of its
+    own and ``auto``'s flag table: never the user's cache (a module's segmenter made
+    before the per-test folder below once read a precision measured on this machine,
+    and tests wrote its hash cache)."""
+    import os
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="napari-slip-tests-")
+    config.stash[_SESSION_CACHE] = folder
+    os.environ["NAPARI_SLIP_CACHE"] = folder
+    os.environ["NAPARI_SLIP_AUTOTUNE"] = "0"
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    folder = config.stash.get(_SESSION_CACHE, None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
