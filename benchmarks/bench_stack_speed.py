@@ -15,7 +15,8 @@
    no mask survives SAM's filters, so every plane decodes its whole grid and CLIP
    scores nothing: the cost of the encoder and of the grid's decode, which the
    options below change; the cost of the masks themselves is not in it.
-2. **Recall**: the same options with the trained fixture SAM fine-tuned on dense
+2. **Recall**: the same options, in one precision (``--precision``, fp32 by
+   default: the exact computation), with the trained fixture SAM fine-tuned on dense
    planes (``tests/data/fixture_sam_dense.pth``) on 4 dense stacks (32 planes of 128
    x 128 px), every candidate surviving selection: the share of nuclei recovered as
    one 3D object (3D IoU >= 0.5) and the grid points decoded per plane, against the
@@ -125,7 +126,9 @@ def time_options(sams: list[str], planes: int, tmp: Path) -> dict:
     return out
 
 
-def recall_options(n_stacks: int, tmp: Path, only: list[str] | None = None) -> dict:
+def recall_options(
+    n_stacks: int, tmp: Path, only: list[str] | None = None, precision: str = "fp32"
+) -> dict:
     from bench_stacks import recovered
 
     from napari_slip.core.params import SamProposalParams, StackParams
@@ -141,7 +144,13 @@ def recall_options(n_stacks: int, tmp: Path, only: list[str] | None = None) -> d
         if only and option not in only:
             continue
         sam_params = SamProposalParams(**{**FIXTURE_AMG, **params})
-        engine = Segmenter(str(FIXTURE_DENSE_PATH), clip, sam_params=sam_params, disk_cache=False)
+        engine = Segmenter(
+            str(FIXTURE_DENSE_PATH),
+            clip,
+            sam_params=sam_params,
+            precision=precision,
+            disk_cache=False,
+        )
         shares, decoded, seconds = [], [], 0.0
         for image, truth in stacks:
             start = time.perf_counter()
@@ -176,12 +185,19 @@ def main(argv=None) -> int:
     parser.add_argument("--stacks", type=int, default=4, help="dense stacks for recall")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--only", nargs="+", help="recall of these options only")
+    parser.add_argument(
+        "--precision", default="fp32", help="the fixture's precision for recall (fp32: exact)"
+    )
     parser.add_argument("--no-time", action="store_true", help="recall only")
     args = parser.parse_args(argv)
 
     import torch
 
     from napari_slip.core.runtime.perf import cpu_info
+
+    # No background measurement of `auto` in this process (the recall runs say their
+    # precision; the timed runs are fresh processes with their own cache folders).
+    os.environ["NAPARI_SLIP_AUTOTUNE"] = "0"
 
     cpu = dict(cpu_info())
     print(
@@ -196,7 +212,8 @@ def main(argv=None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         print("1. recall with the dense fixture SAM (4 stacks of 32 x 128 x 128)")
-        out["recall"] = recall_options(args.stacks, Path(tmp), args.only)
+        out["recall_precision"] = args.precision
+        out["recall"] = recall_options(args.stacks, Path(tmp), args.only, args.precision)
         if not args.no_time:
             print(f"2. time of a {args.planes}-plane 512 x 512 16-bit stack, plain API")
             out["time"] = time_options(args.sams, args.planes, Path(tmp))

@@ -69,6 +69,7 @@ def dense_runs(tiny_clip_path):
         str(FIXTURE_DENSE_PATH),
         str(tiny_clip_path),
         sam_params=SamProposalParams(**FIXTURE_AMG),
+        precision="fp32",  # the exact computation: the same masks on every CPU kind
         disk_cache=False,
     )
     runs = {
@@ -106,7 +107,8 @@ def test_grid_planes_are_the_full_grid_and_carried_planes_decode_fewer(dense_run
 
 def test_the_dense_nuclei_are_still_found_in_3d(dense_runs):
     """The share of 3D nuclei recovered within 0.05 of the full grid's on this stack
-    (4 stacks in docs/stacks.md: 0.925 against 0.928)."""
+    (0.919 against 0.953 in fp32 here; 4 stacks in docs/stacks.md: 0.930 against
+    0.935)."""
     truth, runs = dense_runs
     full, carried = recovered(truth, runs[1].labels), recovered(truth, runs[4].labels)
     assert full >= 0.8 and carried >= full - 0.05
