@@ -177,8 +177,9 @@ def _encoder_probe(precision: str) -> list:
     return [(part(blocks[0], x_window), 8 * windows / 4), (part(blocks[1], x_global), 4.0)]
 
 
-def _decoder_probe(precision: str) -> list:
-    """SAM's mask decoder on 16 points none of whose masks pass, and 8 whose all do."""
+def _full_size_decoder(n_points: int) -> tuple:
+    """SAM's full-size mask decoder (random weights, seeded), a random 64 x 64
+    embedding of a 1,024 px image, and ``n_points`` random points on it."""
     import numpy as np
 
     from .promptable import ImageEmbedding, PromptableSam
@@ -190,7 +191,12 @@ def _decoder_probe(precision: str) -> list:
     embedding = ImageEmbedding(
         torch.randn(1, 256, 64, 64, generator=gen), (1024, 1024), (1024, 1024)
     )
-    points = np.random.default_rng(1).uniform(0, 1024, (16, 2))
+    return decoder, embedding, np.random.default_rng(1).uniform(0, 1024, (n_points, 2))
+
+
+def _decoder_probe(precision: str) -> list:
+    """SAM's mask decoder on 16 points none of whose masks pass, and 8 whose all do."""
+    decoder, embedding, points = _full_size_decoder(16)
 
     def run():
         none = decoder.decode_points_above(embedding, points, 1e9, precision)
@@ -233,18 +239,7 @@ def measure_point_batch(
     decoder on a 64 x 64 embedding, 64 points per batch size, none of whose masks
     passes SAM's IoU filter (most of a grid's points; a passing mask's head costs the
     same in any batch). Best of :data:`REPEATS` after a warm-up."""
-    import numpy as np
-
-    from .promptable import ImageEmbedding, PromptableSam
-    from .sam import SamConfig, build_sam
-
-    gen = torch.Generator().manual_seed(0)
-    with _seeded():
-        decoder = PromptableSam(build_sam(SamConfig(depth=0, global_attn_indexes=())))
-    embedding = ImageEmbedding(
-        torch.randn(1, 256, 64, 64, generator=gen), (1024, 1024), (1024, 1024)
-    )
-    points = np.random.default_rng(1).uniform(0, 1024, (max(POINT_BATCHES), 2))
+    decoder, embedding, points = _full_size_decoder(max(POINT_BATCHES))
 
     def grid(batch: int) -> None:
         for start in range(0, len(points), batch):
