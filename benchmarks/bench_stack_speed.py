@@ -77,6 +77,23 @@ OPTIONS = {
         {"skip_covered": True},
         {"grid_every": 4},
     ),
+    "own size": ({"input_side": 512}, {"input_side": 128}, {}),
+    "1.5x": ({"input_side": 768}, {"input_side": 192}, {}),
+    "1.5x, carry + skip covered, grid every 4": (
+        {"skip_covered": True, "input_side": 768},
+        {"skip_covered": True, "input_side": 192},
+        {"grid_every": 4},
+    ),
+    "own size, grid 16": (
+        {"input_side": 512, "points_per_side": 16},
+        {"input_side": 128, "points_per_side": 8},
+        {},
+    ),
+    "carry + skip covered, grid every 4, own size": (
+        {"skip_covered": True, "input_side": 512},
+        {"skip_covered": True, "input_side": 128},
+        {"grid_every": 4},
+    ),
     "carry, grid every 8": ({}, {}, {"grid_every": 8}),
     "carry + skip covered, grid every 8": (
         {"skip_covered": True},

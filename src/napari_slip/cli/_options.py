@@ -82,7 +82,7 @@ def _segment_options(seg, proposals_from: bool = True) -> None:
         types={"channels": _parse_channels, "contrast_limits": _parse_limits},
     )
     sam = seg.add_argument_group("SAM proposals")
-    add_arguments(sam, SamProposalParams, types={"max_side": int})
+    add_arguments(sam, SamProposalParams, types={"max_side": int, "input_side": int})
     tiles = seg.add_argument_group("tiles (large images)")
     add_arguments(tiles, TileParams, types={"tile_size": int})
     sam.add_argument(

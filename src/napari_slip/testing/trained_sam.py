@@ -51,6 +51,13 @@ FIXTURE_PATH = Path(__file__).resolve().parents[3] / "tests" / "data" / "fixture
 #: tests/data/fixture_sam_dense.pth --steps 3000 --seed 4 --dense-share 0.6 --init
 #: tests/data/fixture_sam.pth`` (17 minutes on one CPU thread).
 FIXTURE_DENSE_PATH = FIXTURE_PATH.with_name("fixture_sam_dense.pth")
+#: The dense fixture fine-tuned with every batch seen in a frame of 128, 192 or 256 px
+#: (objects at 0.5-1x the scale it saw before, as SAM's training images show objects
+#: at many scales), which judges SAM at a smaller ``input_side``; made by ``python -m
+#: napari_slip.testing.trained_sam tests/data/fixture_sam_scales.pth --steps 1500
+#: --seed 7 --dense-share 0.6 --init tests/data/fixture_sam_dense.pth --frames 128 192
+#: 256 --lr 5e-4`` (6 minutes on one CPU thread).
+FIXTURE_SCALES_PATH = FIXTURE_PATH.with_name("fixture_sam_scales.pth")
 
 
 def _targets(labels: np.ndarray, rng, n_points: int):
@@ -78,15 +85,20 @@ def train_sam(
     log=print,
     dense_share: float = 0.0,
     init: str | Path | None = None,
+    frames: tuple[int, ...] = (256,),
 ) -> Path:
     """Train the fixture SAM and save it as a SAM-format ``.pth`` state dict.
 
     With ``dense_share``, that share of the batches' images are planes of dense
     stacks (:func:`~.dense.dense_planes`) instead of the sparse scenes; with
-    ``init``, training starts from that fixture's weights (fine-tuning).
+    ``init``, training starts from that fixture's weights (fine-tuning). Each batch
+    is seen in a frame side drawn from ``frames`` (its images resized as
+    ``PromptableSam.embed`` resizes them for that ``side``), so that a model trained
+    with several sees objects at several scales, as SAM's training images show them.
     """
     import torch
     import torch.nn.functional as F
+    from segment_anything.utils.transforms import ResizeLongestSide
 
     from ..core.models.promptable import decode_points
     from ..core.models.sam import build_sam
@@ -114,9 +126,14 @@ def train_sam(
             flip = True
         else:
             flip = False
+        frame = int(rng.choice(frames))
+        if frame != FIXTURE_SAM.img_size:
+            rgb = np.stack(
+                [ResizeLongestSide(frame).apply_image(np.ascontiguousarray(i)) for i in rgb]
+            )
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float()
         feats = model.image_encoder((x - mean) / std)
-        dense_pe = model.prompt_encoder.get_dense_pe()
+        dense_pe = model.prompt_encoder.pe_layer((frame // 16, frame // 16)).unsqueeze(0)
         loss_total = 0.0
         for b, i in enumerate(idx):
             labels = truths[i][:, ::-1] if flip else truths[i]
@@ -223,9 +240,19 @@ def main(argv=None) -> int:
         "--dense-share", type=float, default=0.0, help="share of batches of dense planes"
     )
     parser.add_argument("--init", help="start from this fixture's weights")
+    parser.add_argument(
+        "--frames", type=int, nargs="+", default=[256], help="frame sides batches are seen in"
+    )
+    parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args(argv)
     path = train_sam(
-        args.out, steps=args.steps, seed=args.seed, dense_share=args.dense_share, init=args.init
+        args.out,
+        steps=args.steps,
+        seed=args.seed,
+        dense_share=args.dense_share,
+        init=args.init,
+        frames=tuple(args.frames),
+        lr=args.lr,
     )
     print(evaluate_sam(path))
     return 0

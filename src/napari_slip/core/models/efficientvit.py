@@ -206,18 +206,12 @@ class OpSequential(nn.Module):
         return x
 
 
-class Resize(nn.Module):
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """Bicubic resize of a map to ``size`` x ``size`` (unchanged if it is that size)."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == (self.size, self.size):
-            return x
-        out = F.interpolate(x.float(), (self.size, self.size), mode="bicubic", align_corners=False)
-        return out.to(x.dtype)
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    out = F.interpolate(x.float(), (size, size), mode="bicubic", align_corners=False)
+    return out.to(x.dtype)
 
 
 class Backbone(nn.Module):
@@ -264,12 +258,10 @@ class Neck(nn.Module):
     """Three stages projected to one width, resized to SAM's grid and summed; residual
     blocks; a 1x1 convolution to SAM's embedding width."""
 
-    def __init__(self, config: dict, in_channels: list[int], grid: int, out: int) -> None:
+    def __init__(self, config: dict, in_channels: list[int], out: int) -> None:
         super().__init__()
         width = config["neck_width"]
-        self.input_ops = nn.ModuleList(
-            OpSequential([ConvLayer(c, width, 1), Resize(grid)]) for c in in_channels
-        )
+        self.input_ops = nn.ModuleList(OpSequential([ConvLayer(c, width, 1)]) for c in in_channels)
         block, mid = BLOCKS[config["neck_block"]], round(width * config["neck_expand"])
         self.middle = OpSequential(
             [Residual(block(width, width, mid)) for _ in range(config["neck_depth"])]
@@ -278,8 +270,9 @@ class Neck(nn.Module):
             [OpSequential([ConvLayer(width, out, 1, bias=True, norm=False)])]
         )
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        x = sum(op(f) for op, f in zip(self.input_ops, features, strict=True))
+    def forward(self, features: list[torch.Tensor], grid: int) -> torch.Tensor:
+        """The stages' maps -> SAM's (B, out, grid, grid) embedding."""
+        x = sum(resize(op(f), grid) for op, f in zip(self.input_ops, features, strict=True))
         return self.output_ops[0](self.middle(x))
 
 
@@ -289,7 +282,9 @@ class EfficientViTSamEncoder(nn.Module):
     ``img_size`` is SAM's frame (1,024 px: prompts, masks, :class:`Sam`'s padding);
     the backbone sees the image at ``input_size`` (512 for the L models), which
     :class:`~.promptable.PromptableSam` resizes to as EfficientViT-SAM does.
-    ``config`` is :func:`efficientvit_config_from_state_dict`'s.
+    ``config`` is :func:`efficientvit_config_from_state_dict`'s. A smaller input
+    (a frame smaller than ``img_size``: see ``PromptableSam.embed``) gives a grid
+    smaller in proportion.
     """
 
     def __init__(self, config: dict, img_size: int = 1024, out_chans: int = 256) -> None:
@@ -299,12 +294,18 @@ class EfficientViTSamEncoder(nn.Module):
         self.neck_stages = list(config["neck_stages"])
         self.backbone = Backbone(config)
         widths = [config["widths"][i] for i in self.neck_stages]
-        self.neck = Neck(config, widths, img_size // 16, out_chans)
+        self.neck = Neck(config, widths, out_chans)
         self.norm = LayerNorm2d(out_chans, eps=EPS)
+
+    def grid(self, side: int) -> int:
+        """The embedding's grid side for an input ``side`` pixels long (64 at
+        ``input_size``: SAM's 1,024 px frame in 16 px tokens)."""
+        return max(1, round(side * self.img_size / (16 * self.input_size)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stages = self.backbone(x)
-        return self.norm(self.neck([stages[i] for i in self.neck_stages]))
+        features = [stages[i] for i in self.neck_stages]
+        return self.norm(self.neck(features, self.grid(x.shape[-1])))
 
 
 # The published models, by the settings of EfficientViT's sam.py and backbone.py (the

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..errors import InputError
 from ..runtime.perf import autocast, stage_precision, stage_threads
@@ -97,8 +98,9 @@ def decode_points(
     n = sparse.shape[0]
     output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat((output_tokens.unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
-    # Without a mask prompt the dense embedding is one learnt vector, broadcast.
-    src = features + dense[:1]
+    # Without a mask prompt the dense embedding is one learnt vector, broadcast (over
+    # the image's grid, whatever its size: see PromptableSam.embed's side).
+    src = features + dense[:1, :, :1, :1]
     hs, src = decoder.transformer(src, dense_pe, tokens)
     src = src.expand(n, -1, -1) if src.shape[0] == 1 else src
     outputs = slice(1, None) if multimask else slice(0, 1)
@@ -179,11 +181,8 @@ class PromptableSam:
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
-        from segment_anything.utils.transforms import ResizeLongestSide
-
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
-        self._encoder_transform = ResizeLongestSide(self.encoder_size)
         self._dense_pe: dict = {}
         self._int8 = None
         self._bf16 = None
@@ -225,7 +224,12 @@ class PromptableSam:
         context = contextlib.nullcontext() if dtype else autocast(precision, self.device)
         with context, stage_threads(plan, "decoder"):
             out = decode_points(
-                model, embedding.maps(dtype), self._positions(dtype), sparse, dense, **options
+                model,
+                embedding.maps(dtype),
+                self._positions(embedding.features.shape[-2:], dtype),
+                sparse,
+                dense,
+                **options,
             )
         return (out[0].float(), out[1].float(), *out[2:])
 
@@ -248,10 +252,11 @@ class PromptableSam:
     def mask_threshold(self) -> float:
         return float(self.model.mask_threshold)
 
-    def check_shape(self, shape: tuple[int, int]) -> None:
-        """Refuse images so thin that SAM's input would be under one patch high."""
+    def check_shape(self, shape: tuple[int, int], side: int | None = None) -> None:
+        """Refuse images so thin that SAM's input (``side``: its frame, else the
+        model's) would be under one patch high."""
         h, w = shape
-        side = self.transform.target_length
+        side = side or self.input_size
         if min(h, w) * side / max(h, w) < 16:
             raise InputError(
                 f"The image is {h} x {w} pixels: too thin for SAM, which sees its long side "
@@ -259,19 +264,39 @@ class PromptableSam:
                 "pieces, or give proposals from a label image."
             )
 
+    def frame_side(self, side: int | None) -> int:
+        """The side of the square SAM sees an image in: ``side`` (a multiple of 16),
+        never above the model's own :attr:`input_size`; None: the model's own."""
+        if side is None:
+            return self.input_size
+        if side < 16 or side % 16:
+            raise InputError(f"SAM's input side must be a multiple of 16 pixels; got {side}.")
+        return min(int(side), self.input_size)
+
     @torch.no_grad()
-    def embed(self, rgb: np.ndarray, precision: str = "fp32") -> ImageEmbedding:
-        """Run the image encoder on an (H, W, 3) uint8 image; features kept in fp32."""
-        self.check_shape(rgb.shape[:2])
+    def embed(
+        self, rgb: np.ndarray, precision: str = "fp32", side: int | None = None
+    ) -> ImageEmbedding:
+        """Run the image encoder on an (H, W, 3) uint8 image; features kept in fp32.
+
+        ``side``: the square SAM sees the image in (its long side resized to it), at
+        most the model's :attr:`input_size` (None: that). A smaller side is less work
+        for the encoder and for every decoded point (512 px: a quarter of the image
+        tokens) and shows SAM the objects smaller: the embedding's grid is smaller, its
+        geometry the same (prompts, masks and :meth:`upscale` are unchanged)."""
+        frame = self.frame_side(side)
+        self.check_shape(rgb.shape[:2], frame)
         plan, precision = precision, stage_precision(precision, "encoder")
         model = self._model(precision)
-        side = self.encoder_size
-        # EfficientViT-SAM L: the encoder sees the image at 512 px, not 1,024.
-        resized = self._encoder_transform.apply_image(rgb)
+        # EfficientViT-SAM L: the encoder sees the image at half SAM's frame.
+        encoder_side = frame * self.encoder_size // self.input_size
+        resized = ResizeLongestSide(encoder_side).apply_image(rgb)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         # Normalised, then zero-padded to the encoder's square (SAM's preprocess).
         x = (x - model.pixel_mean) / model.pixel_std
-        x = torch.nn.functional.pad(x, (0, side - x.shape[-1], 0, side - x.shape[-2]))
+        x = torch.nn.functional.pad(
+            x, (0, encoder_side - x.shape[-1], 0, encoder_side - x.shape[-2])
+        )
         h, w = rgb.shape[:2]
         input_size = self.transform.get_preprocess_shape(h, w, self.input_size)
         with autocast(precision, self.device), stage_threads(plan, "encoder"):
@@ -357,15 +382,17 @@ class PromptableSam:
         low_res, iou = self._decode(embedding, sparse, dense, plan, multimask=multimask)
         return self.upscale(low_res[0], embedding), iou[0]
 
-    def _positions(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """SAM's positional map of the image grid (the same for every prompt), made
-        once, channels last as the decoder reads it (and in ``dtype``)."""
-        if dtype not in self._dense_pe:
+    def _positions(self, grid, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """SAM's positional map of an image grid of ``grid`` (h, w) tokens (the same for
+        every prompt; the prompt encoder's ``get_dense_pe`` at the model's own grid),
+        made once per grid, channels last as the decoder reads it (and in ``dtype``)."""
+        key = (tuple(int(v) for v in grid), dtype)
+        if key not in self._dense_pe:
             with torch.no_grad():
-                positions = self.model.prompt_encoder.get_dense_pe()
+                positions = self.model.prompt_encoder.pe_layer(key[0]).unsqueeze(0)
             positions = positions.contiguous(memory_format=torch.channels_last)
-            self._dense_pe[dtype] = positions if dtype is None else positions.to(dtype)
-        return self._dense_pe[dtype]
+            self._dense_pe[key] = positions if dtype is None else positions.to(dtype)
+        return self._dense_pe[key]
 
     def _prompts(self, points_xy, embedding: ImageEmbedding, plan: str):
         """The prompt encoder's (sparse, dense) embeddings of one positive point each."""

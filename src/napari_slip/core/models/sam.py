@@ -249,9 +249,9 @@ def _light_sam_config(state: dict, encoder: str, read, out_key: str, what: str) 
 
 
 def _build_vit(config: SamConfig) -> tuple[torch.nn.Module, int]:
-    from segment_anything.modeling import ImageEncoderViT
+    from .vit import SamViT
 
-    encoder = ImageEncoderViT(
+    encoder = SamViT(
         depth=config.depth,
         embed_dim=config.embed_dim,
         img_size=config.img_size,

@@ -87,7 +87,7 @@ class CarriedSamSource:
         return {**self.params.as_dict(), "carried_objects": len(self.carried.seeds)}
 
     def generate(self, session, context) -> Generator[Progress, None, Proposals]:
-        embedding = yield from context.iter_embedding(session, self.params.max_side)
+        embedding = yield from context.iter_embedding(session, self.params)
         sam = yield from context.iter_load("sam")
         h, w = session.image.shape
         points = carried_points(self.carried, self.params.points_per_side, (h, w))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models.promptable import ImageEmbedding
+from ..params import SamProposalParams
 from ..runtime.perf import stage_precision
 from ..runtime.progress import Progress
 from .embedding_cache import embedding_path, load_embedding, save_embedding
@@ -42,31 +43,37 @@ class SamEmbeddings:
         self.models, self.disk_cache, self.stats = models, disk_cache, stats
 
     def iter_embedding(
-        self, session: ImageSession, max_side: int | None, region: tuple | None = None
+        self, session: ImageSession, params: SamProposalParams, region: tuple | None = None
     ) -> Generator[Progress, None, ImageEmbedding]:
-        """SAM's embedding of the session's image (memory, then disk, then computed).
+        """SAM's embedding of the session's image (memory, then disk, then computed),
+        as ``params`` say SAM sees it (``max_side``, ``input_side``).
 
         With ``region`` ``(y0, x0, y1, x1)``: the embedding of that tile at full
-        resolution (kept on disk only, so a tiled run does not fill the memory).
+        resolution (never shrunk; kept on disk only, so a tiled run does not fill the
+        memory).
         """
         precision = self.models.precision
         # The embedding depends on the encoder's precision only (a plan's other stages
         # may differ): kept, in memory and on disk, under that.
         encoder = stage_precision(precision, "encoder")
-        if region is None and max_side is not None and max(session.image.shape) <= max_side:
+        max_side, side = (None if region else params.max_side), params.input_side
+        if max_side is not None and max(session.image.shape) <= max_side:
             max_side = None  # not shrunk either way: one embedding, whatever the limit
-        key = (self.models.sam_spec, encoder, max_side)
+        key = (self.models.sam_spec, encoder, max_side, side)
         if region is None:
             embedding = session.embeddings.get_fresh(key)
             if embedding is not None:
                 return embedding
         sam = yield from self.models.iter_load("sam")
+        frame = sam.promptable.frame_side(side)
         if region is None:
-            sam.promptable.check_shape(session.image.shape)  # in the user's pixels
+            sam.promptable.check_shape(session.image.shape, frame)  # in the user's pixels
             name = f"{session.key}-{max_side}"
         else:
-            sam.promptable.check_shape((region[2] - region[0], region[3] - region[1]))
+            sam.promptable.check_shape((region[2] - region[0], region[3] - region[1]), frame)
             name = f"{session.key}-tile-{'-'.join(str(int(v)) for v in region)}"
+        if frame != sam.promptable.input_size:
+            name += f"-side{frame}"
         on_disk = embedding_path(sam.sha256, encoder, name)
         embedding = load_embedding(on_disk, sam.promptable.device) if self.disk_cache else None
         if embedding is not None:
@@ -77,7 +84,7 @@ class SamEmbeddings:
                 rgb = downscale_for_sam(session.image.rgb, max_side)
             else:
                 rgb = session.image.read(*region)
-            embedding = sam.promptable.embed(rgb, precision)
+            embedding = sam.promptable.embed(rgb, precision, frame)
             self.stats["sam_image_encodings"] += 1
             if self.disk_cache:
                 save_embedding(on_disk, embedding)
@@ -272,8 +279,8 @@ class RunContext:
     def iter_load(self, kind: str):
         return self.models.iter_load(kind)
 
-    def iter_embedding(self, session: ImageSession, max_side: int | None, region=None):
-        return self.embeddings.iter_embedding(session, max_side, region)
+    def iter_embedding(self, session: ImageSession, params: SamProposalParams, region=None):
+        return self.embeddings.iter_embedding(session, params, region)
 
     def iter_unit_relevance(self, session: ImageSession, prompt: str, region=None):
         return self.relevance.iter_unit(session, prompt, region)

@@ -93,7 +93,7 @@ class PlaneHandle:
             raise InputError("Give one positive/negative flag per point.")
         sam = drain(self.context.iter_load("sam")).promptable
         params = self.sam_params
-        embedding = drain(self.context.iter_embedding(self.session, params.max_side))
+        embedding = drain(self.context.iter_embedding(self.session, params))
         h, w = self.shape
         eh, ew = embedding.original_size
         xy = np.array([[(x + 0.5) * ew / w, (y + 0.5) * eh / h] for y, x in points])

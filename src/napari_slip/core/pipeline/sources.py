@@ -65,7 +65,7 @@ class SamGridSource:
         return self.params.as_dict()
 
     def generate(self, session, context) -> Generator[Progress, None, Proposals]:
-        embedding = yield from context.iter_embedding(session, self.params.max_side)
+        embedding = yield from context.iter_embedding(session, self.params)
         sam = yield from context.iter_load("sam")
         proposals = yield from sam_proposals(
             sam.promptable, embedding, self.params, context.precision
@@ -150,7 +150,7 @@ class GuidedSource:
     def generate(self, session, context) -> Generator[Progress, None, Proposals]:
         from .guided import guided_points, point_proposals
 
-        embedding = yield from context.iter_embedding(session, self.sam_params.max_side)
+        embedding = yield from context.iter_embedding(session, self.sam_params)
         unit = yield from context.iter_unit_relevance(session, self.prompt)
         points = guided_points(unit, self.params)
         h, w = session.image.shape
@@ -224,7 +224,7 @@ class TiledGuidedSource:
             if any(k not in cache for k in keys):
                 yield Progress("tiles", t, n, f"{what}: SAM image encoder", heavy=True)
                 embedding = yield from one_bar(
-                    context.iter_embedding(session, None, region=box), t, n, what
+                    context.iter_embedding(session, self.sam_params, region=box), t, n, what
                 )
                 new = yield from one_bar(
                     decode_points(

@@ -287,7 +287,7 @@ class TiledSamSource:
             what = f"tile {t + 1}/{n}"
             yield Progress("tiles", t, n, f"{what}: SAM image encoder", heavy=True)
             embedding = yield from one_bar(
-                context.iter_embedding(session, None, region=box), t, n, what
+                context.iter_embedding(session, self.params, region=box), t, n, what
             )
             props = yield from one_bar(
                 sam_proposals(sam.promptable, embedding, self.params, context.precision),
