@@ -106,7 +106,7 @@ OPTIONS = {
 MASK_DEPENDENT = ("skip covered", "carry")
 
 
-def time_options(sams: list[str], planes: int, tmp: Path) -> dict:
+def time_options(sams: list[str], planes: int, tmp: Path, only: list[str] | None) -> dict:
     from bench_edits import build_sam
     from bench_pipeline import _prepare_models
 
@@ -121,7 +121,7 @@ def time_options(sams: list[str], planes: int, tmp: Path) -> dict:
     for name in sams:
         sam = str(build_sam(tmp, name)) if name != "vit_b" else _prepare_models(tmp)[0]
         for option, (params, _, stacking) in OPTIONS.items():
-            if option.startswith(MASK_DEPENDENT):
+            if any(m in option for m in MASK_DEPENDENT) or (only and option not in only):
                 continue
             env = {**os.environ, "NAPARI_SLIP_CACHE": tempfile.mkdtemp(dir=tmp)}
             args = [str(stack_path), sam, clip, json.dumps(params), json.dumps(stacking)]
@@ -137,14 +137,18 @@ def time_options(sams: list[str], planes: int, tmp: Path) -> dict:
             row["per_plane_s"] = round(row["wall_s"] / planes, 3)
             out.setdefault(name, {})[option] = row
             print(
-                f"  {name:16s} {option:13s} [{row['precision']}] {row['wall_s']:6.1f} s "
+                f"  {name:16s} {option:18s} [{row['precision']}] {row['wall_s']:6.1f} s "
                 f"({row['per_plane_s']:.2f} s per plane)"
             )
     return out
 
 
 def recall_options(
-    n_stacks: int, tmp: Path, only: list[str] | None = None, precision: str = "fp32"
+    n_stacks: int,
+    tmp: Path,
+    only: list[str] | None = None,
+    precision: str = "fp32",
+    fixture: str = "dense",
 ) -> dict:
     from bench_stacks import recovered
 
@@ -152,7 +156,13 @@ def recall_options(
     from napari_slip.core.pipeline.segmenter import Segmenter
     from napari_slip.testing.dense import VOXEL, dense_nuclei_stack
     from napari_slip.testing.tiny import write_tiny_clip
-    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_DENSE_PATH
+    from napari_slip.testing.trained_sam import (
+        FIXTURE_AMG,
+        FIXTURE_DENSE_PATH,
+        FIXTURE_SCALES_PATH,
+    )
+
+    path = {"dense": FIXTURE_DENSE_PATH, "scales": FIXTURE_SCALES_PATH}[fixture]
 
     clip = str(write_tiny_clip(tmp / "tiny_clip.safetensors"))
     stacks = [dense_nuclei_stack(seed) for seed in range(n_stacks)]
@@ -162,7 +172,7 @@ def recall_options(
             continue
         sam_params = SamProposalParams(**{**FIXTURE_AMG, **params})
         engine = Segmenter(
-            str(FIXTURE_DENSE_PATH),
+            str(path),
             clip,
             sam_params=sam_params,
             precision=precision,
@@ -191,7 +201,7 @@ def recall_options(
             "grid_points": sam_params.points_per_side**2,
             "seconds": round(seconds, 1),
         }
-        print(f"  fixture {option:13s} {out[option]}")
+        print(f"  {fixture} fixture, {option}: {out[option]}")
     return out
 
 
@@ -206,6 +216,15 @@ def main(argv=None) -> int:
         "--precision", default="fp32", help="the fixture's precision for recall (fp32: exact)"
     )
     parser.add_argument("--no-time", action="store_true", help="recall only")
+    parser.add_argument("--no-recall", action="store_true", help="time only")
+    parser.add_argument(
+        "--fixtures",
+        nargs="+",
+        default=["dense", "scales"],
+        choices=["dense", "scales"],
+        help="the fixture SAMs recall is measured with",
+    )
+    parser.add_argument("--time-only", nargs="+", help="time these options only")
     args = parser.parse_args(argv)
 
     import torch
@@ -228,12 +247,15 @@ def main(argv=None) -> int:
         "on every plane, no crop scored",
     }
     with tempfile.TemporaryDirectory() as tmp:
-        print("1. recall with the dense fixture SAM (4 stacks of 32 x 128 x 128)")
         out["recall_precision"] = args.precision
-        out["recall"] = recall_options(args.stacks, Path(tmp), args.only, args.precision)
+        for fixture in [] if args.no_recall else args.fixtures:
+            print(f"1. recall with the {fixture} fixture SAM (4 stacks of 32 x 128 x 128)")
+            out[f"recall_{fixture}_fixture"] = recall_options(
+                args.stacks, Path(tmp), args.only, args.precision, fixture
+            )
         if not args.no_time:
             print(f"2. time of a {args.planes}-plane 512 x 512 16-bit stack, plain API")
-            out["time"] = time_options(args.sams, args.planes, Path(tmp))
+            out["time"] = time_options(args.sams, args.planes, Path(tmp), args.time_only)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -86,6 +86,36 @@ def test_segment_with_sam_proposals_writes_labels_table_and_provenance(
     )
 
 
+def test_input_side_reaches_sam_and_its_record(tmp_path, tiny_clip_path):
+    """``--input-side``: SAM sees the image in that square (the fixture trained at
+    several scales, at 3/4 of its side, still finds the scene's objects where they
+    are), and the provenance records it."""
+    from napari_slip.testing.scenes import scenes
+    from napari_slip.testing.trained_sam import FIXTURE_AMG, FIXTURE_SCALES_PATH, match_objects
+
+    rgb, truth = (x[0] for x in scenes(1, seed=31))
+    tifffile.imwrite(tmp_path / "scene.tif", rgb, photometric="rgb")
+    amg = [f"--{k.replace('_', '-')}={v}" for k, v in FIXTURE_AMG.items()]
+    found = {}
+    for side in (None, 192):
+        args = ["segment", str(tmp_path / "scene.tif"), "-p", "cell", "-q"]
+        args += ["--sam", str(FIXTURE_SCALES_PATH), "--clip", str(tiny_clip_path)]
+        args += [
+            "-o",
+            str(tmp_path / f"{side}.tif"),
+            "--provenance",
+            str(tmp_path / f"{side}.json"),
+        ]
+        args += ["--mode", "threshold", "--threshold", "-1", *amg]
+        assert main([*args, *(["--input-side", str(side)] if side else [])]) == 0
+        prov = json.loads((tmp_path / f"{side}.json").read_text())
+        assert prov["proposals"]["input_side"] == side
+        labels = tifffile.imread(tmp_path / f"{side}.tif")
+        hits, total, _ = match_objects(truth, [labels == i for i in np.unique(labels) if i])
+        found[side] = hits / total
+    assert found[None] >= 0.7 and found[192] >= 0.7, found
+
+
 def test_segment_with_proposals_from_labels(files, tiny_clip_path):
     code = main(
         [
@@ -167,6 +197,10 @@ def test_segment_with_proposals_from_labels(files, tiny_clip_path):
                 "{d}/labels.tif",
             ],
             "Unknown fill 'purple'",
+        ),
+        (
+            ["segment", "{d}/img.tif", "-p", "x", "-o", "{d}/o.tif", "--input-side", "100"],
+            "input_side must be a multiple of 16",
         ),
     ],
 )

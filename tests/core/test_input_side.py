@@ -171,13 +171,15 @@ def scale_fixture():
 def test_the_fixture_trained_at_several_scales_finds_objects_at_a_smaller_side(
     scale_fixture, tiny_clip_path
 ):
-    """Through the pipeline, SAM at half its side (a 256 px scene in a 128 px frame):
-    objects found where they are (IoU >= 0.5 with the truth), the encoder run once per
-    side (the side is part of the embedding's key)."""
-    rgbs, labels = scenes(4, seed=777)
+    """Through the pipeline, the fixture's 256 px scenes seen in frames of 192 and 128
+    px: objects found where they are (IoU >= 0.5 with the truth; a mask misplaced by
+    the frame's scale would match none); at 3/4 of the side nearly as many as at the
+    model's own, at half fewer (the objects are then 1-3 patches across). The encoder
+    runs once per scene and side (the side is part of the embedding's key)."""
+    rgbs, labels = scenes(6, seed=777)
     engine = Segmenter(scale_fixture, str(tiny_clip_path), disk_cache=False, precision="fp32")
     found = {}
-    for side in (None, 128):
+    for side in (None, 192, 128):
         params = SamProposalParams(**FIXTURE_AMG, input_side=side)
         hits = total = 0
         for rgb, truth in zip(rgbs, labels, strict=True):
@@ -186,6 +188,7 @@ def test_the_fixture_trained_at_several_scales_finds_objects_at_a_smaller_side(
             f, n, _ = match_objects(truth, masks)
             hits, total = hits + f, total + n
         found[side] = hits / total
-    assert engine.stats["sam_image_encodings"] == 8  # 4 scenes x 2 sides, none shared
-    assert found[None] >= 0.8
-    assert found[128] >= 0.7
+    assert engine.stats["sam_image_encodings"] == 18  # 6 scenes x 3 sides, none shared
+    assert found[None] >= 0.8, found
+    assert found[192] >= found[None] - 0.06, found
+    assert found[128] >= 0.5, found
