@@ -2,7 +2,8 @@
 3D recall (run by hand, not a test).
 
     python benchmarks/bench_stack_speed.py [--planes 30] [--sams vit_t efficientvit_l0]
-        [--json benchmarks/results/NAME.json] [--quick]
+        [--json benchmarks/results/NAME.json] [--no-time | --no-recall]
+        [--only OPTION ...] [--time-only OPTION ...] [--fixtures dense scales]
 
 1. **Time**: ``napari_slip.segment(stack, "nucleus", sam=..., clip=..., axes="ZYX")``
    as a notebook calls it, on a dense 16-bit stack of ``--planes`` planes of 512 x 512
@@ -16,17 +17,21 @@
    scores nothing: the cost of the encoder and of the grid's decode, which the
    options below change; the cost of the masks themselves is not in it.
 2. **Recall**: the same options, in one precision (``--precision``, fp32 by
-   default: the exact computation), with the trained fixture SAM fine-tuned on dense
-   planes (``tests/data/fixture_sam_dense.pth``) on 4 dense stacks (32 planes of 128
-   x 128 px), every candidate surviving selection: the share of nuclei recovered as
-   one 3D object (3D IoU >= 0.5) and the grid points decoded per plane, against the
-   full per-plane grid.
+   default: the exact computation), with the trained fixture SAMs fine-tuned on dense
+   planes (``tests/data/fixture_sam_dense.pth``) and on several scales too
+   (``fixture_sam_scales.pth``), on 4 dense stacks (32 planes of 128 x 128 px),
+   every candidate surviving selection: the share of nuclei recovered as one 3D
+   object (3D IoU >= 0.5) and the grid points decoded per plane, against the full
+   per-plane grid.
 
 Options: ``grid 32`` (SAM's default 32 x 32 points per plane; the fixture's own
 default is 16 x 16 on its 128 px planes), ``grid 16`` (a quarter of the points; the
 fixture 8 x 8), ``skip covered`` (the full grid, but a point inside a mask already
 found is not decoded; with random weights nothing is found, so its time is the full
-grid's: only the fixture's decoded points show what it saves).
+grid's: only the fixture's decoded points show what it saves), ``carry ... grid every
+k`` (``StackParams(grid_every=k)``; not timed, as skipping), ``own size`` and ``1.5x``
+(``SamProposalParams(input_side=...)``: SAM sees a 512 px plane at 512 or 768 px
+instead of 1,024; the fixtures' 128 px planes at 128 or 192 instead of 256).
 The CPU, its threads and torch are printed first.
 """
 
