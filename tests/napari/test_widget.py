@@ -602,9 +602,16 @@ def test_labelled_fields_of_the_dataclasses_are_the_widgets_fields(slip):
     widget.overlap.value = 40
     widget.fill.value = "white"
     widget.margin.value = 0.25
+    assert list(widget.input_side.choices) == [None, 768, 512, 384, 256]
+    assert widget.input_side.native.currentText() == "the model's own"
+    widget.input_side.value = 512
     config = widget.request().config()  # what a run gets
     assert config.sam_params == SamProposalParams(
-        points_per_side=7, pred_iou_thresh=0.0, stability_score_thresh=0.0, min_area=20
+        points_per_side=7,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        min_area=20,
+        input_side=512,
     )
     assert config.tile_params == TileParams(overlap=40)
     assert config.crop_params == CropParams(fill="white", margin=0.25)

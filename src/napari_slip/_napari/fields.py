@@ -22,8 +22,12 @@ def param_widget(cls, name: str, label: str, **overrides: Any):
     """A widget for field ``name`` of the parameter dataclass ``cls``."""
     default = cls.default(name)
     choices = cls.choices(name)
+    presets = cls.presets(name)
     low, high = cls.bounds(name) or (_INT_RANGE if isinstance(default, int) else _FLOAT_RANGE)
-    if choices:
+    if presets:  # None (the model's own) or one of these
+        options = [("the model's own", None), *((f"{v:,} px", v) for v in presets)]
+        widget = ComboBox(label=label, choices=options, value=default, **overrides)
+    elif choices:
         widget = ComboBox(label=label, choices=list(choices), value=default, **overrides)
     elif isinstance(default, bool):
         widget = CheckBox(text=label, value=default, **overrides)

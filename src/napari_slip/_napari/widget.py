@@ -19,6 +19,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container
 from ..core.errors import SlipError
 from ..core.models.registry import SAM_MODELS
 from ..core.params import (
+    EXACT_SAM,
     CropParams,
     SamProposalParams,
     TileParams,
@@ -303,7 +304,7 @@ class SlipWidget(WorkerPanel):
         """The current inputs as a :class:`Request`."""
         proposals = self.proposals.value
         template = self.template.value.strip()
-        exact = {"skip_covered": False, "max_side": None} if self.exact.value else {}
+        exact = EXACT_SAM if self.exact.value else {}
         given = {cls: {n: getattr(self, n) for n in cls.shown()} for cls in form.SHOWN}
         options = {
             **self.selection.options(),

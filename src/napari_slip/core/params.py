@@ -38,6 +38,10 @@ FILLS = ("black", "white", "gray", "mean", "none")
 DEFAULT_THRESHOLD = 0.25
 
 
+#: What :meth:`SamProposalParams.exact` sets: SAM's own generator.
+EXACT_SAM = {"skip_covered": False, "max_side": None, "input_side": None}
+
+
 @dataclass(frozen=True)
 class SamProposalParams(_Params):
     """Options of SAM's automatic mask generation (SAM's own names and defaults).
@@ -86,14 +90,16 @@ class SamProposalParams(_Params):
         "model's own; default: the model's own, 1,024 for SAM's): smaller is less work "
         "(512: a quarter per point) and shows SAM the objects smaller",
         new=True,
+        label="SAM input side",
+        presets=(768, 512, 384, 256),
     )
 
     @classmethod
     def exact(cls, **overrides) -> SamProposalParams:
         """SAM's automatic mask generator exactly: every grid point is decoded and the
-        image is not shrunk first (SAM's encoder still sees it at its input size). With
-        ``precision="fp32"`` the masks are SAM's own."""
-        return cls(**{"skip_covered": False, "max_side": None, **overrides})
+        image is not shrunk first (SAM's encoder sees it at the model's input size).
+        With ``precision="fp32"`` the masks are SAM's own."""
+        return cls(**{**EXACT_SAM, **overrides})
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1:

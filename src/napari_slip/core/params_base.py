@@ -18,12 +18,17 @@ def option(
     bounds: tuple[float, float] | None = None,
     label: str | None = None,
     new: bool = False,
+    presets: Sequence | None = None,
     **kw,
 ):
     """A dataclass field with a help text, optional choices, optional ``bounds``
     ``(low, high)`` (inclusive; checked on construction, the widget's range) and an
     optional ``label`` (the field then shows in the widget's advanced settings under
     that label). Read by the command line's flags and the widget's fields.
+
+    ``presets``: for a field whose default is None (the model's own value), the
+    values the widget offers beside it (the command line and Python take any valid
+    value).
 
     ``new``: a field added after batches recorded their parameters: recorded (in a
     batch's hash) only when it is not its default, so earlier batches still resume."""
@@ -33,6 +38,7 @@ def option(
         "bounds": bounds,
         "label": label,
         "new": new,
+        "presets": tuple(presets) if presets else None,
     }
     if callable(default) and not isinstance(default, (int, float, str, tuple)):
         return field(default_factory=default, metadata=meta, **kw)
@@ -134,6 +140,10 @@ class _Params:
     @classmethod
     def choices(cls, name: str) -> tuple | None:
         return {f.name: f for f in fields(cls)}[name].metadata.get("choices")
+
+    @classmethod
+    def presets(cls, name: str) -> tuple | None:
+        return {f.name: f for f in fields(cls)}[name].metadata.get("presets")
 
     @classmethod
     def pick(cls, options: dict) -> dict:
