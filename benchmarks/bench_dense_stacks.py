@@ -2,6 +2,7 @@
 along Z apart, and what does it cost?
 
     python benchmarks/bench_dense_stacks.py [--stacks 4] [--json benchmarks/results/NAME.json]
+        [--precision fp32]
 
 Data: ``napari_slip.testing.dense.dense_nuclei_stack``: 32 planes x 128 x 128 px,
 voxels 2 x 0.5 x 0.5 um (4x anisotropy), ~100 ellipsoidal nuclei per stack packed
@@ -26,12 +27,16 @@ of the stack's time spent linking (splitting included):
    seeds than these); on the dense stacks each one's 2D recall per plane (what
    linking gets) and the 3D share without and with splitting; on the easy stacks,
    the 3D share for each ``split_valley`` (noisy SAM sections must not be cut).
+
+In one stated precision (``--precision``, fp32 by default: the exact computation;
+never a plan ``auto`` measured on this machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -109,7 +114,9 @@ def main(argv=None) -> int:
     parser.add_argument("--stacks", type=int, default=4)
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--no-sam", action="store_true", help="skip part 2")
+    parser.add_argument("--precision", default="fp32", help="the models' precision")
     args = parser.parse_args(argv)
+    os.environ["NAPARI_SLIP_AUTOTUNE"] = "0"  # no background measurement in this process
 
     from napari_slip.core.params import SamProposalParams, StackParams
     from napari_slip.core.pipeline.segmenter import Segmenter
@@ -132,9 +139,17 @@ def main(argv=None) -> int:
         f"{sum(int(t.max()) for t in dense_truth)} nuclei; 5 easy stacks, "
         f"{sum(int(t.max()) for t in easy_truth)} nuclei"
     )
-    out: dict = {"cpu": cpu, "voxel_um": VOXEL, "dense_shape": list(dense[0][0].shape)}
+    out: dict = {
+        "cpu": cpu,
+        "precision": args.precision,
+        "voxel_um": VOXEL,
+        "dense_shape": list(dense[0][0].shape),
+    }
     sam_params = SamProposalParams(**FIXTURE_AMG)
-    engine = Segmenter(str(FIXTURE_PATH), clip, sam_params=sam_params, disk_cache=False)
+    precision = args.precision
+    engine = Segmenter(
+        str(FIXTURE_PATH), clip, sam_params=sam_params, disk_cache=False, precision=precision
+    )
 
     print("1. true sections given as proposals")
     given: dict = {}
@@ -157,7 +172,9 @@ def main(argv=None) -> int:
     fixtures = {"fixture_sam": FIXTURE_PATH, "fixture_sam_dense": FIXTURE_DENSE_PATH}
     for name, path in {} if args.no_sam else fixtures.items():
         print(f"2. {path.name}'s proposals (16 x 16 points on every plane)")
-        engine = Segmenter(str(path), clip, sam_params=sam_params, disk_cache=False)
+        engine = Segmenter(
+            str(path), clip, sam_params=sam_params, disk_cache=False, precision=precision
+        )
         sam: dict = {}
         recalls = [plane_recall(engine, image, truth) for image, truth in dense]
         sam["dense, 2D recall per plane"] = round(float(np.mean(recalls)), 3)
