@@ -192,3 +192,18 @@ def test_the_fixture_trained_at_several_scales_finds_objects_at_a_smaller_side(
     assert found[None] >= 0.8, found
     assert found[192] >= found[None] - 0.06, found
     assert found[128] >= 0.5, found
+
+
+def test_the_disk_cache_keeps_each_side_apart(tiny_sam_path, tiny_clip_path, fast_sam_params):
+    """An embedding made at one side is never read back for another: a fresh segmenter
+    (empty memory) at 128 px encodes again, then finds its own on disk."""
+    rgb = np.random.default_rng(3).integers(0, 255, (96, 80, 3), dtype=np.uint8)
+    first = Segmenter(str(tiny_sam_path), str(tiny_clip_path), disk_cache=True)
+    first.segment(rgb, "x", sam_params=fast_sam_params)
+    assert first.stats["sam_image_encodings"] == 1
+    for encoded, from_disk in ((1, 0), (0, 1)):
+        again = Segmenter(str(tiny_sam_path), str(tiny_clip_path), disk_cache=True)
+        params = SamProposalParams(**{**fast_sam_params.as_dict(), "input_side": 128})
+        again.segment(rgb, "x", sam_params=params)
+        assert again.stats["sam_image_encodings"] == encoded
+        assert again.stats["sam_embeddings_from_disk"] == from_disk
