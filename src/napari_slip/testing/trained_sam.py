@@ -126,7 +126,8 @@ def train_sam(
             flip = True
         else:
             flip = False
-        frame = int(rng.choice(frames))
+        # Drawn only when there is a choice: one frame keeps the earlier recipes' draws.
+        frame = int(rng.choice(frames)) if len(frames) > 1 else int(frames[0])
         if frame != FIXTURE_SAM.img_size:
             rgb = np.stack(
                 [ResizeLongestSide(frame).apply_image(np.ascontiguousarray(i)) for i in rgb]
