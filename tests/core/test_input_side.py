@@ -207,3 +207,10 @@ def test_the_disk_cache_keeps_each_side_apart(tiny_sam_path, tiny_clip_path, fas
         again.segment(rgb, "x", sam_params=params)
         assert again.stats["sam_image_encodings"] == encoded
         assert again.stats["sam_embeddings_from_disk"] == from_disk
+
+
+def test_the_resized_positions_carry_their_gradient_in_training():
+    torch.manual_seed(4)
+    vit = SamViT(img_size=FIXTURE_SAM.img_size, **_vit_kwargs(FIXTURE_SAM))
+    vit(torch.randn(1, 3, 128, 128)).square().mean().backward()
+    assert vit.pos_embed.grad is not None and vit.pos_embed.grad.abs().sum() > 0

@@ -56,7 +56,9 @@ FIXTURE_DENSE_PATH = FIXTURE_PATH.with_name("fixture_sam_dense.pth")
 #: at many scales), which judges SAM at a smaller ``input_side``; made by ``python -m
 #: napari_slip.testing.trained_sam tests/data/fixture_sam_scales.pth --steps 1500
 #: --seed 7 --dense-share 0.6 --init tests/data/fixture_sam_dense.pth --frames 128 192
-#: 256 --lr 5e-4`` (6 minutes on one CPU thread).
+#: 256 --lr 5e-4`` (6 minutes on one CPU thread). It was made while the positional
+#: embedding, resized for the smaller frames, got no gradient from them (fixed since in
+#: ``SamViT.positions``): the recipe now trains it on every frame, and gives another model.
 FIXTURE_SCALES_PATH = FIXTURE_PATH.with_name("fixture_sam_scales.pth")
 
 

@@ -3,7 +3,7 @@
 ``segment_anything``'s ``ImageEncoderViT`` adds its absolute positional embedding
 (64 x 64 tokens for a 1,024 px input) to the patch tokens as it is, so it takes only
 the size it was trained at. :class:`SamViT` interpolates the embedding to the tokens
-it is given (bicubic, as ViTDet and EfficientSAM do; made once per size); the
+it is given (bicubic, as ViTDet and EfficientSAM do; the last size's kept); the
 global-attention blocks' relative positions are interpolated by ``segment_anything``
 itself (``get_rel_pos``). At the trained size it is ``ImageEncoderViT`` exactly. Same
 weights and state-dict keys.
@@ -33,10 +33,12 @@ class SamViT(ImageEncoderViT):
         self._resized: dict = {}
 
     def positions(self, h: int, w: int) -> torch.Tensor:
-        """The positional embedding for an ``h`` x ``w`` token grid (kept per size while
-        the weights are these)."""
+        """The positional embedding for an ``h`` x ``w`` token grid (the last size's
+        kept while the weights are these; made afresh, with its gradient, in training)."""
         if (h, w) == tuple(self.pos_embed.shape[1:3]):
             return self.pos_embed
+        if torch.is_grad_enabled() and self.pos_embed.requires_grad:
+            return resized_positions(self.pos_embed, h, w)
         key = (h, w, self.pos_embed.dtype, self.pos_embed.data_ptr(), self.pos_embed._version)
         if key not in self._resized:
             with torch.no_grad():
